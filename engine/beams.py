@@ -1,0 +1,98 @@
+"""Beam configs: HF generate's beam search over the shared prompt, then rescored token by token.
+
+Beam search itself is HF's (its scores are length-penalised sums of log-softmax values, with its
+processors applied to log-probabilities). The chosen sequence is then rescored with one forward pass
+so its TokenSteps carry the same statistics as sampled rows: raw logprobs, rank, entropy,
+alternatives, and logprob_processed under decodelab's own penalty pipeline.
+"""
+
+from __future__ import annotations
+
+import time
+
+import torch
+
+from engine.config import DecodingConfig
+from engine.detokenize import IncrementalText
+from engine.hf_compat import hf_generate_kwargs
+from engine.results import Completion, StepEvent
+from engine.rows import RowTracker, token_texts
+from engine.sampling import PenaltyState, RowSettings, process, step_statistics
+
+
+class _CancelCriteria:
+    """A StoppingCriteria that ends generation when the cancel event is set."""
+
+    def __init__(self, cancel):
+        self.cancel = cancel
+
+    def __call__(self, input_ids, scores, **kwargs):
+        return torch.full((input_ids.shape[0],), self.cancel.is_set(), dtype=torch.bool, device=input_ids.device)
+
+
+@torch.inference_mode()
+def run_beam(loaded, prompt_ids: torch.Tensor, config: DecodingConfig, seed: int, row: int, emit, cancel,
+             k: int) -> Completion:
+    from transformers import StoppingCriteriaList
+
+    from engine.generation import eos_token_ids
+
+    model, tokenizer = loaded.model, loaded.tokenizer
+    eos = eos_token_ids(loaded)
+    prompt_len = prompt_ids.numel()
+    start = time.perf_counter()
+    out = model.generate(
+        input_ids=prompt_ids[None, :],
+        attention_mask=torch.ones_like(prompt_ids)[None, :],
+        **hf_generate_kwargs(config, prompt_len),
+        eos_token_id=eos or None,
+        pad_token_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (eos[0] if eos else 0),
+        early_stopping=True,
+        return_dict_in_generate=True,
+        output_scores=True,
+        stopping_criteria=StoppingCriteriaList([_CancelCriteria(cancel)]),
+    )
+    new_ids = out.sequences[0, prompt_len:].tolist()
+    for i, token in enumerate(new_ids):  # drop the padding after the first EOS
+        if token in eos:
+            new_ids = new_ids[: i + 1]
+            break
+    elapsed = time.perf_counter() - start
+    skip = frozenset(eos) | frozenset(getattr(tokenizer, "all_special_ids", []) or [])
+    tracker = RowTracker(config, seed, IncrementalText(tokenizer, skip), eos)
+    names = token_texts(tokenizer)
+    stats, k = rescore(loaded, prompt_ids, new_ids, config, seed, k, eos)
+    for values in stats.tolist():
+        tracker.add(values, k, names, elapsed)
+        if tracker.finished:
+            break
+    if not tracker.finished:
+        tracker.finish("cancelled" if cancel.is_set() else "max_new_tokens", elapsed)
+    emit(StepEvent(step=-1, tokens={row: tuple(tracker.steps)}, finished={row: tracker.stop_reason},
+                   texts={row: tracker.text}))
+    completion = tracker.completion(0.0, elapsed, prompt_len)
+    scores = getattr(out, "sequences_scores", None)
+    completion.sequence_score = float(scores[0]) if scores is not None else None
+    return completion
+
+
+def rescore(loaded, prompt_ids: torch.Tensor, new_ids: list[int], config: DecodingConfig, seed: int, k: int,
+            eos: list[int]) -> tuple[torch.Tensor, int]:
+    """Packed per-token statistics [n, 6 + 3k] of new_ids continuing the prompt under config, and k used."""
+    if not new_ids:
+        return torch.zeros(0, 6), 0
+    new = torch.tensor(new_ids, dtype=torch.long, device=prompt_ids.device)
+    full = torch.cat([prompt_ids, new])[None, :]
+    logits = loaded.model(input_ids=full, logits_to_keep=len(new_ids) + 1).logits[0, :-1].float()
+    vocab = logits.shape[-1]
+    k = min(max(k, 0), vocab)
+    settings = RowSettings.build([config], [seed], vocab, prompt_ids.device)
+    state = PenaltyState(settings, prompt_ids, vocab, len(new_ids))
+    eos_t = torch.tensor(eos, dtype=torch.long, device=prompt_ids.device) if eos else None
+    rows = []
+    for i in range(len(new_ids)):
+        raw = logits[i : i + 1]
+        processed = process(raw, settings, state, i, eos_t)
+        rows.append(step_statistics(raw, processed, new[i : i + 1], k))
+        state.update(new[i : i + 1])
+    return torch.cat(rows).cpu(), k

@@ -1,0 +1,225 @@
+"""DecodingConfig: the single, validated description of one decoding setup."""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+SEED_MAX = 2**63 - 1  # TOML integers are signed 64-bit
+
+
+class ConfigError(ValueError):
+    """A decoding setting (or a preset holding one) is invalid; the message says what to change."""
+
+
+# One line of help per field, for the TUI form, the CLI and error messages (from PARAMETERS.md).
+FIELD_HELP: dict[str, str] = {
+    "name": "a short name for this config (shown as the pane title)",
+    "description": "free text: what this config is for",
+    "do_sample": "false: always take the most likely token (greedy); true: draw from the distribution",
+    "temperature": "divides the logits: below 1 sharpens, above 1 flattens; 0 = greedy",
+    "top_k": "keep only the k most likely tokens; 0 = off",
+    "top_p": "keep the smallest set of likeliest tokens whose probabilities add up to p; 1 = off",
+    "min_p": "drop tokens less likely than min_p x the top token's probability; 0 = off",
+    "typical_p": "keep tokens whose surprise is close to the entropy (locally typical sampling); 1 = off",
+    "repetition_penalty": "tokens already in prompt or output: positive logits divided by it, negative multiplied; 1 = off",
+    "frequency_penalty": "subtract penalty x (times the token was generated); 0 = off",
+    "presence_penalty": "subtract penalty once if the token was generated at all; 0 = off",
+    "no_repeat_ngram_size": "forbid any n-gram of this size from appearing twice; 0 = off",
+    "num_beams": "keep this many candidate sequences, return the best by summed logprob; 1 = off",
+    "length_penalty": "beams only: the score is divided by length^penalty; > 0 favours longer beams",
+    "max_new_tokens": "the most tokens to generate",
+    "min_new_tokens": "end-of-sequence is forbidden until this many tokens",
+    "stop_strings": "stop when the text contains one of these; it is trimmed from the output",
+    "seed": "seeds this config's own random stream; none = pick one and report it",
+}
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _fail(name: str, value: Any, allowed: str) -> ConfigError:
+    return ConfigError(f"{name}={value!r} is invalid: {allowed}")
+
+
+def _check_text(name: str, value: Any) -> None:
+    if not isinstance(value, str):
+        raise _fail(name, value, "it must be a string")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise _fail(name, value, "it must be valid Unicode text (no lone surrogates)") from None
+
+
+@dataclass(frozen=True)
+class DecodingConfig:
+    """One decoding setup. Every default is neutral: all filters and penalties are off."""
+
+    name: str = "custom"
+    description: str = ""
+    do_sample: bool = False
+    temperature: float = 1.0
+    top_k: int = 0
+    top_p: float = 1.0
+    min_p: float = 0.0
+    typical_p: float = 1.0
+    repetition_penalty: float = 1.0
+    frequency_penalty: float = 0.0
+    presence_penalty: float = 0.0
+    no_repeat_ngram_size: int = 0
+    num_beams: int = 1
+    length_penalty: float = 1.0
+    max_new_tokens: int = 128
+    min_new_tokens: int = 0
+    stop_strings: tuple[str, ...] = field(default=())
+    seed: int | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("name", "description"):
+            _check_text(name, getattr(self, name))
+        if not isinstance(self.do_sample, bool):
+            raise _fail("do_sample", self.do_sample, "it must be true or false")
+        self._check_float("temperature", lambda v: v >= 0, "it must be >= 0 (0 means greedy)")
+        self._check_float("top_p", lambda v: 0 < v <= 1, "it must be in (0, 1]; 1 turns it off")
+        self._check_float("typical_p", lambda v: 0 < v <= 1, "it must be in (0, 1]; 1 turns it off")
+        self._check_float("min_p", lambda v: 0 <= v <= 1, "it must be in [0, 1]; 0 turns it off")
+        self._check_float("repetition_penalty", lambda v: v > 0, "it must be > 0; 1 turns it off")
+        for name in ("frequency_penalty", "presence_penalty"):
+            self._check_float(name, lambda v: -2 <= v <= 2, "it must be in [-2, 2]; 0 turns it off")
+        self._check_float("length_penalty", lambda v: True, "it must be a finite number")
+        self._check_int("top_k", 0, "it must be an integer >= 0; 0 turns it off")
+        self._check_int("no_repeat_ngram_size", 0, "it must be an integer >= 0; 0 turns it off")
+        self._check_int("num_beams", 1, "it must be an integer >= 1; 1 turns beams off")
+        self._check_int("max_new_tokens", 1, "it must be an integer >= 1")
+        self._check_int("min_new_tokens", 0, "it must be an integer >= 0")
+        if self.min_new_tokens > self.max_new_tokens:
+            raise _fail("min_new_tokens", self.min_new_tokens, f"it must be <= max_new_tokens ({self.max_new_tokens})")
+        self._check_stop_strings()
+        if self.seed is not None and not (_is_int(self.seed) and 0 <= self.seed <= SEED_MAX):
+            raise _fail("seed", self.seed, f"it must be an integer in [0, {SEED_MAX}] or none")
+        if self.num_beams > 1 and self.samples:
+            raise _fail(
+                "num_beams", self.num_beams,
+                "beams run without sampling here: set do_sample=false (or temperature=0), or num_beams=1",
+            )
+
+    # -- validation helpers -------------------------------------------------------------------
+    def _check_float(self, name: str, ok, allowed: str) -> None:
+        value = getattr(self, name)
+        if not _is_number(value) or not math.isfinite(value):
+            raise _fail(name, value, "it must be a finite number; " + allowed)
+        if not ok(value):
+            raise _fail(name, value, allowed)
+        object.__setattr__(self, name, float(value))
+
+    def _check_int(self, name: str, minimum: int, allowed: str) -> None:
+        value = getattr(self, name)
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)
+            object.__setattr__(self, name, value)
+        if not _is_int(value) or value < minimum:
+            raise _fail(name, value, allowed)
+
+    def _check_stop_strings(self) -> None:
+        value = self.stop_strings
+        if isinstance(value, str) or not isinstance(value, (list, tuple)):
+            raise _fail("stop_strings", value, "it must be a list of non-empty strings")
+        for item in value:
+            if not isinstance(item, str) or not item:
+                raise _fail("stop_strings", value, "every stop string must be a non-empty string")
+            _check_text("stop_strings", item)
+        object.__setattr__(self, "stop_strings", tuple(value))
+
+    # -- derived views ----------------------------------------------------------------------------
+    @property
+    def samples(self) -> bool:
+        """True when this config draws tokens at random (do_sample and a temperature above 0)."""
+        return self.do_sample and self.temperature > 0
+
+    @property
+    def greedy(self) -> bool:
+        """True when this config always takes the most likely (penalised) token, beams aside."""
+        return not self.samples and self.num_beams == 1
+
+    def changed_fields(self) -> set[str]:
+        """Names of the fields whose value differs from the default."""
+        return {f.name for f in dataclasses.fields(self) if getattr(self, f.name) != f.default}
+
+    def summary(self) -> str:
+        """One line for pane titles, e.g. ``T=0.7 p=0.9 k=off rep=1.1 seed=42``."""
+        if self.num_beams > 1:
+            parts = [f"beams={self.num_beams}"]
+            if self.length_penalty != 1.0:
+                parts.append(f"lp={_num(self.length_penalty)}")
+        elif self.samples:
+            parts = [
+                f"T={_num(self.temperature)}",
+                f"p={_num(self.top_p)}" if self.top_p < 1 else "p=off",
+                f"k={self.top_k}" if self.top_k else "k=off",
+            ]
+            if self.min_p > 0:
+                parts.append(f"min_p={_num(self.min_p)}")
+            if self.typical_p < 1:
+                parts.append(f"typ={_num(self.typical_p)}")
+        else:
+            parts = ["greedy"]
+        if self.repetition_penalty != 1.0:
+            parts.append(f"rep={_num(self.repetition_penalty)}")
+        if self.frequency_penalty:
+            parts.append(f"freq={_num(self.frequency_penalty)}")
+        if self.presence_penalty:
+            parts.append(f"pres={_num(self.presence_penalty)}")
+        if self.no_repeat_ngram_size:
+            parts.append(f"ngram={self.no_repeat_ngram_size}")
+        if self.samples:
+            parts.append(f"seed={self.seed}" if self.seed is not None else "seed=auto")
+        return " ".join(parts)
+
+    def to_dict(self, *, only_changed: bool = False) -> dict[str, Any]:
+        """Plain data (stop_strings as a list); with only_changed, just the non-default fields."""
+        keep = self.changed_fields() if only_changed else None
+        out = {}
+        for f in dataclasses.fields(self):
+            if keep is not None and f.name not in keep:
+                continue
+            value = getattr(self, f.name)
+            out[f.name] = list(value) if f.name == "stop_strings" else value
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], *, where: str = "config") -> DecodingConfig:
+        """Build a config from plain data; unknown keys raise ConfigError with a did-you-mean hint."""
+        unknown = [key for key in data if key not in FIELD_NAMES]
+        if unknown:
+            raise unknown_key_error(unknown[0], where)
+        return cls(**data)
+
+    def replace(self, **changes: Any) -> DecodingConfig:
+        """A validated copy with some fields changed."""
+        unknown = [key for key in changes if key not in FIELD_NAMES]
+        if unknown:
+            raise unknown_key_error(unknown[0], "config")
+        return dataclasses.replace(self, **changes)
+
+
+FIELD_NAMES: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(DecodingConfig))
+DEFAULTS = DecodingConfig()
+
+
+def unknown_key_error(key: str, where: str) -> ConfigError:
+    """ConfigError for an unknown field, suggesting the closest real one."""
+    close = difflib.get_close_matches(str(key), FIELD_NAMES, n=1, cutoff=0.6)
+    hint = f" Did you mean {close[0]!r}?" if close else f" Known fields: {', '.join(FIELD_NAMES)}."
+    return ConfigError(f"unknown key {key!r} in {where}.{hint}")
+
+
+def _num(value: float) -> str:
+    return f"{value:g}"

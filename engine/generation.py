@@ -1,0 +1,177 @@
+"""generate_many: one prompt under many decoding configs, in one batch, with per-step statistics.
+
+    prefill the prompt once (batch 1) -> replicate its KV cache to every row -> loop:
+        forward [N, 1] -> sampling.process (per-row tensors) -> pick tokens -> statistics (one
+        host transfer) -> stop checks -> one StepEvent for all rows
+Beam configs go through HF generate over the same prompt and are rescored token by token.
+"""
+
+from __future__ import annotations
+
+import secrets
+import threading
+import time
+from typing import Callable, Sequence
+
+import torch
+
+from engine.config import DecodingConfig
+from engine.detokenize import IncrementalText
+from engine.results import Completion, GenerationError, StepEvent, Timings
+from engine.rows import RowTracker, build_steps
+from engine.sampling import PenaltyState, RowSettings, pick, process, step_statistics, token_hashes
+
+OnStep = Callable[[StepEvent], None]
+
+
+def bucket_rows(n: int) -> int:
+    """The padded batch size for n rows: 8, 16, 32, 64, then multiples of 64.
+
+    Matrix kernels may round a batch of 1 differently from a batch of 8; decoding at fixed bucket
+    sizes makes a seeded config give the same tokens alone and among others.
+    """
+    size = 8
+    while size < n and size < 64:
+        size *= 2
+    return size if n <= size else -(-n // 64) * 64
+
+
+def encode_prompt(loaded, prompt: str) -> torch.Tensor:
+    """Token ids [T] of the prompt, through the chat template when the model spec asks for it."""
+    if not isinstance(prompt, str):
+        raise GenerationError(f"the prompt must be text, not {type(prompt).__name__}")
+    tok = loaded.tokenizer
+    if loaded.spec.chat:
+        if not getattr(tok, "chat_template", None):
+            raise GenerationError("this model's tokenizer has no chat template; turn chat mode off")
+        text = tok.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False,
+                                       add_generation_prompt=True)
+        ids = tok(text, add_special_tokens=False)["input_ids"]
+    else:
+        ids = tok(prompt)["input_ids"] if prompt else []
+    if not ids:
+        if tok.bos_token_id is None:
+            raise GenerationError("the prompt is empty and this model has no BOS token to start from; type a prompt")
+        ids = [tok.bos_token_id]
+    return torch.tensor(ids, dtype=torch.long, device=loaded.device)
+
+
+def eos_token_ids(loaded) -> list[int]:
+    ids: set[int] = set()
+    for source in (loaded.model.generation_config, loaded.model.config, loaded.tokenizer):
+        value = getattr(source, "eos_token_id", None)
+        if isinstance(value, int):
+            ids.add(value)
+        elif isinstance(value, (list, tuple)):
+            ids.update(v for v in value if isinstance(v, int))
+    return sorted(ids)
+
+
+def generate_many(loaded, prompt: str, configs: Sequence[DecodingConfig], *, on_step: OnStep | None = None,
+                  cancel: threading.Event | None = None, top_alternatives: int = 10,
+                  batch_invariant: bool = True) -> list[Completion]:
+    """Run prompt under every config; completions come back in the order of configs."""
+    configs = list(configs)
+    if not configs:
+        raise GenerationError("no decoding configs to run: add at least one")
+    if not all(isinstance(c, DecodingConfig) for c in configs):
+        raise GenerationError("every config must be a DecodingConfig")
+    prompt_ids = encode_prompt(loaded, prompt)
+    _check_context(loaded, prompt_ids.numel(), max(c.max_new_tokens for c in configs))
+    seeds = [c.seed if c.seed is not None else secrets.randbelow(2**32) for c in configs]
+    cancel = cancel or threading.Event()
+    emit = on_step or (lambda event: None)
+    batch_rows = [i for i, c in enumerate(configs) if c.num_beams == 1]
+    beam_rows = [i for i, c in enumerate(configs) if c.num_beams > 1]
+    results: dict[int, Completion] = {}
+    try:
+        if batch_rows:
+            done = _decode_batch(loaded, prompt_ids, [configs[i] for i in batch_rows], [seeds[i] for i in batch_rows],
+                                 batch_rows, emit, cancel, top_alternatives, batch_invariant)
+            results.update(zip(batch_rows, done))
+        from engine.beams import run_beam
+
+        for i in beam_rows:
+            results[i] = run_beam(loaded, prompt_ids, configs[i], seeds[i], i, emit, cancel, top_alternatives)
+    except torch.OutOfMemoryError:
+        _free_memory()
+        raise GenerationError(
+            f"out of memory running {len(configs)} configs (batch of {bucket_rows(len(batch_rows) or 1)} rows): "
+            "run fewer configs, or lower max_new_tokens"
+        ) from None
+    return [results[i] for i in range(len(configs))]
+
+
+def _check_context(loaded, prompt_len: int, max_new: int) -> None:
+    limit = loaded.context_length
+    if limit is None:
+        return
+    if prompt_len >= limit:
+        raise GenerationError(f"the prompt is {prompt_len} tokens but the model's context is {limit}: shorten it")
+    if prompt_len + max_new > limit:
+        raise GenerationError(
+            f"the prompt is {prompt_len} tokens and max_new_tokens is {max_new}, but the model's context is "
+            f"{limit}: lower max_new_tokens to {limit - prompt_len} or shorten the prompt"
+        )
+
+
+def _free_memory() -> None:
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+@torch.inference_mode()
+def _decode_batch(loaded, prompt_ids, configs, seeds, row_ids, emit, cancel, k, batch_invariant) -> list[Completion]:
+    model, tokenizer = loaded.model, loaded.tokenizer
+    n = len(configs)
+    rows = bucket_rows(n) if batch_invariant else n
+    eos = eos_token_ids(loaded)
+    skip = frozenset(eos) | frozenset(getattr(tokenizer, "all_special_ids", []) or [])
+    trackers = [RowTracker(c, s, IncrementalText(tokenizer, skip), eos) for c, s in zip(configs, seeds)]
+    max_new = max(c.max_new_tokens for c in configs)
+
+    # Prefill once, then give every row its own copy of the cache.
+    start = time.perf_counter()
+    out = model(input_ids=prompt_ids[None, :], use_cache=True, logits_to_keep=1)
+    cache = out.past_key_values
+    if rows > 1:
+        cache.batch_repeat_interleave(rows)
+    logits = out.logits[:, -1, :].float().expand(rows, -1)
+    vocab = logits.shape[-1]
+    k = min(max(k, 0), vocab)
+    _sync(loaded.device)
+    prefill_s = time.perf_counter() - start
+
+    settings = RowSettings.build(list(configs) + [None] * (rows - n), seeds + [0] * (rows - n), vocab, loaded.device)
+    state = PenaltyState(settings, prompt_ids, vocab, max_new)
+    hashes = token_hashes(vocab, loaded.device)
+    eos_t = torch.tensor(eos, dtype=torch.long, device=loaded.device) if eos else None
+    decode_start = time.perf_counter()
+    for step in range(max_new):
+        if cancel.is_set():
+            break
+        processed = process(logits, settings, state, step, eos_t)  # penalties, temperature, filters
+        tokens = pick(processed, settings, step, hashes)  # argmax, or argmax + Gumbel noise
+        stats = step_statistics(logits, processed, tokens, k).cpu()  # the step's one host transfer
+        state.update(tokens)
+        now = time.perf_counter() - decode_start
+        event = build_steps(trackers, stats.tolist()[:n], k, tokenizer, step, now, row_ids)
+        emit(event)
+        if all(t.finished for t in trackers):
+            break
+        out = model(input_ids=tokens[:, None], past_key_values=cache, use_cache=True)  # one forward, all rows
+        logits = out.logits[:, -1, :].float()
+    decode_s = time.perf_counter() - decode_start
+    unfinished = {row_ids[i]: t.finish("cancelled" if cancel.is_set() else "max_new_tokens", decode_s)
+                  for i, t in enumerate(trackers) if not t.finished}
+    if unfinished:
+        emit(StepEvent(step=-1, tokens={}, finished=unfinished))
+    return [t.completion(prefill_s, decode_s, prompt_ids.numel()) for t in trackers]
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+__all__ = ["Completion", "GenerationError", "StepEvent", "Timings", "bucket_rows", "encode_prompt", "generate_many"]

@@ -1,0 +1,55 @@
+"""Bridges to HF transformers' own generate: matching kwargs, and an OpenAI-style penalty processor."""
+
+from __future__ import annotations
+
+import torch
+
+from engine.config import DecodingConfig
+
+
+class FrequencyPresencePenalty:
+    """A transformers LogitsProcessor for OpenAI/vLLM frequency and presence penalties.
+
+    It counts only generated tokens (those after prompt_length), as OpenAI and vLLM do.
+    """
+
+    def __init__(self, frequency: float, presence: float, prompt_length: int):
+        self.frequency = frequency
+        self.presence = presence
+        self.prompt_length = prompt_length
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        generated = input_ids[:, self.prompt_length :]
+        counts = torch.zeros_like(scores)
+        if generated.numel():
+            counts.scatter_add_(1, generated, torch.ones_like(generated, dtype=scores.dtype))
+        return scores - self.frequency * counts - self.presence * (counts > 0).to(scores.dtype)
+
+
+def hf_generate_kwargs(config: DecodingConfig, prompt_length: int) -> dict:
+    """Keyword arguments for `model.generate` that reproduce this config's settings.
+
+    Neutral values are written explicitly (top_k=0, not HF's hidden 50). Stop strings and seeds are
+    left to the caller: HF needs the tokenizer for the first and a global torch seed for the second.
+    """
+    from transformers import LogitsProcessorList
+
+    kwargs = {
+        "do_sample": config.samples,
+        "max_new_tokens": config.max_new_tokens,
+        "min_new_tokens": config.min_new_tokens or None,
+        "repetition_penalty": config.repetition_penalty,
+        "no_repeat_ngram_size": config.no_repeat_ngram_size,
+        "num_beams": config.num_beams,
+        "length_penalty": config.length_penalty,
+    }
+    if config.samples:
+        kwargs.update(temperature=config.temperature, top_k=config.top_k, top_p=config.top_p,
+                      min_p=config.min_p or None, typical_p=config.typical_p)
+    else:
+        kwargs.update(temperature=None, top_k=None, top_p=None)
+    if config.frequency_penalty or config.presence_penalty:
+        kwargs["logits_processor"] = LogitsProcessorList(
+            [FrequencyPresencePenalty(config.frequency_penalty, config.presence_penalty, prompt_length)]
+        )
+    return kwargs

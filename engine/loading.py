@@ -1,0 +1,270 @@
+"""Model loading: ModelSpec (what to load and how) -> load_model -> LoadedModel."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from engine.config import ConfigError
+
+DTYPES = ("auto", "float32", "float16", "bfloat16")
+DEVICES = ("auto", "cpu", "cuda")
+QUANTIZATIONS = ("none", "8bit", "4bit")
+QUANT_TYPES = ("nf4", "fp4")
+
+Progress = Callable[[str, float | None], None]
+"""A progress callback: (what is happening, fraction done or None when unknown)."""
+
+
+class ModelLoadError(RuntimeError):
+    """The model could not be loaded; the message says why and what to try."""
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """What model to load and how. Validated on construction (ConfigError for bad values)."""
+
+    path: str = "demo"
+    """A local folder, a hub id already in the local cache, or "demo" for the bundled model."""
+    dtype: str = "auto"
+    """auto (bfloat16/float16 on CUDA, float32 on CPU), float32, float16 or bfloat16."""
+    device: str = "auto"
+    """auto (CUDA when present), cpu or cuda; CUDA placement goes through accelerate's device_map."""
+    low_cpu_mem_usage: bool = True
+    """Stream weights instead of building a full random model first (transformers 5 always does)."""
+    quantization: str = "none"
+    """none, 8bit or 4bit, through bitsandbytes."""
+    quant_type: str = "nf4"
+    """4-bit only: nf4 or fp4."""
+    compute_dtype: str = "auto"
+    """4-bit only: the dtype matrix products run in (auto = the model dtype)."""
+    trust_remote_code: bool = False
+    """Run Python code shipped with the model. Off unless you trust its source."""
+    chat: bool = False
+    """Apply the tokenizer's chat template to the prompt."""
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.path, str) or not self.path.strip():
+            raise ConfigError(f"model path={self.path!r} is invalid: give a folder, a cached hub id or 'demo'")
+        for name, allowed in (("dtype", DTYPES), ("device", DEVICES), ("quantization", QUANTIZATIONS),
+                              ("quant_type", QUANT_TYPES), ("compute_dtype", DTYPES)):
+            value = getattr(self, name)
+            if value not in allowed:
+                raise ConfigError(f"model {name}={value!r} is invalid: choose one of {', '.join(allowed)}")
+        for name in ("low_cpu_mem_usage", "trust_remote_code", "chat"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(f"model {name}={getattr(self, name)!r} is invalid: it must be true or false")
+
+    @property
+    def display_name(self) -> str:
+        return "demo" if self.path == "demo" else Path(self.path.rstrip("/")).name or self.path
+
+
+@dataclass
+class LoadedModel:
+    """A model ready to decode, with what a header line needs to describe it."""
+
+    model: Any
+    tokenizer: Any
+    spec: ModelSpec
+    device: torch.device
+    dtype: torch.dtype
+    num_parameters: int
+    memory_bytes: int
+    load_seconds: float = 0.0
+    source: str = ""
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return self.spec.display_name
+
+    @property
+    def context_length(self) -> int | None:
+        cfg = self.model.config
+        for key in ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length"):
+            value = getattr(cfg, key, None)
+            if isinstance(value, int) and value > 0:
+                return value
+        return None
+
+    def describe(self) -> str:
+        """One line: name, parameters, dtype, device, quantization, memory."""
+        quant = "" if self.spec.quantization == "none" else f" {self.spec.quantization}"
+        return (f"{self.name} · {format_count(self.num_parameters)} params · {str(self.dtype).removeprefix('torch.')}"
+                f"{quant} · {self.device} · {self.memory_bytes / 2**20:.1f} MiB")
+
+
+def demo_model_path() -> Path:
+    """The folder of the tiny model bundled in the package."""
+    return Path(str(resources.files("engine") / "demo_model"))
+
+
+def format_count(n: int) -> str:
+    for unit, size in (("B", 1e9), ("M", 1e6), ("k", 1e3)):
+        if n >= size:
+            return f"{n / size:.1f}{unit}"
+    return str(n)
+
+
+def resolve_device(spec: ModelSpec) -> torch.device:
+    if spec.device == "cuda" and not torch.cuda.is_available():
+        raise ModelLoadError("device 'cuda' was asked for but no CUDA GPU is visible; use --device cpu or auto")
+    if spec.device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(spec.device)
+
+
+def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
+    if name == "auto":
+        if device.type == "cuda":
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.float32
+    dtype = getattr(torch, name)
+    if dtype is torch.bfloat16 and device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        raise ModelLoadError("this GPU does not support bfloat16; use --dtype float16 or float32")
+    return dtype
+
+
+def _resolve_source(spec: ModelSpec) -> str:
+    if spec.path == "demo":
+        path = demo_model_path()
+        if not (path / "config.json").is_file():
+            raise ModelLoadError(f"the bundled demo model is missing from {path}; reinstall decodelab")
+        return str(path)
+    expanded = os.path.expanduser(spec.path)
+    if os.path.isdir(expanded):
+        if not os.path.isfile(os.path.join(expanded, "config.json")):
+            raise ModelLoadError(f"{expanded} has no config.json: it is not a Hugging Face model folder")
+        return expanded
+    if os.path.exists(expanded):
+        raise ModelLoadError(f"{expanded} is a file; give the model's folder (the one holding config.json)")
+    if spec.path.startswith((".", "/", "~")) or spec.path.count("/") > 1:
+        raise ModelLoadError(f"no such model folder: {expanded}")
+    return spec.path  # a hub id: looked up in the local cache only
+
+
+def _quantization_config(spec: ModelSpec, dtype: torch.dtype):
+    if spec.quantization == "none":
+        return None
+    try:
+        import bitsandbytes  # noqa: F401
+        from transformers import BitsAndBytesConfig
+    except Exception as exc:  # noqa: BLE001 - any import failure means "unavailable"
+        raise ModelLoadError(f"{spec.quantization} quantization needs bitsandbytes, which failed to import: {exc}") from None
+    if spec.quantization == "8bit":
+        return BitsAndBytesConfig(load_in_8bit=True)
+    compute = dtype if spec.compute_dtype == "auto" else getattr(torch, spec.compute_dtype)
+    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type=spec.quant_type, bnb_4bit_compute_dtype=compute)
+
+
+def _is_oom(exc: BaseException) -> bool:
+    return isinstance(exc, (torch.OutOfMemoryError, MemoryError)) or "out of memory" in str(exc).lower()
+
+
+def load_model(spec: ModelSpec, progress: Progress | None = None) -> LoadedModel:
+    """Load a causal LM and its tokenizer from local files only. Failures raise ModelLoadError."""
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
+    report = progress or (lambda stage, fraction: None)
+    start = time.perf_counter()
+    report("finding the model", 0.0)
+    source = _resolve_source(spec)
+    device = resolve_device(spec)
+    dtype = resolve_dtype(spec.dtype, device)
+    common = {"local_files_only": True, "trust_remote_code": spec.trust_remote_code}
+    try:
+        report("reading the config", 0.05)
+        config = AutoConfig.from_pretrained(source, **common)
+        if config.model_type not in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES and not spec.trust_remote_code:
+            raise ModelLoadError(
+                f"{spec.path} is a {config.model_type!r} model, not a causal language model; "
+                "decodelab needs one that AutoModelForCausalLM can load (GPT-2, Llama, Qwen, Mistral, ...)"
+            )
+        report("loading the tokenizer", 0.1)
+        tokenizer = AutoTokenizer.from_pretrained(source, **common)
+        report("loading the weights", 0.2)
+        kwargs: dict[str, Any] = {"dtype": dtype, "low_cpu_mem_usage": spec.low_cpu_mem_usage, **common}
+        quant = _quantization_config(spec, dtype)
+        if quant is not None:
+            kwargs["quantization_config"] = quant
+        if device.type == "cuda":
+            kwargs["device_map"] = "auto"
+        elif quant is not None:
+            kwargs["device_map"] = "cpu"
+        with _quiet_loading():
+            model = AutoModelForCausalLM.from_pretrained(source, **kwargs)
+    except ModelLoadError:
+        raise
+    except (OSError, ValueError, KeyError, ImportError, RuntimeError) as exc:
+        raise _explain(spec, exc) from None
+    if device.type == "cpu" and quant is None and model.device.type != "cpu":
+        model.to(device)
+    model.eval()
+    if tokenizer.pad_token_id is None and tokenizer.eos_token_id is not None:
+        tokenizer.pad_token = tokenizer.eos_token
+    report("ready", 1.0)
+    return LoadedModel(
+        model=model,
+        tokenizer=tokenizer,
+        spec=spec,
+        device=model.device if device.type == "cpu" else torch.device(device.type, model.device.index or 0),
+        dtype=dtype,
+        num_parameters=sum(p.numel() for p in model.parameters()),
+        memory_bytes=int(model.get_memory_footprint()),
+        load_seconds=time.perf_counter() - start,
+        source=source,
+    )
+
+
+def _explain(spec: ModelSpec, exc: BaseException) -> ModelLoadError:
+    text = str(exc)
+    if _is_oom(exc):
+        return ModelLoadError(
+            f"out of memory while loading {spec.path}: try --quantization 4bit, a smaller --dtype, or a smaller model"
+        )
+    low = text.lower()
+    if isinstance(exc, OSError) and ("local_files_only" in low or "cannot find" in low or "not a local folder" in low
+                                     or "offline" in low or "couldn't connect" in low or "is not a valid model" in low
+                                     or "does not appear to have" in low):
+        return ModelLoadError(
+            f"{spec.path!r} is not a local folder and is not in the Hugging Face cache, and decodelab never "
+            "downloads. Download it on a machine with network (e.g. `hf download ORG/NAME`), then pass "
+            "the folder or cached id with --model."
+        )
+    if "trust_remote_code" in low:
+        return ModelLoadError(f"{spec.path} ships its own code; pass --trust-remote-code only if you trust its source")
+    if "bitsandbytes" in low or "quantiz" in low:
+        return ModelLoadError(f"{spec.quantization} quantization is not available here: {text.splitlines()[0]}")
+    first = text.strip().splitlines()[0] if text.strip() else type(exc).__name__
+    return ModelLoadError(f"could not load {spec.path}: {first}")
+
+
+@contextlib.contextmanager
+def _quiet_loading():
+    """Keep transformers' and bitsandbytes' progress bars and notices off a UI's terminal."""
+    from transformers.utils import logging as hf_logging
+
+    previous = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    bnb_logger = logging.getLogger("bitsandbytes")
+    old_level = bnb_logger.level
+    bnb_logger.setLevel(logging.ERROR)
+    try:
+        with contextlib.redirect_stderr(io.StringIO()):
+            yield
+    finally:
+        hf_logging.set_verbosity(previous)
+        hf_logging.enable_progress_bar()
+        bnb_logger.setLevel(old_level)

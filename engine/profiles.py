@@ -1,0 +1,56 @@
+"""Model profiles: a ModelSpec saved as TOML, kept apart from decoding presets."""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import os
+import tomllib
+from pathlib import Path
+
+import tomli_w
+
+from engine.config import ConfigError
+from engine.fileio import TargetExistsError, atomic_write_text, read_text_file
+from engine.loading import ModelSpec
+
+PROFILE_SCHEMA = 1
+_FIELDS = tuple(f.name for f in dataclasses.fields(ModelSpec))
+
+
+def dumps_model_profile(spec: ModelSpec) -> str:
+    body = {"schema": PROFILE_SCHEMA, "kind": "model", **dataclasses.asdict(spec)}
+    return "# decodelab model profile\n" + tomli_w.dumps(body)
+
+
+def loads_model_profile(text: str, where: str = "model profile") -> ModelSpec:
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{where} is not valid TOML: {exc}") from None
+    if data.pop("kind", "model") != "model":
+        raise ConfigError(f"{where} is not a model profile (kind must be 'model')")
+    schema = data.pop("schema", PROFILE_SCHEMA)
+    if schema != PROFILE_SCHEMA:
+        raise ConfigError(f"{where} has schema = {schema!r}; this decodelab reads schema {PROFILE_SCHEMA}")
+    for key in data:
+        if key not in _FIELDS:
+            close = difflib.get_close_matches(key, _FIELDS, n=1)
+            hint = f" Did you mean {close[0]!r}?" if close else f" Known keys: {', '.join(_FIELDS)}."
+            raise ConfigError(f"unknown key {key!r} in {where}.{hint}")
+    return ModelSpec(**data)
+
+
+def save_model_profile(spec: ModelSpec, path: str | os.PathLike, overwrite: bool = False) -> Path:
+    try:
+        return atomic_write_text(path, dumps_model_profile(spec), overwrite=overwrite)
+    except TargetExistsError:
+        raise ConfigError(f"model profile {path} already exists; choose another name or allow overwriting") from None
+
+
+def load_model_profile(path: str | os.PathLike) -> ModelSpec:
+    try:
+        text = read_text_file(path, "model profile")
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    return loads_model_profile(text, where=f"model profile {path}")

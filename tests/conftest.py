@@ -1,0 +1,84 @@
+"""Shared fixtures: a tokenizer trained in the session and tiny random-weight models of common shapes."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+CORPUS = [
+    "The for statement is used to iterate over the elements of a sequence.",
+    "A function definition defines a user-defined function object.",
+    "The while statement is used for repeated execution as long as an expression is true.",
+    "Return the number of items in a container. The argument may be a sequence or a collection.",
+    "Ünïcödé text, emoji 🎉 and 中文 make sure multi-byte characters survive decoding.",
+] * 20
+
+ARCHS = ("gpt2", "llama", "qwen2", "mistral")
+
+
+@pytest.fixture(autouse=True)
+def _isolated_config_dir(tmp_path, monkeypatch):
+    """Every test gets its own empty user preset library."""
+    monkeypatch.setenv("DECODELAB_CONFIG_DIR", str(tmp_path / "config"))
+
+
+@pytest.fixture(scope="session")
+def tiny_tokenizer():
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=300, special_tokens=["<eos>"],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    tok.train_from_iterator(CORPUS, trainer=trainer)
+    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<eos>", eos_token="<eos>", pad_token="<eos>")
+
+
+def tiny_config(arch: str, vocab: int, eos: int):
+    from transformers import GPT2Config, LlamaConfig, MistralConfig, Qwen2Config
+
+    common = dict(vocab_size=vocab, bos_token_id=eos, eos_token_id=eos, pad_token_id=eos)
+    if arch == "gpt2":
+        return GPT2Config(n_embd=32, n_layer=2, n_head=2, n_positions=256, **common)
+    cls = {"llama": LlamaConfig, "qwen2": Qwen2Config, "mistral": MistralConfig}[arch]
+    extra = {"sliding_window": 64} if arch == "mistral" else {}
+    return cls(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+               num_key_value_heads=2, max_position_embeddings=256, **common, **extra)
+
+
+@pytest.fixture(scope="session")
+def model_dirs(tiny_tokenizer, tmp_path_factory):
+    """Folders holding a saved tiny model (seeded random weights) and tokenizer for each architecture."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    dirs = {}
+    for arch in ARCHS:
+        torch.manual_seed(0)
+        config = tiny_config(arch, len(tiny_tokenizer), tiny_tokenizer.eos_token_id)
+        model = AutoModelForCausalLM.from_config(config)
+        with torch.no_grad():  # sharper logits than the default init, so text is not uniform noise
+            model.get_output_embeddings().weight.mul_(8.0)
+        path = tmp_path_factory.mktemp(arch)
+        model.save_pretrained(path)
+        tiny_tokenizer.save_pretrained(path)
+        dirs[arch] = path
+    return dirs
+
+
+@pytest.fixture(scope="session")
+def tiny_models(model_dirs):
+    from engine.loading import ModelSpec, load_model
+
+    return {arch: load_model(ModelSpec(path=str(path), device="cpu")) for arch, path in model_dirs.items()}
+
+
+@pytest.fixture(scope="session")
+def llama(tiny_models):
+    return tiny_models["llama"]
