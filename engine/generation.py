@@ -17,7 +17,7 @@ import torch
 
 from engine.config import DecodingConfig
 from engine.detokenize import IncrementalText
-from engine.results import Completion, GenerationError, StepEvent, Timings
+from engine.results import Completion, GenerationError, PromptError, StepEvent, Timings
 from engine.rows import RowTracker, build_steps
 from engine.sampling import PenaltyState, RowSettings, pick, process, step_statistics, token_hashes
 
@@ -39,11 +39,11 @@ def bucket_rows(n: int) -> int:
 def encode_prompt(loaded, prompt: str) -> torch.Tensor:
     """Token ids [T] of the prompt, through the chat template when the model spec asks for it."""
     if not isinstance(prompt, str):
-        raise GenerationError(f"the prompt must be text, not {type(prompt).__name__}")
+        raise PromptError(f"the prompt must be text, not {type(prompt).__name__}")
     tok = loaded.tokenizer
     if loaded.spec.chat:
         if not getattr(tok, "chat_template", None):
-            raise GenerationError("this model's tokenizer has no chat template; turn chat mode off")
+            raise PromptError("this model's tokenizer has no chat template; turn chat mode off")
         text = tok.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False,
                                        add_generation_prompt=True)
         ids = tok(text, add_special_tokens=False)["input_ids"]
@@ -51,7 +51,7 @@ def encode_prompt(loaded, prompt: str) -> torch.Tensor:
         ids = tok(prompt)["input_ids"] if prompt else []
     if not ids:
         if tok.bos_token_id is None:
-            raise GenerationError("the prompt is empty and this model has no BOS token to start from; type a prompt")
+            raise PromptError("the prompt is empty and this model has no BOS token to start from; type a prompt")
         ids = [tok.bos_token_id]
     return torch.tensor(ids, dtype=torch.long, device=loaded.device)
 
@@ -69,15 +69,24 @@ def eos_token_ids(loaded) -> list[int]:
 
 def generate_many(loaded, prompt: str, configs: Sequence[DecodingConfig], *, on_step: OnStep | None = None,
                   cancel: threading.Event | None = None, top_alternatives: int = 10,
-                  batch_invariant: bool = True) -> list[Completion]:
-    """Run prompt under every config; completions come back in the order of configs."""
+                  batch_invariant: bool = True, prefix_ids: Sequence[int] = ()) -> list[Completion]:
+    """Run prompt under every config; completions come back in the order of configs.
+
+    prefix_ids forces the first generated tokens (a branch: "continue from this token"). They are
+    recorded as steps with their real statistics, then decoding goes on from there.
+    """
     configs = list(configs)
     if not configs:
-        raise GenerationError("no decoding configs to run: add at least one")
+        raise PromptError("no decoding configs to run: add at least one")
     if not all(isinstance(c, DecodingConfig) for c in configs):
-        raise GenerationError("every config must be a DecodingConfig")
+        raise PromptError("every config must be a DecodingConfig")
     prompt_ids = encode_prompt(loaded, prompt)
+    prefix = [int(t) for t in prefix_ids]
     _check_context(loaded, prompt_ids.numel(), max(c.max_new_tokens for c in configs))
+    if prefix and any(c.num_beams > 1 for c in configs):
+        raise PromptError("beam configs cannot be branched from a token; branch a sampling or greedy pane")
+    if prefix and len(prefix) >= min(c.max_new_tokens for c in configs):
+        raise PromptError(f"the branch point is at token {len(prefix)}, past max_new_tokens: raise max_new_tokens")
     seeds = [c.seed if c.seed is not None else secrets.randbelow(2**32) for c in configs]
     cancel = cancel or threading.Event()
     emit = on_step or (lambda event: None)
@@ -87,7 +96,7 @@ def generate_many(loaded, prompt: str, configs: Sequence[DecodingConfig], *, on_
     try:
         if batch_rows:
             done = _decode_batch(loaded, prompt_ids, [configs[i] for i in batch_rows], [seeds[i] for i in batch_rows],
-                                 batch_rows, emit, cancel, top_alternatives, batch_invariant)
+                                 batch_rows, emit, cancel, top_alternatives, batch_invariant, prefix)
             results.update(zip(batch_rows, done))
         from engine.beams import run_beam
 
@@ -107,9 +116,9 @@ def _check_context(loaded, prompt_len: int, max_new: int) -> None:
     if limit is None:
         return
     if prompt_len >= limit:
-        raise GenerationError(f"the prompt is {prompt_len} tokens but the model's context is {limit}: shorten it")
+        raise PromptError(f"the prompt is {prompt_len} tokens but the model's context is {limit}: shorten it")
     if prompt_len + max_new > limit:
-        raise GenerationError(
+        raise PromptError(
             f"the prompt is {prompt_len} tokens and max_new_tokens is {max_new}, but the model's context is "
             f"{limit}: lower max_new_tokens to {limit - prompt_len} or shorten the prompt"
         )
@@ -121,7 +130,8 @@ def _free_memory() -> None:
 
 
 @torch.inference_mode()
-def _decode_batch(loaded, prompt_ids, configs, seeds, row_ids, emit, cancel, k, batch_invariant) -> list[Completion]:
+def _decode_batch(loaded, prompt_ids, configs, seeds, row_ids, emit, cancel, k, batch_invariant,
+                  prefix: list[int]) -> list[Completion]:
     model, tokenizer = loaded.model, loaded.tokenizer
     n = len(configs)
     rows = bucket_rows(n) if batch_invariant else n
@@ -130,9 +140,13 @@ def _decode_batch(loaded, prompt_ids, configs, seeds, row_ids, emit, cancel, k, 
     trackers = [RowTracker(c, s, IncrementalText(tokenizer, skip), eos) for c, s in zip(configs, seeds)]
     max_new = max(c.max_new_tokens for c in configs)
 
+    if prefix:
+        _force_prefix(loaded, prompt_ids, prefix, trackers, k, eos)
+
     # Prefill once, then give every row its own copy of the cache.
     start = time.perf_counter()
-    out = model(input_ids=prompt_ids[None, :], use_cache=True, logits_to_keep=1)
+    context = torch.cat([prompt_ids, prompt_ids.new_tensor(prefix)]) if prefix else prompt_ids
+    out = model(input_ids=context[None, :], use_cache=True, logits_to_keep=1)
     cache = out.past_key_values
     if rows > 1:
         cache.batch_repeat_interleave(rows)
@@ -144,11 +158,13 @@ def _decode_batch(loaded, prompt_ids, configs, seeds, row_ids, emit, cancel, k, 
 
     settings = RowSettings.build(list(configs) + [None] * (rows - n), seeds + [0] * (rows - n), vocab, loaded.device)
     state = PenaltyState(settings, prompt_ids, vocab, max_new)
+    for token in prefix:  # the forced tokens count as generated for the penalties
+        state.update(torch.full((rows,), token, dtype=torch.long, device=loaded.device))
     hashes = token_hashes(vocab, loaded.device)
     eos_t = torch.tensor(eos, dtype=torch.long, device=loaded.device) if eos else None
     decode_start = time.perf_counter()
-    for step in range(max_new):
-        if cancel.is_set():
+    for step in range(len(prefix), max_new):
+        if cancel.is_set() or all(t.finished for t in trackers):
             break
         processed = process(logits, settings, state, step, eos_t)  # penalties, temperature, filters
         tokens = pick(processed, settings, step, hashes)  # argmax, or argmax + Gumbel noise
@@ -167,6 +183,19 @@ def _decode_batch(loaded, prompt_ids, configs, seeds, row_ids, emit, cancel, k, 
     if unfinished:
         emit(StepEvent(step=-1, tokens={}, finished=unfinished))
     return [t.completion(prefill_s, decode_s, prompt_ids.numel()) for t in trackers]
+
+
+def _force_prefix(loaded, prompt_ids, prefix, trackers, k, eos) -> None:
+    """Record the forced tokens in each row, with their statistics under that row's config."""
+    from engine.beams import rescore
+    from engine.rows import token_texts
+
+    names = token_texts(loaded.tokenizer)
+    for tracker in trackers:
+        stats, used_k = rescore(loaded, prompt_ids, prefix, tracker.config, tracker.seed, k, eos)
+        for values in stats.tolist():
+            if not tracker.finished:
+                tracker.add(values, used_k, names, 0.0)
 
 
 def _sync(device: torch.device) -> None:

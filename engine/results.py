@@ -14,6 +14,10 @@ class GenerationError(RuntimeError):
     """A run could not start or finish; the message says why and what to do."""
 
 
+class PromptError(GenerationError):
+    """The run's input is unusable (prompt too long, empty, no configs): the user can fix it."""
+
+
 @dataclass(frozen=True)
 class Alternative:
     """A token the model weighed at one step."""
@@ -96,3 +100,47 @@ class StepEvent:
     """Row index -> stop reason, for rows that finished at this step."""
     texts: dict[int, str] = field(default_factory=dict)
     """Row index -> the row's full text so far (after stop-string trimming), for rows that changed."""
+
+
+def _num(value: float) -> float | None:
+    """JSON has no infinities: a filtered-out token's -inf logprob becomes null."""
+    return value if math.isfinite(value) else None
+
+
+def completion_to_dict(c: Completion, top: int | None = None) -> dict:
+    """Plain JSON-ready data for one completion (top limits the alternatives kept per token)."""
+    def step(s: TokenStep) -> dict:
+        alts = s.top if top is None else s.top[:top]
+        return {"id": s.token_id, "text": s.text, "logprob": _num(s.logprob),
+                "logprob_processed": _num(s.logprob_processed), "rank": s.rank, "entropy": _num(s.entropy),
+                "entropy_processed": _num(s.entropy_processed),
+                "alternatives": [{"id": a.token_id, "text": a.text, "logprob": _num(a.logprob),
+                                  "logprob_processed": _num(a.logprob_processed)} for a in alts]}
+
+    return {"config": c.config.to_dict(), "seed": c.seed, "text": c.text, "stop_reason": c.stop_reason,
+            "token_ids": list(c.token_ids), "prompt_tokens": c.prompt_tokens,
+            "mean_logprob": c.mean_logprob, "perplexity": c.perplexity, "sequence_score": c.sequence_score,
+            "timings": {"prefill_s": c.timings.prefill_s, "decode_s": c.timings.decode_s,
+                        "tokens_per_s": c.timings.tokens_per_s},
+            "tokens": [step(s) for s in c.steps]}
+
+
+def _float(value) -> float:
+    return float("-inf") if value is None else float(value)
+
+
+def completion_from_dict(data: dict) -> Completion:
+    """The inverse of completion_to_dict (alternatives included). Raises KeyError/TypeError/ValueError on bad data."""
+    steps = [TokenStep(token_id=int(t["id"]), text=str(t["text"]), logprob=_float(t["logprob"]),
+                       logprob_processed=_float(t["logprob_processed"]), rank=int(t["rank"]),
+                       entropy=_float(t["entropy"]), entropy_processed=_float(t["entropy_processed"]),
+                       top=tuple(Alternative(int(a["id"]), str(a["text"]), _float(a["logprob"]),
+                                             _float(a["logprob_processed"])) for a in t["alternatives"]))
+             for t in data["tokens"]]
+    timings = data["timings"]
+    return Completion(config=DecodingConfig.from_dict(data["config"]), seed=int(data["seed"]), text=str(data["text"]),
+                      token_ids=[int(i) for i in data["token_ids"]], steps=steps,
+                      stop_reason=str(data["stop_reason"]),
+                      timings=Timings(float(timings["prefill_s"]), float(timings["decode_s"]),
+                                      float(timings["tokens_per_s"])),
+                      prompt_tokens=int(data.get("prompt_tokens", 0)), sequence_score=data.get("sequence_score"))

@@ -82,3 +82,11 @@ def tiny_models(model_dirs):
 @pytest.fixture(scope="session")
 def llama(tiny_models):
     return tiny_models["llama"]
+
+
+@pytest.fixture(scope="session")
+def demo():
+    """The bundled demo model, loaded once."""
+    from engine.loading import ModelSpec, load_model
+
+    return load_model(ModelSpec(device="cpu"))

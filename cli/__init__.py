@@ -1,0 +1,1 @@
+"""decodelab's command line: the TUI launcher and the headless run / presets / bench commands."""

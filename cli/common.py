@@ -1,0 +1,145 @@
+"""Shared CLI pieces: model options, --set parsing, preset resolution, and error-to-exit-code handling."""
+
+from __future__ import annotations
+
+import functools
+import sys
+import tomllib
+from pathlib import Path
+
+import click
+
+from engine.config import ConfigError, DecodingConfig
+
+DEFAULT_PRESETS = ("greedy", "balanced", "creative")
+
+
+def model_options(func):
+    """--model and the load options people use, shared by the TUI launcher, run and bench."""
+    options = [
+        click.option("--model", "-m", "model", default="demo", show_default=True, metavar="PATH|ID|demo",
+                     help="A local model folder, a hub id already in the local cache, or 'demo' (bundled)."),
+        click.option("--dtype", type=click.Choice(["auto", "float32", "float16", "bfloat16"]), default="auto",
+                     show_default=True, help="Weights dtype; auto = bfloat16/float16 on CUDA, float32 on CPU."),
+        click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
+                     help="Where to run; CUDA placement goes through accelerate's device_map."),
+        click.option("--quantization", "-q", type=click.Choice(["none", "8bit", "4bit"]), default="none",
+                     show_default=True, help="bitsandbytes quantization."),
+        click.option("--quant-type", type=click.Choice(["nf4", "fp4"]), default="nf4", show_default=True,
+                     help="4-bit only: the 4-bit number format."),
+        click.option("--chat/--no-chat", default=False, help="Wrap the prompt in the model's chat template."),
+        click.option("--trust-remote-code", is_flag=True, help="Run Python code shipped with the model (off)."),
+        click.option("--profile", type=click.Path(dir_okay=False), default=None,
+                     help="A saved model profile (TOML); other model options are ignored."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def model_spec(model, dtype, device, quantization, quant_type, chat, trust_remote_code, profile):
+    from engine.loading import ModelSpec
+
+    if profile:
+        from engine.profiles import load_model_profile
+
+        return load_model_profile(profile)
+    return ModelSpec(path=model, dtype=dtype, device=device, quantization=quantization, quant_type=quant_type,
+                     chat=chat, trust_remote_code=trust_remote_code)
+
+
+def parse_set(items: tuple[str, ...]) -> dict:
+    """--set field=value pairs; values are read as TOML (0.7, true, ["a"]) or else taken as plain text."""
+    from engine.config import FIELD_NAMES, unknown_key_error
+
+    changes = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise ConfigError(f"--set {item!r} is not field=value (e.g. --set temperature=0.7)")
+        if key not in FIELD_NAMES:
+            raise unknown_key_error(key, "--set")
+        try:
+            value = tomllib.loads(f"v = {raw}")["v"]
+        except tomllib.TOMLDecodeError:
+            value = raw
+        if key == "seed" and raw.strip().lower() in ("none", "auto"):
+            value = None
+        changes[key] = value
+    return changes
+
+
+def resolve_configs(presets: tuple[str, ...], sets: tuple[str, ...], seed: int | None,
+                    default: tuple[str, ...] = ()) -> list[DecodingConfig]:
+    from engine.presets import find_preset
+
+    changes = parse_set(sets)
+    names = presets or default
+    configs = [find_preset(name) for name in names] or [DecodingConfig(name="custom")]
+    if changes:
+        configs = [c.replace(**changes) for c in configs]
+    if seed is not None:
+        configs = [c.replace(seed=seed) for c in configs]
+    return configs
+
+
+def read_prompt(prompt: str | None, prompt_file: str | None, required: bool = True) -> str | None:
+    if prompt is not None and prompt_file is not None:
+        raise click.UsageError("give --prompt or --prompt-file, not both")
+    if prompt_file is not None:
+        try:
+            return Path(prompt_file).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"cannot read prompt file {prompt_file}: {getattr(exc, 'strerror', None) or exc}")
+    if prompt is None and required:
+        if not sys.stdin.isatty():
+            return sys.stdin.read()
+        raise click.UsageError("give a prompt with --prompt TEXT or --prompt-file FILE (or pipe it on stdin)")
+    return prompt
+
+
+def load_with_progress(spec, quiet: bool = False):
+    from engine.loading import load_model
+
+    tty = sys.stderr.isatty()
+
+    def progress(stage: str, fraction):
+        if not quiet and tty:
+            pct = f" {fraction * 100:3.0f}%" if fraction is not None else ""
+            click.echo(f"\r\033[K[{pct.strip() or '...'}] {stage}", err=True, nl=False)
+
+    loaded = load_model(spec, progress)
+    if not quiet:
+        click.echo(f"{chr(13) + chr(27) + '[K' if tty else ''}loaded {loaded.describe()} in {loaded.load_seconds:.1f}s",
+                   err=True)
+    return loaded
+
+
+def fail(message: str, code: int):
+    click.echo(f"decodelab: error: {message}", err=True)
+    sys.exit(code)
+
+
+def handle_errors(func):
+    """User mistakes exit 2 with one line; runtime failures exit 1; never a traceback for either."""
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        from engine.config import ConfigError
+
+        try:
+            return func(*args, **kwargs)
+        except ConfigError as exc:
+            fail(str(exc), 2)
+        except KeyboardInterrupt:
+            fail("interrupted", 130)
+        except Exception as exc:  # noqa: BLE001 - mapped below, re-raised if unknown
+            from engine.loading import ModelLoadError
+            from engine.results import GenerationError, PromptError
+
+            if isinstance(exc, PromptError):
+                fail(str(exc), 2)
+            if isinstance(exc, (ModelLoadError, GenerationError)):
+                fail(str(exc), 1)
+            raise
+    return wrapper

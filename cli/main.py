@@ -1,0 +1,121 @@
+"""The `decodelab` command: the TUI by default, plus headless run, presets and bench."""
+
+from __future__ import annotations
+
+import json
+import threading
+
+import click
+
+from cli.common import (
+    DEFAULT_PRESETS,
+    handle_errors,
+    load_with_progress,
+    model_options,
+    model_spec,
+    read_prompt,
+    resolve_configs,
+)
+
+
+@click.group(invoke_without_command=True, context_settings={"help_option_names": ["-h", "--help"]})
+@model_options
+@click.option("--preset", "-p", "presets", multiple=True, metavar="NAME|PATH",
+              help="A pane's preset (repeat for more panes). Default: greedy, balanced, creative.")
+@click.option("--prompt", default=None, help="Prompt text; with it, the comparison runs at start.")
+@click.option("--prompt-file", type=click.Path(dir_okay=False), default=None, help="Read the prompt from a file.")
+@click.pass_context
+@handle_errors
+def main(ctx, presets, prompt, prompt_file, **model):
+    """decodelab: one prompt, many decoding configs, side by side.
+
+    With no command, opens the playground TUI on the bundled demo model (or --model).
+    Commands: run (headless comparison), presets (library, export/import), bench.
+    """
+    if ctx.invoked_subcommand is not None:
+        return
+    spec = model_spec(**model)
+    configs = resolve_configs(presets, (), None, DEFAULT_PRESETS)
+    text = read_prompt(prompt, prompt_file, required=False)
+    from tui.app import run_app
+
+    run_app(spec=spec, configs=configs, prompt=text, run_at_start=text is not None)
+
+
+@main.command()
+@model_options
+@click.option("--prompt", default=None, help="Prompt text.")
+@click.option("--prompt-file", type=click.Path(dir_okay=False), default=None, help="Read the prompt from a file.")
+@click.option("--preset", "-p", "presets", multiple=True, metavar="NAME|PATH", help="A preset to run (repeatable).")
+@click.option("--set", "sets", multiple=True, metavar="FIELD=VALUE",
+              help="Override a field in every preset (repeatable); with no preset, builds an ad-hoc config.")
+@click.option("--seed", type=click.IntRange(0, 2**63 - 1), default=None, help="Seed every config with this.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+@click.option("--jsonl", "as_jsonl", is_flag=True, help="Print one JSON record per config.")
+@click.option("--heatmap", type=click.Choice(["prob", "prob_processed", "rank", "entropy", "surprisal"]),
+              default=None, is_flag=False, flag_value="prob", help="Colour tokens by a measure (default prob).")
+@click.option("--top", type=click.IntRange(0, 50), default=5, show_default=True,
+              help="Alternatives per token in JSON output.")
+@handle_errors
+def run(prompt, prompt_file, presets, sets, seed, as_json, as_jsonl, heatmap, top, **model):
+    """Run the batched comparison without the TUI.
+
+    \b
+    Examples:
+      decodelab run --prompt "The for statement" -p greedy -p creative
+      decodelab run --prompt "Once" --set temperature=0.9 --set top_p=0.95 --seed 7 --json
+    """
+    if as_json and as_jsonl:
+        raise click.UsageError("choose --json or --jsonl, not both")
+    text = read_prompt(prompt, prompt_file)
+    configs = resolve_configs(presets, sets, seed)
+    quiet = as_json or as_jsonl
+    loaded = load_with_progress(model_spec(**model), quiet=quiet)
+    from engine.generation import generate_many
+    from engine.results import completion_to_dict
+
+    completions = generate_many(loaded, text, configs, cancel=threading.Event(), top_alternatives=max(top, 10))
+    if as_json:
+        doc = {"model": loaded.describe(), "prompt": text,
+               "completions": [completion_to_dict(c, top) for c in completions]}
+        click.echo(json.dumps(doc, ensure_ascii=False))
+    elif as_jsonl:
+        for c in completions:
+            click.echo(json.dumps(completion_to_dict(c, top), ensure_ascii=False))
+    else:
+        from rich.console import Console
+
+        from cli.render import print_completions
+
+        print_completions(Console(), text, completions, heatmap)
+
+
+@main.command()
+@model_options
+@click.option("--shape", type=click.Choice(["cpu-40m", "llama-1b", "qwen-1.5b", "llama-8b"]), default=None,
+              help="Benchmark a random-weight model of this shape (default: cpu-40m on CPU, llama-1b on GPU).")
+@click.option("--real", is_flag=True, help="Benchmark the --model instead of a random-weight shape.")
+@click.option("--new-tokens", type=click.IntRange(1, 4096), default=64, show_default=True)
+@click.option("--repeats", type=click.IntRange(1, 50), default=3, show_default=True)
+@handle_errors
+def bench(shape, real, new_tokens, repeats, **model):
+    """Time one config alone vs 8 batched vs 8 sequential HF generate calls; print the ratios."""
+    from engine.benchmark import random_model, run_benchmark
+
+    spec = model_spec(**model)
+    if real:
+        loaded = load_with_progress(spec)
+    else:
+        from engine.loading import resolve_device
+
+        device = resolve_device(spec)
+        loaded = random_model(shape or ("llama-1b" if device.type == "cuda" else "cpu-40m"), str(device), spec.dtype)
+    click.echo(f"benchmarking {loaded.describe()} ...", err=True)
+    result = run_benchmark(loaded, new_tokens=new_tokens, repeats=repeats,
+                           progress=lambda msg: click.echo(msg, err=True))
+    click.echo(result.report())
+
+
+from cli.presets_cmd import presets  # noqa: E402 - registers the group's commands
+
+main.add_command(presets)

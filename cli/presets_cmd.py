@@ -1,0 +1,154 @@
+"""`decodelab presets`: list, show, save, delete, diff, path, export and import."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from cli.common import handle_errors, parse_set
+from engine.config import DEFAULTS, FIELD_NAMES, ConfigError
+
+
+@click.group()
+def presets():
+    """Manage decoding presets: the built-ins and your own library."""
+
+
+@presets.command("list")
+@handle_errors
+def list_cmd():
+    """List every preset by name (your presets shadow built-ins of the same name)."""
+    from engine.presets import list_presets, load_preset
+
+    for entry in list_presets():
+        try:
+            summary = load_preset(entry.path).summary()
+        except ConfigError as exc:
+            summary = f"(invalid: {exc})"
+        click.echo(f"{entry.name:<20} {entry.source:<8} {summary}")
+
+
+@presets.command()
+@click.argument("name")
+@handle_errors
+def show(name):
+    """Print a preset as TOML."""
+    from engine.presets import dumps_preset, find_preset
+
+    click.echo(dumps_preset(find_preset(name)), nl=False)
+
+
+@presets.command()
+@click.argument("name")
+@click.option("--from", "base", default=None, metavar="NAME|PATH", help="Start from this preset (default: neutral).")
+@click.option("--set", "sets", multiple=True, metavar="FIELD=VALUE", help="Set a field (repeatable).")
+@click.option("--force", is_flag=True, help="Overwrite an existing user preset of that name.")
+@handle_errors
+def save(name, base, sets, force):
+    """Save a preset into your library."""
+    from engine.config import DecodingConfig
+    from engine.presets import find_preset, save_user_preset
+
+    config = find_preset(base) if base else DecodingConfig()
+    changes = parse_set(sets)
+    config = config.replace(**changes, name=name)
+    path = save_user_preset(config, name, overwrite=force)
+    click.echo(f"saved {name} -> {path}")
+
+
+@presets.command()
+@click.argument("name")
+@handle_errors
+def delete(name):
+    """Delete one of your presets (built-ins stay)."""
+    from engine.presets import delete_user_preset
+
+    click.echo(f"deleted {delete_user_preset(name)}")
+
+
+@presets.command()
+@click.argument("a")
+@click.argument("b")
+@handle_errors
+def diff(a, b):
+    """Show the fields where two presets differ."""
+    from engine.presets import find_preset
+
+    left, right = find_preset(a), find_preset(b)
+    rows = [(f, getattr(left, f), getattr(right, f)) for f in FIELD_NAMES
+            if f not in ("name", "description") and getattr(left, f) != getattr(right, f)]
+    if not rows:
+        click.echo(f"{a} and {b} decode the same way")
+        return
+    width = max(len(f) for f, _, _ in rows)
+    click.echo(f"{'field':<{width}}  {a}  ->  {b}")
+    for field, x, y in rows:
+        mark = "" if x != getattr(DEFAULTS, field) else " (default)"
+        click.echo(f"{field:<{width}}  {x!r}{mark}  ->  {y!r}")
+
+
+@presets.command()
+@handle_errors
+def path():
+    """Print the folder that holds your presets."""
+    from engine.presets import user_preset_dir
+
+    click.echo(str(user_preset_dir()))
+
+
+@presets.command("export")
+@click.argument("name")
+@click.option("--format", "fmt", type=click.Choice(["hf", "vllm", "openai", "llamacpp"]), required=True,
+              help="hf: generation_config.json; vllm: SamplingParams kwargs; openai: request params; "
+                   "llamacpp: command-line flags.")
+@click.option("--output", "-o", type=click.Path(dir_okay=False), default=None,
+              help="Write to this file (never overwritten unless --force) instead of stdout.")
+@click.option("--force", is_flag=True, help="Overwrite --output if it exists.")
+@handle_errors
+def export_cmd(name, fmt, output, force):
+    """Export a preset for another stack; settings it lacks are listed on stderr."""
+    from engine.fileio import TargetExistsError, atomic_write_text
+    from engine.interop import export_preset
+    from engine.presets import find_preset
+
+    converted = export_preset(find_preset(name), fmt)
+    text = converted.text() if fmt != "llamacpp" else converted.data + "\n"
+    if output:
+        try:
+            atomic_write_text(output, text, overwrite=force)
+        except TargetExistsError:
+            raise ConfigError(f"{output} exists; pass --force to overwrite it") from None
+        click.echo(f"wrote {output}", err=True)
+    else:
+        click.echo(text, nl=False)
+    for note in converted.notes:
+        click.echo(f"note: {note}", err=True)
+
+
+@presets.command("import")
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.option("--name", default=None, help="The preset's name (default: the file name).")
+@click.option("--save/--no-save", default=True, show_default=True, help="Save into your library.")
+@click.option("--force", is_flag=True, help="Overwrite an existing user preset of that name.")
+@handle_errors
+def import_cmd(file, name, save, force):
+    """Import a transformers generation_config.json or a text-generation-webui YAML preset."""
+    from engine.fileio import read_text_file
+    from engine.interop import import_preset_text
+    from engine.presets import check_preset_name, dumps_preset, save_user_preset
+
+    try:
+        text = read_text_file(file, "file")
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    stem = Path(file).stem
+    default = Path(file).parent.name if stem == "generation_config" else stem
+    name = check_preset_name(name or default.replace(" ", "-"))
+    converted = import_preset_text(text, file, name)
+    for note in converted.notes:
+        click.echo(f"note: {note}", err=True)
+    if save:
+        click.echo(f"saved {name} -> {save_user_preset(converted.data, name, overwrite=force)}")
+    else:
+        click.echo(dumps_preset(converted.data), nl=False)

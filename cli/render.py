@@ -1,0 +1,58 @@
+"""Rich rendering of completions for `decodelab run`: side-by-side panels, optionally heatmap-coloured."""
+
+from __future__ import annotations
+
+from rich.columns import Columns
+from rich.console import Console, Group
+from rich.panel import Panel
+from rich.text import Text
+
+from themes.heatmap import MEASURES, colour, level, text_colour_for
+
+
+def stats_line(c) -> str:
+    ppl = f"ppl {c.perplexity:.2f}" if c.perplexity is not None else "ppl -"
+    mean = f"mean logprob {c.mean_logprob:.2f}" if c.mean_logprob is not None else ""
+    score = f" · score {c.sequence_score:.3f}" if c.sequence_score is not None else ""
+    return (f"{len(c.token_ids)} tok · {c.timings.tokens_per_s:.1f} tok/s · {mean} · {ppl} · "
+            f"{c.stop_reason} · seed {c.seed}{score}")
+
+
+def heat_text(c, measure: str) -> Text:
+    """The completion's text with each token's background coloured by the measure."""
+    text = Text()
+    remaining = len(c.text)
+    for step in c.steps:
+        piece = step.text[: max(remaining, 0)]
+        remaining -= len(step.text)
+        if not piece:
+            continue
+        value = level(step, measure)
+        if value is None:
+            text.append(piece)
+        else:
+            bg = colour(value)
+            text.append(piece, style=f"{text_colour_for(bg)} on {bg}")
+    return text
+
+
+def legend(measure: str) -> Text:
+    info = MEASURES[measure]
+    text = Text(f"heatmap: {info.label}  {info.low} ")
+    for i in range(9):
+        text.append("  ", style=f"on {colour(i / 8)}")
+    text.append(f" {info.high}")
+    return text
+
+
+def print_completions(console: Console, prompt: str, completions, heatmap: str | None) -> None:
+    panels = []
+    for c in completions:
+        body = heat_text(c, heatmap) if heatmap else Text(c.text)
+        panels.append(Panel(Group(body, Text(stats_line(c), style="dim")), title=f"[b]{c.config.name}[/b]",
+                            subtitle=c.config.summary(), title_align="left", subtitle_align="left"))
+    width = max(30, console.width // max(1, min(len(panels), max(1, console.width // 40))))
+    console.print(Text("prompt: ", style="bold") + Text(prompt.strip()[:500]))
+    console.print(Columns(panels, width=width - 1, equal=True))
+    if heatmap:
+        console.print(legend(heatmap))

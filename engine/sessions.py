@@ -1,0 +1,79 @@
+"""Sessions: a whole comparison (prompt, model spec, configs, seeds, outputs) in one JSON file."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from engine.config import ConfigError, DecodingConfig
+from engine.fileio import TargetExistsError, atomic_write_text, read_text_file
+from engine.results import Completion, completion_from_dict, completion_to_dict
+
+SESSION_SCHEMA = 1
+
+
+@dataclass
+class Session:
+    """What a comparison needs to be reopened or sent to a colleague."""
+
+    prompt: str
+    model: dict
+    configs: list[DecodingConfig]
+    completions: list[Completion | None] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        outputs = list(self.completions) + [None] * (len(self.configs) - len(self.completions))
+        return {"schema": SESSION_SCHEMA, "kind": "decodelab-session", "prompt": self.prompt, "model": self.model,
+                "panes": [{"config": c.to_dict(), "completion": completion_to_dict(o) if o else None}
+                          for c, o in zip(self.configs, outputs)]}
+
+
+def dumps_session(session: Session) -> str:
+    return json.dumps(session.to_dict(), ensure_ascii=False, indent=1, allow_nan=False) + "\n"
+
+
+def loads_session(text: str, where: str = "session") -> Session:
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{where} is not valid JSON: {exc}") from None
+    if not isinstance(data, dict) or data.get("kind") != "decodelab-session":
+        raise ConfigError(f"{where} is not a decodelab session file")
+    if data.get("schema") != SESSION_SCHEMA:
+        raise ConfigError(f"{where} has schema {data.get('schema')!r}; this decodelab reads {SESSION_SCHEMA}")
+    try:
+        panes = data["panes"]
+        configs = [DecodingConfig.from_dict(p["config"], where=where) for p in panes]
+        completions = [completion_from_dict(p["completion"]) if p.get("completion") else None for p in panes]
+        prompt, model = data["prompt"], data["model"]
+    except ConfigError:
+        raise
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ConfigError(f"{where} is damaged ({type(exc).__name__}: {exc})") from None
+    if not isinstance(prompt, str) or not isinstance(model, dict):
+        raise ConfigError(f"{where} is damaged (prompt or model has the wrong type)")
+    return Session(prompt=prompt, model=model, configs=configs, completions=completions)
+
+
+def save_session(session: Session, path: str | os.PathLike, overwrite: bool = False) -> Path:
+    try:
+        return atomic_write_text(path, dumps_session(session), overwrite=overwrite)
+    except TargetExistsError:
+        raise ConfigError(f"session file {path} already exists; choose another name or allow overwriting") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot write session {path}: {exc.strerror or exc}") from None
+
+
+def load_session(path: str | os.PathLike) -> Session:
+    try:
+        text = read_text_file(path, "session")
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    return loads_session(text, where=f"session {path}")
+
+
+def spec_to_dict(spec) -> dict:
+    return dataclasses.asdict(spec)

@@ -1,0 +1,145 @@
+"""The command line: run, presets (incl. export/import), bench; exit codes and messages for bad input."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from cli.main import main
+from engine import find_preset
+
+PROMPT = "The for statement"
+
+
+def invoke(*args, input=None):
+    return CliRunner().invoke(main, list(args), input=input, catch_exceptions=False)
+
+
+def test_help_everywhere():
+    for args in ([], ["run"], ["presets"], ["presets", "export"], ["presets", "import"], ["bench"]):
+        result = invoke(*args, "--help")
+        assert result.exit_code == 0 and "Usage" in result.output
+
+
+def test_run_json_records_everything():
+    result = invoke("run", "--prompt", PROMPT, "-p", "greedy", "-p", "balanced", "--seed", "7",
+                    "--set", "max_new_tokens=6", "--json", "--top", "3")
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.stdout)
+    assert [c["config"]["name"] for c in doc["completions"]] == ["greedy", "balanced"]
+    first = doc["completions"][1]
+    assert first["seed"] == 7 and first["config"]["max_new_tokens"] == 6 and len(first["tokens"]) <= 6
+    token = first["tokens"][0]
+    assert set(token) >= {"id", "text", "logprob", "logprob_processed", "rank", "entropy", "alternatives"}
+    assert len(token["alternatives"]) == 3
+    assert first["stop_reason"] in {"eos", "max_new_tokens", "stop_string"}
+    assert "tokens_per_s" in first["timings"]
+
+
+def test_run_jsonl_and_seed_reproduces():
+    args = ("run", "--prompt", PROMPT, "--set", "do_sample=true", "--set", "max_new_tokens=8", "--seed", "3", "--jsonl")
+    first, second = invoke(*args), invoke(*args)
+    records = [json.loads(line) for line in first.stdout.splitlines()]
+    assert len(records) == 1 and records[0]["config"]["name"] == "custom"
+    assert first.stdout == second.stdout or json.loads(first.stdout)["text"] == json.loads(second.stdout)["text"]
+
+
+def test_run_panels_with_heatmap():
+    result = invoke("run", "--prompt", PROMPT, "-p", "greedy", "--set", "max_new_tokens=5", "--heatmap")
+    assert result.exit_code == 0
+    assert "greedy" in result.stdout and "heatmap: probability" in result.stdout and "seed" in result.stdout
+
+
+def test_run_reads_prompt_from_stdin_and_file(tmp_path):
+    result = invoke("run", "--set", "max_new_tokens=3", "--json", input=PROMPT)
+    assert json.loads(result.stdout)["prompt"] == PROMPT
+    path = tmp_path / "p.txt"
+    path.write_text(PROMPT)
+    result = invoke("run", "--prompt-file", str(path), "--set", "max_new_tokens=3", "--json")
+    assert json.loads(result.stdout)["prompt"] == PROMPT
+
+
+@pytest.mark.parametrize("args,code,needle", [
+    (["run", "--prompt", "x", "-p", "nosuch"], 2, "no preset named 'nosuch'"),
+    (["run", "--prompt", "x", "--set", "temperature=hot"], 2, "temperature"),
+    (["run", "--prompt", "x", "--set", "temprature=1"], 2, "Did you mean 'temperature'"),
+    (["run", "--prompt", "x", "--set", "nonsense"], 2, "field=value"),
+    (["run", "--prompt", "x", "--prompt-file", "y"], 2, "not both"),
+    (["run", "--prompt", "x", "--json", "--jsonl"], 2, "not both"),
+    (["run", "--prompt-file", "/nonexistent/p.txt"], 2, "cannot read prompt file"),
+    (["run", "--prompt", "x", "--model", "/nonexistent/model"], 1, "no such model folder"),
+    (["run", "--prompt", "x", "--set", "max_new_tokens=100000"], 2, "context"),
+    (["presets", "show", "nosuch"], 2, "no preset named"),
+    (["presets", "delete", "greedy"], 2, "built-in"),
+])
+def test_bad_input_exit_codes(args, code, needle):
+    result = invoke(*args)
+    assert result.exit_code == code, result.output
+    assert needle in result.output
+    assert "Traceback" not in result.output
+
+
+def test_bad_preset_file_is_a_usage_error(tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text("schema = 1\ntop_p = = 0.3\n")
+    result = invoke("run", "--prompt", "x", "-p", str(bad))
+    assert result.exit_code == 2 and "line 2" in result.output
+
+
+def test_presets_save_show_diff_delete():
+    assert invoke("presets", "save", "mine", "--from", "balanced", "--set", "temperature=0.9").exit_code == 0
+    assert find_preset("mine").temperature == 0.9 and find_preset("mine").top_p == 0.9
+    again = invoke("presets", "save", "mine")
+    assert again.exit_code == 2 and "already exists" in again.output
+    assert invoke("presets", "save", "mine", "--force", "--set", "top_k=5").exit_code == 0
+    assert find_preset("mine").top_k == 5
+    listing = invoke("presets", "list").stdout
+    assert "mine" in listing and "user" in listing
+    assert 'name = "mine"' in invoke("presets", "show", "mine").stdout
+    diff = invoke("presets", "diff", "greedy", "balanced").stdout
+    assert "temperature" in diff and "top_p" in diff
+    assert "decode the same way" in invoke("presets", "diff", "greedy", "greedy").stdout
+    assert invoke("presets", "delete", "mine").exit_code == 0
+    assert invoke("presets", "path").stdout.strip().endswith("presets")
+
+
+def test_export_writes_file_without_clobbering(tmp_path):
+    out = tmp_path / "generation_config.json"
+    assert invoke("presets", "export", "creative", "--format", "hf", "-o", str(out)).exit_code == 0
+    assert json.loads(out.read_text())["top_k"] == 100
+    again = invoke("presets", "export", "creative", "--format", "hf", "-o", str(out))
+    assert again.exit_code == 2 and "--force" in again.output
+
+
+def test_export_notes_unsupported_settings():
+    result = CliRunner().invoke(main, ["presets", "export", "no-repeat", "--format", "openai"])
+    assert json.loads(result.stdout)["frequency_penalty"] == 0.3
+    assert "no repetition_penalty" in result.stderr and "NOT carried over" in result.stderr
+
+
+def test_import_round_trips_through_hf(tmp_path):
+    out = tmp_path / "generation_config.json"
+    invoke("presets", "export", "precise", "--format", "hf", "-o", str(out))
+    result = invoke("presets", "import", str(out), "--name", "precise2")
+    assert result.exit_code == 0, result.output
+    original, back = find_preset("precise"), find_preset("precise2")
+    assert back.replace(name=original.name, description=original.description) == original
+
+
+def test_import_bad_files(tmp_path):
+    broken = tmp_path / "g.json"
+    broken.write_text("{not json")
+    unknown = tmp_path / "g.txt"
+    unknown.write_text("x")
+    for path, needle in ((broken, "not valid JSON"), (unknown, "cannot tell the format"),
+                         (tmp_path / "missing.json", "does not exist")):
+        result = invoke("presets", "import", str(path))
+        assert result.exit_code == 2 and needle in result.output
+
+
+def test_bench_runs_and_prints_ratios():
+    result = CliRunner().invoke(main, ["bench", "--real", "--new-tokens", "4", "--repeats", "1"])
+    assert result.exit_code == 0, result.output
+    assert "b/a = " in result.stdout and "c/b = " in result.stdout and "sampler + statistics" in result.stdout

@@ -1,0 +1,63 @@
+"""Heatmap measures and colour-blind-safe colour scales, shared by the TUI and the CLI.
+
+The scales are sampled from perceptually uniform, colour-blind-safe colour maps (viridis and
+cividis, as published with matplotlib), so "more likely" always reads as "brighter".
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+# Nine stops from dark to bright.
+VIRIDIS = ["#440154", "#472d7b", "#3b528b", "#2c728e", "#21918c", "#28ae80", "#5ec962", "#addc30", "#fde725"]
+CIVIDIS = ["#00224e", "#123570", "#3b496c", "#575d6d", "#707173", "#8a8678", "#a59c74", "#c3b369", "#fee838"]
+SCALES = {"viridis": VIRIDIS, "cividis": CIVIDIS}
+
+
+@dataclass(frozen=True)
+class Measure:
+    key: str
+    label: str
+    low: str
+    high: str
+
+
+MEASURES = {
+    "off": Measure("off", "off", "", ""),
+    "prob": Measure("prob", "probability", "unlikely", "likely"),
+    "prob_processed": Measure("prob_processed", "probability after processing", "unlikely", "likely"),
+    "rank": Measure("rank", "rank (0 = top choice)", "rank 20+", "rank 0"),
+    "entropy": Measure("entropy", "entropy (model's uncertainty)", "uncertain", "certain"),
+    "surprisal": Measure("surprisal", "surprisal (-log2 p)", "surprising", "expected"),
+}
+ORDER = list(MEASURES)
+
+
+def level(step, measure: str) -> float | None:
+    """Where a TokenStep sits on the scale for a measure: 0.0 (dark, bad) .. 1.0 (bright, good)."""
+    if measure == "off":
+        return None
+    if measure == "prob":
+        return math.exp(step.logprob)
+    if measure == "prob_processed":
+        return math.exp(step.logprob_processed) if math.isfinite(step.logprob_processed) else 0.0
+    if measure == "rank":
+        return max(0.0, 1.0 - math.log1p(step.rank) / math.log1p(20))
+    if measure == "entropy":
+        return max(0.0, 1.0 - step.entropy / 6.0)
+    if measure == "surprisal":
+        return max(0.0, 1.0 - (-step.logprob / math.log(2)) / 12.0)
+    raise ValueError(f"unknown heatmap measure {measure!r}")
+
+
+def colour(value: float, scale: str = "viridis") -> str:
+    stops = SCALES[scale]
+    index = min(len(stops) - 1, max(0, int(round(value * (len(stops) - 1)))))
+    return stops[index]
+
+
+def text_colour_for(background: str) -> str:
+    """Black or white, whichever reads better on the background."""
+    r, g, b = (int(background[i : i + 2], 16) for i in (1, 3, 5))
+    return "#000000" if (0.299 * r + 0.587 * g + 0.114 * b) > 140 else "#ffffff"
