@@ -199,31 +199,40 @@ def process(logits: torch.Tensor, s: RowSettings, state: PenaltyState, step: int
         x[:, eos_ids] = torch.where(early, NEG_INF, x[:, eos_ids])
     if "temperature" in uses:
         x = x / s.temperature
-    if uses & {"top_k", "top_p", "min_p"}:
-        x = _sorted_filters(x, s)
+    if uses & {"top_k", "top_p"}:
+        x = _on_rows(x, (s.top_k < x.shape[1]) | (s.top_p[:, 0] < 1), lambda rows, sub: _sorted_filters(sub, s, rows))
+    if "min_p" in uses:
+        # HF's MinPLogitsWarper sorts only to keep one token; the top token always passes, so no sort is needed.
+        probs = x.softmax(dim=-1)
+        x = x.masked_fill(probs < s.min_p * probs.amax(dim=-1, keepdim=True), NEG_INF)
     if "typical_p" in uses:
-        x = _typical(x, s.typical_p)
+        x = _on_rows(x, s.typical_p[:, 0] < 1, lambda rows, sub: _typical(sub, s.typical_p[rows]))
     return x
 
 
-def _sorted_filters(x: torch.Tensor, s: RowSettings) -> torch.Tensor:
-    """top-k, top-p and min-p on one descending sort, each exactly as HF computes it."""
+def _on_rows(x: torch.Tensor, need: torch.Tensor, fn) -> torch.Tensor:
+    """Apply fn only to the rows that need it (a stage is an exact no-op for the others)."""
+    rows = need.nonzero().flatten()
+    if rows.numel() == x.shape[0]:
+        return fn(rows, x)
+    if rows.numel() == 0:
+        return x
+    out = x.clone()
+    out[rows] = fn(rows, x[rows])
+    return out
+
+
+def _sorted_filters(x: torch.Tensor, s: RowSettings, rows: torch.Tensor) -> torch.Tensor:
+    """top-k then top-p on one descending sort, each exactly as HF computes it."""
     sorted_x, order = torch.sort(x, dim=-1, descending=True)
-    uses = s.uses
-    if "top_k" in uses:
-        kth = sorted_x.gather(1, (s.top_k - 1)[:, None])
-        sorted_x = sorted_x.masked_fill(sorted_x < kth, NEG_INF)
-    if "top_p" in uses:
-        # HF sorts ascending and drops tokens whose cumulative probability is <= 1 - p, always keeping the top one.
-        ascending = sorted_x.flip(-1).softmax(dim=-1).cumsum(dim=-1)
-        drop = (ascending <= 1 - s.top_p).flip(-1)
-        drop[:, 0] = False
-        sorted_x = sorted_x.masked_fill(drop & (s.top_p < 1), NEG_INF)
-    if "min_p" in uses:
-        probs = sorted_x.softmax(dim=-1)
-        drop = probs < s.min_p * probs[:, :1]
-        drop[:, 0] = False
-        sorted_x = sorted_x.masked_fill(drop, NEG_INF)
+    top_k, top_p = s.top_k[rows], s.top_p[rows]
+    kth = sorted_x.gather(1, (top_k - 1)[:, None])
+    sorted_x = sorted_x.masked_fill(sorted_x < kth, NEG_INF)
+    # HF sorts ascending and drops tokens whose cumulative probability is <= 1 - p, always keeping the top one.
+    ascending = sorted_x.flip(-1).softmax(dim=-1).cumsum(dim=-1)
+    drop = (ascending <= 1 - top_p).flip(-1)
+    drop[:, 0] = False
+    sorted_x = sorted_x.masked_fill(drop & (top_p < 1), NEG_INF)
     return torch.empty_like(x).scatter_(1, order, sorted_x)
 
 
@@ -242,11 +251,13 @@ def _typical(x: torch.Tensor, mass: torch.Tensor) -> torch.Tensor:
 
 def pick(processed: torch.Tensor, s: RowSettings, step: int, token_hash: torch.Tensor) -> torch.Tensor:
     """Greedy rows take the argmax; sampling rows the argmax after adding their own Gumbel noise."""
-    greedy = processed.argmax(dim=-1)
+    tokens = processed.argmax(dim=-1)
     if "sample" not in s.uses:
-        return greedy
-    sampled = (processed + gumbel_noise(s.seed_lo, s.seed_hi, step, token_hash)).argmax(dim=-1)
-    return torch.where(s.sample, sampled, greedy)
+        return tokens
+    rows = s.sample.nonzero().flatten()
+    noise = gumbel_noise(s.seed_lo[rows], s.seed_hi[rows], step, token_hash)
+    tokens[rows] = (processed[rows] + noise).argmax(dim=-1)
+    return tokens
 
 
 def step_statistics(raw: torch.Tensor, processed: torch.Tensor, tokens: torch.Tensor, k: int) -> torch.Tensor:

@@ -1,0 +1,353 @@
+"""The playground TUI, driven by Pilot on the demo model: every action, plus snapshots of the key screens."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+import pytest
+from textual.widgets import Input, OptionList, TextArea
+
+from engine import DecodingConfig, find_preset
+from engine.loading import ModelSpec
+from engine.presets import user_preset_dir
+from tui.app import DecodelabApp
+from tui.screens.ask import AskText, Confirm
+from tui.screens.config_editor import ConfigEditor
+from tui.screens.preset_picker import PresetPicker
+from tui.widgets.inspector import Inspector
+from tui.widgets.pane import Pane
+
+PROMPT = "The for statement"
+
+
+def make_app(demo, configs=None, prompt=PROMPT, **kwargs) -> DecodelabApp:
+    configs = configs or [DecodingConfig(name="greedy", max_new_tokens=12),
+                          DecodingConfig(name="warm", do_sample=True, temperature=0.8, seed=5, max_new_tokens=12)]
+    return DecodelabApp(spec=ModelSpec(), configs=configs, prompt=prompt, loaded=demo, **kwargs)
+
+
+async def wait_idle(app, pilot, timeout: float = 60) -> None:
+    """Wait until no run is in progress and every message is handled."""
+    for _ in range(int(timeout / 0.05)):
+        await pilot.pause(0.05)
+        if not app.running and not app.pending:
+            await pilot.pause()
+            return
+    raise AssertionError("the run did not finish")
+
+
+async def test_run_streams_into_every_pane_off_the_ui_thread(demo):
+    app = make_app(demo)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.press("ctrl+r")
+        await wait_idle(app, pilot)
+        panes = app.panes()
+        assert all(p.state.completion is not None and p.state.text for p in panes)
+        assert [len(p.state.steps) for p in panes] == [12, 12]
+        assert app.engine_threads and threading.main_thread().name not in app.engine_threads
+        assert "12 tok" in str(panes[0].query_one(".pane--stats").render())
+
+
+async def test_rerun_same_seeds_reproduces_and_run_rerolls(demo):
+    configs = [DecodingConfig(name="hot", do_sample=True, temperature=1.2, max_new_tokens=10)]
+    app = make_app(demo, configs)
+    async with app.run_test() as pilot:
+        await pilot.press("ctrl+r")
+        await wait_idle(app, pilot)
+        pane = app.panes()[0]
+        first_seed, first_ids = pane.state.seed, pane.state.token_ids
+        await pilot.press("ctrl+g")
+        await wait_idle(app, pilot)
+        assert pane.state.seed == first_seed and pane.state.token_ids == first_ids
+        await pilot.press("ctrl+r")
+        await wait_idle(app, pilot)
+        assert pane.state.seed != first_seed
+
+
+async def test_cancel_keeps_partial_outputs(demo):
+    configs = [DecodingConfig(name="long", max_new_tokens=400)]
+    app = make_app(demo, configs)
+    async with app.run_test() as pilot:
+        await pilot.press("ctrl+r")
+        await pilot.pause(0.3)
+        await pilot.press("escape")
+        await wait_idle(app, pilot)
+        state = app.panes()[0].state
+        assert state.stop_reason == "cancelled" and len(state.steps) < 400
+        assert app.query_one("#prompt", TextArea).text == PROMPT  # nothing typed is lost
+
+
+async def test_add_duplicate_remove_and_reorder_panes(demo):
+    app = make_app(demo)
+    async with app.run_test(size=(160, 48)) as pilot:
+        await pilot.press("escape", "1", "a")
+        assert isinstance(app.screen, PresetPicker)
+        await pilot.press(*"precise", "enter")
+        await pilot.pause()
+        names = [p.state.config.name for p in app.panes()]
+        assert names == ["greedy", "warm", "precise"]
+        await pilot.press("escape", "1", "d")
+        await pilot.pause()
+        assert [p.state.config.name for p in app.panes()] == ["greedy", "greedy-copy", "warm", "precise"]
+        await pilot.press("greater_than_sign")
+        await pilot.pause()
+        assert [p.state.config.name for p in app.panes()] == ["greedy", "warm", "greedy-copy", "precise"]
+        await pilot.press("x")
+        await pilot.pause()
+        assert [p.state.config.name for p in app.panes()] == ["greedy", "warm", "precise"]
+
+
+async def test_edit_validates_with_engine_messages(demo):
+    app = make_app(demo)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.press("escape", "2", "e")
+        editor = app.screen
+        assert isinstance(editor, ConfigEditor)
+        editor.query_one("#f-top_p", Input).value = "1.5"
+        await pilot.pause()
+        assert "top_p=1.5 is invalid" in str(editor.query_one("#editor-error").render())
+        assert editor.query_one("#apply").disabled
+        editor.query_one("#f-top_p", Input).value = "0.5"
+        editor.query_one("#f-stop_strings", Input).value = '"END", "\\n\\n"'
+        await pilot.pause()
+        assert not editor.query_one("#apply").disabled
+        await pilot.press("ctrl+s")
+        await pilot.pause()
+        config = app.panes()[1].state.config
+        assert config.top_p == 0.5 and config.stop_strings == ("END", "\n\n")
+
+
+async def test_heatmap_modes_cycle_with_a_legend(demo):
+    app = make_app(demo)
+    async with app.run_test() as pilot:
+        await pilot.press("ctrl+r")
+        await wait_idle(app, pilot)
+        await pilot.press("escape", "1")
+        seen = []
+        for _ in range(6):
+            await pilot.press("h")
+            seen.append(app.measure)
+            assert app.panes()[0].measure == app.measure
+        assert seen == ["prob_processed", "rank", "entropy", "surprisal", "off", "prob"]
+        assert "probability" in str(app.query_one("#legend").render())
+
+
+async def test_inspector_and_branching(demo):
+    app = make_app(demo, [DecodingConfig(name="greedy", max_new_tokens=12)])
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.press("ctrl+r")
+        await wait_idle(app, pilot)
+        pane = app.panes()[0]
+        original = pane.state.token_ids
+        await pilot.press("escape", "1", "right", "right", "right")
+        assert pane.state.cursor == 2
+        inspector = app.query_one(Inspector)
+        assert inspector.has_class("-visible")
+        step = pane.state.steps[2]
+        assert f"rank {step.rank}" in str(inspector.query_one("#inspector-info").render())
+        options = inspector.query_one(OptionList)
+        assert options.option_count == 1 + len(step.top)
+        alternative = step.top[1]
+        options.highlighted = 2  # the header row, then rank 0, then rank 1
+        await pilot.press("b")
+        await wait_idle(app, pilot)
+        assert pane.state.token_ids[:3] == original[:2] + [alternative.token_id]
+        assert pane.state.branched_at == 2 and len(pane.state.token_ids) == 12
+
+
+async def test_clicking_a_token_selects_it(demo):
+    app = make_app(demo, [DecodingConfig(name="greedy", max_new_tokens=8)])
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.press("ctrl+r")
+        await wait_idle(app, pilot)
+        view = app.panes()[0].query_one("TokenView")
+        view.action_select_token(3)
+        await pilot.pause()
+        assert app.panes()[0].state.cursor == 3 and app.query_one(Inspector).has_class("-visible")
+
+
+async def test_save_preset_never_overwrites_silently(demo):
+    app = make_app(demo)
+    async with app.run_test() as pilot:
+        await pilot.press("escape", "2", "s")
+        assert isinstance(app.screen, AskText)
+        app.screen.query_one(Input).value = "my-warm"
+        await pilot.press("enter")
+        await pilot.pause()
+        path = user_preset_dir() / "my-warm.toml"
+        saved = find_preset("my-warm")
+        assert saved.temperature == 0.8 and saved.seed == 5
+        before = path.read_text()
+        app.panes()[1].state.config = app.panes()[1].state.config.replace(temperature=0.3)
+        await pilot.press("s")
+        app.screen.query_one(Input).value = "my-warm"
+        await pilot.press("enter")
+        await pilot.pause()
+        assert isinstance(app.screen, Confirm)
+        await pilot.press("n")
+        await pilot.pause()
+        assert path.read_text() == before
+        await pilot.press("s")
+        app.screen.query_one(Input).value = "my-warm"
+        await pilot.press("enter", "y")
+        await pilot.pause()
+        assert find_preset("my-warm").temperature == 0.3
+
+
+async def test_bad_preset_name_is_refused_in_the_dialog(demo):
+    app = make_app(demo)
+    async with app.run_test() as pilot:
+        await pilot.press("escape", "1", "s")
+        app.screen.query_one(Input).value = "../escape"
+        await pilot.press("enter")
+        await pilot.pause()
+        assert isinstance(app.screen, AskText)
+        assert "preset name" in str(app.screen.query_one("#ask-error").render())
+
+
+async def test_session_save_and_open(demo, tmp_path):
+    path = tmp_path / "s.json"
+    app = make_app(demo)
+    async with app.run_test() as pilot:
+        await pilot.press("ctrl+r")
+        await wait_idle(app, pilot)
+        texts = [p.state.text for p in app.panes()]
+        await pilot.press("ctrl+s")
+        app.screen.query_one(Input).value = str(path)
+        await pilot.press("enter")
+        await pilot.pause()
+        assert path.is_file()
+    other = make_app(demo, [DecodingConfig(name="other")], prompt="something else")
+    async with other.run_test() as pilot:
+        await pilot.press("ctrl+o")
+        other.screen.query_one(Input).value = str(path)
+        await pilot.press("enter")
+        await pilot.pause()
+        await pilot.pause()
+        assert other.query_one("#prompt", TextArea).text == PROMPT
+        assert [p.state.config.name for p in other.panes()] == ["greedy", "warm"]
+        assert [p.state.text for p in other.panes()] == texts
+
+
+async def test_bad_session_file_is_a_notification(demo, tmp_path):
+    bad = tmp_path / "bad.json"
+    bad.write_text("{}")
+    app = make_app(demo)
+    async with app.run_test() as pilot:
+        app.open_session(str(bad))
+        await pilot.pause()
+        assert any("not a decodelab session" in n.message for n in app._notifications)
+        assert len(app.panes()) == 2
+
+
+async def test_failed_model_load_offers_another(tmp_path):
+    app = DecodelabApp(spec=ModelSpec(path=str(tmp_path / "missing")), configs=[DecodingConfig()], prompt="x")
+    async with app.run_test() as pilot:
+        for _ in range(100):
+            await pilot.pause(0.05)
+            if isinstance(app.screen, AskText):
+                break
+        assert isinstance(app.screen, AskText)
+        assert "no such model folder" in app.screen.detail
+        await pilot.press("ctrl+r")  # with no model, a run is refused with a message, not a crash
+        app.screen.query_one(Input).value = "demo"
+        await pilot.press("enter")
+        for _ in range(200):
+            await pilot.pause(0.05)
+            if app.loaded is not None:
+                break
+        assert app.loaded is not None and app.loaded.name == "demo"
+
+
+async def test_a_run_error_shows_and_the_app_survives(demo):
+    app = make_app(demo, [DecodingConfig(max_new_tokens=500)], prompt="word " * 100)
+    async with app.run_test() as pilot:
+        await pilot.press("ctrl+r")
+        await wait_idle(app, pilot)
+        state = app.panes()[0].state
+        assert state.error and "context" in state.error
+        assert any("context" in n.message for n in app._notifications)
+        assert app.query_one("#prompt", TextArea).text == "word " * 100
+
+
+async def test_chat_toggle_and_theme(demo):
+    app = make_app(demo)
+    async with app.run_test() as pilot:
+        await pilot.press("ctrl+t")
+        assert app.loaded.spec.chat
+        await pilot.press("escape", "1", "t")
+        assert app.theme == "decodelab-light"
+
+
+async def test_command_palette_lists_the_actions(demo):
+    app = make_app(demo)
+    async with app.run_test() as pilot:
+        titles = [c.title for c in app.get_system_commands(app.screen)]
+        for expected in ("Run all panes", "Branch from the chosen alternative", "Save the session",
+                         "Add a pane from a preset", "Cancel the run", "Next heatmap measure"):
+            assert expected in titles
+
+
+# -- snapshots ------------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def session_file(demo, tmp_path_factory):
+    """A session with real outputs and fixed timings, so screenshots are the same on every run."""
+    import dataclasses
+
+    from engine import generate_many
+    from engine.results import Timings
+    from engine.sessions import Session, save_session
+
+    configs = [find_preset("greedy").replace(max_new_tokens=40),
+               find_preset("balanced").replace(seed=11, max_new_tokens=40),
+               find_preset("creative").replace(seed=12, max_new_tokens=40)]
+    completions = [dataclasses.replace(c, timings=Timings(0.01, 1.0, 40.0))
+                   for c in generate_many(demo, PROMPT, configs)]
+    path = tmp_path_factory.mktemp("snap") / "session.json"
+    save_session(Session(prompt=PROMPT, model={"path": "demo"}, configs=configs, completions=completions), path)
+    return str(path)
+
+
+def snapshot_app(demo, session_file):
+    app = make_app(demo, [DecodingConfig(name="placeholder")])
+
+    async def before(pilot):
+        app.query_one("#prompt", TextArea).cursor_blink = False
+        app.open_session(session_file)
+        await pilot.pause()
+        await pilot.pause()
+        app.clear_notifications()
+        app.panes()[0].focus()
+        await pilot.pause()
+
+    return app, before
+
+
+@pytest.mark.parametrize("size", [(80, 24), (160, 48)])
+def test_snapshot_main_screen(snap_compare, demo, session_file, size):
+    app, before = snapshot_app(demo, session_file)
+    assert snap_compare(app, terminal_size=size, run_before=before)
+
+
+def test_snapshot_config_editor(snap_compare, demo, session_file):
+    app, before = snapshot_app(demo, session_file)
+
+    async def open_editor(pilot):
+        await before(pilot)
+        await pilot.press("escape", "2", "e")
+        await pilot.pause()
+
+    assert snap_compare(app, terminal_size=(100, 40), run_before=open_editor)
+
+
+def test_snapshot_inspector(snap_compare, demo, session_file):
+    app, before = snapshot_app(demo, session_file)
+
+    async def inspect(pilot):
+        await before(pilot)
+        await pilot.press("escape", "1", "right", "right", "right", "right")
+        await pilot.pause()
+
+    assert snap_compare(app, terminal_size=(160, 48), run_before=inspect)

@@ -1,0 +1,1 @@
+"""decodelab's Textual app: side-by-side streaming panes, heatmaps, inspector, branching, presets."""

@@ -1,0 +1,353 @@
+"""The app's pane, inspector, preset and session actions (a mixin for DecodelabApp)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from textual.app import SystemCommand
+from textual.widgets import TextArea
+
+from engine.config import ConfigError
+from themes.heatmap import ORDER
+from tui.state import PaneState, first_divergence
+from tui.widgets.inspector import Inspector
+from tui.widgets.legend import Legend
+from tui.widgets.pane import Pane
+from tui.widgets.token_view import TokenView
+
+DIFF_MODES = ("off", "greedy", "left")
+
+
+class PaneActions:
+    # -- which pane --------------------------------------------------------------------------------
+    def on_descendant_focus(self, event) -> None:
+        node = event.widget
+        while node is not None and not isinstance(node, Pane):
+            node = node.parent
+        if node is not None:
+            self.current_pane = node
+
+    def pane(self) -> Pane | None:
+        panes = self.panes()
+        if self.current_pane in panes:
+            return self.current_pane
+        return panes[0] if panes else None
+
+    def action_focus_pane(self, index: int) -> None:
+        panes = self.panes()
+        if index < len(panes):
+            panes[index].focus()
+            panes[index].scroll_visible()
+
+    def refresh_panes(self) -> None:
+        panes = self.panes()
+        for i, pane in enumerate(panes):
+            pane.measure = self.measure
+            pane.diverge_at = self.divergence(panes, i)
+            pane.refresh_view()
+        self.refresh_inspector()
+
+    def divergence(self, panes: list[Pane], i: int) -> int | None:
+        if self.diff_mode == "left":
+            return first_divergence(panes[i - 1].state.token_ids, panes[i].state.token_ids) if i else None
+        if self.diff_mode == "greedy":
+            ref = next((p for p in panes if p.state.config.greedy and p is not panes[i]), None)
+            return first_divergence(ref.state.token_ids, panes[i].state.token_ids) if ref else None
+        return None
+
+    # -- panes ---------------------------------------------------------------------------------------
+    def add_pane(self, config, after: Pane | None = None) -> Pane:
+        pane = Pane(PaneState(config))
+        container = self.query_one("#panes")
+        container.mount(pane, after=after) if after is not None else container.mount(pane)
+        pane.measure = self.measure
+        self.current_pane = pane
+        return pane
+
+    def action_add_pane(self) -> None:
+        from tui.screens.preset_picker import PresetPicker
+
+        def chosen(config) -> None:
+            if config is not None:
+                self.add_pane(config).focus()
+
+        self.push_screen(PresetPicker(), chosen)
+
+    def action_duplicate(self) -> None:
+        pane = self.pane()
+        if pane is not None:
+            self.add_pane(pane.state.config.replace(name=pane.state.config.name + "-copy"), after=pane).focus()
+
+    def action_remove(self) -> None:
+        pane = self.pane()
+        if pane is None:
+            return
+        if pane.state.running:
+            self.notify("This pane is running: cancel with Esc first.", severity="warning")
+            return
+        pane.remove()
+        self.current_pane = None
+        self.notify(f"removed pane {pane.state.config.name}")
+
+    def action_move(self, delta: int) -> None:
+        pane, panes = self.pane(), self.panes()
+        if pane is None:
+            return
+        index = panes.index(pane) + delta
+        if 0 <= index < len(panes):
+            container = self.query_one("#panes")
+            if delta < 0:
+                container.move_child(pane, before=panes[index])
+            else:
+                container.move_child(pane, after=panes[index])
+            self.call_after_refresh(self.refresh_panes)
+
+    def action_edit(self) -> None:
+        from tui.screens.config_editor import ConfigEditor
+
+        pane = self.pane()
+        if pane is None:
+            return
+
+        def edited(config) -> None:
+            if config is not None:
+                pane.state.config = config
+                pane.refresh_view()
+
+        self.push_screen(ConfigEditor(pane.state.config), edited)
+
+    def action_rerun_pane(self) -> None:
+        pane = self.pane()
+        if pane is not None:
+            self.start_run([pane])
+
+    # -- heatmap, diff, inspector, branching ------------------------------------------------------------
+    def action_heatmap(self) -> None:
+        self.measure = ORDER[(ORDER.index(self.measure) + 1) % len(ORDER)]
+        self.query_one(Legend).show(self.measure, "" if self.diff_mode == "off" else f"diff vs {self.diff_mode}")
+        self.refresh_panes()
+
+    def action_diff(self) -> None:
+        self.diff_mode = DIFF_MODES[(DIFF_MODES.index(self.diff_mode) + 1) % len(DIFF_MODES)]
+        extra = "" if self.diff_mode == "off" else f"diff vs {self.diff_mode} (underlined: first different token)"
+        self.query_one(Legend).show(self.measure, extra)
+        self.refresh_panes()
+
+    def action_inspector(self) -> None:
+        inspector = self.query_one(Inspector)
+        inspector.toggle_class("-visible")
+        pane = self.pane()
+        if inspector.has_class("-visible") and pane is not None and pane.state.cursor is None and pane.state.steps:
+            pane.state.cursor = 0
+            pane.refresh_view()
+        self.refresh_inspector()
+
+    def action_token(self, delta: int) -> None:
+        pane = self.pane()
+        if pane is None or not pane.state.steps:
+            return
+        cursor = pane.state.cursor
+        cursor = 0 if cursor is None else max(0, min(len(pane.state.steps) - 1, cursor + delta))
+        self.select_token(pane, cursor)
+
+    def select_token(self, pane: Pane, index: int) -> None:
+        pane.state.cursor = index
+        pane.refresh_view()
+        self.current_pane = pane
+        self.query_one(Inspector).add_class("-visible")
+        self.refresh_inspector()
+
+    def on_token_view_selected(self, event: TokenView.Selected) -> None:
+        pane = next((p for p in event.view.ancestors if isinstance(p, Pane)), None)
+        if pane is not None:
+            self.select_token(pane, event.index)
+
+    def refresh_inspector(self) -> None:
+        inspector = self.query_one(Inspector)
+        pane = self.pane()
+        if pane is None or pane.state.cursor is None or pane.state.cursor >= len(pane.state.steps):
+            inspector.clear()
+            return
+        inspector.show(pane.state.config.name, pane.state.cursor, pane.state.steps[pane.state.cursor])
+
+    def on_inspector_branch(self, event: Inspector.Branch) -> None:
+        self.branch_to(event.token_id)
+
+    def action_branch(self) -> None:
+        from textual.widgets import OptionList
+
+        options = self.query_one(Inspector).query_one(OptionList)
+        if options.highlighted is None or not self.query_one(Inspector).has_class("-visible"):
+            self.notify("Select a token (← →), then pick an alternative in the inspector.", severity="warning")
+            return
+        option = options.get_option_at_index(options.highlighted)
+        if option.id is not None:
+            self.branch_to(int(option.id))
+
+    def branch_to(self, token_id: int) -> None:
+        """Rerun the pane forcing its tokens up to the cursor, then the chosen alternative."""
+        pane = self.pane()
+        if pane is None or pane.state.cursor is None:
+            return
+        prefix = pane.state.token_ids[: pane.state.cursor] + [token_id]
+        if pane.state.config.num_beams > 1:
+            self.notify("Beam panes cannot be branched; duplicate it as a greedy pane first.", severity="warning")
+            return
+        config = pane.state.config
+        if config.seed is None and pane.state.seed is not None:
+            pane.state.config = config.replace(seed=pane.state.seed)
+        self.start_run([pane], prefix=prefix)
+
+    # -- saving and copying -----------------------------------------------------------------------------
+    def action_save_preset(self) -> None:
+        from engine.presets import PresetExistsError, check_preset_name, save_user_preset
+        from tui.screens.ask import AskText, Confirm
+
+        pane = self.pane()
+        if pane is None:
+            return
+        config = pane.state.config
+        if config.seed is None and pane.state.seed is not None and config.samples:
+            config = config.replace(seed=pane.state.seed)  # the winner, reproducibly
+
+        def check(name: str) -> str | None:
+            try:
+                check_preset_name(name)
+            except ConfigError as exc:
+                return str(exc)
+            return None
+
+        def save(name: str | None, overwrite: bool = False) -> None:
+            if not name:
+                return
+            try:
+                path = save_user_preset(config, name, overwrite=overwrite)
+            except PresetExistsError:
+                self.push_screen(Confirm(f"A preset named {name!r} exists. Overwrite it?", "Overwrite"),
+                                 lambda yes: save(name, True) if yes else self.notify("Not saved."))
+                return
+            except ConfigError as exc:
+                self.notify(str(exc), severity="error")
+                return
+            self.notify(f"Saved preset {name} → {path}")
+
+        self.push_screen(AskText("Save this pane's config as a preset named:", config.name, check), save)
+
+    def action_copy_text(self) -> None:
+        pane = self.pane()
+        if pane is not None:
+            self.copy_to_clipboard(pane.state.text)
+            self.notify("Copied the pane's text (where the terminal supports OSC 52).")
+
+    def action_copy_config(self) -> None:
+        from engine.presets import dumps_preset
+
+        pane = self.pane()
+        if pane is not None:
+            self.copy_to_clipboard(dumps_preset(pane.state.config))
+            self.notify("Copied the pane's config as TOML.")
+
+    def action_save_session(self) -> None:
+        from engine.sessions import Session, save_session
+        from tui.screens.ask import AskText, Confirm
+
+        panes = self.panes()
+        session = Session(prompt=self.query_one("#prompt", TextArea).text, model=dataclasses.asdict(self.spec),
+                          configs=[p.state.config for p in panes], completions=[p.state.completion for p in panes])
+
+        def save(path: str | None, overwrite: bool = False) -> None:
+            if not path:
+                return
+            try:
+                save_session(session, path, overwrite=overwrite)
+            except ConfigError as exc:
+                if "already exists" in str(exc) and not overwrite:
+                    self.push_screen(Confirm(f"{path} exists. Overwrite it?", "Overwrite"),
+                                     lambda yes: save(path, True) if yes else None)
+                    return
+                self.notify(str(exc), severity="error")
+                return
+            self.notify(f"Saved session → {path}")
+
+        self.push_screen(AskText("Save the session (prompt, configs, seeds, outputs) to:", "decodelab-session.json"),
+                         save)
+
+    def action_open_session(self) -> None:
+        from tui.screens.ask import AskText
+
+        self.push_screen(AskText("Open a session file:", "decodelab-session.json"),
+                         lambda path: self.open_session(path) if path else None)
+
+    def open_session(self, path: str) -> None:
+        from engine.sessions import load_session
+
+        if self.running:
+            self.notify("A run is in progress: Esc cancels it.", severity="warning")
+            return
+        try:
+            session = load_session(path)
+        except ConfigError as exc:
+            self.notify(str(exc), severity="error", timeout=10)
+            return
+        self.query_one("#prompt", TextArea).text = session.prompt
+        for pane in self.panes():
+            pane.remove()
+        for config, completion in zip(session.configs, session.completions):
+            pane = self.add_pane(config)
+            if completion is not None:
+                pane.state.finish(completion)
+        self.call_after_refresh(self.refresh_panes)
+        model = session.model.get("path")
+        if model and model != self.spec.path:
+            self.notify(f"This session was made with model {model!r}; press m to load it.", timeout=10)
+        self.notify(f"Opened {path}")
+
+    # -- model, chat, theme -----------------------------------------------------------------------------
+    def action_toggle_chat(self) -> None:
+        if self.loaded is None:
+            return
+        spec = dataclasses.replace(self.loaded.spec, chat=not self.loaded.spec.chat)
+        self.loaded = dataclasses.replace(self.loaded, spec=spec)
+        self.spec = spec
+        self.update_model_bar()
+        has_template = bool(getattr(self.loaded.tokenizer, "chat_template", None))
+        note = "" if has_template or not spec.chat else " (this tokenizer has no chat template: runs will fail)"
+        self.notify(f"Chat template {'on' if spec.chat else 'off'}{note}")
+
+    def action_change_model(self) -> None:
+        from tui.screens.ask import AskText
+
+        self.push_screen(AskText("Load a model (folder, cached hub id, or demo):", self.spec.path),
+                         lambda path: self.load_path(path) if path else None)
+
+    def action_toggle_theme(self) -> None:
+        self.theme = "decodelab-light" if self.theme == "decodelab-dark" else "decodelab-dark"
+
+    def get_system_commands(self, screen):
+        yield from super().get_system_commands(screen)
+        for title, help_text, action in COMMANDS:
+            yield SystemCommand(title, help_text, getattr(self, f"action_{action}"))
+
+
+COMMANDS = [
+    ("Run all panes", "ctrl+r: one batched run; unseeded panes get fresh seeds", "run"),
+    ("Rerun with the same seeds", "ctrl+g: reproduce the last run exactly", "rerun_same"),
+    ("Rerun this pane", ".: run only the focused pane", "rerun_pane"),
+    ("Cancel the run", "esc", "cancel"),
+    ("Add a pane from a preset", "a", "add_pane"),
+    ("Duplicate this pane", "d", "duplicate"),
+    ("Remove this pane", "x", "remove"),
+    ("Edit this pane's config", "e", "edit"),
+    ("Next heatmap measure", "h: probability, processed, rank, entropy, surprisal, off", "heatmap"),
+    ("Toggle the token inspector", "i; ← → move between tokens", "inspector"),
+    ("Branch from the chosen alternative", "b or Enter in the inspector", "branch"),
+    ("Cycle diff marking", "v: off, vs greedy, vs left neighbour", "diff"),
+    ("Save this pane as a preset", "s", "save_preset"),
+    ("Copy this pane's text", "c", "copy_text"),
+    ("Copy this pane's config (TOML)", "y", "copy_config"),
+    ("Save the session", "ctrl+s", "save_session"),
+    ("Open a session", "ctrl+o", "open_session"),
+    ("Toggle the chat template", "ctrl+t", "toggle_chat"),
+    ("Load another model", "m", "change_model"),
+    ("Toggle dark/light theme", "t", "toggle_theme"),
+]

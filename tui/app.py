@@ -1,0 +1,273 @@
+"""The decodelab app: compose, model loading, and the batched engine run on a worker thread."""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import threading
+from importlib import resources
+
+from textual import on, work
+from textual.app import App, ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, HorizontalScroll
+from textual.widgets import Footer, Static, TextArea
+
+from engine.config import DecodingConfig
+from tui.actions import PaneActions
+from tui.messages import LoadFailed, LoadProgress, ModelLoaded, RunFailed, RunFinished
+from tui.state import PaneState
+from tui.widgets.inspector import Inspector
+from tui.widgets.legend import Legend
+from tui.widgets.pane import Pane
+
+REPAINT_HZ = 30
+
+
+class DecodelabApp(PaneActions, App):
+    """One prompt, many decoding configs, side by side."""
+
+    CSS_PATH = str(resources.files("themes") / "app.tcss")
+    TITLE = "decodelab"
+    BINDINGS = [
+        Binding("ctrl+r", "run", "Run"),
+        Binding("escape", "cancel", "Cancel"),
+        Binding("a", "add_pane", "Add"),
+        Binding("e", "edit", "Edit"),
+        Binding("h", "heatmap", "Heatmap"),
+        Binding("i", "inspector", "Inspect"),
+        Binding("s", "save_preset", "Save"),
+        Binding("ctrl+g", "rerun_same", "Rerun same seeds", show=False),
+        Binding("full_stop", "rerun_pane", "Rerun pane", show=False),
+        Binding("d", "duplicate", "Duplicate", show=False),
+        Binding("x,delete", "remove", "Remove", show=False),
+        Binding("less_than_sign", "move(-1)", "Move left", show=False),
+        Binding("greater_than_sign", "move(1)", "Move right", show=False),
+        Binding("b", "branch", "Branch", show=False),
+        Binding("v", "diff", "Diff", show=False),
+        Binding("c", "copy_text", "Copy text", show=False),
+        Binding("y", "copy_config", "Copy config", show=False),
+        Binding("ctrl+s", "save_session", "Save session", show=False),
+        Binding("ctrl+o", "open_session", "Open session", show=False),
+        Binding("ctrl+t", "toggle_chat", "Chat template", show=False),
+        Binding("m", "change_model", "Model", show=False),
+        Binding("t", "toggle_theme", "Theme", show=False),
+    ] + [Binding(str(n), f"focus_pane({n - 1})", f"Pane {n}", show=False) for n in range(1, 10)]
+
+    def __init__(self, spec=None, configs: list[DecodingConfig] | None = None, prompt: str | None = None,
+                 run_at_start: bool = False, loaded=None) -> None:
+        super().__init__()
+        from engine.loading import ModelSpec
+
+        self.spec = spec or ModelSpec()
+        self.loaded = loaded
+        self.initial_configs = list(configs or [])
+        self.initial_prompt = prompt or ""
+        self.run_at_start = run_at_start
+        self.measure = "prob"
+        self.diff_mode = "off"
+        self.running = False
+        self.run_id = 0
+        self.cancel_event = threading.Event()
+        self.pending: collections.deque = collections.deque()
+        self.engine_threads: set[str] = set()
+        self.current_pane: Pane | None = None
+
+    def compose(self) -> ComposeResult:
+        yield Static("loading…", id="model-bar")
+        yield TextArea(self.initial_prompt, id="prompt", soft_wrap=True, show_line_numbers=False)
+        with Horizontal(id="workspace"):
+            with HorizontalScroll(id="panes", can_focus=False):
+                for config in self.initial_configs:
+                    yield Pane(PaneState(config))
+            yield Inspector(id="inspector")
+        yield Legend(id="legend")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        from themes.themes import THEMES
+
+        for theme in THEMES:
+            self.register_theme(theme)
+        self.theme = "decodelab-dark"
+        self.query_one("#prompt", TextArea).border_title = "prompt · ctrl+r run · esc to panes · ctrl+p commands"
+        self.query_one(Legend).show(self.measure)
+        self.set_interval(1 / REPAINT_HZ, self.drain_events)
+        self.on_resize()
+        if self.loaded is not None:
+            self.post_message(ModelLoaded(self.loaded))
+        else:
+            self.load(self.spec)
+        panes = self.panes()
+        if panes:
+            self.current_pane = panes[0]
+            if self.run_at_start:
+                panes[0].focus()
+
+    def on_resize(self, event=None) -> None:
+        self.screen.set_class(self.size.width < 110, "-narrow")
+
+    # -- model loading ---------------------------------------------------------------------------------
+    @work(thread=True, exclusive=True, group="load")
+    def load(self, spec) -> None:
+        from engine.loading import ModelLoadError, load_model
+
+        try:
+            loaded = load_model(spec, lambda stage, f: self.post_message(LoadProgress(stage, f)))
+        except ModelLoadError as exc:
+            self.post_message(LoadFailed(str(exc)))
+            return
+        except Exception as exc:  # noqa: BLE001 - the app must survive any load failure
+            self.post_message(LoadFailed(f"{type(exc).__name__}: {exc}"))
+            return
+        self.post_message(ModelLoaded(loaded))
+
+    def on_load_progress(self, message: LoadProgress) -> None:
+        pct = f"{message.fraction * 100:.0f}% " if message.fraction is not None else ""
+        self.query_one("#model-bar", Static).update(f"loading {self.spec.path}: {pct}{message.stage}…")
+
+    def on_model_loaded(self, message: ModelLoaded) -> None:
+        self.loaded = message.loaded
+        self.spec = self.loaded.spec
+        self.update_model_bar()
+        if self.run_at_start and self.initial_prompt:
+            self.run_at_start = False
+            self.action_run()
+
+    def update_model_bar(self) -> None:
+        chat = " · chat" if self.loaded.spec.chat else ""
+        self.query_one("#model-bar", Static).update(f"{self.loaded.describe()}{chat}")
+
+    def on_load_failed(self, message: LoadFailed) -> None:
+        from tui.screens.ask import AskText
+
+        self.query_one("#model-bar", Static).update("no model loaded — press m to load one")
+
+        def retry(path: str | None) -> None:
+            if path:
+                self.load_path(path)
+
+        self.push_screen(AskText("The model could not be loaded. Try another (folder, cached hub id, or demo):",
+                                 self.spec.path, detail=message.error), retry)
+
+    def load_path(self, path: str) -> None:
+        from engine.config import ConfigError
+
+        try:
+            self.spec = dataclasses.replace(self.spec, path=path)
+        except ConfigError as exc:
+            self.notify(str(exc), severity="error")
+            return
+        self.loaded = None
+        self.load(self.spec)
+
+    # -- running -------------------------------------------------------------------------------------
+    def panes(self) -> list[Pane]:
+        return list(self.query(Pane))
+
+    def start_run(self, panes: list[Pane], keep_seeds: bool = False, prefix: list[int] | None = None) -> None:
+        if len(self.screen_stack) > 1:
+            return  # a dialog is open: finish it first
+        if self.loaded is None:
+            self.notify("No model is loaded yet (press m to load one).", severity="warning")
+            return
+        if self.running:
+            self.notify("A run is in progress: Esc cancels it.", severity="warning")
+            return
+        if not panes:
+            self.notify("No panes to run: press a to add one.", severity="warning")
+            return
+        configs = []
+        for pane in panes:
+            config = pane.state.config
+            if keep_seeds and config.seed is None and pane.state.seed is not None:
+                config = config.replace(seed=pane.state.seed)
+            configs.append(config)
+            pane.state.reset()
+            pane.state.running = True
+            pane.diverge_at = None
+            if prefix is not None:
+                pane.state.branched_at = len(prefix) - 1
+            pane.refresh_view()
+        self.running = True
+        self.run_id += 1
+        self.cancel_event = threading.Event()
+        prompt = self.query_one("#prompt", TextArea).text
+        self.run_engine(self.run_id, [p.state for p in panes], configs, prompt, prefix or [])
+
+    @work(thread=True, exclusive=True, group="engine")
+    def run_engine(self, run_id: int, states: list[PaneState], configs, prompt: str, prefix: list[int]) -> None:
+        from engine.generation import generate_many
+        from engine.results import GenerationError
+
+        def on_step(event) -> None:  # worker thread: only hand the event over
+            self.engine_threads.add(threading.current_thread().name)
+            self.pending.append((run_id, states, event))
+
+        try:
+            completions = generate_many(self.loaded, prompt, configs, on_step=on_step, cancel=self.cancel_event,
+                                        prefix_ids=prefix)
+        except GenerationError as exc:
+            self.post_message(RunFailed(run_id, states, str(exc)))
+            return
+        except Exception as exc:  # noqa: BLE001 - never let a run take the app down
+            self.post_message(RunFailed(run_id, states, f"{type(exc).__name__}: {exc}"))
+            return
+        self.post_message(RunFinished(run_id, states, completions))
+
+    def drain_events(self) -> None:
+        """Apply every step that arrived since the last repaint, then repaint each changed pane once."""
+        changed: set[int] = set()
+        while self.pending:
+            run_id, states, event = self.pending.popleft()
+            if run_id != self.run_id:
+                continue
+            for row, steps in event.tokens.items():
+                states[row].steps.extend(steps)
+                states[row].text = event.texts.get(row, states[row].text)
+                changed.add(id(states[row]))
+            for row, reason in event.finished.items():
+                states[row].stop_reason = reason
+        if changed:
+            for pane in self.panes():
+                if id(pane.state) in changed:
+                    pane.refresh_view(scroll=True)
+
+    def on_run_finished(self, message: RunFinished) -> None:
+        self.drain_events()
+        self.running = False
+        for state, completion in zip(message.panes, message.completions):
+            state.finish(completion)
+        self.refresh_panes()
+        if any(c.stop_reason == "cancelled" for c in message.completions):
+            self.notify("Run cancelled: partial outputs kept.")
+
+    def on_run_failed(self, message: RunFailed) -> None:
+        self.drain_events()
+        self.running = False
+        for state in message.panes:
+            state.running = False
+            state.error = message.error
+        self.refresh_panes()
+        self.notify(message.error, title="Run failed", severity="error", timeout=10)
+
+    def action_run(self) -> None:
+        self.start_run(self.panes())
+
+    def action_rerun_same(self) -> None:
+        self.start_run(self.panes(), keep_seeds=True)
+
+    def action_cancel(self) -> None:
+        """Esc: cancel a run; else leave the prompt for the panes; else close the inspector."""
+        if self.running:
+            self.cancel_event.set()
+        elif self.focused is self.query_one("#prompt", TextArea):
+            pane = self.pane()
+            if pane is not None:
+                pane.focus()
+        elif self.query_one("#inspector").has_class("-visible"):
+            self.action_inspector()
+
+
+def run_app(spec=None, configs=None, prompt=None, run_at_start=False) -> None:
+    DecodelabApp(spec=spec, configs=configs, prompt=prompt, run_at_start=run_at_start).run()

@@ -1,0 +1,1 @@
+"""decodelab's modal screens."""

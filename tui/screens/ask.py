@@ -1,0 +1,82 @@
+"""Small dialogs: ask for a line of text (with validation), or confirm an action."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from textual import on
+from textual.app import ComposeResult
+from textual.containers import Horizontal, Vertical
+from textual.screen import ModalScreen
+from textual.widgets import Button, Input, Label, Static
+
+
+class AskText(ModalScreen[str | None]):
+    """Ask for one line. check(value) returns an error message or None; the dialog stays open on error."""
+
+    DEFAULT_CSS = """
+    AskText, Confirm { align: center middle; }
+    AskText > Vertical, Confirm > Vertical {
+        width: 80%; max-width: 90; height: auto;
+        border: thick $primary; background: $surface; padding: 1 2;
+    }
+    AskText #ask-error { color: $error; height: auto; }
+    AskText Horizontal, Confirm Horizontal { height: 3; align-horizontal: right; }
+    """
+    BINDINGS = [("escape", "cancel", "Cancel")]
+
+    def __init__(self, title: str, value: str = "", check: Callable[[str], str | None] | None = None,
+                 detail: str = "") -> None:
+        super().__init__()
+        self.title_text, self.value, self.check, self.detail = title, value, check, detail
+
+    def compose(self) -> ComposeResult:
+        with Vertical():
+            yield Label(self.title_text)
+            if self.detail:
+                yield Static(self.detail)
+            yield Input(self.value, id="ask-input")
+            yield Static("", id="ask-error")
+            with Horizontal():
+                yield Button("OK", variant="primary", id="ok")
+                yield Button("Cancel", id="cancel")
+
+    def on_mount(self) -> None:
+        self.query_one(Input).focus()
+
+    @on(Input.Submitted)
+    @on(Button.Pressed, "#ok")
+    def _ok(self) -> None:
+        value = self.query_one(Input).value.strip()
+        error = self.check(value) if self.check else None
+        if error:
+            self.query_one("#ask-error", Static).update(error)
+            return
+        self.dismiss(value)
+
+    @on(Button.Pressed, "#cancel")
+    def action_cancel(self) -> None:
+        self.dismiss(None)
+
+
+class Confirm(ModalScreen[bool]):
+    BINDINGS = [("escape", "no", "Cancel"), ("y", "yes", "Yes"), ("n", "no", "No")]
+
+    def __init__(self, question: str, yes: str = "Yes") -> None:
+        super().__init__()
+        self.question, self.yes = question, yes
+
+    def compose(self) -> ComposeResult:
+        with Vertical():
+            yield Label(self.question)
+            with Horizontal():
+                yield Button(self.yes, variant="warning", id="yes")
+                yield Button("Cancel", id="no")
+
+    @on(Button.Pressed, "#yes")
+    def action_yes(self) -> None:
+        self.dismiss(True)
+
+    @on(Button.Pressed, "#no")
+    def action_no(self) -> None:
+        self.dismiss(False)

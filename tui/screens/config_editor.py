@@ -1,0 +1,141 @@
+"""Edit a pane's config: every DecodingConfig field, validated as you type with the engine's own messages."""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+
+from textual import on
+from textual.app import ComposeResult
+from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.screen import ModalScreen
+from textual.widgets import Button, Input, Label, Static, Switch
+
+from engine.config import FIELD_HELP, FIELD_NAMES, ConfigError, DecodingConfig
+
+TEXT_FIELDS = {"name", "description"}
+
+
+def field_text(config: DecodingConfig, name: str) -> str:
+    value = getattr(config, name)
+    if name == "seed":
+        return "" if value is None else str(value)
+    if name == "stop_strings":
+        return ", ".join(_toml_string(s) for s in value)
+    return value if isinstance(value, str) else f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def _toml_string(text: str) -> str:
+    import tomli_w
+
+    return tomli_w.dumps({"v": text})[4:].strip()
+
+
+def parse_field(name: str, raw: str):
+    """The value typed for a field; ConfigError when it is not even the right kind of value."""
+    if name in TEXT_FIELDS:
+        return raw
+    if name == "seed" and raw.strip() in ("", "auto", "none"):
+        return None
+    if name == "stop_strings":
+        if not raw.strip():
+            return []
+        try:
+            return tomllib.loads(f"v = [{raw}]")["v"]
+        except tomllib.TOMLDecodeError:
+            raise ConfigError('stop_strings: write quoted strings separated by commas, e.g. "\\n\\n", "END"') from None
+    try:
+        return tomllib.loads(f"v = {raw.strip()}")["v"]
+    except tomllib.TOMLDecodeError:
+        raise ConfigError(f"{name}={raw!r} is invalid: {FIELD_HELP[name]}") from None
+
+
+class ConfigEditor(ModalScreen[DecodingConfig | None]):
+    """A form over every field. Save is disabled while the config is invalid, and the reason is shown."""
+
+    DEFAULT_CSS = """
+    ConfigEditor { align: center middle; }
+    ConfigEditor > Vertical {
+        width: 90%; max-width: 100; height: 90%;
+        border: thick $primary; background: $surface;
+    }
+    ConfigEditor .row { height: 3; }
+    ConfigEditor .row > Label { width: 22; padding: 1 1 0 0; text-align: right; }
+    ConfigEditor .row > Input { width: 1fr; }
+    ConfigEditor .help { color: $text-muted; padding: 0 0 0 23; height: auto; }
+    ConfigEditor #editor-error { color: $error; height: auto; padding: 0 1; }
+    ConfigEditor #editor-error.-ok { color: $success; }
+    ConfigEditor #buttons { height: 3; align-horizontal: right; }
+    """
+
+    BINDINGS = [("escape", "cancel", "Cancel"), ("ctrl+s", "save", "Apply")]
+
+    def __init__(self, config: DecodingConfig) -> None:
+        super().__init__()
+        self.original = config
+        self.result: DecodingConfig | None = config
+
+    def compose(self) -> ComposeResult:
+        with Vertical():
+            with VerticalScroll():
+                for name in FIELD_NAMES:
+                    with Horizontal(classes="row"):
+                        yield Label(name)
+                        if name == "do_sample":
+                            yield Switch(value=self.original.do_sample, id="f-do_sample")
+                        else:
+                            yield Input(field_text(self.original, name), id=f"f-{name}")
+                    yield Static(FIELD_HELP[name], classes="help")
+            yield Static("", id="editor-error")
+            with Horizontal(id="buttons"):
+                yield Button("Apply", variant="primary", id="apply")
+                yield Button("Cancel", id="cancel")
+
+    def on_mount(self) -> None:
+        self.query_one("#f-name", Input).focus()
+        self.validate_form()
+
+    def read_form(self) -> DecodingConfig:
+        values = {}
+        for name in FIELD_NAMES:
+            if name == "do_sample":
+                values[name] = self.query_one("#f-do_sample", Switch).value
+            else:
+                values[name] = parse_field(name, self.query_one(f"#f-{name}", Input).value)
+        return DecodingConfig(**values)
+
+    def validate_form(self) -> DecodingConfig | None:
+        message = self.query_one("#editor-error", Static)
+        try:
+            config = self.read_form()
+        except ConfigError as exc:
+            self.result = None
+            message.update(f"✗ {exc}")
+            message.remove_class("-ok")
+            self.query_one("#apply", Button).disabled = True
+            return None
+        self.result = config
+        message.update(f"✓ {config.summary()}")
+        message.add_class("-ok")
+        self.query_one("#apply", Button).disabled = False
+        return config
+
+    @on(Input.Changed)
+    @on(Switch.Changed)
+    def _changed(self) -> None:
+        self.validate_form()
+
+    @on(Button.Pressed, "#apply")
+    def action_save(self) -> None:
+        config = self.validate_form()
+        if config is None:
+            self.notify("This config is invalid; fix the field named in red first.", severity="error")
+            return
+        self.dismiss(config)
+
+    @on(Button.Pressed, "#cancel")
+    def action_cancel(self) -> None:
+        self.dismiss(None)
+
+
+__all__ = ["ConfigEditor", "dataclasses"]

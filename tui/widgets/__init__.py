@@ -1,0 +1,1 @@
+"""decodelab's widgets, one per file."""
