@@ -351,3 +351,23 @@ def test_snapshot_inspector(snap_compare, demo, session_file):
         await pilot.pause()
 
     assert snap_compare(app, terminal_size=(160, 48), run_before=inspect)
+
+
+async def test_diff_marks_first_divergence_and_copy(demo):
+    configs = [DecodingConfig(name="greedy", max_new_tokens=12),
+               DecodingConfig(name="hot", do_sample=True, temperature=1.5, seed=3, max_new_tokens=12)]
+    app = make_app(demo, configs)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.press("ctrl+r")
+        await wait_idle(app, pilot)
+        greedy, hot = app.panes()
+        expected = next(i for i, (a, b) in enumerate(zip(greedy.state.token_ids, hot.state.token_ids)) if a != b)
+        await pilot.press("escape", "v")
+        assert app.diff_mode == "greedy" and hot.diverge_at == expected and greedy.diverge_at is None
+        assert f"diverges @{expected}" in str(hot.query_one(".pane--stats").render())
+        await pilot.press("v")
+        assert app.diff_mode == "left" and hot.diverge_at == expected
+        await pilot.press("2", "c")
+        assert app.clipboard == hot.state.text
+        await pilot.press("y")
+        assert 'name = "hot"' in app.clipboard and "temperature = 1.5" in app.clipboard

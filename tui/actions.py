@@ -61,6 +61,7 @@ class PaneActions:
         container = self.query_one("#panes")
         container.mount(pane, after=after) if after is not None else container.mount(pane)
         pane.measure = self.measure
+        self.call_after_refresh(self.layout_panes)
         self.current_pane = pane
         return pane
 
@@ -87,6 +88,7 @@ class PaneActions:
             return
         pane.remove()
         self.current_pane = None
+        self.call_after_refresh(self.layout_panes)
         self.notify(f"removed pane {pane.state.config.name}")
 
     def action_move(self, delta: int) -> None:
@@ -136,6 +138,7 @@ class PaneActions:
     def action_inspector(self) -> None:
         inspector = self.query_one(Inspector)
         inspector.toggle_class("-visible")
+        self.call_after_refresh(self.layout_panes)
         pane = self.pane()
         if inspector.has_class("-visible") and pane is not None and pane.state.cursor is None and pane.state.steps:
             pane.state.cursor = 0
@@ -154,7 +157,9 @@ class PaneActions:
         pane.state.cursor = index
         pane.refresh_view()
         self.current_pane = pane
-        self.query_one(Inspector).add_class("-visible")
+        if not self.query_one(Inspector).has_class("-visible"):
+            self.query_one(Inspector).add_class("-visible")
+            self.call_after_refresh(self.layout_panes)
         self.refresh_inspector()
 
     def on_token_view_selected(self, event: TokenView.Selected) -> None:

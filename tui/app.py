@@ -106,6 +106,18 @@ class DecodelabApp(PaneActions, App):
 
     def on_resize(self, event=None) -> None:
         self.screen.set_class(self.size.width < 110, "-narrow")
+        self.call_after_refresh(self.layout_panes)
+
+    def layout_panes(self) -> None:
+        """Share the width between panes; below a readable width they keep it and scroll sideways."""
+        panes = self.panes()
+        if not panes:
+            return
+        available = self.query_one("#panes").size.width or self.size.width
+        narrow = self.size.width < 150
+        width = max(38 if narrow else 26, available // len(panes))
+        for pane in panes:
+            pane.styles.width = width
 
     # -- model loading ---------------------------------------------------------------------------------
     @work(thread=True, exclusive=True, group="load")

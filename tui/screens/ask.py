@@ -21,6 +21,7 @@ class AskText(ModalScreen[str | None]):
         border: thick $primary; background: $surface; padding: 1 2;
     }
     AskText #ask-error { color: $error; height: auto; }
+    AskText .ask-title { text-style: bold; }
     AskText Horizontal, Confirm Horizontal { height: 3; align-horizontal: right; }
     """
     BINDINGS = [("escape", "cancel", "Cancel")]
@@ -32,7 +33,7 @@ class AskText(ModalScreen[str | None]):
 
     def compose(self) -> ComposeResult:
         with Vertical():
-            yield Label(self.title_text)
+            yield Static(self.title_text, classes="ask-title")
             if self.detail:
                 yield Static(self.detail)
             yield Input(self.value, id="ask-input")

@@ -44,8 +44,7 @@ class Pane(Vertical, can_focus=True):
 
     DEFAULT_CSS = """
     Pane {
-        width: 1fr;
-        min-width: 38;
+        width: 40;
         height: 1fr;
         border: round $secondary;
         border-title-color: $text;
@@ -106,6 +105,6 @@ class Pane(Vertical, can_focus=True):
         text = render_tokens(state.steps, len(state.text), self.measure, state.cursor, self.diverge_at)
         self.query_one(TokenView).update(text)
         self.query_one(".pane--stats", Static).update(stats_text(state, self.diverge_at))
-        self.query_one(Sparkline).data = [math.exp(s.logprob) for s in state.steps[-200:]] or [0.0]
+        self.query_one(Sparkline).data = [math.exp(s.logprob) for s in state.steps[-200:]]
         if scroll and state.cursor is None:
             self.query_one(VerticalScroll).scroll_end(animate=False)
