@@ -87,6 +87,8 @@ class RowSettings:
     seed_lo: torch.Tensor  # [N] int64
     seed_hi: torch.Tensor  # [N] int64
     uses: frozenset[str]
+    rows: dict[str, torch.Tensor]
+    """Row indices per row-subset stage ("sort", "typical", "sample"), fixed for a run: no device syncs."""
 
     @classmethod
     def build(cls, configs: list[DecodingConfig | None], seeds: list[int], vocab_size: int,
@@ -129,6 +131,12 @@ class RowSettings:
             seed_lo=col([s & _M32 for s in seeds], torch.int64, False),
             seed_hi=col([(s >> 32) & _M32 for s in seeds], torch.int64, False),
             uses=frozenset(uses),
+            rows={
+                "sort": col([i for i, (k, p) in enumerate(zip(top_k, top_p)) if k < vocab_size or p < 1],
+                            torch.long, False),
+                "typical": col([i for i, t in enumerate(typical_p) if t < 1], torch.long, False),
+                "sample": col([i for i, w in enumerate(warp) if w], torch.long, False),
+            },
         )
 
 
@@ -200,19 +208,18 @@ def process(logits: torch.Tensor, s: RowSettings, state: PenaltyState, step: int
     if "temperature" in uses:
         x = x / s.temperature
     if uses & {"top_k", "top_p"}:
-        x = _on_rows(x, (s.top_k < x.shape[1]) | (s.top_p[:, 0] < 1), lambda rows, sub: _sorted_filters(sub, s, rows))
+        x = _on_rows(x, s.rows["sort"], lambda rows, sub: _sorted_filters(sub, s, rows))
     if "min_p" in uses:
         # HF's MinPLogitsWarper sorts only to keep one token; the top token always passes, so no sort is needed.
         probs = x.softmax(dim=-1)
         x = x.masked_fill(probs < s.min_p * probs.amax(dim=-1, keepdim=True), NEG_INF)
     if "typical_p" in uses:
-        x = _on_rows(x, s.typical_p[:, 0] < 1, lambda rows, sub: _typical(sub, s.typical_p[rows]))
+        x = _on_rows(x, s.rows["typical"], lambda rows, sub: _typical(sub, s.typical_p[rows]))
     return x
 
 
-def _on_rows(x: torch.Tensor, need: torch.Tensor, fn) -> torch.Tensor:
-    """Apply fn only to the rows that need it (a stage is an exact no-op for the others)."""
-    rows = need.nonzero().flatten()
+def _on_rows(x: torch.Tensor, rows: torch.Tensor, fn) -> torch.Tensor:
+    """Apply fn only to the given rows (the stage is an exact no-op for the others)."""
     if rows.numel() == x.shape[0]:
         return fn(rows, x)
     if rows.numel() == 0:
@@ -254,7 +261,7 @@ def pick(processed: torch.Tensor, s: RowSettings, step: int, token_hash: torch.T
     tokens = processed.argmax(dim=-1)
     if "sample" not in s.uses:
         return tokens
-    rows = s.sample.nonzero().flatten()
+    rows = s.rows["sample"]
     noise = gumbel_noise(s.seed_lo[rows], s.seed_hi[rows], step, token_hash)
     tokens[rows] = (processed[rows] + noise).argmax(dim=-1)
     return tokens
