@@ -108,17 +108,14 @@ def path():
 @handle_errors
 def export_cmd(name, fmt, output, force):
     """Export a preset for another stack; settings it lacks are listed on stderr."""
-    from engine.fileio import TargetExistsError, atomic_write_text
+    from engine.fileio import save_document
     from engine.interop import export_preset
     from engine.presets import find_preset
 
     converted = export_preset(find_preset(name), fmt)
     text = converted.text() if fmt != "llamacpp" else converted.data + "\n"
     if output:
-        try:
-            atomic_write_text(output, text, overwrite=force)
-        except TargetExistsError:
-            raise ConfigError(f"{output} exists; pass --force to overwrite it") from None
+        save_document(output, text, "output file", overwrite=force, hint="pass --force to overwrite it")
         click.echo(f"wrote {output}", err=True)
     else:
         click.echo(text, nl=False)
@@ -134,14 +131,11 @@ def export_cmd(name, fmt, output, force):
 @handle_errors
 def import_cmd(file, name, save, force):
     """Import a transformers generation_config.json or a text-generation-webui YAML preset."""
-    from engine.fileio import read_text_file
+    from engine.fileio import load_document
     from engine.interop import import_preset_text
     from engine.presets import check_preset_name, dumps_preset, save_user_preset
 
-    try:
-        text = read_text_file(file, "file")
-    except ValueError as exc:
-        raise ConfigError(str(exc)) from None
+    text = load_document(file, "file")
     stem = Path(file).stem
     default = Path(file).parent.name if stem == "generation_config" else stem
     name = check_preset_name(name or default.replace(" ", "-"))

@@ -6,6 +6,8 @@ import os
 import tempfile
 from pathlib import Path
 
+from engine.config import ConfigError
+
 
 class TargetExistsError(FileExistsError):
     """The destination exists and overwriting was not asked for."""
@@ -61,3 +63,23 @@ def read_text_file(path: str | os.PathLike, what: str) -> str:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError:
         raise ValueError(f"{what} {path} is not UTF-8 text (is it a binary file?)") from None
+
+
+def save_document(path: str | os.PathLike, text: str, what: str, *, overwrite: bool = False,
+                  exists_error: type[ConfigError] = ConfigError,
+                  hint: str = "choose another name or allow overwriting") -> Path:
+    """atomic_write_text for a user's document (preset, profile, session): every failure is a ConfigError."""
+    try:
+        return atomic_write_text(path, text, overwrite=overwrite)
+    except TargetExistsError:
+        raise exists_error(f"{what} {path} already exists; {hint}") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot write {what} {path}: {exc.strerror or exc}") from None
+
+
+def load_document(path: str | os.PathLike, what: str) -> str:
+    """read_text_file for a user's document: every failure is a ConfigError."""
+    try:
+        return read_text_file(path, what)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None

@@ -12,7 +12,7 @@ from pathlib import Path
 import tomli_w
 
 from engine.config import ConfigError, DecodingConfig, unknown_key_error
-from engine.fileio import TargetExistsError, atomic_write_text, read_text_file
+from engine.fileio import load_document, save_document
 
 SCHEMA_VERSION = 1
 HEADER = "# decodelab decoding preset\n"
@@ -65,21 +65,12 @@ def loads_preset(text: str, *, default_name: str | None = None, where: str = "pr
 def load_preset(path: str | os.PathLike) -> DecodingConfig:
     """Read a preset file; its name defaults to the file name without .toml."""
     path = Path(path)
-    try:
-        text = read_text_file(path, "preset")
-    except ValueError as exc:
-        raise ConfigError(str(exc)) from None
-    return loads_preset(text, default_name=path.stem, where=f"preset {path}")
+    return loads_preset(load_document(path, "preset"), default_name=path.stem, where=f"preset {path}")
 
 
 def save_preset(config: DecodingConfig, path: str | os.PathLike, overwrite: bool = False) -> Path:
     """Write a preset atomically. An existing file is kept unless overwrite is true."""
-    try:
-        return atomic_write_text(path, dumps_preset(config), overwrite=overwrite)
-    except TargetExistsError:
-        raise PresetExistsError(f"preset {path} already exists; choose another name or allow overwriting") from None
-    except OSError as exc:
-        raise ConfigError(f"cannot write preset {path}: {exc.strerror or exc}") from None
+    return save_document(path, dumps_preset(config), "preset", overwrite=overwrite, exists_error=PresetExistsError)
 
 
 # -- the library: built-ins shipped in the package, and the user's own -----------------------------

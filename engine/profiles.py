@@ -11,7 +11,7 @@ from pathlib import Path
 import tomli_w
 
 from engine.config import ConfigError
-from engine.fileio import TargetExistsError, atomic_write_text, read_text_file
+from engine.fileio import load_document, save_document
 from engine.loading import ModelSpec
 
 PROFILE_SCHEMA = 1
@@ -42,15 +42,8 @@ def loads_model_profile(text: str, where: str = "model profile") -> ModelSpec:
 
 
 def save_model_profile(spec: ModelSpec, path: str | os.PathLike, overwrite: bool = False) -> Path:
-    try:
-        return atomic_write_text(path, dumps_model_profile(spec), overwrite=overwrite)
-    except TargetExistsError:
-        raise ConfigError(f"model profile {path} already exists; choose another name or allow overwriting") from None
+    return save_document(path, dumps_model_profile(spec), "model profile", overwrite=overwrite)
 
 
 def load_model_profile(path: str | os.PathLike) -> ModelSpec:
-    try:
-        text = read_text_file(path, "model profile")
-    except ValueError as exc:
-        raise ConfigError(str(exc)) from None
-    return loads_model_profile(text, where=f"model profile {path}")
+    return loads_model_profile(load_document(path, "model profile"), where=f"model profile {path}")

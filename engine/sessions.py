@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from engine.config import ConfigError, DecodingConfig
-from engine.fileio import TargetExistsError, atomic_write_text, read_text_file
+from engine.fileio import load_document, save_document
 from engine.results import Completion, completion_from_dict, completion_to_dict
 
 SESSION_SCHEMA = 1
@@ -59,21 +58,8 @@ def loads_session(text: str, where: str = "session") -> Session:
 
 
 def save_session(session: Session, path: str | os.PathLike, overwrite: bool = False) -> Path:
-    try:
-        return atomic_write_text(path, dumps_session(session), overwrite=overwrite)
-    except TargetExistsError:
-        raise ConfigError(f"session file {path} already exists; choose another name or allow overwriting") from None
-    except OSError as exc:
-        raise ConfigError(f"cannot write session {path}: {exc.strerror or exc}") from None
+    return save_document(path, dumps_session(session), "session file", overwrite=overwrite)
 
 
 def load_session(path: str | os.PathLike) -> Session:
-    try:
-        text = read_text_file(path, "session")
-    except ValueError as exc:
-        raise ConfigError(str(exc)) from None
-    return loads_session(text, where=f"session {path}")
-
-
-def spec_to_dict(spec) -> dict:
-    return dataclasses.asdict(spec)
+    return loads_session(load_document(path, "session"), where=f"session {path}")
