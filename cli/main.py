@@ -116,6 +116,9 @@ def bench(shape, real, new_tokens, repeats, **model):
     click.echo(result.report())
 
 
-from cli.presets_cmd import presets  # noqa: E402 - registers the group's commands
+from cli.ab_cmd import ab  # noqa: E402 - the commands live in their own modules
+from cli.presets_cmd import presets  # noqa: E402
+from cli.sweep_cmd import sweep  # noqa: E402
 
-main.add_command(presets)
+for command in (presets, ab, sweep):
+    main.add_command(command)
