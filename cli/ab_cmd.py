@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from cli.render import tally_table
 from cli.common import handle_errors, load_with_progress, model_options, model_spec, resolve_configs
 from engine.config import ConfigError
 
@@ -24,19 +25,6 @@ def read_prompts(prompt: str | None, prompt_file: str | None) -> list[str]:
     if prompt is None:
         raise click.UsageError("give a prompt with --prompt TEXT or --prompt-file FILE")
     return [prompt]
-
-
-def tally_table(tally):
-    from rich.table import Table
-
-    table = Table(title="tally", title_justify="left")
-    for column in ("config", "wins", "losses", "ties", "win rate", "95% CI", "rating"):
-        table.add_column(column, justify="left" if column == "config" else "right")
-    for row in tally.summary():
-        rate = "-" if row["win_rate"] is None else f"{row['win_rate']:.0%}"
-        table.add_row(row["name"], f"{row['wins']:.0f}", f"{row['losses']:.0f}", f"{row['ties']:.0f}", rate,
-                      f"{row['ci_low']:.0%}–{row['ci_high']:.0%}", f"{row['rating']:.0f}")
-    return table
 
 
 @click.command()

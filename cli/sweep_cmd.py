@@ -48,11 +48,9 @@ def build_spec(presets, sets, grid, ranges, strategy, trials, seeds, prompt, pro
     )
 
 
-def show_results(console, results, spec) -> None:
+def results_table(results, spec, limit: int = 30):
+    """The points, best first, with the swept parameters, the objective and the main metrics."""
     from rich.table import Table
-
-    from engine.sweep import best
-    from themes.heatmap import colour
 
     names = spec.swept()
     metrics = ["objective", "mean_logprob", "distinct_2", "repetition", "self_similarity"]
@@ -62,10 +60,18 @@ def show_results(console, results, spec) -> None:
     for column in names + metrics:
         table.add_column(column, justify="right")
     ordered = sorted(results, key=lambda r: -r.objective if spec.direction == "maximize" else r.objective)
-    for r in ordered[:30]:
+    for r in ordered[:limit]:
         values = [r.params[n] for n in names] + [r.objective] + [r.metrics.get(m) for m in metrics[1:]]
         table.add_row(*[_fmt(v) for v in values])
-    console.print(table)
+    return table
+
+
+def show_results(console, results, spec) -> None:
+    from engine.sweep import best
+    from themes.heatmap import colour
+
+    names = spec.swept()
+    console.print(results_table(results, spec))
     if len(names) >= 2 and spec.strategy == "grid":
         console.print(grid_picture(results, names[0], names[1], spec.direction, colour))
     scatter(console, results)

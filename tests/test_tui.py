@@ -371,3 +371,66 @@ async def test_diff_marks_first_divergence_and_copy(demo):
         assert app.clipboard == hot.state.text
         await pilot.press("y")
         assert 'name = "hot"' in app.clipboard and "temperature = 1.5" in app.clipboard
+
+
+async def test_blind_ab_screen_votes_reveals_and_saves(demo, tmp_path):
+    from engine.arena import load_tally
+    from tui.screens.arena import ArenaScreen
+
+    tally_path = tmp_path / "ab.json"
+    app = make_app(demo, [DecodingConfig(name="cool", do_sample=True, temperature=0.3, max_new_tokens=8),
+                          DecodingConfig(name="hot", do_sample=True, temperature=1.4, max_new_tokens=8)])
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.press("escape", "A")
+        app.screen.query_one(Input).value = str(tally_path)
+        await pilot.press("enter")
+        screen = app.screen
+        assert isinstance(screen, ArenaScreen)
+        for _ in range(200):
+            await pilot.pause(0.05)
+            if screen.round is not None:
+                break
+        titles = [box.border_title for box in screen.query(".arena-output")]
+        assert titles == ["A", "B"]  # identities hidden
+        await pilot.press("a")
+        titles = [box.border_title for box in screen.query(".arena-output")]
+        assert any("cool" in t for t in titles) and any("hot" in t for t in titles)
+        tally = load_tally(tally_path)
+        assert len(tally.votes) == 1 and tally.votes[0]["choice"] == "A"
+        await pilot.press("w")
+        app.screen.query_one(Input).value = "ab-champ"
+        await pilot.press("enter")
+        await pilot.pause()
+        assert "blind A/B winner" in find_preset("ab-champ").description
+
+
+async def test_sweep_screen_runs_and_keeps_the_best(demo):
+    from tui.screens.sweep import SweepScreen
+
+    app = make_app(demo, [DecodingConfig(name="base", do_sample=True, max_new_tokens=6)])
+    async with app.run_test(size=(140, 50)) as pilot:
+        await pilot.press("escape", "S")
+        screen = app.screen
+        assert isinstance(screen, SweepScreen)
+        screen.query_one("#s-grid", Input).value = "temperature=0.3,1.2"
+        screen.query_one("#s-seeds", Input).value = "2"
+        await pilot.press("ctrl+r")
+        for _ in range(400):
+            await pilot.pause(0.05)
+            if not screen.running:
+                break
+        assert len(screen.results) == 2
+        assert "2 points" in str(screen.query_one("#sweep-status").render())
+        await pilot.press("ctrl+b")
+        await pilot.press("escape")
+        await pilot.pause()
+        assert len(app.panes()) == 2 and app.panes()[1].state.config.name.startswith("sweep-")
+
+
+async def test_sweep_screen_reports_bad_input(demo):
+    app = make_app(demo)
+    async with app.run_test(size=(140, 50)) as pilot:
+        await pilot.press("escape", "S")
+        app.screen.query_one("#s-grid", Input).value = "temprature=1"
+        await pilot.press("ctrl+r")
+        assert "cannot sweep" in str(app.screen.query_one("#sweep-status").render())

@@ -325,6 +325,36 @@ class PaneActions:
         self.push_screen(AskText("Load a model (folder, cached hub id, or demo):", self.spec.path),
                          lambda path: self.load_path(path) if path else None)
 
+    def action_arena(self) -> None:
+        from tui.screens.arena import ArenaScreen
+        from tui.screens.ask import AskText
+
+        configs = [p.state.config for p in self.panes()]
+        if self.loaded is None or len(configs) < 2:
+            self.notify("Blind A/B needs a loaded model and at least 2 panes.", severity="warning")
+            return
+        prompt = self.query_one("#prompt", TextArea).text
+
+        def start(path: str | None) -> None:
+            if not path:
+                return
+            try:
+                self.push_screen(ArenaScreen(self.loaded, configs, prompt, path))
+            except ConfigError as exc:
+                self.notify(str(exc), severity="error", timeout=10)
+
+        self.push_screen(AskText("Blind A/B between the current panes. Tally file (resumed if it exists):",
+                                 "decodelab-ab.json"), start)
+
+    def action_sweep(self) -> None:
+        from tui.screens.sweep import SweepScreen
+
+        pane = self.pane()
+        if self.loaded is None or pane is None:
+            self.notify("A sweep needs a loaded model and a pane to start from.", severity="warning")
+            return
+        self.push_screen(SweepScreen(self.loaded, pane.state.config, self.query_one("#prompt", TextArea).text))
+
     def action_toggle_theme(self) -> None:
         self.theme = "decodelab-light" if self.theme == "decodelab-dark" else "decodelab-dark"
 
@@ -355,4 +385,6 @@ COMMANDS = [
     ("Toggle the chat template", "ctrl+t", "toggle_chat"),
     ("Load another model", "m", "change_model"),
     ("Toggle dark/light theme", "t", "toggle_theme"),
+    ("Blind A/B between the panes", "A (shift+a): vote on shuffled outputs, tally saved", "arena"),
+    ("Sweep around this pane's config", "S (shift+s): grid, random or Bayesian search", "sweep"),
 ]

@@ -52,6 +52,8 @@ class DecodelabApp(PaneActions, App):
         Binding("ctrl+t", "toggle_chat", "Chat template", show=False),
         Binding("m", "change_model", "Model", show=False),
         Binding("t", "toggle_theme", "Theme", show=False),
+        Binding("A", "arena", "Blind A/B", show=False),
+        Binding("S", "sweep", "Sweep", show=False),
     ] + [Binding(str(n), f"focus_pane({n - 1})", f"Pane {n}", show=False) for n in range(1, 10)]
 
     def __init__(self, spec=None, configs: list[DecodingConfig] | None = None, prompt: str | None = None,

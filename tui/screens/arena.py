@@ -1,0 +1,144 @@
+"""Blind A/B in the TUI: shuffled outputs labelled A, B, ...; vote with one key; identities revealed after."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from textual import work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, VerticalScroll
+from textual.message import Message
+from textual.screen import Screen
+from textual.widgets import Footer, Static
+
+from engine.arena import LABELS, Tally, load_tally, play_round, save_tally
+from engine.config import ConfigError
+
+
+class ArenaScreen(Screen):
+    """Rounds on the current prompt with the current panes' configs; the tally is saved after every vote."""
+
+    DEFAULT_CSS = """
+    ArenaScreen #arena-status { height: auto; padding: 0 1; background: $panel; }
+    ArenaScreen #arena-outputs { height: 1fr; }
+    ArenaScreen .arena-output { width: 1fr; min-width: 30; border: round $secondary; padding: 0 1; }
+    ArenaScreen #arena-tally { height: auto; max-height: 12; }
+    """
+    BINDINGS = [Binding("t", "vote('tie')", "Tie"), Binding("s", "vote('skip')", "Skip"),
+                Binding("n", "next_round", "Next round"), Binding("w", "save_winner", "Save winner"),
+                Binding("escape", "app.pop_screen", "Back")] + [
+        Binding(c.lower(), f"vote('{c}')", c, show=i < 2) for i, c in enumerate(LABELS[:9])]
+
+    @dataclass
+    class RoundReady(Message):
+        round: object
+
+    @dataclass
+    class RoundFailed(Message):
+        error: str
+
+    def __init__(self, loaded, configs, prompt: str, tally_path: str) -> None:
+        super().__init__()
+        self.loaded, self.prompt, self.tally_path = loaded, prompt, tally_path
+        self.tally = self._open_tally(configs)
+        self.round = None
+        self.voted = False
+
+    def _open_tally(self, configs) -> Tally:
+        from pathlib import Path
+
+        if Path(self.tally_path).exists():
+            tally = load_tally(self.tally_path)
+            if [c.name for c in tally.configs] != [c.name for c in configs]:
+                raise ConfigError(f"{self.tally_path} holds a tally of {', '.join(tally.names)}, not these panes")
+            return tally
+        return Tally(list(configs))
+
+    def compose(self) -> ComposeResult:
+        yield Static("", id="arena-status")
+        yield Horizontal(id="arena-outputs")
+        yield Static("", id="arena-tally")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.show_tally()
+        self.action_next_round()
+
+    def action_next_round(self) -> None:
+        if self.round is not None and not self.voted:
+            self.notify("Vote first (a/b/…, t tie, s skip).", severity="warning")
+            return
+        self.round, self.voted = None, False
+        self.query_one("#arena-status", Static).update(f"round {len(self.tally.votes) + 1}: generating…")
+        self.play(len(self.tally.votes))
+
+    @work(thread=True, exclusive=True, group="arena")
+    def play(self, number: int) -> None:
+        from engine.results import GenerationError
+
+        try:
+            rnd = play_round(self.loaded, self.tally, self.prompt, number)
+        except GenerationError as exc:
+            self.post_message(self.RoundFailed(str(exc)))
+            return
+        self.post_message(self.RoundReady(rnd))
+
+    def on_arena_screen_round_ready(self, message: RoundReady) -> None:
+        self.round = message.round
+        outputs = self.query_one("#arena-outputs", Horizontal)
+        outputs.remove_children()
+        for label, text in self.round.shown():
+            box = VerticalScroll(Static(text or "(empty)"), classes="arena-output")
+            box.border_title = label
+            outputs.mount(box)
+        keys = "/".join(label.lower() for label in self.round.labels)
+        self.query_one("#arena-status", Static).update(
+            f"round {self.round.number + 1} · which is best? {keys} · t tie · s skip (identities hidden)")
+
+    def on_arena_screen_round_failed(self, message: RoundFailed) -> None:
+        self.query_one("#arena-status", Static).update(f"the round failed: {message.error}")
+        self.notify(message.error, severity="error")
+
+    def action_vote(self, choice: str) -> None:
+        if self.round is None or self.voted or (choice not in ("tie", "skip") and choice not in self.round.labels):
+            return
+        self.tally.record(self.round, choice)
+        self.voted = True
+        try:
+            save_tally(self.tally, self.tally_path)
+        except ConfigError as exc:
+            self.notify(str(exc), severity="error")
+        for box, line in zip(self.query(".arena-output"), self.tally.reveal(self.round)):
+            box.border_title = line
+        self.query_one("#arena-status", Static).update(
+            f"voted {choice} · revealed · n next round · w save the leader · esc back")
+        self.show_tally()
+
+    def show_tally(self) -> None:
+        from cli.render import tally_table
+
+        self.query_one("#arena-tally", Static).update(tally_table(self.tally))
+
+    def action_save_winner(self) -> None:
+        from engine.presets import PresetExistsError, save_user_preset
+        from tui.screens.ask import AskText
+
+        leader = self.tally.leader()
+        if leader is None:
+            self.notify("No votes yet.", severity="warning")
+            return
+        config = self.tally.configs[leader].replace(description=self.tally.describe(leader))
+
+        def save(name: str | None) -> None:
+            if not name:
+                return
+            try:
+                self.notify(f"Saved {name} → {save_user_preset(config, name)}")
+            except PresetExistsError as exc:
+                self.notify(f"{exc} (nothing was overwritten)", severity="error")
+            except ConfigError as exc:
+                self.notify(str(exc), severity="error")
+
+        self.app.push_screen(AskText(f"Save the leader ({self.tally.names[leader]}) as a preset named:",
+                                     f"{self.tally.configs[leader].name}-winner"), save)
