@@ -64,7 +64,7 @@ def ab(presets, sets, prompt, prompt_file, rounds, tally_path, new, save_winner,
         if len(presets) < 2:
             raise ConfigError("blind A/B needs at least 2 presets: -p A -p B")
         tally = Tally(resolve_configs(presets, sets, None))
-    loaded = load_with_progress(model_spec(**model))
+    loaded = load_with_progress(model_spec(**model), api_key=model.get("api_key"))
     total = rounds or max(5, len(prompts))
     start = len(tally.votes)
     for number in range(start, start + total):

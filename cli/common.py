@@ -31,13 +31,20 @@ def model_options(func):
         click.option("--trust-remote-code", is_flag=True, help="Run Python code shipped with the model (off)."),
         click.option("--profile", type=click.Path(dir_okay=False), default=None,
                      help="A saved model profile (TOML); other model options are ignored."),
+        click.option("--api-key", default=None, envvar="DECODELAB_API_KEY", show_envvar=True,
+                     help="Remote servers (--model http://host:port/v1): the API key. Never saved anywhere."),
+        click.option("--server-kind", type=click.Choice(["auto", "decodelab", "vllm", "llamacpp", "openai"]),
+                     default="auto", show_default=True, help="Remote servers: which settings the server understands."),
+        click.option("--remote-model", default="", help="Remote servers: the served model to use (default: the first)."),
     ]
     for option in reversed(options):
         func = option(func)
     return func
 
 
-def model_spec(model, dtype, device, quantization, quant_type, chat, trust_remote_code, profile):
+def model_spec(model, dtype, device, quantization, quant_type, chat, trust_remote_code, profile, api_key=None,
+               server_kind="auto", remote_model=""):
+    """The ModelSpec the options describe; the API key is kept out of it, so it is never saved."""
     from engine.loading import ModelSpec
 
     if profile:
@@ -45,7 +52,8 @@ def model_spec(model, dtype, device, quantization, quant_type, chat, trust_remot
 
         return load_model_profile(profile)
     return ModelSpec(path=model, dtype=dtype, device=device, quantization=quantization, quant_type=quant_type,
-                     chat=chat, trust_remote_code=trust_remote_code)
+                     chat=chat, trust_remote_code=trust_remote_code, server_kind=server_kind,
+                     remote_model=remote_model)
 
 
 def parse_set(items: tuple[str, ...]) -> dict:
@@ -99,7 +107,7 @@ def read_prompt(prompt: str | None, prompt_file: str | None, required: bool = Tr
     return prompt
 
 
-def load_with_progress(spec, quiet: bool = False):
+def load_with_progress(spec, quiet: bool = False, api_key: str | None = None):
     from engine.loading import load_model
 
     tty = sys.stderr.isatty()
@@ -109,7 +117,7 @@ def load_with_progress(spec, quiet: bool = False):
             pct = f" {fraction * 100:3.0f}%" if fraction is not None else ""
             click.echo(f"\r\033[K[{pct.strip() or '...'}] {stage}", err=True, nl=False)
 
-    loaded = load_model(spec, progress)
+    loaded = load_model(spec, progress, api_key=api_key)
     if not quiet:
         click.echo(f"{chr(13) + chr(27) + '[K' if tty else ''}loaded {loaded.describe()} in {loaded.load_seconds:.1f}s",
                    err=True)

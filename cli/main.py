@@ -39,7 +39,7 @@ def main(ctx, presets, prompt, prompt_file, **model):
     text = read_prompt(prompt, prompt_file, required=False)
     from tui.app import run_app
 
-    run_app(spec=spec, configs=configs, prompt=text, run_at_start=text is not None)
+    run_app(spec=spec, configs=configs, prompt=text, run_at_start=text is not None, api_key=model.get("api_key"))
 
 
 @main.command()
@@ -70,7 +70,7 @@ def run(prompt, prompt_file, presets, sets, seed, as_json, as_jsonl, heatmap, to
     text = read_prompt(prompt, prompt_file)
     configs = resolve_configs(presets, sets, seed)
     quiet = as_json or as_jsonl
-    loaded = load_with_progress(model_spec(**model), quiet=quiet)
+    loaded = load_with_progress(model_spec(**model), quiet=quiet, api_key=model.get("api_key"))
     from engine.generation import generate_many
     from engine.results import completion_to_dict
 
@@ -104,7 +104,7 @@ def bench(shape, real, new_tokens, repeats, **model):
 
     spec = model_spec(**model)
     if real:
-        loaded = load_with_progress(spec)
+        loaded = load_with_progress(spec, api_key=model.get("api_key"))
     else:
         from engine.loading import resolve_device
 
@@ -117,8 +117,9 @@ def bench(shape, real, new_tokens, repeats, **model):
 
 
 from cli.ab_cmd import ab  # noqa: E402 - the commands live in their own modules
+from cli.serve_cmd import serve  # noqa: E402
 from cli.presets_cmd import presets  # noqa: E402
 from cli.sweep_cmd import sweep  # noqa: E402
 
-for command in (presets, ab, sweep):
+for command in (presets, ab, sweep, serve):
     main.add_command(command)

@@ -186,7 +186,7 @@ def sweep(presets, sets, grid, ranges, strategy, trials, seeds, prompt, prompt_f
 
             if Path(path).exists():
                 raise ConfigError(f"{path} exists; pass --force to overwrite it")
-    loaded = load_with_progress(model_spec(**model))
+    loaded = load_with_progress(model_spec(**model), api_key=model.get("api_key"))
     total = spec.grid_size() if spec.strategy == "grid" else spec.trials
     done = []
     interrupted = False

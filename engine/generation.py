@@ -75,6 +75,11 @@ def generate_many(loaded, prompt: str, configs: Sequence[DecodingConfig], *, on_
     prefix_ids forces the first generated tokens (a branch: "continue from this token"). They are
     recorded as steps with their real statistics, then decoding goes on from there.
     """
+    if getattr(loaded, "remote", False):
+        from engine.remote import generate_remote
+
+        return generate_remote(loaded, prompt, configs, on_step=on_step, cancel=cancel,
+                               top_alternatives=top_alternatives, prefix_ids=prefix_ids)
     configs = list(configs)
     if not configs:
         raise PromptError("no decoding configs to run: add at least one")

@@ -50,7 +50,11 @@ class ModelSpec:
     trust_remote_code: bool = False
     """Run Python code shipped with the model. Off unless you trust its source."""
     chat: bool = False
-    """Apply the tokenizer's chat template to the prompt."""
+    """Apply the tokenizer's chat template to the prompt (remote: use the chat completions endpoint)."""
+    remote_model: str = ""
+    """Remote servers only: which served model to use (default: the first the server lists)."""
+    server_kind: str = "auto"
+    """Remote servers only: auto, decodelab, vllm, llamacpp or openai (what settings it understands)."""
 
     def __post_init__(self) -> None:
         if not isinstance(self.path, str) or not self.path.strip():
@@ -60,9 +64,18 @@ class ModelSpec:
             value = getattr(self, name)
             if value not in allowed:
                 raise ConfigError(f"model {name}={value!r} is invalid: choose one of {', '.join(allowed)}")
+        if self.server_kind not in ("auto", "decodelab", "vllm", "llamacpp", "openai"):
+            raise ConfigError(f"server_kind={self.server_kind!r} is invalid: choose auto, decodelab, vllm, llamacpp "
+                              "or openai")
+        if not isinstance(self.remote_model, str):
+            raise ConfigError(f"remote_model={self.remote_model!r} is invalid: it must be a string")
         for name in ("low_cpu_mem_usage", "trust_remote_code", "chat"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"model {name}={getattr(self, name)!r} is invalid: it must be true or false")
+
+    @property
+    def is_remote(self) -> bool:
+        return self.path.startswith(("http://", "https://"))
 
     @property
     def display_name(self) -> str:
@@ -171,8 +184,19 @@ def _is_oom(exc: BaseException) -> bool:
     return isinstance(exc, (torch.OutOfMemoryError, MemoryError)) or "out of memory" in str(exc).lower()
 
 
-def load_model(spec: ModelSpec, progress: Progress | None = None) -> LoadedModel:
-    """Load a causal LM and its tokenizer from local files only. Failures raise ModelLoadError."""
+def load_model(spec: ModelSpec, progress: Progress | None = None, api_key: str | None = None):
+    """Load a causal LM and its tokenizer from local files only. Failures raise ModelLoadError.
+
+    A spec whose path is an http(s) URL connects to an OpenAI-compatible server instead and returns
+    a RemoteModel (the key comes from api_key, else DECODELAB_API_KEY / OPENAI_API_KEY).
+    """
+    if spec.is_remote:
+        from engine.remote import connect
+
+        (progress or (lambda stage, fraction: None))(f"connecting to {spec.path}", None)
+        remote = connect(spec, api_key)
+        (progress or (lambda stage, fraction: None))("ready", 1.0)
+        return remote
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
     from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
 

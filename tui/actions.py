@@ -315,7 +315,7 @@ class PaneActions:
         self.loaded = dataclasses.replace(self.loaded, spec=spec)
         self.spec = spec
         self.update_model_bar()
-        has_template = bool(getattr(self.loaded.tokenizer, "chat_template", None))
+        has_template = getattr(self.loaded, "remote", False) or bool(getattr(self.loaded.tokenizer, "chat_template", None))
         note = "" if has_template or not spec.chat else " (this tokenizer has no chat template: runs will fail)"
         self.notify(f"Chat template {'on' if spec.chat else 'off'}{note}")
 

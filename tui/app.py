@@ -57,11 +57,12 @@ class DecodelabApp(PaneActions, App):
     ] + [Binding(str(n), f"focus_pane({n - 1})", f"Pane {n}", show=False) for n in range(1, 10)]
 
     def __init__(self, spec=None, configs: list[DecodingConfig] | None = None, prompt: str | None = None,
-                 run_at_start: bool = False, loaded=None) -> None:
+                 run_at_start: bool = False, loaded=None, api_key: str | None = None) -> None:
         super().__init__()
         from engine.loading import ModelSpec
 
         self.spec = spec or ModelSpec()
+        self.api_key = api_key  # remote servers only; never written to a session
         self.loaded = loaded
         self.initial_configs = list(configs or [])
         self.initial_prompt = prompt or ""
@@ -127,7 +128,7 @@ class DecodelabApp(PaneActions, App):
         from engine.loading import ModelLoadError, load_model
 
         try:
-            loaded = load_model(spec, lambda stage, f: self.post_message(LoadProgress(stage, f)))
+            loaded = load_model(spec, lambda stage, f: self.post_message(LoadProgress(stage, f)), api_key=self.api_key)
         except ModelLoadError as exc:
             self.post_message(LoadFailed(str(exc)))
             return
@@ -283,5 +284,5 @@ class DecodelabApp(PaneActions, App):
             self.action_inspector()
 
 
-def run_app(spec=None, configs=None, prompt=None, run_at_start=False) -> None:
-    DecodelabApp(spec=spec, configs=configs, prompt=prompt, run_at_start=run_at_start).run()
+def run_app(spec=None, configs=None, prompt=None, run_at_start=False, api_key=None) -> None:
+    DecodelabApp(spec=spec, configs=configs, prompt=prompt, run_at_start=run_at_start, api_key=api_key).run()

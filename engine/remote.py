@@ -1,0 +1,298 @@
+"""The remote backend: decoding configs sent to an OpenAI-compatible server (vLLM, llama.cpp, decodelab serve).
+
+Every config is its own streaming request; they run concurrently in a bounded pool. The server is the
+engine here: decodelab only sends each server the settings it understands, reports the rest per
+pane, and turns the streamed logprobs into the same Completion and TokenStep data as the local engine.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import secrets
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+from engine.config import DecodingConfig
+from engine.results import Alternative, Completion, GenerationError, PromptError, StepEvent, Timings, TokenStep
+
+NAN = float("nan")
+
+# What each kind of server accepts (request field names), its top_logprobs limit, and what its logprobs mean.
+KINDS = {
+    "decodelab": dict(fields={"temperature", "top_p", "top_k", "min_p", "typical_p", "repetition_penalty",
+                              "frequency_penalty", "presence_penalty", "no_repeat_ngram_size", "num_beams",
+                              "length_penalty", "seed", "stop_strings", "max_new_tokens", "min_new_tokens"},
+                      max_logprobs=20, logprobs="raw model distribution (plus decodelab's processed values)"),
+    "vllm": dict(fields={"temperature", "top_p", "top_k", "min_p", "repetition_penalty", "frequency_penalty",
+                         "presence_penalty", "seed", "stop_strings", "max_new_tokens", "min_new_tokens"},
+                 max_logprobs=20, logprobs="raw model distribution (vLLM's default logprobs mode)"),
+    "llamacpp": dict(fields={"temperature", "top_p", "top_k", "min_p", "typical_p", "repetition_penalty",
+                             "frequency_penalty", "presence_penalty", "seed", "stop_strings", "max_new_tokens"},
+                     max_logprobs=10, logprobs="as reported by llama.cpp (after its sampler chain, not raw)"),
+    "openai": dict(fields={"temperature", "top_p", "frequency_penalty", "presence_penalty", "seed", "stop_strings",
+                           "max_new_tokens"}, max_logprobs=5, logprobs="as reported by the server"),
+}
+NEUTRAL = DecodingConfig()
+SETTINGS = ("top_k", "min_p", "typical_p", "repetition_penalty", "frequency_penalty", "presence_penalty",
+            "no_repeat_ngram_size", "num_beams", "length_penalty", "min_new_tokens", "stop_strings", "seed")
+
+
+class RemoteError(GenerationError):
+    """The server refused or failed a request; the message carries the server's own words."""
+
+
+@dataclass
+class RemoteModel:
+    """A model behind an OpenAI-compatible endpoint. Duck-types the parts of LoadedModel the UI uses."""
+
+    spec: object
+    base_url: str
+    model_name: str
+    kind: str
+    api_key: str | None = field(default=None, repr=False)
+    timeout: float = 60.0
+    max_parallel: int = 8
+    load_seconds: float = 0.0
+    tokenizer: object = None
+    remote: bool = True
+
+    @property
+    def name(self) -> str:
+        return self.model_name
+
+    @property
+    def context_length(self):
+        return None
+
+    def describe(self) -> str:
+        return f"{self.model_name} · {self.kind} server at {self.base_url}"
+
+    def unsupported(self, config: DecodingConfig) -> list[str]:
+        """Settings of this config that this kind of server would not apply."""
+        fields = KINDS[self.kind]["fields"]
+        out = [f"{name}={getattr(config, name)!r}" for name in SETTINGS
+               if name not in fields and getattr(config, name) != getattr(NEUTRAL, name) and name != "seed"]
+        if config.seed is not None and "seed" not in fields:
+            out.append("seed (not reproducible here)")
+        return out
+
+
+def api_key_from_env() -> str | None:
+    return os.environ.get("DECODELAB_API_KEY") or os.environ.get("OPENAI_API_KEY")
+
+
+def _headers(api_key: str | None) -> dict:
+    headers = {"Content-Type": "application/json"}
+    if api_key:
+        headers["Authorization"] = f"Bearer {api_key}"
+    return headers
+
+
+def connect(spec, api_key: str | None = None, timeout: float = 10.0):
+    """Ask the server which model it serves and what kind of server it is. Failures are ModelLoadError."""
+    import httpx
+
+    from engine.loading import ModelLoadError
+
+    base = spec.path.rstrip("/")
+    if not base.endswith("/v1"):
+        base += "/v1"
+    key = api_key if api_key is not None else api_key_from_env()
+    start = time.perf_counter()
+    try:
+        response = httpx.get(f"{base}/models", headers=_headers(key), timeout=timeout)
+    except httpx.TimeoutException:
+        raise ModelLoadError(f"{base} did not answer within {timeout:.0f}s; is the server up?") from None
+    except httpx.HTTPError as exc:
+        raise ModelLoadError(f"cannot reach {base}: {_why(exc)}. Is the server running, and is the URL right?") from None
+    if response.status_code in (401, 403):
+        raise ModelLoadError(f"{base} refused the API key (HTTP {response.status_code}); set DECODELAB_API_KEY "
+                             "or pass --api-key")
+    if response.status_code >= 400:
+        raise ModelLoadError(f"{base}/models answered HTTP {response.status_code}: {_server_message(response.text)}")
+    try:
+        models = response.json().get("data") or []
+    except (ValueError, AttributeError):
+        raise ModelLoadError(f"{base}/models did not answer with JSON: is this an OpenAI-compatible server?") from None
+    names = [m.get("id") for m in models if isinstance(m, dict)]
+    wanted = getattr(spec, "remote_model", "") or ""
+    if wanted and names and wanted not in names:
+        raise ModelLoadError(f"{base} serves {', '.join(names)}, not {wanted!r}")
+    name = wanted or (names[0] if names else "default")
+    kind = getattr(spec, "server_kind", "auto")
+    if kind == "auto":
+        owner = " ".join(str(m.get("owned_by", "")) for m in models if isinstance(m, dict)).lower()
+        kind = next((k for k in ("decodelab", "vllm", "llamacpp") if k in owner), "openai")
+    return RemoteModel(spec=spec, base_url=base, model_name=name, kind=kind, api_key=key,
+                       load_seconds=time.perf_counter() - start)
+
+
+def _why(exc) -> str:
+    text = str(exc) or type(exc).__name__
+    return "connection refused" if "refused" in text.lower() or "errno 111" in text.lower() else text
+
+
+def _server_message(body: str) -> str:
+    try:
+        data = json.loads(body)
+        error = data.get("error", data)
+        if isinstance(error, dict):
+            return str(error.get("message") or error)
+        return str(error)
+    except (ValueError, AttributeError):
+        return body.strip()[:300] or "(empty body)"
+
+
+def request_body(remote: RemoteModel, prompt: str, config: DecodingConfig, seed: int, top: int) -> dict:
+    """The request for one config, in the server's own parameter names; unsupported settings left out."""
+    fields = KINDS[remote.kind]["fields"]
+    body = {"model": remote.model_name, "stream": True, "max_tokens": config.max_new_tokens,
+            "temperature": config.temperature if config.samples else 0.0}
+    optional = {
+        "top_p": config.top_p, "top_k": config.top_k if config.top_k else (-1 if remote.kind == "vllm" else 0),
+        "min_p": config.min_p, "typical_p": config.typical_p, "repetition_penalty": config.repetition_penalty,
+        "frequency_penalty": config.frequency_penalty, "presence_penalty": config.presence_penalty,
+        "no_repeat_ngram_size": config.no_repeat_ngram_size, "num_beams": config.num_beams,
+        "length_penalty": config.length_penalty, "min_new_tokens": config.min_new_tokens, "seed": seed,
+    }
+    rename = {"min_new_tokens": "min_tokens"}
+    for name, value in optional.items():  # neutral values too: servers' defaults are not neutral
+        if name in fields:
+            body[rename.get(name, name)] = value
+    if remote.kind == "llamacpp":
+        body["repeat_last_n"] = -1  # penalise the whole context, as HF and decodelab do (llama.cpp: last 64)
+    if config.stop_strings and "stop_strings" in fields:
+        body["stop"] = list(config.stop_strings)
+    top = min(top, KINDS[remote.kind]["max_logprobs"])
+    if remote.spec.chat:
+        body["messages"] = [{"role": "user", "content": prompt}]
+        body["logprobs"], body["top_logprobs"] = True, top
+    else:
+        body["prompt"] = prompt
+        body["logprobs"] = top
+    return body
+
+
+def _steps_from_chunk(choice: dict, chat: bool) -> list[TokenStep]:
+    """TokenSteps from one streamed choice (completions or chat logprobs format)."""
+    extra = choice.get("decodelab")
+    if extra:  # our own server sends the full statistics
+        return [TokenStep(token_id=t["id"], text=t["text"], logprob=_f(t["logprob"]),
+                          logprob_processed=_f(t["logprob_processed"]), rank=t["rank"], entropy=_f(t["entropy"]),
+                          entropy_processed=_f(t["entropy_processed"]),
+                          top=tuple(Alternative(a[0], a[1], _f(a[2]), _f(a[3])) for a in t["top"]))
+                for t in extra]
+    logprobs = choice.get("logprobs") or {}
+    if chat:
+        items = [(c.get("token", ""), c.get("logprob"), {a.get("token", ""): a.get("logprob")
+                                                         for a in c.get("top_logprobs") or []})
+                 for c in logprobs.get("content") or []]
+        text = (choice.get("delta") or {}).get("content") or ""
+    else:
+        tokens = logprobs.get("tokens") or []
+        items = list(zip(tokens, logprobs.get("token_logprobs") or [None] * len(tokens),
+                         logprobs.get("top_logprobs") or [{}] * len(tokens)))
+        text = choice.get("text") or ""
+    if not items:
+        return [TokenStep(-1, text, NAN, NAN, -1, NAN, NAN)] if text else []
+    steps = []
+    for token, logprob, top in items:
+        ranked = sorted(((t, _f(lp)) for t, lp in (top or {}).items()), key=lambda x: -x[1])
+        names = [t for t, _ in ranked]
+        steps.append(TokenStep(token_id=-1, text=token, logprob=_f(logprob), logprob_processed=NAN,
+                               rank=names.index(token) if token in names else len(names), entropy=NAN,
+                               entropy_processed=NAN,
+                               top=tuple(Alternative(-1, t, lp, NAN) for t, lp in ranked)))
+    return steps
+
+
+def _f(value) -> float:
+    return NAN if value is None else float(value)
+
+
+def generate_remote(remote: RemoteModel, prompt: str, configs, *, on_step=None, cancel=None,
+                    top_alternatives: int = 10, prefix_ids=()) -> list[Completion]:
+    """Run every config as its own streaming request, concurrently; completions in the order of configs."""
+    import httpx
+
+    configs = list(configs)
+    if not configs:
+        raise PromptError("no decoding configs to run: add at least one")
+    if prefix_ids:
+        raise PromptError("branching from a token needs the local engine; remote servers cannot force tokens")
+    if not isinstance(prompt, str):
+        raise PromptError(f"the prompt must be text, not {type(prompt).__name__}")
+    cancel = cancel or threading.Event()
+    lock = threading.Lock()
+    seeds = [c.seed if c.seed is not None else secrets.randbelow(2**31) for c in configs]
+    url = f"{remote.base_url}/{'chat/completions' if remote.spec.chat else 'completions'}"
+    client = httpx.Client(timeout=httpx.Timeout(remote.timeout, connect=10.0), headers=_headers(remote.api_key))
+
+    def run(row: int) -> Completion:
+        config, seed = configs[row], seeds[row]
+        steps: list[TokenStep] = []
+        text, reason, error = "", None, None
+        start = time.perf_counter()
+        try:
+            with client.stream("POST", url, json=request_body(remote, prompt, config, seed, top_alternatives)) as r:
+                if r.status_code >= 400:
+                    raise RemoteError(f"HTTP {r.status_code} from {remote.base_url}: {_server_message(r.read().decode('utf-8', 'replace'))}")
+                for line in r.iter_lines():
+                    if cancel.is_set():
+                        reason = "cancelled"
+                        break  # leaving the with-block closes the stream
+                    if not line.startswith("data:"):
+                        continue
+                    data = line[5:].strip()
+                    if data == "[DONE]":
+                        break
+                    choice = (json.loads(data).get("choices") or [{}])[0]
+                    new = _steps_from_chunk(choice, remote.spec.chat)
+                    piece = "".join(s.text for s in new) if new else ""
+                    if new:
+                        steps.extend(new)
+                        text += piece
+                        if on_step:
+                            with lock:
+                                on_step(StepEvent(step=len(steps) - 1, tokens={row: tuple(new)}, finished={},
+                                                  texts={row: text}))
+                    finish = choice.get("finish_reason")
+                    if finish:
+                        reason = {"length": "max_new_tokens"}.get(finish, "stop_string" if choice.get("stop_reason")
+                                                                  and isinstance(choice.get("stop_reason"), str)
+                                                                  else "eos")
+                        seed = choice.get("seed", seed)
+        except RemoteError as exc:
+            error = str(exc)
+        except httpx.TimeoutException:
+            error = f"{remote.base_url} timed out after {remote.timeout:.0f}s"
+        except (httpx.HTTPError, json.JSONDecodeError) as exc:
+            error = f"the stream from {remote.base_url} broke off: {_why(exc)}"
+        if reason is None:
+            reason = "cancelled" if cancel.is_set() else "error"
+            if reason == "error" and error is None:
+                error = f"the stream from {remote.base_url} ended before the server finished"
+        elapsed = time.perf_counter() - start
+        done = Completion(config=config, seed=seed, text=text, token_ids=[s.token_id for s in steps], steps=steps,
+                          stop_reason=reason, timings=Timings(0.0, elapsed, len(steps) / elapsed if elapsed else 0.0),
+                          extra={"backend": remote.kind, "logprobs": KINDS[remote.kind]["logprobs"],
+                                 "ignored": remote.unsupported(config)})
+        if error:
+            done.extra["error"] = error + (" (partial text kept)" if text else "")
+        if on_step:
+            with lock:
+                on_step(StepEvent(step=-1, tokens={}, finished={row: reason}, texts={row: text}))
+        return done
+
+    try:
+        with ThreadPoolExecutor(max_workers=min(remote.max_parallel, len(configs))) as pool:
+            results = list(pool.map(run, range(len(configs))))
+    finally:
+        client.close()
+    if all(r.stop_reason == "error" and not r.steps for r in results):
+        raise RemoteError(results[0].extra["error"])
+    return results

@@ -1,0 +1,267 @@
+"""The remote backend against `decodelab serve` and against misbehaving servers, all on loopback."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from engine import DecodingConfig, generate_many
+from engine.loading import ModelLoadError, ModelSpec, load_model
+from engine.remote import RemoteModel, request_body
+from engine.results import GenerationError
+from engine.serve import Server
+
+PROMPT = "The for statement"
+CONFIGS = [DecodingConfig(name="greedy", max_new_tokens=10),
+           DecodingConfig(name="warm", do_sample=True, temperature=0.8, top_p=0.9, seed=3, max_new_tokens=10),
+           DecodingConfig(name="pen", do_sample=True, typical_p=0.9, repetition_penalty=1.2, seed=4, max_new_tokens=10)]
+
+
+@pytest.fixture(scope="module")
+def server(demo):
+    server = Server(demo, port=0, window=0.3).start()
+    yield server
+    server.stop()
+
+
+def remote_for(server, **kwargs):
+    return load_model(ModelSpec(path=server.url, **kwargs))
+
+
+def test_remote_equals_local_through_decodelab_serve(demo, server):
+    remote = remote_for(server)
+    assert remote.kind == "decodelab" and remote.name == "demo"
+    events = []
+    before = server.scheduler.batches
+    got = generate_many(remote, PROMPT, CONFIGS, on_step=events.append)
+    want = generate_many(demo, PROMPT, CONFIGS)
+    assert server.scheduler.batches == before + 1  # the three requests ran as one batch
+    for g, w in zip(got, want):
+        assert g.text == w.text and g.token_ids == w.token_ids
+        assert g.seed == w.seed or g.config.seed is None
+        assert g.stop_reason == w.stop_reason
+        assert [s.logprob for s in g.steps] == pytest.approx([s.logprob for s in w.steps], abs=1e-5)
+        assert g.steps[0].top[0].token_id == w.steps[0].top[0].token_id
+        assert g.extra["ignored"] == []
+    assert sum(len(e.tokens) for e in events) >= 10 and any(e.finished for e in events)
+
+
+def test_chat_endpoint(server):
+    remote = remote_for(server, chat=True)
+    out = generate_many(remote, PROMPT, [DecodingConfig(max_new_tokens=5)])[0]
+    assert len(out.steps) == 5 and out.text
+
+
+def test_generic_openai_client_path(server):
+    """The plain OpenAI logprobs format (no decodelab extras) still gives tokens, logprobs and ranks."""
+    import httpx
+
+    body = {"prompt": PROMPT, "max_tokens": 4, "temperature": 0, "logprobs": 3, "stream": False}
+    data = httpx.post(f"{server.url}/completions", json=body, timeout=30).json()
+    choice = data["choices"][0]
+    assert len(choice["logprobs"]["tokens"]) == 4 and choice["finish_reason"] == "length"
+    assert data["usage"]["completion_tokens"] == 4
+    from engine.remote import _steps_from_chunk
+
+    steps = _steps_from_chunk({k: v for k, v in choice.items() if k != "decodelab"}, chat=False)
+    assert [s.rank for s in steps] == [0, 0, 0, 0] and all(s.logprob <= 0 for s in steps)
+    bad = httpx.post(f"{server.url}/completions", json={"prompt": PROMPT, "top_p": 3}, timeout=30)
+    assert bad.status_code == 400 and "top_p" in bad.json()["error"]["message"]
+
+
+def test_each_server_kind_gets_its_own_names_and_reports_the_rest():
+    spec = ModelSpec(path="http://x/v1")
+    config = DecodingConfig(do_sample=True, top_k=20, min_p=0.1, typical_p=0.9, no_repeat_ngram_size=3, seed=1)
+    openai = RemoteModel(spec=spec, base_url="http://x/v1", model_name="m", kind="openai")
+    body = request_body(openai, PROMPT, config, 1, 10)
+    assert "top_k" not in body and "min_p" not in body and body["logprobs"] == 5
+    assert set(openai.unsupported(config)) == {"top_k=20", "min_p=0.1", "typical_p=0.9", "no_repeat_ngram_size=3"}
+    llama = RemoteModel(spec=spec, base_url="http://x/v1", model_name="m", kind="llamacpp")
+    body = request_body(llama, PROMPT, DecodingConfig(do_sample=True), 1, 10)
+    assert body["top_k"] == 0 and body["min_p"] == 0.0 and body["repeat_last_n"] == -1  # its defaults neutralised
+    vllm = RemoteModel(spec=spec, base_url="http://x/v1", model_name="m", kind="vllm")
+    assert request_body(vllm, PROMPT, DecodingConfig(do_sample=True), 1, 10)["top_k"] == -1
+    assert vllm.unsupported(config) == ["typical_p=0.9", "no_repeat_ngram_size=3"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_connection_refused():
+    with pytest.raises(ModelLoadError, match="connection refused"):
+        load_model(ModelSpec(path=f"http://127.0.0.1:{free_port()}/v1"))
+
+
+class Fake:
+    """A misbehaving OpenAI-compatible server on loopback: mode says how it misbehaves."""
+
+    def __init__(self, mode: str):
+        self.mode = mode
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.0"
+
+            def log_message(self, *args):
+                pass
+
+            def do_GET(self):
+                self._send(200, {"data": [{"id": "fake", "owned_by": "vllm"}]})
+
+            def do_POST(self):
+                self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                if fake.mode in ("400", "503"):
+                    self._send(int(fake.mode), {"error": {"message": f"the server says no ({fake.mode})"}})
+                elif fake.mode == "slow":
+                    time.sleep(3)
+                    self._send(200, {})
+                elif fake.mode == "cut":
+                    self.send_response(200)
+                    self.send_header("Content-Type", "text/event-stream")
+                    self.end_headers()
+                    for piece in (" Hello", " there"):
+                        chunk = {"choices": [{"text": piece, "logprobs": {"tokens": [piece], "token_logprobs": [-0.5],
+                                                                          "top_logprobs": [{piece: -0.5}]}}]}
+                        self.wfile.write(f"data: {json.dumps(chunk)}\n\n".encode())
+                        self.wfile.flush()
+                    self.connection.shutdown(socket.SHUT_RDWR)
+
+            def _send(self, status, payload):
+                data = json.dumps(payload).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
+
+    def close(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.mark.parametrize("mode", ["400", "503"])
+def test_http_errors_carry_the_servers_message(mode):
+    fake = Fake(mode)
+    try:
+        remote = load_model(ModelSpec(path=fake.url))
+        assert remote.kind == "vllm"
+        with pytest.raises(GenerationError, match=rf"HTTP {mode}.*the server says no"):
+            generate_many(remote, PROMPT, [DecodingConfig(max_new_tokens=3)])
+    finally:
+        fake.close()
+
+
+def test_timeout():
+    fake = Fake("slow")
+    try:
+        remote = load_model(ModelSpec(path=fake.url))
+        remote.timeout = 0.5
+        start = time.perf_counter()
+        with pytest.raises(GenerationError, match="timed out"):
+            generate_many(remote, PROMPT, [DecodingConfig(max_new_tokens=3)])
+        assert time.perf_counter() - start < 2.5
+    finally:
+        fake.close()
+
+
+def test_stream_cut_keeps_partial_text_and_marks_it():
+    fake = Fake("cut")
+    try:
+        remote = load_model(ModelSpec(path=fake.url))
+        out = generate_many(remote, PROMPT, [DecodingConfig(max_new_tokens=30)])[0]
+        assert out.text == " Hello there" and out.stop_reason == "error"
+        assert "partial text kept" in out.extra["error"]
+        assert [s.logprob for s in out.steps] == [-0.5, -0.5] and out.steps[0].rank == 0
+    finally:
+        fake.close()
+
+
+def test_server_killed_mid_run_and_cancel(tmp_path):
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "cli", "serve", "--port", str(port)], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        url = f"http://127.0.0.1:{port}/v1"
+        for _ in range(200):
+            try:
+                remote = load_model(ModelSpec(path=url))
+                break
+            except ModelLoadError:
+                time.sleep(0.1)
+        cancel = threading.Event()
+        seen = []
+
+        def on_step(event):
+            seen.append(event)
+            if len(seen) == 3:
+                cancel.set()
+
+        start = time.perf_counter()
+        out = generate_many(remote, PROMPT, [DecodingConfig(max_new_tokens=400, min_new_tokens=400)],
+                            on_step=on_step, cancel=cancel)[0]
+        assert out.stop_reason == "cancelled" and 0 < len(out.steps) < 400
+        assert time.perf_counter() - start < 5
+
+        def kill_soon(event):
+            seen.append(event)
+            if len(seen) == 10:
+                proc.kill()
+
+        out = generate_many(remote, PROMPT, [DecodingConfig(max_new_tokens=400, min_new_tokens=400)],
+                            on_step=kill_soon)[0]
+        assert out.stop_reason == "error" and out.text and "partial text kept" in out.extra["error"]
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_api_key_required_and_never_in_the_spec(demo):
+    server = Server(demo, port=0, api_key="s3cret").start()
+    try:
+        with pytest.raises(ModelLoadError, match="API key"):
+            load_model(ModelSpec(path=server.url), api_key="")
+        remote = load_model(ModelSpec(path=server.url), api_key="s3cret")
+        assert generate_many(remote, PROMPT, [DecodingConfig(max_new_tokens=3)])[0].text
+        import dataclasses
+
+        assert "s3cret" not in json.dumps(dataclasses.asdict(remote.spec))
+    finally:
+        server.stop()
+
+
+def test_branching_is_refused_remotely(server):
+    remote = remote_for(server)
+    with pytest.raises(GenerationError, match="local engine"):
+        generate_many(remote, PROMPT, [DecodingConfig()], prefix_ids=[5])
+
+
+async def test_tui_against_the_server(server):
+    from tui.app import DecodelabApp
+
+    app = DecodelabApp(spec=ModelSpec(path=server.url), configs=CONFIGS[:2], prompt=PROMPT)
+    async with app.run_test() as pilot:
+        for _ in range(200):
+            await pilot.pause(0.05)
+            if app.loaded is not None:
+                break
+        assert "decodelab server" in app.loaded.describe()
+        await pilot.press("ctrl+r")
+        for _ in range(400):
+            await pilot.pause(0.05)
+            if not app.running:
+                break
+        assert all(p.state.text for p in app.panes())
