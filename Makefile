@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed
 run: $(STAMP)
 	$(VENV)/bin/decodelab $(ARGS)
 
-test: $(STAMP)
+test: $(STAMP) $(VENV)/.llamacpp
 	$(VENV)/bin/python -m pytest -q $(ARGS)
 
 bench: $(STAMP)
@@ -26,6 +26,11 @@ $(STAMP): pyproject.toml
 	$(VENV)/bin/python -c "import torch" 2>/dev/null || $(VENV)/bin/python -m pip install --quiet torch==2.13.0
 	$(VENV)/bin/python -m pip install --quiet -e ".[test]"
 	touch $(STAMP)
+
+# The llama.cpp server the remote-backend tests talk to; only the tests need it.
+$(VENV)/.llamacpp: $(STAMP)
+	$(VENV)/bin/python -m pip install --quiet -e ".[llamacpp]"
+	touch $(VENV)/.llamacpp
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache .hypothesis

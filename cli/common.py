@@ -33,7 +33,7 @@ def model_options(func):
                      help="A saved model profile (TOML); other model options are ignored."),
         click.option("--api-key", default=None, envvar="DECODELAB_API_KEY", show_envvar=True,
                      help="Remote servers (--model http://host:port/v1): the API key. Never saved anywhere."),
-        click.option("--server-kind", type=click.Choice(["auto", "decodelab", "vllm", "llamacpp", "openai"]),
+        click.option("--server-kind", type=click.Choice(["auto", "decodelab", "vllm", "llamacpp", "llama-cpp-python", "openai"]),
                      default="auto", show_default=True, help="Remote servers: which settings the server understands."),
         click.option("--remote-model", default="", help="Remote servers: the served model to use (default: the first)."),
     ]

@@ -20,6 +20,7 @@ DTYPES = ("auto", "float32", "float16", "bfloat16")
 DEVICES = ("auto", "cpu", "cuda")
 QUANTIZATIONS = ("none", "8bit", "4bit")
 QUANT_TYPES = ("nf4", "fp4")
+SERVER_KINDS = ("auto", "decodelab", "vllm", "llamacpp", "llama-cpp-python", "openai")
 
 Progress = Callable[[str, float | None], None]
 """A progress callback: (what is happening, fraction done or None when unknown)."""
@@ -54,7 +55,7 @@ class ModelSpec:
     remote_model: str = ""
     """Remote servers only: which served model to use (default: the first the server lists)."""
     server_kind: str = "auto"
-    """Remote servers only: auto, decodelab, vllm, llamacpp or openai (what settings it understands)."""
+    """Remote servers only: which settings it understands (auto-detected from /v1/models when possible)."""
 
     def __post_init__(self) -> None:
         if not isinstance(self.path, str) or not self.path.strip():
@@ -64,9 +65,8 @@ class ModelSpec:
             value = getattr(self, name)
             if value not in allowed:
                 raise ConfigError(f"model {name}={value!r} is invalid: choose one of {', '.join(allowed)}")
-        if self.server_kind not in ("auto", "decodelab", "vllm", "llamacpp", "openai"):
-            raise ConfigError(f"server_kind={self.server_kind!r} is invalid: choose auto, decodelab, vllm, llamacpp "
-                              "or openai")
+        if self.server_kind not in SERVER_KINDS:
+            raise ConfigError(f"server_kind={self.server_kind!r} is invalid: choose {', '.join(SERVER_KINDS)}")
         if not isinstance(self.remote_model, str):
             raise ConfigError(f"remote_model={self.remote_model!r} is invalid: it must be a string")
         for name in ("low_cpu_mem_usage", "trust_remote_code", "chat"):

@@ -32,7 +32,17 @@ KINDS = {
                  max_logprobs=20, logprobs="raw model distribution (vLLM's default logprobs mode)"),
     "llamacpp": dict(fields={"temperature", "top_p", "top_k", "min_p", "typical_p", "repetition_penalty",
                              "frequency_penalty", "presence_penalty", "seed", "stop_strings", "max_new_tokens"},
-                     max_logprobs=10, logprobs="as reported by llama.cpp (after its sampler chain, not raw)"),
+                     max_logprobs=10, logprobs="as llama.cpp's llama-server reports them (not checked here)",
+                     rename={"repetition_penalty": "repeat_penalty"}),
+    "llama-cpp-python": dict(fields={"temperature", "top_p", "top_k", "min_p", "repetition_penalty",
+                                     "frequency_penalty", "presence_penalty", "seed", "stop_strings",
+                                     "max_new_tokens", "min_new_tokens"},
+                             max_logprobs=10, logprobs="raw model distribution (log-softmax of the logits)",
+                             rename={"repetition_penalty": "repeat_penalty"},
+                             # one request at a time: by default it interrupts a running request for a new one
+                             max_parallel=1,
+                             caveat={"repetition_penalty": "only over the server's last_n_tokens_size window "
+                                                           "(64 by default), not the whole context"}),
     "openai": dict(fields={"temperature", "top_p", "frequency_penalty", "presence_penalty", "seed", "stop_strings",
                            "max_new_tokens"}, max_logprobs=5, logprobs="as reported by the server"),
 }
@@ -76,6 +86,9 @@ class RemoteModel:
         fields = KINDS[self.kind]["fields"]
         out = [f"{name}={getattr(config, name)!r}" for name in SETTINGS
                if name not in fields and getattr(config, name) != getattr(NEUTRAL, name) and name != "seed"]
+        for name, why in KINDS[self.kind].get("caveat", {}).items():
+            if getattr(config, name) != getattr(NEUTRAL, name):
+                out.append(f"{name}={getattr(config, name)!r} applies {why}")
         if config.seed is not None and "seed" not in fields:
             out.append("seed (not reproducible here)")
         return out
@@ -127,6 +140,8 @@ def connect(spec, api_key: str | None = None, timeout: float = 10.0):
     if kind == "auto":
         owner = " ".join(str(m.get("owned_by", "")) for m in models if isinstance(m, dict)).lower()
         kind = next((k for k in ("decodelab", "vllm", "llamacpp") if k in owner), "openai")
+        if kind == "openai" and owner.strip() == "me" and any(str(n).endswith(".gguf") for n in names):
+            kind = "llama-cpp-python"  # its /v1/models says owned_by "me" and names the .gguf file
     return RemoteModel(spec=spec, base_url=base, model_name=name, kind=kind, api_key=key,
                        load_seconds=time.perf_counter() - start)
 
@@ -159,7 +174,7 @@ def request_body(remote: RemoteModel, prompt: str, config: DecodingConfig, seed:
         "no_repeat_ngram_size": config.no_repeat_ngram_size, "num_beams": config.num_beams,
         "length_penalty": config.length_penalty, "min_new_tokens": config.min_new_tokens, "seed": seed,
     }
-    rename = {"min_new_tokens": "min_tokens"}
+    rename = {"min_new_tokens": "min_tokens", **KINDS[remote.kind].get("rename", {})}
     for name, value in optional.items():  # neutral values too: servers' defaults are not neutral
         if name in fields:
             body[rename.get(name, name)] = value
@@ -212,6 +227,11 @@ def _steps_from_chunk(choice: dict, chat: bool) -> list[TokenStep]:
 
 def _f(value) -> float:
     return NAN if value is None else float(value)
+
+
+def _first_stop(text: str, stops) -> int | None:
+    hits = [p for p in (text.find(s) for s in stops) if p >= 0]
+    return min(hits) if hits else None
 
 
 def generate_remote(remote: RemoteModel, prompt: str, configs, *, on_step=None, cancel=None,
@@ -272,6 +292,9 @@ def generate_remote(remote: RemoteModel, prompt: str, configs, *, on_step=None, 
             error = f"{remote.base_url} timed out after {remote.timeout:.0f}s"
         except (httpx.HTTPError, json.JSONDecodeError) as exc:
             error = f"the stream from {remote.base_url} broke off: {_why(exc)}"
+        cut = _first_stop(text, config.stop_strings)
+        if cut is not None:  # some servers stream the stop string before they notice it
+            text, reason = text[:cut], "stop_string"
         if reason is None:
             reason = "cancelled" if cancel.is_set() else "error"
             if reason == "error" and error is None:
@@ -289,7 +312,8 @@ def generate_remote(remote: RemoteModel, prompt: str, configs, *, on_step=None, 
         return done
 
     try:
-        with ThreadPoolExecutor(max_workers=min(remote.max_parallel, len(configs))) as pool:
+        parallel = min(remote.max_parallel, KINDS[remote.kind].get("max_parallel", remote.max_parallel), len(configs))
+        with ThreadPoolExecutor(max_workers=parallel) as pool:
             results = list(pool.map(run, range(len(configs))))
     finally:
         client.close()
