@@ -8,7 +8,6 @@ pane, and turns the streamed logprobs into the same Completion and TokenStep dat
 from __future__ import annotations
 
 import json
-import math
 import os
 import secrets
 import threading

@@ -102,20 +102,20 @@ class StepEvent:
     """Row index -> the row's full text so far (after stop-string trimming), for rows that changed."""
 
 
-def _num(value: float) -> float | None:
-    """JSON has no infinities: a filtered-out token's -inf logprob becomes null."""
-    return value if math.isfinite(value) else None
+def json_number(value):
+    """JSON has no infinities or NaN: a filtered-out token's -inf logprob becomes null."""
+    return None if isinstance(value, float) and not math.isfinite(value) else value
 
 
 def completion_to_dict(c: Completion, top: int | None = None) -> dict:
     """Plain JSON-ready data for one completion (top limits the alternatives kept per token)."""
     def step(s: TokenStep) -> dict:
         alts = s.top if top is None else s.top[:top]
-        return {"id": s.token_id, "text": s.text, "logprob": _num(s.logprob),
-                "logprob_processed": _num(s.logprob_processed), "rank": s.rank, "entropy": _num(s.entropy),
-                "entropy_processed": _num(s.entropy_processed),
-                "alternatives": [{"id": a.token_id, "text": a.text, "logprob": _num(a.logprob),
-                                  "logprob_processed": _num(a.logprob_processed)} for a in alts]}
+        return {"id": s.token_id, "text": s.text, "logprob": json_number(s.logprob),
+                "logprob_processed": json_number(s.logprob_processed), "rank": s.rank, "entropy": json_number(s.entropy),
+                "entropy_processed": json_number(s.entropy_processed),
+                "alternatives": [{"id": a.token_id, "text": a.text, "logprob": json_number(a.logprob),
+                                  "logprob_processed": json_number(a.logprob_processed)} for a in alts]}
 
     return {"config": c.config.to_dict(), "seed": c.seed, "text": c.text, "stop_reason": c.stop_reason,
             "token_ids": list(c.token_ids), "prompt_tokens": c.prompt_tokens,

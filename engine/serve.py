@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from engine.config import ConfigError, DecodingConfig
-from engine.results import GenerationError
+from engine.results import GenerationError, json_number
 
 BATCH_WINDOW_S = 0.02
 
@@ -123,9 +123,7 @@ class Scheduler:
 
 
 def _token_record(step) -> dict:
-    def num(v):
-        return None if v != v or v in (float("inf"), float("-inf")) else v
-
+    num = json_number
     return {"id": step.token_id, "text": step.text, "logprob": num(step.logprob),
             "logprob_processed": num(step.logprob_processed), "rank": step.rank, "entropy": num(step.entropy),
             "entropy_processed": num(step.entropy_processed),

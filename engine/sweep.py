@@ -324,8 +324,7 @@ def to_csv(results: list[PointResult], spec: SweepSpec) -> str:
 
 
 def to_json(results: list[PointResult], spec: SweepSpec) -> str:
-    def clean(value):
-        return None if isinstance(value, float) and not math.isfinite(value) else value
+    from engine.results import json_number as clean
 
     doc = {"strategy": spec.strategy, "objective": spec.objective, "direction": spec.direction, "seeds": spec.seeds,
            "points": [{"params": r.params, "config": r.config.to_dict(),

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import threading
 
 import pytest
@@ -16,7 +15,6 @@ from tui.screens.ask import AskText, Confirm
 from tui.screens.config_editor import ConfigEditor
 from tui.screens.preset_picker import PresetPicker
 from tui.widgets.inspector import Inspector
-from tui.widgets.pane import Pane
 
 PROMPT = "The for statement"
 
@@ -282,7 +280,7 @@ async def test_chat_toggle_and_theme(demo):
 
 async def test_command_palette_lists_the_actions(demo):
     app = make_app(demo)
-    async with app.run_test() as pilot:
+    async with app.run_test():
         titles = [c.title for c in app.get_system_commands(app.screen)]
         for expected in ("Run all panes", "Branch from the chosen alternative", "Save the session",
                          "Add a pane from a preset", "Cancel the run", "Next heatmap measure"):

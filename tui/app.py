@@ -7,7 +7,7 @@ import dataclasses
 import threading
 from importlib import resources
 
-from textual import on, work
+from textual import work
 from textual.app import App, ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, HorizontalScroll
@@ -15,6 +15,7 @@ from textual.widgets import Footer, Static, TextArea
 
 from engine.config import DecodingConfig
 from tui.actions import PaneActions
+from tui.file_actions import FileActions
 from tui.messages import LoadFailed, LoadProgress, ModelLoaded, RunFailed, RunFinished
 from tui.state import PaneState
 from tui.widgets.inspector import Inspector
@@ -24,7 +25,7 @@ from tui.widgets.pane import Pane
 REPAINT_HZ = 30
 
 
-class DecodelabApp(PaneActions, App):
+class DecodelabApp(PaneActions, FileActions, App):
     """One prompt, many decoding configs, side by side."""
 
     CSS_PATH = str(resources.files("themes") / "app.tcss")

@@ -1,0 +1,115 @@
+"""The app's saving, copying and session actions (a mixin for DecodelabApp)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from textual.widgets import TextArea
+
+from engine.config import ConfigError
+
+
+class FileActions:
+    # -- saving and copying -----------------------------------------------------------------------------
+    def action_save_preset(self) -> None:
+        from engine.presets import PresetExistsError, check_preset_name, save_user_preset
+        from tui.screens.ask import AskText, Confirm
+
+        pane = self.pane()
+        if pane is None:
+            return
+        config = pane.state.config
+        if config.seed is None and pane.state.seed is not None and config.samples:
+            config = config.replace(seed=pane.state.seed)  # the winner, reproducibly
+
+        def check(name: str) -> str | None:
+            try:
+                check_preset_name(name)
+            except ConfigError as exc:
+                return str(exc)
+            return None
+
+        def save(name: str | None, overwrite: bool = False) -> None:
+            if not name:
+                return
+            try:
+                path = save_user_preset(config, name, overwrite=overwrite)
+            except PresetExistsError:
+                self.push_screen(Confirm(f"A preset named {name!r} exists. Overwrite it?", "Overwrite"),
+                                 lambda yes: save(name, True) if yes else self.notify("Not saved."))
+                return
+            except ConfigError as exc:
+                self.notify(str(exc), severity="error")
+                return
+            self.notify(f"Saved preset {name} → {path}")
+
+        self.push_screen(AskText("Save this pane's config as a preset named:", config.name, check), save)
+
+    def action_copy_text(self) -> None:
+        pane = self.pane()
+        if pane is not None:
+            self.copy_to_clipboard(pane.state.text)
+            self.notify("Copied the pane's text (where the terminal supports OSC 52).")
+
+    def action_copy_config(self) -> None:
+        from engine.presets import dumps_preset
+
+        pane = self.pane()
+        if pane is not None:
+            self.copy_to_clipboard(dumps_preset(pane.state.config))
+            self.notify("Copied the pane's config as TOML.")
+
+    def action_save_session(self) -> None:
+        from engine.sessions import Session, save_session
+        from tui.screens.ask import AskText, Confirm
+
+        panes = self.panes()
+        session = Session(prompt=self.query_one("#prompt", TextArea).text, model=dataclasses.asdict(self.spec),
+                          configs=[p.state.config for p in panes], completions=[p.state.completion for p in panes])
+
+        def save(path: str | None, overwrite: bool = False) -> None:
+            if not path:
+                return
+            try:
+                save_session(session, path, overwrite=overwrite)
+            except ConfigError as exc:
+                if "already exists" in str(exc) and not overwrite:
+                    self.push_screen(Confirm(f"{path} exists. Overwrite it?", "Overwrite"),
+                                     lambda yes: save(path, True) if yes else None)
+                    return
+                self.notify(str(exc), severity="error")
+                return
+            self.notify(f"Saved session → {path}")
+
+        self.push_screen(AskText("Save the session (prompt, configs, seeds, outputs) to:", "decodelab-session.json"),
+                         save)
+
+    def action_open_session(self) -> None:
+        from tui.screens.ask import AskText
+
+        self.push_screen(AskText("Open a session file:", "decodelab-session.json"),
+                         lambda path: self.open_session(path) if path else None)
+
+    def open_session(self, path: str) -> None:
+        from engine.sessions import load_session
+
+        if self.running:
+            self.notify("A run is in progress: Esc cancels it.", severity="warning")
+            return
+        try:
+            session = load_session(path)
+        except ConfigError as exc:
+            self.notify(str(exc), severity="error", timeout=10)
+            return
+        self.query_one("#prompt", TextArea).text = session.prompt
+        for pane in self.panes():
+            pane.remove()
+        for config, completion in zip(session.configs, session.completions):
+            pane = self.add_pane(config)
+            if completion is not None:
+                pane.state.finish(completion)
+        self.call_after_refresh(self.refresh_panes)
+        model = session.model.get("path")
+        if model and model != self.spec.path:
+            self.notify(f"This session was made with model {model!r}; press m to load it.", timeout=10)
+        self.notify(f"Opened {path}")
