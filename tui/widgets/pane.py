@@ -27,7 +27,8 @@ def stats_text(state: PaneState, diverge_at: int | None) -> str:
         parts.append(SHORT_REASONS.get(state.stop_reason, state.stop_reason))
     finite = [s.logprob for s in state.steps if math.isfinite(s.logprob)]
     if finite:
-        parts.append(f"ppl {math.exp(-sum(finite) / len(finite)):.1f}")
+        mean = sum(finite) / len(finite)
+        parts.append(f"ppl {math.exp(-mean):.1f} (lp {mean:.2f})")
     if diverge_at is not None:
         parts.append(f"diverges @{diverge_at}")
     if state.branched_at is not None:
