@@ -118,23 +118,28 @@ def grid_picture(results, x_name, y_name, direction, colour):
     return table
 
 
-def scatter(console, results) -> None:
-    """Quality (mean logprob) against diversity (distinct-2) as a small plotext scatter."""
+def scatter_text(results, width: int = 80):
+    """Quality (mean logprob) against diversity (distinct-2) as a plotext scatter; None with < 2 points."""
     import plotext as plt
+    from rich.text import Text
 
     pts = [(r.metrics.get("distinct_2"), r.metrics.get("mean_logprob")) for r in results]
     pts = [(x, y) for x, y in pts if x is not None and y is not None and math.isfinite(x) and math.isfinite(y)]
     if len(pts) < 2:
-        return
+        return None
     plt.clear_figure()
-    plt.plotsize(min(console.width, 80) - 2, 15)
+    plt.plotsize(max(30, min(width, 80) - 2), 15)
     plt.theme("clear")
     plt.scatter([p[0] for p in pts], [p[1] for p in pts], marker="dot")
     plt.xlabel("diversity: distinct-2")
     plt.ylabel("quality: mean logprob")
-    from rich.text import Text
+    return Text.from_ansi(plt.build())
 
-    console.print(Text.from_ansi(plt.build()))
+
+def scatter(console, results) -> None:
+    picture = scatter_text(results, console.width)
+    if picture is not None:
+        console.print(picture)
 
 
 @click.command()

@@ -134,7 +134,7 @@ class SweepScreen(Screen):
     def show(self) -> None:
         from rich.console import Group
 
-        from cli.sweep_cmd import grid_picture, results_table
+        from cli.sweep_cmd import grid_picture, results_table, scatter_text
         from themes.heatmap import colour
 
         if not self.results:
@@ -143,6 +143,9 @@ class SweepScreen(Screen):
         names = self.spec.swept()
         if len(names) >= 2 and self.spec.strategy == "grid":
             parts.append(grid_picture(self.results, names[0], names[1], self.spec.direction, colour))
+        picture = scatter_text(self.results, self.size.width)
+        if picture is not None:
+            parts.append(picture)
         self.query_one("#sweep-table", Static).update(Group(*parts))
 
     def best(self):
