@@ -51,6 +51,10 @@ class SweepSpec:
                 close = [f for f in SWEEPABLE if f.startswith(name[:3])]
                 hint = f" Did you mean {close[0]!r}?" if close else ""
                 raise ConfigError(f"cannot sweep {name!r}.{hint} Sweepable: {', '.join(sorted(SWEEPABLE))}")
+        warpers = {"temperature", "top_k", "top_p", "min_p", "typical_p"} & set(self.swept())
+        if warpers and not self.base.do_sample:
+            raise ConfigError(f"the base config {self.base.name!r} is greedy, so sweeping {', '.join(sorted(warpers))} "
+                              "changes nothing: start from a sampling preset (e.g. -p balanced) or set do_sample=true")
         for name, values in self.grid.items():
             if not values:
                 raise ConfigError(f"--grid {name} has no values")

@@ -98,6 +98,13 @@ def test_bad_specs(kwargs, needle):
         spec(**kwargs).validate()
 
 
+def test_sweeping_sampling_settings_of_a_greedy_base_is_refused():
+    greedy = SweepSpec(base=DecodingConfig(name="g"), prompts=PROMPTS, grid={"temperature": [0.5, 1.0]})
+    with pytest.raises(ConfigError, match="is greedy"):
+        greedy.validate()
+    SweepSpec(base=DecodingConfig(name="g"), prompts=PROMPTS, grid={"repetition_penalty": [1.0, 1.2]}).validate()
+
+
 def test_parsers():
     assert parse_grid(("temperature=0.2,0.7",)) == {"temperature": [0.2, 0.7]}
     assert parse_ranges(("top_p=0.5:1",)) == {"top_p": (0.5, 1.0)}

@@ -32,7 +32,8 @@ class SweepScreen(Screen):
     SweepScreen .row > Input { width: 1fr; }
     SweepScreen #sweep-buttons { height: 3; }
     SweepScreen #sweep-status { height: auto; padding: 0 1; }
-    SweepScreen #sweep-results { height: 1fr; }
+    SweepScreen #sweep-body { height: 1fr; }
+    SweepScreen #sweep-table { height: auto; }
     """
     BINDINGS = [Binding("ctrl+r", "start", "Run sweep"), Binding("escape", "back", "Back / stop"),
                 Binding("ctrl+b", "use_best", "Best → pane"), Binding("ctrl+s", "save_best", "Save best")]
@@ -56,17 +57,17 @@ class SweepScreen(Screen):
     def compose(self) -> ComposeResult:
         defaults = {"grid": "temperature=0.3,0.7,1.1; top_p=0.8,0.95", "strategy": "grid", "seeds": "3",
                     "objective": "distinct_2=1,mean_logprob=0.5", "direction": "maximize"}
-        with Vertical(id="sweep-form"):
-            yield Label(f"Sweep around {self.base.name} ({self.base.summary()}) on the current prompt")
-            for key, label, placeholder in FIELDS:
-                with Horizontal(classes="row"):
-                    yield Label(label)
-                    yield Input(defaults.get(key, ""), placeholder=placeholder, id=f"s-{key}")
-            with Horizontal(id="sweep-buttons"):
-                yield Button("Run sweep", variant="primary", id="run")
-        yield ProgressBar(id="sweep-progress", show_eta=True)
-        yield Static("", id="sweep-status")
-        with VerticalScroll(id="sweep-results"):
+        with VerticalScroll(id="sweep-body"):  # the form is tall: at 80x24 everything scrolls together
+            with Vertical(id="sweep-form"):
+                yield Label(f"Sweep around {self.base.name} ({self.base.summary()}) on the current prompt")
+                for key, label, placeholder in FIELDS:
+                    with Horizontal(classes="row"):
+                        yield Label(label)
+                        yield Input(defaults.get(key, ""), placeholder=placeholder, id=f"s-{key}")
+                with Horizontal(id="sweep-buttons"):
+                    yield Button("Run sweep", variant="primary", id="run")
+            yield ProgressBar(id="sweep-progress", show_eta=True)
+            yield Static("", id="sweep-status")
             yield Static("", id="sweep-table")
         yield Footer()
 
@@ -130,6 +131,8 @@ class SweepScreen(Screen):
             status = f"stopped: kept {len(self.results)} points"
         self.query_one("#sweep-status", Static).update(status + " · ctrl+b best → new pane · ctrl+s save best")
         self.show()
+        self.call_after_refresh(lambda: self.query_one("#sweep-body", VerticalScroll).scroll_to_widget(
+            self.query_one("#sweep-status"), top=True, animate=False))
 
     def show(self) -> None:
         from rich.console import Group
