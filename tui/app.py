@@ -108,6 +108,12 @@ class DecodelabApp(PaneActions, FileActions, App):
             if self.run_at_start:
                 panes[0].focus()
 
+    def check_action(self, action: str, parameters) -> bool | None:
+        """The main screen's actions are hidden and off while another screen (A/B, sweep, a dialog) is up."""
+        if len(self.screen_stack) > 1 and any(b.action.split("(")[0] == action for b in self.BINDINGS):
+            return None
+        return True
+
     def on_resize(self, event=None) -> None:
         self.screen.set_class(self.size.width < 110, "-narrow")
         self.call_after_refresh(self.layout_panes)
