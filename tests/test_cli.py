@@ -73,6 +73,16 @@ def test_run_reads_prompt_from_stdin_and_file(tmp_path):
     (["run", "--prompt", "x", "--set", "max_new_tokens=100000"], 2, "context"),
     (["presets", "show", "nosuch"], 2, "no preset named"),
     (["presets", "delete", "greedy"], 2, "built-in"),
+    (["presets", "delete", "nosuch"], 2, "no user preset"),
+    (["presets", "save", "../bad"], 2, "preset name"),
+    (["presets", "save", "ok", "--set", "top_k=-3"], 2, "top_k"),
+    (["presets", "diff", "greedy", "nosuch"], 2, "no preset named"),
+    (["presets", "export", "greedy", "--format", "xml"], 2, "xml"),
+    (["bench", "--new-tokens", "0"], 2, "0"),
+    (["bench", "--real", "--model", "/nonexistent/model"], 1, "no such model folder"),
+    (["sweep", "--prompt", "x", "--strategy", "bayes", "--range", "temperature=0.1:1"], 2, "--trials"),
+    (["serve", "--model", "http://127.0.0.1:9/v1"], 2, "local model"),
+    (["run", "--prompt", "x", "--model", "http://127.0.0.1:9/v1"], 1, "cannot reach"),
 ])
 def test_bad_input_exit_codes(args, code, needle):
     result = invoke(*args)
