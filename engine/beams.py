@@ -83,7 +83,9 @@ def rescore(loaded, prompt_ids: torch.Tensor, new_ids: list[int], config: Decodi
         return torch.zeros(0, 6), 0
     new = torch.tensor(new_ids, dtype=torch.long, device=prompt_ids.device)
     full = torch.cat([prompt_ids, new])[None, :]
-    logits = loaded.model(input_ids=full, logits_to_keep=len(new_ids) + 1).logits[0, :-1].float()
+    from engine.generation import forward_last
+
+    logits = forward_last(loaded.model, full, len(new_ids) + 1).logits[0, :-1].float()
     vocab = logits.shape[-1]
     k = min(max(k, 0), vocab)
     settings = RowSettings.build([config], [seed], vocab, prompt_ids.device)

@@ -151,7 +151,7 @@ def _decode_batch(loaded, prompt_ids, configs, seeds, row_ids, emit, cancel, k, 
     # Prefill once, then give every row its own copy of the cache.
     start = time.perf_counter()
     context = torch.cat([prompt_ids, prompt_ids.new_tensor(prefix)]) if prefix else prompt_ids
-    out = model(input_ids=context[None, :], use_cache=True, logits_to_keep=1)
+    out = forward_last(model, context[None, :], 1, use_cache=True)
     cache = out.past_key_values
     if rows > 1:
         cache.batch_repeat_interleave(rows)
@@ -201,6 +201,19 @@ def _force_prefix(loaded, prompt_ids, prefix, trackers, k, eos) -> None:
         for values in stats.tolist():
             if not tracker.finished:
                 tracker.add(values, used_k, names, 0.0)
+
+
+def forward_last(model, input_ids: torch.Tensor, keep: int, **kwargs):
+    """A forward pass computing logits for the last `keep` positions only, where the model supports it
+    (older or remote-code models without `logits_to_keep` compute them all; the result is the same)."""
+    try:
+        return model(input_ids=input_ids, logits_to_keep=keep, **kwargs)
+    except TypeError as exc:
+        if "logits_to_keep" not in str(exc):
+            raise
+        out = model(input_ids=input_ids, **kwargs)
+        out.logits = out.logits[:, -keep:, :]
+        return out
 
 
 def _sync(device: torch.device) -> None:

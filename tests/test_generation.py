@@ -265,3 +265,17 @@ def test_branch_continues_from_a_chosen_alternative(llama):
 def test_branch_of_a_beam_is_refused(llama):
     with pytest.raises(GenerationError, match="beam"):
         generate_many(llama, PROMPT, [DecodingConfig(num_beams=2)], prefix_ids=[5])
+
+
+def test_models_without_logits_to_keep_still_work(llama, monkeypatch):
+    real = llama.model.forward
+
+    def old_style(*args, **kwargs):
+        if "logits_to_keep" in kwargs:
+            raise TypeError("forward() got an unexpected keyword argument 'logits_to_keep'")
+        return real(*args, **kwargs)
+
+    expected = generate_many(llama, PROMPT, [DecodingConfig(max_new_tokens=6), DecodingConfig(num_beams=2, max_new_tokens=4)])
+    monkeypatch.setattr(llama.model, "forward", old_style)
+    got = generate_many(llama, PROMPT, [DecodingConfig(max_new_tokens=6), DecodingConfig(num_beams=2, max_new_tokens=4)])
+    assert [c.token_ids for c in got] == [c.token_ids for c in expected]
