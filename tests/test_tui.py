@@ -432,3 +432,17 @@ async def test_sweep_screen_reports_bad_input(demo):
         app.screen.query_one("#s-grid", Input).value = "temprature=1"
         await pilot.press("ctrl+r")
         assert "cannot sweep" in str(app.screen.query_one("#sweep-status").render())
+
+
+def test_steps_without_logprobs_render_without_colour():
+    """A remote server that reports no logprobs gives NaN: no heatmap colour, "n/a" in the inspector."""
+    from engine.results import TokenStep
+    from themes.heatmap import ORDER, level
+    from tui.widgets.inspector import _pct
+    from tui.widgets.token_view import render_tokens
+
+    nan = float("nan")
+    step = TokenStep(-1, "hi", nan, nan, -1, nan, nan)
+    assert all(level(step, m) is None for m in ORDER)
+    assert render_tokens([step], 2, "prob", 0, None).plain == "hi"
+    assert _pct(nan).strip() == "n/a" and _pct(float("-inf")).strip() == "cut"

@@ -35,19 +35,29 @@ ORDER = list(MEASURES)
 
 
 def level(step, measure: str) -> float | None:
-    """Where a TokenStep sits on the scale for a measure: 0.0 (dark, bad) .. 1.0 (bright, good)."""
+    """Where a TokenStep sits on the scale: 0.0 (dark, bad) .. 1.0 (bright, good); None = not shown.
+
+    None also when the measure was not reported (a remote server without logprobs gives NaN).
+    """
+    value = _level(step, measure)
+    return None if value is None or math.isnan(value) else value
+
+
+def _level(step, measure: str) -> float | None:
+    nan = float("nan")
     if measure == "off":
         return None
     if measure == "prob":
         return math.exp(step.logprob)
     if measure == "prob_processed":
-        return math.exp(step.logprob_processed) if math.isfinite(step.logprob_processed) else 0.0
+        lp = step.logprob_processed
+        return nan if math.isnan(lp) else math.exp(lp)  # exp(-inf) = 0: filtered out
     if measure == "rank":
-        return max(0.0, 1.0 - math.log1p(step.rank) / math.log1p(20))
+        return nan if step.rank < 0 else max(0.0, 1.0 - math.log1p(step.rank) / math.log1p(20))
     if measure == "entropy":
-        return max(0.0, 1.0 - step.entropy / 6.0)
+        return nan if math.isnan(step.entropy) else max(0.0, 1.0 - step.entropy / 6.0)
     if measure == "surprisal":
-        return max(0.0, 1.0 - (-step.logprob / math.log(2)) / 12.0)
+        return nan if math.isnan(step.logprob) else max(0.0, 1.0 - (-step.logprob / math.log(2)) / 12.0)
     raise ValueError(f"unknown heatmap measure {measure!r}")
 
 

@@ -14,6 +14,9 @@ from textual.widgets.option_list import Option
 
 
 def _pct(logprob: float) -> str:
+    """A probability as a percentage; "cut" when filtered out (-inf), "n/a" when not reported (NaN)."""
+    if math.isnan(logprob):
+        return "   n/a "
     return f"{math.exp(logprob) * 100:6.2f}%" if math.isfinite(logprob) else "   cut "
 
 

@@ -106,6 +106,7 @@ class Pane(Vertical, can_focus=True):
         text = render_tokens(state.steps, len(state.text), self.measure, state.cursor, self.diverge_at)
         self.query_one(TokenView).update(text)
         self.query_one(".pane--stats", Static).update(stats_text(state, self.diverge_at))
-        self.query_one(Sparkline).data = [math.exp(s.logprob) for s in state.steps[-200:]]
+        self.query_one(Sparkline).data = [math.exp(s.logprob) if math.isfinite(s.logprob) else 0.0
+                                          for s in state.steps[-200:]]
         if scroll and state.cursor is None:
             self.query_one(VerticalScroll).scroll_end(animate=False)
