@@ -49,7 +49,12 @@ def print_completions(console: Console, prompt: str, completions, heatmap: str |
     panels = []
     for c in completions:
         body = heat_text(c, heatmap) if heatmap else Text(c.text)
-        panels.append(Panel(Group(body, Text(stats_line(c), style="dim")), title=f"[b]{c.config.name}[/b]",
+        parts = [body, Text(stats_line(c), style="dim")]
+        if c.extra.get("error"):
+            parts.append(Text(f"⚠ {c.extra['error']}", style="yellow"))
+        if c.extra.get("ignored"):
+            parts.append(Text(f"⚠ the server ignores {', '.join(c.extra['ignored'])}", style="yellow"))
+        panels.append(Panel(Group(*parts), title=f"[b]{c.config.name}[/b]",
                             subtitle=c.config.summary(), title_align="left", subtitle_align="left"))
     width = max(30, console.width // max(1, min(len(panels), max(1, console.width // 40))))
     console.print(Text("prompt: ", style="bold") + Text(prompt.strip()[:500]))

@@ -122,7 +122,8 @@ def completion_to_dict(c: Completion, top: int | None = None) -> dict:
             "mean_logprob": c.mean_logprob, "perplexity": c.perplexity, "sequence_score": c.sequence_score,
             "timings": {"prefill_s": c.timings.prefill_s, "decode_s": c.timings.decode_s,
                         "tokens_per_s": c.timings.tokens_per_s},
-            "tokens": [step(s) for s in c.steps]}
+            "tokens": [step(s) for s in c.steps],
+            "notes": {k: c.extra[k] for k in ("backend", "logprobs", "ignored", "error") if k in c.extra}}
 
 
 def _float(value) -> float:
@@ -143,4 +144,5 @@ def completion_from_dict(data: dict) -> Completion:
                       stop_reason=str(data["stop_reason"]),
                       timings=Timings(float(timings["prefill_s"]), float(timings["decode_s"]),
                                       float(timings["tokens_per_s"])),
-                      prompt_tokens=int(data.get("prompt_tokens", 0)), sequence_score=data.get("sequence_score"))
+                      prompt_tokens=int(data.get("prompt_tokens", 0)), sequence_score=data.get("sequence_score"),
+                      extra=dict(data.get("notes") or {}))

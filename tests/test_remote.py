@@ -252,16 +252,33 @@ def test_branching_is_refused_remotely(server):
 async def test_tui_against_the_server(server):
     from tui.app import DecodelabApp
 
-    app = DecodelabApp(spec=ModelSpec(path=server.url), configs=CONFIGS[:2], prompt=PROMPT)
+    configs = CONFIGS[:2] + [DecodingConfig(name="typ", do_sample=True, typical_p=0.8, seed=1, max_new_tokens=5)]
+    app = DecodelabApp(spec=ModelSpec(path=server.url, server_kind="vllm"), configs=configs, prompt=PROMPT)
     async with app.run_test() as pilot:
         for _ in range(200):
             await pilot.pause(0.05)
             if app.loaded is not None:
                 break
-        assert "decodelab server" in app.loaded.describe()
+        assert "vllm server" in app.loaded.describe()  # declared, not discovered
+        assert "logprobs: raw" in str(app.query_one("#legend").render())
         await pilot.press("ctrl+r")
         for _ in range(400):
             await pilot.pause(0.05)
             if not app.running:
                 break
-        assert all(p.state.text for p in app.panes())
+        panes = app.panes()
+        assert all(p.state.text for p in panes)
+        assert panes[2].border_subtitle == "⚠ server ignores typical_p=0.8" and not panes[0].border_subtitle
+
+
+def test_cli_run_reports_ignored_settings(server):
+    from click.testing import CliRunner
+
+    from cli.main import main
+
+    args = ["run", "--model", server.url, "--server-kind", "openai", "--prompt", PROMPT, "-p", "precise",
+            "--set", "max_new_tokens=4"]
+    panels = CliRunner().invoke(main, args)
+    assert panels.exit_code == 0 and "server ignores min_p=0.1" in panels.output
+    doc = json.loads(CliRunner().invoke(main, args + ["--json"]).stdout)
+    assert doc["completions"][0]["notes"]["ignored"] == ["min_p=0.1"]

@@ -126,14 +126,24 @@ class PaneActions:
     # -- heatmap, diff, inspector, branching ------------------------------------------------------------
     def action_heatmap(self) -> None:
         self.measure = ORDER[(ORDER.index(self.measure) + 1) % len(ORDER)]
-        self.query_one(Legend).show(self.measure, "" if self.diff_mode == "off" else f"diff vs {self.diff_mode}")
+        self.update_legend()
         self.refresh_panes()
 
     def action_diff(self) -> None:
         self.diff_mode = DIFF_MODES[(DIFF_MODES.index(self.diff_mode) + 1) % len(DIFF_MODES)]
-        extra = "" if self.diff_mode == "off" else f"diff vs {self.diff_mode} (underlined: first different token)"
-        self.query_one(Legend).show(self.measure, extra)
+        self.update_legend()
         self.refresh_panes()
+
+    def update_legend(self) -> None:
+        """The heatmap legend, plus the diff mode and, for a remote server, what its logprobs are."""
+        notes = []
+        if self.diff_mode != "off":
+            notes.append(f"diff vs {self.diff_mode} (underlined: first different token)")
+        if getattr(self.loaded, "remote", False):
+            from engine.remote import KINDS
+
+            notes.append(f"logprobs: {KINDS[self.loaded.kind]['logprobs']}")
+        self.query_one(Legend).show(self.measure, " · ".join(notes))
 
     def action_inspector(self) -> None:
         inspector = self.query_one(Inspector)

@@ -152,6 +152,7 @@ class DecodelabApp(PaneActions, FileActions, App):
         self.loaded = message.loaded
         self.spec = self.loaded.spec
         self.update_model_bar()
+        self.update_legend()
         if self.run_at_start and self.initial_prompt:
             self.run_at_start = False
             self.action_run()

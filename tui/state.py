@@ -19,6 +19,8 @@ class PaneState:
     error: str | None = None
     cursor: int | None = None
     branched_at: int | None = None
+    ignored: list = field(default_factory=list)
+    """Settings the (remote) backend could not apply, for this pane's last run."""
 
     @property
     def token_ids(self) -> list[int]:
@@ -35,6 +37,8 @@ class PaneState:
         self.stop_reason = completion.stop_reason
         self.seed = completion.seed
         self.running = False
+        self.error = completion.extra.get("error")
+        self.ignored = list(completion.extra.get("ignored", []))
 
 
 def first_divergence(a: list[int], b: list[int]) -> int | None:

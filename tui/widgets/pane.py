@@ -18,9 +18,10 @@ SHORT_REASONS = {"eos": "eos", "stop_string": "stop", "max_new_tokens": "max", "
 
 def stats_text(state: PaneState, diverge_at: int | None) -> str:
     """tokens, stop reason, perplexity, seed, speed: the most useful first, as narrow panes cut the end."""
-    if state.error:
+    if state.error and not state.steps:
         return f"error: {state.error}"
-    parts = [f"{len(state.steps)} tok"]
+    parts = [f"⚠ {state.error}"] if state.error else []  # e.g. a stream cut mid-way: the text is kept
+    parts.append(f"{len(state.steps)} tok")
     if state.running:
         parts.append("running…")
     elif state.stop_reason:
@@ -102,6 +103,7 @@ class Pane(Vertical, can_focus=True):
         """Redraw from state (called at most ~30 times a second while streaming)."""
         state = self.state
         self.border_title = state.config.name
+        self.border_subtitle = f"⚠ server ignores {', '.join(state.ignored)}" if state.ignored else ""
         self.query_one(".pane--summary", Label).update(state.config.summary())
         text = render_tokens(state.steps, len(state.text), self.measure, state.cursor, self.diverge_at)
         self.query_one(TokenView).update(text)
