@@ -13,10 +13,9 @@ import time
 import torch
 
 from engine.config import DecodingConfig
-from engine.detokenize import IncrementalText
 from engine.hf_compat import hf_generate_kwargs
 from engine.results import Completion, StepEvent
-from engine.rows import RowTracker, token_texts
+from engine.rows import new_tracker, token_texts
 from engine.sampling import PenaltyState, RowSettings, process, step_statistics
 
 
@@ -58,14 +57,8 @@ def run_beam(loaded, prompt_ids: torch.Tensor, config: DecodingConfig, seed: int
             new_ids = new_ids[: i + 1]
             break
     elapsed = time.perf_counter() - start
-    skip = frozenset(eos) | frozenset(getattr(tokenizer, "all_special_ids", []) or [])
-    tracker = RowTracker(config, seed, IncrementalText(tokenizer, skip), eos)
-    names = token_texts(tokenizer)
-    stats, k = rescore(loaded, prompt_ids, new_ids, config, seed, k, eos)
-    for values in stats.tolist():
-        tracker.add(values, k, names, elapsed)
-        if tracker.finished:
-            break
+    tracker = new_tracker(tokenizer, config, seed, eos)
+    replay(loaded, prompt_ids, new_ids, tracker, k, eos, elapsed)
     if not tracker.finished:
         tracker.finish("cancelled" if cancel.is_set() else "max_new_tokens", elapsed)
     emit(StepEvent(step=-1, tokens={row: tuple(tracker.steps)}, finished={row: tracker.stop_reason},
@@ -74,6 +67,16 @@ def run_beam(loaded, prompt_ids: torch.Tensor, config: DecodingConfig, seed: int
     scores = getattr(out, "sequences_scores", None)
     completion.sequence_score = float(scores[0]) if scores is not None else None
     return completion
+
+
+def replay(loaded, prompt_ids: torch.Tensor, ids: list[int], tracker, k: int, eos: list[int], now: float) -> None:
+    """Record the given tokens in a row's tracker, with their real statistics under its config, until it stops."""
+    stats, used_k = rescore(loaded, prompt_ids, ids, tracker.config, tracker.seed, k, eos)
+    names = token_texts(loaded.tokenizer)
+    for values in stats.tolist():
+        if tracker.finished:
+            break
+        tracker.add(values, used_k, names, now)
 
 
 def rescore(loaded, prompt_ids: torch.Tensor, new_ids: list[int], config: DecodingConfig, seed: int, k: int,

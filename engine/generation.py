@@ -16,9 +16,8 @@ from typing import Callable, Sequence
 import torch
 
 from engine.config import DecodingConfig
-from engine.detokenize import IncrementalText
 from engine.results import Completion, GenerationError, PromptError, StepEvent, Timings
-from engine.rows import RowTracker, build_steps
+from engine.rows import build_steps, new_tracker
 from engine.sampling import PenaltyState, RowSettings, pick, process, step_statistics, token_hashes
 
 OnStep = Callable[[StepEvent], None]
@@ -141,12 +140,14 @@ def _decode_batch(loaded, prompt_ids, configs, seeds, row_ids, emit, cancel, k, 
     n = len(configs)
     rows = bucket_rows(n) if batch_invariant else n
     eos = eos_token_ids(loaded)
-    skip = frozenset(eos) | frozenset(getattr(tokenizer, "all_special_ids", []) or [])
-    trackers = [RowTracker(c, s, IncrementalText(tokenizer, skip), eos) for c, s in zip(configs, seeds)]
+    trackers = [new_tracker(tokenizer, c, s, eos) for c, s in zip(configs, seeds)]
     max_new = max(c.max_new_tokens for c in configs)
 
-    if prefix:
-        _force_prefix(loaded, prompt_ids, prefix, trackers, k, eos)
+    if prefix:  # a branch: the forced tokens are recorded with their statistics under each row's config
+        from engine.beams import replay
+
+        for tracker in trackers:
+            replay(loaded, prompt_ids, prefix, tracker, k, eos, 0.0)
 
     # Prefill once, then give every row its own copy of the cache.
     start = time.perf_counter()
@@ -188,19 +189,6 @@ def _decode_batch(loaded, prompt_ids, configs, seeds, row_ids, emit, cancel, k, 
     if unfinished:
         emit(StepEvent(step=-1, tokens={}, finished=unfinished))
     return [t.completion(prefill_s, decode_s, prompt_ids.numel()) for t in trackers]
-
-
-def _force_prefix(loaded, prompt_ids, prefix, trackers, k, eos) -> None:
-    """Record the forced tokens in each row, with their statistics under that row's config."""
-    from engine.beams import rescore
-    from engine.rows import token_texts
-
-    names = token_texts(loaded.tokenizer)
-    for tracker in trackers:
-        stats, used_k = rescore(loaded, prompt_ids, prefix, tracker.config, tracker.seed, k, eos)
-        for values in stats.tolist():
-            if not tracker.finished:
-                tracker.add(values, used_k, names, 0.0)
 
 
 def forward_last(model, input_ids: torch.Tensor, keep: int, **kwargs):

@@ -45,6 +45,12 @@ def unpack_step(values: list[float], k: int, text: str, token_text: TokenTexts) 
                      rank=int(values[1]), entropy=values[4], entropy_processed=values[5], top=top)
 
 
+def new_tracker(tokenizer, config: DecodingConfig, seed: int, eos: list[int]) -> "RowTracker":
+    """A RowTracker whose text skips EOS and the tokenizer's special tokens."""
+    skip = frozenset(eos) | frozenset(getattr(tokenizer, "all_special_ids", []) or [])
+    return RowTracker(config, seed, IncrementalText(tokenizer, skip), eos)
+
+
 class RowTracker:
     """One config's growing output: its tokens, text, and whether and why it stopped."""
 

@@ -19,8 +19,6 @@ class PaneState:
     error: str | None = None
     cursor: int | None = None
     branched_at: int | None = None
-    ignored: list = field(default_factory=list)
-    """Settings the (remote) backend could not apply, for this pane's last run."""
 
     @property
     def token_ids(self) -> list[int]:
@@ -38,7 +36,11 @@ class PaneState:
         self.seed = completion.seed
         self.running = False
         self.error = completion.extra.get("error")
-        self.ignored = list(completion.extra.get("ignored", []))
+
+    @property
+    def ignored(self) -> list[str]:
+        """Settings the (remote) backend could not apply in this pane's last run."""
+        return list(self.completion.extra.get("ignored", [])) if self.completion is not None else []
 
 
 def first_divergence(a: list[int], b: list[int]) -> int | None:
