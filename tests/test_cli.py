@@ -153,3 +153,28 @@ def test_bench_runs_and_prints_ratios():
     result = CliRunner().invoke(main, ["bench", "--real", "--new-tokens", "4", "--repeats", "1"])
     assert result.exit_code == 0, result.output
     assert "b/a = " in result.stdout and "c/b = " in result.stdout and "sampler + statistics" in result.stdout
+
+
+def test_no_command_opens_the_tui_with_defaults(monkeypatch):
+    import tui.app
+
+    seen = {}
+    monkeypatch.setattr(tui.app, "run_app", lambda **kwargs: seen.update(kwargs))
+    assert invoke().exit_code == 0
+    assert [c.name for c in seen["configs"]] == ["greedy", "balanced", "creative"]
+    assert seen["spec"].path == "demo" and seen["run_at_start"] is False
+    assert invoke("--prompt", "Hi", "-p", "precise", "--dtype", "bfloat16").exit_code == 0
+    assert seen["prompt"] == "Hi" and seen["run_at_start"] is True
+    assert [c.name for c in seen["configs"]] == ["precise"] and seen["spec"].dtype == "bfloat16"
+    bad = invoke("-p", "nosuch")
+    assert bad.exit_code == 2 and "no preset named" in bad.output
+
+
+def test_import_webui_yaml(tmp_path):
+    path = tmp_path / "Big O.yaml"
+    path.write_text("temperature: 0.87\ntop_p: 0.99\ntop_k: 85\nrepetition_penalty: 1.01\nmirostat_mode: 2\n")
+    result = CliRunner().invoke(main, ["presets", "import", str(path)])
+    assert result.exit_code == 0, result.output
+    config = find_preset("Big-O")
+    assert (config.temperature, config.top_p, config.top_k) == (0.87, 0.99, 85) and config.do_sample
+    assert "mirostat_mode" in result.stderr and "NOT imported" in result.stderr
