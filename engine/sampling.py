@@ -83,7 +83,6 @@ class RowSettings:
     presence_penalty: torch.Tensor  # [N, 1]
     ngram: torch.Tensor  # [N]
     min_new_tokens: torch.Tensor  # [N]
-    sample: torch.Tensor  # [N] bool
     seed_lo: torch.Tensor  # [N] int64
     seed_hi: torch.Tensor  # [N] int64
     uses: frozenset[str]
@@ -127,7 +126,6 @@ class RowSettings:
             presence_penalty=col([c.presence_penalty for c in rows]),
             ngram=col([c.no_repeat_ngram_size for c in rows], torch.long, False),
             min_new_tokens=col([c.min_new_tokens for c in rows], torch.long, False),
-            sample=col(warp, torch.bool, False),
             seed_lo=col([s & _M32 for s in seeds], torch.int64, False),
             seed_hi=col([(s >> 32) & _M32 for s in seeds], torch.int64, False),
             uses=frozenset(uses),
@@ -144,7 +142,7 @@ class PenaltyState:
     """What the penalties need to know about each row's tokens so far, updated once per step."""
 
     def __init__(self, settings: RowSettings, prompt_ids: torch.Tensor, vocab_size: int, max_new: int):
-        n = settings.sample.shape[0]
+        n = settings.temperature.shape[0]
         device = prompt_ids.device
         self.uses = settings.uses
         self.seen = self.counts = self.seq = None

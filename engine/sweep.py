@@ -15,7 +15,7 @@ import tomllib
 from dataclasses import dataclass, field
 from typing import Callable
 
-from engine.config import ConfigError, DecodingConfig, FIELD_NAMES
+from engine.config import ConfigError, DecodingConfig
 from engine.metrics import METRICS, self_similarity, text_metrics
 
 STRATEGIES = ("grid", "random", "bayes")
@@ -339,4 +339,4 @@ def to_json(results: list[PointResult], spec: SweepSpec) -> str:
     return json.dumps(doc, ensure_ascii=False, indent=1) + "\n"
 
 
-__all__ = ["FIELD_NAMES", "PointResult", "PromptCase", "SweepSpec", "best", "run_sweep"]
+__all__ = ["PointResult", "PromptCase", "SweepSpec", "best", "run_sweep"]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import tomllib
 
 from textual import on
@@ -138,4 +137,4 @@ class ConfigEditor(ModalScreen[DecodingConfig | None]):
         self.dismiss(None)
 
 
-__all__ = ["ConfigEditor", "dataclasses"]
+__all__ = ["ConfigEditor"]
