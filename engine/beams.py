@@ -14,6 +14,7 @@ import torch
 
 from engine.config import DecodingConfig
 from engine.hf_compat import hf_generate_kwargs
+from engine.modelcalls import eos_token_ids, forward_last
 from engine.results import Completion, StepEvent
 from engine.rows import new_tracker, token_texts
 from engine.sampling import PenaltyState, RowSettings, process, step_statistics
@@ -33,8 +34,6 @@ class _CancelCriteria:
 def run_beam(loaded, prompt_ids: torch.Tensor, config: DecodingConfig, seed: int, row: int, emit, cancel,
              k: int) -> Completion:
     from transformers import StoppingCriteriaList
-
-    from engine.generation import eos_token_ids
 
     model, tokenizer = loaded.model, loaded.tokenizer
     eos = eos_token_ids(loaded)
@@ -86,8 +85,6 @@ def rescore(loaded, prompt_ids: torch.Tensor, new_ids: list[int], config: Decodi
         return torch.zeros(0, 6), 0
     new = torch.tensor(new_ids, dtype=torch.long, device=prompt_ids.device)
     full = torch.cat([prompt_ids, new])[None, :]
-    from engine.generation import forward_last
-
     logits = forward_last(loaded.model, full, len(new_ids) + 1).logits[0, :-1].float()
     vocab = logits.shape[-1]
     k = min(max(k, 0), vocab)

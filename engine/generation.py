@@ -16,6 +16,7 @@ from typing import Callable, Sequence
 import torch
 
 from engine.config import DecodingConfig
+from engine.modelcalls import eos_token_ids, forward_last
 from engine.results import Completion, GenerationError, PromptError, StepEvent, Timings
 from engine.rows import build_steps, new_tracker
 from engine.sampling import PenaltyState, RowSettings, pick, process, step_statistics, token_hashes
@@ -53,17 +54,6 @@ def encode_prompt(loaded, prompt: str) -> torch.Tensor:
             raise PromptError("the prompt is empty and this model has no BOS token to start from; type a prompt")
         ids = [tok.bos_token_id]
     return torch.tensor(ids, dtype=torch.long, device=loaded.device)
-
-
-def eos_token_ids(loaded) -> list[int]:
-    ids: set[int] = set()
-    for source in (loaded.model.generation_config, loaded.model.config, loaded.tokenizer):
-        value = getattr(source, "eos_token_id", None)
-        if isinstance(value, int):
-            ids.add(value)
-        elif isinstance(value, (list, tuple)):
-            ids.update(v for v in value if isinstance(v, int))
-    return sorted(ids)
 
 
 def generate_many(loaded, prompt: str, configs: Sequence[DecodingConfig], *, on_step: OnStep | None = None,
@@ -189,19 +179,6 @@ def _decode_batch(loaded, prompt_ids, configs, seeds, row_ids, emit, cancel, k, 
     if unfinished:
         emit(StepEvent(step=-1, tokens={}, finished=unfinished))
     return [t.completion(prefill_s, decode_s, prompt_ids.numel()) for t in trackers]
-
-
-def forward_last(model, input_ids: torch.Tensor, keep: int, **kwargs):
-    """A forward pass computing logits for the last `keep` positions only, where the model supports it
-    (older or remote-code models without `logits_to_keep` compute them all; the result is the same)."""
-    try:
-        return model(input_ids=input_ids, logits_to_keep=keep, **kwargs)
-    except TypeError as exc:
-        if "logits_to_keep" not in str(exc):
-            raise
-        out = model(input_ids=input_ids, **kwargs)
-        out.logits = out.logits[:, -keep:, :]
-        return out
 
 
 def _sync(device: torch.device) -> None:
