@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import os
 import sys
 import tomllib
 from pathlib import Path
@@ -17,8 +18,10 @@ DEFAULT_PRESETS = ("greedy", "balanced", "creative")
 def model_options(func):
     """--model and the load options people use, shared by the TUI launcher, run and bench."""
     options = [
-        click.option("--model", "-m", "model", default="demo", show_default=True, metavar="PATH|ID|demo",
-                     help="A local model folder, a hub id already in the local cache, or 'demo' (bundled)."),
+        click.option("--model", "-m", "model", default=None, metavar="PATH|ID|FILE.gguf|smollm2|demo",
+                     help="A local model folder, a hub id already in the local cache, a .gguf file, 'smollm2' "
+                          "(SmolLM2-135M-Instruct, the default when installed; $DECODELAB_MODEL overrides) or "
+                          "'demo' (the bundled tiny model). `decodelab models` lists what is here."),
         click.option("--dtype", type=click.Choice(["auto", "float32", "float16", "bfloat16"]), default="auto",
                      show_default=True, help="Weights dtype; auto = bfloat16/float16 on CUDA, float32 on CPU."),
         click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
@@ -27,7 +30,8 @@ def model_options(func):
                      show_default=True, help="bitsandbytes quantization."),
         click.option("--quant-type", type=click.Choice(["nf4", "fp4"]), default="nf4", show_default=True,
                      help="4-bit only: the 4-bit number format."),
-        click.option("--chat/--no-chat", default=False, help="Wrap the prompt in the model's chat template."),
+        click.option("--chat/--no-chat", default=None,
+                     help="Wrap the prompt in the model's chat template (default: on for smollm2, else off)."),
         click.option("--trust-remote-code", is_flag=True, help="Run Python code shipped with the model (off)."),
         click.option("--profile", type=click.Path(dir_okay=False), default=None,
                      help="A saved model profile (TOML); other model options are ignored."),
@@ -51,6 +55,16 @@ def model_spec(model, dtype, device, quantization, quant_type, chat, trust_remot
         from engine.profiles import load_model_profile
 
         return load_model_profile(profile)
+    if model is None:
+        from engine.loading import default_model_path
+
+        model = default_model_path()
+        if model == "demo" and not os.environ.get("DECODELAB_MODEL"):
+            from engine.gguf import SMOLLM2_HINT
+
+            click.echo(f"decodelab: using the tiny demo model; {SMOLLM2_HINT}", err=True)
+    if chat is None:
+        chat = model == "smollm2"
     return ModelSpec(path=model, dtype=dtype, device=device, quantization=quantization, quant_type=quant_type,
                      chat=chat, trust_remote_code=trust_remote_code, server_kind=server_kind,
                      remote_model=remote_model)
