@@ -6,9 +6,9 @@ from pathlib import Path
 
 import click
 
-from cli.render import tally_table
 from cli.common import handle_errors, load_with_progress, model_options, model_spec, resolve_configs
 from engine.config import ConfigError
+from render.tables import tally_table
 
 
 def read_prompts(prompt: str | None, prompt_file: str | None) -> list[str]:
