@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from cli.common import handle_errors, load_with_progress, model_options, model_spec, parse_set
+from cli.common import handle_errors, load_with_progress, model_options, model_spec, parse_set, warn
 from engine.config import ConfigError
 from render.pictures import grid_picture, scatter_text
 from render.tables import results_table
@@ -83,7 +83,8 @@ def scatter(console, results) -> None:
               help="Prompts, one per line, or .jsonl with 'prompt' and optional 'reference'.")
 @click.option("--objective", default=None, metavar="METRIC[=W],...",
               help="Metric weights, e.g. distinct_2=1,mean_logprob=0.5 (default mean_logprob).")
-@click.option("--direction", type=click.Choice(["maximize", "minimize"]), default=None)
+@click.option("--direction", type=click.Choice(["maximize", "minimize"]), default=None,
+              help="Whether a higher objective is better (maximize, the default) or a lower one (minimize).")
 @click.option("--file", "sweep_file", type=click.Path(dir_okay=False), default=None, help="A TOML sweep file.")
 @click.option("--csv", "csv_path", type=click.Path(dir_okay=False), default=None, help="Write results as CSV.")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None, help="Write results as JSON.")
@@ -92,7 +93,7 @@ def scatter(console, results) -> None:
 @handle_errors
 def sweep(presets, sets, grid, ranges, strategy, trials, seeds, prompt, prompt_file, objective, direction,
           sweep_file, csv_path, json_path, force, save_best, **model):
-    """Search decoding settings: every point runs through the batched engine and is scored.
+    """Search decoding settings (grid, random, Bayesian); every point is scored by metrics.
 
     \b
     Examples:
@@ -111,6 +112,9 @@ def sweep(presets, sets, grid, ranges, strategy, trials, seeds, prompt, prompt_f
     spec = build_spec(presets, sets, grid, ranges, strategy, trials, seeds, prompt, prompt_file, objective, direction,
                       sweep_file)
     spec.validate()
+    if spec.strategy == "grid" and trials is not None:
+        warn(f"--trials {trials} is ignored: a grid runs every combination ({spec.grid_size()} points); "
+             "use --strategy random or bayes for a budget of points")
     for path in (csv_path, json_path):
         if path and not force:
             from pathlib import Path
