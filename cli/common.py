@@ -15,6 +15,27 @@ from engine.config import ConfigError, DecodingConfig
 DEFAULT_PRESETS = ("greedy", "balanced", "creative")
 
 
+class CommandGroup(click.Group):
+    """A group whose command list shows each command's whole first sentence, in a reading order."""
+
+    ORDER = ("run", "presets", "ab", "sweep", "bench", "serve", "models")
+
+    def list_commands(self, ctx):
+        names = super().list_commands(ctx)
+        rank = {n: i for i, n in enumerate(self.ORDER)}
+        return sorted(names, key=lambda n: (rank.get(n, len(rank)), n))
+
+    def format_commands(self, ctx, formatter):
+        rows = []
+        for name in self.list_commands(ctx):
+            command = self.get_command(ctx, name)
+            if command is not None and not command.hidden:
+                rows.append((name, command.get_short_help_str(limit=1000)))  # never cut with "..."
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
+
+
 def model_options(func):
     """--model and the load options people use, shared by the TUI launcher, run and bench."""
     options = [
@@ -106,19 +127,29 @@ def resolve_configs(presets: tuple[str, ...], sets: tuple[str, ...], seed: int |
     return configs
 
 
+def warn(message: str) -> None:
+    click.echo(f"decodelab: warning: {message}", err=True)
+
+
 def read_prompt(prompt: str | None, prompt_file: str | None, required: bool = True) -> str | None:
+    """The prompt from --prompt, --prompt-file or a pipe; an empty one is allowed but warned about."""
     if prompt is not None and prompt_file is not None:
         raise click.UsageError("give --prompt or --prompt-file, not both")
     if prompt_file is not None:
         try:
-            return Path(prompt_file).read_text(encoding="utf-8")
+            text, where = Path(prompt_file).read_text(encoding="utf-8"), f"prompt file {prompt_file}"
         except (OSError, UnicodeDecodeError) as exc:
             raise ConfigError(f"cannot read prompt file {prompt_file}: {getattr(exc, 'strerror', None) or exc}")
-    if prompt is None and required:
-        if not sys.stdin.isatty():
-            return sys.stdin.read()
-        raise click.UsageError("give a prompt with --prompt TEXT or --prompt-file FILE (or pipe it on stdin)")
-    return prompt
+    elif prompt is None and required:
+        if sys.stdin.isatty():
+            raise click.UsageError("give a prompt with --prompt TEXT or --prompt-file FILE (or pipe it on stdin)")
+        text, where = sys.stdin.read(), "the prompt read from stdin"
+    else:
+        text, where = prompt, "--prompt"
+    if required and text is not None and not text.strip():
+        warn(f"{where} is empty, so the model writes from nothing; give a prompt with --prompt TEXT, "
+             "--prompt-file FILE or on stdin")
+    return text
 
 
 def load_with_progress(spec, quiet: bool = False, api_key: str | None = None):
