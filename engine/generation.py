@@ -11,7 +11,7 @@ from __future__ import annotations
 import secrets
 import threading
 import time
-from typing import Callable, Sequence
+from typing import Callable, Container, Sequence
 
 import torch
 
@@ -19,6 +19,7 @@ from engine.config import DecodingConfig
 from engine.modelcalls import eos_token_ids, forward_last
 from engine.results import Completion, GenerationError, PromptError, StepEvent, Timings
 from engine.rows import build_steps, new_tracker
+from engine.rowstops import finish_stopped
 from engine.sampling import PenaltyState, RowSettings, pick, process, step_statistics, token_hashes
 
 OnStep = Callable[[StepEvent], None]
@@ -58,8 +59,12 @@ def encode_prompt(loaded, prompt: str) -> torch.Tensor:
 
 def generate_many(loaded, prompt: str, configs: Sequence[DecodingConfig], *, on_step: OnStep | None = None,
                   cancel: threading.Event | None = None, top_alternatives: int = 10,
-                  batch_invariant: bool = True, prefix_ids: Sequence[int] = ()) -> list[Completion]:
+                  batch_invariant: bool = True, prefix_ids: Sequence[int] = (),
+                  stop_rows: Container[int] = ()) -> list[Completion]:
     """Run prompt under every config; completions come back in the order of configs.
+
+    stop_rows: indices into configs that the caller may add to while the run goes on (e.g. a set); each
+    such row ends as "cancelled" at the next step while the others go on. Beam rows stop with cancel only.
 
     prefix_ids forces the first generated tokens (a branch: "continue from this token"). They are
     recorded as steps with their real statistics, then decoding goes on from there.
@@ -90,7 +95,7 @@ def generate_many(loaded, prompt: str, configs: Sequence[DecodingConfig], *, on_
     try:
         if batch_rows:
             done = _decode_batch(loaded, prompt_ids, [configs[i] for i in batch_rows], [seeds[i] for i in batch_rows],
-                                 batch_rows, emit, cancel, top_alternatives, batch_invariant, prefix)
+                                 batch_rows, emit, cancel, top_alternatives, batch_invariant, prefix, stop_rows)
             results.update(zip(batch_rows, done))
         from engine.beams import run_beam
 
@@ -125,7 +130,7 @@ def _free_memory() -> None:
 
 @torch.inference_mode()
 def _decode_batch(loaded, prompt_ids, configs, seeds, row_ids, emit, cancel, k, batch_invariant,
-                  prefix: list[int]) -> list[Completion]:
+                  prefix: list[int], stops: Container[int] = ()) -> list[Completion]:
     model, tokenizer = loaded.model, loaded.tokenizer
     n = len(configs)
     rows = bucket_rows(n) if batch_invariant else n
@@ -160,6 +165,9 @@ def _decode_batch(loaded, prompt_ids, configs, seeds, row_ids, emit, cancel, k, 
     eos_t = torch.tensor(eos, dtype=torch.long, device=loaded.device) if eos else None
     decode_start = time.perf_counter()
     for step in range(len(prefix), max_new):
+        stopped = finish_stopped(trackers, row_ids, stops, step, time.perf_counter() - decode_start)  # "stop this pane"
+        if stopped is not None:
+            emit(stopped)
         if cancel.is_set() or all(t.finished for t in trackers):
             break
         processed = process(logits, settings, state, step, eos_t)  # penalties, temperature, filters

@@ -68,6 +68,15 @@ class Pane(Vertical, can_focus=True):
         padding: 0 1;
         color: $text-muted;
     }
+    Pane > .pane--error {
+        height: auto;
+        max-height: 8;
+        padding: 0 1;
+        color: $error;
+    }
+    Pane > .pane--error.-empty {
+        display: none;
+    }
     Pane > Sparkline {
         height: 1;
         margin: 0 1;
@@ -93,11 +102,18 @@ class Pane(Vertical, can_focus=True):
         scroll.can_focus = False
         with scroll:
             yield TokenView()
+        yield Static("", classes="pane--error")
         yield Static("", classes="pane--stats")
         yield Sparkline([], summary_function=max)
 
     def on_mount(self) -> None:
         self.refresh_view()
+
+    def show_error(self) -> None:
+        """The last run's error in full, beside (never instead of) the pane's text."""
+        error = self.query_one(".pane--error", Static)
+        error.update(f"⚠ {self.state.error}" if self.state.error else "")
+        error.set_class(not self.state.error, "-empty")
 
     def refresh_view(self, scroll: bool = False) -> None:
         """Redraw from state (called at most ~30 times a second while streaming)."""
@@ -108,6 +124,7 @@ class Pane(Vertical, can_focus=True):
         text = render_tokens(state.steps, len(state.text), self.measure, state.cursor, self.diverge_at)
         self.query_one(TokenView).update(text)
         self.query_one(".pane--stats", Static).update(stats_text(state, self.diverge_at))
+        self.show_error()
         self.query_one(Sparkline).data = [math.exp(s.logprob) if math.isfinite(s.logprob) else 0.0
                                           for s in state.steps[-200:]]
         if scroll and state.cursor is None:
