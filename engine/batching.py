@@ -47,8 +47,6 @@ class Request:
     def __post_init__(self):
         if not self.configs:
             raise PromptError("no decoding configs to run: add at least one")
-        if any(c.num_beams > 1 for c in self.configs):
-            raise PromptError("beam configs do not join a multi-prompt batch; run them with generate_many")
         if not self.seeds:
             self.seeds = [c.seed if c.seed is not None else secrets.randbelow(2**32) for c in self.configs]
 
@@ -213,6 +211,8 @@ class MultiBatch:
         requests = list(requests)
         if not requests:
             return
+        if any(c.num_beams > 1 for r in requests for c in r.configs):
+            raise PromptError("beam configs do not join a multi-prompt batch; run them with generate_many")
         if (self.groups or len(requests) > 1) and not self.mergeable:
             raise RuntimeError("this model's cache cannot be joined: add one request to an empty batch")
         for request in requests:

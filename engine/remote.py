@@ -183,6 +183,8 @@ def request_body(remote: RemoteModel, prompt: str, config: DecodingConfig, seed:
     for name, value in optional.items():  # neutral values too: servers' defaults are not neutral
         if name in fields:
             body[rename.get(name, name)] = value
+    if remote.kind == "decodelab":
+        body["decodelab_stats"] = True  # every token's full statistics, as the local engine gives them
     if remote.kind == "llamacpp":
         body["repeat_last_n"] = -1  # penalise the whole context, as HF and decodelab do (llama.cpp: last 64)
     if config.stop_strings and "stop_strings" in fields:
