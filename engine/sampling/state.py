@@ -1,0 +1,70 @@
+"""RowState: what the stateful stages know about each row so far, updated once per step.
+
+The token history (prompt included) for windows, n-grams, DRY and banned sequences; presence and
+counts for the penalties; Mirostat's mu. Everything is per row, so rows never influence each other.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from engine.sampling.settings import RowSettings
+
+_HISTORY_STAGES = {"no_repeat_ngram", "dry", "banned_strings", "repetition_penalty_last_n"}
+
+
+class RowState:
+    def __init__(self, settings: RowSettings, prompt_ids: torch.Tensor, vocab_size: int, max_new: int,
+                 eos_ids: torch.Tensor | None = None):
+        n = settings.seed_lo.shape[0]
+        device = prompt_ids.device
+        uses = settings.uses
+        self.eos_ids = eos_ids
+        self.seen = self.counts = self.seq = self.mu = None
+        self.length = prompt_ids.numel()
+        if "repetition_penalty" in uses:
+            self.seen = torch.zeros(n, vocab_size, dtype=torch.bool, device=device)
+            self.seen[:, prompt_ids] = True
+        if uses & {"frequency_penalty", "presence_penalty"}:
+            self.counts = torch.zeros(n, vocab_size, dtype=torch.float32, device=device)
+        if uses & _HISTORY_STAGES:
+            self.seq = torch.empty(n, self.length + max_new, dtype=torch.long, device=device)
+            self.seq[:, : self.length] = prompt_ids
+        if "mirostat" in uses:
+            self.mu = 2 * settings.mirostat_tau[:, 0].clone()  # llama.cpp starts mu at 2 tau
+        self.settings = settings
+
+    @property
+    def history(self) -> torch.Tensor:
+        """[N, L] every row's tokens so far (prompt included)."""
+        return self.seq[:, : self.length]
+
+    def take(self, rows: torch.Tensor) -> RowState:
+        """A view of some rows (a sampler_order group) for reading; updates go through the full state."""
+        view = object.__new__(RowState)
+        view.__dict__.update(self.__dict__)
+        for name in ("seen", "counts", "seq", "mu"):
+            value = getattr(self, name)
+            setattr(view, name, None if value is None else value[rows])
+        return view
+
+    def update(self, tokens: torch.Tensor, processed: torch.Tensor | None = None) -> None:
+        """Record this step's tokens; Mirostat rows move mu by the surprise of the token they drew."""
+        if self.seen is not None:
+            self.seen.scatter_(1, tokens[:, None], True)
+        if self.counts is not None:
+            self.counts.scatter_add_(1, tokens[:, None], torch.ones_like(tokens[:, None], dtype=torch.float32))
+        if self.seq is not None:
+            self.seq[:, self.length] = tokens
+        self.length += 1
+        if self.mu is not None and processed is not None:
+            rows = self.settings.rows["mirostat"]
+            logp = torch.log_softmax(processed[rows], dim=-1).gather(1, tokens[rows, None])[:, 0]
+            surprise = -logp / math.log(2)
+            s = self.settings
+            self.mu[rows] = self.mu[rows] - s.mirostat_eta[rows, 0] * (surprise - s.mirostat_tau[rows, 0])
+
+
+PenaltyState = RowState  # the name engine/benchmark.py and older callers use
