@@ -59,16 +59,25 @@ def encode_prompt(loaded, prompt: str) -> torch.Tensor:
 def generate_many(loaded, prompt: str, configs: Sequence[DecodingConfig], *, on_step: OnStep | None = None,
                   cancel: threading.Event | None = None, top_alternatives: int = 10,
                   batch_invariant: bool = True, prefix_ids: Sequence[int] = ()) -> list[Completion]:
-    """Run prompt under every config; completions come back in the order of configs.
+    """Run prompt under every config on loaded's backend (local or remote); completions in the order of configs.
 
     prefix_ids forces the first generated tokens (a branch: "continue from this token"). They are
     recorded as steps with their real statistics, then decoding goes on from there.
     """
-    if getattr(loaded, "remote", False):
-        from engine.remote import generate_remote
+    from engine.backend import Backend
 
-        return generate_remote(loaded, prompt, configs, on_step=on_step, cancel=cancel,
-                               top_alternatives=top_alternatives, prefix_ids=prefix_ids)
+    if isinstance(loaded, Backend):
+        options = {} if loaded.remote else {"batch_invariant": batch_invariant}
+        return loaded.generate(prompt, configs, on_step=on_step, cancel=cancel, top_alternatives=top_alternatives,
+                               prefix_ids=prefix_ids, **options)
+    return generate_local(loaded, prompt, configs, on_step=on_step, cancel=cancel, top_alternatives=top_alternatives,
+                          batch_invariant=batch_invariant, prefix_ids=prefix_ids)
+
+
+def generate_local(loaded, prompt: str, configs: Sequence[DecodingConfig], *, on_step: OnStep | None = None,
+                   cancel: threading.Event | None = None, top_alternatives: int = 10,
+                   batch_invariant: bool = True, prefix_ids: Sequence[int] = ()) -> list[Completion]:
+    """The local engine: prefill once, replicate the cache to every row, one batched decode loop."""
     configs = list(configs)
     if not configs:
         raise PromptError("no decoding configs to run: add at least one")
@@ -76,7 +85,7 @@ def generate_many(loaded, prompt: str, configs: Sequence[DecodingConfig], *, on_
         raise PromptError("every config must be a DecodingConfig")
     prompt_ids = encode_prompt(loaded, prompt)
     prefix = [int(t) for t in prefix_ids]
-    _check_context(loaded, prompt_ids.numel(), max(c.max_new_tokens for c in configs))
+    check_context(loaded, prompt_ids.numel(), max(c.max_new_tokens for c in configs))
     if prefix and any(c.num_beams > 1 for c in configs):
         raise PromptError("beam configs cannot be branched from a token; branch a sampling or greedy pane")
     if prefix and len(prefix) >= min(c.max_new_tokens for c in configs):
@@ -105,7 +114,7 @@ def generate_many(loaded, prompt: str, configs: Sequence[DecodingConfig], *, on_
     return [results[i] for i in range(len(configs))]
 
 
-def _check_context(loaded, prompt_len: int, max_new: int) -> None:
+def check_context(loaded, prompt_len: int, max_new: int) -> None:
     limit = loaded.context_length
     if limit is None:
         return
@@ -187,4 +196,4 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-__all__ = ["Completion", "GenerationError", "StepEvent", "Timings", "bucket_rows", "encode_prompt", "generate_many"]
+__all__ = ["Completion", "GenerationError", "StepEvent", "Timings", "bucket_rows", "encode_prompt", "generate_local", "generate_many"]
