@@ -63,5 +63,5 @@ def _recent(s, state) -> torch.Tensor:
     start = torch.where(window > 0, length - window, 0).clamp(min=0)
     inside = torch.arange(length, device=history.device)[None, :] >= start[:, None]
     seen = torch.zeros(n_rows, s.vocab + 1, dtype=torch.bool, device=history.device)
-    seen.scatter_(1, torch.where(inside, history, s.vocab), True)
+    seen.scatter_(1, torch.where(inside & (history >= 0), history, s.vocab), True)
     return seen[:, : s.vocab]

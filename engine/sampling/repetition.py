@@ -43,7 +43,8 @@ def dry(x, s, state, step):
     history = state.history
     n_rows, length = history.shape
     last_n = s.dry_penalty_last_n
-    width = torch.where(last_n > 0, last_n.clamp(max=length), length)  # [N] window per row
+    real = (history >= 0).sum(dim=1)  # rows of a multi-prompt batch are left-padded with -1
+    width = torch.where(last_n > 0, last_n.minimum(real), real)  # [N] window per row
     span = int(width.max())
     pos = torch.arange(span, device=x.device)
     rev = history[:, length - span:].flip(1)  # rev[:, i]: the token i places before the end

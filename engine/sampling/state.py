@@ -36,6 +36,41 @@ class RowState:
             self.mu = 2 * settings.mirostat_tau[:, 0].clone()  # llama.cpp starts mu at 2 tau
         self.settings = settings
 
+    @classmethod
+    def for_prompts(cls, settings: RowSettings, prompts: list[torch.Tensor], vocab_size: int, max_new: int,
+                    eos_ids: torch.Tensor | None = None) -> RowState:
+        """A state whose rows each start from their own prompt (the history is left-padded with -1: no token)."""
+        longest = max(prompts, key=lambda p: p.numel())
+        state = cls(settings, longest, vocab_size, max_new, eos_ids)
+        if all(p is longest or torch.equal(p, longest) for p in prompts):
+            return state
+        if state.seen is not None:
+            state.seen.zero_()
+            for row, p in enumerate(prompts):
+                state.seen[row, p] = True
+        if state.seq is not None:
+            state.seq[:, : longest.numel()] = -1
+            for row, p in enumerate(prompts):
+                state.seq[row, longest.numel() - p.numel() : longest.numel()] = p
+        return state
+
+    def select(self, index: torch.Tensor, settings: RowSettings) -> None:
+        """Keep only these rows, now described by settings; drop what no remaining row needs."""
+        for name in ("seen", "counts", "seq", "mu"):
+            value = getattr(self, name)
+            if value is not None:
+                setattr(self, name, value.index_select(0, index))
+        uses = settings.uses
+        if not uses & _HISTORY_STAGES:
+            self.seq = None
+        if "repetition_penalty" not in uses:
+            self.seen = None
+        if not uses & {"frequency_penalty", "presence_penalty"}:
+            self.counts = None
+        if "mirostat" not in uses:
+            self.mu = None
+        self.settings = settings
+
     @property
     def history(self) -> torch.Tensor:
         """[N, L] every row's tokens so far (prompt included)."""
