@@ -20,7 +20,7 @@ from engine.config import DecodingConfig
 from engine.modelcalls import eos_token_ids
 from engine.results import Completion, GenerationError, PromptError, StepEvent, Timings
 from engine.rows import build_steps, new_tracker
-from engine.sampling import PenaltyState, RowSettings, pick, process, step_statistics, token_hashes
+from engine.sampling import RowSettings, RowState, pick, process, step_statistics, token_hashes
 
 OnStep = Callable[[StepEvent], None]
 
@@ -159,20 +159,21 @@ def _decode_batch(loaded, prompt_ids, configs, seeds, row_ids, emit, cancel, k, 
     _sync(loaded.device)
     prefill_s = time.perf_counter() - start
 
-    settings = RowSettings.build(list(configs) + [None] * (rows - n), seeds + [0] * (rows - n), vocab, loaded.device)
-    state = PenaltyState(settings, prompt_ids, vocab, max_new)
+    settings = RowSettings.build(list(configs) + [None] * (rows - n), seeds + [0] * (rows - n), vocab, loaded.device,
+                                 tokenizer)
+    eos_t = torch.tensor(eos, dtype=torch.long, device=loaded.device) if eos else None
+    state = RowState(settings, prompt_ids, vocab, max_new, eos_t)
     for token in prefix:  # the forced tokens count as generated for the penalties
         state.update(torch.full((rows,), token, dtype=torch.long, device=loaded.device))
     hashes = token_hashes(vocab, loaded.device)
-    eos_t = torch.tensor(eos, dtype=torch.long, device=loaded.device) if eos else None
     decode_start = time.perf_counter()
     for step in range(len(prefix), max_new):
         if cancel.is_set() or all(t.finished for t in trackers):
             break
-        processed = process(logits, settings, state, step, eos_t)  # penalties, temperature, filters
+        processed = process(logits, settings, state, step)  # the sampler chain (engine/sampling/chain.py)
         tokens = pick(processed, settings, step, hashes)  # argmax, or argmax + Gumbel noise
         stats = step_statistics(logits, processed, tokens, k).cpu()  # the step's one host transfer
-        state.update(tokens)
+        state.update(tokens, processed)  # history, penalty counts, Mirostat's mu
         now = time.perf_counter() - decode_start
         event = build_steps(trackers, stats.tolist()[:n], k, tokenizer, step, now, row_ids)
         emit(event)
