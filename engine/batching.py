@@ -25,7 +25,7 @@ from engine.config import DecodingConfig
 from engine.modelcalls import eos_token_ids, forward_last
 from engine.results import Completion, PromptError, StepEvent
 from engine.rows import build_steps, new_tracker
-from engine.sampling import PenaltyState, RowSettings, pick, process, step_statistics, token_hashes
+from engine.sampling import RowSettings, RowState, pick, process, step_statistics, token_hashes
 
 
 @dataclass(eq=False)
@@ -62,17 +62,18 @@ class Request:
 class Group:
     """Requests that joined at the same step: their rows share one step counter, settings and penalty state."""
 
-    def __init__(self, requests: list[Request], vocab: int, device, hashes, eos: list[int]):
+    def __init__(self, requests: list[Request], vocab: int, device, hashes, eos: list[int], tokenizer=None):
         self.requests = requests
         self.owners = [(r, i) for r in requests for i in range(r.rows)]
         configs = [r.configs[i] for r, i in self.owners]
         seeds = [r.seeds[i] for r, i in self.owners]
-        self.settings = RowSettings.build(configs, seeds, vocab, device)
-        self.state = _penalty_state(self.settings, [r.prompt_ids for r, _ in self.owners], vocab,
-                                    max(c.max_new_tokens for c in configs))
+        self.tokenizer = tokenizer
+        self.settings = RowSettings.build(configs, seeds, vocab, device, tokenizer)
+        eos_t = torch.tensor(eos, dtype=torch.long, device=device) if eos else None
+        self.state = RowState.for_prompts(self.settings, [r.prompt_ids for r, _ in self.owners], vocab,
+                                          max(c.max_new_tokens for c in configs), eos_t)
         self.k = min(max(r.top for r in requests), vocab)
         self.step, self.hashes = 0, hashes
-        self.eos_t = torch.tensor(eos, dtype=torch.long, device=device) if eos else None
 
     @property
     def rows(self) -> int:
@@ -80,10 +81,10 @@ class Group:
 
     def advance(self, logits: torch.Tensor, tokenizer) -> torch.Tensor:
         """Pick this group's tokens from its rows' logits, record them and tell each request."""
-        processed = process(logits, self.settings, self.state, self.step, self.eos_t)  # penalties, filters
+        processed = process(logits, self.settings, self.state, self.step)  # the sampler chain
         tokens = pick(processed, self.settings, self.step, self.hashes)  # argmax, or argmax + Gumbel noise
         stats = step_statistics(logits, processed, tokens, self.k).cpu().tolist()  # one host transfer
-        self.state.update(tokens)
+        self.state.update(tokens, processed)
         by_request: dict[int, list[int]] = {}
         for row, (request, _) in enumerate(self.owners):
             by_request.setdefault(id(request), []).append(row)
@@ -109,35 +110,9 @@ class Group:
             return
         device = self.settings.seed_lo.device
         self.settings = RowSettings.build([r.configs[i] for r, i in self.owners],
-                                          [r.seeds[i] for r, i in self.owners], self.hashes.shape[0], device)
-        index = torch.tensor(rows, dtype=torch.long, device=device)
-        for name, value in vars(self.state).items():  # the penalty history of the rows that stay
-            if isinstance(value, torch.Tensor) and value.dim() >= 1 and value.shape[0] == before:
-                setattr(self.state, name, value.index_select(0, index))
-        uses = self.settings.uses
-        if "no_repeat_ngram_size" not in uses:  # a stage no remaining row uses must not run
-            self.state.seq = None
-        if "repetition_penalty" not in uses:
-            self.state.seen = None
-        if not uses & {"frequency_penalty", "presence_penalty"}:
-            self.state.counts = None
-
-
-def _penalty_state(settings: RowSettings, prompts: list[torch.Tensor], vocab: int, max_new: int) -> PenaltyState:
-    """A PenaltyState whose rows each start from their own prompt (n-gram history left-padded with -1)."""
-    longest = max(prompts, key=lambda p: p.numel())
-    state = PenaltyState(settings, longest, vocab, max_new)
-    if all(p is longest or torch.equal(p, longest) for p in prompts):
-        return state
-    if state.seen is not None:
-        state.seen.zero_()
-        for row, p in enumerate(prompts):
-            state.seen[row, p] = True
-    if state.seq is not None:
-        state.seq[:, : longest.numel()] = -1  # never equal to a token id, so pads never form an n-gram
-        for row, p in enumerate(prompts):
-            state.seq[row, longest.numel() - p.numel() : longest.numel()] = p
-    return state
+                                          [r.seeds[i] for r, i in self.owners], self.hashes.shape[0], device,
+                                          self.tokenizer)
+        self.state.select(torch.tensor(rows, dtype=torch.long, device=device), self.settings)  # rows that stay
 
 
 def _mergeable(cache) -> bool:
@@ -231,7 +206,7 @@ class MultiBatch:
             request.prefill_s = time.perf_counter() - start
         if self.hashes is None:
             self.hashes = token_hashes(self.logits.shape[-1], self.device)
-        self.groups.append(Group(requests, self.logits.shape[-1], self.device, self.hashes, self.eos))
+        self.groups.append(Group(requests, self.logits.shape[-1], self.device, self.hashes, self.eos, self.tokenizer))
 
     def _join(self, cache, mask, positions, logits) -> None:
         if self.cache is None:
