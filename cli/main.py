@@ -9,16 +9,18 @@ import click
 
 from cli.common import (
     DEFAULT_PRESETS,
+    CommandGroup,
     handle_errors,
     load_with_progress,
     model_options,
     model_spec,
     read_prompt,
     resolve_configs,
+    warn,
 )
 
 
-@click.group(invoke_without_command=True, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=CommandGroup, invoke_without_command=True, context_settings={"help_option_names": ["-h", "--help"]})
 @model_options
 @click.option("--preset", "-p", "presets", multiple=True, metavar="NAME|PATH",
               help="A pane's preset (repeat for more panes). Default: greedy, balanced, creative.")
@@ -29,8 +31,9 @@ from cli.common import (
 def main(ctx, presets, prompt, prompt_file, **model):
     """decodelab: one prompt, many decoding configs, side by side.
 
-    With no command, opens the playground TUI on the bundled demo model (or --model).
-    Commands: run (headless comparison), presets (library, export/import), bench.
+    With no command, opens the playground TUI on the bundled demo model (or --model):
+    ctrl+r runs every pane, Esc cancels a run, ctrl+p lists every action, ctrl+q quits.
+    Each command below has its own --help.
     """
     if ctx.invoked_subcommand is not None:
         return
@@ -58,7 +61,9 @@ def main(ctx, presets, prompt, prompt_file, **model):
               help="Alternatives per token in JSON output.")
 @handle_errors
 def run(prompt, prompt_file, presets, sets, seed, as_json, as_jsonl, heatmap, top, **model):
-    """Run the batched comparison without the TUI.
+    """Run the batched comparison without the TUI and print every pane.
+
+    Exits 1 when any pane ended in an error (each is named on stderr).
 
     \b
     Examples:
@@ -88,6 +93,11 @@ def run(prompt, prompt_file, presets, sets, seed, as_json, as_jsonl, heatmap, to
         from cli.render import print_completions
 
         print_completions(Console(), text, completions, heatmap)
+    failed = [c for c in completions if c.stop_reason == "error" or c.extra.get("error")]
+    for c in failed:
+        warn(f"pane {c.config.name!r} ended in an error: {c.extra.get('error') or 'no reason given'}")
+    if failed:
+        raise SystemExit(1)
 
 
 @main.command()
@@ -95,11 +105,13 @@ def run(prompt, prompt_file, presets, sets, seed, as_json, as_jsonl, heatmap, to
 @click.option("--shape", type=click.Choice(["cpu-40m", "llama-1b", "qwen-1.5b", "llama-8b"]), default=None,
               help="Benchmark a random-weight model of this shape (default: cpu-40m on CPU, llama-1b on GPU).")
 @click.option("--real", is_flag=True, help="Benchmark the --model instead of a random-weight shape.")
-@click.option("--new-tokens", type=click.IntRange(1, 4096), default=64, show_default=True)
-@click.option("--repeats", type=click.IntRange(1, 50), default=3, show_default=True)
+@click.option("--new-tokens", type=click.IntRange(1, 4096), default=64, show_default=True,
+              help="Tokens each config generates per timed run.")
+@click.option("--repeats", type=click.IntRange(1, 50), default=3, show_default=True,
+              help="Timed runs per measurement; the report gives their median.")
 @handle_errors
 def bench(shape, real, new_tokens, repeats, **model):
-    """Time one config alone vs 8 batched vs 8 sequential HF generate calls; print the ratios."""
+    """Time one config alone, 8 batched and 8 sequential HF generate calls, and print the ratios."""
     from engine.benchmark import random_model, run_benchmark
 
     spec = model_spec(**model)

@@ -10,6 +10,27 @@ from cli.common import handle_errors, parse_set
 from engine.config import DEFAULTS, FIELD_NAMES, ConfigError
 
 
+def save_forcing(config, name: str, force: bool):
+    """Save into the library; an existing preset is kept unless --force, and the error says so."""
+    from engine.presets import PresetExistsError, save_user_preset
+
+    try:
+        return save_user_preset(config, name, overwrite=force)
+    except PresetExistsError:
+        from engine.presets import user_preset_dir
+
+        raise ConfigError(f"your preset {name!r} already exists ({user_preset_dir() / (name + '.toml')}); "
+                          "pass --force to overwrite it, or choose another name") from None
+
+
+def note_shadowing(name: str) -> None:
+    from engine.presets import builtin_preset_dir
+
+    if (builtin_preset_dir() / f"{name}.toml").is_file():
+        click.echo(f"note: your {name!r} now shadows the built-in preset of that name everywhere "
+                   f"(`decodelab presets delete {name}` brings the built-in back)", err=True)
+
+
 @click.group()
 def presets():
     """Manage decoding presets: the built-ins and your own library."""
@@ -48,13 +69,13 @@ def show(name):
 def save(name, base, sets, force):
     """Save a preset into your library."""
     from engine.config import DecodingConfig
-    from engine.presets import find_preset, save_user_preset
+    from engine.presets import find_preset
 
     config = find_preset(base) if base else DecodingConfig()
     changes = parse_set(sets)
     config = config.replace(**changes, name=name)
-    path = save_user_preset(config, name, overwrite=force)
-    click.echo(f"saved {name} -> {path}")
+    click.echo(f"saved {name} -> {save_forcing(config, name, force)}")
+    note_shadowing(name)
 
 
 @presets.command()
@@ -133,7 +154,7 @@ def import_cmd(file, name, save, force):
     """Import a transformers generation_config.json or a text-generation-webui YAML preset."""
     from engine.fileio import load_document
     from engine.interop import import_preset_text
-    from engine.presets import check_preset_name, dumps_preset, save_user_preset
+    from engine.presets import check_preset_name, dumps_preset
 
     text = load_document(file, "file")
     stem = Path(file).stem
@@ -143,6 +164,7 @@ def import_cmd(file, name, save, force):
     for note in converted.notes:
         click.echo(f"note: {note}", err=True)
     if save:
-        click.echo(f"saved {name} -> {save_user_preset(converted.data, name, overwrite=force)}")
+        click.echo(f"saved {name} -> {save_forcing(converted.data, name, force)}")
+        note_shadowing(name)
     else:
         click.echo(dumps_preset(converted.data), nl=False)

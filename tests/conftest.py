@@ -8,6 +8,8 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+# Commands without --model use the bundled demo model in tests (the app's own default is SmolLM2 when installed).
+os.environ.setdefault("DECODELAB_MODEL", "demo")
 
 CORPUS = [
     "The for statement is used to iterate over the elements of a sequence.",

@@ -36,3 +36,53 @@ def test_every_engine_module_is_checked():
 def test_plain_import_is_light():
     loaded = _modules_after("import engine")
     assert "torch" not in loaded  # torch loads only when a model or generation name is used
+
+
+# -- the arrows between layers, read from every import statement (function-local ones included) -----------
+
+import ast  # noqa: E402
+
+LAYERS = {  # a package: the top-level packages it must never import
+    "engine": {"textual", "rich", "tui", "cli", "server", "render", "themes"},
+    "render": {"tui", "cli", "server", "textual"},
+    "themes": {"tui", "cli", "server", "render"},
+    "tui": {"cli", "server"},
+    "cli": {"tui.screens", "tui.widgets", "tui.actions"},  # cli opens the app (tui.app) and nothing under it
+}
+
+
+def imported_names(path: Path) -> set[str]:
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names.add(node.module)
+    return names
+
+
+def _violations(package: str, banned: set[str]) -> list[str]:
+    found = []
+    for path in sorted((ROOT / package).rglob("*.py")):
+        for name in imported_names(path):
+            if any(name == b or name.startswith(b + ".") for b in banned):
+                found.append(f"{path.relative_to(ROOT)} imports {name}")
+    return found
+
+
+def test_layers_import_only_downwards():
+    for package, banned in LAYERS.items():
+        assert (ROOT / package).is_dir(), package
+        assert _violations(package, banned) == []
+
+
+def test_the_import_scan_sees_function_local_imports(tmp_path):
+    """The scan must catch an import hidden inside a function, as tui once had `from cli.sweep_cmd import`."""
+    sample = tmp_path / "m.py"
+    sample.write_text("def show():\n    from cli.sweep_cmd import results_table\n    import rich.table\n")
+    assert imported_names(sample) == {"cli.sweep_cmd", "rich.table"}
+
+
+def test_shared_renderers_live_below_tui_and_cli():
+    loaded = _modules_after("import render.tables, render.pictures")
+    assert not any(m.split(".")[0] in {"tui", "cli", "textual", "server"} for m in loaded)

@@ -116,7 +116,7 @@ class ArenaScreen(Screen):
         self.show_tally()
 
     def show_tally(self) -> None:
-        from cli.render import tally_table
+        from render.tables import tally_table
 
         self.query_one("#arena-tally", Static).update(tally_table(self.tally))
 

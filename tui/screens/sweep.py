@@ -137,7 +137,8 @@ class SweepScreen(Screen):
     def show(self) -> None:
         from rich.console import Group
 
-        from cli.sweep_cmd import grid_picture, results_table, scatter_text
+        from render.pictures import grid_picture, scatter_text
+        from render.tables import results_table
         from themes.heatmap import colour
 
         if not self.results:

