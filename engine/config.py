@@ -193,9 +193,9 @@ class DecodingConfig:
         for stage in self.sampler_order:
             if stage not in SAMPLER_STAGES:
                 raise _fail("sampler_order", list(self.sampler_order),
-                            f"{stage!r} is not a stage; use some of: {', '.join(SAMPLER_STAGES)}")
+                            f"{stage!r} is not a stage; it must list some of: {', '.join(SAMPLER_STAGES)}")
         if len(set(self.sampler_order)) != len(self.sampler_order):
-            raise _fail("sampler_order", list(self.sampler_order), "each stage may appear only once")
+            raise _fail("sampler_order", list(self.sampler_order), "each stage must appear at most once")
 
     def _check_strings(self, name: str) -> None:
         value = getattr(self, name)
