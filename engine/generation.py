@@ -15,8 +15,9 @@ from typing import Callable, Sequence
 
 import torch
 
+from engine.cache import prefill
 from engine.config import DecodingConfig
-from engine.modelcalls import eos_token_ids, forward_last
+from engine.modelcalls import eos_token_ids
 from engine.results import Completion, GenerationError, PromptError, StepEvent, Timings
 from engine.rows import build_steps, new_tracker
 from engine.sampling import RowSettings, RowState, pick, process, step_statistics, token_hashes
@@ -151,10 +152,7 @@ def _decode_batch(loaded, prompt_ids, configs, seeds, row_ids, emit, cancel, k, 
     # Prefill once, then give every row its own copy of the cache.
     start = time.perf_counter()
     context = torch.cat([prompt_ids, prompt_ids.new_tensor(prefix)]) if prefix else prompt_ids
-    out = forward_last(model, context[None, :], 1, use_cache=True)
-    cache = out.past_key_values
-    if rows > 1:
-        cache.batch_repeat_interleave(rows)
+    out, cache = prefill(model, context, rows)  # engine/cache.py: every cache kind gets copied to every row
     logits = out.logits[:, -1, :].float().expand(rows, -1)
     vocab = logits.shape[-1]
     k = min(max(k, 0), vocab)
@@ -181,8 +179,7 @@ def _decode_batch(loaded, prompt_ids, configs, seeds, row_ids, emit, cancel, k, 
         emit(event)
         if all(t.finished for t in trackers):
             break
-        out = model(input_ids=tokens[:, None], past_key_values=cache, use_cache=True)  # one forward, all rows
-        logits = out.logits[:, -1, :].float()
+        logits = cache.step(tokens)  # one forward, all rows
     decode_s = time.perf_counter() - decode_start
     unfinished = {row_ids[i]: t.finish("cancelled" if cancel.is_set() else "max_new_tokens", decode_s)
                   for i, t in enumerate(trackers) if not t.finished}
