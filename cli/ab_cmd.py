@@ -50,7 +50,7 @@ def ab(presets, sets, prompt, prompt_file, rounds, tally_path, new, save_winner,
     from rich.console import Console
     from rich.panel import Panel
 
-    from engine.arena import Tally, load_tally, play_round, save_tally
+    from engine.arena import Tally, load_tally, play_rounds, save_tally
 
     console = Console()
     prompts = read_prompts(prompt, prompt_file)
@@ -67,9 +67,8 @@ def ab(presets, sets, prompt, prompt_file, rounds, tally_path, new, save_winner,
     loaded = load_with_progress(model_spec(**model), api_key=model.get("api_key"))
     total = rounds or max(5, len(prompts))
     start = len(tally.votes)
-    for number in range(start, start + total):
-        text = prompts[number % len(prompts)]
-        rnd = play_round(loaded, tally, text, number)
+    for rnd in play_rounds(loaded, tally, prompts, start, total):  # rounds decode 8 prompts at a time
+        number, text = rnd.number, rnd.prompt
         console.rule(f"round {number + 1}")
         console.print(f"[b]prompt:[/b] {text.strip()[:300]}")
         console.print(Columns([Panel(body or "(empty)", title=f"[b]{label}[/b]") for label, body in rnd.shown()],

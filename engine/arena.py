@@ -213,3 +213,22 @@ def play_round(loaded, tally: Tally, prompt: str, number: int, rng: random.Rando
     completions = generate_many(loaded, prompt, configs, **kwargs)
     return Round(number=number, prompt=prompt, order=order, texts=[c.text for c in completions],
                  seeds=[c.seed for c in completions])
+
+
+def play_rounds(loaded, tally: Tally, prompts: list[str], first: int, count: int, chunk: int = 8,
+                rng: random.Random | None = None, **kwargs):
+    """Rounds first .. first+count-1 over prompts (cycled), yielded one at a time for voting.
+
+    Each chunk of rounds runs as ONE multi-prompt batch (every config of every round's prompt is a
+    row), so a prompt file is decoded in a fraction of the time of one round after another.
+    """
+    from engine.backend import run_prompts
+
+    for start in range(first, first + count, chunk):
+        numbers = list(range(start, min(start + chunk, first + count)))
+        orders = [shuffled_order(len(tally.configs), rng) for _ in numbers]
+        texts = [prompts[n % len(prompts)] for n in numbers]
+        items = [(text, [tally.configs[i].replace(seed=None) for i in order]) for text, order in zip(texts, orders)]
+        for number, text, order, completions in zip(numbers, texts, orders, run_prompts(loaded, items, **kwargs)):
+            yield Round(number=number, prompt=text, order=order, texts=[c.text for c in completions],
+                        seeds=[c.seed for c in completions])

@@ -17,7 +17,7 @@ from engine.hf_compat import hf_generate_kwargs
 from engine.modelcalls import eos_token_ids, forward_last
 from engine.results import Completion, StepEvent
 from engine.rows import new_tracker, token_texts
-from engine.sampling import PenaltyState, RowSettings, process, step_statistics
+from engine.sampling import RowSettings, RowState, process, step_statistics
 
 
 class _CancelCriteria:
@@ -42,10 +42,10 @@ def run_beam(loaded, prompt_ids: torch.Tensor, config: DecodingConfig, seed: int
     out = model.generate(
         input_ids=prompt_ids[None, :],
         attention_mask=torch.ones_like(prompt_ids)[None, :],
-        **hf_generate_kwargs(config, prompt_len),
+        **hf_generate_kwargs(config, prompt_len, tokenizer),  # early_stopping, stop strings in the search
+        tokenizer=tokenizer if config.stop_strings else None,
         eos_token_id=eos or None,
         pad_token_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (eos[0] if eos else 0),
-        early_stopping=True,
         return_dict_in_generate=True,
         output_scores=True,
         stopping_criteria=StoppingCriteriaList([_CancelCriteria(cancel)]),
@@ -88,13 +88,13 @@ def rescore(loaded, prompt_ids: torch.Tensor, new_ids: list[int], config: Decodi
     logits = forward_last(loaded.model, full, len(new_ids) + 1).logits[0, :-1].float()
     vocab = logits.shape[-1]
     k = min(max(k, 0), vocab)
-    settings = RowSettings.build([config], [seed], vocab, prompt_ids.device)
-    state = PenaltyState(settings, prompt_ids, vocab, len(new_ids))
+    settings = RowSettings.build([config], [seed], vocab, prompt_ids.device, loaded.tokenizer)
     eos_t = torch.tensor(eos, dtype=torch.long, device=prompt_ids.device) if eos else None
+    state = RowState(settings, prompt_ids, vocab, len(new_ids), eos_t)
     rows = []
     for i in range(len(new_ids)):
         raw = logits[i : i + 1]
-        processed = process(raw, settings, state, i, eos_t)
+        processed = process(raw, settings, state, i)
         rows.append(step_statistics(raw, processed, new[i : i + 1], k))
-        state.update(new[i : i + 1])
+        state.update(new[i : i + 1], processed)
     return torch.cat(rows).cpu(), k

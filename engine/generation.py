@@ -15,12 +15,13 @@ from typing import Callable, Container, Sequence
 
 import torch
 
+from engine.cache import prefill
 from engine.config import DecodingConfig
-from engine.modelcalls import eos_token_ids, forward_last
+from engine.modelcalls import eos_token_ids
 from engine.results import Completion, GenerationError, PromptError, StepEvent, Timings
 from engine.rows import build_steps, new_tracker
 from engine.rowstops import finish_stopped
-from engine.sampling import PenaltyState, RowSettings, pick, process, step_statistics, token_hashes
+from engine.sampling import RowSettings, RowState, pick, process, step_statistics, token_hashes
 
 OnStep = Callable[[StepEvent], None]
 
@@ -61,19 +62,29 @@ def generate_many(loaded, prompt: str, configs: Sequence[DecodingConfig], *, on_
                   cancel: threading.Event | None = None, top_alternatives: int = 10,
                   batch_invariant: bool = True, prefix_ids: Sequence[int] = (),
                   stop_rows: Container[int] = ()) -> list[Completion]:
-    """Run prompt under every config; completions come back in the order of configs.
+    """Run prompt under every config on loaded's backend (local or remote); completions in the order of configs.
 
-    stop_rows: indices into configs that the caller may add to while the run goes on (e.g. a set); each
-    such row ends as "cancelled" at the next step while the others go on. Beam rows stop with cancel only.
+    stop_rows (local backend): indices into configs that the caller may add to while the run goes on (a set);
+    each such row ends as "cancelled" at the next step while the others go on. Beam rows stop with cancel only.
 
     prefix_ids forces the first generated tokens (a branch: "continue from this token"). They are
     recorded as steps with their real statistics, then decoding goes on from there.
     """
-    if getattr(loaded, "remote", False):
-        from engine.remote import generate_remote
+    from engine.backend import Backend
 
-        return generate_remote(loaded, prompt, configs, on_step=on_step, cancel=cancel,
-                               top_alternatives=top_alternatives, prefix_ids=prefix_ids)
+    if isinstance(loaded, Backend):
+        options = {} if loaded.remote else {"batch_invariant": batch_invariant, "stop_rows": stop_rows}
+        return loaded.generate(prompt, configs, on_step=on_step, cancel=cancel, top_alternatives=top_alternatives,
+                               prefix_ids=prefix_ids, **options)
+    return generate_local(loaded, prompt, configs, on_step=on_step, cancel=cancel, top_alternatives=top_alternatives,
+                          batch_invariant=batch_invariant, prefix_ids=prefix_ids, stop_rows=stop_rows)
+
+
+def generate_local(loaded, prompt: str, configs: Sequence[DecodingConfig], *, on_step: OnStep | None = None,
+                   cancel: threading.Event | None = None, top_alternatives: int = 10,
+                   batch_invariant: bool = True, prefix_ids: Sequence[int] = (),
+                   stop_rows: Container[int] = ()) -> list[Completion]:
+    """The local engine: prefill once, replicate the cache to every row, one batched decode loop."""
     configs = list(configs)
     if not configs:
         raise PromptError("no decoding configs to run: add at least one")
@@ -81,7 +92,7 @@ def generate_many(loaded, prompt: str, configs: Sequence[DecodingConfig], *, on_
         raise PromptError("every config must be a DecodingConfig")
     prompt_ids = encode_prompt(loaded, prompt)
     prefix = [int(t) for t in prefix_ids]
-    _check_context(loaded, prompt_ids.numel(), max(c.max_new_tokens for c in configs))
+    check_context(loaded, prompt_ids.numel(), max(c.max_new_tokens for c in configs))
     if prefix and any(c.num_beams > 1 for c in configs):
         raise PromptError("beam configs cannot be branched from a token; branch a sampling or greedy pane")
     if prefix and len(prefix) >= min(c.max_new_tokens for c in configs):
@@ -110,7 +121,7 @@ def generate_many(loaded, prompt: str, configs: Sequence[DecodingConfig], *, on_
     return [results[i] for i in range(len(configs))]
 
 
-def _check_context(loaded, prompt_len: int, max_new: int) -> None:
+def check_context(loaded, prompt_len: int, max_new: int) -> None:
     limit = loaded.context_length
     if limit is None:
         return
@@ -147,22 +158,20 @@ def _decode_batch(loaded, prompt_ids, configs, seeds, row_ids, emit, cancel, k, 
     # Prefill once, then give every row its own copy of the cache.
     start = time.perf_counter()
     context = torch.cat([prompt_ids, prompt_ids.new_tensor(prefix)]) if prefix else prompt_ids
-    out = forward_last(model, context[None, :], 1, use_cache=True)
-    cache = out.past_key_values
-    if rows > 1:
-        cache.batch_repeat_interleave(rows)
+    out, cache = prefill(model, context, rows)  # engine/cache.py: every cache kind gets copied to every row
     logits = out.logits[:, -1, :].float().expand(rows, -1)
     vocab = logits.shape[-1]
     k = min(max(k, 0), vocab)
     _sync(loaded.device)
     prefill_s = time.perf_counter() - start
 
-    settings = RowSettings.build(list(configs) + [None] * (rows - n), seeds + [0] * (rows - n), vocab, loaded.device)
-    state = PenaltyState(settings, prompt_ids, vocab, max_new)
+    settings = RowSettings.build(list(configs) + [None] * (rows - n), seeds + [0] * (rows - n), vocab, loaded.device,
+                                 tokenizer)
+    eos_t = torch.tensor(eos, dtype=torch.long, device=loaded.device) if eos else None
+    state = RowState(settings, prompt_ids, vocab, max_new, eos_t)
     for token in prefix:  # the forced tokens count as generated for the penalties
         state.update(torch.full((rows,), token, dtype=torch.long, device=loaded.device))
     hashes = token_hashes(vocab, loaded.device)
-    eos_t = torch.tensor(eos, dtype=torch.long, device=loaded.device) if eos else None
     decode_start = time.perf_counter()
     for step in range(len(prefix), max_new):
         stopped = finish_stopped(trackers, row_ids, stops, step, time.perf_counter() - decode_start)  # "stop this pane"
@@ -170,17 +179,16 @@ def _decode_batch(loaded, prompt_ids, configs, seeds, row_ids, emit, cancel, k, 
             emit(stopped)
         if cancel.is_set() or all(t.finished for t in trackers):
             break
-        processed = process(logits, settings, state, step, eos_t)  # penalties, temperature, filters
+        processed = process(logits, settings, state, step)  # the sampler chain (engine/sampling/chain.py)
         tokens = pick(processed, settings, step, hashes)  # argmax, or argmax + Gumbel noise
         stats = step_statistics(logits, processed, tokens, k).cpu()  # the step's one host transfer
-        state.update(tokens)
+        state.update(tokens, processed)  # history, penalty counts, Mirostat's mu
         now = time.perf_counter() - decode_start
         event = build_steps(trackers, stats.tolist()[:n], k, tokenizer, step, now, row_ids)
         emit(event)
         if all(t.finished for t in trackers):
             break
-        out = model(input_ids=tokens[:, None], past_key_values=cache, use_cache=True)  # one forward, all rows
-        logits = out.logits[:, -1, :].float()
+        logits = cache.step(tokens)  # one forward, all rows
     decode_s = time.perf_counter() - decode_start
     unfinished = {row_ids[i]: t.finish("cancelled" if cancel.is_set() else "max_new_tokens", decode_s)
                   for i, t in enumerate(trackers) if not t.finished}
@@ -194,4 +202,4 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-__all__ = ["Completion", "GenerationError", "StepEvent", "Timings", "bucket_rows", "encode_prompt", "generate_many"]
+__all__ = ["Completion", "GenerationError", "StepEvent", "Timings", "bucket_rows", "encode_prompt", "generate_local", "generate_many"]

@@ -15,6 +15,7 @@ from typing import Any, Callable
 import torch
 
 from engine.config import ConfigError
+from engine.backend import LocalBackend
 
 DTYPES = ("auto", "float32", "float16", "bfloat16")
 DEVICES = ("auto", "cpu", "cuda")
@@ -85,7 +86,7 @@ class ModelSpec:
 
 
 @dataclass
-class LoadedModel:
+class LoadedModel(LocalBackend):
     """A model ready to decode, with what a header line needs to describe it."""
 
     model: Any

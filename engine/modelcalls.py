@@ -9,14 +9,24 @@ import torch
 
 
 def eos_token_ids(loaded) -> list[int]:
-    ids: set[int] = set()
+    """The ids HF `generate` stops on: generation_config's eos_token_id; the model config's, then the
+    tokenizer's, only when the generation_config has none (never their union). Used for stops,
+    min_new_tokens and beams alike."""
     for source in (loaded.model.generation_config, loaded.model.config, loaded.tokenizer):
-        value = getattr(source, "eos_token_id", None)
-        if isinstance(value, int):
-            ids.add(value)
-        elif isinstance(value, (list, tuple)):
-            ids.update(v for v in value if isinstance(v, int))
-    return sorted(ids)
+        ids = _token_ids(getattr(source, "eos_token_id", None))
+        if ids:
+            return ids
+    return []
+
+
+def _token_ids(value) -> list[int]:
+    if isinstance(value, bool):
+        return []
+    if isinstance(value, int):
+        return [value] if value >= 0 else []
+    if isinstance(value, (list, tuple)):
+        return sorted({v for v in value if isinstance(v, int) and not isinstance(v, bool) and v >= 0})
+    return []
 
 
 def forward_last(model, input_ids: torch.Tensor, keep: int, **kwargs):

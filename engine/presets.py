@@ -55,7 +55,7 @@ def loads_preset(text: str, *, default_name: str | None = None, where: str = "pr
                 f"{where} sets {key!r}: presets hold decoding settings only. "
                 "Model-loading options belong in a model profile or on the command line."
             )
-        if isinstance(value, dict):
+        if isinstance(value, dict) and key != "logit_bias":
             raise ConfigError(f"{where}: [{key}] tables are not part of a preset; put fields at the top level")
     if "name" not in data and default_name:
         data["name"] = default_name

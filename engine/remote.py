@@ -15,6 +15,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
+from engine.backend import Backend
 from engine.config import DecodingConfig
 from engine.results import Alternative, Completion, GenerationError, PromptError, StepEvent, Timings, TokenStep
 
@@ -55,8 +56,8 @@ class RemoteError(GenerationError):
 
 
 @dataclass
-class RemoteModel:
-    """A model behind an OpenAI-compatible endpoint. Duck-types the parts of LoadedModel the UI uses."""
+class RemoteModel(Backend):
+    """A model behind an OpenAI-compatible endpoint: the remote backend (same interface as LoadedModel)."""
 
     spec: object
     base_url: str
@@ -79,6 +80,11 @@ class RemoteModel:
 
     def describe(self) -> str:
         return f"{self.model_name} · {self.kind} server at {self.base_url}"
+
+    def generate(self, prompt, configs, *, on_step=None, cancel=None, top_alternatives=10, prefix_ids=(),
+                 **options) -> list[Completion]:
+        return generate_remote(self, prompt, configs, on_step=on_step, cancel=cancel,
+                               top_alternatives=top_alternatives, prefix_ids=prefix_ids)
 
     def unsupported(self, config: DecodingConfig) -> list[str]:
         """Settings of this config that this kind of server would not apply."""
@@ -177,6 +183,8 @@ def request_body(remote: RemoteModel, prompt: str, config: DecodingConfig, seed:
     for name, value in optional.items():  # neutral values too: servers' defaults are not neutral
         if name in fields:
             body[rename.get(name, name)] = value
+    if remote.kind == "decodelab":
+        body["decodelab_stats"] = True  # every token's full statistics, as the local engine gives them
     if remote.kind == "llamacpp":
         body["repeat_last_n"] = -1  # penalise the whole context, as HF and decodelab do (llama.cpp: last 64)
     if config.stop_strings and "stop_strings" in fields:

@@ -1,8 +1,9 @@
 """Parameter sweeps: grid, random and Bayesian (optuna TPE) search over decoding settings, scored by metrics.
 
-Points run through the batched engine: every (point, seed) pair for one prompt is a row, up to
-`max_rows` rows per generate_many call. All points share the same seeds (common random numbers),
-so differences between points come from the settings, not from luck.
+Points run through the batched engine: every (point, seed) pair on every prompt is a row, up to
+`max_rows` rows decoding at once, rows of different prompts in one batch (engine/batching.py). All
+points share the same seeds (common random numbers), so differences between points come from the
+settings, not from luck.
 """
 
 from __future__ import annotations
@@ -136,7 +137,7 @@ def random_points(spec: SweepSpec) -> list[dict]:
 def evaluate(loaded, spec: SweepSpec, points: list[dict], max_rows: int = 64, cancel=None,
              on_point: Callable[[PointResult], None] | None = None) -> list[PointResult]:
     """Run each point on every prompt with spec.seeds seeds, batched, and score it."""
-    from engine.generation import generate_many
+    from engine.backend import run_prompts
 
     configs = [spec.base.replace(**{k: _cast(k, v) for k, v in p.items()}, name=_point_name(p)) for p in points]
     seeds = [spec.seed * 1000 + s for s in range(spec.seeds)]
@@ -146,8 +147,10 @@ def evaluate(loaded, spec: SweepSpec, points: list[dict], max_rows: int = 64, ca
     chunk = max(1, max_rows // spec.seeds) * spec.seeds
     for start in range(0, len(rows), chunk):
         part = rows[start : start + chunk]
-        for case in spec.prompts:
-            outs = generate_many(loaded, case.text, [configs[i].replace(seed=s) for i, s in part], cancel=cancel)
+        batch = [configs[i].replace(seed=s) for i, s in part]
+        every = run_prompts(loaded, [(case.text, batch) for case in spec.prompts], cancel=cancel,
+                            max_rows=max(max_rows, len(batch)))
+        for case, outs in zip(spec.prompts, every):  # all prompts decode together, max_rows rows at a time
             for (i, seed), out in zip(part, outs):
                 per_point[i].append({"prompt": case.text, "seed": seed, "text": out.text,
                                      "metrics": text_metrics(out.text, [st.logprob for st in out.steps], case.reference),

@@ -10,7 +10,7 @@ import pytest
 from click.testing import CliRunner
 
 from cli.main import main
-from engine import ConfigError, DecodingConfig, find_preset
+from engine import ConfigError, DecodingConfig, find_preset, generate_many
 from engine.arena import Round, Tally, load_tally, play_round, save_tally, shuffled_order, wilson_interval
 
 
@@ -130,3 +130,21 @@ def test_cli_ab_votes_reveals_resumes_and_saves_winner(tmp_path):
 def test_cli_ab_needs_two_presets():
     result = CliRunner().invoke(main, ["ab", "-p", "greedy", "--prompt", "x", "--tally", "/tmp/never-written.json"])
     assert result.exit_code == 2 and "at least 2" in result.output
+
+
+def test_rounds_over_a_prompt_file_run_as_one_multi_prompt_batch(llama, monkeypatch):
+    from engine import arena, batching
+
+    calls = []
+    real = batching.generate_prompts
+    monkeypatch.setattr(batching, "generate_prompts", lambda loaded, items, **kw: calls.append(len(items)) or
+                        real(loaded, items, **kw))
+    tally = Tally([DecodingConfig(name="g", max_new_tokens=6), DecodingConfig(name="s", do_sample=True, max_new_tokens=6)])
+    prompts = ["The for statement", "A function", "x"]
+    rounds = list(arena.play_rounds(llama, tally, prompts, 2, 5, chunk=4, rng=random.Random(3)))
+    assert calls == [4, 1]
+    assert [r.number for r in rounds] == [2, 3, 4, 5, 6]
+    assert [r.prompt for r in rounds] == [prompts[n % 3] for n in range(2, 7)]
+    for rnd in rounds:  # the greedy contender's text is the same as a round played alone
+        alone = generate_many(llama, rnd.prompt, [tally.configs[0]])[0].text
+        assert rnd.texts[rnd.order.index(0)] == alone

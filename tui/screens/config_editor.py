@@ -11,7 +11,7 @@ from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label, Static, Switch
 
-from engine.config import FIELD_HELP, FIELD_NAMES, ConfigError, DecodingConfig
+from engine.config import FIELD_HELP, FIELD_NAMES, STRING_LIST_FIELDS, ConfigError, DecodingConfig, logit_bias_dict
 
 TEXT_FIELDS = {"name", "description"}
 
@@ -20,8 +20,12 @@ def field_text(config: DecodingConfig, name: str) -> str:
     value = getattr(config, name)
     if name == "seed":
         return "" if value is None else str(value)
-    if name == "stop_strings":
+    if name in STRING_LIST_FIELDS:
         return ", ".join(_toml_string(s) for s in value)
+    if name == "logit_bias":
+        return ", ".join(f"{_toml_string(k)} = {b:g}" for k, b in logit_bias_dict(value).items())
+    if name == "early_stopping":
+        return _toml_string(value) if isinstance(value, str) else str(value).lower()
     return value if isinstance(value, str) else f"{value:g}" if isinstance(value, float) else str(value)
 
 
@@ -38,13 +42,19 @@ def parse_field(name: str, raw: str):
         return raw
     if name == "seed" and raw.strip() in ("", "auto", "none"):
         return None
-    if name == "stop_strings":
+    if name in STRING_LIST_FIELDS:
         if not raw.strip():
             return []
         try:
             return tomllib.loads(f"v = [{raw}]")["v"]
         except tomllib.TOMLDecodeError:
-            raise ConfigError('stop_strings: write quoted strings separated by commas, e.g. "\\n\\n", "END"') from None
+            raise ConfigError(f'{name}: write quoted strings separated by commas, e.g. "\\n\\n", "END"') from None
+    if name == "logit_bias":
+        try:
+            return tomllib.loads(f"v = {{{raw}}}")["v"]
+        except tomllib.TOMLDecodeError:
+            raise ConfigError('logit_bias: write "token id or text" = bias pairs, e.g. "50256" = -100, " the" = 2') \
+                from None
     try:
         return tomllib.loads(f"v = {raw.strip()}")["v"]
     except tomllib.TOMLDecodeError:

@@ -1,0 +1,23 @@
+"""Per-row logits processing, seeded sampling and token statistics on [N, V] tensors.
+
+    chain.py       the stages and their default order (read this first)
+    settings.py    RowSettings: each setting as a per-row tensor; which stages any row uses
+    state.py       RowState: token history, penalty counts, Mirostat's mu
+    penalties.py   logit bias, banned strings, min-new-tokens, repetition/frequency/presence
+    repetition.py  DRY, no-repeat-ngram
+    filters.py     top-k, top-p, min-p, typical-p, epsilon, eta, top-n-sigma, XTC
+    adaptive.py    temperature with dynamic temperature, Mirostat
+    noise.py       stateless counter-based noise (Gumbel for sampling, uniform coins)
+    statistics.py  per-step statistics packed for one host transfer
+    vocab.py       texts to token ids (logit-bias keys, banned strings, DRY breakers)
+"""
+
+from engine.sampling.chain import pick, process
+from engine.sampling.noise import gumbel_noise, hash32, token_hashes, uniform_rows
+from engine.sampling.repetition import banned_ngram_tokens
+from engine.sampling.settings import RowSettings
+from engine.sampling.state import PenaltyState, RowState
+from engine.sampling.statistics import step_statistics
+
+__all__ = ["PenaltyState", "RowSettings", "RowState", "banned_ngram_tokens", "gumbel_noise", "hash32", "pick",
+           "process", "step_statistics", "token_hashes", "uniform_rows"]

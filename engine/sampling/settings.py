@@ -1,0 +1,153 @@
+"""RowSettings: every decoding setting as a per-row tensor, plus which stages any row uses.
+
+Neutral values are exact no-ops, so a stage runs for the whole batch (or skips when no row uses it)
+and no row's result depends on another row's settings. Warpers (temperature and every filter) apply
+only to sampling rows, as in HF: a greedy row takes the argmax of its penalised logits.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from engine.config import SAMPLER_STAGES, DecodingConfig
+from engine.sampling import vocab as vocab_tools
+
+_M32 = 0xFFFFFFFF
+
+# (field, neutral, warper?): a stage is "used" when some row's value differs from neutral.
+_FLOATS = (
+    ("temperature", 1.0, True), ("top_p", 1.0, True), ("min_p", 0.0, True), ("typical_p", 1.0, True),
+    ("top_n_sigma", 0.0, True), ("xtc_probability", 0.0, True), ("xtc_threshold", 0.1, True),
+    ("epsilon_cutoff", 0.0, True), ("eta_cutoff", 0.0, True), ("dynatemp_range", 0.0, True),
+    ("dynatemp_exponent", 1.0, True), ("mirostat_tau", 5.0, True), ("mirostat_eta", 0.1, True),
+    ("repetition_penalty", 1.0, False), ("frequency_penalty", 0.0, False), ("presence_penalty", 0.0, False),
+    ("dry_multiplier", 0.0, False), ("dry_base", 1.75, False),
+)
+_INTS = (
+    ("mirostat", 0, True), ("no_repeat_ngram_size", 0, False), ("min_new_tokens", 0, False),
+    ("repetition_penalty_last_n", 0, False), ("dry_allowed_length", 2, False), ("dry_penalty_last_n", 0, False),
+)
+
+
+@dataclass
+class RowSettings:
+    """Per-row tensors (floats as [N, 1] columns, ints as [N]) and the derived per-stage row subsets."""
+
+    t: dict[str, torch.Tensor]
+    uses: frozenset[str]
+    rows: dict[str, torch.Tensor]
+    """Row indices per row-subset stage, fixed for a run so no stage needs a device sync."""
+    vocab: int
+    bias: torch.Tensor | None = None  # [N, V] logit bias
+    banned: vocab_tools.BannedSequences | None = None
+    dry: vocab_tools.DryBreakers | None = None
+    order: tuple[str, ...] = ()
+    kmax: int = 0
+    """The largest top_k any row uses (0: none)."""
+    groups: list[tuple[torch.Tensor, RowSettings]] = field(default_factory=list)
+    """Rows with a sampler_order other than the first row's, each group with its own settings."""
+
+    def __getattr__(self, name: str) -> torch.Tensor:
+        try:
+            return self.__dict__["t"][name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+    @classmethod
+    def build(cls, configs: list[DecodingConfig | None], seeds: list[int], vocab_size: int,
+              device: torch.device, tokenizer=None) -> RowSettings:
+        """Settings for each row; None rows (batch padding) are neutral greedy rows."""
+        neutral = DecodingConfig()
+        rows = [c if c is not None else neutral for c in configs]
+        warp = [c.samples for c in rows]
+
+        def value(c, w, name, neutral_value, warper):
+            return getattr(c, name) if (w or not warper) else neutral_value
+
+        t, uses = {}, set()
+        for names, dtype in ((_FLOATS, torch.float32), (_INTS, torch.long)):
+            for name, off, warper in names:
+                values = [value(c, w, name, off, warper) for c, w in zip(rows, warp)]
+                tensor = torch.tensor(values, dtype=dtype, device=device)
+                t[name] = tensor[:, None] if dtype == torch.float32 else tensor
+                if any(v != off for v in values):
+                    uses.add(name)
+        top_k = [min(c.top_k, vocab_size) if (w and c.top_k) else vocab_size for c, w in zip(rows, warp)]
+        t["top_k"] = torch.tensor(top_k, dtype=torch.long, device=device)
+        t["seed_lo"] = torch.tensor([s & _M32 for s in seeds], dtype=torch.int64, device=device)
+        t["seed_hi"] = torch.tensor([(s >> 32) & _M32 for s in seeds], dtype=torch.int64, device=device)
+        uses = _stage_uses(uses, rows, warp, top_k, vocab_size)
+        settings = cls(t=t, uses=frozenset(uses), rows=_row_subsets(rows, warp, top_k, vocab_size, device),
+                       vocab=vocab_size, kmax=max((k for k in top_k if k < vocab_size), default=0))
+        _resolve_tokens(settings, rows, tokenizer, vocab_size, device)
+        orders = [effective_order(c) if c is not None else None for c in configs]
+        settings.order = next((o for o in orders if o is not None), effective_order(neutral))
+        orders = [o or settings.order for o in orders]
+        if len(set(orders)) > 1:
+            for order in dict.fromkeys(orders):
+                members = [i for i, o in enumerate(orders) if o == order]
+                sub = cls.build([configs[i] for i in members], [seeds[i] for i in members], vocab_size, device,
+                                tokenizer)
+                settings.groups.append((torch.tensor(members, dtype=torch.long, device=device), sub))
+        return settings
+
+
+def effective_order(config: DecodingConfig) -> tuple[str, ...]:
+    """The config's sampler_order, then every unlisted stage in its default place."""
+    listed = tuple(config.sampler_order)
+    return listed + tuple(name for name in SAMPLER_STAGES if name not in listed)
+
+
+def _stage_uses(uses: set[str], rows, warp, top_k, vocab_size) -> set[str]:
+    """Names of the stages some row needs (the chain skips every other one)."""
+    stages = set()
+    if any(k < vocab_size for k in top_k):
+        stages.add("top_k")
+    if "repetition_penalty" in uses or uses & {"frequency_penalty", "presence_penalty"}:
+        stages.add("penalties")
+    if "dry_multiplier" in uses:
+        stages.add("dry")
+    if "no_repeat_ngram_size" in uses:
+        stages.add("no_repeat_ngram")
+    if uses & {"temperature", "dynatemp_range"}:
+        stages.add("temperature")
+    if any(w and c.xtc_probability > 0 and c.xtc_threshold <= 0.5 for c, w in zip(rows, warp)):
+        stages.add("xtc")
+    for name in ("top_p", "min_p", "typical_p", "top_n_sigma", "epsilon_cutoff", "eta_cutoff", "mirostat",
+                 "min_new_tokens"):
+        if name in uses:
+            stages.add(name)
+    if any(c.logit_bias for c in rows):
+        stages.add("logit_bias")
+    if any(c.banned_strings for c in rows):
+        stages.add("banned_strings")
+    if any(warp):
+        stages.add("sample")
+    return uses | stages
+
+
+def _row_subsets(rows, warp, top_k, vocab_size, device) -> dict[str, torch.Tensor]:
+    def idx(flags):
+        return torch.tensor([i for i, f in enumerate(flags) if f], dtype=torch.long, device=device)
+
+    return {
+        "top_p": idx(w and c.top_p < 1 for c, w in zip(rows, warp)),
+        "typical_p": idx(w and c.typical_p < 1 for c, w in zip(rows, warp)),
+        "mirostat": idx(w and c.mirostat > 0 for c, w in zip(rows, warp)),
+        "dynatemp": idx(w and c.dynatemp_range > 0 for c, w in zip(rows, warp)),
+        "sample": idx(warp),
+    }
+
+
+def _resolve_tokens(s: RowSettings, rows, tokenizer, vocab_size: int, device) -> None:
+    """Turn texts into token ids: logit-bias keys, banned strings and DRY sequence breakers."""
+    if "logit_bias" in s.uses:
+        s.bias = vocab_tools.bias_matrix([c.logit_bias for c in rows], tokenizer, vocab_size, device)
+    if "banned_strings" in s.uses:
+        s.banned = vocab_tools.BannedSequences.build([c.banned_strings for c in rows], tokenizer, vocab_size,
+                                                     device)
+    if "dry" in s.uses:
+        breakers = [c.dry_sequence_breakers if c.dry_multiplier else () for c in rows]
+        s.dry = vocab_tools.DryBreakers.build(breakers, tokenizer, vocab_size, device)
