@@ -239,7 +239,7 @@ async def test_stop_one_pane_while_the_others_go_on(demo, recorded):
         await until(pilot, lambda: not app.running)
         await pilot.pause()
         stopped, goes_on = app.panes()
-        assert stopped.state.stop_reason == "cancelled" and len(stopped.state.steps) < 40
+        assert stopped.state.stop_reason == "cancelled" and len(stopped.state.steps) < 299
         assert goes_on.state.stop_reason in ("max_new_tokens", "eos") and goes_on.state.text
         assert not any("Run cancelled" in n.message for n in app._notifications)
         await pilot.press("k")  # nothing runs now: said, not silent
