@@ -4,7 +4,7 @@
   2. a short request's latency while a 300-token request streams, vs the short one alone;
   3. the engine alone: engine.batching.generate_prompts over the 8 prompts vs 8 generate_many calls.
 
-    python benchmarks/bench_serve.py [--model demo] [--tokens 64] [--repeats 3]
+    python benchmarks/bench_serve.py [--model demo | --shape cpu-40m] [--tokens 64] [--repeats 3] [--threads N]
 """
 
 from __future__ import annotations
@@ -89,6 +89,7 @@ def engine_only(loaded, tokens: int) -> tuple[float, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="demo")
+    parser.add_argument("--shape", default=None, help="a random-weight shape from engine/benchmark.py instead")
     parser.add_argument("--tokens", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
@@ -101,7 +102,13 @@ def main() -> None:
     from server import Server
 
     print(f"load before: {os.getloadavg()}")
-    loaded = load_model(ModelSpec(path=args.model))
+    if args.shape:
+        from engine.benchmark import random_model
+
+        loaded = random_model(args.shape, device="cpu")
+        PROMPTS[:] = [" ".join(f"w{5 + 7 * i + j}" for j in range(8 + 4 * i)) for i in range(len(PROMPTS))]
+    else:
+        loaded = load_model(ModelSpec(path=args.model))
     server = Server(loaded, port=0).start()
     try:
         post(server.url, "warm up", 4)
