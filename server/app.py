@@ -173,7 +173,7 @@ class Api:
                 "choices": [{"index": i * req.n + j, "text": e, "finish_reason": "length", "logprobs": None}
                             for i, e in enumerate(echos) for j in range(req.n)]})
         engine_requests = [self._request(req, prompt_ids, wanted, chat, shape) for prompt_ids in ids]
-        job = Job(asyncio.get_running_loop(), engine_requests, beams=(req.num_beams or 1) > 1)
+        job = Job(asyncio.get_running_loop(), engine_requests, beams=(req.num_beams or 1) > 1, stream=req.stream)
         self.scheduler.submit(job)
         prompt_tokens = sum(r.prompt_ids.numel() for r in engine_requests)
         echo_rows = [e for e in echos for _ in range(req.n)]

@@ -320,3 +320,14 @@ def test_exposure_warning():
     assert exposure_warning("0.0.0.0", None) and "--serve-key" in exposure_warning("0.0.0.0", None)
     assert exposure_warning("127.0.0.1", None) is None and exposure_warning("::1", None) is None
     assert exposure_warning("0.0.0.0", "key") is None
+
+
+def test_serve_warns_when_listening_beyond_loopback_without_a_key(tmp_path):
+    from click.testing import CliRunner
+
+    from cli.main import main
+
+    result = CliRunner().invoke(main, ["serve", "--host", "0.0.0.0", "--model", str(tmp_path / "missing")])
+    assert "without --serve-key" in result.output and result.exit_code != 0
+    quiet = CliRunner().invoke(main, ["serve", "--model", str(tmp_path / "missing")])
+    assert "without --serve-key" not in quiet.output
