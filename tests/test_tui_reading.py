@@ -196,6 +196,16 @@ async def test_panes_are_laid_out_again_on_every_resize(demo):
         await pilot.pause()
         await pilot.pause()
         assert sum(p.outer_size.width for p in whole_or_hidden(app)[0]) == 160
+        app.action_inspector()
+        await pilot.resize_terminal(80, 24)
+        await pilot.pause()
+        await pilot.pause()
+        assert app.screen.has_class("-narrow") and app.query_one(Inspector).outer_size.width == 40
+        assert [p.outer_size.width for p in whole_or_hidden(app)[0]] == [40]
+        await pilot.resize_terminal(120, 30)
+        await pilot.pause()
+        await pilot.pause()
+        assert not app.screen.has_class("-narrow") and app.query_one(Inspector).outer_size.width == 46
 
 
 # -- 6. split characters ------------------------------------------------------------------------------------
@@ -314,6 +324,8 @@ async def test_branching_keeps_the_old_text_to_step_back_to(demo):
         await pilot.press("escape", "left_square_bracket")
         await pilot.pause()
         assert pane.state.text == original and "v1/2" in str(pane.border_title)
+        assert "┃" in plain(pane.query_one(TokenView))  # where v2 branched from it
+        assert any("v2 branched from it @3" in m for m in messages(app))
         await pilot.press("left_square_bracket")
         assert any("oldest version" in m for m in messages(app))
         await pilot.press("right_square_bracket")

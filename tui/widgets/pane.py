@@ -143,7 +143,7 @@ class Pane(Vertical, can_focus=True):
         self.refresh_subtitle()
         self.query_one(".pane--summary", Label).update(state.config.summary())
         text = render_tokens(state.steps, len(state.text), self.measure, state.cursor, self.diverge_at,
-                             branch_at=state.branched_at, token_bytes=self.token_bytes)
+                             branch_marks=state.branch_marks(), token_bytes=self.token_bytes)
         self.query_one(TokenView).update(text)
         stats = self.query_one(".pane--stats", Static)
         stats.update(stats_text(state, self.diverge_at))
