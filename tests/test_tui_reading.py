@@ -96,12 +96,19 @@ async def test_walking_tokens_scrolls_the_selected_one_into_view(demo):
         await pilot.press("1", "home")
         await pilot.pause()
         assert pane.state.cursor == 0 and scroll.scroll_y == 0
-        for _ in range(60):
-            await pilot.press("right")
+        for _ in range(30):
+            await pilot.press("right", "right")
         await pilot.pause()
         view = pane.query_one(TokenView)
         line = view.token_line(60)
         assert line is not None and scroll.scroll_y <= line < scroll.scroll_y + scroll.size.height
+        newline = max(i for i, s in enumerate(pane.state.steps) if "\n" in s.text)  # a bare line break, too
+        app.select_token(pane, newline)
+        await pilot.pause()
+        await pilot.pause()
+        line = view.token_line(newline)
+        assert line is not None and scroll.scroll_y <= line < scroll.scroll_y + scroll.size.height
+        assert "⏎" in plain(view)
 
 
 # -- 3. status lines --------------------------------------------------------------------------------------

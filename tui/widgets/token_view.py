@@ -46,6 +46,7 @@ def render_tokens(steps, text_len: int, measure: str, cursor: int | None, diverg
             style += Style(underline=True, bold=True)
         if i == cursor:
             style += Style(reverse=True)
+            piece = piece.replace("\n", "⏎\n")  # a selected line break shows (and can be scrolled to)
         out.append(piece, style)
     return out
 
