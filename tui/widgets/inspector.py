@@ -95,7 +95,7 @@ class Inspector(Vertical):
         if as_bytes:
             info.append("  bytes of a split character", style="dim")
         info.append(f"\np {_pct(step.logprob).strip()}  processed {_pct(step.logprob_processed).strip()}\n")
-        info.append(f"rank {step.rank} · entropy {step.entropy:.2f} → {step.entropy_processed:.2f} nats")
+        info.append(f"rank {step.rank_text} · entropy {step.entropy:.2f} → {step.entropy_processed:.2f} nats")
         self.query_one("#inspector-info", Static).update(info)
         options = self.query_one(OptionList)
         highlighted = options.highlighted
