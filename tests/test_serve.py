@@ -244,6 +244,7 @@ def test_tokenizing_runs_off_the_scheduler_thread(server, client, monkeypatch):
     threads = []
     real = app.tokenize_prompt
     monkeypatch.setattr(app, "tokenize_prompt", lambda *a: threads.append(threading.current_thread()) or real(*a))
+    assert server.api.tokenizer is not server.api.loaded.tokenizer  # its own copy: Rust tokenizers are not shared
     client.completions.create(model="demo", prompt=PROMPT, max_tokens=2)
     assert threads and threads[0] is not server.scheduler.thread and threads[0] is not threading.main_thread()
 
@@ -331,3 +332,12 @@ def test_serve_warns_when_listening_beyond_loopback_without_a_key(tmp_path):
     assert "without --serve-key" in result.output and result.exit_code != 0
     quiet = CliRunner().invoke(main, ["serve", "--model", str(tmp_path / "missing")])
     assert "without --serve-key" not in quiet.output
+
+
+def test_token_id_prompts(server, client, demo):
+    ids = demo.tokenizer(PROMPT)["input_ids"]
+    by_ids = client.completions.create(model="demo", prompt=ids, max_tokens=5, temperature=0, echo=True)
+    by_text = client.completions.create(model="demo", prompt=PROMPT, max_tokens=5, temperature=0, echo=True)
+    assert by_ids.choices[0].text == by_text.choices[0].text
+    r = httpx.post(f"{server.url}/completions", json={"prompt": [1, 10**7]}, timeout=10)
+    assert r.status_code == 400 and error_of(r)["param"] == "prompt" and "vocabulary" in error_of(r)["message"]
