@@ -90,6 +90,15 @@ class Pane(Vertical, can_focus=True):
         max-height: 2;
         text-wrap: wrap;
     }
+    Pane > .pane--error {
+        height: auto;
+        max-height: 8;
+        padding: 0 1;
+        color: $error;
+    }
+    Pane > .pane--error.-empty {
+        display: none;
+    }
     Pane > Sparkline {
         height: 1;
         margin: 0 1;
@@ -127,6 +136,7 @@ class Pane(Vertical, can_focus=True):
         scroll.can_focus = False
         with scroll:
             yield TokenView()
+        yield Static("", classes="pane--error")
         yield Static("", classes="pane--stats")
         yield Sparkline([], summary_function=max)
 
@@ -135,6 +145,12 @@ class Pane(Vertical, can_focus=True):
 
     def on_resize(self, event: events.Resize) -> None:
         self.set_class(event.size.height >= ROOMY_HEIGHT, "-roomy")
+
+    def show_error(self) -> None:
+        """The last run's error in full, beside (never instead of) the pane's text."""
+        error = self.query_one(".pane--error", Static)
+        error.update(f"⚠ {self.state.error}" if self.state.error else "")
+        error.set_class(not self.state.error, "-empty")
 
     def refresh_view(self, scroll: bool = False) -> None:
         """Redraw from state (called at most ~30 times a second while streaming)."""
@@ -148,6 +164,7 @@ class Pane(Vertical, can_focus=True):
         stats = self.query_one(".pane--stats", Static)
         stats.update(stats_text(state, self.diverge_at))
         stats.tooltip = stats_text(state, self.diverge_at)
+        self.show_error()
         self.query_one(Sparkline).data = [math.exp(s.logprob) if math.isfinite(s.logprob) else 0.0
                                           for s in state.steps[-200:]]
         if state.cursor is not None:
