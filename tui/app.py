@@ -127,8 +127,9 @@ class DecodelabApp(BranchActions, PaneActions, FileActions, App):
         return True
 
     def on_resize(self, event=None) -> None:
-        self.screen.set_class(self.size.width < 110, "-narrow")
-        self.screen.set_class(self.size.width < 76, "-stacked")
+        width = event.size.width if event is not None else self.size.width  # self.size may lag a resize
+        self.screen.set_class(width < 110, "-narrow")
+        self.screen.set_class(width < 76, "-stacked")
         self.call_after_refresh(self.layout_panes)
 
     def layout_panes(self) -> None:
