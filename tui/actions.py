@@ -10,23 +10,14 @@ from textual.widgets import TextArea
 from engine.config import ConfigError
 from themes.heatmap import ORDER
 from tui.state import PaneState, first_divergence
-from tui.widgets.inspector import Inspector
 from tui.widgets.legend import Legend
 from tui.widgets.pane import Pane
-from tui.widgets.token_view import TokenView
 
 DIFF_MODES = ("off", "greedy", "left")
 
 
 class PaneActions:
     # -- which pane --------------------------------------------------------------------------------
-    def on_descendant_focus(self, event) -> None:
-        node = event.widget
-        while node is not None and not isinstance(node, Pane):
-            node = node.parent
-        if node is not None:
-            self.current_pane = node
-
     def pane(self) -> Pane | None:
         panes = self.panes()
         if self.current_pane in panes:
@@ -145,74 +136,6 @@ class PaneActions:
             notes.append(f"logprobs: {KINDS[self.loaded.kind]['logprobs']}")
         self.query_one(Legend).show(self.measure, " · ".join(notes))
 
-    def action_inspector(self) -> None:
-        inspector = self.query_one(Inspector)
-        inspector.toggle_class("-visible")
-        self.call_after_refresh(self.layout_panes)
-        pane = self.pane()
-        if inspector.has_class("-visible") and pane is not None and pane.state.cursor is None and pane.state.steps:
-            pane.state.cursor = 0
-            pane.refresh_view()
-        self.refresh_inspector()
-
-    def action_token(self, delta: int) -> None:
-        pane = self.pane()
-        if pane is None or not pane.state.steps:
-            return
-        cursor = pane.state.cursor
-        cursor = 0 if cursor is None else max(0, min(len(pane.state.steps) - 1, cursor + delta))
-        self.select_token(pane, cursor)
-
-    def select_token(self, pane: Pane, index: int) -> None:
-        pane.state.cursor = index
-        pane.refresh_view()
-        self.current_pane = pane
-        if not self.query_one(Inspector).has_class("-visible"):
-            self.query_one(Inspector).add_class("-visible")
-            self.call_after_refresh(self.layout_panes)
-        self.refresh_inspector()
-
-    def on_token_view_selected(self, event: TokenView.Selected) -> None:
-        pane = next((p for p in event.view.ancestors if isinstance(p, Pane)), None)
-        if pane is not None:
-            self.select_token(pane, event.index)
-
-    def refresh_inspector(self) -> None:
-        inspector = self.query_one(Inspector)
-        pane = self.pane()
-        if pane is None or pane.state.cursor is None or pane.state.cursor >= len(pane.state.steps):
-            inspector.clear()
-            return
-        inspector.show(pane.state.config.name, pane.state.cursor, pane.state.steps[pane.state.cursor])
-
-    def on_inspector_branch(self, event: Inspector.Branch) -> None:
-        self.branch_to(event.token_id)
-
-    def action_branch(self) -> None:
-        from textual.widgets import OptionList
-
-        options = self.query_one(Inspector).query_one(OptionList)
-        if options.highlighted is None or not self.query_one(Inspector).has_class("-visible"):
-            self.notify("Select a token (← →), then pick an alternative in the inspector.", severity="warning")
-            return
-        option = options.get_option_at_index(options.highlighted)
-        if option.id is not None:
-            self.branch_to(int(option.id))
-
-    def branch_to(self, token_id: int) -> None:
-        """Rerun the pane forcing its tokens up to the cursor, then the chosen alternative."""
-        pane = self.pane()
-        if pane is None or pane.state.cursor is None:
-            return
-        prefix = pane.state.token_ids[: pane.state.cursor] + [token_id]
-        if pane.state.config.num_beams > 1:
-            self.notify("Beam panes cannot be branched; duplicate it as a greedy pane first.", severity="warning")
-            return
-        config = pane.state.config
-        if config.seed is None and pane.state.seed is not None:
-            pane.state.config = config.replace(seed=pane.state.seed)
-        self.start_run([pane], prefix=prefix)
-
     # -- model, chat, theme -----------------------------------------------------------------------------
     def action_toggle_chat(self) -> None:
         if self.loaded is None:
@@ -267,7 +190,7 @@ class PaneActions:
     def get_system_commands(self, screen):
         yield from super().get_system_commands(screen)
         for title, help_text, action in COMMANDS:
-            yield SystemCommand(title, help_text, getattr(self, f"action_{action}"))
+            yield SystemCommand(title, help_text, _palette_callback(self, action))
 
 
 COMMANDS = [
@@ -280,8 +203,11 @@ COMMANDS = [
     ("Remove this pane", "x", "remove"),
     ("Edit this pane's config", "e", "edit"),
     ("Next heatmap measure", "h: probability, processed, rank, entropy, surprisal, off", "heatmap"),
-    ("Toggle the token inspector", "i; ← → move between tokens", "inspector"),
-    ("Branch from the chosen alternative", "b or Enter in the inspector", "branch"),
+    ("Toggle the token inspector", "← → walk a pane's tokens; esc in a pane closes it", "inspector"),
+    ("Into the alternatives", "↓ or i in a pane; esc or i goes back to the pane", "alternatives"),
+    ("Branch from the chosen alternative", "Enter in the alternatives, or b: reruns that pane from there", "branch"),
+    ("Show the pane's older version", "[: earlier runs and branches are kept", "history(-1)"),
+    ("Show the pane's newer version", "]", "history(1)"),
     ("Cycle diff marking", "v: off, vs greedy, vs left neighbour", "diff"),
     ("Save this pane as a preset", "s", "save_preset"),
     ("Copy this pane's text", "c", "copy_text"),
@@ -294,3 +220,10 @@ COMMANDS = [
     ("Blind A/B between the panes", "A (shift+a): vote on shuffled outputs, tally saved", "arena"),
     ("Sweep around this pane's config", "S (shift+s): grid, random or Bayesian search", "sweep"),
 ]
+
+
+def _palette_callback(app, action: str):
+    """The method behind an action name, with its argument bound when it has one ("history(-1)")."""
+    name, _, argument = action.partition("(")
+    method = getattr(app, f"action_{name}")
+    return (lambda: method(int(argument.rstrip(")")))) if argument else method

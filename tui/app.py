@@ -10,22 +10,25 @@ from importlib import resources
 from textual import work
 from textual.app import App, ComposeResult
 from textual.binding import Binding
-from textual.containers import Horizontal, HorizontalScroll
+from textual.containers import Horizontal
 from textual.widgets import Footer, Static, TextArea
 
 from engine.config import DecodingConfig
 from tui.actions import PaneActions
+from tui.branching import BranchActions
 from tui.file_actions import FileActions
 from tui.messages import LoadFailed, LoadProgress, ModelLoaded, RunFailed, RunFinished
 from tui.state import PaneState
+from tui.token_bytes import TokenBytes
 from tui.widgets.inspector import Inspector
 from tui.widgets.legend import Legend
 from tui.widgets.pane import Pane
+from tui.widgets.pane_strip import PaneStrip
 
 REPAINT_HZ = 30
 
 
-class DecodelabApp(PaneActions, FileActions, App):
+class DecodelabApp(BranchActions, PaneActions, FileActions, App):
     """One prompt, many decoding configs, side by side."""
 
     CSS_PATH = str(resources.files("themes") / "app.tcss")
@@ -76,12 +79,14 @@ class DecodelabApp(PaneActions, FileActions, App):
         self.pending: collections.deque = collections.deque()
         self.engine_threads: set[str] = set()
         self.current_pane: Pane | None = None
+        self.token_bytes = None
+        """token id -> bytes for the loaded tokenizer (shows tokens that hold part of a character)."""
 
     def compose(self) -> ComposeResult:
         yield Static("loading…", id="model-bar")
         yield TextArea(self.initial_prompt, id="prompt", soft_wrap=True, show_line_numbers=False)
         with Horizontal(id="workspace"):
-            with HorizontalScroll(id="panes", can_focus=False):
+            with PaneStrip(id="panes"):
                 for config in self.initial_configs:
                     yield Pane(PaneState(config))
             yield Inspector(id="inspector")
@@ -116,18 +121,15 @@ class DecodelabApp(PaneActions, FileActions, App):
 
     def on_resize(self, event=None) -> None:
         self.screen.set_class(self.size.width < 110, "-narrow")
+        self.screen.set_class(self.size.width < 76, "-stacked")
         self.call_after_refresh(self.layout_panes)
 
     def layout_panes(self) -> None:
-        """Share the width between panes; below a readable width they keep it and scroll sideways."""
-        panes = self.panes()
-        if not panes:
-            return
-        available = self.query_one("#panes").size.width or self.size.width
-        narrow = self.size.width < 150
-        width = max(38 if narrow else 26, available // len(panes))
-        for pane in panes:
-            pane.styles.width = width
+        """Whole panes side by side (the strip also does this whenever its own size changes)."""
+        self.query_one(PaneStrip).layout_panes()
+        pane = self.pane()
+        if pane is not None:
+            self.call_after_refresh(pane.scroll_visible, animate=False)
 
     # -- model loading ---------------------------------------------------------------------------------
     @work(thread=True, exclusive=True, group="load")
@@ -151,6 +153,8 @@ class DecodelabApp(PaneActions, FileActions, App):
     def on_model_loaded(self, message: ModelLoaded) -> None:
         self.loaded = message.loaded
         self.spec = self.loaded.spec
+        tokenizer = getattr(self.loaded, "tokenizer", None)
+        self.token_bytes = TokenBytes(tokenizer) if tokenizer is not None else None
         self.update_model_bar()
         self.update_legend()
         if self.run_at_start and self.initial_prompt:
@@ -188,7 +192,8 @@ class DecodelabApp(PaneActions, FileActions, App):
     def panes(self) -> list[Pane]:
         return list(self.query(Pane))
 
-    def start_run(self, panes: list[Pane], keep_seeds: bool = False, prefix: list[int] | None = None) -> None:
+    def start_run(self, panes: list[Pane], keep_seeds: bool = False, prefix: list[int] | None = None,
+                  prefix_steps: list | None = None, prompt: str | None = None) -> None:
         if len(self.screen_stack) > 1:
             return  # a dialog is open: finish it first
         if self.loaded is None:
@@ -200,22 +205,21 @@ class DecodelabApp(PaneActions, FileActions, App):
         if not panes:
             self.notify("No panes to run: press a to add one.", severity="warning")
             return
+        if prompt is None:
+            prompt = self.query_one("#prompt", TextArea).text
         configs = []
         for pane in panes:
             config = pane.state.config
             if keep_seeds and config.seed is None and pane.state.seed is not None:
                 config = config.replace(seed=pane.state.seed)
             configs.append(config)
-            pane.state.reset()
-            pane.state.running = True
+            pane.state.begin(prefix_steps, len(prefix) - 1 if prefix else None, prompt)
             pane.diverge_at = None
-            if prefix is not None:
-                pane.state.branched_at = len(prefix) - 1
             pane.refresh_view()
+        self.refresh_inspector()
         self.running = True
         self.run_id += 1
         self.cancel_event = threading.Event()
-        prompt = self.query_one("#prompt", TextArea).text
         self.run_engine(self.run_id, [p.state for p in panes], configs, prompt, prefix or [])
 
     @work(thread=True, exclusive=True, group="engine")
@@ -251,6 +255,7 @@ class DecodelabApp(PaneActions, FileActions, App):
                 changed.add(id(states[row]))
             for row, reason in event.finished.items():
                 states[row].stop_reason = reason
+                changed.add(id(states[row]))
         if changed:
             for pane in self.panes():
                 if id(pane.state) in changed:

@@ -107,6 +107,7 @@ class FileActions:
         for config, completion in zip(session.configs, session.completions):
             pane = self.add_pane(config)
             if completion is not None:
+                pane.state.prompt = session.prompt  # a branch from it continues this prompt
                 pane.state.finish(completion)
         self.call_after_refresh(self.refresh_panes)
         model = session.model.get("path")
