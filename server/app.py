@@ -8,9 +8,11 @@ never on the scheduler's; the scheduler thread only decodes.
 from __future__ import annotations
 
 import asyncio
+import copy
 import hmac
 import json
 import secrets
+import threading
 from dataclasses import dataclass
 
 import anyio
@@ -47,6 +49,8 @@ class Api:
     def __init__(self, loaded, scheduler: Scheduler, model_name: str, api_key: str | None, limits: Limits):
         self.loaded, self.scheduler, self.model_name = loaded, scheduler, model_name
         self.api_key, self.limits = api_key, limits
+        self.tokenizer = copy.deepcopy(loaded.tokenizer)  # the scheduler thread decodes with the original
+        self.tokenizer_lock = threading.Lock()
 
     def app(self) -> Starlette:
         routes = [Route(p, self.models, methods=["GET"]) for p in ("/v1/models", "/models")]
@@ -161,9 +165,8 @@ class Api:
         if len(prompts) * req.n > self.limits.max_rows:
             raise ApiError(400, f"{len(prompts)} prompts x n={req.n} is over {self.limits.max_rows} rows",
                            param="n")
-        ids = await anyio.to_thread.run_sync(self._tokenize, prompts, chat)  # off the event loop and scheduler
-        echos = [await anyio.to_thread.run_sync(prompt_text, self.loaded, p) if not chat and req.echo else ""
-                 for p in prompts]
+        echo = not chat and req.echo
+        ids, echos = await anyio.to_thread.run_sync(self._tokenize, prompts, chat, echo)  # off loop and scheduler
         wanted = req.wanted_tokens()
         if wanted == 0:
             if chat or not req.echo:
@@ -173,7 +176,7 @@ class Api:
                 "choices": [{"index": i * req.n + j, "text": e, "finish_reason": "length", "logprobs": None}
                             for i, e in enumerate(echos) for j in range(req.n)]})
         engine_requests = [self._request(req, prompt_ids, wanted, chat, shape) for prompt_ids in ids]
-        job = Job(asyncio.get_running_loop(), engine_requests, beams=(req.num_beams or 1) > 1)
+        job = Job(asyncio.get_running_loop(), engine_requests, beams=(req.num_beams or 1) > 1, stream=req.stream)
         self.scheduler.submit(job)
         prompt_tokens = sum(r.prompt_ids.numel() for r in engine_requests)
         echo_rows = [e for e in echos for _ in range(req.n)]
@@ -202,9 +205,13 @@ class Api:
         return responses.Shape(chat=chat, model=self.model_name, top=top, stats=req.decodelab_stats,
                                include_usage=include)
 
-    def _tokenize(self, prompts, chat: bool) -> list:
+    def _tokenize(self, prompts, chat: bool, echo: bool) -> tuple[list, list[str]]:
+        """Token ids of every prompt, and its text to echo ("" unless echo)."""
+        encode = tokenize_chat if chat else tokenize_prompt
         try:
-            return [tokenize_chat(self.loaded, p) if chat else tokenize_prompt(self.loaded, p) for p in prompts]
+            with self.tokenizer_lock:
+                return ([encode(self.loaded, self.tokenizer, p) for p in prompts],
+                        [prompt_text(self.tokenizer, p) if echo else "" for p in prompts])
         except PromptError as exc:
             raise ApiError(400, str(exc), param="messages" if chat else "prompt") from None
 

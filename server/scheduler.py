@@ -23,13 +23,14 @@ log = logging.getLogger("decodelab.serve")
 class Job:
     """One HTTP request's work. Events arrive on `events` as (kind, request index, payload)."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, requests: list[Request], beams: bool = False):
+    def __init__(self, loop: asyncio.AbstractEventLoop, requests: list[Request], beams: bool = False,
+                 stream: bool = True):
         self.loop, self.requests, self.beams = loop, requests, beams
         self.events: asyncio.Queue = asyncio.Queue()
         self.cancel = threading.Event()
         for index, request in enumerate(requests):
             request.cancel = self.cancel
-            request.on_step = partial(self._post, "step", index)
+            request.on_step = partial(self._post, "step", index) if stream else None  # whole answers need no steps
             request.on_done = partial(self._post, "done", index)
 
     def _post(self, kind: str, index: int, payload) -> None:
@@ -45,8 +46,10 @@ class Job:
 class Scheduler:
     """Admits jobs into one MultiBatch and steps it; at most max_queue requests wait (then 429)."""
 
-    def __init__(self, loaded, max_rows: int = 64, max_queue: int = 32):
+    def __init__(self, loaded, max_rows: int = 64, max_queue: int = 32, window: float = 0.01):
         self.loaded, self.max_rows, self.max_queue = loaded, max_rows, max_queue
+        self.window = window
+        """Seconds an idle scheduler waits after a first request for others sent at the same time."""
         self.batch = MultiBatch(loaded, max_rows=max_rows)
         self.inbox: queue.Queue = queue.Queue()
         self.waiting: list[Request] = []
@@ -104,8 +107,8 @@ class Scheduler:
                 for request in job.requests:
                     self.owner[id(request)] = job
                 self.waiting.extend(job.requests)
-            try:
-                job = self.inbox.get_nowait()
+            try:  # an idle batch waits a moment for requests sent together, so they share one group
+                job = self.inbox.get(timeout=self.window) if block else self.inbox.get_nowait()
             except queue.Empty:
                 return
 

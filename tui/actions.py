@@ -71,16 +71,43 @@ class PaneActions:
             self.add_pane(pane.state.config.replace(name=pane.state.config.name + "-copy"), after=pane).focus()
 
     def action_remove(self) -> None:
+        """x: remove the pane; u brings it back with its output (the last 10 removals are kept)."""
         pane = self.pane()
         if pane is None:
             return
         if pane.state.running:
-            self.notify("This pane is running: cancel with Esc first.", severity="warning")
+            self.notify("This pane is running: k stops it, Esc stops the whole run.", severity="warning")
             return
+        panes = self.panes()
+        index = panes.index(pane)
+        self.removed = (self.removed + [(index, pane.state)])[-10:]
+        rest = [p for p in panes if p is not pane]
         pane.remove()
         self.current_pane = None
+        if rest:  # focus stays among the panes (so u works), on the neighbour
+            self.current_pane = rest[min(index, len(rest) - 1)]
+            self.current_pane.focus()
         self.call_after_refresh(self.layout_panes)
-        self.notify(f"removed pane {pane.state.config.name}")
+        held = f" and its {len(pane.state.steps)} tokens" if pane.state.steps else ""
+        self.notify(f"Removed pane {pane.state.config.name}{held}: press u to undo.")
+
+    def action_undo_remove(self) -> None:
+        if not self.removed:
+            self.notify("No removed pane to bring back.", severity="warning")
+            return
+        index, state = self.removed.pop()
+        panes = self.panes()
+        pane = Pane(state)
+        container = self.query_one("#panes")
+        if index < len(panes):
+            container.mount(pane, before=panes[index])
+        else:
+            container.mount(pane)
+        pane.measure = self.measure
+        self.current_pane = pane
+        self.call_after_refresh(self.layout_panes)
+        self.call_after_refresh(pane.focus)
+        self.notify(f"Restored pane {state.config.name}.")
 
     def action_move(self, delta: int) -> None:
         pane, panes = self.pane(), self.panes()
@@ -96,18 +123,21 @@ class PaneActions:
             self.call_after_refresh(self.refresh_panes)
 
     def action_edit(self) -> None:
+        from tui.preflight import context_error, prompt_tokens
         from tui.screens.config_editor import ConfigEditor
 
         pane = self.pane()
         if pane is None:
             return
+        length, _ = prompt_tokens(self.loaded, self.query_one("#prompt", TextArea).text)
 
         def edited(config) -> None:
             if config is not None:
                 pane.state.config = config
                 pane.refresh_view()
 
-        self.push_screen(ConfigEditor(pane.state.config), edited)
+        self.push_screen(ConfigEditor(pane.state.config,
+                                      check=lambda c: context_error(self.loaded, length, c.max_new_tokens)), edited)
 
     def action_rerun_pane(self) -> None:
         pane = self.pane()
@@ -140,13 +170,16 @@ class PaneActions:
     def action_toggle_chat(self) -> None:
         if self.loaded is None:
             return
+        has_template = getattr(self.loaded, "remote", False) or bool(getattr(self.loaded.tokenizer, "chat_template", None))
+        if not self.loaded.spec.chat and not has_template:
+            self.notify(f"{self.loaded.name} has no chat template, so the prompt is sent as plain text.",
+                        title="Chat template stays off", severity="warning", timeout=8)
+            return
         spec = dataclasses.replace(self.loaded.spec, chat=not self.loaded.spec.chat)
         self.loaded = dataclasses.replace(self.loaded, spec=spec)
         self.spec = spec
         self.update_model_bar()
-        has_template = getattr(self.loaded, "remote", False) or bool(getattr(self.loaded.tokenizer, "chat_template", None))
-        note = "" if has_template or not spec.chat else " (this tokenizer has no chat template: runs will fail)"
-        self.notify(f"Chat template {'on' if spec.chat else 'off'}{note}")
+        self.notify(f"Chat template {'on' if spec.chat else 'off'}")
 
     def action_change_model(self) -> None:
         from tui.screens.ask import AskText
@@ -200,7 +233,9 @@ COMMANDS = [
     ("Cancel the run", "esc", "cancel"),
     ("Add a pane from a preset", "a", "add_pane"),
     ("Duplicate this pane", "d", "duplicate"),
-    ("Remove this pane", "x", "remove"),
+    ("Remove this pane", "x (u brings it back)", "remove"),
+    ("Bring back the last removed pane", "u", "undo_remove"),
+    ("Stop this pane's run", "k: the other panes go on", "stop_pane"),
     ("Edit this pane's config", "e", "edit"),
     ("Next heatmap measure", "h: probability, processed, rank, entropy, surprisal, off", "heatmap"),
     ("Toggle the token inspector", "← → walk a pane's tokens; esc in a pane closes it", "inspector"),

@@ -18,6 +18,7 @@ from tui.actions import PaneActions
 from tui.branching import BranchActions
 from tui.file_actions import FileActions
 from tui.messages import LoadFailed, LoadProgress, ModelLoaded, RunFailed, RunFinished
+from tui.preflight import run_error
 from tui.state import PaneState
 from tui.token_bytes import TokenBytes
 from tui.widgets.inspector import Inspector
@@ -45,6 +46,8 @@ class DecodelabApp(BranchActions, PaneActions, FileActions, App):
         Binding("full_stop", "rerun_pane", "Rerun pane", show=False),
         Binding("d", "duplicate", "Duplicate", show=False),
         Binding("x,delete", "remove", "Remove", show=False),
+        Binding("u", "undo_remove", "Undo remove", show=False),
+        Binding("k", "stop_pane", "Stop pane", show=False),
         Binding("less_than_sign", "move(-1)", "Move left", show=False),
         Binding("greater_than_sign", "move(1)", "Move right", show=False),
         Binding("b", "branch", "Branch", show=False),
@@ -76,6 +79,10 @@ class DecodelabApp(BranchActions, PaneActions, FileActions, App):
         self.running = False
         self.run_id = 0
         self.cancel_event = threading.Event()
+        self.stop_rows: set[int] = set()  # rows of the current run stopped one by one (k)
+        self.run_states: list[PaneState] = []  # the current run's panes, by row
+        self.before_run: dict[int, PaneState] = {}  # each running pane's previous output, kept until it succeeds
+        self.removed: list[tuple[int, PaneState]] = []  # removed panes (index, state), for u to undo
         self.pending: collections.deque = collections.deque()
         self.engine_threads: set[str] = set()
         self.current_pane: Pane | None = None
@@ -120,8 +127,9 @@ class DecodelabApp(BranchActions, PaneActions, FileActions, App):
         return True
 
     def on_resize(self, event=None) -> None:
-        self.screen.set_class(self.size.width < 110, "-narrow")
-        self.screen.set_class(self.size.width < 76, "-stacked")
+        width = event.size.width if event is not None else self.size.width  # self.size may lag a resize
+        self.screen.set_class(width < 110, "-narrow")
+        self.screen.set_class(width < 76, "-stacked")
         self.call_after_refresh(self.layout_panes)
 
     def layout_panes(self) -> None:
@@ -168,6 +176,12 @@ class DecodelabApp(BranchActions, PaneActions, FileActions, App):
     def on_load_failed(self, message: LoadFailed) -> None:
         from tui.screens.ask import AskText
 
+        if self.loaded is not None:  # the working model stays until a new one has loaded
+            failed, self.spec = self.spec.path, self.loaded.spec
+            self.update_model_bar()
+            self.notify(f"Could not load {failed}: {message.error}\nStill using {self.loaded.describe()}.",
+                        title="Model not loaded", severity="error", timeout=15)
+            return
         self.query_one("#model-bar", Static).update("no model loaded — press m to load one")
 
         def retry(path: str | None) -> None:
@@ -185,8 +199,7 @@ class DecodelabApp(BranchActions, PaneActions, FileActions, App):
         except ConfigError as exc:
             self.notify(str(exc), severity="error")
             return
-        self.loaded = None
-        self.load(self.spec)
+        self.load(self.spec)  # self.loaded keeps working until the new model is in
 
     # -- running -------------------------------------------------------------------------------------
     def panes(self) -> list[Pane]:
@@ -213,14 +226,21 @@ class DecodelabApp(BranchActions, PaneActions, FileActions, App):
             if keep_seeds and config.seed is None and pane.state.seed is not None:
                 config = config.replace(seed=pane.state.seed)
             configs.append(config)
+        problem = run_error(self.loaded, prompt, configs)
+        if problem:  # refused before anything is touched: every pane keeps its text
+            self.notify(problem, title="Not run", severity="error", timeout=15)
+            return
+        self.before_run = {id(p.state): dataclasses.replace(p.state) for p in panes}
+        for pane in panes:
             pane.state.begin(prefix_steps, len(prefix) - 1 if prefix else None, prompt)
             pane.diverge_at = None
             pane.refresh_view()
         self.refresh_inspector()
         self.running = True
         self.run_id += 1
-        self.cancel_event = threading.Event()
-        self.run_engine(self.run_id, [p.state for p in panes], configs, prompt, prefix or [])
+        self.cancel_event, self.stop_rows = threading.Event(), set()
+        self.run_states = [p.state for p in panes]
+        self.run_engine(self.run_id, self.run_states, configs, prompt, prefix or [])
 
     @work(thread=True, exclusive=True, group="engine")
     def run_engine(self, run_id: int, states: list[PaneState], configs, prompt: str, prefix: list[int]) -> None:
@@ -233,7 +253,7 @@ class DecodelabApp(BranchActions, PaneActions, FileActions, App):
 
         try:
             completions = generate_many(self.loaded, prompt, configs, on_step=on_step, cancel=self.cancel_event,
-                                        prefix_ids=prefix)
+                                        prefix_ids=prefix, stop_rows=self.stop_rows)
         except GenerationError as exc:
             self.post_message(RunFailed(run_id, states, str(exc)))
             return
@@ -267,13 +287,18 @@ class DecodelabApp(BranchActions, PaneActions, FileActions, App):
         for state, completion in zip(message.panes, message.completions):
             state.finish(completion)
         self.refresh_panes()
-        if any(c.stop_reason == "cancelled" for c in message.completions):
+        if self.cancel_event.is_set():
             self.notify("Run cancelled: partial outputs kept.")
 
     def on_run_failed(self, message: RunFailed) -> None:
+        """The run produced nothing usable: each pane gets its previous output back, with the error beside it."""
         self.drain_events()
         self.running = False
         for state in message.panes:
+            before = self.before_run.get(id(state))
+            if before is not None and not state.steps:
+                for f in dataclasses.fields(before):
+                    setattr(state, f.name, getattr(before, f.name))
             state.running = False
             state.error = message.error
         self.refresh_panes()
@@ -284,6 +309,29 @@ class DecodelabApp(BranchActions, PaneActions, FileActions, App):
 
     def action_rerun_same(self) -> None:
         self.start_run(self.panes(), keep_seeds=True)
+
+    def action_stop_pane(self) -> None:
+        """k: stop the focused pane's run while the other panes go on."""
+        pane = self.pane()
+        rows = [i for i, state in enumerate(self.run_states) if state is pane.state] if pane is not None else []
+        if not self.running or not rows or not pane.state.running:
+            self.notify("This pane is not running (Esc cancels a whole run).", severity="warning")
+            return
+        if getattr(self.loaded, "remote", False) or pane.state.config.num_beams > 1:
+            self.notify("Only a local non-beam pane can be stopped alone: Esc cancels the whole run.",
+                        severity="warning")
+            return
+        self.stop_rows.add(rows[0])
+        self.notify(f"Stopping {pane.state.config.name}; the other panes go on.")
+
+    async def action_quit(self) -> None:
+        """ctrl+q: cancel what is generating (the run, an A/B round, a sweep) so the process ends at once."""
+        self.cancel_event.set()
+        for screen in self.screen_stack:
+            cancel = getattr(screen, "cancel_work", None)
+            if cancel is not None:
+                cancel()
+        self.exit()
 
     def action_cancel(self) -> None:
         """Esc: cancel a run; else leave the prompt for the panes; else close the inspector."""
