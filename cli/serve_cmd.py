@@ -9,35 +9,50 @@ from cli.common import handle_errors, load_with_progress, model_options, model_s
 
 @click.command()
 @model_options
-@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (0.0.0.0 for all).")
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to listen on (0.0.0.0 for all; then set --serve-key).")
 @click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True)
 @click.option("--serve-key", default=None, envvar="DECODELAB_SERVE_KEY", show_envvar=True,
               help="Require this bearer key from clients.")
 @click.option("--name", "served_name", default=None, help="The model name clients see (default: the model's).")
+@click.option("--max-rows", type=click.IntRange(1, 1024), default=64, show_default=True,
+              help="The most rows (requests x n) decoding together; more wait at the next step.")
+@click.option("--max-queue", type=click.IntRange(1, 10_000), default=32, show_default=True,
+              help="The most requests waiting for a row; beyond it clients get 429 with Retry-After.")
+@click.option("--max-body-mb", type=click.FloatRange(0.001, 1024), default=4.0, show_default=True,
+              help="Request bodies larger than this get 413.")
+@click.option("--default-max-tokens", type=click.IntRange(1), default=256, show_default=True,
+              help="max_tokens for requests that give none (never past the model's context).")
+@click.option("--header-timeout", type=click.FloatRange(0.1), default=10.0, show_default=True,
+              help="Seconds a client has to send a whole request before the connection is closed.")
+@click.option("--idle-timeout", type=click.FloatRange(0.1), default=5.0, show_default=True,
+              help="Seconds an idle kept-alive connection stays open.")
 @handle_errors
-def serve(host, port, serve_key, served_name, **model):
-    """Serve /v1/completions and /v1/chat/completions (streaming, logprobs) from the local engine.
+def serve(host, port, serve_key, served_name, max_rows, max_queue, max_body_mb, default_max_tokens, header_timeout,
+          idle_timeout, **model):
+    """Serve /v1/completions and /v1/chat/completions (streaming, logprobs, n) from the local engine.
 
-    Requests with the same prompt that arrive together run as one batch, as a decodelab client's
-    configs do. Point a client at it with: decodelab --model http://HOST:PORT/v1
+    Requests from all clients, with different prompts, decode together in one batch: a new request
+    joins at the next step and a finished one returns at once. Point a client at it with:
+    decodelab --model http://HOST:PORT/v1
     """
-    from engine.serve import Server
+    from server import Limits, Server, exposure_warning
 
     spec = model_spec(**model)
     if spec.is_remote:
         raise click.UsageError("serve runs a local model: give a folder, a cached hub id or demo as --model")
+    warning = exposure_warning(host, serve_key)
+    if warning:
+        click.echo(warning, err=True)
     loaded = load_with_progress(spec)
+    limits = Limits(max_body=int(max_body_mb * 2**20), default_max_tokens=default_max_tokens, max_rows=max_rows)
     try:
-        server = Server(loaded, host=host, port=port, api_key=serve_key, model_name=served_name)
+        server = Server(loaded, host=host, port=port, api_key=serve_key, model_name=served_name, limits=limits,
+                        max_queue=max_queue, header_timeout=header_timeout, idle_timeout=idle_timeout)
     except OSError as exc:
         from engine.config import ConfigError
 
         raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
     click.echo(f"serving {loaded.describe()} at {server.url} (Ctrl-C stops)", err=True)
-    try:
-        server.httpd.serve_forever()
-    except KeyboardInterrupt:
-        click.echo("stopped", err=True)
-    finally:
-        server.httpd.server_close()
-        server.scheduler.stop()
+    server.run()
+    click.echo("stopped", err=True)

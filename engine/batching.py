@@ -7,8 +7,8 @@
     finished or cancelled rows leave the batch at once, and their request gets its completions.
 
 Joining a running batch edits the KV cache directly, which is exact only for plain DynamicCache
-layers (full attention). Other caches (sliding window, recurrent state) still batch every request
-admitted together at the start, but new requests wait until the batch is empty.
+layers (full attention). Other caches (sliding window, recurrent state) run one request at a time
+(its n rows together, through engine/cache.py), and the next request waits for it.
 """
 
 from __future__ import annotations
@@ -22,7 +22,8 @@ from typing import Callable, Sequence
 import torch
 
 from engine.config import DecodingConfig
-from engine.modelcalls import eos_token_ids, forward_last
+from engine.cache import prefill
+from engine.modelcalls import eos_token_ids
 from engine.results import Completion, PromptError, StepEvent
 from engine.rows import build_steps, new_tracker
 from engine.sampling import RowSettings, RowState, pick, process, step_statistics, token_hashes
@@ -47,8 +48,6 @@ class Request:
     def __post_init__(self):
         if not self.configs:
             raise PromptError("no decoding configs to run: add at least one")
-        if any(c.num_beams > 1 for c in self.configs):
-            raise PromptError("beam configs do not join a multi-prompt batch; run them with generate_many")
         if not self.seeds:
             self.seeds = [c.seed if c.seed is not None else secrets.randbelow(2**32) for c in self.configs]
 
@@ -188,21 +187,23 @@ class MultiBatch:
         requests = list(requests)
         if not requests:
             return
+        if any(c.num_beams > 1 for r in requests for c in r.configs):
+            raise PromptError("beam configs do not join a multi-prompt batch; run them with generate_many")
         if (self.groups or len(requests) > 1) and not self.mergeable:
             raise RuntimeError("this model's cache cannot be joined: add one request to an empty batch")
         for request in requests:
             start = time.perf_counter()
             request.start = start
             request.trackers = [new_tracker(self.tokenizer, c, s, self.eos) for c, s in zip(request.configs, request.seeds)]
-            out = forward_last(self.model, request.prompt_ids[None, :], 1, use_cache=True)
-            cache, n = out.past_key_values, request.rows
-            if n > 1:
-                cache.batch_repeat_interleave(n)
+            n, length = request.rows, request.prompt_ids.numel()
+            out, rows = prefill(self.model, request.prompt_ids, n)  # engine/cache.py copies it to n rows
             logits = out.logits[:, -1, :].float().expand(n, -1)
-            length = request.prompt_ids.numel()
-            mask = torch.ones(n, length, dtype=torch.long, device=self.device)
-            positions = torch.full((n,), length, dtype=torch.long, device=self.device)
-            self._join(cache, mask, positions, logits)
+            if not self.mergeable:  # one request at a time: engine/cache.py's RowCache steps it
+                self.cache, self.logits = rows, logits
+            else:
+                mask = torch.ones(n, length, dtype=torch.long, device=self.device)
+                positions = torch.full((n,), length, dtype=torch.long, device=self.device)
+                self._join(rows.cache, mask, positions, logits)
             request.prefill_s = time.perf_counter() - start
         if self.hashes is None:
             self.hashes = token_hashes(self.logits.shape[-1], self.device)
@@ -242,11 +243,16 @@ class MultiBatch:
                 if all(t.finished for t in request.trackers) and request.completions is None:
                     self._complete(request)
                     done.append(request)
-            group.keep(alive)
-        self.groups = [g for g in self.groups if g.rows]
+            if self.mergeable:  # finished rows leave (other caches keep their rows until all are done)
+                group.keep(alive)
         tokens = torch.cat(tokens)
         if not keep:
-            self.cache = self.mask = self.positions = self.logits = None
+            self.groups, self.cache, self.mask, self.positions, self.logits = [], None, None, None, None
+            return done
+        self.groups = [g for g in self.groups if g.rows]
+        if not self.mergeable:
+            self.logits = self.cache.step(tokens)  # engine/cache.py: one forward for the request's rows
+            self.forwards += 1
             return done
         self._select(keep, tokens)
         out = self.model(input_ids=self._tokens[:, None], attention_mask=self.mask,

@@ -42,10 +42,10 @@ def run_beam(loaded, prompt_ids: torch.Tensor, config: DecodingConfig, seed: int
     out = model.generate(
         input_ids=prompt_ids[None, :],
         attention_mask=torch.ones_like(prompt_ids)[None, :],
-        **hf_generate_kwargs(config, prompt_len),
+        **hf_generate_kwargs(config, prompt_len, tokenizer),  # early_stopping, stop strings in the search
+        tokenizer=tokenizer if config.stop_strings else None,
         eos_token_id=eos or None,
         pad_token_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (eos[0] if eos else 0),
-        early_stopping=True,
         return_dict_in_generate=True,
         output_scores=True,
         stopping_criteria=StoppingCriteriaList([_CancelCriteria(cancel)]),

@@ -160,6 +160,10 @@ class DecodingConfig:
         if self.seed is not None and not (_is_int(self.seed) and 0 <= self.seed <= SEED_MAX):
             raise _fail("seed", self.seed, f"it must be an integer in [0, {SEED_MAX}] or none")
         self._check_new_samplers()
+        if self.num_beams > 1 and (self.dry_multiplier or self.repetition_penalty_last_n):
+            name = "dry_multiplier" if self.dry_multiplier else "repetition_penalty_last_n"
+            raise _fail(name, getattr(self, name), "beams run through HF generate, which has no DRY or penalty "
+                        "window: set it to 0 for beam configs, or num_beams=1")
         if self.num_beams > 1 and self.samples:
             raise _fail(
                 "num_beams", self.num_beams,
@@ -193,9 +197,9 @@ class DecodingConfig:
         for stage in self.sampler_order:
             if stage not in SAMPLER_STAGES:
                 raise _fail("sampler_order", list(self.sampler_order),
-                            f"{stage!r} is not a stage; use some of: {', '.join(SAMPLER_STAGES)}")
+                            f"{stage!r} is not a stage; it must list some of: {', '.join(SAMPLER_STAGES)}")
         if len(set(self.sampler_order)) != len(self.sampler_order):
-            raise _fail("sampler_order", list(self.sampler_order), "each stage may appear only once")
+            raise _fail("sampler_order", list(self.sampler_order), "each stage must appear at most once")
 
     def _check_strings(self, name: str) -> None:
         value = getattr(self, name)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import secrets
 import threading
 import time
-from typing import Callable, Sequence
+from typing import Callable, Container, Sequence
 
 import torch
 
@@ -20,6 +20,7 @@ from engine.config import DecodingConfig
 from engine.modelcalls import eos_token_ids
 from engine.results import Completion, GenerationError, PromptError, StepEvent, Timings
 from engine.rows import build_steps, new_tracker
+from engine.rowstops import finish_stopped
 from engine.sampling import RowSettings, RowState, pick, process, step_statistics, token_hashes
 
 OnStep = Callable[[StepEvent], None]
@@ -59,8 +60,12 @@ def encode_prompt(loaded, prompt: str) -> torch.Tensor:
 
 def generate_many(loaded, prompt: str, configs: Sequence[DecodingConfig], *, on_step: OnStep | None = None,
                   cancel: threading.Event | None = None, top_alternatives: int = 10,
-                  batch_invariant: bool = True, prefix_ids: Sequence[int] = ()) -> list[Completion]:
+                  batch_invariant: bool = True, prefix_ids: Sequence[int] = (),
+                  stop_rows: Container[int] = ()) -> list[Completion]:
     """Run prompt under every config on loaded's backend (local or remote); completions in the order of configs.
+
+    stop_rows (local backend): indices into configs that the caller may add to while the run goes on (a set);
+    each such row ends as "cancelled" at the next step while the others go on. Beam rows stop with cancel only.
 
     prefix_ids forces the first generated tokens (a branch: "continue from this token"). They are
     recorded as steps with their real statistics, then decoding goes on from there.
@@ -68,16 +73,17 @@ def generate_many(loaded, prompt: str, configs: Sequence[DecodingConfig], *, on_
     from engine.backend import Backend
 
     if isinstance(loaded, Backend):
-        options = {} if loaded.remote else {"batch_invariant": batch_invariant}
+        options = {} if loaded.remote else {"batch_invariant": batch_invariant, "stop_rows": stop_rows}
         return loaded.generate(prompt, configs, on_step=on_step, cancel=cancel, top_alternatives=top_alternatives,
                                prefix_ids=prefix_ids, **options)
     return generate_local(loaded, prompt, configs, on_step=on_step, cancel=cancel, top_alternatives=top_alternatives,
-                          batch_invariant=batch_invariant, prefix_ids=prefix_ids)
+                          batch_invariant=batch_invariant, prefix_ids=prefix_ids, stop_rows=stop_rows)
 
 
 def generate_local(loaded, prompt: str, configs: Sequence[DecodingConfig], *, on_step: OnStep | None = None,
                    cancel: threading.Event | None = None, top_alternatives: int = 10,
-                   batch_invariant: bool = True, prefix_ids: Sequence[int] = ()) -> list[Completion]:
+                   batch_invariant: bool = True, prefix_ids: Sequence[int] = (),
+                   stop_rows: Container[int] = ()) -> list[Completion]:
     """The local engine: prefill once, replicate the cache to every row, one batched decode loop."""
     configs = list(configs)
     if not configs:
@@ -100,7 +106,7 @@ def generate_local(loaded, prompt: str, configs: Sequence[DecodingConfig], *, on
     try:
         if batch_rows:
             done = _decode_batch(loaded, prompt_ids, [configs[i] for i in batch_rows], [seeds[i] for i in batch_rows],
-                                 batch_rows, emit, cancel, top_alternatives, batch_invariant, prefix)
+                                 batch_rows, emit, cancel, top_alternatives, batch_invariant, prefix, stop_rows)
             results.update(zip(batch_rows, done))
         from engine.beams import run_beam
 
@@ -135,7 +141,7 @@ def _free_memory() -> None:
 
 @torch.inference_mode()
 def _decode_batch(loaded, prompt_ids, configs, seeds, row_ids, emit, cancel, k, batch_invariant,
-                  prefix: list[int]) -> list[Completion]:
+                  prefix: list[int], stops: Container[int] = ()) -> list[Completion]:
     model, tokenizer = loaded.model, loaded.tokenizer
     n = len(configs)
     rows = bucket_rows(n) if batch_invariant else n
@@ -168,6 +174,9 @@ def _decode_batch(loaded, prompt_ids, configs, seeds, row_ids, emit, cancel, k, 
     hashes = token_hashes(vocab, loaded.device)
     decode_start = time.perf_counter()
     for step in range(len(prefix), max_new):
+        stopped = finish_stopped(trackers, row_ids, stops, step, time.perf_counter() - decode_start)  # "stop this pane"
+        if stopped is not None:
+            emit(stopped)
         if cancel.is_set() or all(t.finished for t in trackers):
             break
         processed = process(logits, settings, state, step)  # the sampler chain (engine/sampling/chain.py)

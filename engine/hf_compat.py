@@ -26,11 +26,12 @@ class FrequencyPresencePenalty:
         return scores - self.frequency * counts - self.presence * (counts > 0).to(scores.dtype)
 
 
-def hf_generate_kwargs(config: DecodingConfig, prompt_length: int) -> dict:
+def hf_generate_kwargs(config: DecodingConfig, prompt_length: int, tokenizer=None) -> dict:
     """Keyword arguments for `model.generate` that reproduce this config's settings.
 
-    Neutral values are written explicitly (top_k=0, not HF's hidden 50). Stop strings and seeds are
-    left to the caller: HF needs the tokenizer for the first and a global torch seed for the second.
+    Neutral values are written explicitly (top_k=0, not HF's hidden 50). Seeds are left to the caller
+    (HF needs a global torch seed). With a tokenizer, stop strings, logit-bias texts and banned strings
+    are passed too (the caller must then also pass tokenizer= to generate for stop strings).
     """
     from transformers import LogitsProcessorList
 
@@ -48,8 +49,33 @@ def hf_generate_kwargs(config: DecodingConfig, prompt_length: int) -> dict:
                       min_p=config.min_p or None, typical_p=config.typical_p)
     else:
         kwargs.update(temperature=None, top_k=None, top_p=None)
+    if config.num_beams > 1:
+        kwargs["early_stopping"] = config.early_stopping
+    if config.samples:
+        kwargs.update(epsilon_cutoff=config.epsilon_cutoff or None, eta_cutoff=config.eta_cutoff or None)
+    if config.logit_bias:
+        kwargs["sequence_bias"] = token_biases(config, tokenizer)
+    if config.banned_strings:
+        kwargs["bad_words_ids"] = [_ids(tokenizer, text) for text in config.banned_strings]
+    if config.stop_strings and tokenizer is not None:
+        kwargs["stop_strings"] = list(config.stop_strings)
     if config.frequency_penalty or config.presence_penalty:
         kwargs["logits_processor"] = LogitsProcessorList(
             [FrequencyPresencePenalty(config.frequency_penalty, config.presence_penalty, prompt_length)]
         )
     return kwargs
+
+
+def _ids(tokenizer, text: str) -> list[int]:
+    if tokenizer is None:
+        raise ValueError(f"{text!r} is text: turning it into token ids needs the tokenizer")
+    return list(tokenizer.encode(text, add_special_tokens=False))
+
+
+def token_biases(config: DecodingConfig, tokenizer=None) -> dict[tuple[int], float]:
+    """logit_bias as HF's sequence_bias: one-token sequences; a text biases each of its tokens (repeats add up)."""
+    out: dict[tuple[int], float] = {}
+    for key, bias in config.logit_bias:
+        for token in [key] if isinstance(key, int) else _ids(tokenizer, key):
+            out[(token,)] = out.get((token,), 0.0) + bias
+    return out

@@ -228,7 +228,7 @@ def load_model(spec: ModelSpec, progress: Progress | None = None, api_key: str |
     """Load a causal LM and its tokenizer from local files only. Failures raise ModelLoadError.
 
     A spec whose path is an http(s) URL connects to an OpenAI-compatible server instead and returns
-    a RemoteModel (the key comes from api_key, else DECODELAB_API_KEY / OPENAI_API_KEY).
+    a RemoteModel (the key comes from api_key, else DECODELAB_API_KEY; OPENAI_API_KEY only for api.openai.com).
     """
     if spec.is_remote:
         from engine.remote import connect

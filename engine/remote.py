@@ -26,25 +26,28 @@ KINDS = {
     "decodelab": dict(fields={"temperature", "top_p", "top_k", "min_p", "typical_p", "repetition_penalty",
                               "frequency_penalty", "presence_penalty", "no_repeat_ngram_size", "num_beams",
                               "length_penalty", "seed", "stop_strings", "max_new_tokens", "min_new_tokens"},
-                      max_logprobs=20, logprobs="raw model distribution (plus decodelab's processed values)"),
+                      max_logprobs=20, logprobs="raw model distribution (plus decodelab's processed values)",
+                      usage=True),
     "vllm": dict(fields={"temperature", "top_p", "top_k", "min_p", "repetition_penalty", "frequency_penalty",
                          "presence_penalty", "seed", "stop_strings", "max_new_tokens", "min_new_tokens"},
-                 max_logprobs=20, logprobs="raw model distribution (vLLM's default logprobs mode)"),
+                 max_logprobs=20, logprobs="raw model distribution (vLLM's default logprobs mode)", usage=True),
     "llamacpp": dict(fields={"temperature", "top_p", "top_k", "min_p", "typical_p", "repetition_penalty",
                              "frequency_penalty", "presence_penalty", "seed", "stop_strings", "max_new_tokens"},
                      max_logprobs=10, logprobs="as llama.cpp's llama-server reports them (not checked here)",
-                     rename={"repetition_penalty": "repeat_penalty"}),
+                     rename={"repetition_penalty": "repeat_penalty"},
+                     defaults={"top_k": 40, "top_p": 0.95, "min_p": 0.05, "repeat_last_n": 64}),
     "llama-cpp-python": dict(fields={"temperature", "top_p", "top_k", "min_p", "repetition_penalty",
                                      "frequency_penalty", "presence_penalty", "seed", "stop_strings",
                                      "max_new_tokens", "min_new_tokens"},
                              max_logprobs=10, logprobs="raw model distribution (log-softmax of the logits)",
                              rename={"repetition_penalty": "repeat_penalty"},
+                             defaults={"top_k": 40, "top_p": 0.95, "min_p": 0.05, "repeat_penalty": 1.1},
                              # one request at a time: by default it interrupts a running request for a new one
                              max_parallel=1,
                              caveat={"repetition_penalty": "only over the server's last_n_tokens_size window "
                                                            "(64 by default), not the whole context"}),
     "openai": dict(fields={"temperature", "top_p", "frequency_penalty", "presence_penalty", "seed", "stop_strings",
-                           "max_new_tokens"}, max_logprobs=5, logprobs="as reported by the server"),
+                           "max_new_tokens"}, max_logprobs=5, logprobs="as reported by the server", usage=True),
 }
 NEUTRAL = DecodingConfig()
 SETTINGS = ("top_k", "min_p", "typical_p", "repetition_penalty", "frequency_penalty", "presence_penalty",
@@ -86,6 +89,10 @@ class RemoteModel(Backend):
         return generate_remote(self, prompt, configs, on_step=on_step, cancel=cancel,
                                top_alternatives=top_alternatives, prefix_ids=prefix_ids)
 
+    def overridden(self) -> list[str]:
+        """The server's own non-neutral defaults that every request overrides (so they cannot leak in)."""
+        return [f"{name}={value!r}" for name, value in KINDS[self.kind].get("defaults", {}).items()]
+
     def unsupported(self, config: DecodingConfig) -> list[str]:
         """Settings of this config that this kind of server would not apply."""
         fields = KINDS[self.kind]["fields"]
@@ -99,8 +106,27 @@ class RemoteModel(Backend):
         return out
 
 
-def api_key_from_env() -> str | None:
-    return os.environ.get("DECODELAB_API_KEY") or os.environ.get("OPENAI_API_KEY")
+OPENAI_HOST = "api.openai.com"
+
+
+def is_openai_endpoint(base_url: str) -> bool:
+    """Only OpenAI's own endpoint (over https) may receive OPENAI_API_KEY."""
+    url = httpx_url(base_url)
+    return url.scheme == "https" and url.host == OPENAI_HOST
+
+
+def httpx_url(base_url: str):
+    import httpx
+
+    return httpx.URL(base_url)
+
+
+def api_key_from_env(base_url: str) -> str | None:
+    """DECODELAB_API_KEY for any server; OPENAI_API_KEY only for https://api.openai.com, never elsewhere."""
+    key = os.environ.get("DECODELAB_API_KEY")
+    if key:
+        return key
+    return os.environ.get("OPENAI_API_KEY") if is_openai_endpoint(base_url) else None
 
 
 def _headers(api_key: str | None) -> dict:
@@ -119,7 +145,7 @@ def connect(spec, api_key: str | None = None, timeout: float = 10.0):
     base = spec.path.rstrip("/")
     if not base.endswith("/v1"):
         base += "/v1"
-    key = api_key if api_key is not None else api_key_from_env()
+    key = api_key if api_key is not None else api_key_from_env(base)
     start = time.perf_counter()
     try:
         response = httpx.get(f"{base}/models", headers=_headers(key), timeout=timeout)
@@ -143,12 +169,34 @@ def connect(spec, api_key: str | None = None, timeout: float = 10.0):
     name = wanted or (names[0] if names else "default")
     kind = getattr(spec, "server_kind", "auto")
     if kind == "auto":
-        owner = " ".join(str(m.get("owned_by", "")) for m in models if isinstance(m, dict)).lower()
-        kind = next((k for k in ("decodelab", "vllm", "llamacpp") if k in owner), "openai")
-        if kind == "openai" and owner.strip() == "me" and any(str(n).endswith(".gguf") for n in names):
-            kind = "llama-cpp-python"  # its /v1/models says owned_by "me" and names the .gguf file
+        kind = detect_kind(base, models, key, timeout)
     return RemoteModel(spec=spec, base_url=base, model_name=name, kind=kind, api_key=key,
                        load_seconds=time.perf_counter() - start)
+
+
+def detect_kind(base: str, models: list, key: str | None, timeout: float) -> str:
+    """Which kind of server this is, from what /v1/models says and which endpoints it has."""
+    cards = [m for m in models if isinstance(m, dict)]
+    owner = " ".join(str(m.get("owned_by", "")) for m in cards).lower()
+    kind = next((k for k in ("decodelab", "vllm", "llamacpp") if k in owner), None)
+    if kind:
+        return kind
+    if owner.strip() == "me" or any("permissions" in m for m in cards):
+        # llama-cpp-python says owned_by "me" whatever --model_alias is; its /extras/tokenize tells for sure
+        if _has_tokenize_extra(base, key, timeout):
+            return "llama-cpp-python"
+    return "openai"
+
+
+def _has_tokenize_extra(base: str, key: str | None, timeout: float) -> bool:
+    import httpx
+
+    root = base[: -len("/v1")] if base.endswith("/v1") else base
+    try:
+        r = httpx.post(f"{root}/extras/tokenize", json={"input": "a"}, headers=_headers(key), timeout=timeout)
+        return r.status_code == 200 and isinstance(r.json().get("tokens"), list)
+    except (httpx.HTTPError, ValueError, AttributeError):
+        return False
 
 
 def _why(exc) -> str:
@@ -183,6 +231,10 @@ def request_body(remote: RemoteModel, prompt: str, config: DecodingConfig, seed:
     for name, value in optional.items():  # neutral values too: servers' defaults are not neutral
         if name in fields:
             body[rename.get(name, name)] = value
+    if KINDS[remote.kind].get("usage"):
+        body["stream_options"] = {"include_usage": True}  # so prompt_tokens is known, not guessed
+    if remote.kind == "decodelab":
+        body["decodelab_stats"] = True  # every token's full statistics, as the local engine gives them
     if remote.kind == "llamacpp":
         body["repeat_last_n"] = -1  # penalise the whole context, as HF and decodelab do (llama.cpp: last 64)
     if config.stop_strings and "stop_strings" in fields:
@@ -223,10 +275,11 @@ def _steps_from_chunk(choice: dict, chat: bool) -> list[TokenStep]:
     for token, logprob, top in items:
         ranked = sorted(((t, _f(lp)) for t, lp in (top or {}).items()), key=lambda x: -x[1])
         names = [t for t, _ in ranked]
+        known = token in names  # beyond the server's top N, only "at least N" is known
         steps.append(TokenStep(token_id=-1, text=token, logprob=_f(logprob), logprob_processed=NAN,
-                               rank=names.index(token) if token in names else len(names), entropy=NAN,
-                               entropy_processed=NAN,
-                               top=tuple(Alternative(-1, t, lp, NAN) for t, lp in ranked)))
+                               rank=names.index(token) if known else len(names), entropy=NAN,
+                               entropy_processed=NAN, top=tuple(Alternative(-1, t, lp, NAN) for t, lp in ranked),
+                               rank_at_least=not known))
     return steps
 
 
@@ -260,7 +313,7 @@ def generate_remote(remote: RemoteModel, prompt: str, configs, *, on_step=None, 
     def run(row: int) -> Completion:
         config, seed = configs[row], seeds[row]
         steps: list[TokenStep] = []
-        text, reason, error = "", None, None
+        text, reason, error, prompt_tokens = "", None, None, None
         start = time.perf_counter()
         try:
             with client.stream("POST", url, json=request_body(remote, prompt, config, seed, top_alternatives)) as r:
@@ -275,7 +328,10 @@ def generate_remote(remote: RemoteModel, prompt: str, configs, *, on_step=None, 
                     data = line[5:].strip()
                     if data == "[DONE]":
                         break
-                    choice = (json.loads(data).get("choices") or [{}])[0]
+                    payload = json.loads(data)
+                    if isinstance(payload.get("usage"), dict):  # the last chunk, when the server reports usage
+                        prompt_tokens = payload["usage"].get("prompt_tokens", prompt_tokens)
+                    choice = (payload.get("choices") or [{}])[0]
                     new = _steps_from_chunk(choice, remote.spec.chat)
                     piece = "".join(s.text for s in new) if new else ""
                     if new:
@@ -306,9 +362,10 @@ def generate_remote(remote: RemoteModel, prompt: str, configs, *, on_step=None, 
                 error = f"the stream from {remote.base_url} ended before the server finished"
         elapsed = time.perf_counter() - start
         done = Completion(config=config, seed=seed, text=text, token_ids=[s.token_id for s in steps], steps=steps,
-                          stop_reason=reason, timings=Timings(0.0, elapsed, len(steps) / elapsed if elapsed else 0.0),
+                          stop_reason=reason, timings=Timings(None, elapsed, len(steps) / elapsed if elapsed else 0.0),
+                          prompt_tokens=prompt_tokens if isinstance(prompt_tokens, int) else None,
                           extra={"backend": remote.kind, "logprobs": KINDS[remote.kind]["logprobs"],
-                                 "ignored": remote.unsupported(config)})
+                                 "ignored": remote.unsupported(config), "overridden": remote.overridden()})
         if error:
             done.extra["error"] = error + (" (partial text kept)" if text else "")
         if on_step:

@@ -44,6 +44,13 @@ class TokenStep:
     entropy: float
     entropy_processed: float
     top: tuple[Alternative, ...] = ()
+    rank_at_least: bool = False
+    """True when the rank is only a lower bound: a server reported its top N and this token was not among them."""
+
+    @property
+    def rank_text(self) -> str:
+        """The rank as a person reads it: "3", or "≥5" when only a lower bound is known."""
+        return f"≥{self.rank}" if self.rank_at_least else str(self.rank)
 
     @property
     def prob(self) -> float:
@@ -56,7 +63,8 @@ class TokenStep:
 
 @dataclass(frozen=True)
 class Timings:
-    prefill_s: float
+    prefill_s: float | None
+    """None when unknown (a remote server does not report its prefill)."""
     decode_s: float
     tokens_per_s: float
 
@@ -72,7 +80,8 @@ class Completion:
     steps: list[TokenStep]
     stop_reason: str
     timings: Timings
-    prompt_tokens: int = 0
+    prompt_tokens: int | None = 0
+    """None when unknown (a remote server that does not report usage)."""
     sequence_score: float | None = None
     """Beams only: HF's length-penalised sequence score."""
     extra: dict = field(default_factory=dict)
@@ -112,7 +121,8 @@ def completion_to_dict(c: Completion, top: int | None = None) -> dict:
     def step(s: TokenStep) -> dict:
         alts = s.top if top is None else s.top[:top]
         return {"id": s.token_id, "text": s.text, "logprob": json_number(s.logprob),
-                "logprob_processed": json_number(s.logprob_processed), "rank": s.rank, "entropy": json_number(s.entropy),
+                "logprob_processed": json_number(s.logprob_processed), "rank": s.rank,
+                **({"rank_at_least": True} if s.rank_at_least else {}), "entropy": json_number(s.entropy),
                 "entropy_processed": json_number(s.entropy_processed),
                 "alternatives": [{"id": a.token_id, "text": a.text, "logprob": json_number(a.logprob),
                                   "logprob_processed": json_number(a.logprob_processed)} for a in alts]}
@@ -123,11 +133,15 @@ def completion_to_dict(c: Completion, top: int | None = None) -> dict:
             "timings": {"prefill_s": c.timings.prefill_s, "decode_s": c.timings.decode_s,
                         "tokens_per_s": c.timings.tokens_per_s},
             "tokens": [step(s) for s in c.steps],
-            "notes": {k: c.extra[k] for k in ("backend", "logprobs", "ignored", "error") if k in c.extra}}
+            "notes": {k: c.extra[k] for k in ("backend", "logprobs", "ignored", "overridden", "error") if k in c.extra}}
 
 
 def _float(value) -> float:
     return float("-inf") if value is None else float(value)
+
+
+def _maybe(value, kind):
+    return None if value is None else kind(value)
 
 
 def completion_from_dict(data: dict) -> Completion:
@@ -136,13 +150,14 @@ def completion_from_dict(data: dict) -> Completion:
                        logprob_processed=_float(t["logprob_processed"]), rank=int(t["rank"]),
                        entropy=_float(t["entropy"]), entropy_processed=_float(t["entropy_processed"]),
                        top=tuple(Alternative(int(a["id"]), str(a["text"]), _float(a["logprob"]),
-                                             _float(a["logprob_processed"])) for a in t["alternatives"]))
+                                             _float(a["logprob_processed"])) for a in t["alternatives"]),
+                       rank_at_least=bool(t.get("rank_at_least", False)))
              for t in data["tokens"]]
     timings = data["timings"]
     return Completion(config=DecodingConfig.from_dict(data["config"]), seed=int(data["seed"]), text=str(data["text"]),
                       token_ids=[int(i) for i in data["token_ids"]], steps=steps,
                       stop_reason=str(data["stop_reason"]),
-                      timings=Timings(float(timings["prefill_s"]), float(timings["decode_s"]),
+                      timings=Timings(_maybe(timings["prefill_s"], float), float(timings["decode_s"]),
                                       float(timings["tokens_per_s"])),
-                      prompt_tokens=int(data.get("prompt_tokens", 0)), sequence_score=data.get("sequence_score"),
+                      prompt_tokens=_maybe(data.get("prompt_tokens", 0), int), sequence_score=data.get("sequence_score"),
                       extra=dict(data.get("notes") or {}))

@@ -92,7 +92,22 @@ class RowTracker:
         if not hits:
             return False
         self.text = self.text[: min(hits)]
+        self._trim_steps(len(self.text))
         return True
+
+    def _trim_steps(self, cut: int) -> None:
+        """Cut the steps' texts at the same place as the text, so the steps still join to exactly .text
+        (a stop string can begin inside an earlier token)."""
+        end = sum(len(step.text) for step in self.steps)
+        for i in range(len(self.steps) - 1, -1, -1):
+            start = end - len(self.steps[i].text)
+            if start < cut:
+                if end > cut:
+                    self.steps[i] = dataclasses.replace(self.steps[i], text=self.steps[i].text[: cut - start])
+                break
+            if self.steps[i].text:
+                self.steps[i] = dataclasses.replace(self.steps[i], text="")
+            end = start
 
     def finish(self, reason: str, now: float) -> str:
         if reason != "stop_string":

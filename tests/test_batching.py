@@ -63,9 +63,11 @@ def test_a_request_joining_mid_flight_is_exact_and_leaves_early(tiny_models, arc
 def test_sliding_window_cache_runs_prompts_one_batch_at_a_time(tiny_models):
     loaded = tiny_models["mistral"]
     greedy = DecodingConfig(max_new_tokens=8)
-    results = generate_prompts(loaded, [(p, [greedy]) for p in PROMPTS[:2]])
-    for prompt, (c,) in zip(PROMPTS, results):
+    short = DecodingConfig(max_new_tokens=3)
+    results = generate_prompts(loaded, [(p, [greedy, short]) for p in PROMPTS[:2]])
+    for prompt, (c, s) in zip(PROMPTS, results):
         assert c.token_ids == hf_greedy(loaded, prompt, greedy)
+        assert s.token_ids == c.token_ids[:3] and s.stop_reason == "max_new_tokens"
 
 
 def test_seeded_sampling_matches_generate_many_for_each_prompt(llama):

@@ -146,6 +146,19 @@ def test_stop_string_across_token_boundaries_is_trimmed(demo):
     assert result.stop_reason == "stop_string"
     assert result.text == base.text[:cut]
     assert stop not in result.text
+    assert "".join(step.text for step in result.steps) == result.text  # the steps trim with the text
+
+
+def test_steps_join_to_the_text_when_a_stop_string_begins_tokens_earlier(demo):
+    base = generate_many(demo, PROMPT, [DecodingConfig(max_new_tokens=30)])[0]
+    pieces = [s.text for s in base.steps]
+    i = next(i for i in range(2, len(pieces) - 1) if len(pieces[i]) >= 2 and pieces[i + 1])
+    start = len("".join(pieces[:i])) + 1  # inside token i, ending in token i + 1
+    stop = base.text[start : len("".join(pieces[: i + 2]))]
+    cut = base.text.index(stop)
+    result = generate_many(demo, PROMPT, [DecodingConfig(max_new_tokens=30, stop_strings=(stop,))])[0]
+    assert result.stop_reason == "stop_string" and result.text == base.text[:cut]
+    assert "".join(step.text for step in result.steps) == result.text
 
 
 def test_cancel_returns_partial_completions(llama):
@@ -162,7 +175,7 @@ def test_cancel_returns_partial_completions(llama):
 
 
 def test_beams_match_hf_and_carry_scores(llama):
-    config = DecodingConfig(num_beams=3, max_new_tokens=12, length_penalty=1.0)
+    config = DecodingConfig(num_beams=3, max_new_tokens=12, length_penalty=1.0, early_stopping=True)
     ids = llama.tokenizer(PROMPT, return_tensors="pt")
     expected = llama.model.generate(**ids, num_beams=3, max_new_tokens=12, do_sample=False, early_stopping=True,
                                     pad_token_id=0, eos_token_id=llama.tokenizer.eos_token_id)

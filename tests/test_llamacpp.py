@@ -37,10 +37,11 @@ def gguf_path(tmp_path_factory):
     return module.write_gguf(demo_model_path(), tmp_path_factory.mktemp("gguf") / "demo.gguf")
 
 
-def start_server(gguf: Path):
+def start_server(gguf: Path, alias: str | None = None):
     port = _port()
+    extra = ["--model_alias", alias] if alias else []
     proc = subprocess.Popen([sys.executable, "-m", "llama_cpp.server", "--model", str(gguf), "--port", str(port),
-                             "--n_ctx", "512", "--logits_all", "true", "--n_threads", "2"],
+                             "--n_ctx", "512", "--logits_all", "true", "--n_threads", "2", *extra],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}/v1"
     for _ in range(300):
@@ -56,16 +57,18 @@ def start_server(gguf: Path):
 
 @pytest.fixture(scope="module")
 def llama_server(gguf_path):
-    proc, remote = start_server(gguf_path)
+    proc, remote = start_server(gguf_path, alias="team-demo")  # an alias hides the .gguf name
     yield remote
     proc.kill()
     proc.wait()
 
 
 def test_detects_the_server_and_matches_local_greedy(llama_server, demo):
-    assert llama_server.kind == "llama-cpp-python"
+    assert llama_server.kind == "llama-cpp-python" and llama_server.name == "team-demo"
     config = DecodingConfig(max_new_tokens=12)
     remote = generate_many(llama_server, PROMPT, [config])[0]
+    assert remote.prompt_tokens is None and remote.timings.prefill_s is None  # unknown, not 0
+    assert "top_k=40" in remote.extra["overridden"] and "repeat_penalty=1.1" in remote.extra["overridden"]
     local = generate_many(demo, PROMPT, [config])[0]
     assert remote.text == local.text  # same weights (bf16 -> f32), same greedy path
     assert [s.logprob for s in remote.steps] == pytest.approx([s.logprob for s in local.steps], abs=5e-3)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import socket
 import subprocess
@@ -16,7 +17,7 @@ from engine import DecodingConfig, generate_many
 from engine.loading import ModelLoadError, ModelSpec, load_model
 from engine.remote import RemoteModel, request_body
 from engine.results import GenerationError
-from engine.serve import Server
+from server import Server
 
 PROMPT = "The for statement"
 CONFIGS = [DecodingConfig(name="greedy", max_new_tokens=10),
@@ -26,7 +27,7 @@ CONFIGS = [DecodingConfig(name="greedy", max_new_tokens=10),
 
 @pytest.fixture(scope="module")
 def server(demo):
-    server = Server(demo, port=0, window=0.3).start()
+    server = Server(demo, port=0).start()
     yield server
     server.stop()
 
@@ -39,10 +40,10 @@ def test_remote_equals_local_through_decodelab_serve(demo, server):
     remote = remote_for(server)
     assert remote.kind == "decodelab" and remote.name == "demo"
     events = []
-    before = server.scheduler.batches
+    before = server.scheduler.forwards
     got = generate_many(remote, PROMPT, CONFIGS, on_step=events.append)
     want = generate_many(demo, PROMPT, CONFIGS)
-    assert server.scheduler.batches == before + 1  # the three requests ran as one batch
+    assert server.scheduler.forwards - before < 2 * 10  # the three requests shared forward passes
     for g, w in zip(got, want):
         assert g.text == w.text and g.token_ids == w.token_ids
         assert g.seed == w.seed or g.config.seed is None
@@ -107,6 +108,8 @@ class Fake:
 
     def __init__(self, mode: str):
         self.mode = mode
+        self.auth: list[str | None] = []
+        self.bodies: list[dict] = []
         fake = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -116,11 +119,22 @@ class Fake:
                 pass
 
             def do_GET(self):
-                self._send(200, {"data": [{"id": "fake", "owned_by": "vllm"}]})
+                fake.auth.append(self.headers.get("Authorization"))
+                if fake.mode == "llama-cpp-python":  # what it says with --model_alias: no .gguf name
+                    self._send(200, {"object": "list", "data": [{"id": "team", "object": "model", "owned_by": "me",
+                                                                 "permissions": []}]})
+                else:
+                    self._send(200, {"data": [{"id": "fake", "owned_by": "vllm"}]})
 
             def do_POST(self):
-                self.rfile.read(int(self.headers.get("Content-Length", 0)))
-                if fake.mode in ("400", "503"):
+                fake.auth.append(self.headers.get("Authorization"))
+                body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
+                fake.bodies.append(body)
+                if self.path == "/extras/tokenize" and fake.mode == "llama-cpp-python":
+                    self._send(200, {"tokens": [1]})
+                elif self.path == "/extras/tokenize":
+                    self._send(404, {"detail": "Not Found"})
+                elif fake.mode in ("400", "503"):
                     self._send(int(fake.mode), {"error": {"message": f"the server says no ({fake.mode})"}})
                 elif fake.mode == "slow":
                     time.sleep(3)
@@ -282,3 +296,66 @@ def test_cli_run_reports_ignored_settings(server):
     assert panels.exit_code == 0 and "server ignores min_p=0.1" in panels.output
     doc = json.loads(CliRunner().invoke(main, args + ["--json"]).stdout)
     assert doc["completions"][0]["notes"]["ignored"] == ["min_p=0.1"]
+
+
+def test_openai_key_goes_only_to_openai(monkeypatch):
+    from engine.remote import api_key_from_env, is_openai_endpoint
+
+    assert is_openai_endpoint("https://api.openai.com/v1")
+    assert not is_openai_endpoint("http://api.openai.com/v1") and not is_openai_endpoint("https://api.openai.com.evil.io/v1")
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-openai")
+    monkeypatch.delenv("DECODELAB_API_KEY", raising=False)
+    assert api_key_from_env("https://api.openai.com/v1") == "sk-openai"
+    fake = Fake("cut")
+    try:
+        remote = load_model(ModelSpec(path=fake.url))
+        generate_many(remote, PROMPT, [DecodingConfig(max_new_tokens=3)])
+        assert fake.auth and all(a is None for a in fake.auth)  # the OpenAI key never left for another host
+        monkeypatch.setenv("DECODELAB_API_KEY", "team-key")
+        load_model(ModelSpec(path=fake.url))
+        assert fake.auth[-1] == "Bearer team-key"
+    finally:
+        fake.close()
+
+
+def test_llama_cpp_python_with_an_alias_is_detected_and_sent_one_request_at_a_time():
+    fake = Fake("llama-cpp-python")
+    try:
+        remote = load_model(ModelSpec(path=fake.url))
+        assert remote.kind == "llama-cpp-python" and remote.name == "team"
+        body = request_body(remote, PROMPT, DecodingConfig(do_sample=True), 1, 10)
+        assert body["top_k"] == 0 and body["min_p"] == 0.0 and body["repeat_penalty"] == 1.0  # its defaults overridden
+        assert "top_k=40" in remote.overridden() and "repeat_penalty=1.1" in remote.overridden()
+    finally:
+        fake.close()
+    plain = Fake("cut")
+    try:
+        assert load_model(ModelSpec(path=plain.url)).kind == "vllm"
+    finally:
+        plain.close()
+
+
+def test_unknown_prompt_tokens_and_prefill_are_null_and_ranks_beyond_top_n_are_lower_bounds():
+    from engine.remote import _steps_from_chunk
+    from engine.results import completion_from_dict, completion_to_dict
+
+    fake = Fake("cut")
+    try:
+        out = generate_many(load_model(ModelSpec(path=fake.url)), PROMPT, [DecodingConfig(max_new_tokens=30)])[0]
+    finally:
+        fake.close()
+    assert out.prompt_tokens is None and out.timings.prefill_s is None
+    doc = completion_to_dict(out)
+    assert doc["prompt_tokens"] is None and doc["timings"]["prefill_s"] is None
+    assert completion_from_dict(json.loads(json.dumps(doc))).prompt_tokens is None
+    steps = _steps_from_chunk({"text": " x", "logprobs": {"tokens": [" x"], "token_logprobs": [-4.0],
+                                                         "top_logprobs": [{" a": -0.1, " b": -1.0}]}}, chat=False)
+    assert steps[0].rank == 2 and steps[0].rank_at_least and steps[0].rank_text == "≥2"
+    again = completion_from_dict(json.loads(json.dumps(completion_to_dict(dataclasses.replace(out, steps=steps)))))
+    assert again.steps[0].rank_at_least
+
+
+def test_decodelab_serve_reports_prompt_tokens(server, demo):
+    remote = remote_for(server)
+    out = generate_many(remote, PROMPT, [DecodingConfig(max_new_tokens=3)])[0]
+    assert out.prompt_tokens == generate_many(demo, PROMPT, [DecodingConfig(max_new_tokens=3)])[0].prompt_tokens

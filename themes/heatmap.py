@@ -67,7 +67,22 @@ def colour(value: float, scale: str = "viridis") -> str:
     return stops[index]
 
 
+def relative_luminance(hex_colour: str) -> float:
+    """WCAG 2.x relative luminance of an sRGB colour written as #rrggbb."""
+    def channel(c: int) -> float:
+        c = c / 255
+        return c / 12.92 if c <= 0.04045 else ((c + 0.055) / 1.055) ** 2.4
+
+    r, g, b = (channel(int(hex_colour[i : i + 2], 16)) for i in (1, 3, 5))
+    return 0.2126 * r + 0.7152 * g + 0.0722 * b
+
+
+def contrast_ratio(a: str, b: str) -> float:
+    """WCAG contrast ratio between two #rrggbb colours: 1 (none) .. 21 (black on white)."""
+    la, lb = sorted((relative_luminance(a), relative_luminance(b)), reverse=True)
+    return (la + 0.05) / (lb + 0.05)
+
+
 def text_colour_for(background: str) -> str:
-    """Black or white, whichever reads better on the background."""
-    r, g, b = (int(background[i : i + 2], 16) for i in (1, 3, 5))
-    return "#000000" if (0.299 * r + 0.587 * g + 0.114 * b) > 140 else "#ffffff"
+    """Black or white, whichever has the higher WCAG contrast on the background (always >= 4.58:1)."""
+    return "#000000" if contrast_ratio("#000000", background) >= contrast_ratio("#ffffff", background) else "#ffffff"

@@ -10,23 +10,14 @@ from textual.widgets import TextArea
 from engine.config import ConfigError
 from themes.heatmap import ORDER
 from tui.state import PaneState, first_divergence
-from tui.widgets.inspector import Inspector
 from tui.widgets.legend import Legend
 from tui.widgets.pane import Pane
-from tui.widgets.token_view import TokenView
 
 DIFF_MODES = ("off", "greedy", "left")
 
 
 class PaneActions:
     # -- which pane --------------------------------------------------------------------------------
-    def on_descendant_focus(self, event) -> None:
-        node = event.widget
-        while node is not None and not isinstance(node, Pane):
-            node = node.parent
-        if node is not None:
-            self.current_pane = node
-
     def pane(self) -> Pane | None:
         panes = self.panes()
         if self.current_pane in panes:
@@ -80,16 +71,43 @@ class PaneActions:
             self.add_pane(pane.state.config.replace(name=pane.state.config.name + "-copy"), after=pane).focus()
 
     def action_remove(self) -> None:
+        """x: remove the pane; u brings it back with its output (the last 10 removals are kept)."""
         pane = self.pane()
         if pane is None:
             return
         if pane.state.running:
-            self.notify("This pane is running: cancel with Esc first.", severity="warning")
+            self.notify("This pane is running: k stops it, Esc stops the whole run.", severity="warning")
             return
+        panes = self.panes()
+        index = panes.index(pane)
+        self.removed = (self.removed + [(index, pane.state)])[-10:]
+        rest = [p for p in panes if p is not pane]
         pane.remove()
         self.current_pane = None
+        if rest:  # focus stays among the panes (so u works), on the neighbour
+            self.current_pane = rest[min(index, len(rest) - 1)]
+            self.current_pane.focus()
         self.call_after_refresh(self.layout_panes)
-        self.notify(f"removed pane {pane.state.config.name}")
+        held = f" and its {len(pane.state.steps)} tokens" if pane.state.steps else ""
+        self.notify(f"Removed pane {pane.state.config.name}{held}: press u to undo.")
+
+    def action_undo_remove(self) -> None:
+        if not self.removed:
+            self.notify("No removed pane to bring back.", severity="warning")
+            return
+        index, state = self.removed.pop()
+        panes = self.panes()
+        pane = Pane(state)
+        container = self.query_one("#panes")
+        if index < len(panes):
+            container.mount(pane, before=panes[index])
+        else:
+            container.mount(pane)
+        pane.measure = self.measure
+        self.current_pane = pane
+        self.call_after_refresh(self.layout_panes)
+        self.call_after_refresh(pane.focus)
+        self.notify(f"Restored pane {state.config.name}.")
 
     def action_move(self, delta: int) -> None:
         pane, panes = self.pane(), self.panes()
@@ -105,18 +123,21 @@ class PaneActions:
             self.call_after_refresh(self.refresh_panes)
 
     def action_edit(self) -> None:
+        from tui.preflight import context_error, prompt_tokens
         from tui.screens.config_editor import ConfigEditor
 
         pane = self.pane()
         if pane is None:
             return
+        length, _ = prompt_tokens(self.loaded, self.query_one("#prompt", TextArea).text)
 
         def edited(config) -> None:
             if config is not None:
                 pane.state.config = config
                 pane.refresh_view()
 
-        self.push_screen(ConfigEditor(pane.state.config), edited)
+        self.push_screen(ConfigEditor(pane.state.config,
+                                      check=lambda c: context_error(self.loaded, length, c.max_new_tokens)), edited)
 
     def action_rerun_pane(self) -> None:
         pane = self.pane()
@@ -145,85 +166,20 @@ class PaneActions:
             notes.append(f"logprobs: {KINDS[self.loaded.kind]['logprobs']}")
         self.query_one(Legend).show(self.measure, " · ".join(notes))
 
-    def action_inspector(self) -> None:
-        inspector = self.query_one(Inspector)
-        inspector.toggle_class("-visible")
-        self.call_after_refresh(self.layout_panes)
-        pane = self.pane()
-        if inspector.has_class("-visible") and pane is not None and pane.state.cursor is None and pane.state.steps:
-            pane.state.cursor = 0
-            pane.refresh_view()
-        self.refresh_inspector()
-
-    def action_token(self, delta: int) -> None:
-        pane = self.pane()
-        if pane is None or not pane.state.steps:
-            return
-        cursor = pane.state.cursor
-        cursor = 0 if cursor is None else max(0, min(len(pane.state.steps) - 1, cursor + delta))
-        self.select_token(pane, cursor)
-
-    def select_token(self, pane: Pane, index: int) -> None:
-        pane.state.cursor = index
-        pane.refresh_view()
-        self.current_pane = pane
-        if not self.query_one(Inspector).has_class("-visible"):
-            self.query_one(Inspector).add_class("-visible")
-            self.call_after_refresh(self.layout_panes)
-        self.refresh_inspector()
-
-    def on_token_view_selected(self, event: TokenView.Selected) -> None:
-        pane = next((p for p in event.view.ancestors if isinstance(p, Pane)), None)
-        if pane is not None:
-            self.select_token(pane, event.index)
-
-    def refresh_inspector(self) -> None:
-        inspector = self.query_one(Inspector)
-        pane = self.pane()
-        if pane is None or pane.state.cursor is None or pane.state.cursor >= len(pane.state.steps):
-            inspector.clear()
-            return
-        inspector.show(pane.state.config.name, pane.state.cursor, pane.state.steps[pane.state.cursor])
-
-    def on_inspector_branch(self, event: Inspector.Branch) -> None:
-        self.branch_to(event.token_id)
-
-    def action_branch(self) -> None:
-        from textual.widgets import OptionList
-
-        options = self.query_one(Inspector).query_one(OptionList)
-        if options.highlighted is None or not self.query_one(Inspector).has_class("-visible"):
-            self.notify("Select a token (← →), then pick an alternative in the inspector.", severity="warning")
-            return
-        option = options.get_option_at_index(options.highlighted)
-        if option.id is not None:
-            self.branch_to(int(option.id))
-
-    def branch_to(self, token_id: int) -> None:
-        """Rerun the pane forcing its tokens up to the cursor, then the chosen alternative."""
-        pane = self.pane()
-        if pane is None or pane.state.cursor is None:
-            return
-        prefix = pane.state.token_ids[: pane.state.cursor] + [token_id]
-        if pane.state.config.num_beams > 1:
-            self.notify("Beam panes cannot be branched; duplicate it as a greedy pane first.", severity="warning")
-            return
-        config = pane.state.config
-        if config.seed is None and pane.state.seed is not None:
-            pane.state.config = config.replace(seed=pane.state.seed)
-        self.start_run([pane], prefix=prefix)
-
     # -- model, chat, theme -----------------------------------------------------------------------------
     def action_toggle_chat(self) -> None:
         if self.loaded is None:
+            return
+        has_template = getattr(self.loaded, "remote", False) or bool(getattr(self.loaded.tokenizer, "chat_template", None))
+        if not self.loaded.spec.chat and not has_template:
+            self.notify(f"{self.loaded.name} has no chat template, so the prompt is sent as plain text.",
+                        title="Chat template stays off", severity="warning", timeout=8)
             return
         spec = dataclasses.replace(self.loaded.spec, chat=not self.loaded.spec.chat)
         self.loaded = dataclasses.replace(self.loaded, spec=spec)
         self.spec = spec
         self.update_model_bar()
-        has_template = getattr(self.loaded, "remote", False) or bool(getattr(self.loaded.tokenizer, "chat_template", None))
-        note = "" if has_template or not spec.chat else " (this tokenizer has no chat template: runs will fail)"
-        self.notify(f"Chat template {'on' if spec.chat else 'off'}{note}")
+        self.notify(f"Chat template {'on' if spec.chat else 'off'}")
 
     def action_change_model(self) -> None:
         from tui.screens.ask import AskText
@@ -267,7 +223,7 @@ class PaneActions:
     def get_system_commands(self, screen):
         yield from super().get_system_commands(screen)
         for title, help_text, action in COMMANDS:
-            yield SystemCommand(title, help_text, getattr(self, f"action_{action}"))
+            yield SystemCommand(title, help_text, _palette_callback(self, action))
 
 
 COMMANDS = [
@@ -277,11 +233,16 @@ COMMANDS = [
     ("Cancel the run", "esc", "cancel"),
     ("Add a pane from a preset", "a", "add_pane"),
     ("Duplicate this pane", "d", "duplicate"),
-    ("Remove this pane", "x", "remove"),
+    ("Remove this pane", "x (u brings it back)", "remove"),
+    ("Bring back the last removed pane", "u", "undo_remove"),
+    ("Stop this pane's run", "k: the other panes go on", "stop_pane"),
     ("Edit this pane's config", "e", "edit"),
     ("Next heatmap measure", "h: probability, processed, rank, entropy, surprisal, off", "heatmap"),
-    ("Toggle the token inspector", "i; ← → move between tokens", "inspector"),
-    ("Branch from the chosen alternative", "b or Enter in the inspector", "branch"),
+    ("Toggle the token inspector", "← → walk a pane's tokens; esc in a pane closes it", "inspector"),
+    ("Into the alternatives", "↓ or i in a pane; esc or i goes back to the pane", "alternatives"),
+    ("Branch from the chosen alternative", "Enter in the alternatives, or b: reruns that pane from there", "branch"),
+    ("Show the pane's older version", "[: earlier runs and branches are kept", "history(-1)"),
+    ("Show the pane's newer version", "]", "history(1)"),
     ("Cycle diff marking", "v: off, vs greedy, vs left neighbour", "diff"),
     ("Save this pane as a preset", "s", "save_preset"),
     ("Copy this pane's text", "c", "copy_text"),
@@ -294,3 +255,10 @@ COMMANDS = [
     ("Blind A/B between the panes", "A (shift+a): vote on shuffled outputs, tally saved", "arena"),
     ("Sweep around this pane's config", "S (shift+s): grid, random or Bayesian search", "sweep"),
 ]
+
+
+def _palette_callback(app, action: str):
+    """The method behind an action name, with its argument bound when it has one ("history(-1)")."""
+    name, _, argument = action.partition("(")
+    method = getattr(app, f"action_{name}")
+    return (lambda: method(int(argument.rstrip(")")))) if argument else method

@@ -10,22 +10,26 @@ from importlib import resources
 from textual import work
 from textual.app import App, ComposeResult
 from textual.binding import Binding
-from textual.containers import Horizontal, HorizontalScroll
+from textual.containers import Horizontal
 from textual.widgets import Footer, Static, TextArea
 
 from engine.config import DecodingConfig
 from tui.actions import PaneActions
+from tui.branching import BranchActions
 from tui.file_actions import FileActions
 from tui.messages import LoadFailed, LoadProgress, ModelLoaded, RunFailed, RunFinished
+from tui.preflight import run_error
 from tui.state import PaneState
+from tui.token_bytes import TokenBytes
 from tui.widgets.inspector import Inspector
 from tui.widgets.legend import Legend
 from tui.widgets.pane import Pane
+from tui.widgets.pane_strip import PaneStrip
 
 REPAINT_HZ = 30
 
 
-class DecodelabApp(PaneActions, FileActions, App):
+class DecodelabApp(BranchActions, PaneActions, FileActions, App):
     """One prompt, many decoding configs, side by side."""
 
     CSS_PATH = str(resources.files("themes") / "app.tcss")
@@ -42,6 +46,8 @@ class DecodelabApp(PaneActions, FileActions, App):
         Binding("full_stop", "rerun_pane", "Rerun pane", show=False),
         Binding("d", "duplicate", "Duplicate", show=False),
         Binding("x,delete", "remove", "Remove", show=False),
+        Binding("u", "undo_remove", "Undo remove", show=False),
+        Binding("k", "stop_pane", "Stop pane", show=False),
         Binding("less_than_sign", "move(-1)", "Move left", show=False),
         Binding("greater_than_sign", "move(1)", "Move right", show=False),
         Binding("b", "branch", "Branch", show=False),
@@ -73,15 +79,21 @@ class DecodelabApp(PaneActions, FileActions, App):
         self.running = False
         self.run_id = 0
         self.cancel_event = threading.Event()
+        self.stop_rows: set[int] = set()  # rows of the current run stopped one by one (k)
+        self.run_states: list[PaneState] = []  # the current run's panes, by row
+        self.before_run: dict[int, PaneState] = {}  # each running pane's previous output, kept until it succeeds
+        self.removed: list[tuple[int, PaneState]] = []  # removed panes (index, state), for u to undo
         self.pending: collections.deque = collections.deque()
         self.engine_threads: set[str] = set()
         self.current_pane: Pane | None = None
+        self.token_bytes = None
+        """token id -> bytes for the loaded tokenizer (shows tokens that hold part of a character)."""
 
     def compose(self) -> ComposeResult:
         yield Static("loading…", id="model-bar")
         yield TextArea(self.initial_prompt, id="prompt", soft_wrap=True, show_line_numbers=False)
         with Horizontal(id="workspace"):
-            with HorizontalScroll(id="panes", can_focus=False):
+            with PaneStrip(id="panes"):
                 for config in self.initial_configs:
                     yield Pane(PaneState(config))
             yield Inspector(id="inspector")
@@ -116,18 +128,15 @@ class DecodelabApp(PaneActions, FileActions, App):
 
     def on_resize(self, event=None) -> None:
         self.screen.set_class(self.size.width < 110, "-narrow")
+        self.screen.set_class(self.size.width < 76, "-stacked")
         self.call_after_refresh(self.layout_panes)
 
     def layout_panes(self) -> None:
-        """Share the width between panes; below a readable width they keep it and scroll sideways."""
-        panes = self.panes()
-        if not panes:
-            return
-        available = self.query_one("#panes").size.width or self.size.width
-        narrow = self.size.width < 150
-        width = max(38 if narrow else 26, available // len(panes))
-        for pane in panes:
-            pane.styles.width = width
+        """Whole panes side by side (the strip also does this whenever its own size changes)."""
+        self.query_one(PaneStrip).layout_panes()
+        pane = self.pane()
+        if pane is not None:
+            self.call_after_refresh(pane.scroll_visible, animate=False)
 
     # -- model loading ---------------------------------------------------------------------------------
     @work(thread=True, exclusive=True, group="load")
@@ -151,6 +160,8 @@ class DecodelabApp(PaneActions, FileActions, App):
     def on_model_loaded(self, message: ModelLoaded) -> None:
         self.loaded = message.loaded
         self.spec = self.loaded.spec
+        tokenizer = getattr(self.loaded, "tokenizer", None)
+        self.token_bytes = TokenBytes(tokenizer) if tokenizer is not None else None
         self.update_model_bar()
         self.update_legend()
         if self.run_at_start and self.initial_prompt:
@@ -164,6 +175,12 @@ class DecodelabApp(PaneActions, FileActions, App):
     def on_load_failed(self, message: LoadFailed) -> None:
         from tui.screens.ask import AskText
 
+        if self.loaded is not None:  # the working model stays until a new one has loaded
+            failed, self.spec = self.spec.path, self.loaded.spec
+            self.update_model_bar()
+            self.notify(f"Could not load {failed}: {message.error}\nStill using {self.loaded.describe()}.",
+                        title="Model not loaded", severity="error", timeout=15)
+            return
         self.query_one("#model-bar", Static).update("no model loaded — press m to load one")
 
         def retry(path: str | None) -> None:
@@ -181,14 +198,14 @@ class DecodelabApp(PaneActions, FileActions, App):
         except ConfigError as exc:
             self.notify(str(exc), severity="error")
             return
-        self.loaded = None
-        self.load(self.spec)
+        self.load(self.spec)  # self.loaded keeps working until the new model is in
 
     # -- running -------------------------------------------------------------------------------------
     def panes(self) -> list[Pane]:
         return list(self.query(Pane))
 
-    def start_run(self, panes: list[Pane], keep_seeds: bool = False, prefix: list[int] | None = None) -> None:
+    def start_run(self, panes: list[Pane], keep_seeds: bool = False, prefix: list[int] | None = None,
+                  prefix_steps: list | None = None, prompt: str | None = None) -> None:
         if len(self.screen_stack) > 1:
             return  # a dialog is open: finish it first
         if self.loaded is None:
@@ -200,23 +217,29 @@ class DecodelabApp(PaneActions, FileActions, App):
         if not panes:
             self.notify("No panes to run: press a to add one.", severity="warning")
             return
+        if prompt is None:
+            prompt = self.query_one("#prompt", TextArea).text
         configs = []
         for pane in panes:
             config = pane.state.config
             if keep_seeds and config.seed is None and pane.state.seed is not None:
                 config = config.replace(seed=pane.state.seed)
             configs.append(config)
-            pane.state.reset()
-            pane.state.running = True
+        problem = run_error(self.loaded, prompt, configs)
+        if problem:  # refused before anything is touched: every pane keeps its text
+            self.notify(problem, title="Not run", severity="error", timeout=15)
+            return
+        self.before_run = {id(p.state): dataclasses.replace(p.state) for p in panes}
+        for pane in panes:
+            pane.state.begin(prefix_steps, len(prefix) - 1 if prefix else None, prompt)
             pane.diverge_at = None
-            if prefix is not None:
-                pane.state.branched_at = len(prefix) - 1
             pane.refresh_view()
+        self.refresh_inspector()
         self.running = True
         self.run_id += 1
-        self.cancel_event = threading.Event()
-        prompt = self.query_one("#prompt", TextArea).text
-        self.run_engine(self.run_id, [p.state for p in panes], configs, prompt, prefix or [])
+        self.cancel_event, self.stop_rows = threading.Event(), set()
+        self.run_states = [p.state for p in panes]
+        self.run_engine(self.run_id, self.run_states, configs, prompt, prefix or [])
 
     @work(thread=True, exclusive=True, group="engine")
     def run_engine(self, run_id: int, states: list[PaneState], configs, prompt: str, prefix: list[int]) -> None:
@@ -229,7 +252,7 @@ class DecodelabApp(PaneActions, FileActions, App):
 
         try:
             completions = generate_many(self.loaded, prompt, configs, on_step=on_step, cancel=self.cancel_event,
-                                        prefix_ids=prefix)
+                                        prefix_ids=prefix, stop_rows=self.stop_rows)
         except GenerationError as exc:
             self.post_message(RunFailed(run_id, states, str(exc)))
             return
@@ -251,6 +274,7 @@ class DecodelabApp(PaneActions, FileActions, App):
                 changed.add(id(states[row]))
             for row, reason in event.finished.items():
                 states[row].stop_reason = reason
+                changed.add(id(states[row]))
         if changed:
             for pane in self.panes():
                 if id(pane.state) in changed:
@@ -262,13 +286,18 @@ class DecodelabApp(PaneActions, FileActions, App):
         for state, completion in zip(message.panes, message.completions):
             state.finish(completion)
         self.refresh_panes()
-        if any(c.stop_reason == "cancelled" for c in message.completions):
+        if self.cancel_event.is_set():
             self.notify("Run cancelled: partial outputs kept.")
 
     def on_run_failed(self, message: RunFailed) -> None:
+        """The run produced nothing usable: each pane gets its previous output back, with the error beside it."""
         self.drain_events()
         self.running = False
         for state in message.panes:
+            before = self.before_run.get(id(state))
+            if before is not None and not state.steps:
+                for f in dataclasses.fields(before):
+                    setattr(state, f.name, getattr(before, f.name))
             state.running = False
             state.error = message.error
         self.refresh_panes()
@@ -279,6 +308,29 @@ class DecodelabApp(PaneActions, FileActions, App):
 
     def action_rerun_same(self) -> None:
         self.start_run(self.panes(), keep_seeds=True)
+
+    def action_stop_pane(self) -> None:
+        """k: stop the focused pane's run while the other panes go on."""
+        pane = self.pane()
+        rows = [i for i, state in enumerate(self.run_states) if state is pane.state] if pane is not None else []
+        if not self.running or not rows or not pane.state.running:
+            self.notify("This pane is not running (Esc cancels a whole run).", severity="warning")
+            return
+        if getattr(self.loaded, "remote", False) or pane.state.config.num_beams > 1:
+            self.notify("Only a local non-beam pane can be stopped alone: Esc cancels the whole run.",
+                        severity="warning")
+            return
+        self.stop_rows.add(rows[0])
+        self.notify(f"Stopping {pane.state.config.name}; the other panes go on.")
+
+    async def action_quit(self) -> None:
+        """ctrl+q: cancel what is generating (the run, an A/B round, a sweep) so the process ends at once."""
+        self.cancel_event.set()
+        for screen in self.screen_stack:
+            cancel = getattr(screen, "cancel_work", None)
+            if cancel is not None:
+                cancel()
+        self.exit()
 
     def action_cancel(self) -> None:
         """Esc: cancel a run; else leave the prompt for the panes; else close the inspector."""

@@ -12,38 +12,30 @@ from engine.config import ConfigError
 class FileActions:
     # -- saving and copying -----------------------------------------------------------------------------
     def action_save_preset(self) -> None:
-        from engine.presets import PresetExistsError, check_preset_name, save_user_preset
-        from tui.screens.ask import AskText, Confirm
+        """s: name the preset and choose whether it pins the last run's seed (it keeps seed=auto by default)."""
+        from tui.screens.save_preset import SavePreset
 
         pane = self.pane()
-        if pane is None:
+        if pane is not None:
+            self.push_screen(SavePreset(pane.state.config, pane.state.seed), self.save_preset)
+
+    def save_preset(self, request, overwrite: bool = False) -> None:
+        from engine.presets import PresetExistsError, save_user_preset
+        from tui.screens.ask import Confirm
+
+        if request is None:
             return
-        config = pane.state.config
-        if config.seed is None and pane.state.seed is not None and config.samples:
-            config = config.replace(seed=pane.state.seed)  # the winner, reproducibly
-
-        def check(name: str) -> str | None:
-            try:
-                check_preset_name(name)
-            except ConfigError as exc:
-                return str(exc)
-            return None
-
-        def save(name: str | None, overwrite: bool = False) -> None:
-            if not name:
-                return
-            try:
-                path = save_user_preset(config, name, overwrite=overwrite)
-            except PresetExistsError:
-                self.push_screen(Confirm(f"A preset named {name!r} exists. Overwrite it?", "Overwrite"),
-                                 lambda yes: save(name, True) if yes else self.notify("Not saved."))
-                return
-            except ConfigError as exc:
-                self.notify(str(exc), severity="error")
-                return
-            self.notify(f"Saved preset {name} → {path}")
-
-        self.push_screen(AskText("Save this pane's config as a preset named:", config.name, check), save)
+        try:
+            path = save_user_preset(request.config, request.name, overwrite=overwrite)
+        except PresetExistsError:
+            self.push_screen(Confirm(f"You already have a preset named {request.name!r}. Overwrite it?", "Overwrite"),
+                             lambda yes: self.save_preset(request, True) if yes else self.notify("Not saved."))
+            return
+        except ConfigError as exc:
+            self.notify(str(exc), severity="error")
+            return
+        seed = "auto" if request.config.seed is None else request.config.seed
+        self.notify(f"Saved preset {request.name} (seed={seed}) → {path}")
 
     def action_copy_text(self) -> None:
         pane = self.pane()
@@ -107,6 +99,7 @@ class FileActions:
         for config, completion in zip(session.configs, session.completions):
             pane = self.add_pane(config)
             if completion is not None:
+                pane.state.prompt = session.prompt  # a branch from it continues this prompt
                 pane.state.finish(completion)
         self.call_after_refresh(self.refresh_panes)
         model = session.model.get("path")

@@ -1,10 +1,39 @@
-"""What one pane knows: its config and its latest (possibly still streaming) output."""
+"""What one pane knows: its config, its latest (possibly still streaming) output, and earlier versions."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
 from engine.config import DecodingConfig
+
+HISTORY = 8
+"""How many finished versions (runs, reruns, branches) a pane keeps to step back through."""
+
+
+@dataclass(frozen=True)
+class Version:
+    """One finished output of a pane, kept so a branch or rerun never loses the text it replaced."""
+
+    number: int
+    """1, 2, 3, … in the order the pane produced them (kept when old ones are dropped)."""
+    config: DecodingConfig
+    steps: tuple
+    text: str
+    stop_reason: str | None
+    seed: int | None
+    completion: object | None
+    error: str | None
+    branched_at: int | None
+    """The token index the user chose an alternative at (None for a plain run)."""
+    parent: int | None
+    """The version number it branched from."""
+    prompt: str | None = None
+
+    @property
+    def label(self) -> str:
+        if self.branched_at is None:
+            return f"v{self.number}"
+        return f"v{self.number} (branch of v{self.parent} @{self.branched_at})"
 
 
 @dataclass
@@ -19,6 +48,13 @@ class PaneState:
     error: str | None = None
     cursor: int | None = None
     branched_at: int | None = None
+    parent: int | None = None
+    prompt: str | None = None
+    """The prompt this output continues (None when unknown, e.g. opened from an old session)."""
+    history: list[Version] = field(default_factory=list)
+    """Finished versions, oldest first (at most HISTORY)."""
+    viewing: int | None = None
+    """Index into history of the version shown, when it is not the newest."""
 
     @property
     def token_ids(self) -> list[int]:
@@ -26,7 +62,20 @@ class PaneState:
 
     def reset(self) -> None:
         self.steps, self.text, self.stop_reason, self.completion, self.error = [], "", None, None, None
-        self.cursor, self.branched_at = None, None
+        self.cursor, self.branched_at, self.parent, self.viewing = None, None, None, None
+
+    def begin(self, prefix_steps: list | None = None, branched_at: int | None = None,
+              prompt: str | None = None) -> None:
+        """A run starts: the pane empties, except a branch's forced tokens, which stay on show."""
+        parent = self.shown.number if self.shown is not None and branched_at is not None else None
+        self.reset()
+        self.running = True
+        if prefix_steps:
+            self.steps = list(prefix_steps)
+            self.text = "".join(s.text for s in prefix_steps)
+        self.branched_at, self.parent, self.prompt = branched_at, parent, prompt
+        if branched_at is not None:
+            self.cursor = branched_at
 
     def finish(self, completion) -> None:
         self.completion = completion
@@ -36,6 +85,54 @@ class PaneState:
         self.seed = completion.seed
         self.running = False
         self.error = completion.extra.get("error")
+        self.record()
+
+    def record(self) -> None:
+        """Keep the output just finished as the newest version (nothing to keep when it is empty)."""
+        if not self.steps and not self.text:
+            return
+        number = self.history[-1].number + 1 if self.history else 1
+        self.history.append(Version(number, self.config, tuple(self.steps), self.text, self.stop_reason, self.seed,
+                                    self.completion, self.error, self.branched_at, self.parent, self.prompt))
+        del self.history[:-HISTORY]
+        self.viewing = None
+
+    @property
+    def shown(self) -> Version | None:
+        """The version on show (None while a new run streams or before any finished)."""
+        if self.running or not self.history:
+            return None
+        return self.history[self.viewing if self.viewing is not None else -1]
+
+    def step_history(self, delta: int) -> str | None:
+        """Show an older (-1) or newer (+1) version; returns why not when it cannot."""
+        if self.running:
+            return "this pane is running: wait for it, or Esc to cancel"
+        if not self.history:
+            return "this pane has no earlier versions yet"
+        index = (self.viewing if self.viewing is not None else len(self.history) - 1) + delta
+        if index < 0:
+            return f"this is the oldest version kept (the last {HISTORY} are kept)"
+        if index >= len(self.history):
+            return "this is the newest version"
+        self.show(index)
+        return None
+
+    def show(self, index: int) -> None:
+        version = self.history[index]
+        self.viewing = None if index == len(self.history) - 1 else index
+        self.steps, self.text, self.stop_reason = list(version.steps), version.text, version.stop_reason
+        self.seed, self.completion, self.error = version.seed, version.completion, version.error
+        self.branched_at, self.parent, self.prompt = version.branched_at, version.parent, version.prompt
+        if self.cursor is not None and self.cursor >= len(self.steps):
+            self.cursor = len(self.steps) - 1 if self.steps else None
+
+    def version_label(self) -> str:
+        """"v2/3" when the pane has more than one version, else ""."""
+        shown = self.shown
+        if shown is None or len(self.history) < 2:
+            return ""
+        return f"v{shown.number}/{self.history[-1].number}"
 
     @property
     def ignored(self) -> list[str]:

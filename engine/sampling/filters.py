@@ -32,9 +32,9 @@ def top_k(x, s, state, step):
 
 
 def top_p(x, s, state, step):
-    """HF TopPLogitsWarper on one ascending stable sort, so ties keep the same (highest) ids as HF."""
+    """HF TopPLogitsWarper, with the very sort call HF makes (ascending, not stable), so ties keep the ids HF keeps."""
     def apply(rows, sub):
-        sorted_x, order = torch.sort(sub, dim=-1, stable=True)
+        sorted_x, order = torch.sort(sub, descending=False)
         drop = sorted_x.softmax(dim=-1).cumsum(dim=-1) <= 1 - s.top_p[rows]
         drop[:, -1] = False
         return sub.masked_fill(drop.scatter(1, order, drop), NEG_INF)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 
 from textual import work
@@ -27,7 +28,7 @@ class ArenaScreen(Screen):
     """
     BINDINGS = [Binding("t", "vote('tie')", "Tie"), Binding("s", "vote('skip')", "Skip"),
                 Binding("n", "next_round", "Next round"), Binding("w", "save_winner", "Save winner"),
-                Binding("escape", "app.pop_screen", "Back")] + [
+                Binding("escape", "back", "Back")] + [
         Binding(c.lower(), f"vote('{c}')", c, show=i < 2) for i, c in enumerate(LABELS[:9])]
 
     @dataclass
@@ -44,6 +45,7 @@ class ArenaScreen(Screen):
         self.tally = self._open_tally(configs)
         self.round = None
         self.voted = False
+        self.cancel = threading.Event()  # set when the screen is left: a round being generated stops
 
     def _open_tally(self, configs) -> Tally:
         from pathlib import Path
@@ -78,11 +80,20 @@ class ArenaScreen(Screen):
         from engine.results import GenerationError
 
         try:
-            rnd = play_round(self.loaded, self.tally, self.prompt, number)
+            rnd = play_round(self.loaded, self.tally, self.prompt, number, cancel=self.cancel)
         except GenerationError as exc:
             self.post_message(self.RoundFailed(str(exc)))
             return
-        self.post_message(self.RoundReady(rnd))
+        if not self.cancel.is_set():
+            self.post_message(self.RoundReady(rnd))
+
+    def cancel_work(self) -> None:
+        self.cancel.set()
+
+    def action_back(self) -> None:
+        """Esc: leave for the panes; a round still generating is cancelled, not left running."""
+        self.cancel_work()
+        self.app.pop_screen()
 
     def on_arena_screen_round_ready(self, message: RoundReady) -> None:
         self.round = message.round

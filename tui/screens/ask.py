@@ -15,14 +15,14 @@ class AskText(ModalScreen[str | None]):
     """Ask for one line. check(value) returns an error message or None; the dialog stays open on error."""
 
     DEFAULT_CSS = """
-    AskText, Confirm { align: center middle; }
-    AskText > Vertical, Confirm > Vertical {
+    AskText { align: center middle; }
+    AskText > Vertical {
         width: 80%; max-width: 90; height: auto;
         border: thick $primary; background: $surface; padding: 1 2;
     }
     AskText #ask-error { color: $error; height: auto; }
     AskText .ask-title { text-style: bold; }
-    AskText Horizontal, Confirm Horizontal { height: 3; align-horizontal: right; }
+    AskText Horizontal { height: 3; align-horizontal: right; }
     """
     BINDINGS = [("escape", "cancel", "Cancel")]
 
@@ -61,6 +61,18 @@ class AskText(ModalScreen[str | None]):
 
 
 class Confirm(ModalScreen[bool]):
+    """A yes/no question over the app (which stays visible, dimmed, behind it)."""
+
+    # DEFAULT_CSS is scoped to its own class, so Confirm needs its own: without it, it sat top-left on a blank screen
+    DEFAULT_CSS = """
+    Confirm { align: center middle; }
+    Confirm > Vertical {
+        width: 80%; max-width: 70; height: auto;
+        border: thick $warning; background: $surface; padding: 1 2;
+    }
+    Confirm Label { width: 1fr; }
+    Confirm Horizontal { height: 3; margin-top: 1; align-horizontal: right; }
+    """
     BINDINGS = [("escape", "no", "Cancel"), ("y", "yes", "Yes"), ("n", "no", "No")]
 
     def __init__(self, question: str, yes: str = "Yes") -> None:

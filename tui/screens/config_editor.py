@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import tomllib
+from typing import Callable
 
 from textual import on
 from textual.app import ComposeResult
@@ -35,7 +36,8 @@ def _toml_string(text: str) -> str:
 
 
 def parse_field(name: str, raw: str):
-    """The value typed for a field; ConfigError when it is not even the right kind of value."""
+    """The value typed for a field, read as TOML; text that is not TOML is passed on as it is, so that
+    DecodingConfig rejects it with the field's rule (e.g. "it must be a finite number; it must be >= 0")."""
     if name in TEXT_FIELDS:
         return raw
     if name == "seed" and raw.strip() in ("", "auto", "none"):
@@ -56,7 +58,7 @@ def parse_field(name: str, raw: str):
     try:
         return tomllib.loads(f"v = {raw.strip()}")["v"]
     except tomllib.TOMLDecodeError:
-        raise ConfigError(f"{name}={raw!r} is invalid: {FIELD_HELP[name]}") from None
+        return raw.strip()
 
 
 class ConfigEditor(ModalScreen[DecodingConfig | None]):
@@ -79,9 +81,11 @@ class ConfigEditor(ModalScreen[DecodingConfig | None]):
 
     BINDINGS = [("escape", "cancel", "Cancel"), ("ctrl+s", "save", "Apply")]
 
-    def __init__(self, config: DecodingConfig) -> None:
+    def __init__(self, config: DecodingConfig, check: Callable[[DecodingConfig], str | None] | None = None) -> None:
+        """check(config) says why a valid config still cannot run on the loaded model (e.g. its context)."""
         super().__init__()
         self.original = config
+        self.check = check
         self.result: DecodingConfig | None = config
 
     def compose(self) -> ComposeResult:
@@ -118,16 +122,22 @@ class ConfigEditor(ModalScreen[DecodingConfig | None]):
         try:
             config = self.read_form()
         except ConfigError as exc:
-            self.result = None
-            message.update(f"✗ {exc}")
-            message.remove_class("-ok")
-            self.query_one("#apply", Button).disabled = True
-            return None
+            return self.refuse(str(exc))
+        problem = self.check(config) if self.check else None
+        if problem:
+            return self.refuse(problem)
         self.result = config
         message.update(f"✓ {config.summary()}")
         message.add_class("-ok")
         self.query_one("#apply", Button).disabled = False
         return config
+
+    def refuse(self, reason: str) -> None:
+        self.result = None
+        message = self.query_one("#editor-error", Static)
+        message.update(f"✗ {reason}")
+        message.remove_class("-ok")
+        self.query_one("#apply", Button).disabled = True
 
     @on(Input.Changed)
     @on(Switch.Changed)

@@ -24,6 +24,17 @@ FIELDS = [("grid", "grid", "temperature=0.3,0.7,1.1; top_p=0.8,0.95"),
           ("direction", "direction", "maximize | minimize")]
 
 
+CLI_WORDS = [("--trials N", "a number of trials"), ("--trials", "trials"), ("--grid ", "grid "), ("--grid", "grid"),
+             ("--range ", "ranges "), ("--range", "ranges"), ("(e.g. -p balanced) ", "")]
+
+
+def form_words(message: str) -> str:
+    """The engine's sweep messages name command-line options; on this screen the form's fields are meant."""
+    for cli, form in CLI_WORDS:
+        message = message.replace(cli, form)
+    return message
+
+
 class SweepScreen(Screen):
     DEFAULT_CSS = """
     SweepScreen #sweep-form { height: auto; padding: 0 1; }
@@ -48,6 +59,8 @@ class SweepScreen(Screen):
 
     def __init__(self, loaded, base, prompt: str) -> None:
         super().__init__()
+        self.greedy_base = not base.do_sample  # sweeping temperature or top-p of a greedy config changes nothing
+        base = base.replace(do_sample=True, temperature=base.temperature or 1.0) if self.greedy_base else base
         self.loaded, self.base, self.prompt = loaded, base, prompt
         self.results: list = []
         self.spec = None
@@ -60,6 +73,9 @@ class SweepScreen(Screen):
         with VerticalScroll(id="sweep-body"):  # the form is tall: at 80x24 everything scrolls together
             with Vertical(id="sweep-form"):
                 yield Label(f"Sweep around {self.base.name} ({self.base.summary()}) on the current prompt")
+                if self.greedy_base:
+                    yield Label(f"{self.base.name} is greedy: the sweep samples around it (do_sample on), "
+                                "as temperature and top-p change nothing for a greedy config", classes="sweep-note")
                 for key, label, placeholder in FIELDS:
                     with Horizontal(classes="row"):
                         yield Label(label)
@@ -99,7 +115,7 @@ class SweepScreen(Screen):
         try:
             self.spec = self.build_spec()
         except ConfigError as exc:
-            self.query_one("#sweep-status", Static).update(f"✗ {exc}")
+            self.query_one("#sweep-status", Static).update(f"✗ {form_words(str(exc))}")
             return
         self.results, self.running = [], True
         self.cancel = threading.Event()
@@ -160,11 +176,16 @@ class SweepScreen(Screen):
             self.notify("No finished points yet.", severity="warning")
         return top
 
+    def on_mount(self) -> None:
+        self.query_one("#s-grid", Input).focus()
+
     def action_use_best(self) -> None:
         top = self.best()
         if top is not None:
-            self.app.add_pane(top.config.replace(seed=None))
-            self.notify(f"Added a pane: {top.config.summary()}")
+            pane = self.app.add_pane(top.config.replace(seed=None))
+            message = f"added pane {pane.state.config.name} ({top.config.summary()}): esc shows it beside the others"
+            self.query_one("#sweep-status", Static).update(f"✓ {message}")
+            self.notify(message.capitalize())
 
     def action_save_best(self) -> None:
         from engine.presets import save_user_preset
@@ -184,6 +205,9 @@ class SweepScreen(Screen):
                     self.notify(str(exc), severity="error")
 
         self.app.push_screen(AskText("Save the best point as a preset named:", "sweep-best"), save)
+
+    def cancel_work(self) -> None:
+        self.cancel.set()
 
     def action_back(self) -> None:
         if self.running:

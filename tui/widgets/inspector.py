@@ -7,10 +7,15 @@ from dataclasses import dataclass
 
 from rich.text import Text
 from textual.app import ComposeResult
+from textual.binding import Binding
 from textual.containers import Vertical
 from textual.message import Message
 from textual.widgets import OptionList, Static
 from textual.widgets.option_list import Option
+
+from tui.token_bytes import REPLACEMENT, readable
+
+HINT = "select a token: click it, or focus a pane and use ← →"
 
 
 def _pct(logprob: float) -> str:
@@ -25,24 +30,43 @@ def token_repr(text: str) -> str:
     return repr(text) if text else "∅"
 
 
+def token_label(token_id: int, text: str, token_bytes=None) -> tuple[str, bool]:
+    """What to call a token: its text, or its bytes (<0xE2><0x80>) when it holds part of a character.
+    Returns (label, shown as bytes)."""
+    data = token_bytes(token_id) if token_bytes is not None and (not text or REPLACEMENT in text) else None
+    if data:
+        shown = readable(data)
+        return token_repr(shown), shown != data.decode("utf-8", "replace")
+    return token_repr(text), False
+
+
 class Inspector(Vertical):
-    """Details of one token step; Enter on an alternative branches the pane from it."""
+    """Details of one token of one pane (its owner); Enter on an alternative branches that pane from it."""
 
     DEFAULT_CSS = """
     Inspector {
         border: round $accent;
         border-title-color: $text;
+        border-subtitle-color: $text-muted;
         height: 1fr;
     }
     Inspector > Static {
         padding: 0 1;
         height: auto;
     }
-    Inspector > OptionList {
+    Inspector > OptionList, Inspector > OptionList:focus {
         height: 1fr;
         border: none;
+        padding: 0;
+        scrollbar-size-vertical: 1;
     }
     """
+
+    BINDINGS = [
+        Binding("escape,i", "app.back_to_pane", "back to the pane", show=False),
+        Binding("left", "app.token(-1)", "◀ token", show=False),
+        Binding("right", "app.token(1)", "token ▶", show=False),
+    ]
 
     @dataclass
     class Branch(Message):
@@ -50,34 +74,56 @@ class Inspector(Vertical):
 
         token_id: int
 
+    owner = None
+    """The pane whose token this shows (None when it shows none)."""
+
     def compose(self) -> ComposeResult:
-        yield Static("select a token: click it, or focus a pane and use ← →", id="inspector-info")
+        yield Static(HINT, id="inspector-info")
         yield OptionList(id="alternatives")
 
     def on_mount(self) -> None:
         self.border_title = "inspector"
 
-    def show(self, pane_name: str, index: int, step) -> None:
-        self.border_title = f"{pane_name} · token {index}"
+    def show(self, owner, index: int, step, token_bytes=None) -> None:
+        """Show token `index` of pane `owner` (the pane a branch from here will rerun)."""
+        self.owner = owner
+        self.border_title = f"{_pane_name(owner)} · token {index}"
+        self.border_subtitle = "⏎ branch · esc back"
+        label, as_bytes = token_label(step.token_id, step.text, token_bytes)
         info = Text()
-        info.append(f"{token_repr(step.text)!s}\n", style="bold")
-        info.append(f"p {_pct(step.logprob).strip()}  processed {_pct(step.logprob_processed).strip()}\n")
-        info.append(f"rank {step.rank} · entropy {step.entropy:.2f} → {step.entropy_processed:.2f} nats")
+        info.append(label, style="bold")
+        if as_bytes:
+            info.append("  bytes of a split character", style="dim")
+        info.append(f"\np {_pct(step.logprob).strip()}  processed {_pct(step.logprob_processed).strip()}\n")
+        info.append(f"rank {step.rank_text} · entropy {step.entropy:.2f} → {step.entropy_processed:.2f} nats")
         self.query_one("#inspector-info", Static).update(info)
         options = self.query_one(OptionList)
+        highlighted = options.highlighted
         options.clear_options()
-        options.add_option(Option(Text(" #  token              raw   processed", style="bold"), disabled=True))
+        header = f" {'#':>2} {'token':<16} {'raw':>7} {'processed':>9}"
+        options.add_option(Option(Text(header, style="bold"), disabled=True))
         for rank, alt in enumerate(step.top):
             mark = "▸" if alt.token_id == step.token_id else " "
-            label = f"{mark}{rank:2d} {token_repr(alt.text)[:16]:<16} {_pct(alt.logprob)} {_pct(alt.logprob_processed)}"
+            name = token_label(alt.token_id, alt.text, token_bytes)[0]
+            label = f"{mark}{rank:2d} {name[:16]:<16} {_pct(alt.logprob)} {_pct(alt.logprob_processed)}"
             options.add_option(Option(label, id=str(alt.token_id)))
+        if highlighted is not None and highlighted < options.option_count:
+            options.highlighted = highlighted
 
-    def clear(self) -> None:
-        self.border_title = "inspector"
-        self.query_one("#inspector-info", Static).update("select a token: click it, or focus a pane and use ← →")
+    def clear(self, owner=None, message: str = HINT) -> None:
+        self.owner = owner
+        self.border_title = f"{_pane_name(owner)}" if owner is not None else "inspector"
+        self.border_subtitle = ""
+        self.query_one("#inspector-info", Static).update(message)
         self.query_one(OptionList).clear_options()
 
     def on_option_list_option_selected(self, event: OptionList.OptionSelected) -> None:
         event.stop()
         if event.option.id is not None:
             self.post_message(self.Branch(int(event.option.id)))
+
+
+def _pane_name(pane) -> str:
+    number = getattr(pane, "number", None)
+    name = pane.state.config.name
+    return f"pane {number} {name}" if number is not None else name

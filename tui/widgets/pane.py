@@ -1,43 +1,58 @@
-"""One config's pane: title, config summary, streaming text, stats line and a probability sparkline."""
+"""One config's pane: title, config summary, streaming text, status line and a probability sparkline."""
 
 from __future__ import annotations
 
 import math
 
+from textual import events
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical, VerticalScroll
+from textual.geometry import Region, Spacing
 from textual.widgets import Label, Sparkline, Static
 
 from tui.state import PaneState
 from tui.widgets.token_view import TokenView, render_tokens
 
-
 SHORT_REASONS = {"eos": "eos", "stop_string": "stop", "max_new_tokens": "max", "cancelled": "cancelled"}
+ROOMY_HEIGHT = 20
+"""Panes at least this tall give the status line a second line instead of cutting it."""
 
 
 def stats_text(state: PaneState, diverge_at: int | None) -> str:
-    """tokens, stop reason, perplexity, seed, speed: the most useful first, as narrow panes cut the end."""
+    """How the pane's output ended (or that it runs), then tokens, perplexity, seed, marks and speed:
+    the most useful first, as a narrow pane cuts the end (the full line is the status line's tooltip)."""
     if state.error and not state.steps:
         return f"error: {state.error}"
     parts = [f"⚠ {state.error}"] if state.error else []  # e.g. a stream cut mid-way: the text is kept
-    parts.append(f"{len(state.steps)} tok")
-    if state.running:
-        parts.append("running…")
-    elif state.stop_reason:
+    if state.stop_reason:  # a row that stopped says so at once, while the rest of the batch runs on
         parts.append(SHORT_REASONS.get(state.stop_reason, state.stop_reason))
+    elif state.running:
+        parts.append("running…")
+    parts.append(f"{len(state.steps)} tok")
     finite = [s.logprob for s in state.steps if math.isfinite(s.logprob)]
     if finite:
         mean = sum(finite) / len(finite)
         parts.append(f"ppl {math.exp(-mean):.1f} (lp {mean:.2f})")
+    if state.seed is not None and state.config.samples and not state.running:
+        parts.append(f"seed {state.seed}")
     if diverge_at is not None:
         parts.append(f"diverges @{diverge_at}")
     if state.branched_at is not None:
         parts.append(f"branch @{state.branched_at}")
-    if state.seed is not None and state.config.samples:
-        parts.append(f"seed {state.seed}")
     if state.completion is not None:
         parts.append(f"{state.completion.timings.tokens_per_s:.0f} tok/s")
+    return " · ".join(parts)
+
+
+def pane_title(state: PaneState, number: int | None) -> str:
+    """"1 greedy · v2/3 ┃@12": the pane's key, its name, which version shows and where it branched."""
+    parts = [f"{number} {state.config.name}" if number is not None else state.config.name]
+    version = state.version_label()
+    if version:
+        parts.append(version)
+    if state.branched_at is not None:
+        parts.append(f"┃@{state.branched_at}")
     return " · ".join(parts)
 
 
@@ -50,7 +65,7 @@ class Pane(Vertical, can_focus=True):
         height: 1fr;
         border: round $secondary;
         border-title-color: $text;
-        border-subtitle-color: $text-muted;
+        border-subtitle-color: $accent;
     }
     Pane:focus-within, Pane:focus {
         border: round $primary;
@@ -67,6 +82,22 @@ class Pane(Vertical, can_focus=True):
         height: 1;
         padding: 0 1;
         color: $text-muted;
+        text-wrap: nowrap;
+        text-overflow: ellipsis;
+    }
+    Pane.-roomy > .pane--stats {
+        height: auto;
+        max-height: 2;
+        text-wrap: wrap;
+    }
+    Pane > .pane--error {
+        height: auto;
+        max-height: 8;
+        padding: 0 1;
+        color: $error;
+    }
+    Pane > .pane--error.-empty {
+        display: none;
     }
     Pane > Sparkline {
         height: 1;
@@ -79,6 +110,9 @@ class Pane(Vertical, can_focus=True):
         Binding("right", "app.token(1)", "token ▶", show=False),
         Binding("home", "app.token(-100000)", "first token", show=False),
         Binding("end", "app.token(100000)", "last token", show=False),
+        Binding("down,i", "app.alternatives", "alternatives", show=False),
+        Binding("left_square_bracket", "app.history(-1)", "older version", show=False),
+        Binding("right_square_bracket", "app.history(1)", "newer version", show=False),
     ]
 
     def __init__(self, state: PaneState, **kwargs) -> None:
@@ -86,6 +120,15 @@ class Pane(Vertical, can_focus=True):
         self.state = state
         self.measure = "prob"
         self.diverge_at: int | None = None
+        self.number: int | None = None
+        """Its position, 1-based: the digit key that focuses it."""
+        self.more = ""
+        """"◀ 1 more" / "2 more ▶" when panes are hidden to the side (set by the pane strip)."""
+
+    @property
+    def token_bytes(self):
+        """token id -> bytes, to show tokens holding part of a character (None without a local tokenizer)."""
+        return getattr(self.app, "token_bytes", None)
 
     def compose(self) -> ComposeResult:
         yield Label(self.state.config.summary(), classes="pane--summary")
@@ -93,22 +136,51 @@ class Pane(Vertical, can_focus=True):
         scroll.can_focus = False
         with scroll:
             yield TokenView()
+        yield Static("", classes="pane--error")
         yield Static("", classes="pane--stats")
         yield Sparkline([], summary_function=max)
 
     def on_mount(self) -> None:
         self.refresh_view()
 
+    def on_resize(self, event: events.Resize) -> None:
+        self.set_class(event.size.height >= ROOMY_HEIGHT, "-roomy")
+
+    def show_error(self) -> None:
+        """The last run's error in full, beside (never instead of) the pane's text."""
+        error = self.query_one(".pane--error", Static)
+        error.update(f"⚠ {self.state.error}" if self.state.error else "")
+        error.set_class(not self.state.error, "-empty")
+
     def refresh_view(self, scroll: bool = False) -> None:
         """Redraw from state (called at most ~30 times a second while streaming)."""
         state = self.state
-        self.border_title = state.config.name
-        self.border_subtitle = f"⚠ server ignores {', '.join(state.ignored)}" if state.ignored else ""
+        self.border_title = pane_title(state, self.number)
+        self.refresh_subtitle()
         self.query_one(".pane--summary", Label).update(state.config.summary())
-        text = render_tokens(state.steps, len(state.text), self.measure, state.cursor, self.diverge_at)
+        text = render_tokens(state.steps, len(state.text), self.measure, state.cursor, self.diverge_at,
+                             branch_at=state.branched_at, token_bytes=self.token_bytes)
         self.query_one(TokenView).update(text)
-        self.query_one(".pane--stats", Static).update(stats_text(state, self.diverge_at))
+        stats = self.query_one(".pane--stats", Static)
+        stats.update(stats_text(state, self.diverge_at))
+        stats.tooltip = stats_text(state, self.diverge_at)
+        self.show_error()
         self.query_one(Sparkline).data = [math.exp(s.logprob) if math.isfinite(s.logprob) else 0.0
                                           for s in state.steps[-200:]]
-        if scroll and state.cursor is None:
+        if state.cursor is not None:
+            self.call_after_refresh(self.scroll_to_cursor)
+        elif scroll:
             self.query_one(VerticalScroll).scroll_end(animate=False)
+
+    def refresh_subtitle(self) -> None:
+        ignored = f"⚠ server ignores {', '.join(self.state.ignored)}" if self.state.ignored else ""
+        self.border_subtitle = " · ".join(p for p in (ignored, self.more) if p)
+
+    def scroll_to_cursor(self) -> None:
+        """Bring the selected token into view (with a line of context) when the text is taller than the pane."""
+        if self.state.cursor is None:
+            return
+        line = self.query_one(TokenView).token_line(self.state.cursor)
+        if line is not None:
+            self.query_one(VerticalScroll).scroll_to_region(Region(0, line, 1, 1), spacing=Spacing(1, 0, 1, 0),
+                                                            animate=False, immediate=True)

@@ -6,30 +6,41 @@ from dataclasses import dataclass
 
 from rich.style import Style
 from rich.text import Text
+from textual import events
 from textual.message import Message
 from textual.widgets import Static
 
 from themes.heatmap import colour, level, text_colour_for
+from tui.token_bytes import display_pieces
+
+BRANCH_MARK = "┃"
+"""Drawn before the token a pane was branched to (not part of the text: copy and save never see it)."""
 
 
 def render_tokens(steps, text_len: int, measure: str, cursor: int | None, diverge_at: int | None,
-                  scale: str = "viridis") -> Text:
-    """Text for a pane: each token's piece, styled by measure, cursor and divergence, clickable."""
+                  scale: str = "viridis", branch_at: int | None = None, token_bytes=None) -> Text:
+    """Text for a pane: each token's piece, styled by measure, cursor and divergence, clickable.
+
+    Each span carries `token` meta (not `@click`, whose link style would replace the heatmap's
+    black-or-white text colour). token_bytes(token_id) -> bytes | None lets a token holding part of
+    a UTF-8 character show its bytes (<0xE2>) instead of U+FFFD.
+    """
     out = Text()
-    remaining = text_len
-    for i, step in enumerate(steps):
-        piece = step.text[: max(remaining, 0)]
-        remaining -= len(step.text)
+    pieces = display_pieces(steps, text_len, token_bytes)
+    for i, (step, (piece, raw)) in enumerate(zip(steps, pieces)):
         if not piece:
-            if i == cursor:  # keep an empty-text token (e.g. EOS) selectable and visible
-                piece = "⏎" if step.text == "" else piece
-            else:
+            if i != cursor:
                 continue
-        style = Style(meta={"@click": f"select_token({i})"})
+            piece = "⏎"  # keep an empty-text token (e.g. EOS) selectable and visible
+        if i == branch_at:
+            out.append(BRANCH_MARK, Style(bold=True, color="#ff8c00", meta={"token": i}))
+        style = Style(meta={"token": i})
         value = level(step, measure)
         if value is not None:
             bg = colour(value, scale)
             style += Style(color=text_colour_for(bg), bgcolor=bg)
+        if raw:
+            style += Style(italic=True)
         if i == diverge_at:
             style += Style(underline=True, bold=True)
         if i == cursor:
@@ -46,9 +57,6 @@ class TokenView(Static):
         width: 1fr;
         height: auto;
         padding: 0 1;
-        link-style: none;
-        link-background-hover: $accent 30%;
-        link-style-hover: none;
     }
     """
 
@@ -59,5 +67,19 @@ class TokenView(Static):
         view: "TokenView"
         index: int
 
+    def on_click(self, event: events.Click) -> None:
+        index = event.style.meta.get("token")
+        if index is not None:
+            event.stop()
+            self.post_message(self.Selected(self, int(index)))
+
     def action_select_token(self, index: int) -> None:
         self.post_message(self.Selected(self, index))
+
+    def token_line(self, index: int) -> int | None:
+        """The line (within this widget) where token `index` is drawn, None when it is not drawn."""
+        for y in range(self.size.height):
+            for segment in self.render_line(y):
+                if segment.style is not None and segment.style.meta.get("token") == index:
+                    return y
+        return None

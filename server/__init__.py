@@ -1,0 +1,10 @@
+"""`decodelab serve`: the local engine as an OpenAI-compatible HTTP server (Starlette + uvicorn).
+
+A layer over engine/, like cli/ and tui/: engine never imports it. Requests from many clients,
+with different prompts, decode in one shared batch (engine/batching.py).
+"""
+
+from server.app import Limits
+from server.runner import Server, exposure_warning
+
+__all__ = ["Limits", "Server", "exposure_warning"]

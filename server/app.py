@@ -1,0 +1,281 @@
+"""The Starlette app: /v1/models, /v1/completions, /v1/chat/completions (OpenAI-compatible), /health.
+
+Every error is JSON in OpenAI's shape, and every request's body is read (up to the size limit)
+before the answer, so a kept-alive connection stays in step. Tokenizing runs in a worker thread,
+never on the scheduler's; the scheduler thread only decodes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import hmac
+import json
+import secrets
+import threading
+from dataclasses import dataclass
+
+import anyio
+from pydantic import ValidationError
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request as HttpRequest
+from starlette.responses import JSONResponse, StreamingResponse
+from starlette.routing import Route
+
+from engine.batching import Request
+from engine.generation import check_context
+from engine.results import PromptError
+from server import responses
+from server.errors import ApiError, validation_error
+from server.prompts import prompt_text, tokenize_chat, tokenize_prompt
+from server.scheduler import Job, Scheduler
+from server.schemas import ChatRequest, CompletionRequest
+
+
+@dataclass
+class Limits:
+    max_body: int = 4 * 2**20
+    """Request bodies larger than this get 413."""
+    default_max_tokens: int = 256
+    """max_tokens when a request gives none (never past the model's context)."""
+    max_rows: int = 64
+    """The most rows (prompts x n) one request may ask for."""
+
+
+class Api:
+    """The endpoints, bound to one model, scheduler and key."""
+
+    def __init__(self, loaded, scheduler: Scheduler, model_name: str, api_key: str | None, limits: Limits):
+        self.loaded, self.scheduler, self.model_name = loaded, scheduler, model_name
+        self.api_key, self.limits = api_key, limits
+        self.tokenizer = copy.deepcopy(loaded.tokenizer)  # the scheduler thread decodes with the original
+        self.tokenizer_lock = threading.Lock()
+
+    def app(self) -> Starlette:
+        routes = [Route(p, self.models, methods=["GET"]) for p in ("/v1/models", "/models")]
+        routes += [Route(p, self.model, methods=["GET"]) for p in ("/v1/models/{name:path}", "/models/{name:path}")]
+        routes += [Route(p, self.health, methods=["GET"]) for p in ("/health", "/v1/health")]
+        routes += [Route(p, self.completions, methods=["POST"]) for p in ("/v1/completions", "/completions")]
+        routes += [Route(p, self.chat, methods=["POST"]) for p in ("/v1/chat/completions", "/chat/completions")]
+        handlers = {ApiError: self.api_error, HTTPException: self.http_error, Exception: self.crash}
+        return Starlette(routes=routes, exception_handlers=handlers)
+
+    # -- errors: always JSON, always after the body was read --------------------------------------
+
+    async def _drain(self, request: HttpRequest) -> bool:
+        """Read what is left of the body (up to the limit); False when the connection must close."""
+        seen = 0
+        try:
+            async for chunk in request.stream():
+                seen += len(chunk)
+                if seen > self.limits.max_body:
+                    return False
+        except Exception:  # noqa: BLE001 - already consumed, or the client is gone
+            return True
+        return True
+
+    async def api_error(self, request: HttpRequest, exc: ApiError) -> JSONResponse:
+        response = exc.response()
+        if exc.status == 413 or not await self._drain(request):
+            response.headers["Connection"] = "close"
+        return response
+
+    async def http_error(self, request: HttpRequest, exc: HTTPException) -> JSONResponse:
+        if exc.status_code == 404:
+            error = ApiError(404, f"no such endpoint: {request.method} {request.url.path}", code="not_found")
+        elif exc.status_code == 405:
+            allowed = (exc.headers or {}).get("Allow", "")
+            error = ApiError(405, f"{request.method} is not allowed on {request.url.path}: use {allowed}",
+                             code="method_not_allowed", headers={"Allow": allowed})
+        else:
+            error = ApiError(exc.status_code, str(exc.detail))
+        return await self.api_error(request, error)
+
+    async def crash(self, request: HttpRequest, exc: Exception) -> JSONResponse:
+        return await self.api_error(request, ApiError(500, f"internal error: {type(exc).__name__}: {exc}"))
+
+    # -- requests -----------------------------------------------------------------------------------
+
+    def _authorise(self, request: HttpRequest) -> None:
+        if not self.api_key:
+            return
+        given = request.headers.get("authorization", "")
+        token = given[7:] if given[:7].lower() == "bearer " else ""
+        if not hmac.compare_digest(token.encode(), self.api_key.encode()):  # constant time
+            raise ApiError(401, "missing or wrong API key: send it as 'Authorization: Bearer KEY'",
+                           code="invalid_api_key")
+
+    async def _json(self, request: HttpRequest) -> dict:
+        declared = request.headers.get("content-length")
+        if declared and declared.isdigit() and int(declared) > self.limits.max_body:
+            raise ApiError(413, f"the request body is {int(declared)} bytes; the limit is {self.limits.max_body}",
+                           code="request_too_large")
+        body = bytearray()
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > self.limits.max_body:
+                raise ApiError(413, f"the request body is over the {self.limits.max_body}-byte limit",
+                               code="request_too_large")
+        self._authorise(request)
+        try:
+            data = json.loads(body or b"{}")
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise ApiError(400, f"the request body is not valid JSON: {exc}", code="invalid_json") from None
+        if not isinstance(data, dict):
+            raise ApiError(400, "the request body must be a JSON object")
+        return data
+
+    def _model_card(self) -> dict:
+        return {"id": self.model_name, "object": "model", "created": 0, "owned_by": "decodelab"}
+
+    async def models(self, request: HttpRequest) -> JSONResponse:
+        self._authorise(request)
+        return JSONResponse({"object": "list", "data": [self._model_card()]})
+
+    async def model(self, request: HttpRequest) -> JSONResponse:
+        self._authorise(request)
+        self._check_model(request.path_params["name"])
+        return JSONResponse(self._model_card())
+
+    async def health(self, request: HttpRequest) -> JSONResponse:
+        return JSONResponse({"status": "ok"})
+
+    def _check_model(self, name: str | None) -> None:
+        if name is not None and name != self.model_name:
+            raise ApiError(404, f"the model {name!r} does not exist here; this server serves {self.model_name!r}",
+                           param="model", code="model_not_found")
+
+    async def completions(self, request: HttpRequest):
+        return await self._generate(request, CompletionRequest)
+
+    async def chat(self, request: HttpRequest):
+        return await self._generate(request, ChatRequest)
+
+    async def _generate(self, request: HttpRequest, kind):
+        data = await self._json(request)
+        try:
+            req = kind.model_validate(data)
+        except ValidationError as exc:
+            raise validation_error(exc) from None
+        chat = kind is ChatRequest
+        self._check_model(req.model)
+        shape = self._shape(req, chat)
+        prompts = [req.messages] if chat else req.prompts()
+        if len(prompts) * req.n > self.limits.max_rows:
+            raise ApiError(400, f"{len(prompts)} prompts x n={req.n} is over {self.limits.max_rows} rows",
+                           param="n")
+        echo = not chat and req.echo
+        ids, echos = await anyio.to_thread.run_sync(self._tokenize, prompts, chat, echo)  # off loop and scheduler
+        wanted = req.wanted_tokens()
+        if wanted == 0:
+            if chat or not req.echo:
+                raise ApiError(400, "max_tokens=0 generates nothing: ask for at least 1 token (or echo=true "
+                               "with max_tokens=0 to get the prompt back)", param="max_tokens")
+            return JSONResponse(responses.whole(shape, [], [], sum(len(i) for i in ids)) | {
+                "choices": [{"index": i * req.n + j, "text": e, "finish_reason": "length", "logprobs": None}
+                            for i, e in enumerate(echos) for j in range(req.n)]})
+        engine_requests = [self._request(req, prompt_ids, wanted, chat, shape) for prompt_ids in ids]
+        job = Job(asyncio.get_running_loop(), engine_requests, beams=(req.num_beams or 1) > 1, stream=req.stream)
+        self.scheduler.submit(job)
+        prompt_tokens = sum(r.prompt_ids.numel() for r in engine_requests)
+        echo_rows = [e for e in echos for _ in range(req.n)]
+        if req.stream:
+            return StreamingResponse(self._stream(job, shape, echo_rows, req.n, prompt_tokens),
+                                     media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+        completions = await self._wait(job, request)
+        return JSONResponse(responses.whole(shape, completions, echo_rows, prompt_tokens))
+
+    def _shape(self, req, chat: bool) -> responses.Shape:
+        if req.stream_options is not None and not req.stream:
+            raise ApiError(400, "stream_options is only allowed with stream=true", param="stream_options")
+        if chat:
+            if req.top_logprobs is not None and not req.logprobs:
+                raise ApiError(400, "top_logprobs needs logprobs=true", param="top_logprobs")
+            top = (req.top_logprobs or 0) if req.logprobs else None
+        else:
+            if req.echo and req.logprobs is not None:
+                raise ApiError(400, "echo with logprobs would need the prompt's own logprobs, which decodelab "
+                               "serve does not compute: drop one of them", param="echo")
+            top = req.logprobs
+        if (req.num_beams or 1) > 1 and req.n > 1:
+            raise ApiError(400, "n > 1 with num_beams > 1 is not supported: beam search returns one sequence",
+                           param="n")
+        include = bool(req.stream_options and req.stream_options.include_usage)
+        return responses.Shape(chat=chat, model=self.model_name, top=top, stats=req.decodelab_stats,
+                               include_usage=include)
+
+    def _tokenize(self, prompts, chat: bool, echo: bool) -> tuple[list, list[str]]:
+        """Token ids of every prompt, and its text to echo ("" unless echo)."""
+        encode = tokenize_chat if chat else tokenize_prompt
+        try:
+            with self.tokenizer_lock:
+                return ([encode(self.loaded, self.tokenizer, p) for p in prompts],
+                        [prompt_text(self.tokenizer, p) if echo else "" for p in prompts])
+        except PromptError as exc:
+            raise ApiError(400, str(exc), param="messages" if chat else "prompt") from None
+
+    def _request(self, req, prompt_ids, wanted: int | None, chat: bool, shape) -> Request:
+        length = prompt_ids.numel()
+        context = self.loaded.context_length
+        max_new = wanted if wanted is not None else min(self.limits.default_max_tokens,
+                                                        (context - length) if context else 10**9)
+        try:
+            check_context(self.loaded, length, max(max_new, 1))
+        except PromptError as exc:
+            param = "max_tokens" if context and length < context else ("messages" if chat else "prompt")
+            raise ApiError(400, str(exc).replace("max_new_tokens", "max_tokens"), param=param) from None
+        config = req.config(max_new)
+        seeds = [(req.seed + j) % 2**64 if req.seed is not None else secrets.randbelow(2**32) for j in range(req.n)]
+        return Request(prompt_ids, [config] * req.n, top=shape.top or 0, seeds=seeds)
+
+    async def _wait(self, job: Job, request: HttpRequest) -> list:
+        """All completions of a job, in choice order; a client that hangs up cancels the work."""
+        done: dict[int, list] = {}
+        while len(done) < len(job.requests):
+            try:
+                kind, index, payload = await asyncio.wait_for(job.events.get(), timeout=0.5)
+            except TimeoutError:
+                if await request.is_disconnected():
+                    job.cancel.set()
+                    raise ApiError(499, "the client closed the connection") from None
+                continue
+            if kind == "error":
+                raise ApiError(500, payload)
+            if kind == "done":
+                done[index] = payload
+        return [c for i in range(len(job.requests)) for c in done[i]]
+
+    async def _stream(self, job: Job, shape, echos: list[str], n: int, prompt_tokens: int):
+        holds = [max((len(s) for s in c.stop_strings), default=1) - 1 for r in job.requests for c in r.configs]
+        streams = [responses.ChoiceStream(shape, i, hold, echo) for i, (hold, echo) in enumerate(zip(holds, echos))]
+        try:
+            for stream in streams:
+                if (chunk := stream.first()) is not None:
+                    yield _sse(chunk)
+            remaining = len(job.requests)
+            while remaining:
+                kind, index, payload = await job.events.get()
+                if kind == "error":
+                    yield _sse(ApiError(500, payload).body())
+                    break
+                if kind == "done":
+                    remaining -= 1
+                    continue
+                for row in sorted(set(payload.tokens) | set(payload.finished)):
+                    chunk = streams[index * n + row].step(payload.tokens.get(row, ()), payload.texts.get(row),
+                                                          payload.finished.get(row), job.requests[index].seeds[row])
+                    if chunk is not None:
+                        yield _sse(chunk)
+            else:
+                if shape.include_usage:
+                    final = shape.envelope([], chunk=True)
+                    final["usage"] = responses.usage(prompt_tokens, sum(s.tokens for s in streams))
+                    yield _sse(final)
+            yield "data: [DONE]\n\n"
+        finally:
+            job.cancel.set()  # a client that went away stops its rows at the next step
+
+
+def _sse(payload: dict) -> str:
+    return f"data: {json.dumps(payload, ensure_ascii=False)}\n\n"

@@ -1,0 +1,51 @@
+"""Prompts to token ids (run in a worker thread): completion prompts as given, chat through the template.
+
+The HTTP side uses its own copy of the tokenizer, under a lock: a Rust tokenizer used from two threads
+at once can fail ("Already borrowed"), and the scheduler thread decodes with the model's own copy.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from engine.results import PromptError
+
+
+def tokenize_prompt(loaded, tok, prompt: str | list[int]) -> torch.Tensor:
+    """A completion prompt as given (text through the tokenizer, or token ids checked against the vocabulary)."""
+    if isinstance(prompt, list):
+        vocab = loaded.model.get_input_embeddings().num_embeddings
+        bad = [t for t in prompt if not 0 <= t < vocab]
+        if bad:
+            raise PromptError(f"token id {bad[0]} is outside this model's vocabulary (0..{vocab - 1})")
+        ids = list(prompt)
+    else:
+        ids = tok(prompt)["input_ids"] if prompt else []
+    return _start(loaded, tok, ids)
+
+
+def tokenize_chat(loaded, tok, messages) -> torch.Tensor:
+    """Chat messages through the tokenizer's chat template (plain lines when it has none)."""
+    plain = [{"role": m.role, "content": m.text()} for m in messages]
+    if getattr(tok, "chat_template", None):
+        text = tok.apply_chat_template(plain, tokenize=False, add_generation_prompt=True)
+        ids = tok(text, add_special_tokens=False)["input_ids"]
+    else:
+        ids = tok("\n".join(m["content"] for m in plain))["input_ids"]
+    return _start(loaded, tok, ids)
+
+
+def prompt_text(tok, prompt: str | list[int]) -> str:
+    """The prompt as text (for echo)."""
+    if isinstance(prompt, str):
+        return prompt
+    return tok.decode(prompt, skip_special_tokens=False, clean_up_tokenization_spaces=False)
+
+
+def _start(loaded, tok, ids: list[int]) -> torch.Tensor:
+    if not ids:
+        bos = tok.bos_token_id
+        if bos is None:
+            raise PromptError("the prompt is empty and this model has no BOS token to start from; send some text")
+        ids = [bos]
+    return torch.tensor(ids, dtype=torch.long, device=loaded.device)

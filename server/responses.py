@@ -1,0 +1,126 @@
+"""Completions and chat completions in OpenAI's wire format, whole or as stream chunks."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import dataclass
+
+from engine.results import Completion, TokenStep, json_number
+
+FINISH = {"eos": "stop", "stop_string": "stop", "max_new_tokens": "length", "cancelled": "stop"}
+
+
+@dataclass
+class Shape:
+    """What one request asked to get back."""
+
+    chat: bool
+    model: str
+    top: int | None  # logprobs alternatives per token; None = no logprobs at all
+    stats: bool  # decodelab's full statistics per token
+    include_usage: bool = False
+
+    def __post_init__(self):
+        self.id = f"{'chatcmpl' if self.chat else 'cmpl'}-{uuid.uuid4().hex[:16]}"
+        self.created = int(time.time())
+
+    def envelope(self, choices: list[dict], chunk: bool) -> dict:
+        kind = ("chat.completion.chunk" if chunk else "chat.completion") if self.chat else "text_completion"
+        return {"id": self.id, "object": kind, "created": self.created, "model": self.model, "choices": choices}
+
+
+def stats_record(step: TokenStep) -> dict:
+    num = json_number
+    return {"id": step.token_id, "text": step.text, "logprob": num(step.logprob),
+            "logprob_processed": num(step.logprob_processed), "rank": step.rank, "entropy": num(step.entropy),
+            "entropy_processed": num(step.entropy_processed),
+            "top": [[a.token_id, a.text, num(a.logprob), num(a.logprob_processed)] for a in step.top]}
+
+
+def logprobs(steps, top: int, chat: bool, offset: int = 0) -> dict:
+    num = json_number
+    if chat:
+        return {"content": [{"token": s.text, "logprob": num(s.logprob), "bytes": list(s.text.encode("utf-8")),
+                             "top_logprobs": [{"token": a.text, "logprob": num(a.logprob),
+                                               "bytes": list(a.text.encode("utf-8"))} for a in s.top[:top]]}
+                            for s in steps]}
+    offsets, position = [], offset
+    for s in steps:
+        offsets.append(position)
+        position += len(s.text)
+    return {"tokens": [s.text for s in steps], "token_logprobs": [num(s.logprob) for s in steps],
+            "top_logprobs": [{a.text: num(a.logprob) for a in s.top[:top]} for s in steps], "text_offset": offsets}
+
+
+def usage(prompt_tokens: int, completion_tokens: int) -> dict:
+    return {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+            "total_tokens": prompt_tokens + completion_tokens}
+
+
+def whole(shape: Shape, completions: list[Completion], echos: list[str], prompt_tokens: int) -> dict:
+    """The non-streaming response: one choice per completion, in index order (echos: one per completion)."""
+    choices = []
+    for index, (c, echo) in enumerate(zip(completions, echos)):
+        choice = {"index": index, "finish_reason": FINISH.get(c.stop_reason, "stop"), "seed": c.seed,
+                  "logprobs": logprobs(c.steps, shape.top, shape.chat, len(echo)) if shape.top is not None
+                  else None}
+        if shape.chat:
+            choice["message"] = {"role": "assistant", "content": c.text}
+        else:
+            choice["text"] = echo + c.text
+        if shape.stats:
+            choice["decodelab"] = [stats_record(s) for s in c.steps]
+        choices.append(choice)
+    body = shape.envelope(choices, chunk=False)
+    body["usage"] = usage(prompt_tokens, sum(len(c.token_ids) for c in completions))
+    return body
+
+
+class ChoiceStream:
+    """One streamed choice: sends text as it becomes final (holding back a possible stop string's start)."""
+
+    def __init__(self, shape: Shape, index: int, hold: int, echo: str = ""):
+        self.shape, self.index, self.hold, self.echo = shape, index, hold, echo
+        self.sent, self.text = 0, ""
+        self.offset = len(echo)
+        self.tokens = 0
+
+    def first(self) -> dict | None:
+        """The opening chunk: the assistant role (chat), or the echoed prompt (completions with echo)."""
+        if self.shape.chat:
+            return self._chunk({"delta": {"role": "assistant", "content": ""}})
+        if self.echo:
+            return self._chunk({"text": self.echo})
+        return None
+
+    def step(self, steps: tuple, text: str | None, finished: str | None, seed: int | None) -> dict | None:
+        """The chunk for this step's tokens (None when there is nothing to send yet)."""
+        self.tokens += len(steps)
+        self.text = text if text is not None else self.text + "".join(s.text for s in steps)
+        text = self.text
+        end = len(text) if finished else max(self.sent, len(text) - self.hold)
+        piece, self.sent = text[self.sent:end], max(self.sent, end)
+        choice: dict = {}
+        if self.shape.top is not None and steps:
+            choice["logprobs"] = logprobs(steps, self.shape.top, self.shape.chat, self.offset)
+            self.offset += sum(len(s.text) for s in steps)
+        if self.shape.stats and steps:
+            choice["decodelab"] = [stats_record(s) for s in steps]
+        if not (piece or choice or finished):
+            return None
+        if self.shape.chat:
+            choice["delta"] = {"content": piece} if piece else {}
+        else:
+            choice["text"] = piece
+        if finished:
+            choice["finish_reason"] = FINISH.get(finished, "stop")
+            choice["seed"] = seed
+            if finished == "stop_string":
+                choice["stop_reason"] = "stop string"
+        return self._chunk(choice)
+
+    def _chunk(self, fields: dict) -> dict:
+        choice = {"index": self.index, "finish_reason": None, "logprobs": None}
+        choice.update(fields)
+        return self.shape.envelope([choice], chunk=True)

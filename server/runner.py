@@ -1,0 +1,126 @@
+"""Serving the app with uvicorn: a socket we bind ourselves, header and idle timeouts, a background mode for tests."""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+import threading
+import time
+
+import h11
+import uvicorn
+from uvicorn.protocols.http.h11_impl import H11Protocol
+
+from server.app import Api, Limits
+from server.scheduler import Scheduler
+
+
+def timed_protocol(header_timeout: float):
+    """uvicorn's h11 protocol, closing connections whose request (headers and body) takes over header_timeout."""
+
+    class TimedH11Protocol(H11Protocol):
+        _request_timer = None
+
+        def connection_made(self, transport):
+            super().connection_made(transport)
+            self._arm()
+
+        def _arm(self) -> None:
+            self._disarm()
+            self._request_timer = self.loop.call_later(header_timeout, self._too_slow)
+
+        def _disarm(self) -> None:
+            if self._request_timer is not None:
+                self._request_timer.cancel()
+                self._request_timer = None
+
+        def data_received(self, data: bytes) -> None:
+            super().data_received(data)
+            if self.conn.their_state not in (h11.IDLE, h11.SEND_BODY):
+                self._disarm()  # the whole request is in
+
+        def on_response_complete(self) -> None:
+            super().on_response_complete()
+            if not self.transport.is_closing():
+                self._arm()  # the next request on this connection gets the same time
+
+        def connection_lost(self, exc) -> None:
+            self._disarm()
+            super().connection_lost(exc)
+
+        def _too_slow(self) -> None:
+            self._request_timer = None
+            if self.conn.their_state in (h11.IDLE, h11.SEND_BODY) and not self.transport.is_closing():
+                if self.cycle is None or self.cycle.response_complete:
+                    self.transport.close()
+
+    return TimedH11Protocol
+
+
+def is_loopback(host: str) -> bool:
+    if host in ("localhost", ""):
+        return host == "localhost"
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def exposure_warning(host: str, api_key: str | None) -> str | None:
+    """A warning when the server is reachable from other machines without a key."""
+    if api_key or is_loopback(host):
+        return None
+    return (f"warning: listening on {host} without --serve-key: anyone who can reach this port can use the model. "
+            "Set --serve-key (or DECODELAB_SERVE_KEY), or listen on 127.0.0.1")
+
+
+class Server:
+    """A running `decodelab serve`: start() in a background thread (tests), or run() in the foreground."""
+
+    def __init__(self, loaded, host: str = "127.0.0.1", port: int = 8000, api_key: str | None = None,
+                 model_name: str | None = None, limits: Limits | None = None, max_queue: int = 32,
+                 header_timeout: float = 10.0, idle_timeout: float = 5.0):
+        self.limits = limits or Limits()
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        self.sock = socket.socket(family, socket.SOCK_STREAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            self.sock.bind((host, port))  # OSError here: the caller says which address failed
+        except OSError:
+            self.sock.close()
+            raise
+        self.scheduler = Scheduler(loaded, max_rows=self.limits.max_rows, max_queue=max_queue)
+        self.api = Api(loaded, self.scheduler, model_name or loaded.name, api_key, self.limits)
+        config = uvicorn.Config(self.api.app(), http=timed_protocol(header_timeout), timeout_keep_alive=idle_timeout,
+                                h11_max_incomplete_event_size=64 * 1024, log_level="warning", lifespan="off",
+                                access_log=False)
+        self.uvicorn = uvicorn.Server(config)
+        self.thread: threading.Thread | None = None
+
+    @property
+    def url(self) -> str:
+        host, port = self.sock.getsockname()[:2]
+        return f"http://{host}:{port}/v1"
+
+    def run(self) -> None:
+        """Serve in this thread until Ctrl-C (uvicorn handles the signal)."""
+        try:
+            self.uvicorn.run(sockets=[self.sock])
+        finally:
+            self.scheduler.stop()
+
+    def start(self) -> "Server":
+        self.thread = threading.Thread(target=self.uvicorn.run, kwargs={"sockets": [self.sock]},
+                                       name="decodelab-serve", daemon=True)
+        self.thread.start()
+        deadline = time.monotonic() + 30
+        while not self.uvicorn.started and time.monotonic() < deadline:
+            time.sleep(0.02)
+        return self
+
+    def stop(self) -> None:
+        self.uvicorn.should_exit = True
+        if self.thread is not None:
+            self.thread.join(timeout=10)
+        self.scheduler.stop()
+        self.sock.close()

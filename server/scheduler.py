@@ -1,0 +1,150 @@
+"""The one thread that runs the model: a bounded queue in front of engine.batching's MultiBatch.
+
+HTTP handlers tokenize, validate and submit a Job (one engine Request per prompt). The scheduler
+thread admits waiting requests into the running batch at every step boundary (when there is room),
+steps the batch, and posts each request's events back to the handler's event loop. A finished row
+returns at once; a request whose client went away is cancelled at the next step.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import queue
+import threading
+from functools import partial
+
+from engine.batching import MultiBatch, Request
+from server.errors import ApiError
+
+log = logging.getLogger("decodelab.serve")
+
+
+class Job:
+    """One HTTP request's work. Events arrive on `events` as (kind, request index, payload)."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, requests: list[Request], beams: bool = False,
+                 stream: bool = True):
+        self.loop, self.requests, self.beams = loop, requests, beams
+        self.events: asyncio.Queue = asyncio.Queue()
+        self.cancel = threading.Event()
+        for index, request in enumerate(requests):
+            request.cancel = self.cancel
+            request.on_step = partial(self._post, "step", index) if stream else None  # whole answers need no steps
+            request.on_done = partial(self._post, "done", index)
+
+    def _post(self, kind: str, index: int, payload) -> None:
+        try:
+            self.loop.call_soon_threadsafe(self.events.put_nowait, (kind, index, payload))
+        except RuntimeError:  # the handler's loop is gone: nobody is listening
+            self.cancel.set()
+
+    def fail(self, message: str) -> None:
+        self._post("error", -1, message)
+
+
+class Scheduler:
+    """Admits jobs into one MultiBatch and steps it; at most max_queue requests wait (then 429)."""
+
+    def __init__(self, loaded, max_rows: int = 64, max_queue: int = 32, window: float = 0.01):
+        self.loaded, self.max_rows, self.max_queue = loaded, max_rows, max_queue
+        self.window = window
+        """Seconds an idle scheduler waits after a first request for others sent at the same time."""
+        self.batch = MultiBatch(loaded, max_rows=max_rows)
+        self.inbox: queue.Queue = queue.Queue()
+        self.waiting: list[Request] = []
+        self.owner: dict[int, Job] = {}
+        self.lock = threading.Lock()
+        self.queued = 0
+        self.stopping = threading.Event()
+        self.thread = threading.Thread(target=self._loop, name="decodelab-scheduler", daemon=True)
+        self.thread.start()
+
+    @property
+    def forwards(self) -> int:
+        return self.batch.forwards
+
+    def submit(self, job: Job) -> None:
+        """Queue a job, or ApiError 429 (with Retry-After) when too many requests are waiting."""
+        with self.lock:
+            if self.queued + len(job.requests) > self.max_queue:
+                raise ApiError(429, f"the server is busy ({self.queued} requests waiting); retry shortly",
+                               code="queue_full", headers={"Retry-After": "1"})
+            self.queued += len(job.requests)
+        self.inbox.put(job)
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self.inbox.put(None)
+        self.thread.join(timeout=5)
+
+    def _loop(self) -> None:
+        while not self.stopping.is_set():
+            idle = not self.batch.groups and not self.waiting
+            try:
+                self._collect(block=idle)
+                self._drop_cancelled()
+                if self.waiting:
+                    admitted = self.batch.admit(self.waiting)
+                    with self.lock:
+                        self.queued -= len(admitted)
+                if self.batch.groups:
+                    for request in self.batch.step():
+                        self.owner.pop(id(request), None)
+            except Exception as exc:  # noqa: BLE001 - report to the clients of this batch, keep serving
+                log.exception("the decode batch failed")
+                self._fail_batch(f"the server failed while generating: {type(exc).__name__}: {exc}")
+
+    def _collect(self, block: bool) -> None:
+        try:
+            job = self.inbox.get(timeout=0.5) if block else self.inbox.get_nowait()
+        except queue.Empty:
+            return
+        while job is not None:
+            if job.beams:
+                self._run_beams(job)
+            else:
+                for request in job.requests:
+                    self.owner[id(request)] = job
+                self.waiting.extend(job.requests)
+            try:  # an idle batch waits a moment for requests sent together, so they share one group
+                job = self.inbox.get(timeout=self.window) if block else self.inbox.get_nowait()
+            except queue.Empty:
+                return
+
+    def _drop_cancelled(self) -> None:
+        gone = [r for r in self.waiting if r.cancel.is_set()]
+        if gone:
+            self.waiting = [r for r in self.waiting if not r.cancel.is_set()]
+            for request in gone:
+                self.owner.pop(id(request), None)
+            with self.lock:
+                self.queued -= len(gone)
+
+    def _run_beams(self, job: Job) -> None:
+        """Beam search goes through HF generate (engine/beams.py), one request at a time, between steps."""
+        from engine.beams import run_beam
+
+        with self.lock:
+            self.queued -= len(job.requests)
+        try:
+            for request in job.requests:
+                done = []
+                for row, (config, seed) in enumerate(zip(request.configs, request.seeds)):
+                    done.append(run_beam(self.loaded, request.prompt_ids, config, seed, row, request.emit,
+                                         request.cancel, request.top))
+                request.completions = done
+                request.on_done(done)
+        except Exception as exc:  # noqa: BLE001
+            log.exception("beam search failed")
+            job.fail(f"beam search failed: {type(exc).__name__}: {exc}")
+
+    def _fail_batch(self, message: str) -> None:
+        jobs = {id(j): j for j in self.owner.values()}
+        for job in jobs.values():
+            job.fail(message)
+        self.owner.clear()
+        with self.lock:
+            self.queued -= len(self.waiting)
+        self.waiting = []
+        self.batch = MultiBatch(self.loaded, max_rows=self.max_rows)

@@ -1,0 +1,152 @@
+"""Request bodies as pydantic models, and their translation into DecodingConfigs.
+
+Unknown fields are refused (400 naming the field) rather than silently ignored; OpenAI fields that
+decodelab cannot honour are accepted only at their neutral value.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictStr, field_validator
+
+from engine.config import ConfigError, DecodingConfig
+from server.errors import ApiError
+
+MAX_N = 16
+MAX_TOP_LOGPROBS = 20
+
+
+class StreamOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    include_usage: StrictBool = False
+
+
+class Sampling(BaseModel):
+    """Fields both endpoints share: OpenAI's, vLLM's extensions, and decodelab's own."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: StrictStr | None = None
+    max_tokens: Annotated[int, Field(ge=0)] | None = None
+    max_completion_tokens: Annotated[int, Field(ge=0)] | None = None
+    temperature: Annotated[float, Field(ge=0)] | None = None
+    top_p: float | None = None
+    top_k: int | None = None
+    min_p: float | None = None
+    typical_p: float | None = None
+    repetition_penalty: float | None = None
+    frequency_penalty: float | None = None
+    presence_penalty: float | None = None
+    no_repeat_ngram_size: int | None = None
+    num_beams: int | None = None
+    length_penalty: float | None = None
+    min_tokens: int | None = None
+    seed: int | None = None
+    stop: StrictStr | list[StrictStr] | None = None
+    n: Annotated[int, Field(ge=1, le=MAX_N)] = 1
+    stream: StrictBool = False
+    stream_options: StreamOptions | None = None
+    user: StrictStr | None = None
+    logit_bias: dict[str, float] | None = None
+    decodelab_stats: StrictBool = False
+    """decodelab's own: every token with its full statistics (alternatives, processed logprobs, entropy)."""
+
+    @field_validator("logit_bias")
+    @classmethod
+    def _no_bias(cls, value):
+        if value:
+            raise ValueError("logit_bias is not supported by decodelab serve; leave it out")
+        return value
+
+    def config(self, max_new: int) -> DecodingConfig:
+        """The DecodingConfig this request asks for (ApiError 400 naming the field if a value is out of range)."""
+        temperature = 1.0 if self.temperature is None else self.temperature
+        beams = self.num_beams or 1
+        fields = {
+            "name": "request", "do_sample": temperature > 0 and beams == 1,
+            "temperature": temperature if temperature > 0 else 1.0,
+            "top_k": 0 if self.top_k in (None, -1) else self.top_k,
+            "top_p": 1.0 if self.top_p is None else self.top_p, "max_new_tokens": max_new,
+            "stop_strings": [self.stop] if isinstance(self.stop, str) else list(self.stop or []),
+            "seed": self.seed,
+        }
+        for name, value in (("min_p", self.min_p), ("typical_p", self.typical_p),
+                            ("repetition_penalty", self.repetition_penalty),
+                            ("frequency_penalty", self.frequency_penalty), ("presence_penalty", self.presence_penalty),
+                            ("no_repeat_ngram_size", self.no_repeat_ngram_size), ("num_beams", self.num_beams),
+                            ("length_penalty", self.length_penalty), ("min_new_tokens", self.min_tokens)):
+            if value is not None:
+                fields[name] = value
+        try:
+            return DecodingConfig(**fields)
+        except ConfigError as exc:
+            message = str(exc)
+            name = message.split("=", 1)[0]
+            param = _PARAMS.get(name)
+            if param and param != name:
+                message = param + message[len(name):]
+            raise ApiError(400, message, param=param) from None
+
+    def wanted_tokens(self) -> int | None:
+        return self.max_completion_tokens if self.max_completion_tokens is not None else self.max_tokens
+
+
+# DecodingConfig field -> the request field a client sent
+_PARAMS = {"temperature": "temperature", "top_k": "top_k", "top_p": "top_p", "min_p": "min_p",
+           "typical_p": "typical_p", "repetition_penalty": "repetition_penalty",
+           "frequency_penalty": "frequency_penalty", "presence_penalty": "presence_penalty",
+           "no_repeat_ngram_size": "no_repeat_ngram_size", "num_beams": "num_beams",
+           "length_penalty": "length_penalty", "min_new_tokens": "min_tokens", "max_new_tokens": "max_tokens",
+           "stop_strings": "stop", "seed": "seed"}
+
+
+class CompletionRequest(Sampling):
+    prompt: StrictStr | list[StrictStr] | list[int] | list[list[int]] = ""
+    echo: StrictBool = False
+    logprobs: Annotated[int, Field(ge=0, le=MAX_TOP_LOGPROBS)] | None = None
+    best_of: Literal[1] | None = None
+    suffix: None = None
+
+    def prompts(self) -> list[str | list[int]]:
+        """Each prompt as text or token ids (a list of prompts gives n choices for each)."""
+        p = self.prompt
+        if isinstance(p, str):
+            return [p]
+        if not p:
+            raise ApiError(400, "prompt is an empty list: give a string or a list of strings", param="prompt")
+        if all(isinstance(x, int) for x in p):
+            return [list(p)]
+        return list(p)
+
+
+class TextPart(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    type: Literal["text"]
+    text: StrictStr
+
+
+class Message(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    role: Literal["system", "developer", "user", "assistant"]
+    content: StrictStr | list[TextPart] | None = None
+    name: StrictStr | None = None
+
+    def text(self) -> str:
+        if isinstance(self.content, list):
+            return "".join(part.text for part in self.content)
+        return self.content or ""
+
+
+class ChatRequest(Sampling):
+    messages: Annotated[list[Message], Field(min_length=1)]
+    logprobs: StrictBool = False
+    top_logprobs: Annotated[int, Field(ge=0, le=MAX_TOP_LOGPROBS)] | None = None
+    response_format: Union[dict, None] = None
+
+    @field_validator("response_format")
+    @classmethod
+    def _text_only(cls, value):
+        if value and value.get("type") not in (None, "text"):
+            raise ValueError("only plain text responses are supported: leave response_format out")
+        return value

@@ -1,0 +1,320 @@
+"""Issue 10, items 11-20: nothing the user made is lost, and every run can be stopped (Pilot on the demo model)."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+from textual.widgets import Checkbox, Input, TextArea
+
+from engine import DecodingConfig, find_preset
+from engine.loading import ModelSpec
+from tui.app import DecodelabApp
+from tui.screens.ask import Confirm
+from tui.screens.config_editor import ConfigEditor
+from tui.screens.save_preset import SavePreset
+
+PROMPT = "The for statement"
+
+
+def make_app(demo, configs=None, prompt=PROMPT) -> DecodelabApp:
+    configs = configs or [DecodingConfig(name="greedy", max_new_tokens=12),
+                          DecodingConfig(name="warm", do_sample=True, temperature=0.8, max_new_tokens=12)]
+    return DecodelabApp(spec=ModelSpec(), configs=configs, prompt=prompt, loaded=demo)
+
+
+async def until(pilot, condition, timeout: float = 60) -> None:
+    for _ in range(int(timeout / 0.05)):
+        if condition():
+            return
+        await pilot.pause(0.05)
+    raise AssertionError("the condition was never met")
+
+
+async def run_all(app, pilot) -> None:
+    await pilot.press("ctrl+r")
+    await pilot.pause()
+    await until(pilot, lambda: not app.running and not app.pending)
+    await pilot.pause()
+
+
+@pytest.fixture
+def recorded(monkeypatch):
+    """Wraps generate_many: each call's thread and completions are recorded, so a test can see a run end."""
+    import engine.generation
+
+    real, calls = engine.generation.generate_many, []
+
+    def wrapper(*args, **kwargs):
+        call = {"done": threading.Event(), "result": None}
+        calls.append(call)
+        try:
+            call["result"] = real(*args, **kwargs)
+        finally:
+            call["done"].set()
+        return call["result"]
+
+    monkeypatch.setattr(engine.generation, "generate_many", wrapper)
+    return calls
+
+
+def finished_calls(calls) -> list:
+    for call in calls:
+        call["done"].wait(120)  # a safety net against a hung test, not a timing assertion
+    return [call["result"] for call in calls]
+
+
+# -- 11: errors never wipe a pane's text -----------------------------------------------------------------
+
+async def test_edit_refuses_max_new_tokens_past_the_models_context(demo):
+    app = make_app(demo)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.press("escape", "1", "e")
+        editor = app.screen
+        editor.query_one("#f-max_new_tokens", Input).value = "2000"
+        await pilot.pause()
+        message = str(editor.query_one("#editor-error").render())
+        assert "context is 512 tokens" in message and "at most" in message
+        assert editor.query_one("#apply").disabled
+        await pilot.press("ctrl+s")
+        await pilot.press("escape")
+        assert app.panes()[0].state.config.max_new_tokens == 12
+
+
+async def test_a_run_that_cannot_fit_is_refused_and_every_pane_keeps_its_text(demo):
+    app = make_app(demo)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await run_all(app, pilot)
+        texts = [p.state.text for p in app.panes()]
+        app.panes()[1].state.config = app.panes()[1].state.config.replace(max_new_tokens=510)
+        await run_all(app, pilot)
+        assert [p.state.text for p in app.panes()] == texts
+        assert any("warm" in n.message and "context is 512" in n.message for n in app._notifications)
+
+
+async def test_chat_template_is_not_turned_on_for_a_model_without_one(demo):
+    app = make_app(demo)
+    async with app.run_test() as pilot:
+        await run_all(app, pilot)
+        texts = [p.state.text for p in app.panes()]
+        await pilot.press("ctrl+t")
+        assert not app.loaded.spec.chat
+        await run_all(app, pilot)
+        assert all(p.state.text and not p.state.error for p in app.panes())
+        assert [p.state.text for p in app.panes()][0] == texts[0]  # greedy: the same text again
+
+
+async def test_a_failed_run_keeps_the_text_and_shows_the_error_in_full(demo, monkeypatch):
+    import engine.generation
+    from engine.results import GenerationError
+
+    app = make_app(demo)
+    async with app.run_test(size=(160, 45)) as pilot:
+        await run_all(app, pilot)
+        texts = [p.state.text for p in app.panes()]
+        error = "out of memory running 2 configs (batch of 8 rows): run fewer configs, or lower max_new_tokens"
+
+        def fail(*args, **kwargs):
+            raise GenerationError(error)
+
+        monkeypatch.setattr(engine.generation, "generate_many", fail)
+        await run_all(app, pilot)
+        for pane, text in zip(app.panes(), texts):
+            assert pane.state.text == text and pane.state.error == error
+            shown = pane.query_one(".pane--error")
+            assert shown.display and str(shown.render()).replace("\n", " ").count("lower max_new_tokens") == 1
+
+
+# -- 12: a failed model load keeps the working model -----------------------------------------------------
+
+async def test_a_failed_load_keeps_the_working_model(demo, tmp_path):
+    app = make_app(demo)
+    async with app.run_test() as pilot:
+        await pilot.press("escape", "m")
+        app.screen.query_one(Input).value = str(tmp_path / "missing")
+        await pilot.press("enter")
+        await until(pilot, lambda: any("Could not load" in n.message for n in app._notifications))
+        assert app.loaded is demo and app.spec.path == "demo"
+        assert "demo" in str(app.query_one("#model-bar").render())
+        await run_all(app, pilot)
+        assert all(p.state.completion is not None for p in app.panes())
+
+
+# -- 13: x can be undone --------------------------------------------------------------------------------
+
+async def test_removing_a_pane_with_output_can_be_undone(demo):
+    app = make_app(demo)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await run_all(app, pilot)
+        text = app.panes()[0].state.text
+        await pilot.press("escape", "1", "x")
+        await pilot.pause()
+        assert [p.state.config.name for p in app.panes()] == ["warm"]
+        assert any("press u to undo" in n.message for n in app._notifications)
+        await pilot.press("u")
+        await pilot.pause()
+        assert [p.state.config.name for p in app.panes()] == ["greedy", "warm"]
+        assert app.panes()[0].state.text == text
+
+
+# -- 14 and 15: saving a preset -----------------------------------------------------------------------
+
+async def test_save_keeps_seed_auto_unless_pinned_and_warns_about_builtins(demo):
+    app = make_app(demo, [find_preset("balanced").replace(max_new_tokens=6)])
+    async with app.run_test(size=(120, 40)) as pilot:
+        await run_all(app, pilot)
+        seed = app.panes()[0].state.seed
+        await pilot.press("escape", "1", "s")
+        dialog = app.screen
+        assert isinstance(dialog, SavePreset)
+        name = dialog.query_one(Input)
+        assert name.value == "my-balanced"  # not the built-in's own name
+        assert str(dialog.query_one("#save-note").render()) == ""
+        name.value = "balanced"
+        await pilot.pause()
+        assert "built-in" in str(dialog.query_one("#save-note").render())
+        name.value = "mine"
+        await pilot.press("enter")
+        await pilot.pause()
+        assert find_preset("mine").seed is None  # seed=auto kept
+        await pilot.press("s")
+        app.screen.query_one(Input).value = "mine-pinned"
+        app.screen.query_one(Checkbox).value = True
+        await pilot.press("enter")
+        await pilot.pause()
+        assert find_preset("mine-pinned").seed == seed
+
+
+async def test_the_overwrite_question_is_a_centred_modal_over_the_app(demo):
+    app = make_app(demo)
+    async with app.run_test(size=(100, 30)) as pilot:
+        for _ in range(2):
+            await pilot.press("escape", "1", "s")
+            app.screen.query_one(Input).value = "twice"
+            await pilot.press("enter")
+            await pilot.pause()
+        assert isinstance(app.screen, Confirm)
+        box = app.screen.query_one("Vertical").region
+        assert abs(box.x - (100 - box.right)) <= 1 and abs(box.y - (30 - box.bottom)) <= 1  # centred
+        assert box.width < 100 and box.height < 30
+        assert app.screen_stack[-2] is app.screen_stack[0]  # right over the main screen
+
+
+def test_snapshot_overwrite_dialog(snap_compare, demo):
+    app = make_app(demo)
+
+    async def ask_twice(pilot):
+        from engine.presets import save_user_preset
+
+        save_user_preset(DecodingConfig(), "twice")  # no toast with a temporary path in the picture
+        app.query_one("#prompt", TextArea).cursor_blink = False
+        await pilot.press("escape", "1", "s")
+        app.screen.query_one(Input).value = "twice"
+        await pilot.press("enter")
+        await pilot.pause()
+
+    assert snap_compare(app, terminal_size=(80, 24), run_before=ask_twice)
+
+
+# -- 16, 17, 18: stopping --------------------------------------------------------------------------------
+
+async def test_ctrl_q_mid_run_cancels_the_run(demo, recorded):
+    app = make_app(demo, [DecodingConfig(name="long", min_new_tokens=399, max_new_tokens=400)], prompt="The")
+    async with app.run_test() as pilot:
+        await pilot.press("ctrl+r")
+        await until(pilot, lambda: len(app.panes()[0].state.steps) >= 3)
+        await pilot.press("ctrl+q")
+    [completions] = finished_calls(recorded)
+    assert completions[0].stop_reason == "cancelled" and len(completions[0].steps) < 400
+
+
+async def test_stop_one_pane_while_the_others_go_on(demo, recorded):
+    configs = [DecodingConfig(name="stopped", min_new_tokens=299, max_new_tokens=300),
+               DecodingConfig(name="goes-on", do_sample=True, seed=3, max_new_tokens=40)]
+    app = make_app(demo, configs, prompt="The")
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.press("escape", "1", "ctrl+r")  # from a pane: Esc there would cancel the whole run
+        await until(pilot, lambda: len(app.panes()[0].state.steps) >= 2)
+        await pilot.press("k")
+        await until(pilot, lambda: not app.running)
+        await pilot.pause()
+        stopped, goes_on = app.panes()
+        assert stopped.state.stop_reason == "cancelled" and len(stopped.state.steps) < 299
+        assert goes_on.state.stop_reason in ("max_new_tokens", "eos") and goes_on.state.text
+        assert not any("Run cancelled" in n.message for n in app._notifications)
+        await pilot.press("k")  # nothing runs now: said, not silent
+        assert any("not running" in n.message for n in app._notifications)
+
+
+def test_the_engine_stops_a_row_and_leaves_the_others_as_they_were(demo):
+    from engine import generate_many
+
+    configs = [DecodingConfig(name="a", max_new_tokens=20),
+               DecodingConfig(name="b", do_sample=True, seed=9, max_new_tokens=20)]
+    stops: set[int] = set()
+
+    def on_step(event):
+        if event.step == 4:
+            stops.add(0)
+
+    stopped, other = generate_many(demo, "The for", configs, on_step=on_step, stop_rows=stops)
+    alone = generate_many(demo, "The for", configs[1:])[0]
+    assert stopped.stop_reason == "cancelled" and len(stopped.steps) == 5
+    assert other.token_ids == alone.token_ids and other.stop_reason == alone.stop_reason
+
+
+async def test_leaving_the_ab_screen_cancels_its_round(demo, recorded, tmp_path):
+    from tui.screens.arena import ArenaScreen
+
+    long = dict(do_sample=True, min_new_tokens=399, max_new_tokens=400)  # no early EOS: it must be cancelled
+    configs = [DecodingConfig(name="a", **long), DecodingConfig(name="b", temperature=1.3, **long)]
+    app = make_app(demo, configs, prompt="The")
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.press("escape", "A")
+        app.screen.query_one(Input).value = str(tmp_path / "ab.json")
+        await pilot.press("enter")
+        await until(pilot, lambda: bool(recorded))
+        assert isinstance(app.screen, ArenaScreen)
+        await pilot.press("escape")
+        await pilot.pause()
+        assert not isinstance(app.screen, ArenaScreen)
+        [completions] = finished_calls(recorded)
+    assert all(c.stop_reason == "cancelled" and len(c.steps) < 400 for c in completions)
+
+
+# -- 19, 20: the edit and sweep screens -----------------------------------------------------------------
+
+async def test_a_bad_value_shows_the_rule_not_the_help(demo):
+    from engine.config import FIELD_HELP
+
+    app = make_app(demo)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.press("escape", "1", "e")
+        editor = app.screen
+        assert isinstance(editor, ConfigEditor)
+        editor.query_one("#f-temperature", Input).value = "abc"
+        await pilot.pause()
+        message = str(editor.query_one("#editor-error").render())
+        assert "it must be a finite number" in message and ">= 0" in message
+        assert FIELD_HELP["temperature"][:30] not in message
+
+
+async def test_sweep_from_a_greedy_pane_runs_focuses_a_field_and_reports_ctrl_b(demo):
+    from tui.screens.sweep import SweepScreen
+
+    app = make_app(demo, [DecodingConfig(name="greedy", max_new_tokens=5)])
+    async with app.run_test(size=(140, 50)) as pilot:
+        await pilot.press("escape", "S")
+        await pilot.pause()
+        screen = app.screen
+        assert isinstance(screen, SweepScreen)
+        assert app.focused is screen.query_one("#s-grid", Input)
+        screen.query_one("#s-grid", Input).value = "temperature=0.3,1.2"
+        screen.query_one("#s-seeds", Input).value = "1"
+        await pilot.press("ctrl+r")
+        await until(pilot, lambda: not screen.running)
+        assert len(screen.results) == 2
+        await pilot.press("ctrl+b")
+        await pilot.pause()
+        assert "added pane" in str(screen.query_one("#sweep-status").render())
+        assert len(app.panes()) == 2

@@ -1,0 +1,183 @@
+"""Walking tokens, the inspector, branching and each pane's history of versions (a mixin for DecodelabApp).
+
+The inspector belongs to the pane whose token it shows (its owner): Enter on an alternative, or b,
+branches that pane and no other. Every refused action says why.
+"""
+
+from __future__ import annotations
+
+from textual.widgets import OptionList, TextArea
+
+from engine.results import TokenStep
+from tui.widgets.inspector import Inspector
+from tui.widgets.pane import Pane
+from tui.widgets.token_view import TokenView
+
+
+class BranchActions:
+    # -- walking tokens -----------------------------------------------------------------------------
+    def action_inspector(self) -> None:
+        inspector = self.query_one(Inspector)
+        inspector.toggle_class("-visible")
+        self.call_after_refresh(self.layout_panes)
+        pane = self.pane()
+        if inspector.has_class("-visible") and pane is not None and pane.state.cursor is None and pane.state.steps:
+            pane.state.cursor = 0
+            pane.refresh_view()
+        self.refresh_inspector()
+
+    def action_token(self, delta: int) -> None:
+        pane = self.pane()
+        if pane is None:
+            return
+        if not pane.state.steps:
+            self.notify(f"{_name(pane)} has no tokens yet: ctrl+r runs every pane.", severity="warning")
+            return
+        cursor = pane.state.cursor
+        cursor = 0 if cursor is None else max(0, min(len(pane.state.steps) - 1, cursor + delta))
+        self.select_token(pane, cursor)
+
+    def select_token(self, pane: Pane, index: int) -> None:
+        pane.state.cursor = index
+        pane.refresh_view()
+        self.current_pane = pane
+        if not self.query_one(Inspector).has_class("-visible"):
+            self.query_one(Inspector).add_class("-visible")
+            self.call_after_refresh(self.layout_panes)
+        self.refresh_inspector()
+
+    def on_token_view_selected(self, event: TokenView.Selected) -> None:
+        pane = next((p for p in event.view.ancestors if isinstance(p, Pane)), None)
+        if pane is not None:
+            self.select_token(pane, event.index)
+
+    def refresh_inspector(self) -> None:
+        """Show the current pane's selected token; never a token of an output that is gone."""
+        inspector = self.query_one(Inspector)
+        pane = self.pane()
+        if pane is None:
+            inspector.clear()
+            return
+        state = pane.state
+        if state.cursor is None or state.cursor >= len(state.steps):
+            why = "running…" if state.running else "no token selected: ← → in the pane" if state.steps else "no output yet"
+            inspector.clear(pane, why)
+            return
+        inspector.show(pane, state.cursor, state.steps[state.cursor], pane.token_bytes)
+
+    # -- into the alternatives and back -------------------------------------------------------------
+    def action_alternatives(self) -> None:
+        """↓ (or i) in a pane: into the inspector's alternatives for its selected token."""
+        pane = self.pane()
+        if pane is None:
+            return
+        if not pane.state.steps:
+            self.notify(f"{_name(pane)} has no tokens yet: ctrl+r runs every pane.", severity="warning")
+            return
+        self.select_token(pane, pane.state.cursor or 0)
+        options = self.query_one(Inspector).query_one(OptionList)
+        step = pane.state.steps[pane.state.cursor]
+        others = [i for i, alt in enumerate(step.top, start=1) if alt.token_id != step.token_id]
+        if options.highlighted is None or options.highlighted >= options.option_count:
+            options.highlighted = others[0] if others else None
+        options.focus()
+
+    def action_back_to_pane(self) -> None:
+        """Esc (or i) in the alternatives: back to the pane they belong to."""
+        owner = self.query_one(Inspector).owner
+        if owner is not None and owner in self.panes():
+            owner.focus()
+        elif self.pane() is not None:
+            self.pane().focus()
+
+    def on_descendant_focus(self, event) -> None:
+        """A pane that takes focus becomes the current one, and the inspector shows its token."""
+        node = event.widget
+        while node is not None and not isinstance(node, Pane):
+            node = node.parent
+        if node is not None and node is not self.current_pane:
+            self.current_pane = node
+            self.refresh_inspector()
+
+    # -- branching ----------------------------------------------------------------------------------
+    def on_inspector_branch(self, event: Inspector.Branch) -> None:
+        self.branch_to(event.token_id)
+
+    def action_branch(self) -> None:
+        inspector = self.query_one(Inspector)
+        options = inspector.query_one(OptionList)
+        pane = inspector.owner if inspector.owner in self.panes() else self.pane()
+        if pane is None or pane.state.cursor is None or not inspector.has_class("-visible"):
+            name = _name(pane) if pane is not None else "This pane"
+            self.notify(f"{name} has no selected token: walk its tokens with ← →, then ↓ for the alternatives.",
+                        severity="warning")
+            return
+        if options.highlighted is None:
+            self.notify("Pick an alternative first: ↓ moves into the inspector's list.", severity="warning")
+            return
+        option = options.get_option_at_index(options.highlighted)
+        if option.id is not None:
+            self.branch_to(int(option.id))
+
+    def branch_to(self, token_id: int) -> None:
+        """Rerun the inspector's pane forcing its tokens up to the cursor, then the chosen alternative."""
+        inspector = self.query_one(Inspector)
+        pane = inspector.owner if inspector.owner in self.panes() else None
+        why = self.branch_refusal(pane, token_id)
+        if why:
+            self.notify(why, severity="warning")
+            return
+        state = pane.state
+        cursor = state.cursor
+        step = state.steps[cursor]
+        rank, alt = next((r, a) for r, a in enumerate(step.top) if a.token_id == token_id)
+        forced = TokenStep(token_id, "" if "\ufffd" in alt.text else alt.text, alt.logprob, alt.logprob_processed,
+                           rank, step.entropy, step.entropy_processed, step.top)
+        prefix_steps = list(state.steps[:cursor]) + [forced]
+        config = state.config
+        if config.seed is None and state.seed is not None:
+            state.config = config.replace(seed=state.seed)
+        prompt = state.prompt
+        if prompt is not None and prompt != self.query_one("#prompt", TextArea).text:
+            self.notify("Branching from the prompt this output was made with (the prompt box has changed since).")
+        self.start_run([pane], prefix=[s.token_id for s in prefix_steps], prefix_steps=prefix_steps, prompt=prompt)
+
+    def branch_refusal(self, pane: Pane | None, token_id: int) -> str | None:
+        """Why a branch cannot start, in words the user can act on (None when it can)."""
+        if pane is None or pane.state.cursor is None or pane.state.cursor >= len(pane.state.steps):
+            return "No token is selected: walk a pane's tokens with ← →, then ↓ for the alternatives."
+        state = pane.state
+        step = state.steps[state.cursor]
+        if self.running:
+            return "A run is in progress: wait for it, or Esc to cancel it, then branch."
+        if getattr(self.loaded, "remote", False):
+            return "Branching from a token needs the local engine; this model is a remote server."
+        if state.config.num_beams > 1:
+            return "Beam panes cannot be branched; duplicate it (d) and edit it (e) to a greedy pane first."
+        if token_id == step.token_id:
+            return f"{_name(pane)} already chose that token: pick another alternative (↑ ↓)."
+        if all(alt.token_id != token_id for alt in step.top):
+            return "That token is not among this step's alternatives."
+        if state.cursor + 1 >= state.config.max_new_tokens:
+            return (f"Token {state.cursor} is the last one max_new_tokens={state.config.max_new_tokens} allows: "
+                    "raise it (e) to branch there.")
+        return None
+
+    # -- history --------------------------------------------------------------------------------------
+    def action_history(self, delta: int) -> None:
+        """[ and ]: step through the pane's earlier versions (runs, reruns, branches)."""
+        pane = self.pane()
+        if pane is None:
+            return
+        why = pane.state.step_history(delta)
+        if why:
+            self.notify(f"{_name(pane)}: {why}.", severity="warning")
+            return
+        pane.diverge_at = None
+        self.refresh_panes()
+        shown = pane.state.shown
+        self.notify(f"{_name(pane)}: showing {shown.label} of {pane.state.history[-1].number}", timeout=3)
+
+
+def _name(pane: Pane) -> str:
+    return f"Pane {pane.number} ({pane.state.config.name})" if pane.number else f"Pane {pane.state.config.name}"

@@ -1,0 +1,42 @@
+"""Checks against the loaded model made before a run starts or an edit is applied, so no pane's text is lost."""
+
+from __future__ import annotations
+
+
+def prompt_tokens(loaded, prompt: str) -> tuple[int | None, str | None]:
+    """The prompt's length in tokens (through the chat template when on), or the reason it cannot be encoded."""
+    if loaded is None or getattr(loaded, "remote", False):
+        return None, None  # a remote server counts its own tokens
+    from engine.generation import encode_prompt
+    from engine.results import PromptError
+
+    try:
+        return int(encode_prompt(loaded, prompt).numel()), None
+    except PromptError as exc:
+        return None, str(exc)
+
+
+def context_error(loaded, prompt_len: int | None, max_new_tokens: int) -> str | None:
+    """Why max_new_tokens does not fit in the model's context after this prompt; None when it fits."""
+    limit = getattr(loaded, "context_length", None) if loaded is not None else None
+    if limit is None or prompt_len is None:
+        return None
+    room = limit - prompt_len
+    if room < 1:
+        return f"the prompt is {prompt_len} tokens but the model's context is {limit}: shorten the prompt"
+    if max_new_tokens > room:
+        return (f"max_new_tokens={max_new_tokens} does not fit: the model's context is {limit} tokens and the "
+                f"prompt takes {prompt_len}, so at most {room} new tokens; lower it or shorten the prompt")
+    return None
+
+
+def run_error(loaded, prompt: str, configs) -> str | None:
+    """Why this run would fail before producing anything (chat template, context length); None when it can run."""
+    length, error = prompt_tokens(loaded, prompt)
+    if error:
+        return error
+    for config in configs:
+        problem = context_error(loaded, length, config.max_new_tokens)
+        if problem:
+            return f"pane {config.name}: {problem}"
+    return None

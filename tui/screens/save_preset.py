@@ -1,0 +1,98 @@
+"""Save a pane's config as a preset: a name (warned when it shadows a built-in) and whether to pin the seed."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from textual import on
+from textual.app import ComposeResult
+from textual.containers import Horizontal, Vertical
+from textual.screen import ModalScreen
+from textual.widgets import Button, Checkbox, Input, Static
+
+from engine.config import ConfigError, DecodingConfig
+
+
+@dataclass(frozen=True)
+class SaveRequest:
+    name: str
+    config: DecodingConfig
+
+
+def builtin_names() -> set[str]:
+    from engine.presets import builtin_preset_dir
+
+    return {p.stem for p in builtin_preset_dir().glob("*.toml")}
+
+
+def suggested_name(config: DecodingConfig) -> str:
+    """The pane's name, unless that is a built-in's: saving under it would shadow the built-in everywhere."""
+    return f"my-{config.name}" if config.name in builtin_names() else config.name
+
+
+class SavePreset(ModalScreen[SaveRequest | None]):
+    """The seed stays auto (a fresh one each run) unless the user ticks "pin the last run's seed"."""
+
+    DEFAULT_CSS = """
+    SavePreset { align: center middle; }
+    SavePreset > Vertical {
+        width: 80%; max-width: 90; height: auto;
+        border: thick $primary; background: $surface; padding: 1 2;
+    }
+    SavePreset .save-title { text-style: bold; }
+    SavePreset #save-note { color: $warning; height: auto; }
+    SavePreset #save-error { color: $error; height: auto; }
+    SavePreset Horizontal { height: 3; align-horizontal: right; }
+    """
+    BINDINGS = [("escape", "cancel", "Cancel")]
+
+    def __init__(self, config: DecodingConfig, last_seed: int | None) -> None:
+        super().__init__()
+        self.config = config
+        self.last_seed = last_seed if config.seed is None and config.samples else None
+
+    def compose(self) -> ComposeResult:
+        with Vertical():
+            yield Static("Save this pane's config as a preset named:", classes="save-title")
+            yield Input(suggested_name(self.config), id="save-name")
+            yield Static("", id="save-note")
+            if self.last_seed is not None:
+                yield Checkbox(f"pin the last run's seed ({self.last_seed}): every run repeats that output; "
+                               "unticked, the preset keeps seed=auto", id="save-pin")
+            yield Static("", id="save-error")
+            with Horizontal():
+                yield Button("Save", variant="primary", id="ok")
+                yield Button("Cancel", id="cancel")
+
+    def on_mount(self) -> None:
+        self.query_one(Input).focus()
+        self.note()
+
+    @on(Input.Changed)
+    def note(self) -> None:
+        name = self.query_one(Input).value.strip()
+        shadow = name in builtin_names()
+        self.query_one("#save-note", Static).update(
+            f"⚠ {name!r} is a built-in preset: your copy would replace it everywhere "
+            f"(`decodelab presets delete {name}` brings it back)" if shadow else "")
+
+    def chosen_config(self) -> DecodingConfig:
+        pinned = self.last_seed is not None and self.query_one("#save-pin", Checkbox).value
+        return self.config.replace(seed=self.last_seed) if pinned else self.config
+
+    @on(Input.Submitted)
+    @on(Button.Pressed, "#ok")
+    def _ok(self) -> None:
+        from engine.presets import check_preset_name
+
+        name = self.query_one(Input).value.strip()
+        try:
+            check_preset_name(name)
+        except ConfigError as exc:
+            self.query_one("#save-error", Static).update(str(exc))
+            return
+        self.dismiss(SaveRequest(name, self.chosen_config()))
+
+    @on(Button.Pressed, "#cancel")
+    def action_cancel(self) -> None:
+        self.dismiss(None)
