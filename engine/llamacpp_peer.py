@@ -63,3 +63,17 @@ def greedy(llm, prompt_ids: list[int], n: int, stop: set[int] = frozenset()) -> 
             break
         llm.eval([token])
     return ids, logprobs
+
+
+def completion_kwargs(config, eos: int | None) -> dict:
+    """create_completion arguments for a DecodingConfig, with llama.cpp's non-neutral defaults overridden
+    (top-k 40, top-p 0.95, min-p 0.05, repeat penalty 1.1). No-repeat-ngram has no llama.cpp equivalent.
+    When config.min_new_tokens is set, EOS is banned for the whole completion (the benchmark's fixed length)."""
+    kwargs = dict(max_tokens=config.max_new_tokens, temperature=config.temperature if config.samples else 0.0,
+                  top_k=config.top_k if config.samples else 1, top_p=config.top_p if config.samples else 1.0,
+                  min_p=config.min_p if config.samples else 0.0, typical_p=config.typical_p if config.samples else 1.0,
+                  repeat_penalty=config.repetition_penalty, frequency_penalty=config.frequency_penalty,
+                  presence_penalty=config.presence_penalty, seed=config.seed if config.seed is not None else 0)
+    if config.min_new_tokens and eos is not None:
+        kwargs["logit_bias"] = {eos: -1e9}
+    return kwargs

@@ -8,6 +8,7 @@ from types import SimpleNamespace
 from click.testing import CliRunner
 
 from cli.main import main
+from engine.config import DecodingConfig
 from engine.model_defaults import model_defaults
 
 
@@ -62,3 +63,39 @@ def test_no_model_defaults_when_the_file_holds_only_ids(tmp_path, demo):
     assert model_defaults(SimpleNamespace(source=str(tmp_path), name="x")) is None
     assert model_defaults(SimpleNamespace(source=str(tmp_path / "missing"), name="x")) is None
     assert model_defaults(demo) is None  # the demo model ships no sampling settings
+
+
+async def test_tui_model_dialog_offers_the_same_list(demo, tmp_path, monkeypatch):
+    from textual.widgets import OptionList
+
+    from engine.catalog import available_models
+    from tui.app import DecodelabApp
+    from tui.screens.model_picker import ModelPicker
+
+    monkeypatch.setenv("DECODELAB_CACHE_DIR", str(tmp_path / "cache"))
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(fake_hf_cache(tmp_path / "hub")))
+    expected = [e.name for e in available_models()]
+    assert "Org/tiny-chat" in expected
+    app = DecodelabApp(spec=demo.spec, configs=[DecodingConfig(max_new_tokens=4)], prompt="x", loaded=demo)
+    chosen = []
+    async with app.run_test(size=(100, 30)) as pilot:
+        app.load_path = chosen.append
+        await pilot.press("escape", "m")
+        await pilot.pause()
+        assert isinstance(app.screen, ModelPicker)
+        options = app.screen.query_one("#models", OptionList)
+        for _ in range(200):
+            await pilot.pause(0.05)
+            if app.screen.names:
+                break
+        assert app.screen.names == expected and options.option_count == len(expected)
+        assert options.highlighted == expected.index("demo")  # the current model
+        await pilot.press("down")  # from the path field into the list
+        target = expected.index("Org/tiny-chat")
+        for _ in range(abs(target - options.highlighted)):
+            await pilot.press("down" if target > options.highlighted else "up")
+        await pilot.press("enter")
+        await pilot.pause()
+        assert chosen == ["Org/tiny-chat"] and not isinstance(app.screen, ModelPicker)

@@ -10,7 +10,7 @@ import torch
 from engine import DecodingConfig, generate_many
 from engine.generation import encode_prompt
 
-NEW = 56
+NEW = 48
 CONFIGS = {
     "greedy": DecodingConfig(max_new_tokens=NEW),
     "repetition_penalty": DecodingConfig(max_new_tokens=NEW, repetition_penalty=1.3),
@@ -19,7 +19,6 @@ CONFIGS = {
 }
 PROMPTS = {  # name -> (prompt, chat template on)
     "plain": ("The best way to learn a new language is", False),
-    "plain-story": ("Once upon a time, in a small village,", False),
     "chat": ("Give me three tips for staying focused while studying.", True),
 }
 

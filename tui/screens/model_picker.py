@@ -29,7 +29,7 @@ class ModelPicker(ModalScreen[str | None]):
 
     def compose(self) -> ComposeResult:
         with Vertical():
-            yield Label("Load a model: pick one (↓ then Enter), or type a folder, cached hub id, .gguf file or URL")
+            yield Label("Load a model: pick one (↓, Enter) or type a folder, hub id, .gguf or URL")
             yield Input(self.current, placeholder="path, hub id, FILE.gguf, http://host:port/v1", id="model-path")
             yield OptionList(Option("looking for models…", disabled=True), id="models")
             yield Label("", id="model-hint")
