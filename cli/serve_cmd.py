@@ -11,7 +11,8 @@ from cli.common import handle_errors, load_with_progress, model_options, model_s
 @model_options
 @click.option("--host", default="127.0.0.1", show_default=True,
               help="Address to listen on (0.0.0.0 for all; then set --serve-key).")
-@click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True)
+@click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True,
+              help="Port to listen on (0 picks a free one).")
 @click.option("--serve-key", default=None, envvar="DECODELAB_SERVE_KEY", show_envvar=True,
               help="Require this bearer key from clients.")
 @click.option("--name", "served_name", default=None, help="The model name clients see (default: the model's).")

@@ -26,6 +26,8 @@ _LAZY = {
     "load_model_profile": "engine.profiles",
     "save_model_profile": "engine.profiles",
     "generate_many": "engine.generation",
+    "run_prompts": "engine.backend",
+    "Backend": "engine.backend",
     "Completion": "engine.results",
     "TokenStep": "engine.results",
     "Alternative": "engine.results",

@@ -36,8 +36,7 @@ def test_top_level_help_lists_every_command_in_full():
 
 def test_every_option_of_every_command_has_help():
     missing = [f"{' '.join(path)} {opt.opts[0]}" for path, command in walk(main) for opt in command.params
-               if isinstance(opt, click.Option) and not opt.help
-               and path[0] != "serve"]  # cli/serve_cmd.py is being moved with the server (issue 12)
+               if isinstance(opt, click.Option) and not opt.help]
     assert missing == []
 
 

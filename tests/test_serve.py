@@ -341,3 +341,44 @@ def test_token_id_prompts(server, client, demo):
     assert by_ids.choices[0].text == by_text.choices[0].text
     r = httpx.post(f"{server.url}/completions", json={"prompt": [1, 10**7]}, timeout=10)
     assert r.status_code == 400 and error_of(r)["param"] == "prompt" and "vocabulary" in error_of(r)["message"]
+
+
+def test_bounded_mixed_load_every_answer_is_json_and_the_server_recovers(demo):
+    """40 requests, 10 at a time, on 127.0.0.1: good, bad, streamed, abandoned; then the server is idle and fine."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    server = Server(demo, port=0, max_queue=6, limits=Limits(max_body=50_000, max_rows=8)).start()
+    url = server.url
+
+    def one(i: int):
+        kind = i % 5
+        if kind == 0:
+            r = httpx.post(f"{url}/completions", json={"prompt": PROMPTS[i % 4], "max_tokens": 12, "n": 2}, timeout=60)
+        elif kind == 1:
+            r = httpx.post(f"{url}/chat/completions", json={"messages": [{"role": "user", "content": 5}]}, timeout=60)
+        elif kind == 2:
+            r = httpx.post(f"{url}/completions", content=b"{" + b"x" * 60_000, timeout=60)
+        elif kind == 3:
+            with httpx.stream("POST", f"{url}/completions", json={"prompt": PROMPTS[i % 4], "max_tokens": 200,
+                                                                  "stream": True}, timeout=60) as s:
+                if s.status_code == 200:
+                    next(s.iter_lines())  # then hang up
+                    return 200, None
+                s.read()
+                return s.status_code, s.json()
+        else:
+            r = httpx.get(f"{url}/models", timeout=60)
+        return r.status_code, r.json()
+
+    try:
+        with ThreadPoolExecutor(10) as pool:
+            results = list(pool.map(one, range(40)))
+        assert {s for s, _ in results} <= {200, 400, 413, 429}
+        for status, body in results:
+            if status >= 400:
+                assert set(body["error"]) == {"message", "type", "param", "code"}
+        assert sum(s == 400 for s, _ in results) == 8 and sum(s == 413 for s, _ in results) == 8
+        assert wait_idle(server) and server.scheduler.queued == 0 and not server.scheduler.owner
+        assert httpx.get(f"{url}/models", timeout=10).status_code == 200
+    finally:
+        server.stop()

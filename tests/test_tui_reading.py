@@ -96,12 +96,19 @@ async def test_walking_tokens_scrolls_the_selected_one_into_view(demo):
         await pilot.press("1", "home")
         await pilot.pause()
         assert pane.state.cursor == 0 and scroll.scroll_y == 0
-        for _ in range(60):
-            await pilot.press("right")
+        for _ in range(30):
+            await pilot.press("right", "right")
         await pilot.pause()
         view = pane.query_one(TokenView)
         line = view.token_line(60)
         assert line is not None and scroll.scroll_y <= line < scroll.scroll_y + scroll.size.height
+        newline = max(i for i, s in enumerate(pane.state.steps) if "\n" in s.text)  # a bare line break, too
+        app.select_token(pane, newline)
+        await pilot.pause()
+        await pilot.pause()
+        line = view.token_line(newline)
+        assert line is not None and scroll.scroll_y <= line < scroll.scroll_y + scroll.size.height
+        assert "⏎" in plain(view)
 
 
 # -- 3. status lines --------------------------------------------------------------------------------------
@@ -196,6 +203,16 @@ async def test_panes_are_laid_out_again_on_every_resize(demo):
         await pilot.pause()
         await pilot.pause()
         assert sum(p.outer_size.width for p in whole_or_hidden(app)[0]) == 160
+        app.action_inspector()
+        await pilot.resize_terminal(80, 24)
+        await pilot.pause()
+        await pilot.pause()
+        assert app.screen.has_class("-narrow") and app.query_one(Inspector).outer_size.width == 40
+        assert [p.outer_size.width for p in whole_or_hidden(app)[0]] == [40]
+        await pilot.resize_terminal(120, 30)
+        await pilot.pause()
+        await pilot.pause()
+        assert not app.screen.has_class("-narrow") and app.query_one(Inspector).outer_size.width == 46
 
 
 # -- 6. split characters ------------------------------------------------------------------------------------
@@ -314,6 +331,8 @@ async def test_branching_keeps_the_old_text_to_step_back_to(demo):
         await pilot.press("escape", "left_square_bracket")
         await pilot.pause()
         assert pane.state.text == original and "v1/2" in str(pane.border_title)
+        assert "┃" in plain(pane.query_one(TokenView))  # where v2 branched from it
+        assert any("v2 branched from it @3" in m for m in messages(app))
         await pilot.press("left_square_bracket")
         assert any("oldest version" in m for m in messages(app))
         await pilot.press("right_square_bracket")

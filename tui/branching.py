@@ -176,7 +176,8 @@ class BranchActions:
         pane.diverge_at = None
         self.refresh_panes()
         shown = pane.state.shown
-        self.notify(f"{_name(pane)}: showing {shown.label} of {pane.state.history[-1].number}", timeout=3)
+        children = "".join(f"; v{v.number} branched from it @{v.branched_at}" for v in pane.state.children())
+        self.notify(f"{_name(pane)}: showing {shown.label} of {pane.state.history[-1].number}{children}", timeout=4)
 
 
 def _name(pane: Pane) -> str:

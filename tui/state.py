@@ -127,6 +127,18 @@ class PaneState:
         if self.cursor is not None and self.cursor >= len(self.steps):
             self.cursor = len(self.steps) - 1 if self.steps else None
 
+    def children(self) -> list[Version]:
+        """Later versions branched from the one on show."""
+        shown = self.shown
+        return [v for v in self.history if shown is not None and v.parent == shown.number]
+
+    def branch_marks(self) -> set[int]:
+        """Token indices to mark: where this output was branched, and where later versions branched from it."""
+        marks = {v.branched_at for v in self.children()}
+        if self.branched_at is not None:
+            marks.add(self.branched_at)
+        return marks
+
     def version_label(self) -> str:
         """"v2/3" when the pane has more than one version, else ""."""
         shown = self.shown

@@ -17,6 +17,8 @@ from tui.widgets.token_view import TokenView, render_tokens
 SHORT_REASONS = {"eos": "eos", "stop_string": "stop", "max_new_tokens": "max", "cancelled": "cancelled"}
 ROOMY_HEIGHT = 20
 """Panes at least this tall give the status line a second line instead of cutting it."""
+SHORT_HEIGHT = 9
+"""Panes shorter than this leave out the config line and the sparkline, to keep some text on show."""
 
 
 def stats_text(state: PaneState, diverge_at: int | None) -> str:
@@ -103,6 +105,9 @@ class Pane(Vertical, can_focus=True):
         height: 1;
         margin: 0 1;
     }
+    Pane.-short > .pane--summary, Pane.-short > Sparkline {
+        display: none;
+    }
     """
 
     BINDINGS = [
@@ -145,6 +150,9 @@ class Pane(Vertical, can_focus=True):
 
     def on_resize(self, event: events.Resize) -> None:
         self.set_class(event.size.height >= ROOMY_HEIGHT, "-roomy")
+        self.set_class(event.size.height < SHORT_HEIGHT, "-short")
+        if self.state.cursor is not None:  # the text wraps differently now: keep the selected token in view
+            self.call_after_refresh(self.scroll_to_cursor)
 
     def show_error(self) -> None:
         """The last run's error in full, beside (never instead of) the pane's text."""
@@ -159,7 +167,7 @@ class Pane(Vertical, can_focus=True):
         self.refresh_subtitle()
         self.query_one(".pane--summary", Label).update(state.config.summary())
         text = render_tokens(state.steps, len(state.text), self.measure, state.cursor, self.diverge_at,
-                             branch_at=state.branched_at, token_bytes=self.token_bytes)
+                             branch_marks=state.branch_marks(), token_bytes=self.token_bytes)
         self.query_one(TokenView).update(text)
         stats = self.query_one(".pane--stats", Static)
         stats.update(stats_text(state, self.diverge_at))

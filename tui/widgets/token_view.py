@@ -18,12 +18,13 @@ BRANCH_MARK = "┃"
 
 
 def render_tokens(steps, text_len: int, measure: str, cursor: int | None, diverge_at: int | None,
-                  scale: str = "viridis", branch_at: int | None = None, token_bytes=None) -> Text:
+                  scale: str = "viridis", branch_marks=(), token_bytes=None) -> Text:
     """Text for a pane: each token's piece, styled by measure, cursor and divergence, clickable.
 
     Each span carries `token` meta (not `@click`, whose link style would replace the heatmap's
     black-or-white text colour). token_bytes(token_id) -> bytes | None lets a token holding part of
-    a UTF-8 character show its bytes (<0xE2>) instead of U+FFFD.
+    a UTF-8 character show its bytes (<0xE2>) instead of U+FFFD. branch_marks: token indices where
+    this output was branched, or where later versions branched from it (marked with BRANCH_MARK).
     """
     out = Text()
     pieces = display_pieces(steps, text_len, token_bytes)
@@ -32,7 +33,7 @@ def render_tokens(steps, text_len: int, measure: str, cursor: int | None, diverg
             if i != cursor:
                 continue
             piece = "⏎"  # keep an empty-text token (e.g. EOS) selectable and visible
-        if i == branch_at:
+        if i in branch_marks:
             out.append(BRANCH_MARK, Style(bold=True, color="#ff8c00", meta={"token": i}))
         style = Style(meta={"token": i})
         value = level(step, measure)
@@ -45,6 +46,7 @@ def render_tokens(steps, text_len: int, measure: str, cursor: int | None, diverg
             style += Style(underline=True, bold=True)
         if i == cursor:
             style += Style(reverse=True)
+            piece = piece.replace("\n", "⏎\n")  # a selected line break shows (and can be scrolled to)
         out.append(piece, style)
     return out
 
