@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -52,7 +53,7 @@ def _hf_cache_entries(cache_dir: str | None) -> list[ModelEntry]:
     try:
         from huggingface_hub import scan_cache_dir
 
-        info = scan_cache_dir(cache_dir)
+        info = scan_cache_dir(cache_dir or os.environ.get("HF_HUB_CACHE") or None)
     except Exception:  # noqa: BLE001 - no cache folder (CacheNotFound) or an unreadable one: nothing to list
         return []
     entries = []

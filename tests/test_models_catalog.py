@@ -73,9 +73,7 @@ async def test_tui_model_dialog_offers_the_same_list(demo, tmp_path, monkeypatch
     from tui.screens.model_picker import ModelPicker
 
     monkeypatch.setenv("DECODELAB_CACHE_DIR", str(tmp_path / "cache"))
-    import huggingface_hub.constants
-
-    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(fake_hf_cache(tmp_path / "hub")))
+    monkeypatch.setenv("HF_HUB_CACHE", str(fake_hf_cache(tmp_path / "hub")))
     expected = [e.name for e in available_models()]
     assert "Org/tiny-chat" in expected
     app = DecodelabApp(spec=demo.spec, configs=[DecodingConfig(max_new_tokens=4)], prompt="x", loaded=demo)
