@@ -74,8 +74,8 @@ class SweepScreen(Screen):
             with Vertical(id="sweep-form"):
                 yield Label(f"Sweep around {self.base.name} ({self.base.summary()}) on the current prompt")
                 if self.greedy_base:
-                    yield Label(f"{self.base.name} is greedy: the sweep samples around it (do_sample on), "
-                                "as temperature and top-p change nothing for a greedy config", classes="sweep-note")
+                    yield Label(f"{self.base.name} decodes greedily, so the sweep samples around it (do_sample on)",
+                                classes="sweep-note")
                 for key, label, placeholder in FIELDS:
                     with Horizontal(classes="row"):
                         yield Label(label)
@@ -185,7 +185,7 @@ class SweepScreen(Screen):
             pane = self.app.add_pane(top.config.replace(seed=None))
             message = f"added pane {pane.state.config.name} ({top.config.summary()}): esc shows it beside the others"
             self.query_one("#sweep-status", Static).update(f"✓ {message}")
-            self.notify(message.capitalize())
+            self.notify(message[0].upper() + message[1:])
 
     def action_save_best(self) -> None:
         from engine.presets import save_user_preset
