@@ -41,6 +41,8 @@ class Limits:
     """max_tokens when a request gives none (never past the model's context)."""
     max_rows: int = 64
     """The most rows (prompts x n) one request may ask for."""
+    max_tokens: int = 32768
+    """The most tokens one row may ask for when the model does not say how long its context is."""
 
 
 class Api:
@@ -220,6 +222,9 @@ class Api:
         context = self.loaded.context_length
         max_new = wanted if wanted is not None else min(self.limits.default_max_tokens,
                                                         (context - length) if context else 10**9)
+        if not context and max_new > self.limits.max_tokens:
+            raise ApiError(400, f"max_tokens={max_new} is over this server's limit of {self.limits.max_tokens}",
+                           param="max_tokens")
         try:
             check_context(self.loaded, length, max(max_new, 1))
         except PromptError as exc:

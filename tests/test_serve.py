@@ -382,3 +382,9 @@ def test_bounded_mixed_load_every_answer_is_json_and_the_server_recovers(demo):
         assert httpx.get(f"{url}/models", timeout=10).status_code == 200
     finally:
         server.stop()
+
+
+def test_huge_max_tokens_is_refused_even_without_a_known_context(server, monkeypatch):
+    monkeypatch.setattr(type(server.api.loaded), "context_length", property(lambda self: None))
+    r = httpx.post(f"{server.url}/completions", json={"prompt": PROMPT, "max_tokens": 10**9}, timeout=10)
+    assert r.status_code == 400 and error_of(r)["param"] == "max_tokens"
