@@ -244,7 +244,7 @@ def test_tokenizing_runs_off_the_scheduler_thread(server, client, monkeypatch):
     threads = []
     real = app.tokenize_prompt
     monkeypatch.setattr(app, "tokenize_prompt", lambda *a: threads.append(threading.current_thread()) or real(*a))
-    assert server.api.tokenizer is not server.api.loaded.tokenizer  # its own copy: Rust tokenizers are not shared
+    assert server.api.tokenizer is not server.api.loaded.tokenizer  # own copies: Rust tokenizers are not shared
     client.completions.create(model="demo", prompt=PROMPT, max_tokens=2)
     assert threads and threads[0] is not server.scheduler.thread and threads[0] is not threading.main_thread()
 
@@ -388,3 +388,16 @@ def test_huge_max_tokens_is_refused_even_without_a_known_context(server, monkeyp
     monkeypatch.setattr(type(server.api.loaded), "context_length", property(lambda self: None))
     r = httpx.post(f"{server.url}/completions", json={"prompt": PROMPT, "max_tokens": 10**9}, timeout=10)
     assert r.status_code == 400 and error_of(r)["param"] == "max_tokens"
+
+
+def test_a_huge_prompt_is_refused_without_tokenizing_and_does_not_hold_others(server, client, monkeypatch):
+    import server.app as app
+
+    calls = []
+    real = app.tokenize_prompt
+    monkeypatch.setattr(app, "tokenize_prompt", lambda *a: calls.append(len(str(a[2]))) or real(*a))
+    huge = "The for statement. " * 150_000  # 2.8 MB: hopelessly past the demo model's context
+    r = httpx.post(f"{server.url}/completions", json={"prompt": huge, "max_tokens": 4}, timeout=60)
+    assert r.status_code == 400 and error_of(r)["param"] == "prompt" and "characters" in error_of(r)["message"]
+    assert calls == []  # refused before the tokenizer saw it
+    assert client.completions.create(model="demo", prompt=PROMPT, max_tokens=2).choices[0].text
