@@ -78,7 +78,8 @@ def _logit_cases():
 @pytest.mark.parametrize("index", range(7))
 def test_epsilon_and_eta_match_hf(cutoff, index):
     x = _logit_cases()[index]
-    got = run([DecodingConfig(do_sample=True, epsilon_cutoff=cutoff), DecodingConfig(do_sample=True, eta_cutoff=cutoff)],
+    got = run([DecodingConfig(do_sample=True, epsilon_cutoff=cutoff),
+               DecodingConfig(do_sample=True, eta_cutoff=cutoff)],
               torch.stack([x, x]))
     same(got[0], EpsilonLogitsWarper(cutoff)(None, x[None].clone())[0])
     same(got[1], EtaLogitsWarper(cutoff)(None, x[None].clone())[0])
