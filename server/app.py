@@ -51,8 +51,11 @@ class Api:
     def __init__(self, loaded, scheduler: Scheduler, model_name: str, api_key: str | None, limits: Limits):
         self.loaded, self.scheduler, self.model_name = loaded, scheduler, model_name
         self.api_key, self.limits = api_key, limits
-        self.tokenizer = copy.deepcopy(loaded.tokenizer)  # the scheduler thread decodes with the original
-        self.tokenizer_lock = threading.Lock()
+        self.local = threading.local()  # one tokenizer copy per worker thread: Rust tokenizers are not shared
+        longest = max((len(t) for t in loaded.tokenizer.get_vocab()), default=64)
+        context = loaded.context_length
+        self.max_chars = context * longest * 4 if context else None
+        """Text longer than this cannot fit the context whatever it holds: refused before tokenizing."""
 
     def app(self) -> Starlette:
         routes = [Route(p, self.models, methods=["GET"]) for p in ("/v1/models", "/models")]
@@ -167,16 +170,12 @@ class Api:
         if len(prompts) * req.n > self.limits.max_rows:
             raise ApiError(400, f"{len(prompts)} prompts x n={req.n} is over {self.limits.max_rows} rows",
                            param="n")
+        self._check_length(prompts, chat)
         echo = not chat and req.echo
         ids, echos = await anyio.to_thread.run_sync(self._tokenize, prompts, chat, echo)  # off loop and scheduler
         wanted = req.wanted_tokens()
         if wanted == 0:
-            if chat or not req.echo:
-                raise ApiError(400, "max_tokens=0 generates nothing: ask for at least 1 token (or echo=true "
-                               "with max_tokens=0 to get the prompt back)", param="max_tokens")
-            return JSONResponse(responses.whole(shape, [], [], sum(len(i) for i in ids)) | {
-                "choices": [{"index": i * req.n + j, "text": e, "finish_reason": "length", "logprobs": None}
-                            for i, e in enumerate(echos) for j in range(req.n)]})
+            return self._echo_only(req, chat, shape, ids, echos)
         engine_requests = [self._request(req, prompt_ids, wanted, chat, shape) for prompt_ids in ids]
         job = Job(asyncio.get_running_loop(), engine_requests, beams=(req.num_beams or 1) > 1, stream=req.stream)
         self.scheduler.submit(job)
@@ -187,6 +186,16 @@ class Api:
                                      media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
         completions = await self._wait(job, request)
         return JSONResponse(responses.whole(shape, completions, echo_rows, prompt_tokens))
+
+    def _echo_only(self, req, chat: bool, shape, ids, echos) -> JSONResponse:
+        """max_tokens=0: only echo=true (non-streaming) makes sense of it; it gives the prompt back."""
+        if chat or not req.echo or req.stream:
+            raise ApiError(400, "max_tokens=0 generates nothing: ask for at least 1 token (or echo=true "
+                           "without streaming, to get the prompt back)", param="max_tokens")
+        body = responses.whole(shape, [], [], sum(len(i) for i in ids))
+        body["choices"] = [{"index": i * req.n + j, "text": e, "finish_reason": "length", "logprobs": None}
+                           for i, e in enumerate(echos) for j in range(req.n)]
+        return JSONResponse(body)
 
     def _shape(self, req, chat: bool) -> responses.Shape:
         if req.stream_options is not None and not req.stream:
@@ -207,13 +216,30 @@ class Api:
         return responses.Shape(chat=chat, model=self.model_name, top=top, stats=req.decodelab_stats,
                                include_usage=include)
 
+    @property
+    def tokenizer(self):
+        """This thread's own copy of the model's tokenizer (the scheduler thread decodes with the original)."""
+        tok = getattr(self.local, "tokenizer", None)
+        if tok is None:
+            tok = self.local.tokenizer = copy.deepcopy(self.loaded.tokenizer)
+        return tok
+
+    def _check_length(self, prompts, chat: bool) -> None:
+        """A prompt too long for the context in characters alone is refused at once, not tokenized for seconds."""
+        for p in prompts:
+            chars = sum(len(m.text()) for m in p) if chat else (len(p) if isinstance(p, str) else 0)
+            if self.max_chars is not None and chars > self.max_chars:
+                raise ApiError(400, f"the prompt has {chars} characters: more than this model's context of "
+                               f"{self.loaded.context_length} tokens can hold; shorten it",
+                               param="messages" if chat else "prompt")
+
     def _tokenize(self, prompts, chat: bool, echo: bool) -> tuple[list, list[str]]:
         """Token ids of every prompt, and its text to echo ("" unless echo)."""
         encode = tokenize_chat if chat else tokenize_prompt
+        tok = self.tokenizer
         try:
-            with self.tokenizer_lock:
-                return ([encode(self.loaded, self.tokenizer, p) for p in prompts],
-                        [prompt_text(self.tokenizer, p) if echo else "" for p in prompts])
+            return ([encode(self.loaded, tok, p) for p in prompts],
+                    [prompt_text(tok, p) if echo else "" for p in prompts])
         except PromptError as exc:
             raise ApiError(400, str(exc), param="messages" if chat else "prompt") from None
 
