@@ -120,9 +120,9 @@ def path():
 
 @presets.command("export")
 @click.argument("name")
-@click.option("--format", "fmt", type=click.Choice(["hf", "vllm", "openai", "llamacpp"]), required=True,
+@click.option("--format", "fmt", type=click.Choice(["hf", "vllm", "openai", "llamacpp", "webui"]), required=True,
               help="hf: generation_config.json; vllm: SamplingParams kwargs; openai: request params; "
-                   "llamacpp: command-line flags.")
+                   "llamacpp: command-line flags; webui: a text-generation-webui preset (YAML).")
 @click.option("--output", "-o", type=click.Path(dir_okay=False), default=None,
               help="Write to this file (never overwritten unless --force) instead of stdout.")
 @click.option("--force", is_flag=True, help="Overwrite --output if it exists.")

@@ -20,9 +20,18 @@ from engine.config import ConfigError, DecodingConfig
 from engine.metrics import METRICS, self_similarity, text_metrics
 
 STRATEGIES = ("grid", "random", "bayes")
-INT_FIELDS = {"top_k", "no_repeat_ngram_size", "num_beams", "max_new_tokens", "min_new_tokens"}
+INT_FIELDS = {"top_k", "no_repeat_ngram_size", "num_beams", "max_new_tokens", "min_new_tokens", "dry_allowed_length",
+              "dry_penalty_last_n", "mirostat", "repetition_penalty_last_n"}
 SWEEPABLE = {"temperature", "top_k", "top_p", "min_p", "typical_p", "repetition_penalty", "frequency_penalty",
-             "presence_penalty", "no_repeat_ngram_size", "num_beams", "length_penalty", "max_new_tokens"}
+             "presence_penalty", "no_repeat_ngram_size", "num_beams", "length_penalty", "max_new_tokens",
+             "top_n_sigma", "xtc_probability", "xtc_threshold", "dry_multiplier", "dry_base", "dry_allowed_length",
+             "dry_penalty_last_n", "mirostat", "mirostat_tau", "mirostat_eta", "dynatemp_range", "dynatemp_exponent",
+             "epsilon_cutoff", "eta_cutoff", "repetition_penalty_last_n"}
+
+# Settings that only act on sampling rows (a greedy base ignores them).
+WARPERS = {"temperature", "top_k", "top_p", "min_p", "typical_p", "top_n_sigma", "xtc_probability", "xtc_threshold",
+           "mirostat", "mirostat_tau", "mirostat_eta", "dynatemp_range", "dynatemp_exponent", "epsilon_cutoff",
+           "eta_cutoff"}
 
 
 @dataclass(frozen=True)
@@ -52,7 +61,7 @@ class SweepSpec:
                 close = [f for f in SWEEPABLE if f.startswith(name[:3])]
                 hint = f" Did you mean {close[0]!r}?" if close else ""
                 raise ConfigError(f"cannot sweep {name!r}.{hint} Sweepable: {', '.join(sorted(SWEEPABLE))}")
-        warpers = {"temperature", "top_k", "top_p", "min_p", "typical_p"} & set(self.swept())
+        warpers = WARPERS & set(self.swept())
         if warpers and not self.base.do_sample:
             raise ConfigError(f"the base config {self.base.name!r} is greedy, so sweeping {', '.join(sorted(warpers))} "
                               "changes nothing: start from a sampling preset (e.g. -p balanced) or set do_sample=true")

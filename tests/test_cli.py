@@ -172,9 +172,9 @@ def test_no_command_opens_the_tui_with_defaults(monkeypatch):
 
 def test_import_webui_yaml(tmp_path):
     path = tmp_path / "Big O.yaml"
-    path.write_text("temperature: 0.87\ntop_p: 0.99\ntop_k: 85\nrepetition_penalty: 1.01\nmirostat_mode: 2\n")
+    path.write_text("temperature: 0.87\ntop_p: 0.99\ntop_k: 85\nrepetition_penalty: 1.01\ntop_a: 0.2\n")
     result = CliRunner().invoke(main, ["presets", "import", str(path)])
     assert result.exit_code == 0, result.output
     config = find_preset("Big-O")
     assert (config.temperature, config.top_p, config.top_k) == (0.87, 0.99, 85) and config.do_sample
-    assert "mirostat_mode" in result.stderr and "NOT imported" in result.stderr
+    assert "top_a" in result.stderr and "NOT imported" in result.stderr

@@ -33,10 +33,11 @@ def test_hf_round_trip_for_what_hf_can_hold():
 
 
 def test_hf_import_makes_default_top_k_explicit_and_reports_leftovers():
-    converted = from_hf({"do_sample": True, "temperature": 0.6, "epsilon_cutoff": 0.0003, "eos_token_id": 2})
-    assert converted.data.top_k == 50
+    converted = from_hf({"do_sample": True, "temperature": 0.6, "epsilon_cutoff": 0.0003, "eos_token_id": 2,
+                         "penalty_alpha": 0.6})
+    assert converted.data.top_k == 50 and converted.data.epsilon_cutoff == 0.0003
     assert any("top_k=50" in n for n in converted.notes)
-    assert any("epsilon_cutoff" in n for n in converted.notes)
+    assert any("penalty_alpha" in n for n in converted.notes)
     assert not any("eos_token_id" in n for n in converted.notes)
     with pytest.raises(ConfigError):
         from_hf({"do_sample": True, "top_p": 3})
@@ -70,10 +71,10 @@ def test_llamacpp_flags_neutralise_its_defaults():
 
 
 def test_webui_yaml_import():
-    text = "temperature: 0.7\ntop_p: 0.9\ntop_k: 20\nrepetition_penalty: 1.15\ntfs: 1\nmirostat_mode: 2\nseed: -1\n"
+    text = "temperature: 0.7\ntop_p: 0.9\ntop_k: 20\nrepetition_penalty: 1.15\ntfs: 1\ntop_a: 0.3\nseed: -1\n"
     converted = from_webui_yaml(text, "webui")
     assert converted.data.do_sample and converted.data.top_k == 20 and converted.data.seed is None
-    assert any("mirostat_mode" in n for n in converted.notes)
+    assert any("top_a" in n for n in converted.notes)
     assert not any("tfs" in n for n in converted.notes)  # neutral value: nothing lost
     for bad in ("[1, 2]", "a: [", "temperature: hot"):
         with pytest.raises(ConfigError):

@@ -21,7 +21,6 @@ from engine.sampling import (
     PenaltyState,
     RowSettings,
     banned_ngram_tokens,
-    gumbel_noise,
     pick,
     process,
     step_statistics,
@@ -171,13 +170,15 @@ def test_sampled_tokens_follow_the_hf_warped_distribution(config):
 
 
 def test_noise_depends_only_on_seed_and_step():
-    hashes = token_hashes(V, torch.device("cpu"))
+    from engine.sampling import sample_uniforms
+
     lo, hi = torch.tensor([5, 5, 9]), torch.tensor([0, 0, 1])
-    a = gumbel_noise(lo, hi, 3, hashes)
-    assert torch.equal(a[0], a[1]) and not torch.equal(a[0], a[2])
-    assert torch.equal(gumbel_noise(lo[:1], hi[:1], 3, hashes)[0], a[0])  # same alone as in a batch
-    assert not torch.equal(gumbel_noise(lo, hi, 4, hashes)[0], a[0])  # a new step, new noise
-    assert torch.isfinite(a).all()
+    a = sample_uniforms(lo, hi, 3)
+    assert a[0] == a[1] and a[0] != a[2]
+    assert torch.equal(sample_uniforms(lo[:1], hi[:1], 3)[0], a[0])  # same alone as in a batch
+    assert not torch.equal(sample_uniforms(lo, hi, 4)[0], a[0])  # a new step, new draw
+    many = sample_uniforms(torch.arange(20000), torch.zeros(20000, dtype=torch.long), 0)
+    assert ((many > 0) & (many < 1)).all() and abs(float(many.mean()) - 0.5) < 0.01
 
 
 def test_greedy_rows_take_the_argmax_of_penalised_logits():

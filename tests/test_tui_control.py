@@ -318,3 +318,32 @@ async def test_sweep_from_a_greedy_pane_runs_focuses_a_field_and_reports_ctrl_b(
         await pilot.pause()
         assert "added pane" in str(screen.query_one("#sweep-status").render())
         assert len(app.panes()) == 2
+
+
+async def test_a_chat_run_on_a_model_without_a_template_is_refused_with_the_key_to_fix_it(demo):
+    import dataclasses
+
+    chat = dataclasses.replace(demo, spec=dataclasses.replace(demo.spec, chat=True))  # as `--model demo --chat`
+    app = DecodelabApp(spec=chat.spec, configs=[DecodingConfig(max_new_tokens=4)], prompt=PROMPT, loaded=chat)
+    async with app.run_test() as pilot:
+        await run_all(app, pilot)
+        assert app.panes()[0].state.completion is None
+        assert any("no chat template" in n.message and "ctrl+t" in n.message for n in app._notifications)
+        await pilot.press("ctrl+t")  # turning it off is always allowed
+        assert not app.loaded.spec.chat
+        await run_all(app, pilot)
+        assert app.panes()[0].state.completion is not None
+
+
+async def test_the_sweep_form_says_trials_is_ignored_for_a_grid(demo):
+    app = make_app(demo, [DecodingConfig(name="base", do_sample=True, max_new_tokens=3)])
+    async with app.run_test(size=(140, 50)) as pilot:
+        await pilot.press("escape", "S")
+        await pilot.pause()
+        screen = app.screen
+        screen.query_one("#s-grid", Input).value = "temperature=0.5"
+        screen.query_one("#s-seeds", Input).value = "1"
+        screen.query_one("#s-trials", Input).value = "5"
+        await pilot.press("ctrl+r")
+        await until(pilot, lambda: not screen.running)
+        assert "trials is ignored" in str(screen.query_one("#sweep-status").render())

@@ -347,3 +347,14 @@ class DecodelabApp(BranchActions, PaneActions, FileActions, App):
 
 def run_app(spec=None, configs=None, prompt=None, run_at_start=False, api_key=None) -> None:
     DecodelabApp(spec=spec, configs=configs, prompt=prompt, run_at_start=run_at_start, api_key=api_key).run()
+    busy = [t for t in threading.enumerate() if t is not threading.main_thread() and t.is_alive() and not t.daemon]
+    if busy:
+        # A worker is still inside a forward pass (it was cancelled and stops at its next step) or a model
+        # load that cannot be interrupted. The terminal is restored and nothing is left to save, so leave now
+        # instead of waiting for it: ctrl+q must quit at once.
+        import os
+        import sys
+
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)

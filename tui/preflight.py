@@ -13,7 +13,8 @@ def prompt_tokens(loaded, prompt: str) -> tuple[int | None, str | None]:
     try:
         return int(encode_prompt(loaded, prompt).numel()), None
     except PromptError as exc:
-        return None, str(exc)
+        hint = " (ctrl+t)" if "chat template" in str(exc) else ""
+        return None, f"{exc}{hint}"
 
 
 def context_error(loaded, prompt_len: int | None, max_new_tokens: int) -> str | None:

@@ -7,17 +7,17 @@
     repetition.py  DRY, no-repeat-ngram
     filters.py     top-k, top-p, min-p, typical-p, epsilon, eta, top-n-sigma, XTC
     adaptive.py    temperature with dynamic temperature, Mirostat
-    noise.py       stateless counter-based noise (Gumbel for sampling, uniform coins)
+    noise.py       stateless counter-based noise (the sampling draw, stage coins)
     statistics.py  per-step statistics packed for one host transfer
     vocab.py       texts to token ids (logit-bias keys, banned strings, DRY breakers)
 """
 
 from engine.sampling.chain import pick, process
-from engine.sampling.noise import gumbel_noise, hash32, token_hashes, uniform_rows
+from engine.sampling.noise import hash32, sample_uniforms, token_hashes, uniform_rows
 from engine.sampling.repetition import banned_ngram_tokens
 from engine.sampling.settings import RowSettings
 from engine.sampling.state import PenaltyState, RowState
 from engine.sampling.statistics import step_statistics
 
-__all__ = ["PenaltyState", "RowSettings", "RowState", "banned_ngram_tokens", "gumbel_noise", "hash32", "pick",
+__all__ = ["PenaltyState", "RowSettings", "RowState", "banned_ngram_tokens", "hash32", "pick", "sample_uniforms",
            "process", "step_statistics", "token_hashes", "uniform_rows"]

@@ -5,7 +5,7 @@
                                  -- greedy rows stop here: warpers are neutral for them (HF) --
                                  -> temperature (+ dynatemp) -> top_n_sigma -> top_k -> top_p -> min_p
                                  -> typical_p -> epsilon_cutoff -> eta_cutoff -> xtc
-    selection (always last)      mirostat -> pick (argmax, or argmax + the row's own Gumbel noise)
+    selection (always last)      mirostat -> pick (argmax, or a draw with the row's own seeded uniform)
 
 The default order is HF transformers 5.x's for the processors it has (repetition penalty ->
 no-repeat-ngram -> bad words -> min-new-tokens -> temperature -> top-k -> top-p -> min-p ->
@@ -20,7 +20,8 @@ import torch
 
 from engine.config import SAMPLER_STAGES
 from engine.sampling import adaptive, filters, penalties, repetition
-from engine.sampling.noise import gumbel_noise
+from engine.sampling.filters import on_rows
+from engine.sampling.noise import sample_uniforms
 
 CONSTRAINTS = {"logit_bias": penalties.logit_bias, "banned_strings": penalties.banned_strings,
                "min_new_tokens": penalties.min_new_tokens}
@@ -61,19 +62,36 @@ def _chain(x, s, state, step, order):
             x = stage(x, s, state, step)
     for name in order:
         if name in s.uses:
-            x = REORDERABLE[name](x, s, state, step)
+            x = _run(REORDERABLE[name], s.views.get(name), x, s, state, step)
     for name, stage in SELECTION.items():
         if name in s.uses:
             x = stage(x, s, state, step)
     return x
 
 
-def pick(processed: torch.Tensor, s, step: int, token_hash: torch.Tensor) -> torch.Tensor:
-    """Greedy rows take the argmax; sampling rows the argmax after adding their own Gumbel noise."""
+def _run(stage, view, x, s, state, step):
+    """Run a stage on the whole batch, or only on the rows that use it (its view)."""
+    if view is None:
+        return stage(x, s, state, step)
+    rows, sub = view
+    return on_rows(x, rows, lambda _, part: stage(part, sub, state.take(rows), step))
+
+
+def pick(processed: torch.Tensor, s, step: int, token_hash: torch.Tensor | None = None) -> torch.Tensor:
+    """Greedy rows take the argmax; a sampling row draws from its own distribution with its own uniform
+    number u (seed, step): the first token, in id order, whose cumulative probability passes u.
+
+    Zero-probability (filtered) tokens can never be drawn; the draw depends on nothing but the row's
+    processed logits, seed and step. (token_hash is accepted for older callers and not needed.)
+    """
     tokens = processed.argmax(dim=-1)
     if "sample" not in s.uses:
         return tokens
     rows = s.rows["sample"]
-    noise = gumbel_noise(s.seed_lo[rows], s.seed_hi[rows], step, token_hash)
-    tokens[rows] = (processed[rows] + noise).argmax(dim=-1)
+    sub = processed if rows.numel() == processed.shape[0] else processed[rows]
+    weights = (sub - sub.amax(dim=-1, keepdim=True)).exp_()  # unnormalised: the total scales u instead
+    cdf = weights.double().cumsum_(dim=-1)
+    u = sample_uniforms(s.seed_lo[rows], s.seed_hi[rows], step)
+    drawn = torch.searchsorted(cdf, u * cdf[:, -1:], right=True)[:, 0]
+    tokens[rows] = drawn.clamp_(max=processed.shape[1] - 1)
     return tokens

@@ -1,8 +1,9 @@
 """Stateless counter-based noise: every random number is a hash of (the row's seed, the step, a counter).
 
 So a row's draws depend only on its own seed and step, never on the batch it runs in, and no global
-RNG is touched. Gumbel noise indexed by token id drives sampling (Gumbel-max); one uniform number per
-row and step drives coin flips inside a stage (XTC).
+RNG is touched. One 53-bit uniform number per row and step picks the token (inverting the row's CDF
+in token-id order, so the draw never depends on sorted positions); another drives coin flips inside a
+stage (XTC).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import torch
 
 _M32 = 0xFFFFFFFF
 SALT_XTC = 0x2545F491
+SALT_SAMPLE = 0x61C88647
 
 
 def hash32(x: torch.Tensor) -> torch.Tensor:
@@ -32,16 +34,11 @@ def row_keys(seed_lo: torch.Tensor, seed_hi: torch.Tensor, step: int, salt: int 
     return hash32(seed_lo ^ hash32(seed_hi ^ step_key))
 
 
-def gumbel_noise(seed_lo: torch.Tensor, seed_hi: torch.Tensor, step: int, token_hash: torch.Tensor) -> torch.Tensor:
-    """Gumbel(0, 1) noise [N, V] that depends only on (row seed, step, token id).
-
-    23 random bits per draw keep u = (h + 0.5) / 2**23 exactly representable in float32 and strictly
-    inside (0, 1); the noise then lies in [-2.8, 16.6], so only a token more than ~19 nats below the
-    best one (probability < 1e-8) can never be drawn.
-    """
-    bits = hash32(row_keys(seed_lo, seed_hi, step)[:, None] ^ token_hash[None, :]) >> 9
-    u = (bits.float() + 0.5) * (1.0 / 2**23)
-    return -torch.log(-torch.log(u))
+def sample_uniforms(seed_lo: torch.Tensor, seed_hi: torch.Tensor, step: int) -> torch.Tensor:
+    """One float64 Uniform(0, 1) per row [N, 1] with 53 random bits: the draw that picks this step's token."""
+    hi = hash32(row_keys(seed_lo, seed_hi, step, SALT_SAMPLE)) >> 6  # 26 bits
+    lo = hash32(row_keys(seed_lo, seed_hi, step, SALT_SAMPLE + 1)) >> 5  # 27 bits
+    return ((hi.double() * 2**27 + lo.double() + 0.5) * 2.0**-53)[:, None]
 
 
 def uniform_rows(seed_lo: torch.Tensor, seed_hi: torch.Tensor, step: int, salt: int) -> torch.Tensor:
@@ -51,4 +48,5 @@ def uniform_rows(seed_lo: torch.Tensor, seed_hi: torch.Tensor, step: int, salt: 
 
 
 def token_hashes(vocab_size: int, device: torch.device) -> torch.Tensor:
+    """Kept for callers that still pass it to pick(); sampling no longer needs per-token noise."""
     return hash32(torch.arange(vocab_size, dtype=torch.int64, device=device) + 0x165667B1)

@@ -46,6 +46,8 @@ class RowSettings:
     order: tuple[str, ...] = ()
     kmax: int = 0
     """The largest top_k any row uses (0: none)."""
+    views: dict[str, tuple[torch.Tensor, RowSettings]] = field(default_factory=dict)
+    """For a stage only some rows use: those rows and their settings, so the stage runs on them alone."""
     groups: list[tuple[torch.Tensor, RowSettings]] = field(default_factory=list)
     """Rows with a sampler_order other than the first row's, each group with its own settings."""
 
@@ -82,6 +84,7 @@ class RowSettings:
         settings = cls(t=t, uses=frozenset(uses), rows=_row_subsets(rows, warp, top_k, vocab_size, device),
                        vocab=vocab_size, kmax=max((k for k in top_k if k < vocab_size), default=0))
         _resolve_tokens(settings, rows, tokenizer, vocab_size, device)
+        _build_views(settings, rows, warp)
         orders = [effective_order(c) if c is not None else None for c in configs]
         settings.order = next((o for o in orders if o is not None), effective_order(neutral))
         orders = [o or settings.order for o in orders]
@@ -126,6 +129,31 @@ def _stage_uses(uses: set[str], rows, warp, top_k, vocab_size) -> set[str]:
     if any(warp):
         stages.add("sample")
     return uses | stages
+
+
+# Stages that run on their own rows only when not every row uses them (elementwise stages are cheaper on
+# the whole batch; the sort-based ones pick their rows themselves through RowSettings.rows).
+_ROW_STAGES = {
+    "penalties": lambda c, w: c.repetition_penalty != 1 or c.frequency_penalty or c.presence_penalty,
+    "top_k": lambda c, w: w and c.top_k > 0,
+    "min_p": lambda c, w: w and c.min_p > 0,
+    "top_n_sigma": lambda c, w: w and c.top_n_sigma > 0,
+    "epsilon_cutoff": lambda c, w: w and c.epsilon_cutoff > 0,
+    "eta_cutoff": lambda c, w: w and c.eta_cutoff > 0,
+    "xtc": lambda c, w: w and c.xtc_probability > 0,
+}
+
+
+def _build_views(s: RowSettings, rows, warp) -> None:
+    for name, used in _ROW_STAGES.items():
+        if name not in s.uses:
+            continue
+        members = [i for i, (c, w) in enumerate(zip(rows, warp)) if used(c, w)]
+        if len(members) < len(rows):
+            index = torch.tensor(members, dtype=torch.long, device=s.seed_lo.device)
+            sub = RowSettings(t={k: v[index] for k, v in s.t.items()}, uses=s.uses, rows={}, vocab=s.vocab,
+                              kmax=s.kmax)
+            s.views[name] = (index, sub)
 
 
 def _row_subsets(rows, warp, top_k, vocab_size, device) -> dict[str, torch.Tensor]:

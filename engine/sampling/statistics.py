@@ -26,5 +26,4 @@ def step_statistics(raw: torch.Tensor, processed: torch.Tensor, tokens: torch.Te
 
 
 def _entropy(logp: torch.Tensor) -> torch.Tensor:
-    p = logp.exp()
-    return -torch.where(p > 0, p * logp, torch.zeros_like(p)).sum(dim=-1, keepdim=True)
+    return -(logp.exp() * logp).nansum(dim=-1, keepdim=True)  # 0 * -inf (a filtered token) is nan: skipped

@@ -41,6 +41,7 @@ class SavePreset(ModalScreen[SaveRequest | None]):
     }
     SavePreset .save-title { text-style: bold; }
     SavePreset #save-note { color: $warning; height: auto; }
+    SavePreset .save-hint { color: $text-muted; height: auto; }
     SavePreset #save-error { color: $error; height: auto; }
     SavePreset Horizontal { height: 3; align-horizontal: right; }
     """
@@ -57,8 +58,9 @@ class SavePreset(ModalScreen[SaveRequest | None]):
             yield Input(suggested_name(self.config), id="save-name")
             yield Static("", id="save-note")
             if self.last_seed is not None:
-                yield Checkbox(f"pin the last run's seed ({self.last_seed}): every run repeats that output; "
-                               "unticked, the preset keeps seed=auto", id="save-pin")
+                yield Checkbox(f"pin the last run's seed ({self.last_seed})", id="save-pin")
+                yield Static("Unticked, the preset keeps seed=auto: a fresh seed every run. Ticked, every run "
+                             "repeats the output you just saw.", classes="save-hint")
             yield Static("", id="save-error")
             with Horizontal():
                 yield Button("Save", variant="primary", id="ok")

@@ -66,6 +66,7 @@ class SweepScreen(Screen):
         self.spec = None
         self.cancel = threading.Event()
         self.running = False
+        self.note = ""
 
     def compose(self) -> ComposeResult:
         defaults = {"grid": "temperature=0.3,0.7,1.1; top_p=0.8,0.95", "strategy": "grid", "seeds": "3",
@@ -74,8 +75,8 @@ class SweepScreen(Screen):
             with Vertical(id="sweep-form"):
                 yield Label(f"Sweep around {self.base.name} ({self.base.summary()}) on the current prompt")
                 if self.greedy_base:
-                    yield Label(f"{self.base.name} is greedy: the sweep samples around it (do_sample on), "
-                                "as temperature and top-p change nothing for a greedy config", classes="sweep-note")
+                    yield Label(f"{self.base.name} decodes greedily, so the sweep samples around it (do_sample on)",
+                                classes="sweep-note")
                 for key, label, placeholder in FIELDS:
                     with Horizontal(classes="row"):
                         yield Label(label)
@@ -121,7 +122,10 @@ class SweepScreen(Screen):
         self.cancel = threading.Event()
         total = self.spec.grid_size() if self.spec.strategy == "grid" else self.spec.trials
         self.query_one(ProgressBar).update(total=total, progress=0)
-        self.query_one("#sweep-status", Static).update(f"running {total} points… esc stops and keeps what is done")
+        self.note = " (trials is ignored: a grid runs every combination)" if self.spec.strategy == "grid" and \
+            self.spec.trials is not None else ""
+        self.query_one("#sweep-status", Static).update(
+            f"running {total} points{self.note}… esc stops and keeps what is done")
         self.run_sweep(self.spec)
 
     @work(thread=True, exclusive=True, group="sweep")
@@ -142,7 +146,7 @@ class SweepScreen(Screen):
 
     def on_sweep_screen_done(self, message: Done) -> None:
         self.running = False
-        status = f"error: {message.error}" if message.error else f"done: {len(self.results)} points"
+        status = f"error: {message.error}" if message.error else f"done: {len(self.results)} points{self.note}"
         if self.cancel.is_set():
             status = f"stopped: kept {len(self.results)} points"
         self.query_one("#sweep-status", Static).update(status + " · ctrl+b best → new pane · ctrl+s save best")
@@ -185,7 +189,7 @@ class SweepScreen(Screen):
             pane = self.app.add_pane(top.config.replace(seed=None))
             message = f"added pane {pane.state.config.name} ({top.config.summary()}): esc shows it beside the others"
             self.query_one("#sweep-status", Static).update(f"✓ {message}")
-            self.notify(message.capitalize())
+            self.notify(message[0].upper() + message[1:])
 
     def action_save_best(self) -> None:
         from engine.presets import save_user_preset
