@@ -132,6 +132,7 @@ from cli.ab_cmd import ab  # noqa: E402 - the commands live in their own modules
 from cli.serve_cmd import serve  # noqa: E402
 from cli.presets_cmd import presets  # noqa: E402
 from cli.sweep_cmd import sweep  # noqa: E402
+from cli.models_cmd import models  # noqa: E402
 
-for command in (presets, ab, sweep, serve):
+for command in (presets, ab, sweep, serve, models):
     main.add_command(command)

@@ -224,43 +224,51 @@ class MultiBatch:
     @torch.inference_mode()
     def step(self) -> list[Request]:
         """One decode step for every row; returns the requests that finished (their completions are set)."""
-        tokens, keep, done, offset = [], [], [], 0
         if not self.groups:
-            return done
+            return []
+        tokens, keep, done, offset = [], [], [], 0
         for group in self.groups:
-            rows = slice(offset, offset + group.rows)
-            tokens.append(group.advance(self.logits[rows], self.tokenizer))
-            alive = []
-            for row, (request, i) in enumerate(group.owners):
-                if request.cancel.is_set() and not request.trackers[i].finished:
-                    request.trackers[i].finish("cancelled", time.perf_counter() - request.start)
-                    request.emit(StepEvent(step=group.step, tokens={}, finished={i: "cancelled"}))
-                if not request.trackers[i].finished:
-                    alive.append(row)
+            tokens.append(group.advance(self.logits[offset : offset + group.rows], self.tokenizer))  # sample
+            alive = self._running_rows(group)  # cancelled rows stop here
             keep.extend(offset + row for row in alive)
             offset += group.rows
-            for request in list(group.requests):
-                if all(t.finished for t in request.trackers) and request.completions is None:
-                    self._complete(request)
-                    done.append(request)
+            done += self._finished_requests(group)  # they return now, whatever the other rows do
             if self.mergeable:  # finished rows leave (other caches keep their rows until all are done)
                 group.keep(alive)
-        tokens = torch.cat(tokens)
         if not keep:
             self.groups, self.cache, self.mask, self.positions, self.logits = [], None, None, None, None
             return done
         self.groups = [g for g in self.groups if g.rows]
+        self._forward(keep, torch.cat(tokens))  # one forward for every running row
+        return done
+
+    @staticmethod
+    def _running_rows(group: Group) -> list[int]:
+        alive = []
+        for row, (request, i) in enumerate(group.owners):
+            if request.cancel.is_set() and not request.trackers[i].finished:
+                request.trackers[i].finish("cancelled", time.perf_counter() - request.start)
+                request.emit(StepEvent(step=group.step, tokens={}, finished={i: "cancelled"}))
+            if not request.trackers[i].finished:
+                alive.append(row)
+        return alive
+
+    def _finished_requests(self, group: Group) -> list[Request]:
+        done = [r for r in group.requests if r.completions is None and all(t.finished for t in r.trackers)]
+        for request in done:
+            self._complete(request)
+        return done
+
+    def _forward(self, keep: list[int], tokens: torch.Tensor) -> None:
+        self.forwards += 1
         if not self.mergeable:
             self.logits = self.cache.step(tokens)  # engine/cache.py: one forward for the request's rows
-            self.forwards += 1
-            return done
+            return
         self._select(keep, tokens)
         out = self.model(input_ids=self._tokens[:, None], attention_mask=self.mask,
                          position_ids=self.positions[:, None], past_key_values=self.cache, use_cache=True)
-        self.forwards += 1
         self.positions = self.positions + 1
         self.logits = out.logits[:, -1, :].float()
-        return done
 
     def _select(self, keep: list[int], tokens: torch.Tensor) -> None:
         """Keep only the running rows, drop padding columns no row needs, and add this step's column."""

@@ -8,10 +8,12 @@ plus the sampler-and-statistics time per step and its share of a batched step.
 
 from __future__ import annotations
 
+import os
 import platform
 import statistics
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
@@ -84,6 +86,8 @@ class BenchResult:
     machine: str
     model: str
     new_tokens: int
+    peer: dict | None = None
+    """llama-cpp-python in-process on the same GGUF: 8 sequential completions, seconds, with/without logprobs."""
 
     @property
     def b_over_a(self) -> float:
@@ -108,6 +112,13 @@ class BenchResult:
             "sampler + statistics for 8 rows by vocabulary: "
             + ", ".join(f"{v:,}: {ms:.3f} ms" for v, ms in self.sampler_by_vocab.items()),
         ]
+        if self.peer:
+            plain, top10 = self.peer["plain_s"], self.peer["logprobs_s"]
+            lines += [
+                f"(p)  llama-cpp-python in-process, same GGUF, 8 sequential completions ({self.peer['file']}):",
+                f"       without logprobs        {plain * 1000:9.1f} ms   p/b = {plain / self.batched_s:.2f}",
+                f"       with logprobs=10        {top10 * 1000:9.1f} ms   p10/b = {top10 / self.batched_s:.2f}",
+            ]
         return "\n".join(lines)
 
 
@@ -189,15 +200,46 @@ def run_benchmark(loaded, new_tokens: int = 64, repeats: int = 3, prompt_tokens:
     sampler_ms = time_sampler(vocab, device)
     by_vocab = {v: time_sampler(v, device) for v in sorted({32000, vocab, 151936})}
     step_ms = b / new_tokens * 1000
+    peer = None
+    if loaded.extra.get("gguf"):
+        progress("timing (p) llama-cpp-python on the same GGUF, without and with logprobs=10 ...")
+        peer = time_llamacpp(loaded.extra["gguf"], prompt, configs, repeats)
     return BenchResult(alone_s=a, alone_unpadded_s=a1, batched_s=b, sequential_s=c, sampler_ms=sampler_ms,
                        step_ms=step_ms, sampler_by_vocab=by_vocab, machine=describe_machine(device),
-                       model=loaded.describe(), new_tokens=new_tokens)
+                       model=loaded.describe(), new_tokens=new_tokens, peer=peer)
+
+
+def time_llamacpp(path: str, prompt: str, configs, repeats: int) -> dict | None:
+    """Seconds for 8 sequential llama-cpp-python completions of the configs, without and with top-10 logprobs."""
+    try:
+        from engine.llamacpp_peer import completion_kwargs, open_gguf
+    except ImportError:
+        return None
+    llm = open_gguf(path, n_ctx=1024, logits_all=True, n_threads=os.cpu_count())
+    eos = llm.token_eos()
+
+    tokens = []
+
+    def sequential(logprobs):
+        for config in configs:
+            out = llm.create_completion(prompt, logprobs=logprobs, **completion_kwargs(config, eos))
+            tokens.append(out["usage"]["completion_tokens"])
+
+    llm.create_completion(prompt, max_tokens=4)  # warm-up
+    timings = {}
+    for name, logprobs in (("plain_s", None), ("logprobs_s", 10)):
+        runs = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            sequential(logprobs)
+            runs.append(time.perf_counter() - start)
+        timings[name] = statistics.median(runs)
+    return {**timings, "file": Path(path).name, "tokens_per_completion": sorted(set(tokens))}
 
 
 def describe_machine(device) -> str:
     device = torch.device(device)
     if device.type == "cuda":
         return f"{torch.cuda.get_device_name(device)}, torch {torch.__version__}"
-    import os
 
     return f"CPU {platform.machine()} x{os.cpu_count()} ({platform.processor() or 'unknown'}), torch {torch.__version__}"

@@ -119,10 +119,43 @@ def converted(file: Path, dtype_name: str, progress: Progress | None = None) -> 
     return folder
 
 
+def supported_architectures() -> set[str]:
+    """The GGUF architectures this transformers can read, spelled without '-' or '_'."""
+    from transformers.modeling_gguf_pytorch_utils import GGUF_SUPPORTED_ARCHITECTURES
+
+    names = set(GGUF_SUPPORTED_ARCHITECTURES) - {"general", "tokenizer"}
+    try:
+        from transformers.integrations.gguf.gguf_conversion_mapping import GGUF_ARCHS
+
+        names |= set(GGUF_ARCHS)
+    except ImportError:
+        pass
+    return {_plain(n) for n in names}
+
+
+def _plain(name: str) -> str:
+    return name.replace("-", "").replace("_", "").lower()
+
+
+def check_architecture(file: Path) -> None:
+    """GGUFError, before any slow work, when transformers cannot read this file's architecture."""
+    arch = gguf_architecture(file)
+    if arch is not None and _plain(arch) not in supported_architectures():
+        raise _unsupported(file, arch)
+
+
+def _unsupported(file: Path, arch: str) -> GGUFError:
+    return GGUFError(
+        f"transformers cannot read the {arch!r} architecture of {file.name}; serve the file with llama.cpp "
+        f"instead (`python -m llama_cpp.server --model {file} --logits_all true`) and pass its URL: "
+        "--model http://localhost:8000/v1")
+
+
 def _convert(file: Path, dtype_name: str, folder: Path, report: Progress) -> None:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer, GgufConfig
 
+    check_architecture(file)
     folder.parent.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     report(f"converting {file.name} once (later loads use the cached copy): reading the tokenizer", 0.05)
@@ -133,7 +166,9 @@ def _convert(file: Path, dtype_name: str, folder: Path, report: Progress) -> Non
             model = AutoModelForCausalLM.from_pretrained(
                 str(file.parent), gguf_file=file.name, dtype=getattr(torch, dtype_name),
                 quantization_config=GgufConfig(dequantize=True))
-        except ValueError as exc:
+        except torch.OutOfMemoryError:
+            raise
+        except (ValueError, KeyError, IndexError, TypeError, AssertionError, RuntimeError) as exc:
             raise _explain(file, exc) from None
     _forget_quantizer(model)
     report(f"converting {file.name}: writing the cached copy", 0.75)
@@ -211,14 +246,10 @@ def gguf_architecture(file: Path) -> str | None:
         return None
 
 
-def _explain(file: Path, exc: ValueError) -> GGUFError:
+def _explain(file: Path, exc: Exception) -> GGUFError:
     text = str(exc)
     if "architecture" in text.lower():
-        arch = gguf_architecture(file) or "this"
-        return GGUFError(
-            f"transformers cannot read the {arch!r} architecture of {file.name}; serve the file with llama.cpp "
-            f"instead (`python -m llama_cpp.server --model {file} --logits_all true`) and pass its URL: "
-            "--model http://localhost:8000/v1")
+        return _unsupported(file, gguf_architecture(file) or "unknown")
     first = text.strip().splitlines()[0] if text.strip() else type(exc).__name__
     return GGUFError(f"could not convert {file.name}: {first}")
 

@@ -246,7 +246,8 @@ def load_model(spec: ModelSpec, progress: Progress | None = None, api_key: str |
     device = resolve_device(spec)
     dtype = resolve_dtype(spec.dtype, device)
     report = outer
-    if _gguf_file(spec) is not None:  # conversion (or its check) takes the first 80% of the bar
+    gguf_file = _gguf_file(spec)
+    if gguf_file is not None:  # conversion (or its check) takes the first 80% of the bar
         source = _resolve_source(spec, dtype, lambda stage, f: outer(stage, None if f is None else 0.8 * f))
         report = lambda stage, f: outer(stage, None if f is None else 0.8 + 0.2 * f)  # noqa: E731
     else:
@@ -293,6 +294,7 @@ def load_model(spec: ModelSpec, progress: Progress | None = None, api_key: str |
         memory_bytes=int(model.get_memory_footprint()),
         load_seconds=time.perf_counter() - start,
         source=source,
+        extra={"gguf": str(gguf_file)} if gguf_file is not None else {},
     )
 
 

