@@ -80,12 +80,15 @@ class Group:
     def rows(self) -> int:
         return len(self.owners)
 
-    def advance(self, logits: torch.Tensor, tokenizer) -> torch.Tensor:
-        """Pick this group's tokens from its rows' logits, record them and tell each request."""
+    def sample(self, logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """This group's processed logits and picked tokens (its own step counter drives the seeded noise)."""
         processed = process(logits, self.settings, self.state, self.step)  # the sampler chain
         tokens = pick(processed, self.settings, self.step, self.hashes)  # argmax, or argmax + Gumbel noise
-        stats = step_statistics(logits, processed, tokens, self.k).cpu().tolist()  # one host transfer
         self.state.update(tokens, processed)
+        return processed, tokens
+
+    def record(self, stats: list[list[float]], k: int, tokenizer) -> None:
+        """Record each row's token from its packed statistics and tell each request."""
         by_request: dict[int, list[int]] = {}
         for row, (request, _) in enumerate(self.owners):
             by_request.setdefault(id(request), []).append(row)
@@ -94,10 +97,9 @@ class Group:
             rows = by_request.get(id(request), [])
             local = [self.owners[r][1] for r in rows]
             trackers = [request.trackers[i] for i in local]
-            request.emit(build_steps(trackers, [stats[r] for r in rows], self.k, tokenizer, self.step,
+            request.emit(build_steps(trackers, [stats[r] for r in rows], k, tokenizer, self.step,
                                      now - request.start, local))
         self.step += 1
-        return tokens
 
     def keep(self, rows: list[int]) -> None:
         """Only these rows (indices into this group) stay in the batch."""
@@ -226,12 +228,17 @@ class MultiBatch:
         """One decode step for every row; returns the requests that finished (their completions are set)."""
         if not self.groups:
             return []
-        tokens, keep, done, offset = [], [], [], 0
-        for group in self.groups:
-            tokens.append(group.advance(self.logits[offset : offset + group.rows], self.tokenizer))  # sample
+        picked = []
+        for group, rows in self._slices():
+            picked.append(group.sample(self.logits[rows]))  # each group with its own step counter
+        processed, tokens = torch.cat([p for p, _ in picked]), torch.cat([t for _, t in picked])
+        k = max(g.k for g in self.groups)
+        stats = step_statistics(self.logits, processed, tokens, k).cpu().tolist()  # the step's one host transfer
+        keep, done = [], []
+        for group, rows in self._slices():
+            group.record(stats[rows], k, self.tokenizer)
             alive = self._running_rows(group)  # cancelled rows stop here
-            keep.extend(offset + row for row in alive)
-            offset += group.rows
+            keep.extend(rows.start + row for row in alive)
             done += self._finished_requests(group)  # they return now, whatever the other rows do
             if self.mergeable:  # finished rows leave (other caches keep their rows until all are done)
                 group.keep(alive)
@@ -239,8 +246,15 @@ class MultiBatch:
             self.groups, self.cache, self.mask, self.positions, self.logits = [], None, None, None, None
             return done
         self.groups = [g for g in self.groups if g.rows]
-        self._forward(keep, torch.cat(tokens))  # one forward for every running row
+        self._forward(keep, tokens)  # one forward for every running row
         return done
+
+    def _slices(self) -> list[tuple[Group, slice]]:
+        out, offset = [], 0
+        for group in self.groups:
+            out.append((group, slice(offset, offset + group.rows)))
+            offset += group.rows
+        return out
 
     @staticmethod
     def _running_rows(group: Group) -> list[int]:

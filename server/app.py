@@ -175,12 +175,7 @@ class Api:
         ids, echos = await anyio.to_thread.run_sync(self._tokenize, prompts, chat, echo)  # off loop and scheduler
         wanted = req.wanted_tokens()
         if wanted == 0:
-            if chat or not req.echo:
-                raise ApiError(400, "max_tokens=0 generates nothing: ask for at least 1 token (or echo=true "
-                               "with max_tokens=0 to get the prompt back)", param="max_tokens")
-            return JSONResponse(responses.whole(shape, [], [], sum(len(i) for i in ids)) | {
-                "choices": [{"index": i * req.n + j, "text": e, "finish_reason": "length", "logprobs": None}
-                            for i, e in enumerate(echos) for j in range(req.n)]})
+            return self._echo_only(req, chat, shape, ids, echos)
         engine_requests = [self._request(req, prompt_ids, wanted, chat, shape) for prompt_ids in ids]
         job = Job(asyncio.get_running_loop(), engine_requests, beams=(req.num_beams or 1) > 1, stream=req.stream)
         self.scheduler.submit(job)
@@ -191,6 +186,16 @@ class Api:
                                      media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
         completions = await self._wait(job, request)
         return JSONResponse(responses.whole(shape, completions, echo_rows, prompt_tokens))
+
+    def _echo_only(self, req, chat: bool, shape, ids, echos) -> JSONResponse:
+        """max_tokens=0: only echo=true (non-streaming) makes sense of it; it gives the prompt back."""
+        if chat or not req.echo or req.stream:
+            raise ApiError(400, "max_tokens=0 generates nothing: ask for at least 1 token (or echo=true "
+                           "without streaming, to get the prompt back)", param="max_tokens")
+        body = responses.whole(shape, [], [], sum(len(i) for i in ids))
+        body["choices"] = [{"index": i * req.n + j, "text": e, "finish_reason": "length", "logprobs": None}
+                           for i, e in enumerate(echos) for j in range(req.n)]
+        return JSONResponse(body)
 
     def _shape(self, req, chat: bool) -> responses.Shape:
         if req.stream_options is not None and not req.stream:
