@@ -86,7 +86,7 @@ async def test_branching_keeps_the_old_text_to_step_back_to(demo):
 
 
 async def test_a_branch_rerun_keeps_its_prefix_on_show_and_no_stale_token(demo):
-    app = make_app(demo, [DecodingConfig(name="greedy", max_new_tokens=300)])
+    app = make_app(demo, [DecodingConfig(name="greedy", max_new_tokens=120)])
     async with app.run_test(size=(120, 40)) as pilot:
         await run_all(app, pilot)
         pane = app.panes()[0]

@@ -16,8 +16,8 @@ def make_app(demo, configs=None, prompt=PROMPT) -> DecodelabApp:
     return DecodelabApp(spec=ModelSpec(), configs=configs or THREE, prompt=prompt, loaded=demo)
 
 
-async def wait_idle(app, pilot, timeout: float = 90) -> None:
-    """Wait until no run is in progress and every message is handled."""
+async def wait_idle(app, pilot, timeout: float = 600) -> None:
+    """Wait until no run is in progress and every message is handled (a generous limit: the machine may be busy)."""
     for _ in range(int(timeout / 0.05)):
         await pilot.pause(0.05)
         if not app.running and not app.pending:
