@@ -1,11 +1,13 @@
-"""The sampler's share of a batched decode step: sampler + statistics vs the whole step, in one run.
+"""The sampler's share of a batched decode step: sampler + statistics against the model's forward, one run.
 
-    python benchmarks/sampler_share.py [--model smollm2] [--steps 32] [--all-samplers]
+    python benchmarks/sampler_share.py [--model smollm2] [--iters 60] [--threads N]
 
-Times (1) 8 configs decoding together through generate_many (per-step wall time) and (2) the sampler
-chain + pick + statistics + host transfer alone on [8, vocab] logits with the same configs,
-alternating the two so both see the same machine load. --all-samplers uses configs that switch on
-every stage (DRY, XTC, top-n-sigma, Mirostat, dynamic temperature, epsilon/eta, logit bias, ...).
+Each iteration times one batched forward [8, 1] with the KV cache, then one sampler step (the chain,
+the draw, the statistics and their host transfer) on those logits for (a) the benchmark presets and
+(b) configs that switch on every new stage (DRY, XTC, top-n-sigma, Mirostat, dynamic temperature,
+epsilon/eta, logit bias, banned strings, the penalty window, a custom order). Interleaving keeps both
+under the same machine load; the minimum is reported beside the median because a shared machine adds
+spikes. share = sampler / (forward + sampler).
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import time
 
 import torch
 
-from engine import DecodingConfig, generate_many
+from engine import DecodingConfig
 from engine.benchmark import BENCH_CONFIGS
 from engine.loading import ModelSpec, load_model
 from engine.sampling import RowSettings, RowState, pick, process, step_statistics
@@ -36,50 +38,60 @@ ALL_ON = [
 ]
 
 
-def sampler_ms(configs, vocab, tokenizer, prompt_len=48, steps=20) -> float:
+def sampler_step(configs, vocab, tokenizer, steps: int, prompt_len: int = 48):
+    """A function running one sampler step on given logits, with its own settings and state."""
     settings = RowSettings.build(configs, [c.seed or 0 for c in configs], vocab, torch.device("cpu"), tokenizer)
     state = RowState(settings, torch.randint(0, vocab, (prompt_len,)), vocab, steps + 2, torch.tensor([0]))
-    logits = torch.randn(len(configs), vocab) * 3
-    times = []
-    for step in range(steps):
-        start = time.perf_counter()
-        processed = process(logits, settings, state, step)
-        tokens = pick(processed, settings, step)
+    counter = [0]
+
+    def run(logits):
+        processed = process(logits, settings, state, counter[0])
+        tokens = pick(processed, settings, counter[0])
         step_statistics(logits, processed, tokens, 10).cpu()
         state.update(tokens, processed)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times[2:]) * 1000
+        counter[0] += 1
+
+    return run
 
 
-def step_ms(loaded, configs, steps) -> float:
-    configs = [c.replace(max_new_tokens=steps, min_new_tokens=steps) for c in configs]
-    start = time.perf_counter()
-    out = generate_many(loaded, "The for statement is used to iterate over", configs)
-    total = time.perf_counter() - start
-    return out[0].timings.decode_s / steps * 1000, total
+@torch.inference_mode()
+def measure(loaded, iters: int) -> dict[str, list[float]]:
+    vocab = loaded.model.config.vocab_size
+    runners = {"presets": sampler_step(BENCH_CONFIGS, vocab, loaded.tokenizer, iters),
+               "all new samplers": sampler_step(ALL_ON, vocab, loaded.tokenizer, iters)}
+    ids = loaded.tokenizer("The for statement is used to iterate over", return_tensors="pt")["input_ids"]
+    cache = loaded.model(input_ids=ids, use_cache=True).past_key_values
+    cache.batch_repeat_interleave(8)
+    tokens = torch.full((8, 1), 5, dtype=torch.long)
+    times: dict[str, list[float]] = {"forward": [], **{name: [] for name in runners}}
+    for _ in range(iters):
+        start = time.perf_counter()
+        logits = loaded.model(input_ids=tokens, past_key_values=cache, use_cache=True).logits[:, -1, :].float()
+        times["forward"].append(time.perf_counter() - start)
+        for name, run in runners.items():
+            start = time.perf_counter()
+            run(logits)
+            times[name].append(time.perf_counter() - start)
+    return {name: [t * 1000 for t in values[3:]] for name, values in times.items()}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="smollm2")
-    parser.add_argument("--steps", type=int, default=32)
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--all-samplers", action="store_true")
+    parser.add_argument("--iters", type=int, default=60)
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own)")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     loaded = load_model(ModelSpec(args.model))
-    vocab = loaded.model.config.vocab_size
-    configs = ALL_ON if args.all_samplers else BENCH_CONFIGS
-    steps, samplers = [], []
-    for _ in range(args.rounds):
-        steps.append(step_ms(loaded, configs, args.steps)[0])
-        samplers.append(sampler_ms(configs, vocab, loaded.tokenizer))
-    step, sampler = statistics.median(steps), statistics.median(samplers)
-    print(f"model {loaded.describe()}; vocab {vocab}; threads {torch.get_num_threads()}; "
-          f"load {os.getloadavg()[0]:.1f}")
-    print(f"configs: {'all new samplers on' if args.all_samplers else 'the benchmark presets'} ({len(configs)} rows)")
-    print(f"batched step {step:.1f} ms (rounds {', '.join(f'{s:.1f}' for s in steps)})")
-    print(f"sampler + statistics {sampler:.1f} ms (rounds {', '.join(f'{s:.1f}' for s in samplers)})")
-    print(f"share {sampler / step:.1%}")
+    times = measure(loaded, args.iters)
+    print(f"model {loaded.describe()}; vocab {loaded.model.config.vocab_size}; torch threads "
+          f"{torch.get_num_threads()}; load average {os.getloadavg()[0]:.1f}")
+    for stat in (min, statistics.median):
+        forward = stat(times["forward"])
+        parts = [f"{name} {stat(v):.1f} ms = {stat(v) / (forward + stat(v)):.1%}"
+                 for name, v in times.items() if name != "forward"]
+        print(f"{stat.__name__:>6}: forward [8,1] {forward:.1f} ms | " + " | ".join(parts))
 
 
 if __name__ == "__main__":

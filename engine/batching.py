@@ -80,12 +80,15 @@ class Group:
     def rows(self) -> int:
         return len(self.owners)
 
-    def advance(self, logits: torch.Tensor, tokenizer) -> torch.Tensor:
-        """Pick this group's tokens from its rows' logits, record them and tell each request."""
+    def sample(self, logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """This group's processed logits and picked tokens (its own step counter drives the seeded noise)."""
         processed = process(logits, self.settings, self.state, self.step)  # the sampler chain
         tokens = pick(processed, self.settings, self.step, self.hashes)  # argmax, or argmax + Gumbel noise
-        stats = step_statistics(logits, processed, tokens, self.k).cpu().tolist()  # one host transfer
         self.state.update(tokens, processed)
+        return processed, tokens
+
+    def record(self, stats: list[list[float]], k: int, tokenizer) -> None:
+        """Record each row's token from its packed statistics and tell each request."""
         by_request: dict[int, list[int]] = {}
         for row, (request, _) in enumerate(self.owners):
             by_request.setdefault(id(request), []).append(row)
@@ -94,10 +97,9 @@ class Group:
             rows = by_request.get(id(request), [])
             local = [self.owners[r][1] for r in rows]
             trackers = [request.trackers[i] for i in local]
-            request.emit(build_steps(trackers, [stats[r] for r in rows], self.k, tokenizer, self.step,
+            request.emit(build_steps(trackers, [stats[r] for r in rows], k, tokenizer, self.step,
                                      now - request.start, local))
         self.step += 1
-        return tokens
 
     def keep(self, rows: list[int]) -> None:
         """Only these rows (indices into this group) stay in the batch."""
@@ -224,43 +226,63 @@ class MultiBatch:
     @torch.inference_mode()
     def step(self) -> list[Request]:
         """One decode step for every row; returns the requests that finished (their completions are set)."""
-        tokens, keep, done, offset = [], [], [], 0
         if not self.groups:
-            return done
-        for group in self.groups:
-            rows = slice(offset, offset + group.rows)
-            tokens.append(group.advance(self.logits[rows], self.tokenizer))
-            alive = []
-            for row, (request, i) in enumerate(group.owners):
-                if request.cancel.is_set() and not request.trackers[i].finished:
-                    request.trackers[i].finish("cancelled", time.perf_counter() - request.start)
-                    request.emit(StepEvent(step=group.step, tokens={}, finished={i: "cancelled"}))
-                if not request.trackers[i].finished:
-                    alive.append(row)
-            keep.extend(offset + row for row in alive)
-            offset += group.rows
-            for request in list(group.requests):
-                if all(t.finished for t in request.trackers) and request.completions is None:
-                    self._complete(request)
-                    done.append(request)
+            return []
+        picked = []
+        for group, rows in self._slices():
+            picked.append(group.sample(self.logits[rows]))  # each group with its own step counter
+        processed, tokens = torch.cat([p for p, _ in picked]), torch.cat([t for _, t in picked])
+        k = max(g.k for g in self.groups)
+        stats = step_statistics(self.logits, processed, tokens, k).cpu().tolist()  # the step's one host transfer
+        keep, done = [], []
+        for group, rows in self._slices():
+            group.record(stats[rows], k, self.tokenizer)
+            alive = self._running_rows(group)  # cancelled rows stop here
+            keep.extend(rows.start + row for row in alive)
+            done += self._finished_requests(group)  # they return now, whatever the other rows do
             if self.mergeable:  # finished rows leave (other caches keep their rows until all are done)
                 group.keep(alive)
-        tokens = torch.cat(tokens)
         if not keep:
             self.groups, self.cache, self.mask, self.positions, self.logits = [], None, None, None, None
             return done
         self.groups = [g for g in self.groups if g.rows]
+        self._forward(keep, tokens)  # one forward for every running row
+        return done
+
+    def _slices(self) -> list[tuple[Group, slice]]:
+        out, offset = [], 0
+        for group in self.groups:
+            out.append((group, slice(offset, offset + group.rows)))
+            offset += group.rows
+        return out
+
+    @staticmethod
+    def _running_rows(group: Group) -> list[int]:
+        alive = []
+        for row, (request, i) in enumerate(group.owners):
+            if request.cancel.is_set() and not request.trackers[i].finished:
+                request.trackers[i].finish("cancelled", time.perf_counter() - request.start)
+                request.emit(StepEvent(step=group.step, tokens={}, finished={i: "cancelled"}))
+            if not request.trackers[i].finished:
+                alive.append(row)
+        return alive
+
+    def _finished_requests(self, group: Group) -> list[Request]:
+        done = [r for r in group.requests if r.completions is None and all(t.finished for t in r.trackers)]
+        for request in done:
+            self._complete(request)
+        return done
+
+    def _forward(self, keep: list[int], tokens: torch.Tensor) -> None:
+        self.forwards += 1
         if not self.mergeable:
             self.logits = self.cache.step(tokens)  # engine/cache.py: one forward for the request's rows
-            self.forwards += 1
-            return done
+            return
         self._select(keep, tokens)
         out = self.model(input_ids=self._tokens[:, None], attention_mask=self.mask,
                          position_ids=self.positions[:, None], past_key_values=self.cache, use_cache=True)
-        self.forwards += 1
         self.positions = self.positions + 1
         self.logits = out.logits[:, -1, :].float()
-        return done
 
     def _select(self, keep: list[int], tokens: torch.Tensor) -> None:
         """Keep only the running rows, drop padding columns no row needs, and add this step's column."""

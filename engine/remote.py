@@ -51,7 +51,11 @@ KINDS = {
 }
 NEUTRAL = DecodingConfig()
 SETTINGS = ("top_k", "min_p", "typical_p", "repetition_penalty", "frequency_penalty", "presence_penalty",
-            "no_repeat_ngram_size", "num_beams", "length_penalty", "min_new_tokens", "stop_strings", "seed")
+            "no_repeat_ngram_size", "num_beams", "length_penalty", "min_new_tokens", "stop_strings", "seed",
+            # the samplers of issue 11: no server request carries them yet, so they are listed as ignored
+            "early_stopping", "top_n_sigma", "xtc_probability", "dry_multiplier", "mirostat", "dynatemp_range",
+            "epsilon_cutoff", "eta_cutoff", "logit_bias", "banned_strings", "repetition_penalty_last_n",
+            "sampler_order")
 
 
 class RemoteError(GenerationError):

@@ -41,6 +41,8 @@ class Limits:
     """max_tokens when a request gives none (never past the model's context)."""
     max_rows: int = 64
     """The most rows (prompts x n) one request may ask for."""
+    max_tokens: int = 32768
+    """The most tokens one row may ask for when the model does not say how long its context is."""
 
 
 class Api:
@@ -49,8 +51,11 @@ class Api:
     def __init__(self, loaded, scheduler: Scheduler, model_name: str, api_key: str | None, limits: Limits):
         self.loaded, self.scheduler, self.model_name = loaded, scheduler, model_name
         self.api_key, self.limits = api_key, limits
-        self.tokenizer = copy.deepcopy(loaded.tokenizer)  # the scheduler thread decodes with the original
-        self.tokenizer_lock = threading.Lock()
+        self.local = threading.local()  # one tokenizer copy per worker thread: Rust tokenizers are not shared
+        longest = max((len(t) for t in loaded.tokenizer.get_vocab()), default=64)
+        context = loaded.context_length
+        self.max_chars = context * longest * 4 if context else None
+        """Text longer than this cannot fit the context whatever it holds: refused before tokenizing."""
 
     def app(self) -> Starlette:
         routes = [Route(p, self.models, methods=["GET"]) for p in ("/v1/models", "/models")]
@@ -165,16 +170,12 @@ class Api:
         if len(prompts) * req.n > self.limits.max_rows:
             raise ApiError(400, f"{len(prompts)} prompts x n={req.n} is over {self.limits.max_rows} rows",
                            param="n")
+        self._check_length(prompts, chat)
         echo = not chat and req.echo
         ids, echos = await anyio.to_thread.run_sync(self._tokenize, prompts, chat, echo)  # off loop and scheduler
         wanted = req.wanted_tokens()
         if wanted == 0:
-            if chat or not req.echo:
-                raise ApiError(400, "max_tokens=0 generates nothing: ask for at least 1 token (or echo=true "
-                               "with max_tokens=0 to get the prompt back)", param="max_tokens")
-            return JSONResponse(responses.whole(shape, [], [], sum(len(i) for i in ids)) | {
-                "choices": [{"index": i * req.n + j, "text": e, "finish_reason": "length", "logprobs": None}
-                            for i, e in enumerate(echos) for j in range(req.n)]})
+            return self._echo_only(req, chat, shape, ids, echos)
         engine_requests = [self._request(req, prompt_ids, wanted, chat, shape) for prompt_ids in ids]
         job = Job(asyncio.get_running_loop(), engine_requests, beams=(req.num_beams or 1) > 1, stream=req.stream)
         self.scheduler.submit(job)
@@ -185,6 +186,16 @@ class Api:
                                      media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
         completions = await self._wait(job, request)
         return JSONResponse(responses.whole(shape, completions, echo_rows, prompt_tokens))
+
+    def _echo_only(self, req, chat: bool, shape, ids, echos) -> JSONResponse:
+        """max_tokens=0: only echo=true (non-streaming) makes sense of it; it gives the prompt back."""
+        if chat or not req.echo or req.stream:
+            raise ApiError(400, "max_tokens=0 generates nothing: ask for at least 1 token (or echo=true "
+                           "without streaming, to get the prompt back)", param="max_tokens")
+        body = responses.whole(shape, [], [], sum(len(i) for i in ids))
+        body["choices"] = [{"index": i * req.n + j, "text": e, "finish_reason": "length", "logprobs": None}
+                           for i, e in enumerate(echos) for j in range(req.n)]
+        return JSONResponse(body)
 
     def _shape(self, req, chat: bool) -> responses.Shape:
         if req.stream_options is not None and not req.stream:
@@ -205,13 +216,30 @@ class Api:
         return responses.Shape(chat=chat, model=self.model_name, top=top, stats=req.decodelab_stats,
                                include_usage=include)
 
+    @property
+    def tokenizer(self):
+        """This thread's own copy of the model's tokenizer (the scheduler thread decodes with the original)."""
+        tok = getattr(self.local, "tokenizer", None)
+        if tok is None:
+            tok = self.local.tokenizer = copy.deepcopy(self.loaded.tokenizer)
+        return tok
+
+    def _check_length(self, prompts, chat: bool) -> None:
+        """A prompt too long for the context in characters alone is refused at once, not tokenized for seconds."""
+        for p in prompts:
+            chars = sum(len(m.text()) for m in p) if chat else (len(p) if isinstance(p, str) else 0)
+            if self.max_chars is not None and chars > self.max_chars:
+                raise ApiError(400, f"the prompt has {chars} characters: more than this model's context of "
+                               f"{self.loaded.context_length} tokens can hold; shorten it",
+                               param="messages" if chat else "prompt")
+
     def _tokenize(self, prompts, chat: bool, echo: bool) -> tuple[list, list[str]]:
         """Token ids of every prompt, and its text to echo ("" unless echo)."""
         encode = tokenize_chat if chat else tokenize_prompt
+        tok = self.tokenizer
         try:
-            with self.tokenizer_lock:
-                return ([encode(self.loaded, self.tokenizer, p) for p in prompts],
-                        [prompt_text(self.tokenizer, p) if echo else "" for p in prompts])
+            return ([encode(self.loaded, tok, p) for p in prompts],
+                    [prompt_text(tok, p) if echo else "" for p in prompts])
         except PromptError as exc:
             raise ApiError(400, str(exc), param="messages" if chat else "prompt") from None
 
@@ -220,6 +248,9 @@ class Api:
         context = self.loaded.context_length
         max_new = wanted if wanted is not None else min(self.limits.default_max_tokens,
                                                         (context - length) if context else 10**9)
+        if not context and max_new > self.limits.max_tokens:
+            raise ApiError(400, f"max_tokens={max_new} is over this server's limit of {self.limits.max_tokens}",
+                           param="max_tokens")
         try:
             check_context(self.loaded, length, max(max_new, 1))
         except PromptError as exc:

@@ -1,7 +1,7 @@
 """Prompts to token ids (run in a worker thread): completion prompts as given, chat through the template.
 
-The HTTP side uses its own copy of the tokenizer, under a lock: a Rust tokenizer used from two threads
-at once can fail ("Already borrowed"), and the scheduler thread decodes with the model's own copy.
+Each worker thread uses its own copy of the tokenizer: a Rust tokenizer used from two threads at once
+can fail ("Already borrowed"), and the scheduler thread decodes with the model's own copy.
 """
 
 from __future__ import annotations

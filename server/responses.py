@@ -30,12 +30,13 @@ class Shape:
         return {"id": self.id, "object": kind, "created": self.created, "model": self.model, "choices": choices}
 
 
-def stats_record(step: TokenStep) -> dict:
+def stats_record(step: TokenStep, top: int | None = None) -> dict:
+    """decodelab's full statistics for one token (alternatives cut to `top` when given)."""
     num = json_number
     return {"id": step.token_id, "text": step.text, "logprob": num(step.logprob),
             "logprob_processed": num(step.logprob_processed), "rank": step.rank, "entropy": num(step.entropy),
             "entropy_processed": num(step.entropy_processed),
-            "top": [[a.token_id, a.text, num(a.logprob), num(a.logprob_processed)] for a in step.top]}
+            "top": [[a.token_id, a.text, num(a.logprob), num(a.logprob_processed)] for a in step.top[:top]]}
 
 
 def logprobs(steps, top: int, chat: bool, offset: int = 0) -> dict:
@@ -70,7 +71,7 @@ def whole(shape: Shape, completions: list[Completion], echos: list[str], prompt_
         else:
             choice["text"] = echo + c.text
         if shape.stats:
-            choice["decodelab"] = [stats_record(s) for s in c.steps]
+            choice["decodelab"] = [stats_record(s, shape.top) for s in c.steps]
         choices.append(choice)
     body = shape.envelope(choices, chunk=False)
     body["usage"] = usage(prompt_tokens, sum(len(c.token_ids) for c in completions))
@@ -106,7 +107,7 @@ class ChoiceStream:
             choice["logprobs"] = logprobs(steps, self.shape.top, self.shape.chat, self.offset)
             self.offset += sum(len(s.text) for s in steps)
         if self.shape.stats and steps:
-            choice["decodelab"] = [stats_record(s) for s in steps]
+            choice["decodelab"] = [stats_record(s, self.shape.top) for s in steps]
         if not (piece or choice or finished):
             return None
         if self.shape.chat:

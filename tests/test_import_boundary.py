@@ -47,6 +47,7 @@ LAYERS = {  # a package: the top-level packages it must never import
     "render": {"tui", "cli", "server", "textual"},
     "themes": {"tui", "cli", "server", "render"},
     "tui": {"cli", "server"},
+    "server": {"tui", "cli", "render", "themes", "textual", "rich"},  # an HTTP layer over engine only
     "cli": {"tui.screens", "tui.widgets", "tui.actions"},  # cli opens the app (tui.app) and nothing under it
 }
 

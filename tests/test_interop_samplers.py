@@ -123,3 +123,11 @@ def test_webui_import_of_its_own_names():
 @pytest.mark.parametrize("fmt", ["hf", "vllm", "openai", "llamacpp", "webui"])
 def test_every_format_exports_the_modern_preset(fmt):
     assert export_preset(MODERN, fmt).data
+
+
+def test_remote_servers_list_the_new_samplers_as_ignored():
+    from engine.remote import RemoteModel
+
+    server = RemoteModel(spec=None, base_url="http://x/v1", model_name="m", kind="vllm")
+    ignored = server.unsupported(DecodingConfig(do_sample=True, top_n_sigma=1.0, dry_multiplier=0.5, mirostat=2))
+    assert {"top_n_sigma=1.0", "dry_multiplier=0.5", "mirostat=2"} <= set(ignored)

@@ -92,3 +92,30 @@ def test_unknown_token_ids_and_texts_without_a_tokenizer_are_config_errors():
         RowSettings.build([DecodingConfig(logit_bias={"999": 1.0})], [0], 50, torch.device("cpu"))
     with pytest.raises(ConfigError, match="tokenizer"):
         RowSettings.build([DecodingConfig(banned_strings=("x",))], [0], 50, torch.device("cpu"))
+
+
+def test_presets_and_set_carry_the_new_fields():
+    from cli.common import parse_set
+    from engine.presets import dumps_preset, loads_preset
+
+    config = DecodingConfig(name="modern", do_sample=True, top_n_sigma=1.5, dry_multiplier=0.8,
+                            dry_sequence_breakers=("\n", "###"), mirostat=2, early_stopping="never",
+                            logit_bias={"50": 2.0, "7": float("-inf"), " hello": -1.0}, banned_strings=("x y",),
+                            sampler_order=("top_k", "temperature"), epsilon_cutoff=3e-4)
+    assert loads_preset(dumps_preset(config)) == config
+    changes = parse_set(('logit_bias={"5" = -1.5, " the" = 2}', 'sampler_order=["xtc", "temperature"]',
+                         "mirostat=2", 'dry_sequence_breakers=["\\n"]', 'early_stopping="never"'))
+    built = DecodingConfig(do_sample=True).replace(**changes)
+    assert dict(built.logit_bias) == {5: -1.5, " the": 2.0} and built.sampler_order == ("xtc", "temperature")
+    assert built.mirostat == 2 and built.dry_sequence_breakers == ("\n",) and built.early_stopping == "never"
+
+
+def test_new_stages_in_a_multi_prompt_batch_match_each_prompt_alone(demo):
+    from engine.batching import generate_prompts
+
+    prompts = ["The for statement", "x"]
+    configs = _short(NEW, 8)
+    results = generate_prompts(demo, [(p, configs) for p in prompts])
+    for prompt, got in zip(prompts, results):
+        alone = generate_many(demo, prompt, configs)
+        assert [c.token_ids for c in got] == [c.token_ids for c in alone], prompt

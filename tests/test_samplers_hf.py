@@ -78,7 +78,8 @@ def _logit_cases():
 @pytest.mark.parametrize("index", range(7))
 def test_epsilon_and_eta_match_hf(cutoff, index):
     x = _logit_cases()[index]
-    got = run([DecodingConfig(do_sample=True, epsilon_cutoff=cutoff), DecodingConfig(do_sample=True, eta_cutoff=cutoff)],
+    got = run([DecodingConfig(do_sample=True, epsilon_cutoff=cutoff),
+               DecodingConfig(do_sample=True, eta_cutoff=cutoff)],
               torch.stack([x, x]))
     same(got[0], EpsilonLogitsWarper(cutoff)(None, x[None].clone())[0])
     same(got[1], EtaLogitsWarper(cutoff)(None, x[None].clone())[0])
@@ -96,3 +97,21 @@ def test_banned_strings_match_hf_bad_words_ids(tiny_tokenizer):
         got = run([DecodingConfig(banned_strings=banned)], x[None], history=history, tokenizer=tiny_tokenizer)[0]
         expected = NoBadWordsLogitsProcessor(ids, eos_token_id=0)(torch.tensor([history]), x[None].clone())[0]
         same(got, expected)
+
+
+def test_epsilon_and_eta_property_over_many_random_rows():
+    """Random scales, sizes, ties (rounded logits) and pre-filtered tokens: always HF's kept set."""
+    gen = torch.Generator().manual_seed(42)
+    for case in range(60):
+        vocab = int(torch.randint(2, 300, (1,), generator=gen))
+        x = torch.randn(vocab, generator=gen) * float(torch.rand(1, generator=gen) * 8 + 0.1)
+        if case % 3 == 0:
+            x = x.round()  # many ties
+        if case % 4 == 0:
+            x[torch.rand(vocab, generator=gen) < 0.3] = float("-inf")
+            x[0] = 1.0
+        cutoff = float(10 ** (-torch.rand(1, generator=gen) * 3 - 1))  # 1e-4 .. 1e-1
+        got = run([DecodingConfig(do_sample=True, epsilon_cutoff=cutoff),
+                   DecodingConfig(do_sample=True, eta_cutoff=cutoff)], torch.stack([x, x]))
+        same(got[0], EpsilonLogitsWarper(cutoff)(None, x[None].clone())[0])
+        same(got[1], EtaLogitsWarper(cutoff)(None, x[None].clone())[0])

@@ -29,9 +29,9 @@ def ours(config: DecodingConfig, logits: torch.Tensor, history=(0,), tokenizer=N
 
 
 def same(a: torch.Tensor, b: torch.Tensor, tol=1e-5):
-    assert torch.equal(torch.isinf(a), torch.isinf(b)), (
-        f"kept sets differ: ours only {sorted(set(torch.nonzero(~torch.isinf(a)).flatten().tolist()) - set(torch.nonzero(~torch.isinf(b)).flatten().tolist()))}, "
-        f"llama.cpp only {sorted(set(torch.nonzero(~torch.isinf(b)).flatten().tolist()) - set(torch.nonzero(~torch.isinf(a)).flatten().tolist()))}")
+    ours_kept, theirs_kept = (set(torch.isfinite(t).nonzero().flatten().tolist()) for t in (a, b))
+    assert ours_kept == theirs_kept, (f"kept sets differ: ours only {sorted(ours_kept - theirs_kept)}, "
+                                      f"llama.cpp only {sorted(theirs_kept - ours_kept)}")
     keep = torch.isfinite(a)
     torch.testing.assert_close(a[keep], b[keep], rtol=tol, atol=tol)
 

@@ -3,19 +3,14 @@
 from __future__ import annotations
 
 import json
-import socket
-import threading
-import time
 
 import httpx
 import openai
 import pytest
 
 from engine import DecodingConfig, generate_many
-from server import Limits, Server, exposure_warning
-
-PROMPT = "The for statement"
-PROMPTS = ["The for statement", "A function definition", "Return the number of items", "The while"]
+from server import Server, exposure_warning
+from serving import PROMPT, PROMPTS, error_of, post, raw
 
 
 @pytest.fixture(scope="module")
@@ -28,39 +23,6 @@ def server(demo):
 @pytest.fixture(scope="module")
 def client(server):
     return openai.OpenAI(base_url=server.url, api_key="unused", max_retries=0)
-
-
-def raw(server, data: bytes, reads: int = 1, timeout: float = 30) -> list[tuple[int, dict]]:
-    """Send bytes on one connection; read `reads` JSON responses back from it."""
-    host, port = server.sock.getsockname()[:2]
-    out, buffer = [], b""
-    with socket.create_connection((host, port), timeout=timeout) as s:
-        s.sendall(data)
-        while len(out) < reads:
-            while b"\r\n\r\n" not in buffer:
-                chunk = s.recv(65536)
-                assert chunk, f"the server closed the connection after {len(out)} responses"
-                buffer += chunk
-            head, buffer = buffer.split(b"\r\n\r\n", 1)
-            length = int(next(v for k, v in (line.split(b": ", 1) for line in head.split(b"\r\n")[1:])
-                              if k.lower() == b"content-length"))
-            while len(buffer) < length:
-                buffer += s.recv(65536)
-            body, buffer = buffer[:length], buffer[length:]
-            out.append((int(head.split(b" ")[1]), json.loads(body)))
-    return out
-
-
-def post(path: str, body: bytes, extra: str = "") -> bytes:
-    return (f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n{extra}"
-            f"Content-Length: {len(body)}\r\n\r\n").encode() + body
-
-
-def error_of(response: httpx.Response) -> dict:
-    error = response.json()["error"]
-    assert set(error) == {"message", "type", "param", "code"}
-    assert error["code"] is None or isinstance(error["code"], str)
-    return error
 
 
 # -- the SDK: everything it sends that fits ---------------------------------------------------------
@@ -195,126 +157,13 @@ def test_api_key_401_keeps_the_connection_and_compares_keys(demo):
         server.stop()
 
 
-# -- limits -----------------------------------------------------------------------------------------
-
-def test_body_size_limit_is_413(demo):
-    server = Server(demo, port=0, limits=Limits(max_body=10_000)).start()
-    try:
-        r = httpx.post(f"{server.url}/completions", json={"prompt": "x" * 20_000}, timeout=10)
-        assert r.status_code == 413 and error_of(r)["code"] == "request_too_large"
-    finally:
-        server.stop()
-
-
-def test_slow_headers_are_cut_off(server):
-    host, port = server.sock.getsockname()[:2]
-    with socket.create_connection((host, port), timeout=10) as s:
-        s.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: x\r\n")
-        assert s.recv(100) == b""  # closed after header_timeout (1 s here), not held forever
-
-
-def test_full_queue_gets_429_with_retry_after_and_the_rest_complete(demo):
-    server = Server(demo, port=0, max_queue=2, limits=Limits(max_rows=2)).start()
-    try:
-        statuses, lock = [], threading.Lock()
-
-        def one(i):
-            r = httpx.post(f"{server.url}/completions", json={"prompt": PROMPTS[i % 4], "max_tokens": 40,
-                                                              "min_tokens": 40}, timeout=60)
-            with lock:
-                statuses.append((r.status_code, r.headers.get("retry-after"), r.json()))
-
-        threads = [threading.Thread(target=one, args=(i,)) for i in range(12)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(90)
-        codes = sorted(s for s, _, _ in statuses)
-        assert len(codes) == 12 and set(codes) <= {200, 429} and 429 in codes and 200 in codes
-        assert all(retry == "1" for s, retry, _ in statuses if s == 429)
-        assert all(len(body["choices"][0]["text"]) > 0 for s, _, body in statuses if s == 200)
-        assert server.scheduler.queued == 0
-    finally:
-        server.stop()
-
-
-def test_tokenizing_runs_off_the_scheduler_thread(server, client, monkeypatch):
-    import server.app as app
-
-    threads = []
-    real = app.tokenize_prompt
-    monkeypatch.setattr(app, "tokenize_prompt", lambda *a: threads.append(threading.current_thread()) or real(*a))
-    assert server.api.tokenizer is not server.api.loaded.tokenizer  # its own copy: Rust tokenizers are not shared
-    client.completions.create(model="demo", prompt=PROMPT, max_tokens=2)
-    assert threads and threads[0] is not server.scheduler.thread and threads[0] is not threading.main_thread()
-
-
-def wait_idle(server, seconds=20):
-    deadline = time.monotonic() + seconds
-    while (server.scheduler.batch.groups or server.scheduler.waiting) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    return not server.scheduler.batch.groups
-
-
-def test_a_client_that_gives_up_cancels_its_work(server):
-    assert wait_idle(server)
-    before = server.scheduler.forwards
-    body = {"prompt": PROMPT, "max_tokens": 500, "min_tokens": 500}
-    with pytest.raises(httpx.ReadTimeout):  # a non-streaming client that stops waiting
-        httpx.post(f"{server.url}/completions", json=body, timeout=httpx.Timeout(10, read=0.5))
-    assert wait_idle(server)
-    assert server.scheduler.forwards - before < 500  # stopped long before its 500 tokens
-    before = server.scheduler.forwards
-    with httpx.stream("POST", f"{server.url}/completions", json=body | {"stream": True}, timeout=30) as r:
-        lines = r.iter_lines()
-        for _ in range(3):
-            next(lines)  # a streaming client that hangs up after a few tokens
-    assert wait_idle(server)
-    assert server.scheduler.forwards - before < 500
-
-
-# -- one batch across different prompts -------------------------------------------------------------
-
-def test_concurrent_different_prompts_share_forward_passes_and_match_local(server, demo):
-    assert wait_idle(server)
-    before = server.scheduler.forwards
-    results = {}
-
-    def one(prompt):
-        r = httpx.post(f"{server.url}/completions", json={"prompt": prompt, "max_tokens": 20, "temperature": 0},
-                       timeout=60)
-        results[prompt] = r.json()["choices"][0]["text"]
-
-    threads = [threading.Thread(target=one, args=(p,)) for p in PROMPTS]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(60)
-    for prompt in PROMPTS:
-        assert results[prompt] == generate_many(demo, prompt, [DecodingConfig(max_new_tokens=20)])[0].text
-    assert server.scheduler.forwards - before < 4 * 20 - 20  # far fewer forwards than one request at a time
-
-
-def test_a_short_request_is_not_held_by_a_long_one(server):
-    assert wait_idle(server)
-    body = {"prompt": PROMPTS[0], "max_tokens": 300, "min_tokens": 300, "stream": True}
-    long_done = threading.Event()
-
-    def long():
-        with httpx.stream("POST", f"{server.url}/completions", json=body, timeout=120) as r:
-            for _ in r.iter_lines():
-                pass
-        long_done.set()
-
-    thread = threading.Thread(target=long)
-    thread.start()
-    while not server.scheduler.batch.groups:
-        time.sleep(0.01)
-    short = httpx.post(f"{server.url}/completions", json={"prompt": PROMPTS[1], "max_tokens": 3}, timeout=60)
-    assert short.json()["choices"][0]["finish_reason"] == "length"
-    assert not long_done.is_set()  # the short one returned while the long one was still decoding
-    thread.join(120)
-    assert long_done.is_set()
+def test_token_id_prompts(server, client, demo):
+    ids = demo.tokenizer(PROMPT)["input_ids"]
+    by_ids = client.completions.create(model="demo", prompt=ids, max_tokens=5, temperature=0, echo=True)
+    by_text = client.completions.create(model="demo", prompt=PROMPT, max_tokens=5, temperature=0, echo=True)
+    assert by_ids.choices[0].text == by_text.choices[0].text
+    r = httpx.post(f"{server.url}/completions", json={"prompt": [1, 10**7]}, timeout=10)
+    assert r.status_code == 400 and error_of(r)["param"] == "prompt" and "vocabulary" in error_of(r)["message"]
 
 
 def test_exposure_warning():
@@ -332,53 +181,3 @@ def test_serve_warns_when_listening_beyond_loopback_without_a_key(tmp_path):
     assert "without --serve-key" in result.output and result.exit_code != 0
     quiet = CliRunner().invoke(main, ["serve", "--model", str(tmp_path / "missing")])
     assert "without --serve-key" not in quiet.output
-
-
-def test_token_id_prompts(server, client, demo):
-    ids = demo.tokenizer(PROMPT)["input_ids"]
-    by_ids = client.completions.create(model="demo", prompt=ids, max_tokens=5, temperature=0, echo=True)
-    by_text = client.completions.create(model="demo", prompt=PROMPT, max_tokens=5, temperature=0, echo=True)
-    assert by_ids.choices[0].text == by_text.choices[0].text
-    r = httpx.post(f"{server.url}/completions", json={"prompt": [1, 10**7]}, timeout=10)
-    assert r.status_code == 400 and error_of(r)["param"] == "prompt" and "vocabulary" in error_of(r)["message"]
-
-
-def test_bounded_mixed_load_every_answer_is_json_and_the_server_recovers(demo):
-    """40 requests, 10 at a time, on 127.0.0.1: good, bad, streamed, abandoned; then the server is idle and fine."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    server = Server(demo, port=0, max_queue=6, limits=Limits(max_body=50_000, max_rows=8)).start()
-    url = server.url
-
-    def one(i: int):
-        kind = i % 5
-        if kind == 0:
-            r = httpx.post(f"{url}/completions", json={"prompt": PROMPTS[i % 4], "max_tokens": 12, "n": 2}, timeout=60)
-        elif kind == 1:
-            r = httpx.post(f"{url}/chat/completions", json={"messages": [{"role": "user", "content": 5}]}, timeout=60)
-        elif kind == 2:
-            r = httpx.post(f"{url}/completions", content=b"{" + b"x" * 60_000, timeout=60)
-        elif kind == 3:
-            with httpx.stream("POST", f"{url}/completions", json={"prompt": PROMPTS[i % 4], "max_tokens": 200,
-                                                                  "stream": True}, timeout=60) as s:
-                if s.status_code == 200:
-                    next(s.iter_lines())  # then hang up
-                    return 200, None
-                s.read()
-                return s.status_code, s.json()
-        else:
-            r = httpx.get(f"{url}/models", timeout=60)
-        return r.status_code, r.json()
-
-    try:
-        with ThreadPoolExecutor(10) as pool:
-            results = list(pool.map(one, range(40)))
-        assert {s for s, _ in results} <= {200, 400, 413, 429}
-        for status, body in results:
-            if status >= 400:
-                assert set(body["error"]) == {"message", "type", "param", "code"}
-        assert sum(s == 400 for s, _ in results) == 8 and sum(s == 413 for s, _ in results) == 8
-        assert wait_idle(server) and server.scheduler.queued == 0 and not server.scheduler.owner
-        assert httpx.get(f"{url}/models", timeout=10).status_code == 200
-    finally:
-        server.stop()

@@ -96,7 +96,8 @@ def _repeat_limit(rev, inside, width, single, tails) -> torch.Tensor:
         for o, token in enumerate(tail):
             ok &= tokens[size - 1 - o : span - 1 - o] == token
         ok &= inside[row, size:]
-        hit_len[row, size:] = torch.where(ok, torch.maximum(hit_len[row, size:], torch.tensor(size)), hit_len[row, size:])
+        current = hit_len[row, size:]
+        hit_len[row, size:] = torch.where(ok, current.clamp(min=size), current)
     found = hit_len >= 0
     first = torch.where(found, torch.arange(span, device=rev.device)[None, :], span).amin(dim=1)
     at_first = hit_len.gather(1, first.clamp(max=span - 1)[:, None])[:, 0]

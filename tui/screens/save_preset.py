@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from textual import on
 from textual.app import ComposeResult
+from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Button, Checkbox, Input, Static
@@ -30,6 +31,12 @@ def suggested_name(config: DecodingConfig) -> str:
     return f"my-{config.name}" if config.name in builtin_names() else config.name
 
 
+class PinBox(Checkbox, inherit_bindings=False):
+    """Space ticks it; Enter saves the dialog, as it does from the name."""
+
+    BINDINGS = [Binding("space", "toggle_button", "Toggle", show=False)]
+
+
 class SavePreset(ModalScreen[SaveRequest | None]):
     """The seed stays auto (a fresh one each run) unless the user ticks "pin the last run's seed"."""
 
@@ -45,7 +52,7 @@ class SavePreset(ModalScreen[SaveRequest | None]):
     SavePreset #save-error { color: $error; height: auto; }
     SavePreset Horizontal { height: 3; align-horizontal: right; }
     """
-    BINDINGS = [("escape", "cancel", "Cancel")]
+    BINDINGS = [("escape", "cancel", "Cancel"), ("enter", "save", "Save")]
 
     def __init__(self, config: DecodingConfig, last_seed: int | None) -> None:
         super().__init__()
@@ -58,7 +65,7 @@ class SavePreset(ModalScreen[SaveRequest | None]):
             yield Input(suggested_name(self.config), id="save-name")
             yield Static("", id="save-note")
             if self.last_seed is not None:
-                yield Checkbox(f"pin the last run's seed ({self.last_seed})", id="save-pin")
+                yield PinBox(f"pin the last run's seed ({self.last_seed})", id="save-pin")
                 yield Static("Unticked, the preset keeps seed=auto: a fresh seed every run. Ticked, every run "
                              "repeats the output you just saw.", classes="save-hint")
             yield Static("", id="save-error")
@@ -84,7 +91,7 @@ class SavePreset(ModalScreen[SaveRequest | None]):
 
     @on(Input.Submitted)
     @on(Button.Pressed, "#ok")
-    def _ok(self) -> None:
+    def action_save(self) -> None:
         from engine.presets import check_preset_name
 
         name = self.query_one(Input).value.strip()
