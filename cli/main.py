@@ -31,7 +31,7 @@ from cli.common import (
 def main(ctx, presets, prompt, prompt_file, **model):
     """decodelab: one prompt, many decoding configs, side by side.
 
-    With no command, opens the playground TUI on the bundled demo model (or --model):
+    With no command, opens the playground TUI on SmolLM2 when installed, else the demo model (or --model):
     ctrl+r runs every pane, Esc cancels a run, ctrl+p lists every action, ctrl+q quits.
     Each command below has its own --help.
     """
@@ -104,14 +104,22 @@ def run(prompt, prompt_file, presets, sets, seed, as_json, as_jsonl, heatmap, to
 @model_options
 @click.option("--shape", type=click.Choice(["cpu-40m", "llama-1b", "qwen-1.5b", "llama-8b"]), default=None,
               help="Benchmark a random-weight model of this shape (default: cpu-40m on CPU, llama-1b on GPU).")
-@click.option("--real", is_flag=True, help="Benchmark the --model instead of a random-weight shape.")
+@click.option("--real", is_flag=True,
+              help="Benchmark the --model (default: SmolLM2 when installed) instead of a random-weight shape; "
+                   "a GGUF model also times llama-cpp-python in-process on the same file.")
 @click.option("--new-tokens", type=click.IntRange(1, 4096), default=64, show_default=True,
               help="Tokens each config generates per timed run.")
 @click.option("--repeats", type=click.IntRange(1, 50), default=3, show_default=True,
               help="Timed runs per measurement; the report gives their median.")
 @handle_errors
 def bench(shape, real, new_tokens, repeats, **model):
-    """Time one config alone, 8 batched and 8 sequential HF generate calls, and print the ratios."""
+    """Time one config alone, 8 batched and 8 sequential HF generate calls, and print the ratios.
+
+    \b
+    With --real on a GGUF model (SmolLM2 by default), also 8 sequential llama-cpp-python completions of
+    the same configs on the same file, without and with top-10 logprobs.
+    Example: decodelab bench --real --repeats 1
+    """
     from engine.benchmark import random_model, run_benchmark
 
     spec = model_spec(**model)

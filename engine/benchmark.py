@@ -8,6 +8,7 @@ plus the sampler-and-statistics time per step and its share of a batched step.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import platform
 import statistics
@@ -172,6 +173,9 @@ def run_benchmark(loaded, new_tokens: int = 64, repeats: int = 3, prompt_tokens:
                   progress=print) -> BenchResult:
     from engine.generation import generate_many
     from engine.hf_compat import hf_generate_kwargs
+
+    if loaded.spec.chat:  # every contender gets the same plain prompt (HF generate and llama.cpp take raw text)
+        loaded = dataclasses.replace(loaded, spec=dataclasses.replace(loaded.spec, chat=False))
 
     prompt = " ".join(f"w{i}" for i in range(5, 5 + prompt_tokens)) if loaded.source in SHAPES else \
         "The for statement is used to iterate over the elements of a sequence"

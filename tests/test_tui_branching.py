@@ -1,0 +1,141 @@
+"""Inspecting and branching in the TUI (issue 10, items 7-10): the inspector belongs to its pane, keys
+into the alternatives and back, refusals that say why, version history, a branch in progress, each
+pane's own end. Pilot on the demo model."""
+
+from __future__ import annotations
+
+from textual.widgets import OptionList, Static
+
+from engine import DecodingConfig
+from tests.tui_pilot import make_app, messages, plain, run_all, wait_idle
+from tui.widgets.inspector import Inspector
+from tui.widgets.token_view import TokenView
+
+
+# -- 7. branching from the keyboard ---------------------------------------------------------------------------
+
+async def test_down_enters_the_alternatives_and_enter_branches_that_pane(demo):
+    app = make_app(demo)
+    async with app.run_test(size=(160, 45)) as pilot:
+        await run_all(app, pilot)
+        first, second, third = app.panes()
+        before = [first.state.token_ids, third.state.token_ids]
+        await pilot.press("2", "right", "right", "right", "down")
+        inspector = app.query_one(Inspector)
+        options = inspector.query_one(OptionList)
+        assert app.focused is options and inspector.owner is second
+        assert "pane 2 warm" in str(inspector.border_title)
+        chosen = second.state.steps[2]
+        target = chosen.top[options.highlighted - 1]
+        assert target.token_id != chosen.token_id  # the first row that is a real alternative
+        await pilot.press("enter")
+        await wait_idle(app, pilot)
+        assert second.state.branched_at == 2 and second.state.token_ids[2] == target.token_id
+        assert [first.state.token_ids, third.state.token_ids] == before
+        await pilot.press("escape")
+        assert app.focused is second  # and back
+
+
+async def test_tab_moves_the_inspector_with_the_pane_and_refusals_say_why(demo):
+    app = make_app(demo)
+    async with app.run_test(size=(160, 45)) as pilot:
+        await run_all(app, pilot)
+        await pilot.press("1", "right")
+        inspector = app.query_one(Inspector)
+        assert inspector.owner is app.panes()[0]
+        await pilot.press("tab", "tab")
+        assert app.focused is app.panes()[2]
+        assert inspector.owner is app.panes()[2] and "pane 3 hot" in str(inspector.border_title)
+        assert "no token selected" in str(inspector.query_one("#inspector-info").render())
+        await pilot.press("b")
+        await pilot.pause()
+        assert not app.running
+        assert any("no selected token" in m for m in messages(app))
+        await pilot.press("1", "down")
+        options = inspector.query_one(OptionList)
+        step = app.panes()[0].state.steps[0]
+        assert step.top[0].token_id == step.token_id  # greedy: the chosen token is the top row
+        options.highlighted = 1
+        await pilot.press("enter")
+        await pilot.pause()
+        assert not app.running and any("already chose that token" in m for m in messages(app))
+
+
+async def test_removing_the_inspected_pane_leaves_no_token_of_it(demo):
+    app = make_app(demo)
+    async with app.run_test(size=(160, 45)) as pilot:
+        await run_all(app, pilot)
+        removed = app.panes()[1]
+        await pilot.press("2", "right", "right")
+        inspector = app.query_one(Inspector)
+        assert inspector.owner is removed
+        await pilot.press("x")
+        await pilot.pause()
+        await pilot.pause()
+        assert removed not in app.panes() and inspector.owner is not removed
+        assert "pane 2 hot" in str(inspector.border_title)  # the neighbour, renumbered
+
+
+# -- 8, 9. history and the branch in progress ----------------------------------------------------------------
+
+async def test_branching_keeps_the_old_text_to_step_back_to(demo):
+    app = make_app(demo, [DecodingConfig(name="greedy", max_new_tokens=40)])
+    async with app.run_test(size=(120, 40)) as pilot:
+        await run_all(app, pilot)
+        pane = app.panes()[0]
+        original = pane.state.text
+        await pilot.press("1", "right", "right", "right", "right", "down", "enter")
+        await wait_idle(app, pilot)
+        branched = pane.state.text
+        assert branched != original and "v2/2" in str(pane.border_title) and "┃@3" in str(pane.border_title)
+        assert "┃" in plain(pane.query_one(TokenView))  # the branch point, marked in the text
+        await pilot.press("escape", "left_square_bracket")
+        await pilot.pause()
+        assert pane.state.text == original and "v1/2" in str(pane.border_title)
+        assert "┃" in plain(pane.query_one(TokenView))  # where v2 branched from it
+        assert any("v2 branched from it @3" in m for m in messages(app))
+        await pilot.press("left_square_bracket")
+        assert any("oldest version" in m for m in messages(app))
+        await pilot.press("right_square_bracket")
+        assert pane.state.text == branched and pane.state.branched_at == 3
+
+
+async def test_a_branch_rerun_keeps_its_prefix_on_show_and_no_stale_token(demo):
+    app = make_app(demo, [DecodingConfig(name="greedy", max_new_tokens=120)])
+    async with app.run_test(size=(120, 40)) as pilot:
+        await run_all(app, pilot)
+        pane = app.panes()[0]
+        prefix_text = "".join(s.text for s in pane.state.steps[:5])
+        await pilot.press("1", *["right"] * 6, "down", "enter")
+        await pilot.pause()
+        assert app.running and pane.state.running
+        shown = plain(pane.query_one(TokenView)).replace("\n", "")
+        assert shown.replace("┃", "").startswith(prefix_text.replace("\n", ""))
+        inspector = app.query_one(Inspector)
+        assert inspector.owner is pane and "token 5" in str(inspector.border_title)
+        await wait_idle(app, pilot)
+        await pilot.press("ctrl+r")
+        await pilot.pause()
+        assert "running" in str(inspector.query_one("#inspector-info").render())  # the old token is gone
+        await wait_idle(app, pilot)
+
+
+# -- 10. each pane's own end ---------------------------------------------------------------------------------
+
+async def test_a_pane_that_stopped_says_so_while_the_others_run(demo):
+    configs = [DecodingConfig(name="short", stop_strings=("\n",), max_new_tokens=300),
+               DecodingConfig(name="long", max_new_tokens=400)]
+    app = make_app(demo, configs)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.press("ctrl+r")
+        short, long = app.panes()
+        for _ in range(400):
+            await pilot.pause(0.05)
+            if short.state.stop_reason:
+                break
+        await pilot.pause(0.1)
+        assert app.running and long.state.running and not long.state.stop_reason
+        assert str(short.query_one(".pane--stats", Static).render()).startswith("stop · ")
+        assert str(long.query_one(".pane--stats", Static).render()).startswith("running…")
+        await pilot.press("escape")
+        await wait_idle(app, pilot)
