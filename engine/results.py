@@ -112,8 +112,10 @@ class StepEvent:
 
 
 def json_number(value):
-    """JSON has no infinities or NaN: a filtered-out token's -inf logprob becomes null."""
-    return None if isinstance(value, float) and not math.isfinite(value) else value
+    """JSON has no infinities or NaN: a filtered-out token's -inf logprob becomes null; -0.0 is written 0.0."""
+    if not isinstance(value, float):
+        return value
+    return value + 0.0 if math.isfinite(value) else None
 
 
 def completion_to_dict(c: Completion, top: int | None = None) -> dict:

@@ -292,3 +292,12 @@ def test_models_without_logits_to_keep_still_work(llama, monkeypatch):
     monkeypatch.setattr(llama.model, "forward", old_style)
     got = generate_many(llama, PROMPT, [DecodingConfig(max_new_tokens=6), DecodingConfig(num_beams=2, max_new_tokens=4)])
     assert [c.token_ids for c in got] == [c.token_ids for c in expected]
+
+
+def test_json_numbers_have_no_negative_zero_or_infinities():
+    import json
+
+    from engine.results import json_number
+
+    assert json.dumps([json_number(-0.0), json_number(float("-inf")), json_number(float("nan")), json_number(3)]) \
+        == "[0.0, null, null, 3]"
