@@ -61,6 +61,21 @@ async def test_tab_moves_the_inspector_with_the_pane_and_refusals_say_why(demo):
         assert not app.running and any("already chose that token" in m for m in messages(app))
 
 
+async def test_removing_the_inspected_pane_leaves_no_token_of_it(demo):
+    app = make_app(demo)
+    async with app.run_test(size=(160, 45)) as pilot:
+        await run_all(app, pilot)
+        removed = app.panes()[1]
+        await pilot.press("2", "right", "right")
+        inspector = app.query_one(Inspector)
+        assert inspector.owner is removed
+        await pilot.press("x")
+        await pilot.pause()
+        await pilot.pause()
+        assert removed not in app.panes() and inspector.owner is not removed
+        assert "pane 2 hot" in str(inspector.border_title)  # the neighbour, renumbered
+
+
 # -- 8, 9. history and the branch in progress ----------------------------------------------------------------
 
 async def test_branching_keeps_the_old_text_to_step_back_to(demo):

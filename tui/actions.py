@@ -92,7 +92,8 @@ class PaneActions:
             self.current_pane.focus()
         self.call_after_refresh(self.layout_panes)
         held = f" and its {len(pane.state.steps)} tokens" if pane.state.steps else ""
-        self.notify(f"Removed pane {pane.state.config.name}{held}: press u to undo.")
+        how = "press u" if rest else "ctrl+p, then 'Bring back the last removed pane'"
+        self.notify(f"Removed pane {pane.state.config.name}{held}: {how} to undo.")
 
     def action_undo_remove(self) -> None:
         if not self.removed:

@@ -58,6 +58,7 @@ class DecodelabApp(BranchActions, PaneActions, FileActions, App):
         Binding("ctrl+o", "open_session", "Open session", show=False),
         Binding("ctrl+t", "toggle_chat", "Chat template", show=False),
         Binding("m", "change_model", "Model", show=False),
+        Binding("p", "focus_prompt", "Prompt", show=False),
         Binding("t", "toggle_theme", "Theme", show=False),
         Binding("A", "arena", "Blind A/B", show=False),
         Binding("S", "sweep", "Sweep", show=False),
@@ -77,6 +78,8 @@ class DecodelabApp(BranchActions, PaneActions, FileActions, App):
         self.measure = "prob"
         self.diff_mode = "off"
         self.running = False
+        self.loading = False
+        """A model load is under way (ctrl+r says so instead of 'no model')."""
         self.run_id = 0
         self.cancel_event = threading.Event()
         self.stop_rows: set[int] = set()  # rows of the current run stopped one by one (k)
@@ -135,13 +138,18 @@ class DecodelabApp(BranchActions, PaneActions, FileActions, App):
     def layout_panes(self) -> None:
         """Whole panes side by side (the strip also does this whenever its own size changes)."""
         self.query_one(PaneStrip).layout_panes()
+        self.refresh_inspector()  # a removed or renumbered pane's token never lingers there
         pane = self.pane()
         if pane is not None:
             self.call_after_refresh(pane.scroll_visible, animate=False)
 
     # -- model loading ---------------------------------------------------------------------------------
-    @work(thread=True, exclusive=True, group="load")
     def load(self, spec) -> None:
+        self.loading = True
+        self._load_worker(spec)
+
+    @work(thread=True, exclusive=True, group="load")
+    def _load_worker(self, spec) -> None:
         from engine.loading import ModelLoadError, load_model
 
         try:
@@ -159,6 +167,7 @@ class DecodelabApp(BranchActions, PaneActions, FileActions, App):
         self.query_one("#model-bar", Static).update(f"loading {self.spec.path}: {pct}{message.stage}…")
 
     def on_model_loaded(self, message: ModelLoaded) -> None:
+        self.loading = False
         self.loaded = message.loaded
         self.spec = self.loaded.spec
         tokenizer = getattr(self.loaded, "tokenizer", None)
@@ -167,7 +176,10 @@ class DecodelabApp(BranchActions, PaneActions, FileActions, App):
         self.update_legend()
         if self.run_at_start and self.initial_prompt:
             self.run_at_start = False
-            self.action_run()
+            if len(self.screen_stack) > 1:  # a dialog is open: don't start behind it, say how to start
+                self.notify("The model is loaded: close the dialog and press ctrl+r to run the prompt.")
+            else:
+                self.action_run()
 
     def update_model_bar(self) -> None:
         chat = " · chat" if self.loaded.spec.chat else ""
@@ -176,6 +188,7 @@ class DecodelabApp(BranchActions, PaneActions, FileActions, App):
     def on_load_failed(self, message: LoadFailed) -> None:
         from tui.screens.ask import AskText
 
+        self.loading = False
         if self.loaded is not None:  # the working model stays until a new one has loaded
             failed, self.spec = self.spec.path, self.loaded.spec
             self.update_model_bar()
@@ -210,7 +223,11 @@ class DecodelabApp(BranchActions, PaneActions, FileActions, App):
         if len(self.screen_stack) > 1:
             return  # a dialog is open: finish it first
         if self.loaded is None:
-            self.notify("No model is loaded yet (press m to load one).", severity="warning")
+            if self.loading:
+                self.notify("The model is still loading (see the bar at the top): press ctrl+r once it is in.",
+                            severity="warning")
+            else:
+                self.notify("No model is loaded yet (press m to load one).", severity="warning")
             return
         if self.running:
             self.notify("A run is in progress: Esc cancels it.", severity="warning")
@@ -322,7 +339,12 @@ class DecodelabApp(BranchActions, PaneActions, FileActions, App):
                         severity="warning")
             return
         self.stop_rows.add(rows[0])
-        self.notify(f"Stopping {pane.state.config.name}; the other panes go on.")
+        others = any(state.running and state is not pane.state for state in self.run_states)
+        self.notify(f"Stopping {pane.state.config.name}" + ("; the other panes go on." if others else "."))
+
+    def action_focus_prompt(self) -> None:
+        """p: back to the prompt from a pane or the inspector (Esc leaves it again)."""
+        self.query_one("#prompt", TextArea).focus()
 
     async def action_quit(self) -> None:
         """ctrl+q: cancel what is generating (the run, an A/B round, a sweep) so the process ends at once."""
@@ -334,10 +356,13 @@ class DecodelabApp(BranchActions, PaneActions, FileActions, App):
         self.exit()
 
     def action_cancel(self) -> None:
-        """Esc: cancel a run; else leave the prompt for the panes; else close the inspector."""
+        """Esc: cancel a run (and leave the prompt); else leave the prompt for the panes; else close the inspector."""
+        in_prompt = self.focused is self.query_one("#prompt", TextArea)
         if self.running:
             self.cancel_event.set()
-        elif self.focused is self.query_one("#prompt", TextArea):
+            if in_prompt and self.pane() is not None:
+                self.pane().focus()
+        elif in_prompt:
             pane = self.pane()
             if pane is not None:
                 pane.focus()

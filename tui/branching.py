@@ -95,7 +95,7 @@ class BranchActions:
         node = event.widget
         while node is not None and not isinstance(node, Pane):
             node = node.parent
-        if node is not None and node is not self.current_pane:
+        if node is not None:
             self.current_pane = node
             self.refresh_inspector()
 

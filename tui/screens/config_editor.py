@@ -77,6 +77,7 @@ class ConfigEditor(ModalScreen[DecodingConfig | None]):
     ConfigEditor #editor-error { color: $error; height: auto; padding: 0 1; }
     ConfigEditor #editor-error.-ok { color: $success; }
     ConfigEditor #buttons { height: 3; align-horizontal: right; }
+    ConfigEditor #editor-keys { color: $text-muted; padding: 0 1; height: auto; }
     """
 
     BINDINGS = [("escape", "cancel", "Cancel"), ("ctrl+s", "save", "Apply")]
@@ -89,7 +90,10 @@ class ConfigEditor(ModalScreen[DecodingConfig | None]):
         self.result: DecodingConfig | None = config
 
     def compose(self) -> ComposeResult:
-        with Vertical():
+        with Vertical() as box:
+            box.border_title = f"edit {self.original.name or 'pane'}"
+            yield Static("Enter or ctrl+s applies · Esc cancels · Tab / shift+Tab move between fields",
+                         id="editor-keys")
             with VerticalScroll():
                 for name in FIELD_NAMES:
                     with Horizontal(classes="row"):
@@ -144,6 +148,7 @@ class ConfigEditor(ModalScreen[DecodingConfig | None]):
     def _changed(self) -> None:
         self.validate_form()
 
+    @on(Input.Submitted)
     @on(Button.Pressed, "#apply")
     def action_save(self) -> None:
         config = self.validate_form()

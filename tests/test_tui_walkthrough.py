@@ -1,0 +1,86 @@
+"""Defects a newcomer met walking the TUI by keyboard (edit dialog, prompt focus, loading, stop one pane)."""
+
+from __future__ import annotations
+
+from textual.widgets import Input, TextArea
+
+from engine import DecodingConfig
+from engine.loading import ModelSpec
+from tui.app import DecodelabApp
+from tui.screens.config_editor import ConfigEditor
+
+from test_tui import make_app, wait_idle
+
+
+async def test_enter_in_an_edit_field_applies_and_the_dialog_says_its_keys(demo):
+    app = make_app(demo)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.press("escape", "2", "e")
+        editor = app.screen
+        assert isinstance(editor, ConfigEditor)
+        assert "Enter or ctrl+s applies" in str(editor.query_one("#editor-keys").render())
+        field = editor.query_one("#f-temperature", Input)
+        field.focus()
+        field.value = "1.3"
+        await pilot.pause()
+        await pilot.press("enter")
+        await pilot.pause()
+        assert not isinstance(app.screen, ConfigEditor)
+        assert app.panes()[1].state.config.temperature == 1.3
+
+
+async def test_enter_on_an_invalid_value_keeps_the_dialog_open(demo):
+    app = make_app(demo)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.press("escape", "2", "e")
+        field = app.screen.query_one("#f-temperature", Input)
+        field.focus()
+        field.value = "hot"
+        await pilot.pause()
+        await pilot.press("enter")
+        await pilot.pause()
+        assert isinstance(app.screen, ConfigEditor)
+        assert app.panes()[1].state.config.temperature == 0.8
+
+
+async def test_p_returns_to_the_prompt_and_esc_mid_run_leaves_it(demo):
+    configs = [DecodingConfig(name="long", max_new_tokens=400, min_new_tokens=400)]
+    app = make_app(demo, configs)
+    async with app.run_test(size=(80, 24)) as pilot:
+        prompt = app.query_one("#prompt", TextArea)
+        await pilot.press("escape", "1")
+        assert app.focused is not prompt
+        await pilot.press("p")
+        assert app.focused is prompt
+        await pilot.press("ctrl+r")
+        await pilot.pause(0.2)
+        assert app.running
+        await pilot.press("escape")  # cancels, and the next key goes to the panes, not into the prompt
+        assert app.focused is not prompt
+        await wait_idle(app, pilot)
+        assert prompt.text == "The for statement"
+
+
+async def test_ctrl_r_while_the_model_loads_says_it_is_loading(demo):
+    app = DecodelabApp(spec=ModelSpec(), configs=[DecodingConfig(name="g")], prompt="x", loaded=None)
+    app.load = lambda spec: setattr(app, "loading", True)  # a load that is still under way
+    async with app.run_test(size=(80, 24)) as pilot:
+        app.load(app.spec)
+        await pilot.press("ctrl+r")
+        await pilot.pause()
+        messages = [n.message for n in app._notifications]
+        assert any("still loading" in m for m in messages), messages
+        assert not any("No model is loaded" in m for m in messages)
+
+
+async def test_stopping_the_only_running_pane_does_not_claim_others_go_on(demo):
+    configs = [DecodingConfig(name="long", max_new_tokens=400, min_new_tokens=400)]
+    app = make_app(demo, configs)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.press("escape", "1", "ctrl+r")
+        await pilot.pause(0.2)
+        await pilot.press("k")
+        await wait_idle(app, pilot)
+        messages = [n.message for n in app._notifications]
+        assert any(m.startswith("Stopping long") for m in messages), messages
+        assert not any("other panes go on" in m for m in messages)
