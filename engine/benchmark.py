@@ -187,9 +187,9 @@ def run_benchmark(loaded, new_tokens: int = 64, repeats: int = 3, prompt_tokens:
     progress("timing (a) one config alone ...")
     a = _median_time(lambda: generate_many(loaded, prompt, [alone]), repeats, device)
     a1 = _median_time(lambda: generate_many(loaded, prompt, [alone], batch_invariant=False), repeats, device)
-    progress("timing (b) 8 configs batched ...")
+    progress(f"  (a) {a:.2f} s (unpadded {a1:.2f} s); timing (b) 8 configs batched ...")
     b = _median_time(lambda: generate_many(loaded, prompt, configs), repeats, device)
-    progress("timing (c) 8 sequential HF generate calls ...")
+    progress(f"  (b) {b:.2f} s; timing (c) 8 sequential HF generate calls ...")
 
     def sequential():
         for config in configs:
@@ -199,7 +199,7 @@ def run_benchmark(loaded, new_tokens: int = 64, repeats: int = 3, prompt_tokens:
                                   pad_token_id=loaded.tokenizer.pad_token_id)
 
     c = _median_time(sequential, repeats, device)
-    progress("timing the sampler ...")
+    progress(f"  (c) {c:.2f} s; timing the sampler ...")
     vocab = loaded.model.config.vocab_size
     sampler_ms = time_sampler(vocab, device)
     by_vocab = {v: time_sampler(v, device) for v in sorted({32000, vocab, 151936})}
