@@ -84,3 +84,15 @@ async def test_stopping_the_only_running_pane_does_not_claim_others_go_on(demo):
         messages = [n.message for n in app._notifications]
         assert any(m.startswith("Stopping long") for m in messages), messages
         assert not any("other panes go on" in m for m in messages)
+
+
+def test_a_slow_pane_reports_its_rate_with_a_decimal_not_zero():
+    from engine.results import Timings
+    from tui.state import PaneState
+    from tui.widgets.pane import stats_text
+
+    state = PaneState(DecodingConfig(name="g"))
+    state.completion = type("C", (), {"timings": Timings(0.1, 10.0, 0.3)})()
+    assert "0.3 tok/s" in stats_text(state, None)
+    state.completion = type("C", (), {"timings": Timings(0.1, 1.0, 41.7)})()
+    assert "42 tok/s" in stats_text(state, None)

@@ -43,7 +43,8 @@ def stats_text(state: PaneState, diverge_at: int | None) -> str:
     if state.branched_at is not None:
         parts.append(f"branch @{state.branched_at}")
     if state.completion is not None:
-        parts.append(f"{state.completion.timings.tokens_per_s:.0f} tok/s")
+        rate = state.completion.timings.tokens_per_s
+        parts.append(f"{rate:.0f} tok/s" if rate >= 10 else f"{rate:.1f} tok/s")  # a slow CPU is not "0 tok/s"
     return " · ".join(parts)
 
 
