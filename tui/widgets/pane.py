@@ -80,6 +80,7 @@ class Pane(Vertical, can_focus=True):
     }
     Pane > VerticalScroll {
         height: 1fr;
+        scrollbar-size-vertical: 1;
     }
     Pane > .pane--stats {
         height: 1;
