@@ -106,18 +106,19 @@ async def test_a_branch_rerun_keeps_its_prefix_on_show_and_no_stale_token(demo):
         await run_all(app, pilot)
         pane = app.panes()[0]
         prefix_text = "".join(s.text for s in pane.state.steps[:5])
+        app.run_engine = lambda *args, **kwargs: None  # hold the engine: the screen as the rerun starts
         await pilot.press("1", *["right"] * 6, "down", "enter")
         await pilot.pause()
-        assert app.running and pane.state.running
+        assert app.running and pane.state.running and pane.state.branched_at == 5
         shown = plain(pane.query_one(TokenView)).replace("\n", "")
         assert shown.replace("┃", "").startswith(prefix_text.replace("\n", ""))
         inspector = app.query_one(Inspector)
         assert inspector.owner is pane and "token 5" in str(inspector.border_title)
-        await wait_idle(app, pilot)
+        app.running = pane.state.running = False
         await pilot.press("ctrl+r")
         await pilot.pause()
         assert "running" in str(inspector.query_one("#inspector-info").render())  # the old token is gone
-        await wait_idle(app, pilot)
+        app.running = pane.state.running = False
 
 
 # -- 10. each pane's own end ---------------------------------------------------------------------------------

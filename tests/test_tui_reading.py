@@ -88,6 +88,11 @@ async def test_status_line_puts_the_end_first_and_can_be_read_in_full(demo):
         full = str(stats.render())
         assert full.startswith("max · 60 tok · ppl")
         assert stats.tooltip is not None and "seed 5" in str(stats.tooltip) and "tok/s" in str(stats.tooltip)
+        await pilot.press("2", "right")
+        await pilot.pause()
+        header = str(app.query_one(Inspector).query_one("#inspector-info").render())
+        assert "seed 5" in header and "tok/s" in header  # the full line, readable from the keyboard too
+        assert app.query_one(Inspector).query_one(OptionList).scrollable_content_region.height >= 6
     app = make_app(demo)
     async with app.run_test(size=(160, 45)) as pilot:
         await run_all(app, pilot)

@@ -10,7 +10,7 @@ from textual.widgets import OptionList, TextArea
 
 from engine.results import TokenStep
 from tui.widgets.inspector import Inspector
-from tui.widgets.pane import Pane
+from tui.widgets.pane import Pane, stats_text
 from tui.widgets.token_view import TokenView
 
 
@@ -63,7 +63,8 @@ class BranchActions:
             why = "running…" if state.running else "no token selected: ← → in the pane" if state.steps else "no output yet"
             inspector.clear(pane, why)
             return
-        inspector.show(pane, state.cursor, state.steps[state.cursor], pane.token_bytes)
+        inspector.show(pane, state.cursor, state.steps[state.cursor], pane.token_bytes,
+                       stats_text(state, pane.diverge_at))
 
     # -- into the alternatives and back -------------------------------------------------------------
     def action_alternatives(self) -> None:

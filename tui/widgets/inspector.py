@@ -84,8 +84,9 @@ class Inspector(Vertical):
     def on_mount(self) -> None:
         self.border_title = "inspector"
 
-    def show(self, owner, index: int, step, token_bytes=None) -> None:
-        """Show token `index` of pane `owner` (the pane a branch from here will rerun)."""
+    def show(self, owner, index: int, step, token_bytes=None, status: str = "") -> None:
+        """Show token `index` of pane `owner` (the pane a branch from here will rerun), under the pane's
+        full status line (which a narrow pane cuts)."""
         self.owner = owner
         self.border_title = f"{_pane_name(owner)} · token {index}"
         self.border_subtitle = "⏎ branch · esc back"
@@ -96,6 +97,8 @@ class Inspector(Vertical):
             info.append("  bytes of a split character", style="dim")
         info.append(f"\np {_pct(step.logprob).strip()}  processed {_pct(step.logprob_processed).strip()}\n")
         info.append(f"rank {step.rank_text} · entropy {step.entropy:.2f} → {step.entropy_processed:.2f} nats")
+        if status:
+            info.append(f"\n{status}", style="dim")
         self.query_one("#inspector-info", Static).update(info)
         options = self.query_one(OptionList)
         highlighted = options.highlighted
