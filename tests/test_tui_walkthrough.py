@@ -96,3 +96,23 @@ def test_a_slow_pane_reports_its_rate_with_a_decimal_not_zero():
     assert "0.3 tok/s" in stats_text(state, None)
     state.completion = type("C", (), {"timings": Timings(0.1, 1.0, 41.7)})()
     assert "42 tok/s" in stats_text(state, None)
+
+
+async def test_switching_to_a_model_without_a_chat_template_turns_chat_off(demo):
+    import dataclasses
+
+    chatty = dataclasses.replace(demo, spec=dataclasses.replace(demo.spec, chat=True))
+    app = DecodelabApp(spec=chatty.spec, configs=[DecodingConfig(name="g", max_new_tokens=4)], prompt="x",
+                       loaded=chatty)
+    async with app.run_test(size=(80, 24)) as pilot:
+        from tui.messages import ModelLoaded
+
+        app.load = lambda spec: app.post_message(ModelLoaded(chatty))  # the spec keeps chat on, as m does
+        app.load_path("demo")
+        await pilot.pause()
+        await pilot.pause()
+        assert app.loaded.spec.chat is False
+        assert any("no chat template" in n.message for n in app._notifications)
+        await pilot.press("ctrl+r")
+        await wait_idle(app, pilot)
+        assert app.panes()[0].state.steps and not app.panes()[0].state.error

@@ -80,6 +80,8 @@ class DecodelabApp(BranchActions, PaneActions, FileActions, App):
         self.running = False
         self.loading = False
         """A model load is under way (ctrl+r says so instead of 'no model')."""
+        self.switched_model = False
+        """The model being loaded was picked with m (not given on the command line)."""
         self.run_id = 0
         self.cancel_event = threading.Event()
         self.stop_rows: set[int] = set()  # rows of the current run stopped one by one (k)
@@ -169,6 +171,9 @@ class DecodelabApp(BranchActions, PaneActions, FileActions, App):
     def on_model_loaded(self, message: ModelLoaded) -> None:
         self.loading = False
         self.loaded = message.loaded
+        if self.switched_model:
+            self.switched_model = False
+            self.chat_for_new_model()
         self.spec = self.loaded.spec
         tokenizer = getattr(self.loaded, "tokenizer", None)
         self.token_bytes = TokenBytes(tokenizer) if tokenizer is not None else None
@@ -180,6 +185,17 @@ class DecodelabApp(BranchActions, PaneActions, FileActions, App):
                 self.notify("The model is loaded: close the dialog and press ctrl+r to run the prompt.")
             else:
                 self.action_run()
+
+    def chat_for_new_model(self) -> None:
+        """A model picked with m keeps chat mode only if it has a chat template (demo after smollm2 has none)."""
+        loaded = self.loaded
+        if loaded.spec.chat and not getattr(loaded, "remote", False) \
+                and not getattr(getattr(loaded, "tokenizer", None), "chat_template", None):
+            spec = dataclasses.replace(loaded.spec, chat=False)
+            self.loaded = dataclasses.replace(loaded, spec=spec)
+            self.spec = spec
+            self.notify(f"{loaded.name} has no chat template: chat mode is off, the prompt goes as plain text.",
+                        title="Chat template off", timeout=8)
 
     def update_model_bar(self) -> None:
         chat = " · chat" if self.loaded.spec.chat else ""
@@ -212,6 +228,7 @@ class DecodelabApp(BranchActions, PaneActions, FileActions, App):
         except ConfigError as exc:
             self.notify(str(exc), severity="error")
             return
+        self.switched_model = True  # chat mode follows the new model's template once it is in
         self.load(self.spec)  # self.loaded keeps working until the new model is in
 
     # -- running -------------------------------------------------------------------------------------
