@@ -185,6 +185,17 @@ class PaneActions:
         self.update_model_bar()
         self.notify(f"Chat template {'on' if spec.chat else 'off'}")
 
+    def chat_for_new_model(self) -> None:
+        """A model picked with m keeps chat mode only if it has a chat template (demo after smollm2 has none)."""
+        loaded = self.loaded
+        if loaded.spec.chat and not getattr(loaded, "remote", False) \
+                and not getattr(getattr(loaded, "tokenizer", None), "chat_template", None):
+            spec = dataclasses.replace(loaded.spec, chat=False)
+            self.loaded = dataclasses.replace(loaded, spec=spec)
+            self.spec = spec
+            self.notify(f"{loaded.name} has no chat template: chat mode is off, the prompt goes as plain text.",
+                        title="Chat template off", timeout=8)
+
     def action_change_model(self) -> None:
         from tui.screens.model_picker import ModelPicker  # the list `decodelab models` prints
 

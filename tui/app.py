@@ -186,17 +186,6 @@ class DecodelabApp(BranchActions, PaneActions, FileActions, App):
             else:
                 self.action_run()
 
-    def chat_for_new_model(self) -> None:
-        """A model picked with m keeps chat mode only if it has a chat template (demo after smollm2 has none)."""
-        loaded = self.loaded
-        if loaded.spec.chat and not getattr(loaded, "remote", False) \
-                and not getattr(getattr(loaded, "tokenizer", None), "chat_template", None):
-            spec = dataclasses.replace(loaded.spec, chat=False)
-            self.loaded = dataclasses.replace(loaded, spec=spec)
-            self.spec = spec
-            self.notify(f"{loaded.name} has no chat template: chat mode is off, the prompt goes as plain text.",
-                        title="Chat template off", timeout=8)
-
     def update_model_bar(self) -> None:
         chat = " · chat" if self.loaded.spec.chat else ""
         self.query_one("#model-bar", Static).update(f"{self.loaded.describe()}{chat}")
