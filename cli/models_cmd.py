@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import click
 
@@ -30,9 +31,14 @@ def models(as_json, hf_cache):
         click.echo(json.dumps([e.to_dict() for e in entries], ensure_ascii=False))
         return
     width = max([len("MODEL (--model)")] + [len(e.name) for e in entries])
-    click.echo(f"{'MODEL (--model)':<{width}}  {'KIND':<8}  {'SIZE':>9}  DETAIL")
-    for e in entries:
-        click.echo(f"{e.name:<{width}}  {e.kind:<8}  {format_size(e.size_bytes):>9}  {e.detail}")
+    rows = [(e.name, f"{e.kind:<8}  {format_size(e.size_bytes):>9}  {e.detail}") for e in entries]
+    if width + 2 + max(len(rest) for _, rest in rows) <= shutil.get_terminal_size().columns:
+        click.echo(f"{'MODEL (--model)':<{width}}  {'KIND':<8}  {'SIZE':>9}  DETAIL")
+        for name, rest in rows:
+            click.echo(f"{name:<{width}}  {rest}")
+    else:  # too wide for the terminal (long paths at 80 columns): the name on its own line, the rest below it
+        for name, rest in rows:
+            click.echo(f"{name}\n    {rest}")
     if not any(e.kind == "hf-cache" for e in entries):
         click.echo("(no models in the local Hugging Face cache; download one elsewhere with `hf download ORG/NAME`)",
                    err=True)

@@ -36,8 +36,18 @@ def test_models_lists_bundled_hf_cache_and_converted(tmp_path, monkeypatch):
     assert entries["demo"]["kind"] == "bundled" and entries["demo"]["size_bytes"] > 1_000_000
     assert entries["Org/tiny-chat"]["kind"] == "hf-cache" and entries["Org/tiny-chat"]["detail"] == "LlamaForCausalLM"
     assert "may not be a causal LM" in entries["Org/encoder"]["detail"]
+    monkeypatch.setenv("COLUMNS", "200")
     table = CliRunner().invoke(main, ["models", "--hf-cache", str(cache)]).stdout
     assert table.splitlines()[0].startswith("MODEL (--model)") and "Org/tiny-chat" in table
+
+
+def test_models_at_80_columns_puts_each_name_on_its_own_line(tmp_path, monkeypatch):
+    monkeypatch.setenv("DECODELAB_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("COLUMNS", "80")
+    lines = CliRunner().invoke(main, ["models", "--hf-cache", str(tmp_path / "none")]).stdout.splitlines()
+    assert "demo" in lines and not lines[0].startswith("MODEL")
+    detail = lines[lines.index("demo") + 1]
+    assert detail.startswith("    bundled") and len(detail) <= 80
 
 
 def test_models_without_an_hf_cache_says_so(tmp_path, monkeypatch):
