@@ -49,13 +49,13 @@ def print_completions(console: Console, prompt: str, completions, heatmap: str |
     panels = []
     for c in completions:
         body = heat_text(c, heatmap) if heatmap else Text(c.text)
-        parts = [body, Text(stats_line(c), style="dim")]
+        # The config's summary goes inside (it wraps), not on the border, where a narrow panel cut it.
+        parts = [Text(c.config.summary(), style="dim"), body, Text(stats_line(c), style="dim")]
         if c.extra.get("error"):
             parts.append(Text(f"⚠ {c.extra['error']}", style="yellow"))
         if c.extra.get("ignored"):
             parts.append(Text(f"⚠ the server ignores {', '.join(c.extra['ignored'])}", style="yellow"))
-        panels.append(Panel(Group(*parts), title=f"[b]{c.config.name}[/b]",
-                            subtitle=c.config.summary(), title_align="left", subtitle_align="left"))
+        panels.append(Panel(Group(*parts), title=f"[b]{c.config.name}[/b]", title_align="left"))
     width = max(30, console.width // max(1, min(len(panels), max(1, console.width // 40))))
     console.print(Text("prompt: ", style="bold") + Text(prompt.strip()[:500]))
     console.print(Columns(panels, width=width - 1, equal=True))

@@ -178,3 +178,19 @@ def test_import_webui_yaml(tmp_path):
     config = find_preset("Big-O")
     assert (config.temperature, config.top_p, config.top_k) == (0.87, 0.99, 85) and config.do_sample
     assert "top_a" in result.stderr and "NOT imported" in result.stderr
+
+
+def test_run_panels_keep_each_config_summary_whole_at_80_columns(demo):
+    """The summary used to sit on a panel's bottom border, where three panels at 80 columns cut it."""
+    import io
+
+    from rich.console import Console
+
+    from cli.render import print_completions
+    from engine import DecodingConfig, generate_many
+
+    configs = [DecodingConfig(name="a", do_sample=True, temperature=0.5, min_p=0.1, max_new_tokens=4),
+               DecodingConfig(name="b", max_new_tokens=4)]
+    out = io.StringIO()
+    print_completions(Console(file=out, width=80), "The for", generate_many(demo, "The for", configs), None)
+    assert "min_p=0.1" in out.getvalue() and "seed=auto" in out.getvalue()
