@@ -26,7 +26,7 @@ from engine.cache import prefill
 from engine.modelcalls import eos_token_ids
 from engine.results import Completion, PromptError, StepEvent
 from engine.rows import build_steps, new_tracker
-from engine.sampling import RowSettings, RowState, pick, process, step_statistics, token_hashes
+from engine.sampling import RowSettings, RowState, pick, process, step_statistics
 
 
 @dataclass(eq=False)
@@ -63,7 +63,7 @@ class Request:
 class Group:
     """Requests that joined at the same step: their rows share one step counter, settings and penalty state."""
 
-    def __init__(self, requests: list[Request], vocab: int, device, hashes, eos: list[int], tokenizer=None):
+    def __init__(self, requests: list[Request], vocab: int, device, eos: list[int], tokenizer=None):
         self.requests = requests
         self.owners = [(r, i) for r in requests for i in range(r.rows)]
         configs = [r.configs[i] for r, i in self.owners]
@@ -74,7 +74,7 @@ class Group:
         self.state = RowState.for_prompts(self.settings, [r.prompt_ids for r, _ in self.owners], vocab,
                                           max(c.max_new_tokens for c in configs), eos_t)
         self.k = min(max(r.top for r in requests), vocab)
-        self.step, self.hashes = 0, hashes
+        self.step, self.vocab = 0, vocab
 
     @property
     def rows(self) -> int:
@@ -83,7 +83,7 @@ class Group:
     def sample(self, logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """This group's processed logits and picked tokens (its own step counter drives the seeded noise)."""
         processed = process(logits, self.settings, self.state, self.step)  # the sampler chain
-        tokens = pick(processed, self.settings, self.step, self.hashes)  # argmax, or argmax + Gumbel noise
+        tokens = pick(processed, self.settings, self.step)  # argmax, or the row's own seeded draw
         self.state.update(tokens, processed)
         return processed, tokens
 
@@ -113,7 +113,7 @@ class Group:
             return
         device = self.settings.seed_lo.device
         self.settings = RowSettings.build([r.configs[i] for r, i in self.owners],
-                                          [r.seeds[i] for r, i in self.owners], self.hashes.shape[0], device,
+                                          [r.seeds[i] for r, i in self.owners], self.vocab, device,
                                           self.tokenizer)
         self.state.select(torch.tensor(rows, dtype=torch.long, device=device), self.settings)  # rows that stay
 
@@ -159,7 +159,6 @@ class MultiBatch:
         self.groups: list[Group] = []
         self.cache = self.mask = self.positions = self.logits = None
         self.mergeable = _probe_mergeable(loaded)
-        self.hashes = None
         self.forwards = 0
 
     @property
@@ -207,9 +206,7 @@ class MultiBatch:
                 positions = torch.full((n,), length, dtype=torch.long, device=self.device)
                 self._join(rows.cache, mask, positions, logits)
             request.prefill_s = time.perf_counter() - start
-        if self.hashes is None:
-            self.hashes = token_hashes(self.logits.shape[-1], self.device)
-        self.groups.append(Group(requests, self.logits.shape[-1], self.device, self.hashes, self.eos, self.tokenizer))
+        self.groups.append(Group(requests, self.logits.shape[-1], self.device, self.eos, self.tokenizer))
 
     def _join(self, cache, mask, positions, logits) -> None:
         if self.cache is None:

@@ -21,7 +21,7 @@ from engine.modelcalls import eos_token_ids
 from engine.results import Completion, GenerationError, PromptError, StepEvent, Timings
 from engine.rows import build_steps, new_tracker
 from engine.rowstops import finish_stopped
-from engine.sampling import RowSettings, RowState, pick, process, step_statistics, token_hashes
+from engine.sampling import RowSettings, RowState, pick, process, step_statistics
 
 OnStep = Callable[[StepEvent], None]
 
@@ -171,7 +171,6 @@ def _decode_batch(loaded, prompt_ids, configs, seeds, row_ids, emit, cancel, k, 
     state = RowState(settings, prompt_ids, vocab, max_new, eos_t)
     for token in prefix:  # the forced tokens count as generated for the penalties
         state.update(torch.full((rows,), token, dtype=torch.long, device=loaded.device))
-    hashes = token_hashes(vocab, loaded.device)
     decode_start = time.perf_counter()
     for step in range(len(prefix), max_new):
         stopped = finish_stopped(trackers, row_ids, stops, step, time.perf_counter() - decode_start)  # "stop this pane"
@@ -180,7 +179,7 @@ def _decode_batch(loaded, prompt_ids, configs, seeds, row_ids, emit, cancel, k, 
         if cancel.is_set() or all(t.finished for t in trackers):
             break
         processed = process(logits, settings, state, step)  # the sampler chain (engine/sampling/chain.py)
-        tokens = pick(processed, settings, step, hashes)  # argmax, or argmax + Gumbel noise
+        tokens = pick(processed, settings, step)  # argmax, or the row's own seeded draw
         stats = step_statistics(logits, processed, tokens, k).cpu()  # the step's one host transfer
         state.update(tokens, processed)  # history, penalty counts, Mirostat's mu
         now = time.perf_counter() - decode_start

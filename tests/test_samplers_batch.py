@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from engine import DecodingConfig, generate_many
-from engine.sampling import RowSettings, RowState, pick, process, token_hashes
+from engine.sampling import RowSettings, RowState, pick, process
 
 PROMPT = "The for statement"
 
@@ -68,7 +68,7 @@ def test_stages_no_row_uses_do_not_run(monkeypatch):
     configs = [DecodingConfig(), DecodingConfig(do_sample=True, temperature=0.7, top_p=0.9)]
     settings = RowSettings.build(configs, [0, 1], 50, torch.device("cpu"))
     state = RowState(settings, torch.tensor([1, 2]), 50, 4)
-    pick(process(torch.randn(2, 50), settings, state, 0), settings, 0, token_hashes(50, torch.device("cpu")))
+    pick(process(torch.randn(2, 50), settings, state, 0), settings, 0)
     assert called == ["temperature", "top_p"]
 
 

@@ -24,7 +24,6 @@ from engine.sampling import (
     pick,
     process,
     step_statistics,
-    token_hashes,
 )
 
 V = 64
@@ -148,8 +147,7 @@ def _draws(config, logits, n_rows=2000, steps=10):
     settings = RowSettings.build([config] * n_rows, list(range(n_rows)), V, torch.device("cpu"))
     state = PenaltyState(settings, torch.tensor([0]), V, 1)
     processed = process(logits.expand(n_rows, V), settings, state, 0, None)
-    hashes = token_hashes(V, torch.device("cpu"))
-    return torch.cat([pick(processed, settings, step, hashes) for step in range(steps)]), processed[0]
+    return torch.cat([pick(processed, settings, step) for step in range(steps)]), processed[0]
 
 
 @pytest.mark.parametrize("config", [
@@ -185,7 +183,7 @@ def test_greedy_rows_take_the_argmax_of_penalised_logits():
     logits = torch.randn(3, V)
     configs = [DecodingConfig(), DecodingConfig(do_sample=True, temperature=0), DecodingConfig(do_sample=True)]
     settings = RowSettings.build(configs, [1, 2, 3], V, torch.device("cpu"))
-    tokens = pick(logits, settings, 0, token_hashes(V, torch.device("cpu")))
+    tokens = pick(logits, settings, 0)
     assert tokens[:2].tolist() == logits[:2].argmax(-1).tolist()
 
 

@@ -13,11 +13,11 @@
 """
 
 from engine.sampling.chain import pick, process
-from engine.sampling.noise import hash32, sample_uniforms, token_hashes, uniform_rows
+from engine.sampling.noise import hash32, sample_uniforms, uniform_rows
 from engine.sampling.repetition import banned_ngram_tokens
 from engine.sampling.settings import RowSettings
 from engine.sampling.state import PenaltyState, RowState
 from engine.sampling.statistics import step_statistics
 
 __all__ = ["PenaltyState", "RowSettings", "RowState", "banned_ngram_tokens", "hash32", "pick", "sample_uniforms",
-           "process", "step_statistics", "token_hashes", "uniform_rows"]
+           "process", "step_statistics", "uniform_rows"]

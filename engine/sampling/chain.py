@@ -77,12 +77,12 @@ def _run(stage, view, x, s, state, step):
     return on_rows(x, rows, lambda _, part: stage(part, sub, state.take(rows), step))
 
 
-def pick(processed: torch.Tensor, s, step: int, token_hash: torch.Tensor | None = None) -> torch.Tensor:
+def pick(processed: torch.Tensor, s, step: int) -> torch.Tensor:
     """Greedy rows take the argmax; a sampling row draws from its own distribution with its own uniform
     number u (seed, step): the first token, in id order, whose cumulative probability passes u.
 
     Zero-probability (filtered) tokens can never be drawn; the draw depends on nothing but the row's
-    processed logits, seed and step. (token_hash is accepted for older callers and not needed.)
+    processed logits, seed and step.
     """
     tokens = processed.argmax(dim=-1)
     if "sample" not in s.uses:

@@ -47,6 +47,3 @@ def uniform_rows(seed_lo: torch.Tensor, seed_hi: torch.Tensor, step: int, salt: 
     return ((bits.float() + 0.5) * (1.0 / 2**24))[:, None]
 
 
-def token_hashes(vocab_size: int, device: torch.device) -> torch.Tensor:
-    """Kept for callers that still pass it to pick(); sampling no longer needs per-token noise."""
-    return hash32(torch.arange(vocab_size, dtype=torch.int64, device=device) + 0x165667B1)
