@@ -7,6 +7,10 @@ import socket
 import time
 
 import httpx
+import openai
+import pytest
+
+from server import Server
 
 PROMPT = "The for statement"
 PROMPTS = ["The for statement", "A function definition", "Return the number of items", "The while"]
@@ -50,3 +54,16 @@ def wait_idle(server, seconds=20):
     while (server.scheduler.batch.groups or server.scheduler.waiting) and time.monotonic() < deadline:
         time.sleep(0.05)
     return not server.scheduler.batch.groups
+
+# -- fixtures shared by the serve test modules (each module gets its own server) ------------------------
+
+@pytest.fixture(scope="module")
+def server(demo):
+    server = Server(demo, port=0, header_timeout=1.0).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def client(server):
+    return openai.OpenAI(base_url=server.url, api_key="unused", max_retries=0)

@@ -10,19 +10,7 @@ import pytest
 
 from engine import DecodingConfig, generate_many
 from server import Server, exposure_warning
-from serving import PROMPT, PROMPTS, error_of, post, raw
-
-
-@pytest.fixture(scope="module")
-def server(demo):
-    server = Server(demo, port=0, header_timeout=1.0).start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="module")
-def client(server):
-    return openai.OpenAI(base_url=server.url, api_key="unused", max_retries=0)
+from serving import PROMPT, PROMPTS, client, error_of, post, raw, server  # noqa: F401 - fixtures
 
 
 # -- the SDK: everything it sends that fits ---------------------------------------------------------

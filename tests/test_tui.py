@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import threading
 
 import pytest
@@ -17,6 +18,8 @@ from tui.screens.preset_picker import PresetPicker
 from tui.screens.save_preset import SavePreset
 from tui.widgets.inspector import Inspector
 
+import tui_pilot
+
 PROMPT = "The for statement"
 
 
@@ -26,14 +29,8 @@ def make_app(demo, configs=None, prompt=PROMPT, **kwargs) -> DecodelabApp:
     return DecodelabApp(spec=ModelSpec(), configs=configs, prompt=prompt, loaded=demo, **kwargs)
 
 
-async def wait_idle(app, pilot, timeout: float = 60) -> None:
-    """Wait until no run is in progress and every message is handled."""
-    for _ in range(int(timeout / 0.05)):
-        await pilot.pause(0.05)
-        if not app.running and not app.pending:
-            await pilot.pause()
-            return
-    raise AssertionError("the run did not finish")
+# These short runs must finish within a minute; tui_pilot's helper allows longer ones more time.
+wait_idle = functools.partial(tui_pilot.wait_idle, timeout=60)
 
 
 async def test_run_streams_into_every_pane_off_the_ui_thread(demo):
