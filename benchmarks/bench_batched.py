@@ -1,6 +1,6 @@
 """Run the batched-decoding benchmark (the same as `decodelab bench`); pass --help for options."""
 
-from cli.main import bench
+from decodelab.cli.main import bench
 
 if __name__ == "__main__":
     bench()

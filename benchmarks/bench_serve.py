@@ -73,8 +73,8 @@ def short_during_long(url: str, long_tokens: int = 300, short_tokens: int = 8) -
 
 
 def engine_only(loaded, tokens: int) -> tuple[float, float]:
-    from engine import DecodingConfig, generate_many
-    from engine.batching import generate_prompts
+    from decodelab.engine import DecodingConfig, generate_many
+    from decodelab.engine.decoding.loop import generate_prompts
 
     config = DecodingConfig(max_new_tokens=tokens, min_new_tokens=tokens)
     start = time.perf_counter()
@@ -98,12 +98,12 @@ def main() -> None:
         import torch
 
         torch.set_num_threads(args.threads)
-    from engine.loading import ModelSpec, load_model
-    from server import Server
+    from decodelab.engine.backends.loading import ModelSpec, load_model
+    from decodelab.server import Server
 
     print(f"load before: {os.getloadavg()}")
     if args.shape:
-        from engine.benchmark import random_model
+        from decodelab.engine.experiments.benchmark import random_model
 
         loaded = random_model(args.shape, device="cpu")
         PROMPTS[:] = [" ".join(f"w{5 + 7 * i + j}" for j in range(8 + 4 * i)) for i in range(len(PROMPTS))]
@@ -124,11 +124,11 @@ def main() -> None:
 
     print(f"model {loaded.describe()}; {len(PROMPTS)} prompts x {args.tokens} tokens; medians of {args.repeats}; "
           f"torch threads {torch.get_num_threads()}")
-    print(f"server: sequential {med(seq):.2f}s  concurrent {med(conc):.2f}s  ratio {med(seq) / med(conc):.2f}x"
+    print(f"decodelab.server: sequential {med(seq):.2f}s  concurrent {med(conc):.2f}s  ratio {med(seq) / med(conc):.2f}x"
           f"  (runs: seq {[round(x, 2) for x in seq]}, conc {[round(x, 2) for x in conc]})")
-    print(f"server: 8-token request alone {med(alone):.3f}s; while a 300-token request streams "
+    print(f"decodelab.server: 8-token request alone {med(alone):.3f}s; while a 300-token request streams "
           f"{med(s for s, _ in during):.3f}s (the long one took {med(l for _, l in during):.2f}s)")
-    print(f"engine: generate_prompts {med(t for t, _ in eng):.2f}s  8 x generate_many {med(s for _, s in eng):.2f}s"
+    print(f"decodelab.engine: generate_prompts {med(t for t, _ in eng):.2f}s  8 x generate_many {med(s for _, s in eng):.2f}s"
           f"  ratio {med(s for _, s in eng) / med(t for t, _ in eng):.2f}x")
     print(f"load after: {os.getloadavg()}")
 

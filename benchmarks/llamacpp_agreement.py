@@ -21,10 +21,10 @@ PROMPTS = ["The capital of France is", "Once upon a time, in a small village,", 
 
 
 def main() -> None:
-    from engine import DecodingConfig, generate_many
-    from engine.gguf import smollm2_file
-    from engine.llamacpp_peer import greedy, open_gguf
-    from engine.loading import ModelSpec, load_model
+    from decodelab.engine import DecodingConfig, generate_many
+    from decodelab.engine.backends.gguf import smollm2_file
+    from decodelab.engine.experiments.peers import greedy, open_gguf
+    from decodelab.engine.backends.loading import ModelSpec, load_model
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("file", nargs="?", default=None)

@@ -19,10 +19,10 @@ import time
 
 import torch
 
-from engine import DecodingConfig
-from engine.benchmark import BENCH_CONFIGS
-from engine.loading import ModelSpec, load_model
-from engine.sampling import RowSettings, RowState, pick, process, step_statistics
+from decodelab.engine import DecodingConfig
+from decodelab.engine.experiments.benchmark import BENCH_CONFIGS
+from decodelab.engine.backends.loading import ModelSpec, load_model
+from decodelab.engine.sampling import RowSettings, RowState, pick, process, step_statistics
 
 ALL_ON = [
     DecodingConfig(name="greedy-dry", dry_multiplier=0.8, logit_bias={"50": -2.0}, banned_strings=(" the man",)),

@@ -1,5 +1,5 @@
-"""`python -m cli` runs the decodelab command."""
+"""`python -m decodelab.cli` runs the decodelab command."""
 
-from cli.main import main
+from .main import main
 
 main()

@@ -6,14 +6,14 @@ from pathlib import Path
 
 import click
 
-from cli.common import handle_errors, load_with_progress, model_options, model_spec, resolve_configs
-from engine.config import ConfigError
-from render.tables import tally_table
+from .common import handle_errors, load_with_progress, model_options, model_spec, resolve_configs
+from decodelab.engine.config import ConfigError
+from decodelab.render.tables import tally_table
 
 
 def read_prompts(prompt: str | None, prompt_file: str | None) -> list[str]:
-    from engine.fileio import load_document
-    from engine.sweep import read_prompt_cases
+    from decodelab.engine.library.fileio import load_document
+    from decodelab.engine.experiments.sweep import read_prompt_cases
 
     if prompt is not None and prompt_file is not None:
         raise click.UsageError("give --prompt or --prompt-file, not both")
@@ -50,7 +50,7 @@ def ab(presets, sets, prompt, prompt_file, rounds, tally_path, new, save_winner,
     from rich.console import Console
     from rich.panel import Panel
 
-    from engine.arena import Tally, load_tally, play_rounds, save_tally
+    from decodelab.engine.experiments.arena import Tally, load_tally, play_rounds, save_tally
 
     console = Console()
     prompts = read_prompts(prompt, prompt_file)
@@ -90,7 +90,7 @@ def ab(presets, sets, prompt, prompt_file, rounds, tally_path, new, save_winner,
     if leader is not None:
         console.print(f"leader: [b]{tally.names[leader]}[/b] — {tally.describe(leader)}")
         if save_winner:
-            from engine.presets import save_user_preset
+            from decodelab.engine.library.presets import save_user_preset
 
             config = tally.configs[leader].replace(description=tally.describe(leader))
             console.print(f"saved {save_winner} -> {save_user_preset(config, save_winner)}")

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import click
 
-from engine.config import ConfigError, DecodingConfig
+from decodelab.engine.config import ConfigError, DecodingConfig
 
 DEFAULT_PRESETS = ("greedy", "balanced", "creative")
 
@@ -70,18 +70,18 @@ def model_options(func):
 def model_spec(model, dtype, device, quantization, quant_type, chat, trust_remote_code, profile, api_key=None,
                server_kind="auto", remote_model=""):
     """The ModelSpec the options describe; the API key is kept out of it, so it is never saved."""
-    from engine.loading import ModelSpec
+    from decodelab.engine.backends.loading import ModelSpec
 
     if profile:
-        from engine.profiles import load_model_profile
+        from decodelab.engine.library.profiles import load_model_profile
 
         return load_model_profile(profile)
     if model is None:
-        from engine.loading import default_model_path
+        from decodelab.engine.backends.loading import default_model_path
 
         model = default_model_path()
         if model == "demo" and not os.environ.get("DECODELAB_MODEL"):
-            from engine.gguf import SMOLLM2_HINT
+            from decodelab.engine.backends.gguf import SMOLLM2_HINT
 
             click.echo(f"decodelab: using the tiny demo model; {SMOLLM2_HINT}", err=True)
     if chat is None:
@@ -93,7 +93,7 @@ def model_spec(model, dtype, device, quantization, quant_type, chat, trust_remot
 
 def parse_set(items: tuple[str, ...]) -> dict:
     """--set field=value pairs; values are read as TOML (0.7, true, ["a"]) or else taken as plain text."""
-    from engine.config import FIELD_NAMES, unknown_key_error
+    from decodelab.engine.config import FIELD_NAMES, unknown_key_error
 
     changes = {}
     for item in items:
@@ -115,7 +115,7 @@ def parse_set(items: tuple[str, ...]) -> dict:
 
 def resolve_configs(presets: tuple[str, ...], sets: tuple[str, ...], seed: int | None,
                     default: tuple[str, ...] = ()) -> list[DecodingConfig]:
-    from engine.presets import find_preset
+    from decodelab.engine.library.presets import find_preset
 
     changes = parse_set(sets)
     names = presets or default
@@ -153,7 +153,7 @@ def read_prompt(prompt: str | None, prompt_file: str | None, required: bool = Tr
 
 
 def load_with_progress(spec, quiet: bool = False, api_key: str | None = None):
-    from engine.loading import load_model
+    from decodelab.engine.backends.loading import load_model
 
     tty = sys.stderr.isatty()
 
@@ -178,7 +178,7 @@ def handle_errors(func):
     """User mistakes exit 2 with one line; runtime failures exit 1; never a traceback for either."""
     @functools.wraps(func)
     def wrapper(*args, **kwargs):
-        from engine.config import ConfigError
+        from decodelab.engine.config import ConfigError
 
         try:
             return func(*args, **kwargs)
@@ -187,8 +187,8 @@ def handle_errors(func):
         except KeyboardInterrupt:
             fail("interrupted", 130)
         except Exception as exc:  # noqa: BLE001 - mapped below, re-raised if unknown
-            from engine.loading import ModelLoadError
-            from engine.results import GenerationError, PromptError
+            from decodelab.engine.backends.loading import ModelLoadError
+            from decodelab.engine.results import GenerationError, PromptError
 
             if isinstance(exc, PromptError):
                 fail(str(exc), 2)

@@ -7,7 +7,7 @@ import threading
 
 import click
 
-from cli.common import (
+from .common import (
     DEFAULT_PRESETS,
     CommandGroup,
     handle_errors,
@@ -40,7 +40,7 @@ def main(ctx, presets, prompt, prompt_file, **model):
     spec = model_spec(**model)
     configs = resolve_configs(presets, (), None, DEFAULT_PRESETS)
     text = read_prompt(prompt, prompt_file, required=False)
-    from tui.app import run_app
+    from decodelab.tui.app import run_app
 
     run_app(spec=spec, configs=configs, prompt=text, run_at_start=text is not None, api_key=model.get("api_key"))
 
@@ -76,8 +76,8 @@ def run(prompt, prompt_file, presets, sets, seed, as_json, as_jsonl, heatmap, to
     configs = resolve_configs(presets, sets, seed)
     quiet = as_json or as_jsonl
     loaded = load_with_progress(model_spec(**model), quiet=quiet, api_key=model.get("api_key"))
-    from engine.generation import generate_many
-    from engine.results import completion_to_dict
+    from decodelab.engine.decoding.run import generate_many
+    from decodelab.engine.results import completion_to_dict
 
     completions = generate_many(loaded, text, configs, cancel=threading.Event(), top_alternatives=max(top, 10))
     if as_json:
@@ -90,7 +90,7 @@ def run(prompt, prompt_file, presets, sets, seed, as_json, as_jsonl, heatmap, to
     else:
         from rich.console import Console
 
-        from cli.render import print_completions
+        from .render import print_completions
 
         print_completions(Console(), text, completions, heatmap)
     failed = [c for c in completions if c.stop_reason == "error" or c.extra.get("error")]
@@ -120,13 +120,13 @@ def bench(shape, real, new_tokens, repeats, **model):
     the same configs on the same file, without and with top-10 logprobs.
     Example: decodelab bench --real --repeats 1
     """
-    from engine.benchmark import random_model, run_benchmark
+    from decodelab.engine.experiments.benchmark import random_model, run_benchmark
 
     spec = model_spec(**model)
     if real:
         loaded = load_with_progress(spec, api_key=model.get("api_key"))
     else:
-        from engine.loading import resolve_device
+        from decodelab.engine.backends.loading import resolve_device
 
         device = resolve_device(spec)
         loaded = random_model(shape or ("llama-1b" if device.type == "cuda" else "cpu-40m"), str(device), spec.dtype)
@@ -136,11 +136,11 @@ def bench(shape, real, new_tokens, repeats, **model):
     click.echo(result.report())
 
 
-from cli.ab_cmd import ab  # noqa: E402 - the commands live in their own modules
-from cli.serve_cmd import serve  # noqa: E402
-from cli.presets_cmd import presets  # noqa: E402
-from cli.sweep_cmd import sweep  # noqa: E402
-from cli.models_cmd import models  # noqa: E402
+from .ab_cmd import ab  # noqa: E402 - the commands live in their own modules
+from .serve_cmd import serve  # noqa: E402
+from .presets_cmd import presets  # noqa: E402
+from .sweep_cmd import sweep  # noqa: E402
+from .models_cmd import models  # noqa: E402
 
 for command in (presets, ab, sweep, serve, models):
     main.add_command(command)

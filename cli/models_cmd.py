@@ -7,7 +7,7 @@ import shutil
 
 import click
 
-from cli.common import handle_errors
+from .common import handle_errors
 
 
 @click.command()
@@ -24,7 +24,7 @@ def models(as_json, hf_cache):
       decodelab models
       decodelab --model "$(decodelab models --json | jq -r '.[0].name')"
     """
-    from engine.catalog import available_models, format_size
+    from decodelab.engine.backends.catalog import available_models, format_size
 
     entries = available_models(hf_cache)
     if as_json:

@@ -6,25 +6,25 @@ from pathlib import Path
 
 import click
 
-from cli.common import handle_errors, parse_set
-from engine.config import DEFAULTS, FIELD_NAMES, ConfigError
+from .common import handle_errors, parse_set
+from decodelab.engine.config import DEFAULTS, FIELD_NAMES, ConfigError
 
 
 def save_forcing(config, name: str, force: bool):
     """Save into the library; an existing preset is kept unless --force, and the error says so."""
-    from engine.presets import PresetExistsError, save_user_preset
+    from decodelab.engine.library.presets import PresetExistsError, save_user_preset
 
     try:
         return save_user_preset(config, name, overwrite=force)
     except PresetExistsError:
-        from engine.presets import user_preset_dir
+        from decodelab.engine.library.presets import user_preset_dir
 
         raise ConfigError(f"your preset {name!r} already exists ({user_preset_dir() / (name + '.toml')}); "
                           "pass --force to overwrite it, or choose another name") from None
 
 
 def note_shadowing(name: str) -> None:
-    from engine.presets import builtin_preset_dir
+    from decodelab.engine.library.presets import builtin_preset_dir
 
     if (builtin_preset_dir() / f"{name}.toml").is_file():
         click.echo(f"note: your {name!r} now shadows the built-in preset of that name everywhere "
@@ -40,7 +40,7 @@ def presets():
 @handle_errors
 def list_cmd():
     """List every preset by name (your presets shadow built-ins of the same name)."""
-    from engine.presets import list_presets, load_preset
+    from decodelab.engine.library.presets import list_presets, load_preset
 
     for entry in list_presets():
         try:
@@ -55,7 +55,7 @@ def list_cmd():
 @handle_errors
 def show(name):
     """Print a preset as TOML."""
-    from engine.presets import dumps_preset, find_preset
+    from decodelab.engine.library.presets import dumps_preset, find_preset
 
     click.echo(dumps_preset(find_preset(name)), nl=False)
 
@@ -68,8 +68,8 @@ def show(name):
 @handle_errors
 def save(name, base, sets, force):
     """Save a preset into your library."""
-    from engine.config import DecodingConfig
-    from engine.presets import find_preset
+    from decodelab.engine.config import DecodingConfig
+    from decodelab.engine.library.presets import find_preset
 
     config = find_preset(base) if base else DecodingConfig()
     changes = parse_set(sets)
@@ -83,7 +83,7 @@ def save(name, base, sets, force):
 @handle_errors
 def delete(name):
     """Delete one of your presets (built-ins stay)."""
-    from engine.presets import delete_user_preset
+    from decodelab.engine.library.presets import delete_user_preset
 
     click.echo(f"deleted {delete_user_preset(name)}")
 
@@ -94,7 +94,7 @@ def delete(name):
 @handle_errors
 def diff(a, b):
     """Show the fields where two presets differ."""
-    from engine.presets import find_preset
+    from decodelab.engine.library.presets import find_preset
 
     left, right = find_preset(a), find_preset(b)
     rows = [(f, getattr(left, f), getattr(right, f)) for f in FIELD_NAMES
@@ -113,7 +113,7 @@ def diff(a, b):
 @handle_errors
 def path():
     """Print the folder that holds your presets."""
-    from engine.presets import user_preset_dir
+    from decodelab.engine.library.presets import user_preset_dir
 
     click.echo(str(user_preset_dir()))
 
@@ -129,9 +129,9 @@ def path():
 @handle_errors
 def export_cmd(name, fmt, output, force):
     """Export a preset for another stack; settings it lacks are listed on stderr."""
-    from engine.fileio import save_document
-    from engine.interop import export_preset
-    from engine.presets import find_preset
+    from decodelab.engine.library.fileio import save_document
+    from decodelab.engine.library.interop import export_preset
+    from decodelab.engine.library.presets import find_preset
 
     converted = export_preset(find_preset(name), fmt)
     text = converted.text() if fmt != "llamacpp" else converted.data + "\n"
@@ -152,9 +152,9 @@ def export_cmd(name, fmt, output, force):
 @handle_errors
 def import_cmd(file, name, save, force):
     """Import a transformers generation_config.json or a text-generation-webui YAML preset."""
-    from engine.fileio import load_document
-    from engine.interop import import_preset_text
-    from engine.presets import check_preset_name, dumps_preset
+    from decodelab.engine.library.fileio import load_document
+    from decodelab.engine.library.interop import import_preset_text
+    from decodelab.engine.library.presets import check_preset_name, dumps_preset
 
     text = load_document(file, "file")
     stem = Path(file).stem

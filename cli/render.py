@@ -7,7 +7,7 @@ from rich.console import Console, Group
 from rich.panel import Panel
 from rich.text import Text
 
-from themes.heatmap import MEASURES, colour, level, text_colour_for
+from decodelab.themes.heatmap import MEASURES, colour, level, text_colour_for
 
 
 def stats_line(c) -> str:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from cli.common import handle_errors, load_with_progress, model_options, model_spec
+from .common import handle_errors, load_with_progress, model_options, model_spec
 
 
 @click.command()
@@ -37,7 +37,7 @@ def serve(host, port, serve_key, served_name, max_rows, max_queue, max_body_mb, 
     joins at the next step and a finished one returns at once. Point a client at it with:
     decodelab --model http://HOST:PORT/v1
     """
-    from server import Limits, Server, exposure_warning
+    from decodelab.server import Limits, Server, exposure_warning
 
     spec = model_spec(**model)
     if spec.is_remote:
@@ -51,7 +51,7 @@ def serve(host, port, serve_key, served_name, max_rows, max_queue, max_body_mb, 
         server = Server(loaded, host=host, port=port, api_key=serve_key, model_name=served_name, limits=limits,
                         max_queue=max_queue, header_timeout=header_timeout, idle_timeout=idle_timeout)
     except OSError as exc:
-        from engine.config import ConfigError
+        from decodelab.engine.config import ConfigError
 
         raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
     click.echo(f"serving {loaded.describe()} at {server.url} (Ctrl-C stops)", err=True)

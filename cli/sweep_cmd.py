@@ -4,19 +4,19 @@ from __future__ import annotations
 
 import click
 
-from cli.common import handle_errors, load_with_progress, model_options, model_spec, parse_set, warn
-from engine.config import ConfigError
-from render.pictures import grid_picture, scatter_text
-from render.tables import results_table
+from .common import handle_errors, load_with_progress, model_options, model_spec, parse_set, warn
+from decodelab.engine.config import ConfigError
+from decodelab.render.pictures import grid_picture, scatter_text
+from decodelab.render.tables import results_table
 
 
 def build_spec(presets, sets, grid, ranges, strategy, trials, seeds, prompt, prompt_file, objective, direction,
                sweep_file):
-    from engine.config import DecodingConfig
-    from engine.fileio import load_document
-    from engine.presets import find_preset
-    from engine.sweep import PromptCase, SweepSpec, load_sweep_file, parse_grid, parse_objective, parse_ranges
-    from engine.sweep import read_prompt_cases
+    from decodelab.engine.config import DecodingConfig
+    from decodelab.engine.library.fileio import load_document
+    from decodelab.engine.library.presets import find_preset
+    from decodelab.engine.experiments.sweep import PromptCase, SweepSpec, load_sweep_file, parse_grid, parse_objective, parse_ranges
+    from decodelab.engine.experiments.sweep import read_prompt_cases
 
     data = load_sweep_file(load_document(sweep_file, "sweep file"), sweep_file) if sweep_file else {}
     base_name = presets[0] if presets else data.get("base")
@@ -49,8 +49,8 @@ def build_spec(presets, sets, grid, ranges, strategy, trials, seeds, prompt, pro
 
 
 def show_results(console, results, spec) -> None:
-    from engine.sweep import best
-    from themes.heatmap import colour
+    from decodelab.engine.experiments.sweep import best
+    from decodelab.themes.heatmap import colour
 
     names = spec.swept()
     console.print(results_table(results, spec))
@@ -105,8 +105,8 @@ def sweep(presets, sets, grid, ranges, strategy, trials, seeds, prompt, prompt_f
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from engine.fileio import save_document
-    from engine.sweep import best, run_sweep, to_csv, to_json
+    from decodelab.engine.library.fileio import save_document
+    from decodelab.engine.experiments.sweep import best, run_sweep, to_csv, to_json
 
     console = Console()
     spec = build_spec(presets, sets, grid, ranges, strategy, trials, seeds, prompt, prompt_file, objective, direction,
@@ -150,7 +150,7 @@ def sweep(presets, sets, grid, ranges, strategy, trials, seeds, prompt, prompt_f
         console.print(f"wrote {json_path}")
     top = best(done, spec.direction)
     if save_best and top is not None:
-        from engine.presets import save_user_preset
+        from decodelab.engine.library.presets import save_user_preset
 
         config = top.config.replace(seed=None, description=f"best of a {spec.strategy} sweep: objective "
                                     f"{spec.objective} = {top.objective:.4f} ({spec.direction})")

@@ -6,8 +6,8 @@ It never imports textual, rich or the tui package.
 
 from __future__ import annotations
 
-from engine.config import FIELD_HELP, FIELD_NAMES, ConfigError, DecodingConfig
-from engine.presets import (
+from .config import FIELD_HELP, FIELD_NAMES, ConfigError, DecodingConfig
+from .library.presets import (
     PresetExistsError,
     dumps_preset,
     find_preset,
@@ -18,21 +18,21 @@ from engine.presets import (
 )
 
 _LAZY = {
-    "ModelSpec": "engine.loading",
-    "LoadedModel": "engine.loading",
-    "ModelLoadError": "engine.loading",
-    "load_model": "engine.loading",
-    "demo_model_path": "engine.loading",
-    "load_model_profile": "engine.profiles",
-    "save_model_profile": "engine.profiles",
-    "generate_many": "engine.generation",
-    "run_prompts": "engine.backend",
-    "Backend": "engine.backend",
-    "Completion": "engine.results",
-    "TokenStep": "engine.results",
-    "Alternative": "engine.results",
-    "StepEvent": "engine.results",
-    "GenerationError": "engine.results",
+    "ModelSpec": "decodelab.engine.backends.loading",
+    "LoadedModel": "decodelab.engine.backends.loading",
+    "ModelLoadError": "decodelab.engine.backends.loading",
+    "load_model": "decodelab.engine.backends.loading",
+    "demo_model_path": "decodelab.engine.backends.loading",
+    "load_model_profile": "decodelab.engine.library.profiles",
+    "save_model_profile": "decodelab.engine.library.profiles",
+    "generate_many": "decodelab.engine.decoding.run",
+    "run_prompts": "decodelab.engine.backends.base",
+    "Backend": "decodelab.engine.backends.base",
+    "Completion": "decodelab.engine.results",
+    "TokenStep": "decodelab.engine.results",
+    "Alternative": "decodelab.engine.results",
+    "StepEvent": "decodelab.engine.results",
+    "GenerationError": "decodelab.engine.results",
 }
 
 
@@ -43,7 +43,7 @@ def __getattr__(name: str):
         value = getattr(importlib.import_module(_LAZY[name]), name)
         globals()[name] = value
         return value
-    raise AttributeError(f"module 'engine' has no attribute {name!r}")
+    raise AttributeError(f"module 'decodelab.engine' has no attribute {name!r}")
 
 
 __all__ = [

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from engine.config import DecodingConfig
+from .config import DecodingConfig
 
 STOP_REASONS = ("eos", "stop_string", "max_new_tokens", "cancelled")
 

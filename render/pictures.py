@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-from render.tables import fmt
+from .tables import fmt
 
 
 def grid_picture(results, x_name, y_name, direction, colour):

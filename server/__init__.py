@@ -4,7 +4,7 @@ A layer over engine/, like cli/ and tui/: engine never imports it. Requests from
 with different prompts, decode in one shared batch (engine/batching.py).
 """
 
-from server.app import Limits
-from server.runner import Server, exposure_warning
+from .app import Limits
+from .runner import Server, exposure_warning
 
 __all__ = ["Limits", "Server", "exposure_warning"]

@@ -23,14 +23,14 @@ from starlette.requests import Request as HttpRequest
 from starlette.responses import JSONResponse, StreamingResponse
 from starlette.routing import Route
 
-from engine.batching import Request
-from engine.generation import check_context
-from engine.results import PromptError
-from server import responses
-from server.errors import ApiError, validation_error
-from server.prompts import prompt_text, tokenize_chat, tokenize_prompt
-from server.scheduler import Job, Scheduler
-from server.schemas import ChatRequest, CompletionRequest
+from decodelab.engine.decoding.loop import Request
+from decodelab.engine.decoding.run import check_context
+from decodelab.engine.results import PromptError
+from . import responses
+from .errors import ApiError, validation_error
+from .prompts import prompt_text, tokenize_chat, tokenize_prompt
+from .scheduler import Job, Scheduler
+from .schemas import ChatRequest, CompletionRequest
 
 
 @dataclass

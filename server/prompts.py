@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from engine.results import PromptError
+from decodelab.engine.results import PromptError
 
 
 def tokenize_prompt(loaded, tok, prompt: str | list[int]) -> torch.Tensor:

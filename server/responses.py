@@ -6,7 +6,7 @@ import time
 import uuid
 from dataclasses import dataclass
 
-from engine.results import Completion, TokenStep, json_number
+from decodelab.engine.results import Completion, TokenStep, json_number
 
 FINISH = {"eos": "stop", "stop_string": "stop", "max_new_tokens": "length", "cancelled": "stop"}
 

@@ -11,8 +11,8 @@ import h11
 import uvicorn
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
-from server.app import Api, Limits
-from server.scheduler import Scheduler
+from .app import Api, Limits
+from .scheduler import Scheduler
 
 
 def timed_protocol(header_timeout: float):

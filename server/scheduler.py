@@ -14,8 +14,8 @@ import queue
 import threading
 from functools import partial
 
-from engine.batching import MultiBatch, Request
-from server.errors import ApiError
+from decodelab.engine.decoding.loop import MultiBatch, Request
+from .errors import ApiError
 
 log = logging.getLogger("decodelab.serve")
 
@@ -123,7 +123,7 @@ class Scheduler:
 
     def _run_beams(self, job: Job) -> None:
         """Beam search goes through HF generate (engine/beams.py), one request at a time, between steps."""
-        from engine.beams import run_beam
+        from decodelab.engine.decoding.beams import run_beam
 
         with self.lock:
             self.queued -= len(job.requests)

@@ -10,8 +10,8 @@ from typing import Annotated, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictStr, field_validator
 
-from engine.config import ConfigError, DecodingConfig
-from server.errors import ApiError
+from decodelab.engine.config import ConfigError, DecodingConfig
+from .errors import ApiError
 
 MAX_N = 16
 MAX_TOP_LOGPROBS = 20

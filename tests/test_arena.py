@@ -9,9 +9,9 @@ import random
 import pytest
 from click.testing import CliRunner
 
-from cli.main import main
-from engine import ConfigError, DecodingConfig, find_preset, generate_many
-from engine.arena import Round, Tally, load_tally, play_round, save_tally, shuffled_order, wilson_interval
+from decodelab.cli.main import main
+from decodelab.engine import ConfigError, DecodingConfig, find_preset, generate_many
+from decodelab.engine.experiments.arena import Round, Tally, load_tally, play_round, save_tally, shuffled_order, wilson_interval
 
 
 def configs(n=2):
@@ -106,7 +106,7 @@ def test_persistence_and_resume(tmp_path):
 
 
 def test_cli_ab_votes_reveals_resumes_and_saves_winner(tmp_path):
-    from engine.presets import save_user_preset
+    from decodelab.engine.library.presets import save_user_preset
 
     save_user_preset(find_preset("greedy").replace(name="zz-one", max_new_tokens=6))
     save_user_preset(find_preset("creative").replace(name="zz-two", max_new_tokens=6))
@@ -133,7 +133,7 @@ def test_cli_ab_needs_two_presets():
 
 
 def test_rounds_over_a_prompt_file_run_as_one_multi_prompt_batch(llama, monkeypatch):
-    from engine import arena, batching
+    from decodelab.engine import arena, batching
 
     calls = []
     real = batching.generate_prompts

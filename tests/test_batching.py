@@ -6,9 +6,9 @@ import threading
 
 import pytest
 
-from engine import DecodingConfig, generate_many
-from engine.batching import MultiBatch, Request, generate_prompts
-from engine.generation import encode_prompt
+from decodelab.engine import DecodingConfig, generate_many
+from decodelab.engine.decoding.loop import MultiBatch, Request, generate_prompts
+from decodelab.engine.decoding.run import encode_prompt
 
 from conftest import ARCHS
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from engine import DecodingConfig, generate_many
+from decodelab.engine import DecodingConfig, generate_many
 
 PROMPT = "The for statement"
 EOS_BONUS = 4.0

@@ -12,10 +12,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from engine import DecodingConfig, generate_many
-from engine.cache import batch_sizes, prefill
-from engine.loading import LoadedModel, ModelSpec
-from engine.results import GenerationError
+from decodelab.engine import DecodingConfig, generate_many
+from decodelab.engine.decoding.caches import batch_sizes, prefill
+from decodelab.engine.backends.loading import LoadedModel, ModelSpec
+from decodelab.engine.results import GenerationError
 
 ATTN = dict(hidden_size=32, intermediate_size=64, num_attention_heads=4, num_key_value_heads=2, head_dim=8,
             max_position_embeddings=256)

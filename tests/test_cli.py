@@ -7,8 +7,8 @@ import json
 import pytest
 from click.testing import CliRunner
 
-from cli.main import main
-from engine import find_preset
+from decodelab.cli.main import main
+from decodelab.engine import find_preset
 
 PROMPT = "The for statement"
 
@@ -156,8 +156,7 @@ def test_bench_runs_and_prints_ratios():
 
 
 def test_no_command_opens_the_tui_with_defaults(monkeypatch):
-    import tui.app
-
+    import decodelab.tui.app
     seen = {}
     monkeypatch.setattr(tui.app, "run_app", lambda **kwargs: seen.update(kwargs))
     assert invoke().exit_code == 0
@@ -186,8 +185,8 @@ def test_run_panels_keep_each_config_summary_whole_at_80_columns(demo):
 
     from rich.console import Console
 
-    from cli.render import print_completions
-    from engine import DecodingConfig, generate_many
+    from decodelab.cli.render import print_completions
+    from decodelab.engine import DecodingConfig, generate_many
 
     configs = [DecodingConfig(name="a", do_sample=True, temperature=0.5, min_p=0.1, max_new_tokens=4),
                DecodingConfig(name="b", max_new_tokens=4)]

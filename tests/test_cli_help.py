@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 from click.testing import CliRunner
 
-from cli.main import main
+from decodelab.cli.main import main
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -69,8 +69,7 @@ def test_run_warns_about_an_empty_prompt_on_stdin():
 
 
 def test_run_exits_1_naming_the_pane_that_ended_in_an_error(monkeypatch):
-    import engine.generation
-
+    import decodelab.engine.decoding.run
     real = engine.generation.generate_many
 
     def one_pane_fails(loaded, prompt, configs, **kwargs):

@@ -6,8 +6,8 @@ import dataclasses
 
 import pytest
 
-from engine import ConfigError, DecodingConfig
-from engine.config import FIELD_HELP, FIELD_NAMES
+from decodelab.engine import ConfigError, DecodingConfig
+from decodelab.engine.config import FIELD_HELP, FIELD_NAMES
 
 VALID = {
     "name": ["x", "my preset", ""],

@@ -8,8 +8,8 @@ import dataclasses
 import pytest
 import torch
 
-from engine import DecodingConfig, generate_many
-from engine.modelcalls import eos_token_ids
+from decodelab.engine import DecodingConfig, generate_many
+from decodelab.engine.decoding.modelcalls import eos_token_ids
 
 PROMPT = "The for statement is used"
 

@@ -8,9 +8,9 @@ import threading
 import pytest
 import torch
 
-from engine import DecodingConfig, generate_many
-from engine.generation import bucket_rows
-from engine.results import GenerationError
+from decodelab.engine import DecodingConfig, generate_many
+from decodelab.engine.decoding.run import bucket_rows
+from decodelab.engine.results import GenerationError
 
 from conftest import ARCHS
 
@@ -297,7 +297,7 @@ def test_models_without_logits_to_keep_still_work(llama, monkeypatch):
 def test_json_numbers_have_no_negative_zero_or_infinities():
     import json
 
-    from engine.results import json_number
+    from decodelab.engine.results import json_number
 
     assert json.dumps([json_number(-0.0), json_number(float("-inf")), json_number(float("nan")), json_number(3)]) \
         == "[0.0, null, null, 3]"

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from engine import DecodingConfig, generate_many
-from engine import gguf as gguf_mod
-from engine.loading import ModelLoadError, ModelSpec, demo_model_path, load_model
+from decodelab.engine import DecodingConfig, generate_many
+from decodelab.engine import gguf as gguf_mod
+from decodelab.engine.backends.loading import ModelLoadError, ModelSpec, demo_model_path, load_model
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -168,7 +168,7 @@ def test_smollm2_missing_says_how_to_install(monkeypatch):
 
 def test_bench_times_llamacpp_on_the_same_gguf(demo_gguf):
     pytest.importorskip("llama_cpp")
-    from engine.benchmark import BENCH_CONFIGS, time_llamacpp
+    from decodelab.engine.experiments.benchmark import BENCH_CONFIGS, time_llamacpp
 
     configs = [c.replace(max_new_tokens=5, min_new_tokens=5) for c in BENCH_CONFIGS[:3]]
     peer = time_llamacpp(str(demo_gguf), "The for statement", configs, repeats=1)

@@ -22,15 +22,15 @@ def test_engine_imports_no_ui():
         " engine.beams, engine.profiles, engine.rows\n"
         "from engine import generate_many, load_model, ModelSpec"
     )
-    for banned in ("textual", "rich", "tui"):
+    for banned in ("textual", "rich", "decodelab.tui"):
         assert not any(m == banned or m.startswith(banned + ".") for m in loaded), banned
-    assert "engine.generation" in loaded  # the check ran against the real modules
+    assert "decodelab.engine.decoding.run" in loaded  # the check ran against the real modules
 
 
 def test_every_engine_module_is_checked():
-    names = {p.stem for p in (ROOT / "engine").glob("*.py")} - {"__init__"}
-    loaded = _modules_after("import importlib\n" + "\n".join(f"importlib.import_module('engine.{n}')" for n in names))
-    assert not any(m.split(".")[0] in {"textual", "rich", "tui"} for m in loaded)
+    names = {p.stem for p in (ROOT / "decodelab.engine").glob("*.py")} - {"__init__"}
+    loaded = _modules_after("import importlib\n" + "\n".join(f"importlib.import_module('decodelab.engine.{n}')" for n in names))
+    assert not any(m.split(".")[0] in {"textual", "rich", "decodelab.tui"} for m in loaded)
 
 
 def test_plain_import_is_light():
@@ -43,12 +43,12 @@ def test_plain_import_is_light():
 import ast  # noqa: E402
 
 LAYERS = {  # a package: the top-level packages it must never import
-    "engine": {"textual", "rich", "tui", "cli", "server", "render", "themes"},
-    "render": {"tui", "cli", "server", "textual"},
-    "themes": {"tui", "cli", "server", "render"},
-    "tui": {"cli", "server"},
-    "server": {"tui", "cli", "render", "themes", "textual", "rich"},  # an HTTP layer over engine only
-    "cli": {"tui.screens", "tui.widgets", "tui.actions"},  # cli opens the app (tui.app) and nothing under it
+    "decodelab.engine": {"textual", "rich", "decodelab.tui", "decodelab.cli", "decodelab.server", "decodelab.render", "decodelab.themes"},
+    "decodelab.render": {"decodelab.tui", "decodelab.cli", "decodelab.server", "textual"},
+    "decodelab.themes": {"decodelab.tui", "decodelab.cli", "decodelab.server", "decodelab.render"},
+    "decodelab.tui": {"decodelab.cli", "decodelab.server"},
+    "decodelab.server": {"decodelab.tui", "decodelab.cli", "decodelab.render", "decodelab.themes", "textual", "rich"},  # an HTTP layer over engine only
+    "decodelab.cli": {"decodelab.tui.screens", "decodelab.tui.widgets", "decodelab.tui.actions"},  # cli opens the app (tui.app) and nothing under it
 }
 
 
@@ -81,9 +81,9 @@ def test_the_import_scan_sees_function_local_imports(tmp_path):
     """The scan must catch an import hidden inside a function, as tui once had `from cli.sweep_cmd import`."""
     sample = tmp_path / "m.py"
     sample.write_text("def show():\n    from cli.sweep_cmd import results_table\n    import rich.table\n")
-    assert imported_names(sample) == {"cli.sweep_cmd", "rich.table"}
+    assert imported_names(sample) == {"decodelab.cli.sweep_cmd", "rich.table"}
 
 
 def test_shared_renderers_live_below_tui_and_cli():
     loaded = _modules_after("import render.tables, render.pictures")
-    assert not any(m.split(".")[0] in {"tui", "cli", "textual", "server"} for m in loaded)
+    assert not any(m.split(".")[0] in {"decodelab.tui", "decodelab.cli", "textual", "decodelab.server"} for m in loaded)

@@ -6,9 +6,9 @@ import shlex
 
 import pytest
 
-from engine import DecodingConfig
-from engine.interop import export_preset, from_hf, to_hf, to_llamacpp, to_openai, to_vllm
-from engine.webui import from_webui_yaml, to_webui
+from decodelab.engine import DecodingConfig
+from decodelab.engine.library.interop import export_preset, from_hf, to_hf, to_llamacpp, to_openai, to_vllm
+from decodelab.engine.library.webui import from_webui_yaml, to_webui
 
 MODERN = DecodingConfig(name="modern", do_sample=True, temperature=0.9, top_n_sigma=1.5, xtc_probability=0.4,
                         xtc_threshold=0.15, dry_multiplier=0.8, dry_base=1.5, dry_allowed_length=3,
@@ -96,7 +96,7 @@ def test_webui_round_trip_and_units():
     text = converted.data
     assert "epsilon_cutoff: 3.0" in text and "mirostat_mode: 2" in text and "dynamic_temperature: true" in text
     back = from_webui_yaml(text, "modern").data
-    from engine.sampling.settings import effective_order
+    from decodelab.engine.sampling.settings import effective_order
 
     lost = {"dry_penalty_last_n", "banned_strings", "logit_bias", "sampler_order"}
     assert effective_order(back) == effective_order(MODERN)
@@ -126,7 +126,7 @@ def test_every_format_exports_the_modern_preset(fmt):
 
 
 def test_remote_servers_list_the_new_samplers_as_ignored():
-    from engine.remote import RemoteModel
+    from decodelab.engine.backends.remote import RemoteModel
 
     server = RemoteModel(spec=None, base_url="http://x/v1", model_name="m", kind="vllm")
     ignored = server.unsupported(DecodingConfig(do_sample=True, top_n_sigma=1.0, dry_multiplier=0.5, mirostat=2))

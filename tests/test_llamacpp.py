@@ -16,8 +16,8 @@ pytest.importorskip("llama_cpp", reason="llama-cpp-python[server] is installed b
 
 from click.testing import CliRunner  # noqa: E402
 
-from engine import DecodingConfig, generate_many  # noqa: E402
-from engine.loading import ModelLoadError, ModelSpec, demo_model_path, load_model  # noqa: E402
+from decodelab.engine import DecodingConfig, generate_many  # noqa: E402
+from decodelab.engine.backends.loading import ModelLoadError, ModelSpec, demo_model_path, load_model  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 PROMPT = "The for statement"
@@ -128,7 +128,7 @@ def test_cancel_and_server_stopped_mid_run(gguf_path):
 
 
 def test_decodelab_run_against_llamacpp(llama_server):
-    from cli.main import main
+    from decodelab.cli.main import main
 
     result = CliRunner().invoke(main, ["run", "--model", llama_server.base_url, "--prompt", PROMPT, "-p", "greedy",
                                        "-p", "balanced", "--set", "max_new_tokens=6", "--json"])
@@ -137,7 +137,7 @@ def test_decodelab_run_against_llamacpp(llama_server):
 
 
 async def test_tui_against_llamacpp(llama_server):
-    from tui.app import DecodelabApp
+    from decodelab.tui.app import DecodelabApp
 
     app = DecodelabApp(spec=ModelSpec(path=llama_server.base_url), prompt=PROMPT,
                        configs=[DecodingConfig(name="g", max_new_tokens=6),

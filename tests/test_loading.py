@@ -7,9 +7,9 @@ import re
 import pytest
 import torch
 
-from engine import ConfigError, DecodingConfig, generate_many
-from engine.loading import ModelLoadError, ModelSpec, demo_model_path, load_model
-from engine.profiles import load_model_profile, loads_model_profile, save_model_profile
+from decodelab.engine import ConfigError, DecodingConfig, generate_many
+from decodelab.engine.backends.loading import ModelLoadError, ModelSpec, demo_model_path, load_model
+from decodelab.engine.library.profiles import load_model_profile, loads_model_profile, save_model_profile
 
 
 def test_demo_model_ships_small(demo):

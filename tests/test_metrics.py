@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from engine.metrics import chrf, distinct_n, repetition_rate, rouge_l, self_similarity, text_metrics, words
+from decodelab.engine.experiments.metrics import chrf, distinct_n, repetition_rate, rouge_l, self_similarity, text_metrics, words
 
 
 def test_words_split_punctuation():

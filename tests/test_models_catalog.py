@@ -7,9 +7,9 @@ from types import SimpleNamespace
 
 from click.testing import CliRunner
 
-from cli.main import main
-from engine.config import DecodingConfig
-from engine.model_defaults import model_defaults
+from decodelab.cli.main import main
+from decodelab.engine.config import DecodingConfig
+from decodelab.engine.library.model_defaults import model_defaults
 
 
 def fake_hf_cache(root):
@@ -78,9 +78,9 @@ def test_no_model_defaults_when_the_file_holds_only_ids(tmp_path, demo):
 async def test_tui_model_dialog_offers_the_same_list(demo, tmp_path, monkeypatch):
     from textual.widgets import OptionList
 
-    from engine.catalog import available_models
-    from tui.app import DecodelabApp
-    from tui.screens.model_picker import ModelPicker
+    from decodelab.engine.backends.catalog import available_models
+    from decodelab.tui.app import DecodelabApp
+    from decodelab.tui.screens.model_picker import ModelPicker
 
     monkeypatch.setenv("DECODELAB_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.setenv("HF_HUB_CACHE", str(fake_hf_cache(tmp_path / "hub")))

@@ -8,9 +8,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engine import ConfigError, DecodingConfig, PresetExistsError, dumps_preset, load_preset, loads_preset, save_preset
-from engine.config import SEED_MAX
-from engine.presets import (
+from decodelab.engine import ConfigError, DecodingConfig, PresetExistsError, dumps_preset, load_preset, loads_preset, save_preset
+from decodelab.engine.config import SEED_MAX
+from decodelab.engine.library.presets import (
     delete_user_preset,
     find_preset,
     list_presets,
@@ -114,8 +114,7 @@ def test_save_is_atomic_and_never_clobbers(tmp_path):
 
 
 def test_failed_write_leaves_nothing(tmp_path, monkeypatch):
-    import engine.fileio as fileio
-
+    import decodelab.engine.library.fileio as fileio
     def boom(*args, **kwargs):
         raise OSError(28, "No space left on device")
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from engine import DecodingConfig, generate_many
-from engine.loading import ModelSpec, load_model
+from decodelab.engine import DecodingConfig, generate_many
+from decodelab.engine.backends.loading import ModelSpec, load_model
 
 PROMPT = "The for statement is used"
 

@@ -13,11 +13,11 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from engine import DecodingConfig, generate_many
-from engine.loading import ModelLoadError, ModelSpec, load_model
-from engine.remote import RemoteModel, request_body
-from engine.results import GenerationError
-from server import Server
+from decodelab.engine import DecodingConfig, generate_many
+from decodelab.engine.backends.loading import ModelLoadError, ModelSpec, load_model
+from decodelab.engine.backends.remote import RemoteModel, request_body
+from decodelab.engine.results import GenerationError
+from decodelab.server import Server
 
 PROMPT = "The for statement"
 CONFIGS = [DecodingConfig(name="greedy", max_new_tokens=10),
@@ -69,7 +69,7 @@ def test_generic_openai_client_path(server):
     choice = data["choices"][0]
     assert len(choice["logprobs"]["tokens"]) == 4 and choice["finish_reason"] == "length"
     assert data["usage"]["completion_tokens"] == 4
-    from engine.remote import _steps_from_chunk
+    from decodelab.engine.backends.remote import _steps_from_chunk
 
     steps = _steps_from_chunk({k: v for k, v in choice.items() if k != "decodelab"}, chat=False)
     assert [s.rank for s in steps] == [0, 0, 0, 0] and all(s.logprob <= 0 for s in steps)
@@ -206,7 +206,7 @@ def test_stream_cut_keeps_partial_text_and_marks_it():
 
 def test_server_killed_mid_run_and_cancel(tmp_path):
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "cli", "serve", "--port", str(port)], stdout=subprocess.DEVNULL,
+    proc = subprocess.Popen([sys.executable, "-m", "decodelab.cli", "serve", "--port", str(port)], stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
     try:
         url = f"http://127.0.0.1:{port}/v1"
@@ -264,7 +264,7 @@ def test_branching_is_refused_remotely(server):
 
 
 async def test_tui_against_the_server(server):
-    from tui.app import DecodelabApp
+    from decodelab.tui.app import DecodelabApp
 
     configs = CONFIGS[:2] + [DecodingConfig(name="typ", do_sample=True, typical_p=0.8, seed=1, max_new_tokens=5)]
     app = DecodelabApp(spec=ModelSpec(path=server.url, server_kind="vllm"), configs=configs, prompt=PROMPT)
@@ -288,7 +288,7 @@ async def test_tui_against_the_server(server):
 def test_cli_run_reports_ignored_settings(server):
     from click.testing import CliRunner
 
-    from cli.main import main
+    from decodelab.cli.main import main
 
     args = ["run", "--model", server.url, "--server-kind", "openai", "--prompt", PROMPT, "-p", "precise",
             "--set", "max_new_tokens=4"]
@@ -299,7 +299,7 @@ def test_cli_run_reports_ignored_settings(server):
 
 
 def test_openai_key_goes_only_to_openai(monkeypatch):
-    from engine.remote import api_key_from_env, is_openai_endpoint
+    from decodelab.engine.backends.remote import api_key_from_env, is_openai_endpoint
 
     assert is_openai_endpoint("https://api.openai.com/v1")
     assert not is_openai_endpoint("http://api.openai.com/v1") and not is_openai_endpoint("https://api.openai.com.evil.io/v1")
@@ -336,8 +336,8 @@ def test_llama_cpp_python_with_an_alias_is_detected_and_sent_one_request_at_a_ti
 
 
 def test_unknown_prompt_tokens_and_prefill_are_null_and_ranks_beyond_top_n_are_lower_bounds():
-    from engine.remote import _steps_from_chunk
-    from engine.results import completion_from_dict, completion_to_dict
+    from decodelab.engine.backends.remote import _steps_from_chunk
+    from decodelab.engine.results import completion_from_dict, completion_to_dict
 
     fake = Fake("cut")
     try:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from engine import DecodingConfig, generate_many
-from engine.sampling import RowSettings, RowState, pick, process
+from decodelab.engine import DecodingConfig, generate_many
+from decodelab.engine.sampling import RowSettings, RowState, pick, process
 
 PROMPT = "The for statement"
 
@@ -59,7 +59,7 @@ def test_a_ban_and_a_bias_hold(demo):
 
 
 def test_stages_no_row_uses_do_not_run(monkeypatch):
-    from engine.sampling import chain
+    from decodelab.engine.sampling import chain
 
     called = []
     for name in list(chain.REORDERABLE):
@@ -78,7 +78,7 @@ def test_stages_no_row_uses_do_not_run(monkeypatch):
                                  dict(early_stopping="sometimes"), dict(banned_strings=[""]),
                                  dict(repetition_penalty_last_n=-2), dict(dry_allowed_length=0)])
 def test_invalid_new_fields_name_the_field_and_the_range(bad):
-    from engine.config import ConfigError
+    from decodelab.engine.config import ConfigError
 
     with pytest.raises(ConfigError) as err:
         DecodingConfig(**bad)
@@ -86,7 +86,7 @@ def test_invalid_new_fields_name_the_field_and_the_range(bad):
 
 
 def test_unknown_token_ids_and_texts_without_a_tokenizer_are_config_errors():
-    from engine.config import ConfigError
+    from decodelab.engine.config import ConfigError
 
     with pytest.raises(ConfigError, match="outside this model's vocabulary"):
         RowSettings.build([DecodingConfig(logit_bias={"999": 1.0})], [0], 50, torch.device("cpu"))
@@ -95,8 +95,8 @@ def test_unknown_token_ids_and_texts_without_a_tokenizer_are_config_errors():
 
 
 def test_presets_and_set_carry_the_new_fields():
-    from cli.common import parse_set
-    from engine.presets import dumps_preset, loads_preset
+    from decodelab.cli.common import parse_set
+    from decodelab.engine.library.presets import dumps_preset, loads_preset
 
     config = DecodingConfig(name="modern", do_sample=True, top_n_sigma=1.5, dry_multiplier=0.8,
                             dry_sequence_breakers=("\n", "###"), mirostat=2, early_stopping="never",
@@ -111,7 +111,7 @@ def test_presets_and_set_carry_the_new_fields():
 
 
 def test_new_stages_in_a_multi_prompt_batch_match_each_prompt_alone(demo):
-    from engine.batching import generate_prompts
+    from decodelab.engine.decoding.loop import generate_prompts
 
     prompts = ["The for statement", "x"]
     configs = _short(NEW, 8)

@@ -13,8 +13,8 @@ from transformers.generation.logits_process import (
     TopPLogitsWarper,
 )
 
-from engine import DecodingConfig
-from engine.sampling import RowSettings, RowState, process
+from decodelab.engine import DecodingConfig
+from decodelab.engine.sampling import RowSettings, RowState, process
 
 V = 64
 

@@ -11,9 +11,9 @@ pytest.importorskip("llama_cpp", reason="llama-cpp-python is installed by `make 
 
 import llama_cpp as L  # noqa: E402
 
-from engine import DecodingConfig  # noqa: E402
-from engine.sampling import RowSettings, RowState, process, uniform_rows  # noqa: E402
-from engine.sampling.noise import SALT_XTC  # noqa: E402
+from decodelab.engine import DecodingConfig  # noqa: E402
+from decodelab.engine.sampling import RowSettings, RowState, process, uniform_rows  # noqa: E402
+from decodelab.engine.sampling.noise import SALT_XTC  # noqa: E402
 from tests import llama_samplers as ref  # noqa: E402
 
 V = 300
@@ -140,7 +140,7 @@ def demo_vocab(tmp_path_factory):
 def demo_tokenizer():
     from transformers import AutoTokenizer
 
-    from engine.loading import demo_model_path
+    from decodelab.engine.backends.loading import demo_model_path
 
     return AutoTokenizer.from_pretrained(str(demo_model_path()))
 

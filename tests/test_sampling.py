@@ -15,9 +15,9 @@ from transformers.generation.logits_process import (
     TypicalLogitsWarper,
 )
 
-from engine import DecodingConfig
-from engine.hf_compat import FrequencyPresencePenalty
-from engine.sampling import (
+from decodelab.engine import DecodingConfig
+from decodelab.engine.decoding.hf_generate import FrequencyPresencePenalty
+from decodelab.engine.sampling import (
     PenaltyState,
     RowSettings,
     banned_ngram_tokens,
@@ -168,7 +168,7 @@ def test_sampled_tokens_follow_the_hf_warped_distribution(config):
 
 
 def test_noise_depends_only_on_seed_and_step():
-    from engine.sampling import sample_uniforms
+    from decodelab.engine.sampling import sample_uniforms
 
     lo, hi = torch.tensor([5, 5, 9]), torch.tensor([0, 0, 1])
     a = sample_uniforms(lo, hi, 3)
@@ -212,7 +212,7 @@ def _lowbias32_reference(x: int) -> int:
 
 
 def test_hash_matches_pure_python_reference():
-    from engine.sampling import hash32
+    from decodelab.engine.sampling import hash32
 
     values = [0, 1, 2, 12345, 2**31 - 1, 2**31, 2**32 - 1, 0xDEADBEEF]
     got = hash32(torch.tensor(values, dtype=torch.int64)).tolist()

@@ -8,8 +8,8 @@ import httpx
 import openai
 import pytest
 
-from engine import DecodingConfig, generate_many
-from server import Server, exposure_warning
+from decodelab.engine import DecodingConfig, generate_many
+from decodelab.server import Server, exposure_warning
 from serving import PROMPT, PROMPTS, client, error_of, post, raw, server  # noqa: F401 - fixtures
 
 
@@ -163,7 +163,7 @@ def test_exposure_warning():
 def test_serve_warns_when_listening_beyond_loopback_without_a_key(tmp_path):
     from click.testing import CliRunner
 
-    from cli.main import main
+    from decodelab.cli.main import main
 
     result = CliRunner().invoke(main, ["serve", "--host", "0.0.0.0", "--model", str(tmp_path / "missing")])
     assert "without --serve-key" in result.output and result.exit_code != 0

@@ -10,8 +10,8 @@ import httpx
 import openai
 import pytest
 
-from engine import DecodingConfig, generate_many
-from server import Limits, Server
+from decodelab.engine import DecodingConfig, generate_many
+from decodelab.server import Limits, Server
 from serving import PROMPT, PROMPTS, client, error_of, server, wait_idle  # noqa: F401 - fixtures
 
 
@@ -59,8 +59,7 @@ def test_full_queue_gets_429_with_retry_after_and_the_rest_complete(demo):
 
 
 def test_tokenizing_runs_off_the_scheduler_thread(server, client, monkeypatch):
-    import server.app as app
-
+    import decodelab.server.app as app
     threads = []
     real = app.tokenize_prompt
     monkeypatch.setattr(app, "tokenize_prompt", lambda *a: threads.append(threading.current_thread()) or real(*a))
@@ -178,8 +177,7 @@ def test_huge_max_tokens_is_refused_even_without_a_known_context(server, monkeyp
 
 
 def test_a_huge_prompt_is_refused_without_tokenizing_and_does_not_hold_others(server, client, monkeypatch):
-    import server.app as app
-
+    import decodelab.server.app as app
     calls = []
     real = app.tokenize_prompt
     monkeypatch.setattr(app, "tokenize_prompt", lambda *a: calls.append(len(str(a[2]))) or real(*a))

@@ -7,8 +7,8 @@ import dataclasses
 import pytest
 import torch
 
-from engine import DecodingConfig, generate_many
-from engine.generation import encode_prompt
+from decodelab.engine import DecodingConfig, generate_many
+from decodelab.engine.decoding.run import encode_prompt
 
 NEW = 48
 CONFIGS = {
@@ -79,8 +79,8 @@ LLAMACPP_PROMPTS = ["The capital of France is", "Water boils at", "The best way 
 
 def test_llamacpp_agrees_on_the_same_gguf(smollm2):
     pytest.importorskip("llama_cpp")
-    from engine.gguf import smollm2_file
-    from engine.llamacpp_peer import greedy, open_gguf
+    from decodelab.engine.backends.gguf import smollm2_file
+    from decodelab.engine.experiments.peers import greedy, open_gguf
 
     llm = open_gguf(smollm2_file(), n_ctx=256, n_threads=2)
     for prompt in LLAMACPP_PROMPTS:

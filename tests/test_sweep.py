@@ -9,9 +9,9 @@ import json
 import pytest
 from click.testing import CliRunner
 
-from cli.main import main
-from engine import ConfigError, DecodingConfig, find_preset
-from engine.sweep import (
+from decodelab.cli.main import main
+from decodelab.engine import ConfigError, DecodingConfig, find_preset
+from decodelab.engine.experiments.sweep import (
     PromptCase,
     SweepSpec,
     best,

@@ -8,15 +8,15 @@ import threading
 import pytest
 from textual.widgets import Input, OptionList, TextArea
 
-from engine import DecodingConfig, find_preset
-from engine.loading import ModelSpec
-from engine.presets import user_preset_dir
-from tui.app import DecodelabApp
-from tui.screens.ask import AskText, Confirm
-from tui.screens.config_editor import ConfigEditor
-from tui.screens.preset_picker import PresetPicker
-from tui.screens.save_preset import SavePreset
-from tui.widgets.inspector import Inspector
+from decodelab.engine import DecodingConfig, find_preset
+from decodelab.engine.backends.loading import ModelSpec
+from decodelab.engine.library.presets import user_preset_dir
+from decodelab.tui.app import DecodelabApp
+from decodelab.tui.screens.ask import AskText, Confirm
+from decodelab.tui.screens.config_editor import ConfigEditor
+from decodelab.tui.screens.preset_picker import PresetPicker
+from decodelab.tui.screens.save_preset import SavePreset
+from decodelab.tui.widgets.inspector import Inspector
 
 import tui_pilot
 
@@ -284,9 +284,9 @@ def session_file(demo, tmp_path_factory):
     """A session with real outputs and fixed timings, so screenshots are the same on every run."""
     import dataclasses
 
-    from engine import generate_many
-    from engine.results import Timings
-    from engine.sessions import Session, save_session
+    from decodelab.engine import generate_many
+    from decodelab.engine.results import Timings
+    from decodelab.engine.library.sessions import Session, save_session
 
     configs = [find_preset("greedy").replace(max_new_tokens=40),
                find_preset("balanced").replace(seed=11, max_new_tokens=40),
@@ -362,8 +362,8 @@ async def test_diff_marks_first_divergence_and_copy(demo):
 
 
 async def test_blind_ab_screen_votes_reveals_and_saves(demo, tmp_path):
-    from engine.arena import load_tally
-    from tui.screens.arena import ArenaScreen
+    from decodelab.engine.experiments.arena import load_tally
+    from decodelab.tui.screens.arena import ArenaScreen
 
     tally_path = tmp_path / "ab.json"
     app = make_app(demo, [DecodingConfig(name="cool", do_sample=True, temperature=0.3, max_new_tokens=8),
@@ -393,7 +393,7 @@ async def test_blind_ab_screen_votes_reveals_and_saves(demo, tmp_path):
 
 
 async def test_sweep_screen_runs_and_keeps_the_best(demo):
-    from tui.screens.sweep import SweepScreen
+    from decodelab.tui.screens.sweep import SweepScreen
 
     app = make_app(demo, [DecodingConfig(name="base", do_sample=True, max_new_tokens=6)])
     async with app.run_test(size=(140, 50)) as pilot:
@@ -426,10 +426,10 @@ async def test_sweep_screen_reports_bad_input(demo):
 
 def test_steps_without_logprobs_render_without_colour():
     """A remote server that reports no logprobs gives NaN: no heatmap colour, "n/a" in the inspector."""
-    from engine.results import TokenStep
-    from themes.heatmap import ORDER, level
-    from tui.widgets.inspector import _pct
-    from tui.widgets.token_view import render_tokens
+    from decodelab.engine.results import TokenStep
+    from decodelab.themes.heatmap import ORDER, level
+    from decodelab.tui.widgets.inspector import _pct
+    from decodelab.tui.widgets.token_view import render_tokens
 
     nan = float("nan")
     step = TokenStep(-1, "hi", nan, nan, -1, nan, nan)

@@ -6,10 +6,10 @@ from __future__ import annotations
 
 from textual.widgets import OptionList, Static
 
-from engine import DecodingConfig
+from decodelab.engine import DecodingConfig
 from tests.tui_pilot import make_app, messages, plain, run_all, wait_idle
-from tui.widgets.inspector import Inspector
-from tui.widgets.token_view import TokenView
+from decodelab.tui.widgets.inspector import Inspector
+from decodelab.tui.widgets.token_view import TokenView
 
 
 # -- 7. branching from the keyboard ---------------------------------------------------------------------------

@@ -7,12 +7,12 @@ import threading
 import pytest
 from textual.widgets import Checkbox, Input, TextArea
 
-from engine import DecodingConfig, find_preset
-from engine.loading import ModelSpec
-from tui.app import DecodelabApp
-from tui.screens.ask import Confirm
-from tui.screens.config_editor import ConfigEditor
-from tui.screens.save_preset import SavePreset
+from decodelab.engine import DecodingConfig, find_preset
+from decodelab.engine.backends.loading import ModelSpec
+from decodelab.tui.app import DecodelabApp
+from decodelab.tui.screens.ask import Confirm
+from decodelab.tui.screens.config_editor import ConfigEditor
+from decodelab.tui.screens.save_preset import SavePreset
 
 PROMPT = "The for statement"
 
@@ -41,8 +41,7 @@ async def run_all(app, pilot) -> None:
 @pytest.fixture
 def recorded(monkeypatch):
     """Wraps generate_many: each call's thread and completions are recorded, so a test can see a run end."""
-    import engine.generation
-
+    import decodelab.engine.decoding.run
     real, calls = engine.generation.generate_many, []
 
     def wrapper(*args, **kwargs):
@@ -105,8 +104,8 @@ async def test_chat_template_is_not_turned_on_for_a_model_without_one(demo):
 
 
 async def test_a_failed_run_keeps_the_text_and_shows_the_error_in_full(demo, monkeypatch):
-    import engine.generation
-    from engine.results import GenerationError
+    import decodelab.engine.decoding.run
+    from decodelab.engine.results import GenerationError
 
     app = make_app(demo)
     async with app.run_test(size=(160, 45)) as pilot:
@@ -205,7 +204,7 @@ def test_snapshot_overwrite_dialog(snap_compare, demo):
     app = make_app(demo)
 
     async def ask_twice(pilot):
-        from engine.presets import save_user_preset
+        from decodelab.engine.library.presets import save_user_preset
 
         save_user_preset(DecodingConfig(), "twice")  # no toast with a temporary path in the picture
         app.query_one("#prompt", TextArea).cursor_blink = False
@@ -248,7 +247,7 @@ async def test_stop_one_pane_while_the_others_go_on(demo, recorded):
 
 
 def test_the_engine_stops_a_row_and_leaves_the_others_as_they_were(demo):
-    from engine import generate_many
+    from decodelab.engine import generate_many
 
     configs = [DecodingConfig(name="a", max_new_tokens=20),
                DecodingConfig(name="b", do_sample=True, seed=9, max_new_tokens=20)]
@@ -265,7 +264,7 @@ def test_the_engine_stops_a_row_and_leaves_the_others_as_they_were(demo):
 
 
 async def test_leaving_the_ab_screen_cancels_its_round(demo, recorded, tmp_path):
-    from tui.screens.arena import ArenaScreen
+    from decodelab.tui.screens.arena import ArenaScreen
 
     long = dict(do_sample=True, min_new_tokens=399, max_new_tokens=400)  # no early EOS: it must be cancelled
     configs = [DecodingConfig(name="a", **long), DecodingConfig(name="b", temperature=1.3, **long)]
@@ -286,7 +285,7 @@ async def test_leaving_the_ab_screen_cancels_its_round(demo, recorded, tmp_path)
 # -- 19, 20: the edit and sweep screens -----------------------------------------------------------------
 
 async def test_a_bad_value_shows_the_rule_not_the_help(demo):
-    from engine.config import FIELD_HELP
+    from decodelab.engine.config import FIELD_HELP
 
     app = make_app(demo)
     async with app.run_test(size=(120, 40)) as pilot:
@@ -301,7 +300,7 @@ async def test_a_bad_value_shows_the_rule_not_the_help(demo):
 
 
 async def test_sweep_from_a_greedy_pane_runs_focuses_a_field_and_reports_ctrl_b(demo):
-    from tui.screens.sweep import SweepScreen
+    from decodelab.tui.screens.sweep import SweepScreen
 
     app = make_app(demo, [DecodingConfig(name="greedy", max_new_tokens=5)])
     async with app.run_test(size=(140, 50)) as pilot:

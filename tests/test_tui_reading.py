@@ -6,15 +6,15 @@ from __future__ import annotations
 import pytest
 from textual.widgets import OptionList, Static, TextArea
 
-from engine import DecodingConfig
-from engine.detokenize import IncrementalText
-from engine.results import TokenStep
+from decodelab.engine import DecodingConfig
+from decodelab.engine.decoding.detokenize import IncrementalText
+from decodelab.engine.results import TokenStep
 from tests.tui_pilot import PROMPT, THREE, make_app, plain, run_all
-from themes.heatmap import ORDER, SCALES, colour, contrast_ratio, text_colour_for
-from tui.token_bytes import TokenBytes, display_pieces, readable
-from tui.widgets.inspector import Inspector
-from tui.widgets.pane_strip import PaneStrip, pane_widths
-from tui.widgets.token_view import TokenView
+from decodelab.themes.heatmap import ORDER, SCALES, colour, contrast_ratio, text_colour_for
+from decodelab.tui.token_bytes import TokenBytes, display_pieces, readable
+from decodelab.tui.widgets.inspector import Inspector
+from decodelab.tui.widgets.pane_strip import PaneStrip, pane_widths
+from decodelab.tui.widgets.token_view import TokenView
 
 
 # -- 1. heatmap text ------------------------------------------------------------------------------------
@@ -196,7 +196,7 @@ def steps_for(tokenizer, ids: list[int]) -> list[TokenStep]:
 
 
 def byte_ids(tokenizer, data: bytes) -> list[int]:
-    from tui.token_bytes import BYTE_DECODER
+    from decodelab.tui.token_bytes import BYTE_DECODER
 
     alphabet = {b: c for c, b in BYTE_DECODER.items()}
     return [tokenizer.convert_tokens_to_ids(alphabet[b]) for b in data]
@@ -245,9 +245,9 @@ def reading_session(demo, tmp_path_factory):
     """A session with real outputs and fixed timings, so screenshots are the same on every run."""
     import dataclasses
 
-    from engine import find_preset, generate_many
-    from engine.results import Timings
-    from engine.sessions import Session, save_session
+    from decodelab.engine import find_preset, generate_many
+    from decodelab.engine.results import Timings
+    from decodelab.engine.library.sessions import Session, save_session
 
     configs = [find_preset("greedy").replace(max_new_tokens=60),
                find_preset("balanced").replace(seed=11, max_new_tokens=60),

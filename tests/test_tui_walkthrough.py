@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from textual.widgets import Input, TextArea
 
-from engine import DecodingConfig
-from engine.loading import ModelSpec
-from tui.app import DecodelabApp
-from tui.screens.config_editor import ConfigEditor
+from decodelab.engine import DecodingConfig
+from decodelab.engine.backends.loading import ModelSpec
+from decodelab.tui.app import DecodelabApp
+from decodelab.tui.screens.config_editor import ConfigEditor
 
 from test_tui import make_app, wait_idle
 
@@ -87,9 +87,9 @@ async def test_stopping_the_only_running_pane_does_not_claim_others_go_on(demo):
 
 
 def test_a_slow_pane_reports_its_rate_with_a_decimal_not_zero():
-    from engine.results import Timings
-    from tui.state import PaneState
-    from tui.widgets.pane import stats_text
+    from decodelab.engine.results import Timings
+    from decodelab.tui.state import PaneState
+    from decodelab.tui.widgets.pane import stats_text
 
     state = PaneState(DecodingConfig(name="g"))
     state.completion = type("C", (), {"timings": Timings(0.1, 10.0, 0.3)})()
@@ -105,7 +105,7 @@ async def test_switching_to_a_model_without_a_chat_template_turns_chat_off(demo)
     app = DecodelabApp(spec=chatty.spec, configs=[DecodingConfig(name="g", max_new_tokens=4)], prompt="x",
                        loaded=chatty)
     async with app.run_test(size=(80, 24)) as pilot:
-        from tui.messages import ModelLoaded
+        from decodelab.tui.messages import ModelLoaded
 
         app.load = lambda spec: app.post_message(ModelLoaded(chatty))  # the spec keeps chat on, as m does
         app.load_path("demo")

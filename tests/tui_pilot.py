@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from engine import DecodingConfig
-from engine.loading import ModelSpec
-from tui.app import DecodelabApp
+from decodelab.engine import DecodingConfig
+from decodelab.engine.backends.loading import ModelSpec
+from decodelab.tui.app import DecodelabApp
 
 PROMPT = "The for statement"
 THREE = [DecodingConfig(name="greedy", max_new_tokens=60),

@@ -7,11 +7,11 @@ import dataclasses
 from textual.app import SystemCommand
 from textual.widgets import TextArea
 
-from engine.config import ConfigError
-from themes.heatmap import ORDER
-from tui.state import PaneState, first_divergence
-from tui.widgets.legend import Legend
-from tui.widgets.pane import Pane
+from decodelab.engine.config import ConfigError
+from decodelab.themes.heatmap import ORDER
+from .state import PaneState, first_divergence
+from .widgets.legend import Legend
+from .widgets.pane import Pane
 
 DIFF_MODES = ("off", "greedy", "left")
 
@@ -57,13 +57,13 @@ class PaneActions:
         return pane
 
     def action_add_pane(self) -> None:
-        from tui.screens.preset_picker import PresetPicker
+        from .screens.preset_picker import PresetPicker
 
         def chosen(config) -> None:
             if config is not None:
                 self.add_pane(config).focus()
 
-        from engine.model_defaults import model_defaults
+        from decodelab.engine.library.model_defaults import model_defaults
 
         defaults = model_defaults(self.loaded) if self.loaded is not None else None
         self.push_screen(PresetPicker(model_defaults=defaults), chosen)
@@ -127,8 +127,8 @@ class PaneActions:
             self.call_after_refresh(self.refresh_panes)
 
     def action_edit(self) -> None:
-        from tui.preflight import context_error, prompt_tokens
-        from tui.screens.config_editor import ConfigEditor
+        from .preflight import context_error, prompt_tokens
+        from .screens.config_editor import ConfigEditor
 
         pane = self.pane()
         if pane is None:
@@ -165,7 +165,7 @@ class PaneActions:
         if self.diff_mode != "off":
             notes.append(f"diff vs {self.diff_mode} (underlined: first different token)")
         if getattr(self.loaded, "remote", False):
-            from engine.remote import KINDS
+            from decodelab.engine.backends.remote import KINDS
 
             notes.append(f"logprobs: {KINDS[self.loaded.kind]['logprobs']}")
         self.query_one(Legend).show(self.measure, " · ".join(notes))
@@ -197,13 +197,13 @@ class PaneActions:
                         title="Chat template off", timeout=8)
 
     def action_change_model(self) -> None:
-        from tui.screens.model_picker import ModelPicker  # the list `decodelab models` prints
+        from .screens.model_picker import ModelPicker  # the list `decodelab models` prints
 
         self.push_screen(ModelPicker(self.spec.path), lambda path: self.load_path(path) if path else None)
 
     def action_arena(self) -> None:
-        from tui.screens.arena import ArenaScreen
-        from tui.screens.ask import AskText
+        from .screens.arena import ArenaScreen
+        from .screens.ask import AskText
 
         configs = [p.state.config for p in self.panes()]
         if self.loaded is None or len(configs) < 2:
@@ -223,7 +223,7 @@ class PaneActions:
                                  "decodelab-ab.json"), start)
 
     def action_sweep(self) -> None:
-        from tui.screens.sweep import SweepScreen
+        from .screens.sweep import SweepScreen
 
         pane = self.pane()
         if self.loaded is None or pane is None:

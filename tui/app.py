@@ -13,18 +13,18 @@ from textual.binding import Binding
 from textual.containers import Horizontal
 from textual.widgets import Footer, Static, TextArea
 
-from engine.config import DecodingConfig
-from tui.actions import PaneActions
-from tui.branching import BranchActions
-from tui.file_actions import FileActions
-from tui.messages import LoadFailed, LoadProgress, ModelLoaded, RunFailed, RunFinished
-from tui.preflight import run_error
-from tui.state import PaneState
-from tui.token_bytes import TokenBytes
-from tui.widgets.inspector import Inspector
-from tui.widgets.legend import Legend
-from tui.widgets.pane import Pane
-from tui.widgets.pane_strip import PaneStrip
+from decodelab.engine.config import DecodingConfig
+from .actions import PaneActions
+from .branching import BranchActions
+from .file_actions import FileActions
+from .messages import LoadFailed, LoadProgress, ModelLoaded, RunFailed, RunFinished
+from .preflight import run_error
+from .state import PaneState
+from .token_bytes import TokenBytes
+from .widgets.inspector import Inspector
+from .widgets.legend import Legend
+from .widgets.pane import Pane
+from .widgets.pane_strip import PaneStrip
 
 REPAINT_HZ = 30
 
@@ -32,7 +32,7 @@ REPAINT_HZ = 30
 class DecodelabApp(BranchActions, PaneActions, FileActions, App):
     """One prompt, many decoding configs, side by side."""
 
-    CSS_PATH = str(resources.files("themes") / "app.tcss")
+    CSS_PATH = str(resources.files("decodelab.themes") / "app.tcss")
     TITLE = "decodelab"
     BINDINGS = [
         Binding("ctrl+r", "run", "Run"),
@@ -67,7 +67,7 @@ class DecodelabApp(BranchActions, PaneActions, FileActions, App):
     def __init__(self, spec=None, configs: list[DecodingConfig] | None = None, prompt: str | None = None,
                  run_at_start: bool = False, loaded=None, api_key: str | None = None) -> None:
         super().__init__()
-        from engine.loading import ModelSpec
+        from decodelab.engine.backends.loading import ModelSpec
 
         self.spec = spec or ModelSpec()
         self.api_key = api_key  # remote servers only; never written to a session
@@ -106,7 +106,7 @@ class DecodelabApp(BranchActions, PaneActions, FileActions, App):
         yield Footer()
 
     def on_mount(self) -> None:
-        from themes.themes import THEMES
+        from decodelab.themes.themes import THEMES
 
         for theme in THEMES:
             self.register_theme(theme)
@@ -152,7 +152,7 @@ class DecodelabApp(BranchActions, PaneActions, FileActions, App):
 
     @work(thread=True, exclusive=True, group="load")
     def _load_worker(self, spec) -> None:
-        from engine.loading import ModelLoadError, load_model
+        from decodelab.engine.backends.loading import ModelLoadError, load_model
 
         try:
             loaded = load_model(spec, lambda stage, f: self.post_message(LoadProgress(stage, f)), api_key=self.api_key)
@@ -191,7 +191,7 @@ class DecodelabApp(BranchActions, PaneActions, FileActions, App):
         self.query_one("#model-bar", Static).update(f"{self.loaded.describe()}{chat}")
 
     def on_load_failed(self, message: LoadFailed) -> None:
-        from tui.screens.ask import AskText
+        from .screens.ask import AskText
 
         self.loading = False
         if self.loaded is not None:  # the working model stays until a new one has loaded
@@ -210,7 +210,7 @@ class DecodelabApp(BranchActions, PaneActions, FileActions, App):
                                  self.spec.path, detail=message.error), retry)
 
     def load_path(self, path: str) -> None:
-        from engine.config import ConfigError
+        from decodelab.engine.config import ConfigError
 
         try:
             self.spec = dataclasses.replace(self.spec, path=path)
@@ -265,10 +265,10 @@ class DecodelabApp(BranchActions, PaneActions, FileActions, App):
         self.run_states = [p.state for p in panes]
         self.run_engine(self.run_id, self.run_states, configs, prompt, prefix or [])
 
-    @work(thread=True, exclusive=True, group="engine")
+    @work(thread=True, exclusive=True, group="decodelab.engine")
     def run_engine(self, run_id: int, states: list[PaneState], configs, prompt: str, prefix: list[int]) -> None:
-        from engine.generation import generate_many
-        from engine.results import GenerationError
+        from decodelab.engine.decoding.run import generate_many
+        from decodelab.engine.results import GenerationError
 
         def on_step(event) -> None:  # worker thread: only hand the event over
             self.engine_threads.add(threading.current_thread().name)

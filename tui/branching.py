@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from textual.widgets import OptionList, TextArea
 
-from engine.results import TokenStep
-from tui.widgets.inspector import Inspector
-from tui.widgets.pane import Pane, stats_text
-from tui.widgets.token_view import TokenView
+from decodelab.engine.results import TokenStep
+from .widgets.inspector import Inspector
+from .widgets.pane import Pane, stats_text
+from .widgets.token_view import TokenView
 
 
 class BranchActions:

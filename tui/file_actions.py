@@ -6,22 +6,22 @@ import dataclasses
 
 from textual.widgets import TextArea
 
-from engine.config import ConfigError
+from decodelab.engine.config import ConfigError
 
 
 class FileActions:
     # -- saving and copying -----------------------------------------------------------------------------
     def action_save_preset(self) -> None:
         """s: name the preset and choose whether it pins the last run's seed (it keeps seed=auto by default)."""
-        from tui.screens.save_preset import SavePreset
+        from .screens.save_preset import SavePreset
 
         pane = self.pane()
         if pane is not None:
             self.push_screen(SavePreset(pane.state.config, pane.state.seed), self.save_preset)
 
     def save_preset(self, request, overwrite: bool = False) -> None:
-        from engine.presets import PresetExistsError, save_user_preset
-        from tui.screens.ask import Confirm
+        from decodelab.engine.library.presets import PresetExistsError, save_user_preset
+        from .screens.ask import Confirm
 
         if request is None:
             return
@@ -44,7 +44,7 @@ class FileActions:
             self.notify("Copied the pane's text (where the terminal supports OSC 52).")
 
     def action_copy_config(self) -> None:
-        from engine.presets import dumps_preset
+        from decodelab.engine.library.presets import dumps_preset
 
         pane = self.pane()
         if pane is not None:
@@ -52,8 +52,8 @@ class FileActions:
             self.notify("Copied the pane's config as TOML.")
 
     def action_save_session(self) -> None:
-        from engine.sessions import Session, save_session
-        from tui.screens.ask import AskText, Confirm
+        from decodelab.engine.library.sessions import Session, save_session
+        from .screens.ask import AskText, Confirm
 
         panes = self.panes()
         session = Session(prompt=self.query_one("#prompt", TextArea).text, model=dataclasses.asdict(self.spec),
@@ -77,13 +77,13 @@ class FileActions:
                          save)
 
     def action_open_session(self) -> None:
-        from tui.screens.ask import AskText
+        from .screens.ask import AskText
 
         self.push_screen(AskText("Open a session file:", "decodelab-session.json"),
                          lambda path: self.open_session(path) if path else None)
 
     def open_session(self, path: str) -> None:
-        from engine.sessions import load_session
+        from decodelab.engine.library.sessions import load_session
 
         if self.running:
             self.notify("A run is in progress: Esc cancels it.", severity="warning")

@@ -7,8 +7,8 @@ def prompt_tokens(loaded, prompt: str) -> tuple[int | None, str | None]:
     """The prompt's length in tokens (through the chat template when on), or the reason it cannot be encoded."""
     if loaded is None or getattr(loaded, "remote", False):
         return None, None  # a remote server counts its own tokens
-    from engine.generation import encode_prompt
-    from engine.results import PromptError
+    from decodelab.engine.decoding.run import encode_prompt
+    from decodelab.engine.results import PromptError
 
     try:
         return int(encode_prompt(loaded, prompt).numel()), None

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from engine.config import DecodingConfig
+from decodelab.engine.config import DecodingConfig
 
 HISTORY = 8
 """How many finished versions (runs, reruns, branches) a pane keeps to step back through."""

@@ -12,12 +12,12 @@
     vocab.py       texts to token ids (logit-bias keys, banned strings, DRY breakers)
 """
 
-from engine.sampling.chain import pick, process
-from engine.sampling.noise import hash32, sample_uniforms, uniform_rows
-from engine.sampling.repetition import banned_ngram_tokens
-from engine.sampling.settings import RowSettings
-from engine.sampling.state import PenaltyState, RowState
-from engine.sampling.statistics import step_statistics
+from .chain import pick, process
+from .noise import hash32, sample_uniforms, uniform_rows
+from .repetition import banned_ngram_tokens
+from .settings import RowSettings
+from .state import PenaltyState, RowState
+from .statistics import step_statistics
 
 __all__ = ["PenaltyState", "RowSettings", "RowState", "banned_ngram_tokens", "hash32", "pick", "sample_uniforms",
            "process", "step_statistics", "uniform_rows"]

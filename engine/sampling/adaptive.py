@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 
-from engine.sampling.filters import on_rows
+from .filters import on_rows
 
 NEG_INF = float("-inf")
 MIROSTAT_M = 100  # llama.cpp's common sampler estimates Zipf's exponent from the top 100 tokens

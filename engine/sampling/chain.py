@@ -18,10 +18,10 @@ from __future__ import annotations
 
 import torch
 
-from engine.config import SAMPLER_STAGES
-from engine.sampling import adaptive, filters, penalties, repetition
-from engine.sampling.filters import on_rows
-from engine.sampling.noise import sample_uniforms
+from ..config import SAMPLER_STAGES
+from . import adaptive, filters, penalties, repetition
+from .filters import on_rows
+from .noise import sample_uniforms
 
 CONSTRAINTS = {"logit_bias": penalties.logit_bias, "banned_strings": penalties.banned_strings,
                "min_new_tokens": penalties.min_new_tokens}
@@ -40,7 +40,7 @@ REORDERABLE = {
     "xtc": filters.xtc,  # llama.cpp
 }
 SELECTION = {"mirostat": adaptive.mirostat}  # llama.cpp; ends the chain as in llama.cpp
-assert tuple(REORDERABLE) == SAMPLER_STAGES, "engine.config.SAMPLER_STAGES must list the same stages"
+assert tuple(REORDERABLE) == SAMPLER_STAGES, "decodelab.engine.config.SAMPLER_STAGES must list the same stages"
 
 
 def process(logits: torch.Tensor, s, state, step: int, eos_ids: torch.Tensor | None = None) -> torch.Tensor:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from engine.sampling.noise import SALT_XTC, uniform_rows
+from .noise import SALT_XTC, uniform_rows
 
 NEG_INF = float("-inf")
 

@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 
 import torch
 
-from engine.config import SAMPLER_STAGES, DecodingConfig
-from engine.sampling import vocab as vocab_tools
+from ..config import SAMPLER_STAGES, DecodingConfig
+from . import vocab as vocab_tools
 
 _M32 = 0xFFFFFFFF
 

@@ -10,7 +10,7 @@ import math
 
 import torch
 
-from engine.sampling.settings import RowSettings
+from .settings import RowSettings
 
 _HISTORY_STAGES = {"no_repeat_ngram", "dry", "banned_strings", "repetition_penalty_last_n"}
 

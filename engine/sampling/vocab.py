@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import torch
 
-from engine.config import ConfigError
+from ..config import ConfigError
 
 DRY_MAX_CHARS = 40  # llama.cpp truncates a breaker to 40 characters ...
 DRY_MAX_TAIL = 20  # ... and the tokens after its head to 20

@@ -13,8 +13,8 @@ from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import Footer, Static
 
-from engine.arena import LABELS, Tally, load_tally, play_round, save_tally
-from engine.config import ConfigError
+from decodelab.engine.experiments.arena import LABELS, Tally, load_tally, play_round, save_tally
+from decodelab.engine.config import ConfigError
 
 
 class ArenaScreen(Screen):
@@ -77,7 +77,7 @@ class ArenaScreen(Screen):
 
     @work(thread=True, exclusive=True, group="arena")
     def play(self, number: int) -> None:
-        from engine.results import GenerationError
+        from decodelab.engine.results import GenerationError
 
         try:
             rnd = play_round(self.loaded, self.tally, self.prompt, number, cancel=self.cancel)
@@ -127,13 +127,13 @@ class ArenaScreen(Screen):
         self.show_tally()
 
     def show_tally(self) -> None:
-        from render.tables import tally_table
+        from decodelab.render.tables import tally_table
 
         self.query_one("#arena-tally", Static).update(tally_table(self.tally))
 
     def action_save_winner(self) -> None:
-        from engine.presets import PresetExistsError, save_user_preset
-        from tui.screens.ask import AskText
+        from decodelab.engine.library.presets import PresetExistsError, save_user_preset
+        from .ask import AskText
 
         leader = self.tally.leader()
         if leader is None:

@@ -11,7 +11,7 @@ from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label, Static, Switch
 
-from engine.config import FIELD_HELP, FIELD_NAMES, STRING_LIST_FIELDS, ConfigError, DecodingConfig, logit_bias_dict
+from decodelab.engine.config import FIELD_HELP, FIELD_NAMES, STRING_LIST_FIELDS, ConfigError, DecodingConfig, logit_bias_dict
 
 TEXT_FIELDS = {"name", "description"}
 

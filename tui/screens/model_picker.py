@@ -40,7 +40,7 @@ class ModelPicker(ModalScreen[str | None]):
 
     @work(thread=True, exclusive=True)
     def find_models(self) -> None:
-        from engine.catalog import available_models
+        from decodelab.engine.backends.catalog import available_models
 
         try:
             entries = available_models()
@@ -50,7 +50,7 @@ class ModelPicker(ModalScreen[str | None]):
         self.app.call_from_thread(self.fill, entries)
 
     def fill(self, entries) -> None:
-        from engine.catalog import format_size
+        from decodelab.engine.backends.catalog import format_size
 
         options = self.query_one("#models", OptionList)
         options.clear_options()

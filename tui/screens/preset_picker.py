@@ -11,8 +11,8 @@ from textual.screen import ModalScreen
 from textual.widgets import Input, Label, OptionList
 from textual.widgets.option_list import Option
 
-from engine.config import ConfigError, DecodingConfig
-from engine.presets import PresetEntry, list_presets, load_preset
+from decodelab.engine.config import ConfigError, DecodingConfig
+from decodelab.engine.library.presets import PresetEntry, list_presets, load_preset
 
 
 class PresetPicker(ModalScreen[DecodingConfig | None]):

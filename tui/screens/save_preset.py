@@ -11,7 +11,7 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Button, Checkbox, Input, Static
 
-from engine.config import ConfigError, DecodingConfig
+from decodelab.engine.config import ConfigError, DecodingConfig
 
 
 @dataclass(frozen=True)
@@ -21,7 +21,7 @@ class SaveRequest:
 
 
 def builtin_names() -> set[str]:
-    from engine.presets import builtin_preset_dir
+    from decodelab.engine.library.presets import builtin_preset_dir
 
     return {p.stem for p in builtin_preset_dir().glob("*.toml")}
 
@@ -92,7 +92,7 @@ class SavePreset(ModalScreen[SaveRequest | None]):
     @on(Input.Submitted)
     @on(Button.Pressed, "#ok")
     def action_save(self) -> None:
-        from engine.presets import check_preset_name
+        from decodelab.engine.library.presets import check_preset_name
 
         name = self.query_one(Input).value.strip()
         try:

@@ -13,7 +13,7 @@ from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import Button, Footer, Input, Label, ProgressBar, Static
 
-from engine.config import ConfigError
+from decodelab.engine.config import ConfigError
 
 FIELDS = [("grid", "grid", "temperature=0.3,0.7,1.1; top_p=0.8,0.95"),
           ("ranges", "ranges (random/bayes)", "temperature=0.1:1.5; min_p=0:0.3"),
@@ -89,7 +89,7 @@ class SweepScreen(Screen):
         yield Footer()
 
     def build_spec(self):
-        from engine.sweep import PromptCase, SweepSpec, parse_grid, parse_objective, parse_ranges
+        from decodelab.engine.experiments.sweep import PromptCase, SweepSpec, parse_grid, parse_objective, parse_ranges
 
         def value(key):
             return self.query_one(f"#s-{key}", Input).value.strip()
@@ -130,7 +130,7 @@ class SweepScreen(Screen):
 
     @work(thread=True, exclusive=True, group="sweep")
     def run_sweep(self, spec) -> None:
-        from engine.sweep import run_sweep
+        from decodelab.engine.experiments.sweep import run_sweep
 
         try:
             run_sweep(self.loaded, spec, cancel=self.cancel, on_point=lambda r: self.post_message(self.Point(r)))
@@ -157,9 +157,9 @@ class SweepScreen(Screen):
     def show(self) -> None:
         from rich.console import Group
 
-        from render.pictures import grid_picture, scatter_text
-        from render.tables import results_table
-        from themes.heatmap import colour
+        from decodelab.render.pictures import grid_picture, scatter_text
+        from decodelab.render.tables import results_table
+        from decodelab.themes.heatmap import colour
 
         if not self.results:
             return
@@ -173,7 +173,7 @@ class SweepScreen(Screen):
         self.query_one("#sweep-table", Static).update(Group(*parts))
 
     def best(self):
-        from engine.sweep import best
+        from decodelab.engine.experiments.sweep import best
 
         top = best(self.results, self.spec.direction) if self.results else None
         if top is None:
@@ -192,8 +192,8 @@ class SweepScreen(Screen):
             self.notify(message[0].upper() + message[1:])
 
     def action_save_best(self) -> None:
-        from engine.presets import save_user_preset
-        from tui.screens.ask import AskText
+        from decodelab.engine.library.presets import save_user_preset
+        from .ask import AskText
 
         top = self.best()
         if top is None:

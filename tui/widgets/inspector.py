@@ -13,7 +13,7 @@ from textual.message import Message
 from textual.widgets import OptionList, Static
 from textual.widgets.option_list import Option
 
-from tui.token_bytes import REPLACEMENT, readable
+from ..token_bytes import REPLACEMENT, readable
 
 HINT = "select a token: click it, or focus a pane and use ← →"
 

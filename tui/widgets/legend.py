@@ -5,7 +5,7 @@ from __future__ import annotations
 from rich.text import Text
 from textual.widgets import Static
 
-from themes.heatmap import MEASURES, colour
+from decodelab.themes.heatmap import MEASURES, colour
 
 
 class Legend(Static):

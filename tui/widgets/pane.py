@@ -11,8 +11,8 @@ from textual.containers import Vertical, VerticalScroll
 from textual.geometry import Region, Spacing
 from textual.widgets import Label, Sparkline, Static
 
-from tui.state import PaneState
-from tui.widgets.token_view import TokenView, render_tokens
+from ..state import PaneState
+from .token_view import TokenView, render_tokens
 
 SHORT_REASONS = {"eos": "eos", "stop_string": "stop", "max_new_tokens": "max", "cancelled": "cancelled"}
 ROOMY_HEIGHT = 20

@@ -5,7 +5,7 @@ from __future__ import annotations
 from textual import events
 from textual.containers import HorizontalScroll
 
-from tui.widgets.pane import Pane, pane_title
+from .pane import Pane, pane_title
 
 MIN_PANE_WIDTH = 32
 """Narrower than this, a pane's text wraps too often to read: fewer panes show, the rest scroll."""

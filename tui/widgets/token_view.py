@@ -10,8 +10,8 @@ from textual import events
 from textual.message import Message
 from textual.widgets import Static
 
-from themes.heatmap import colour, level, text_colour_for
-from tui.token_bytes import display_pieces
+from decodelab.themes.heatmap import colour, level, text_colour_for
+from ..token_bytes import display_pieces
 
 BRANCH_MARK = "┃"
 """Drawn before the token a pane was branched to (not part of the text: copy and save never see it)."""

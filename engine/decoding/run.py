@@ -15,13 +15,13 @@ from typing import Callable, Container, Sequence
 
 import torch
 
-from engine.cache import prefill
-from engine.config import DecodingConfig
-from engine.modelcalls import eos_token_ids
-from engine.results import Completion, GenerationError, PromptError, StepEvent, Timings
-from engine.rows import build_steps, new_tracker
-from engine.rowstops import finish_stopped
-from engine.sampling import RowSettings, RowState, pick, process, step_statistics
+from .caches import prefill
+from ..config import DecodingConfig
+from .modelcalls import eos_token_ids
+from ..results import Completion, GenerationError, PromptError, StepEvent, Timings
+from .rows import build_steps, new_tracker
+from .stops import finish_stopped
+from ..sampling import RowSettings, RowState, pick, process, step_statistics
 
 OnStep = Callable[[StepEvent], None]
 
@@ -70,7 +70,7 @@ def generate_many(loaded, prompt: str, configs: Sequence[DecodingConfig], *, on_
     prefix_ids forces the first generated tokens (a branch: "continue from this token"). They are
     recorded as steps with their real statistics, then decoding goes on from there.
     """
-    from engine.backend import Backend
+    from ..backends.base import Backend
 
     if isinstance(loaded, Backend):
         options = {} if loaded.remote else {"batch_invariant": batch_invariant, "stop_rows": stop_rows}
@@ -108,7 +108,7 @@ def generate_local(loaded, prompt: str, configs: Sequence[DecodingConfig], *, on
             done = _decode_batch(loaded, prompt_ids, [configs[i] for i in batch_rows], [seeds[i] for i in batch_rows],
                                  batch_rows, emit, cancel, top_alternatives, batch_invariant, prefix, stop_rows)
             results.update(zip(batch_rows, done))
-        from engine.beams import run_beam
+        from .beams import run_beam
 
         for i in beam_rows:
             results[i] = run_beam(loaded, prompt_ids, configs[i], seeds[i], i, emit, cancel, top_alternatives)
@@ -150,7 +150,7 @@ def _decode_batch(loaded, prompt_ids, configs, seeds, row_ids, emit, cancel, k, 
     max_new = max(c.max_new_tokens for c in configs)
 
     if prefix:  # a branch: the forced tokens are recorded with their statistics under each row's config
-        from engine.beams import replay
+        from .beams import replay
 
         for tracker in trackers:
             replay(loaded, prompt_ids, prefix, tracker, k, eos, 0.0)

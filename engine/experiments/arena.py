@@ -12,7 +12,7 @@ import secrets
 import string
 from dataclasses import dataclass, field
 
-from engine.config import ConfigError, DecodingConfig
+from ..config import ConfigError, DecodingConfig
 
 TALLY_SCHEMA = 1
 LABELS = string.ascii_uppercase
@@ -186,7 +186,7 @@ def save_tally(tally: Tally, path) -> None:
     """Saved after every vote: atomic, replacing the previous state of the same tally."""
     import json
 
-    from engine.fileio import save_document
+    from ..library.fileio import save_document
 
     save_document(path, json.dumps(tally.to_dict(), ensure_ascii=False, indent=1) + "\n", "tally", overwrite=True)
 
@@ -194,7 +194,7 @@ def save_tally(tally: Tally, path) -> None:
 def load_tally(path) -> Tally:
     import json
 
-    from engine.fileio import load_document
+    from ..library.fileio import load_document
 
     text = load_document(path, "tally")
     try:
@@ -206,7 +206,7 @@ def load_tally(path) -> Tally:
 
 def play_round(loaded, tally: Tally, prompt: str, number: int, rng: random.Random | None = None, **kwargs) -> Round:
     """Run every config on the prompt with fresh seeds, in a shuffled order, as one batched call."""
-    from engine.generation import generate_many
+    from ..decoding.run import generate_many
 
     order = shuffled_order(len(tally.configs), rng)
     configs = [tally.configs[i].replace(seed=None) for i in order]
@@ -222,7 +222,7 @@ def play_rounds(loaded, tally: Tally, prompts: list[str], first: int, count: int
     Each chunk of rounds runs as ONE multi-prompt batch (every config of every round's prompt is a
     row), so a prompt file is decoded in a fraction of the time of one round after another.
     """
-    from engine.backend import run_prompts
+    from ..backends.base import run_prompts
 
     for start in range(first, first + count, chunk):
         numbers = list(range(start, min(start + chunk, first + count)))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Container
 
-from engine.results import StepEvent
+from ..results import StepEvent
 
 
 def finish_stopped(trackers, row_ids: list[int], stops: Container[int], step: int, now: float) -> StepEvent | None:

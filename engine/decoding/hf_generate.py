@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from engine.config import DecodingConfig
+from ..config import DecodingConfig
 
 
 class FrequencyPresencePenalty:

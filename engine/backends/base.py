@@ -13,8 +13,8 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from typing import Sequence
 
-from engine.config import DecodingConfig
-from engine.results import Completion
+from ..config import DecodingConfig
+from ..results import Completion
 
 
 class Backend(ABC):
@@ -40,13 +40,13 @@ class LocalBackend(Backend):
 
     def generate(self, prompt, configs, *, on_step=None, cancel=None, top_alternatives=10, prefix_ids=(),
                  **options) -> list[Completion]:
-        from engine.generation import generate_local
+        from ..decoding.run import generate_local
 
         return generate_local(self, prompt, configs, on_step=on_step, cancel=cancel,
                               top_alternatives=top_alternatives, prefix_ids=prefix_ids, **options)
 
     def generate_prompts(self, items, *, cancel=None, top_alternatives=10, max_rows=64) -> list[list[Completion]]:
-        from engine.batching import generate_prompts
+        from ..decoding.loop import generate_prompts
 
         return generate_prompts(self, items, cancel=cancel, top_alternatives=top_alternatives, max_rows=max_rows)
 
@@ -55,6 +55,6 @@ def run_prompts(loaded, items, **kwargs) -> list[list[Completion]]:
     """Several prompts through loaded's backend (rows of different prompts share batches when local)."""
     if isinstance(loaded, Backend):
         return loaded.generate_prompts(items, **kwargs)
-    from engine.batching import generate_prompts
+    from ..decoding.loop import generate_prompts
 
     return generate_prompts(loaded, items, **kwargs)

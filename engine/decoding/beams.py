@@ -12,12 +12,12 @@ import time
 
 import torch
 
-from engine.config import DecodingConfig
-from engine.hf_compat import hf_generate_kwargs
-from engine.modelcalls import eos_token_ids, forward_last
-from engine.results import Completion, StepEvent
-from engine.rows import new_tracker, token_texts
-from engine.sampling import RowSettings, RowState, process, step_statistics
+from ..config import DecodingConfig
+from .hf_generate import hf_generate_kwargs
+from .modelcalls import eos_token_ids, forward_last
+from ..results import Completion, StepEvent
+from .rows import new_tracker, token_texts
+from ..sampling import RowSettings, RowState, process, step_statistics
 
 
 class _CancelCriteria:

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import tomli_w
 
-from engine.config import ConfigError, DecodingConfig, unknown_key_error
-from engine.fileio import load_document, save_document
+from ..config import ConfigError, DecodingConfig, unknown_key_error
+from .fileio import load_document, save_document
 
 SCHEMA_VERSION = 1
 HEADER = "# decodelab decoding preset\n"
@@ -95,7 +95,7 @@ def user_preset_dir() -> Path:
 
 
 def builtin_preset_dir() -> Path:
-    return Path(str(resources.files("engine") / "builtin_presets"))
+    return Path(str(resources.files("decodelab.engine.library") / "builtin_presets"))
 
 
 def list_presets() -> list[PresetEntry]:

@@ -25,8 +25,8 @@ class ModelEntry:
 
 def available_models(hf_cache_dir: str | None = None) -> list[ModelEntry]:
     """Everything loadable offline, the default first. Never touches the network."""
-    from engine.gguf import cache_folder, is_complete, list_converted, smollm2_file
-    from engine.loading import demo_model_path
+    from .gguf import cache_folder, is_complete, list_converted, smollm2_file
+    from .loading import demo_model_path
 
     entries = []
     smol = smollm2_file()

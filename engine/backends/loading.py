@@ -14,8 +14,8 @@ from typing import Any, Callable
 
 import torch
 
-from engine.config import ConfigError
-from engine.backend import LocalBackend
+from ..config import ConfigError
+from .base import LocalBackend
 
 DTYPES = ("auto", "float32", "float16", "bfloat16")
 DEVICES = ("auto", "cpu", "cuda")
@@ -122,7 +122,7 @@ class LoadedModel(LocalBackend):
 
 def demo_model_path() -> Path:
     """The folder of the tiny model bundled in the package."""
-    return Path(str(resources.files("engine") / "demo_model"))
+    return Path(str(resources.files("decodelab.engine") / "demo_model"))
 
 
 def format_count(n: int) -> str:
@@ -154,7 +154,7 @@ def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
 def _resolve_source(spec: ModelSpec, dtype: torch.dtype, report: Progress) -> str:
     gguf_file = _gguf_file(spec)
     if gguf_file is not None:
-        from engine.gguf import GGUFError, converted
+        from .gguf import GGUFError, converted
 
         try:
             return str(converted(gguf_file, str(dtype).removeprefix("torch."), report))
@@ -183,7 +183,7 @@ def _resolve_source(spec: ModelSpec, dtype: torch.dtype, report: Progress) -> st
 
 def _gguf_file(spec: ModelSpec) -> Path | None:
     """The GGUF file a spec names ("smollm2", FILE.gguf, a folder with one .gguf), or None."""
-    from engine.gguf import SMOLLM2_HINT, GGUFError, find_gguf, smollm2_file
+    from .gguf import SMOLLM2_HINT, GGUFError, find_gguf, smollm2_file
 
     if spec.path == "smollm2":
         found = smollm2_file()
@@ -198,7 +198,7 @@ def _gguf_file(spec: ModelSpec) -> Path | None:
 
 def default_model_path() -> str:
     """What decodelab loads with no --model: $DECODELAB_MODEL, else SmolLM2 when installed, else "demo"."""
-    from engine.gguf import smollm2_file
+    from .gguf import smollm2_file
 
     chosen = os.environ.get("DECODELAB_MODEL", "").strip()
     if chosen:
@@ -231,7 +231,7 @@ def load_model(spec: ModelSpec, progress: Progress | None = None, api_key: str |
     a RemoteModel (the key comes from api_key, else DECODELAB_API_KEY; OPENAI_API_KEY only for api.openai.com).
     """
     if spec.is_remote:
-        from engine.remote import connect
+        from .remote import connect
 
         (progress or (lambda stage, fraction: None))(f"connecting to {spec.path}", None)
         remote = connect(spec, api_key)

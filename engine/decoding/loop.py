@@ -21,12 +21,12 @@ from typing import Callable, Sequence
 
 import torch
 
-from engine.config import DecodingConfig
-from engine.cache import prefill
-from engine.modelcalls import eos_token_ids
-from engine.results import Completion, PromptError, StepEvent
-from engine.rows import build_steps, new_tracker
-from engine.sampling import RowSettings, RowState, pick, process, step_statistics
+from ..config import DecodingConfig
+from .caches import prefill
+from .modelcalls import eos_token_ids
+from ..results import Completion, PromptError, StepEvent
+from .rows import build_steps, new_tracker
+from ..sampling import RowSettings, RowState, pick, process, step_statistics
 
 
 @dataclass(eq=False)
@@ -316,7 +316,7 @@ def generate_prompts(loaded, items: Sequence[tuple[str, Sequence[DecodingConfig]
     Rows of different prompts decode together (up to max_rows at a time; a new prompt joins as soon
     as rows free up). Beam configs run afterwards through generate_many, one prompt at a time.
     """
-    from engine.generation import check_context, encode_prompt, generate_many
+    from .run import check_context, encode_prompt, generate_many
 
     cancel = cancel or threading.Event()
     pending, beams, results = [], [], [[None] * len(configs) for _, configs in items]

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import json
 
-from engine.config import ConfigError, DecodingConfig
-from engine.interop import Converted, _unsupported
+from ..config import ConfigError, DecodingConfig
+from .interop import Converted, _unsupported
 
 WEBUI_MAP = {"temperature": "temperature", "top_p": "top_p", "top_k": "top_k", "min_p": "min_p",
              "typical_p": "typical_p", "repetition_penalty": "repetition_penalty",
@@ -106,7 +106,7 @@ def to_webui(config: DecodingConfig) -> Converted:
     """A text-generation-webui preset (YAML text), neutral values explicit."""
     import yaml
 
-    from engine.sampling.settings import effective_order
+    from ..sampling.settings import effective_order
 
     data = {"do_sample": config.samples, "temperature": config.temperature, "top_p": config.top_p,
             "top_k": config.top_k, "min_p": config.min_p, "typical_p": config.typical_p,

@@ -10,7 +10,7 @@ import json
 import shlex
 from dataclasses import dataclass, field
 
-from engine.config import ConfigError, DecodingConfig
+from ..config import ConfigError, DecodingConfig
 
 FORMATS = ("hf", "vllm", "openai", "llamacpp", "webui")
 
@@ -59,7 +59,7 @@ def _unsupported(config: DecodingConfig, target: str, fields: dict[str, object])
 def export_preset(config: DecodingConfig, fmt: str) -> Converted:
     if fmt not in FORMATS:
         raise ConfigError(f"unknown export format {fmt!r}: choose one of {', '.join(FORMATS)}")
-    from engine.webui import to_webui
+    from .webui import to_webui
 
     return {"hf": to_hf, "vllm": to_vllm, "openai": to_openai, "llamacpp": to_llamacpp, "webui": to_webui}[fmt](config)
 
@@ -201,7 +201,7 @@ LLAMACPP_SAMPLERS = {"penalties": "penalties", "dry": "dry", "no_repeat_ngram": 
 
 
 def llamacpp_samplers(config: DecodingConfig) -> str:
-    from engine.sampling.settings import effective_order
+    from ..sampling.settings import effective_order
 
     return ";".join(LLAMACPP_SAMPLERS[s] for s in effective_order(config) if LLAMACPP_SAMPLERS[s])
 
@@ -282,7 +282,7 @@ def import_preset_text(text: str, filename: str, name: str) -> Converted:
             raise ConfigError(f"{filename} is not valid JSON: {exc}") from None
         return from_hf(data, name)
     if filename.endswith((".yaml", ".yml")):
-        from engine.webui import from_webui_yaml
+        from .webui import from_webui_yaml
 
         return from_webui_yaml(text, name)
     raise ConfigError(f"cannot tell the format of {filename}: use a .json generation_config or a .yaml webui preset")
@@ -290,7 +290,7 @@ def import_preset_text(text: str, filename: str, name: str) -> Converted:
 
 def __getattr__(name: str):  # the text-generation-webui converters live in engine/webui.py
     if name in ("from_webui_yaml", "to_webui"):
-        from engine import webui
+        from . import webui
 
         return getattr(webui, name)
     raise AttributeError(name)

@@ -9,7 +9,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from engine.config import ConfigError, DecodingConfig
+from ..config import ConfigError, DecodingConfig
 
 NAME = "model defaults"
 SAMPLING_KEYS = {"do_sample", "temperature", "top_k", "top_p", "min_p", "typical_p", "repetition_penalty",
@@ -54,7 +54,7 @@ def model_defaults(loaded) -> ModelDefaults | None:
         return None
     if not isinstance(data, dict) or not SAMPLING_KEYS & {k for k, v in data.items() if v is not None}:
         return None
-    from engine.interop import from_hf
+    from .interop import from_hf
 
     try:
         converted = from_hf(data, name=NAME)

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from engine.config import DecodingConfig
+from ..config import DecodingConfig
 
 # Model shapes with random weights (nothing is downloaded). "cpu-40m" is the CPU goal's ~30-50M model.
 SHAPES = {
@@ -61,7 +61,7 @@ def random_model(shape: str, device: str = "auto", dtype: str = "auto"):
     """A LoadedModel of the given shape with seeded random weights."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from engine.loading import LoadedModel, ModelSpec, resolve_device, resolve_dtype
+    from ..backends.loading import LoadedModel, ModelSpec, resolve_device, resolve_dtype
 
     spec = ModelSpec(path=f"random:{shape}", device=device, dtype=dtype)
     dev = resolve_device(spec)
@@ -142,7 +142,7 @@ def _median_time(fn, repeats: int, device) -> float:
 
 def time_sampler(vocab: int, device, rows: int = 8, repeats: int = 50) -> float:
     """Milliseconds per step for process + pick + statistics (+ the host transfer) on [rows, vocab]."""
-    from engine.sampling import PenaltyState, RowSettings, pick, process, step_statistics
+    from ..sampling import PenaltyState, RowSettings, pick, process, step_statistics
 
     device = torch.device(device)
     configs = BENCH_CONFIGS[:rows]
@@ -170,8 +170,8 @@ def time_sampler(vocab: int, device, rows: int = 8, repeats: int = 50) -> float:
 
 def run_benchmark(loaded, new_tokens: int = 64, repeats: int = 3, prompt_tokens: int = 32,
                   progress=print) -> BenchResult:
-    from engine.generation import generate_many
-    from engine.hf_compat import hf_generate_kwargs
+    from ..decoding.run import generate_many
+    from ..decoding.hf_generate import hf_generate_kwargs
 
     if loaded.spec.chat:  # every contender gets the same plain prompt (HF generate and llama.cpp take raw text)
         loaded = dataclasses.replace(loaded, spec=dataclasses.replace(loaded.spec, chat=False))
@@ -215,7 +215,7 @@ def run_benchmark(loaded, new_tokens: int = 64, repeats: int = 3, prompt_tokens:
 def time_llamacpp(path: str, prompt: str, configs, repeats: int) -> dict | None:
     """Seconds for 8 sequential llama-cpp-python completions of the configs, without and with top-10 logprobs."""
     try:
-        from engine.llamacpp_peer import completion_kwargs, open_gguf
+        from .peers import completion_kwargs, open_gguf
     except ImportError:
         return None
     llm = open_gguf(path, n_ctx=1024, logits_all=True, n_threads=os.cpu_count())

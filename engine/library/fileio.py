@@ -6,7 +6,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from engine.config import ConfigError
+from ..config import ConfigError
 
 
 class TargetExistsError(FileExistsError):

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 
-from engine.config import DecodingConfig
-from engine.detokenize import IncrementalText
-from engine.results import Alternative, Completion, StepEvent, Timings, TokenStep
+from ..config import DecodingConfig
+from .detokenize import IncrementalText
+from ..results import Alternative, Completion, StepEvent, Timings, TokenStep
 
 
 class TokenTexts:

@@ -15,9 +15,9 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from engine.backend import Backend
-from engine.config import DecodingConfig
-from engine.results import Alternative, Completion, GenerationError, PromptError, StepEvent, Timings, TokenStep
+from .base import Backend
+from ..config import DecodingConfig
+from ..results import Alternative, Completion, GenerationError, PromptError, StepEvent, Timings, TokenStep
 
 NAN = float("nan")
 
@@ -144,7 +144,7 @@ def connect(spec, api_key: str | None = None, timeout: float = 10.0):
     """Ask the server which model it serves and what kind of server it is. Failures are ModelLoadError."""
     import httpx
 
-    from engine.loading import ModelLoadError
+    from .loading import ModelLoadError
 
     base = spec.path.rstrip("/")
     if not base.endswith("/v1"):

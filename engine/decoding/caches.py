@@ -17,8 +17,8 @@ from typing import Any
 
 import torch
 
-from engine.modelcalls import forward_last
-from engine.results import GenerationError
+from .modelcalls import forward_last
+from ..results import GenerationError
 
 CACHE_FIELDS = ("past_key_values", "cache_params")
 """Where a model output carries its cache, and the forward keyword that takes it back (Mamba: cache_params)."""

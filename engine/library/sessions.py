@@ -7,9 +7,9 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from engine.config import ConfigError, DecodingConfig
-from engine.fileio import load_document, save_document
-from engine.results import Completion, completion_from_dict, completion_to_dict
+from ..config import ConfigError, DecodingConfig
+from .fileio import load_document, save_document
+from ..results import Completion, completion_from_dict, completion_to_dict
 
 SESSION_SCHEMA = 1
 

@@ -16,8 +16,8 @@ import tomllib
 from dataclasses import dataclass, field
 from typing import Callable
 
-from engine.config import ConfigError, DecodingConfig
-from engine.metrics import METRICS, self_similarity, text_metrics
+from ..config import ConfigError, DecodingConfig
+from .metrics import METRICS, self_similarity, text_metrics
 
 STRATEGIES = ("grid", "random", "bayes")
 INT_FIELDS = {"top_k", "no_repeat_ngram_size", "num_beams", "max_new_tokens", "min_new_tokens", "dry_allowed_length",
@@ -146,7 +146,7 @@ def random_points(spec: SweepSpec) -> list[dict]:
 def evaluate(loaded, spec: SweepSpec, points: list[dict], max_rows: int = 64, cancel=None,
              on_point: Callable[[PointResult], None] | None = None) -> list[PointResult]:
     """Run each point on every prompt with spec.seeds seeds, batched, and score it."""
-    from engine.backend import run_prompts
+    from ..backends.base import run_prompts
 
     configs = [spec.base.replace(**{k: _cast(k, v) for k, v in p.items()}, name=_point_name(p)) for p in points]
     seeds = [spec.seed * 1000 + s for s in range(spec.seeds)]
@@ -340,7 +340,7 @@ def to_csv(results: list[PointResult], spec: SweepSpec) -> str:
 
 
 def to_json(results: list[PointResult], spec: SweepSpec) -> str:
-    from engine.results import json_number as clean
+    from ..results import json_number as clean
 
     doc = {"strategy": spec.strategy, "objective": spec.objective, "direction": spec.direction, "seeds": spec.seeds,
            "points": [{"params": r.params, "config": r.config.to_dict(),

@@ -1,0 +1,5 @@
+"""`python -m decodelab` runs the decodelab command."""
+
+from decodelab.cli.main import main
+
+main()
