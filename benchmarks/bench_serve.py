@@ -2,7 +2,7 @@
 
   1. 8 different prompts sent at once vs the same 8 one after another (non-streaming, fixed lengths);
   2. a short request's latency while a 300-token request streams, vs the short one alone;
-  3. the engine alone: engine.batching.generate_prompts over the 8 prompts vs 8 generate_many calls.
+  3. the engine alone: engine.decoding.run.generate_prompts over the 8 prompts vs 8 generate_many calls.
 
     python benchmarks/bench_serve.py [--model demo | --shape cpu-40m] [--tokens 64] [--repeats 3] [--threads N]
 """
@@ -74,7 +74,7 @@ def short_during_long(url: str, long_tokens: int = 300, short_tokens: int = 8) -
 
 def engine_only(loaded, tokens: int) -> tuple[float, float]:
     from decodelab.engine import DecodingConfig, generate_many
-    from decodelab.engine.decoding.loop import generate_prompts
+    from decodelab.engine.decoding.run import generate_prompts
 
     config = DecodingConfig(max_new_tokens=tokens, min_new_tokens=tokens)
     start = time.perf_counter()

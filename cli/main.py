@@ -76,7 +76,7 @@ def run(prompt, prompt_file, presets, sets, seed, as_json, as_jsonl, heatmap, to
     configs = resolve_configs(presets, sets, seed)
     quiet = as_json or as_jsonl
     loaded = load_with_progress(model_spec(**model), quiet=quiet, api_key=model.get("api_key"))
-    from decodelab.engine.decoding.run import generate_many
+    from decodelab.engine.backends.base import generate_many
     from decodelab.engine.results import completion_to_dict
 
     completions = generate_many(loaded, text, configs, cancel=threading.Event(), top_alternatives=max(top, 10))

@@ -1,7 +1,7 @@
 """`decodelab serve`: the local engine as an OpenAI-compatible HTTP server (Starlette + uvicorn).
 
 A layer over engine/, like cli/ and tui/: engine never imports it. Requests from many clients,
-with different prompts, decode in one shared batch (engine/batching.py).
+with different prompts, decode in one shared batch (engine/decoding/loop.py).
 """
 
 from .app import Limits

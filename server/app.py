@@ -177,7 +177,7 @@ class Api:
         if wanted == 0:
             return self._echo_only(req, chat, shape, ids, echos)
         engine_requests = [self._request(req, prompt_ids, wanted, chat, shape) for prompt_ids in ids]
-        job = Job(asyncio.get_running_loop(), engine_requests, beams=(req.num_beams or 1) > 1, stream=req.stream)
+        job = Job(asyncio.get_running_loop(), engine_requests, stream=req.stream)
         self.scheduler.submit(job)
         prompt_tokens = sum(r.prompt_ids.numel() for r in engine_requests)
         echo_rows = [e for e in echos for _ in range(req.n)]

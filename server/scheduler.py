@@ -1,4 +1,4 @@
-"""The one thread that runs the model: a bounded queue in front of engine.batching's MultiBatch.
+"""The one thread that runs the model: a bounded queue in front of engine/decoding/loop.py's DecodeLoop.
 
 HTTP handlers tokenize, validate and submit a Job (one engine Request per prompt). The scheduler
 thread admits waiting requests into the running batch at every step boundary (when there is room),
@@ -14,7 +14,7 @@ import queue
 import threading
 from functools import partial
 
-from decodelab.engine.decoding.loop import MultiBatch, Request
+from decodelab.engine.decoding.loop import DecodeLoop, Request
 from .errors import ApiError
 
 log = logging.getLogger("decodelab.serve")
@@ -23,9 +23,8 @@ log = logging.getLogger("decodelab.serve")
 class Job:
     """One HTTP request's work. Events arrive on `events` as (kind, request index, payload)."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, requests: list[Request], beams: bool = False,
-                 stream: bool = True):
-        self.loop, self.requests, self.beams = loop, requests, beams
+    def __init__(self, loop: asyncio.AbstractEventLoop, requests: list[Request], stream: bool = True):
+        self.loop, self.requests = loop, requests
         self.events: asyncio.Queue = asyncio.Queue()
         self.cancel = threading.Event()
         for index, request in enumerate(requests):
@@ -44,13 +43,13 @@ class Job:
 
 
 class Scheduler:
-    """Admits jobs into one MultiBatch and steps it; at most max_queue requests wait (then 429)."""
+    """Admits jobs into one DecodeLoop and steps it; at most max_queue requests wait (then 429)."""
 
     def __init__(self, loaded, max_rows: int = 64, max_queue: int = 32, window: float = 0.01):
         self.loaded, self.max_rows, self.max_queue = loaded, max_rows, max_queue
         self.window = window
         """Seconds an idle scheduler waits after a first request for others sent at the same time."""
-        self.batch = MultiBatch(loaded, max_rows=max_rows)
+        self.batch = DecodeLoop(loaded, max_rows=max_rows)
         self.inbox: queue.Queue = queue.Queue()
         self.waiting: list[Request] = []
         self.owner: dict[int, Job] = {}
@@ -101,12 +100,9 @@ class Scheduler:
         except queue.Empty:
             return
         while job is not None:
-            if job.beams:
-                self._run_beams(job)
-            else:
-                for request in job.requests:
-                    self.owner[id(request)] = job
-                self.waiting.extend(job.requests)
+            for request in job.requests:  # beam requests too: the loop runs their beam search
+                self.owner[id(request)] = job
+            self.waiting.extend(job.requests)
             try:  # an idle batch waits a moment for requests sent together, so they share one group
                 job = self.inbox.get(timeout=self.window) if block else self.inbox.get_nowait()
             except queue.Empty:
@@ -121,24 +117,6 @@ class Scheduler:
             with self.lock:
                 self.queued -= len(gone)
 
-    def _run_beams(self, job: Job) -> None:
-        """Beam search goes through HF generate (engine/beams.py), one request at a time, between steps."""
-        from decodelab.engine.decoding.beams import run_beam
-
-        with self.lock:
-            self.queued -= len(job.requests)
-        try:
-            for request in job.requests:
-                done = []
-                for row, (config, seed) in enumerate(zip(request.configs, request.seeds)):
-                    done.append(run_beam(self.loaded, request.prompt_ids, config, seed, row, request.emit,
-                                         request.cancel, request.top))
-                request.completions = done
-                request.on_done(done)
-        except Exception as exc:  # noqa: BLE001
-            log.exception("beam search failed")
-            job.fail(f"beam search failed: {type(exc).__name__}: {exc}")
-
     def _fail_batch(self, message: str) -> None:
         jobs = {id(j): j for j in self.owner.values()}
         for job in jobs.values():
@@ -147,4 +125,4 @@ class Scheduler:
         with self.lock:
             self.queued -= len(self.waiting)
         self.waiting = []
-        self.batch = MultiBatch(self.loaded, max_rows=self.max_rows)
+        self.batch = DecodeLoop(self.loaded, max_rows=self.max_rows)

@@ -133,7 +133,8 @@ def test_cli_ab_needs_two_presets():
 
 
 def test_rounds_over_a_prompt_file_run_as_one_multi_prompt_batch(llama, monkeypatch):
-    from decodelab.engine import arena, batching
+    from decodelab.engine.decoding import run as batching
+    from decodelab.engine.experiments import arena
 
     calls = []
     real = batching.generate_prompts

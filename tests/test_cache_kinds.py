@@ -102,7 +102,8 @@ def cached_logprobs(loaded, prompt_ids, generated):
     model = loaded.model
     with torch.inference_mode():
         out = model(input_ids=torch.tensor([prompt_ids]), use_cache=True)
-        field = next((f for f in ("past_key_values", "cache_params") if getattr(out, f, None) is not None), None)
+        field = next((f for f in ("cache", "past_key_values", "cache_params") if getattr(out, f, None) is not None),
+                     None)
         if field is None:
             return fresh_logprobs(loaded, prompt_ids, generated)
         result = []

@@ -111,7 +111,7 @@ def test_presets_and_set_carry_the_new_fields():
 
 
 def test_new_stages_in_a_multi_prompt_batch_match_each_prompt_alone(demo):
-    from decodelab.engine.decoding.loop import generate_prompts
+    from decodelab.engine.decoding.run import generate_prompts
 
     prompts = ["The for statement", "x"]
     configs = _short(NEW, 8)

@@ -41,8 +41,8 @@ async def run_all(app, pilot) -> None:
 @pytest.fixture
 def recorded(monkeypatch):
     """Wraps generate_many: each call's thread and completions are recorded, so a test can see a run end."""
-    import decodelab.engine.decoding.run
-    real, calls = engine.generation.generate_many, []
+    import decodelab.engine.backends.base as backend_base
+    real, calls = backend_base.generate_many, []
 
     def wrapper(*args, **kwargs):
         call = {"done": threading.Event(), "result": None}
@@ -53,7 +53,7 @@ def recorded(monkeypatch):
             call["done"].set()
         return call["result"]
 
-    monkeypatch.setattr(engine.generation, "generate_many", wrapper)
+    monkeypatch.setattr(backend_base, "generate_many", wrapper)
     return calls
 
 
@@ -104,7 +104,7 @@ async def test_chat_template_is_not_turned_on_for_a_model_without_one(demo):
 
 
 async def test_a_failed_run_keeps_the_text_and_shows_the_error_in_full(demo, monkeypatch):
-    import decodelab.engine.decoding.run
+    import decodelab.engine.backends.base as backend_base
     from decodelab.engine.results import GenerationError
 
     app = make_app(demo)
@@ -116,7 +116,7 @@ async def test_a_failed_run_keeps_the_text_and_shows_the_error_in_full(demo, mon
         def fail(*args, **kwargs):
             raise GenerationError(error)
 
-        monkeypatch.setattr(engine.generation, "generate_many", fail)
+        monkeypatch.setattr(backend_base, "generate_many", fail)
         await run_all(app, pilot)
         for pane, text in zip(app.panes(), texts):
             assert pane.state.text == text and pane.state.error == error

@@ -164,7 +164,7 @@ class PaneActions:
         notes = []
         if self.diff_mode != "off":
             notes.append(f"diff vs {self.diff_mode} (underlined: first different token)")
-        if getattr(self.loaded, "remote", False):
+        if self.loaded is not None and not self.loaded.can("raw_logprobs"):
             from decodelab.engine.backends.remote import KINDS
 
             notes.append(f"logprobs: {KINDS[self.loaded.kind]['logprobs']}")
@@ -174,7 +174,7 @@ class PaneActions:
     def action_toggle_chat(self) -> None:
         if self.loaded is None:
             return
-        has_template = getattr(self.loaded, "remote", False) or bool(getattr(self.loaded.tokenizer, "chat_template", None))
+        has_template = not self.loaded.can("tokenizer") or bool(getattr(self.loaded.tokenizer, "chat_template", None))
         if not self.loaded.spec.chat and not has_template:
             self.notify(f"{self.loaded.name} has no chat template, so the prompt is sent as plain text.",
                         title="Chat template stays off", severity="warning", timeout=8)
@@ -188,7 +188,7 @@ class PaneActions:
     def chat_for_new_model(self) -> None:
         """A model picked with m keeps chat mode only if it has a chat template (demo after smollm2 has none)."""
         loaded = self.loaded
-        if loaded.spec.chat and not getattr(loaded, "remote", False) \
+        if loaded.spec.chat and loaded.can("tokenizer") \
                 and not getattr(getattr(loaded, "tokenizer", None), "chat_template", None):
             spec = dataclasses.replace(loaded.spec, chat=False)
             self.loaded = dataclasses.replace(loaded, spec=spec)

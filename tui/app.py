@@ -267,7 +267,7 @@ class DecodelabApp(BranchActions, PaneActions, FileActions, App):
 
     @work(thread=True, exclusive=True, group="decodelab.engine")
     def run_engine(self, run_id: int, states: list[PaneState], configs, prompt: str, prefix: list[int]) -> None:
-        from decodelab.engine.decoding.run import generate_many
+        from decodelab.engine.backends.base import generate_many
         from decodelab.engine.results import GenerationError
 
         def on_step(event) -> None:  # worker thread: only hand the event over
@@ -340,7 +340,7 @@ class DecodelabApp(BranchActions, PaneActions, FileActions, App):
         if not self.running or not rows or not pane.state.running:
             self.notify("This pane is not running (Esc cancels a whole run).", severity="warning")
             return
-        if getattr(self.loaded, "remote", False) or pane.state.config.num_beams > 1:
+        if not self.loaded.can("stop_rows") or pane.state.config.num_beams > 1:
             self.notify("Only a local non-beam pane can be stopped alone: Esc cancels the whole run.",
                         severity="warning")
             return

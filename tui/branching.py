@@ -151,7 +151,7 @@ class BranchActions:
         step = state.steps[state.cursor]
         if self.running:
             return "A run is in progress: wait for it, or Esc to cancel it, then branch."
-        if getattr(self.loaded, "remote", False):
+        if not self.loaded.can("branch"):
             return "Branching from a token needs the local engine; this model is a remote server."
         if state.config.num_beams > 1:
             return "Beam panes cannot be branched; duplicate it (d) and edit it (e) to a greedy pane first."

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 def prompt_tokens(loaded, prompt: str) -> tuple[int | None, str | None]:
     """The prompt's length in tokens (through the chat template when on), or the reason it cannot be encoded."""
-    if loaded is None or getattr(loaded, "remote", False):
+    if loaded is None or not loaded.can("tokenizer"):
         return None, None  # a remote server counts its own tokens
     from decodelab.engine.decoding.run import encode_prompt
     from decodelab.engine.results import PromptError

@@ -1,32 +1,72 @@
-"""The seam between decodelab and whatever runs the model: one interface, two backends.
+"""The seam between decodelab and whatever runs the model: one declared interface, two backends.
 
-    Backend                 what the UI, the CLI and the experiments call
-      LocalBackend          a transformers model in this process (engine/loading.py's LoadedModel):
-                            one prompt -> generation.generate_local; many prompts -> batching
-      RemoteModel           an OpenAI-compatible server (engine/remote.py): one request per config
+    Backend                 what the TUI, the CLI, the server and the experiments call
+      LoadedModel           a transformers model in this process (backends/loading.py): every run goes
+                            through decoding/loop.py's DecodeLoop
+      RemoteModel           an OpenAI-compatible server (backends/remote.py): one request per config
 
-Callers use generate_many(loaded, ...) and run_prompts(loaded, ...), which ask the backend.
+Front ends ask a backend what it can do (`can(...)`) instead of asking whether it is remote.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Sequence
+from typing import Any, Container, Sequence
 
 from ..config import DecodingConfig
 from ..results import Completion
+
+CAPABILITIES = {
+    "stop_rows": "stop one config of a running batch while the others go on",
+    "branch": "continue from a forced prefix of tokens (branching a pane from a token)",
+    "raw_logprobs": "the model's own log-probabilities before any sampler stage",
+    "top_n": "any number of alternatives per token",
+    "shared_batches": "rows of different prompts decode in one batch",
+    "tokenizer": "a local tokenizer (token bytes, prompt length before running)",
+}
+
+
+class ModelLoadError(RuntimeError):
+    """The model could not be loaded; the message says why and what to try."""
 
 
 class Backend(ABC):
     """Runs decoding configs on prompts and reports Completions with per-token statistics."""
 
-    remote: bool = False
-    """True when the model runs elsewhere (no tokenizer, no branching, statistics as the server reports them)."""
+    capabilities: frozenset[str] = frozenset()
+    """Names from CAPABILITIES that this backend supports."""
+    tokenizer: Any
+    """The local tokenizer, or None (remote servers). Declared here, set by each backend."""
+    spec: Any
+    """The backends/loading.py ModelSpec this backend was loaded from."""
+
+    def can(self, capability: str) -> bool:
+        if capability not in CAPABILITIES:
+            raise ValueError(f"unknown capability {capability!r}: one of {', '.join(CAPABILITIES)}")
+        return capability in self.capabilities
+
+    @property
+    @abstractmethod
+    def name(self) -> str:
+        """A short name for the model (titles, JSON output)."""
+
+    @property
+    @abstractmethod
+    def context_length(self) -> int | None:
+        """The model's context in tokens, or None when unknown."""
+
+    @abstractmethod
+    def describe(self) -> str:
+        """One line for the model bar: name, size, dtype, device, or the server."""
 
     @abstractmethod
     def generate(self, prompt: str, configs: Sequence[DecodingConfig], *, on_step=None, cancel=None,
-                 top_alternatives: int = 10, prefix_ids: Sequence[int] = (), **options) -> list[Completion]:
-        """Every config on one prompt; completions in the order of configs."""
+                 top_alternatives: int = 10, prefix_ids: Sequence[int] = (), stop_rows: Container[int] = (),
+                 batch_invariant: bool = True) -> list[Completion]:
+        """Every config on one prompt; completions in the order of configs.
+
+        prefix_ids needs can("branch"); stop_rows needs can("stop_rows"): a backend without them refuses
+        a non-empty prefix and ignores stop_rows (cancel still stops everything)."""
 
     def generate_prompts(self, items: Sequence[tuple[str, Sequence[DecodingConfig]]], *, cancel=None,
                          top_alternatives: int = 10, max_rows: int = 64) -> list[list[Completion]]:
@@ -35,26 +75,11 @@ class Backend(ABC):
                 for prompt, configs in items]
 
 
-class LocalBackend(Backend):
-    """A model in this process: batched decoding, multi-prompt batches, branching."""
-
-    def generate(self, prompt, configs, *, on_step=None, cancel=None, top_alternatives=10, prefix_ids=(),
-                 **options) -> list[Completion]:
-        from ..decoding.run import generate_local
-
-        return generate_local(self, prompt, configs, on_step=on_step, cancel=cancel,
-                              top_alternatives=top_alternatives, prefix_ids=prefix_ids, **options)
-
-    def generate_prompts(self, items, *, cancel=None, top_alternatives=10, max_rows=64) -> list[list[Completion]]:
-        from ..decoding.loop import generate_prompts
-
-        return generate_prompts(self, items, cancel=cancel, top_alternatives=top_alternatives, max_rows=max_rows)
+def generate_many(backend: Backend, prompt: str, configs: Sequence[DecodingConfig], **kwargs) -> list[Completion]:
+    """Run prompt under every config on the backend; completions in the order of configs."""
+    return backend.generate(prompt, configs, **kwargs)
 
 
-def run_prompts(loaded, items, **kwargs) -> list[list[Completion]]:
-    """Several prompts through loaded's backend (rows of different prompts share batches when local)."""
-    if isinstance(loaded, Backend):
-        return loaded.generate_prompts(items, **kwargs)
-    from ..decoding.loop import generate_prompts
-
-    return generate_prompts(loaded, items, **kwargs)
+def run_prompts(backend: Backend, items, **kwargs) -> list[list[Completion]]:
+    """Several prompts through the backend (rows of different prompts share batches when it can)."""
+    return backend.generate_prompts(items, **kwargs)

@@ -15,7 +15,8 @@ from typing import Any, Callable
 import torch
 
 from ..config import ConfigError
-from .base import LocalBackend
+from ..results import Completion
+from .base import Backend, ModelLoadError
 
 DTYPES = ("auto", "float32", "float16", "bfloat16")
 DEVICES = ("auto", "cpu", "cuda")
@@ -25,10 +26,6 @@ SERVER_KINDS = ("auto", "decodelab", "vllm", "llamacpp", "llama-cpp-python", "op
 
 Progress = Callable[[str, float | None], None]
 """A progress callback: (what is happening, fraction done or None when unknown)."""
-
-
-class ModelLoadError(RuntimeError):
-    """The model could not be loaded; the message says why and what to try."""
 
 
 @dataclass(frozen=True)
@@ -86,8 +83,10 @@ class ModelSpec:
 
 
 @dataclass
-class LoadedModel(LocalBackend):
-    """A model ready to decode, with what a header line needs to describe it."""
+class LoadedModel(Backend):
+    """A transformers model in this process, ready to decode: every run goes through decoding/loop.py."""
+
+    capabilities = frozenset({"stop_rows", "branch", "raw_logprobs", "top_n", "shared_batches", "tokenizer"})
 
     model: Any
     tokenizer: Any
@@ -112,6 +111,19 @@ class LoadedModel(LocalBackend):
             if isinstance(value, int) and value > 0:
                 return value
         return None
+
+    def generate(self, prompt, configs, *, on_step=None, cancel=None, top_alternatives=10, prefix_ids=(),
+                 stop_rows=(), batch_invariant=True) -> list[Completion]:
+        from ..decoding.run import generate_local
+
+        return generate_local(self, prompt, configs, on_step=on_step, cancel=cancel,
+                              top_alternatives=top_alternatives, prefix_ids=prefix_ids, stop_rows=stop_rows,
+                              batch_invariant=batch_invariant)
+
+    def generate_prompts(self, items, *, cancel=None, top_alternatives=10, max_rows=64) -> list[list[Completion]]:
+        from ..decoding.run import generate_prompts
+
+        return generate_prompts(self, items, cancel=cancel, top_alternatives=top_alternatives, max_rows=max_rows)
 
     def describe(self) -> str:
         """One line: name, parameters, dtype, device, quantization, memory."""

@@ -15,7 +15,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from .base import Backend
+from .base import Backend, ModelLoadError  # noqa: F401 - ModelLoadError is raised below
 from ..config import DecodingConfig
 from ..results import Alternative, Completion, GenerationError, PromptError, StepEvent, Timings, TokenStep
 
@@ -75,7 +75,7 @@ class RemoteModel(Backend):
     max_parallel: int = 8
     load_seconds: float = 0.0
     tokenizer: object = None
-    remote: bool = True
+    capabilities = frozenset()  # no branching, no stopping one row, statistics as the server reports them
 
     @property
     def name(self) -> str:
@@ -89,7 +89,7 @@ class RemoteModel(Backend):
         return f"{self.model_name} · {self.kind} server at {self.base_url}"
 
     def generate(self, prompt, configs, *, on_step=None, cancel=None, top_alternatives=10, prefix_ids=(),
-                 **options) -> list[Completion]:
+                 stop_rows=(), batch_invariant=True) -> list[Completion]:
         return generate_remote(self, prompt, configs, on_step=on_step, cancel=cancel,
                                top_alternatives=top_alternatives, prefix_ids=prefix_ids)
 
@@ -144,7 +144,6 @@ def connect(spec, api_key: str | None = None, timeout: float = 10.0):
     """Ask the server which model it serves and what kind of server it is. Failures are ModelLoadError."""
     import httpx
 
-    from .loading import ModelLoadError
 
     base = spec.path.rstrip("/")
     if not base.endswith("/v1"):

@@ -20,8 +20,16 @@ import torch
 from .modelcalls import forward_last
 from ..results import GenerationError
 
-CACHE_FIELDS = ("past_key_values", "cache_params")
-"""Where a model output carries its cache, and the forward keyword that takes it back (Mamba: cache_params)."""
+CACHE_FIELDS = ("cache", "past_key_values", "cache_params")
+"""Where a model output carries its cache, and the forward keyword that takes it back. transformers >= 5.24
+names it `cache` everywhere; its outputs still answer to the old names (aliases of `cache`), but Mamba's
+forward accepts only `cache_params` as an old name and silently drops `past_key_values`, so `cache` comes
+first. Before 5.24: past_key_values, or cache_params (Mamba)."""
+
+
+def output_cache(out) -> Any:
+    """The cache a model output carries (None when it returns none)."""
+    return next((c for c in (getattr(out, f, None) for f in CACHE_FIELDS) if c is not None), None)
 
 
 class RowCache:
@@ -50,19 +58,24 @@ class RowCache:
         except torch.OutOfMemoryError:
             raise
         except (RuntimeError, ValueError, TypeError, AttributeError, IndexError, KeyError) as exc:
-            raise _cannot_batch(self.model, self.rows, exc) from None
+            raise cannot_batch(self.model, self.rows, exc) from None
         return out.logits[:, -1, :].float()
 
 
 def prefill(model, context: torch.Tensor, rows: int):
     """Run the prompt `context` ([T]) once and give `rows` rows its cache: (the batch-1 output, RowCache)."""
+    out = prefill_once(model, context)
+    return out, replicate(model, out, context, rows)
+
+
+def prefill_once(model, context: torch.Tensor):
+    """The batch-1 forward over the prompt `context` ([T]); a failure is a GenerationError saying so."""
     try:
-        out = forward_last(model, context[None, :], 1, use_cache=True)
+        return forward_last(model, context[None, :], 1, use_cache=True)
     except torch.OutOfMemoryError:
         raise
     except (RuntimeError, ValueError, TypeError, AttributeError, IndexError, KeyError) as exc:
         raise GenerationError(f"the {_name(model)} model failed on the prompt: {_first_line(exc)}") from None
-    return out, replicate(model, out, context, rows)
 
 
 def replicate(model, prefill_out, context: torch.Tensor, rows: int) -> RowCache:
@@ -109,7 +122,7 @@ def _prefill_rows(model, context: torch.Tensor, rows: int, field: str):
     except torch.OutOfMemoryError:
         raise
     except (RuntimeError, ValueError, TypeError, AttributeError, IndexError, KeyError) as exc:
-        raise _cannot_batch(model, rows, exc) from None
+        raise cannot_batch(model, rows, exc) from None
     cache = getattr(out, field, None)
     if cache is None:
         raise GenerationError(f"{_name(model)} returned no cache from a batched prefill: run one config at a time")
@@ -159,6 +172,6 @@ def _first_line(exc: BaseException) -> str:
     return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
 
 
-def _cannot_batch(model, rows: int, exc: BaseException) -> GenerationError:
+def cannot_batch(model, rows: int, exc: BaseException) -> GenerationError:
     return GenerationError(f"the {_name(model)} model cannot decode {rows} rows from one prompt "
                            f"({_first_line(exc)}); run one config at a time, or report this model")

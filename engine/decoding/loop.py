@@ -1,14 +1,21 @@
-"""One decode batch across different prompts: rows join at step boundaries and leave when they finish.
+"""The one decode loop. Every path (the TUI, `run`, `serve`, `sweep`, `ab`) decodes through DecodeLoop.
 
-    each request: prefill its prompt alone (batch 1, exactly as HF generate does) -> replicate to its
-    n rows -> left-pad its cache (or the running one) to a common length -> join the running batch.
-    every step: one forward for all rows (attention mask + per-row position ids) -> per-group
-    sampling (a group = the requests that joined at the same step, so they share a step counter) ->
-    finished or cancelled rows leave the batch at once, and their request gets its completions.
+    admit    take waiting requests that fit; prefill each prompt once (batch 1, exactly as HF generate
+             does), copy its cache to the request's rows, and join them to the running batch
+    step     per group: sampler chain -> pick; statistics for every row (one host transfer); record
+             each row's token; retire; one forward for every row still running
+    retire   rows that finished, or that the caller stopped or cancelled, leave at once; a request whose
+             rows are all done runs its beam configs (HF beam search) and gets its completions
 
-Joining a running batch edits the KV cache directly, which is exact only for plain DynamicCache
-layers (full attention). Other caches (sliding window, recurrent state) run one request at a time
-(its n rows together, through engine/cache.py), and the next request waits for it.
+A group is the requests that joined at the same step with the same forced prefix: its rows share one
+step counter (the seeded noise is indexed by it), settings and sampler state.
+
+Padding: the batch runs at a bucket size (8, 16, 32, 64, then multiples of 64; padding rows are copies
+whose output nobody reads), so a seeded config gives the same tokens alone and among others.
+
+Caches that can be edited (plain DynamicCache layers: full attention) let rows of different prompts
+join (left-padded, with an attention mask and per-row positions) and leave. Other caches (sliding
+window, recurrent state) decode one request at a time; its rows keep their slots until it is done.
 """
 
 from __future__ import annotations
@@ -16,22 +23,50 @@ from __future__ import annotations
 import secrets
 import threading
 import time
+from collections.abc import Container
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
 import torch
 
 from ..config import DecodingConfig
-from .caches import prefill
-from .modelcalls import eos_token_ids
 from ..results import Completion, PromptError, StepEvent
-from .rows import build_steps, new_tracker
 from ..sampling import RowSettings, RowState, pick, process, step_statistics
+from .caches import cannot_batch, output_cache, prefill_once, replicate
+from .modelcalls import cache_keyword, eos_token_ids
+from .rows import RowTracker, build_steps, new_tracker
+
+
+def bucket_rows(n: int) -> int:
+    """The padded batch size for n rows: 8, 16, 32, 64, then multiples of 64."""
+    size = 8
+    while size < n and size < 64:
+        size *= 2
+    return size if n <= size else -(-n // 64) * 64
+
+
+def check_configs(configs: Sequence[DecodingConfig]) -> list[DecodingConfig]:
+    configs = list(configs)
+    if not configs:
+        raise PromptError("no decoding configs to run: add at least one")
+    if not all(isinstance(c, DecodingConfig) for c in configs):
+        raise PromptError("every config must be a DecodingConfig")
+    return configs
+
+
+def draw_seeds(configs: Sequence[DecodingConfig]) -> list[int]:
+    """Each config's seed, or a fresh random one (reported in its Completion) where it has none."""
+    return [c.seed if c.seed is not None else secrets.randbelow(2**32) for c in configs]
 
 
 @dataclass(eq=False)
 class Request:
-    """One prompt under one or more configs (one row each), with where its events and results go."""
+    """One prompt under one or more configs (one row each), with where its events and results go.
+
+    stop_rows: config indices the caller may add to while the run goes on (a set); each such row ends
+    as "cancelled" at the next step while the others go on. prefix forces the first generated tokens
+    (a branch). Beam configs run through HF beam search once the request's other rows are done.
+    """
 
     prompt_ids: torch.Tensor
     configs: list[DecodingConfig]
@@ -40,20 +75,37 @@ class Request:
     cancel: threading.Event = field(default_factory=threading.Event)
     top: int = 10
     seeds: list[int] = field(default_factory=list)
+    prefix: Sequence[int] = ()
+    stop_rows: Container[int] = ()
     completions: list[Completion] | None = None
-    trackers: list = field(default_factory=list)
+    trackers: dict[int, RowTracker] = field(default_factory=dict)
     prefill_s: float = 0.0
     start: float = 0.0
+    """When decoding began (after the prefill); row times are measured from here."""
 
     def __post_init__(self):
-        if not self.configs:
-            raise PromptError("no decoding configs to run: add at least one")
+        self.configs = check_configs(self.configs)
+        self.prefix = [int(t) for t in self.prefix]
+        if self.prefix and self.beam_rows:
+            raise PromptError("beam configs cannot be branched from a token; branch a sampling or greedy pane")
+        if self.prefix and len(self.prefix) >= min(c.max_new_tokens for c in self.configs):
+            raise PromptError(f"the branch point is at token {len(self.prefix)}, past max_new_tokens: "
+                              "raise max_new_tokens")
         if not self.seeds:
-            self.seeds = [c.seed if c.seed is not None else secrets.randbelow(2**32) for c in self.configs]
+            self.seeds = draw_seeds(self.configs)
+
+    @property
+    def batch_rows(self) -> list[int]:
+        """Indices of the configs that decode in the batch (all but beams)."""
+        return [i for i, c in enumerate(self.configs) if c.num_beams == 1]
+
+    @property
+    def beam_rows(self) -> list[int]:
+        return [i for i, c in enumerate(self.configs) if c.num_beams > 1]
 
     @property
     def rows(self) -> int:
-        return len(self.configs)
+        return len(self.batch_rows)
 
     def emit(self, event: StepEvent) -> None:
         if self.on_step is not None and (event.tokens or event.finished):
@@ -61,20 +113,25 @@ class Request:
 
 
 class Group:
-    """Requests that joined at the same step: their rows share one step counter, settings and penalty state."""
+    """Requests that joined at the same step with the same prefix: one step counter, settings and state."""
 
     def __init__(self, requests: list[Request], vocab: int, device, eos: list[int], tokenizer=None):
         self.requests = requests
-        self.owners = [(r, i) for r in requests for i in range(r.rows)]
-        configs = [r.configs[i] for r, i in self.owners]
-        seeds = [r.seeds[i] for r, i in self.owners]
-        self.tokenizer = tokenizer
-        self.settings = RowSettings.build(configs, seeds, vocab, device, tokenizer)
+        self.owners = [(r, i) for r in requests for i in r.batch_rows]
+        self.tokenizer, self.vocab = tokenizer, vocab
+        self.settings = self._settings(device)
         eos_t = torch.tensor(eos, dtype=torch.long, device=device) if eos else None
+        configs = [r.configs[i] for r, i in self.owners]
         self.state = RowState.for_prompts(self.settings, [r.prompt_ids for r, _ in self.owners], vocab,
                                           max(c.max_new_tokens for c in configs), eos_t)
-        self.k = min(max(r.top for r in requests), vocab)
-        self.step, self.vocab = 0, vocab
+        self.step = len(requests[0].prefix)
+        for token in requests[0].prefix:  # the forced tokens count as generated for the penalties
+            self.state.update(torch.full((self.rows,), token, dtype=torch.long, device=device))
+        self.k = min(max(max(r.top for r in requests), 0), vocab)
+
+    def _settings(self, device) -> RowSettings:
+        return RowSettings.build([r.configs[i] for r, i in self.owners], [r.seeds[i] for r, i in self.owners],
+                                 self.vocab, device, self.tokenizer)
 
     @property
     def rows(self) -> int:
@@ -82,40 +139,46 @@ class Group:
 
     def sample(self, logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """This group's processed logits and picked tokens (its own step counter drives the seeded noise)."""
-        processed = process(logits, self.settings, self.state, self.step)  # the sampler chain
+        processed = process(logits, self.settings, self.state, self.step)  # the sampler chain (sampling/chain.py)
         tokens = pick(processed, self.settings, self.step)  # argmax, or the row's own seeded draw
-        self.state.update(tokens, processed)
+        self.state.update(tokens, processed)  # history, penalty counts, Mirostat's mu
         return processed, tokens
 
-    def record(self, stats: list[list[float]], k: int, tokenizer) -> None:
-        """Record each row's token from its packed statistics and tell each request."""
-        by_request: dict[int, list[int]] = {}
-        for row, (request, _) in enumerate(self.owners):
-            by_request.setdefault(id(request), []).append(row)
+    def record(self, stats: list[list[float]], k: int) -> None:
+        """Record each row's token from its packed statistics; one StepEvent per request."""
         now = time.perf_counter()
         for request in self.requests:
-            rows = by_request.get(id(request), [])
+            rows = [r for r, (owner, _) in enumerate(self.owners) if owner is request]
             local = [self.owners[r][1] for r in rows]
-            trackers = [request.trackers[i] for i in local]
-            request.emit(build_steps(trackers, [stats[r] for r in rows], k, tokenizer, self.step,
-                                     now - request.start, local))
+            request.emit(build_steps([request.trackers[i] for i in local], [stats[r] for r in rows], k,
+                                     self.tokenizer, self.step, now - request.start, local))
         self.step += 1
+
+    def running_rows(self) -> list[int]:
+        """Rows (indices into this group) still running; rows the caller stopped or cancelled finish here."""
+        alive, stopped = [], {}
+        for row, (request, i) in enumerate(self.owners):
+            tracker = request.trackers[i]
+            if not tracker.finished and (request.cancel.is_set() or i in request.stop_rows):
+                stopped.setdefault(id(request), (request, {}))[1][i] = tracker.finish(
+                    "cancelled", time.perf_counter() - request.start)
+            if not tracker.finished:
+                alive.append(row)
+        for request, finished in stopped.values():
+            request.emit(StepEvent(step=self.step, tokens={}, finished=finished))
+        return alive
 
     def keep(self, rows: list[int]) -> None:
         """Only these rows (indices into this group) stay in the batch."""
-        before = self.rows
-        if len(rows) == before:
+        if len(rows) == self.rows:
             return
         self.owners = [self.owners[r] for r in rows]
         live = {id(r) for r, _ in self.owners}
         self.requests = [r for r in self.requests if id(r) in live]
-        if not self.owners:
-            return
-        device = self.settings.seed_lo.device
-        self.settings = RowSettings.build([r.configs[i] for r, i in self.owners],
-                                          [r.seeds[i] for r, i in self.owners], self.vocab, device,
-                                          self.tokenizer)
-        self.state.select(torch.tensor(rows, dtype=torch.long, device=device), self.settings)  # rows that stay
+        if self.owners:
+            device = self.settings.seed_lo.device
+            self.settings = self._settings(device)
+            self.state.select(torch.tensor(rows, dtype=torch.long, device=device), self.settings)
 
 
 def _mergeable(cache) -> bool:
@@ -123,18 +186,6 @@ def _mergeable(cache) -> bool:
 
     layers = getattr(cache, "layers", None)
     return bool(layers) and all(type(layer) is DynamicLayer and layer.is_initialized for layer in layers)
-
-
-def _probe_mergeable(loaded) -> bool:
-    """Whether this model's cache can be left-padded and joined (one 1-token forward tells)."""
-    known = loaded.extra.get("batching.mergeable") if isinstance(getattr(loaded, "extra", None), dict) else None
-    if known is None:
-        with torch.inference_mode():
-            ids = torch.zeros(1, 1, dtype=torch.long, device=loaded.device)
-            known = _mergeable(loaded.model(input_ids=ids, use_cache=True).past_key_values)
-        if isinstance(getattr(loaded, "extra", None), dict):
-            loaded.extra["batching.mergeable"] = known
-    return known
 
 
 def _left_pad(x: torch.Tensor, length: int) -> torch.Tensor:
@@ -148,31 +199,40 @@ def _left_pad(x: torch.Tensor, length: int) -> torch.Tensor:
     return torch.cat([x.new_zeros(shape), x], dim=dim)
 
 
-class MultiBatch:
-    """The running decode batch. Not thread-safe: one thread calls add() and step()."""
+class DecodeLoop:
+    """The running decode batch. Not thread-safe: one thread calls admit() and step().
 
-    def __init__(self, loaded, max_rows: int = 64):
+    Physical rows: the cache's batch. Live rows (the groups' rows, in order) sit in `slots` of it; the
+    rest are padding (up to the bucket size) or, for caches that cannot be edited, finished rows.
+    """
+
+    def __init__(self, loaded, max_rows: int = 64, pad: bool = True):
         self.loaded, self.model, self.tokenizer = loaded, loaded.model, loaded.tokenizer
         self.device = loaded.device
-        self.max_rows = max_rows
+        self.max_rows, self.pad = max_rows, pad
         self.eos = eos_token_ids(loaded)
         self.groups: list[Group] = []
-        self.cache = self.mask = self.positions = self.logits = None
-        self.mergeable = _probe_mergeable(loaded)
+        self.cache = self.mask = self.positions = self.logits = self.slots = None
+        self.known = loaded.extra if isinstance(getattr(loaded, "extra", None), dict) else {}
+        self.mergeable: bool | None = self.known.get("batching.mergeable")
+        """Whether the model's cache can be edited (rows join and leave); None until the first prefill tells."""
         self.forwards = 0
+        self.keyword = cache_keyword(self.model)
 
     @property
     def rows(self) -> int:
         return sum(g.rows for g in self.groups)
 
-    def can_join(self, rows: int) -> bool:
-        """Whether rows more can join now (an empty batch always takes one request, however large)."""
-        if not self.groups:
-            return True
-        return self.mergeable and self.rows + rows <= self.max_rows
+    @property
+    def busy(self) -> bool:
+        return bool(self.groups)
 
+    def _padded(self, n: int) -> int:
+        return bucket_rows(n) if self.pad else n
+
+    # -- admit -------------------------------------------------------------------------------------
     def admit(self, waiting: list[Request]) -> list[Request]:
-        """Take from the front of waiting what can join now (in order), and add it as one group."""
+        """Take from the front of waiting what can join now (in order) and join it; returns what joined."""
         joining, rows = [], self.rows
         while waiting:
             if (self.groups or joining) and not (self.mergeable and rows + waiting[0].rows <= self.max_rows):
@@ -184,163 +244,185 @@ class MultiBatch:
 
     @torch.inference_mode()
     def add(self, requests: Sequence[Request]) -> None:
-        """Prefill each request's prompt and join its rows to the batch as one new group."""
-        requests = list(requests)
+        """Prefill each request and join its rows to the batch: one new group per distinct prefix length."""
+        batched = [r for r in requests if r.rows]
         if not requests:
             return
-        if any(c.num_beams > 1 for r in requests for c in r.configs):
-            raise PromptError("beam configs do not join a multi-prompt batch; run them with generate_many")
-        if (self.groups or len(requests) > 1) and not self.mergeable:
-            raise RuntimeError("this model's cache cannot be joined: add one request to an empty batch")
         for request in requests:
-            start = time.perf_counter()
-            request.start = start
-            request.trackers = [new_tracker(self.tokenizer, c, s, self.eos) for c, s in zip(request.configs, request.seeds)]
-            n, length = request.rows, request.prompt_ids.numel()
-            out, rows = prefill(self.model, request.prompt_ids, n)  # engine/cache.py copies it to n rows
-            logits = out.logits[:, -1, :].float().expand(n, -1)
-            if not self.mergeable:  # one request at a time: engine/cache.py's RowCache steps it
-                self.cache, self.logits = rows, logits
-            else:
-                mask = torch.ones(n, length, dtype=torch.long, device=self.device)
-                positions = torch.full((n,), length, dtype=torch.long, device=self.device)
-                self._join(rows.cache, mask, positions, logits)
-            request.prefill_s = time.perf_counter() - start
-        self.groups.append(Group(requests, self.logits.shape[-1], self.device, self.eos, self.tokenizer))
+            if not request.rows:  # beams only: nothing joins the batch
+                request.start = time.perf_counter()
+                self._complete(request)
+        if batched and (self.groups or len(batched) > 1) and not self.mergeable:
+            raise RuntimeError("this model's cache cannot be joined: add one request to an empty batch")
+        for request in batched:
+            self._prefill(request)
+        for length in dict.fromkeys(len(r.prefix) for r in batched):
+            members = [r for r in batched if len(r.prefix) == length]
+            self.groups.append(Group(members, self.logits.shape[-1], self.device, self.eos, self.tokenizer))
+
+    def _prefill(self, request: Request) -> None:
+        """Prefill the prompt (and any forced prefix) once and copy its cache to the request's rows."""
+        request.trackers = {i: new_tracker(self.tokenizer, request.configs[i], request.seeds[i], self.eos)
+                            for i in request.batch_rows}
+        if request.prefix:  # a branch: the forced tokens are recorded with their statistics under each config
+            from .beams import replay
+
+            for tracker in request.trackers.values():
+                replay(self.loaded, request.prompt_ids, request.prefix, tracker, request.top, self.eos, 0.0)
+        start = time.perf_counter()
+        context = torch.cat([request.prompt_ids, request.prompt_ids.new_tensor(request.prefix)]) \
+            if request.prefix else request.prompt_ids
+        n = request.rows
+        out = prefill_once(self.model, context)
+        if self.mergeable is None:  # the first prefill tells what kind of cache this model keeps
+            self.mergeable = self.known["batching.mergeable"] = _mergeable(output_cache(out))
+        physical = n if self.mergeable else self._padded(n)
+        rows = replicate(self.model, out, context, physical)  # caches.py copies every kind of cache to the rows
+        logits = out.logits[:, -1, :].float().expand(physical, -1)
+        if self.mergeable:
+            ones = torch.ones(n, context.numel(), dtype=torch.long, device=self.device)
+            self._join(rows.cache, ones, torch.full((n,), context.numel(), dtype=torch.long, device=self.device),
+                       logits)
+        else:  # one request at a time: caches.py's RowCache steps it
+            self.cache, self.logits = rows, logits
+            self.slots = torch.arange(n, device=self.device)
+        _sync(self.device)
+        request.prefill_s = time.perf_counter() - start
+        request.start = time.perf_counter()
 
     def _join(self, cache, mask, positions, logits) -> None:
         if self.cache is None:
             self.cache, self.mask, self.positions, self.logits = cache, mask, positions, logits
-            return
-        length = max(self.mask.shape[1], mask.shape[1])
-        for mine, theirs in zip(self.cache.layers, cache.layers):
-            mine.keys = torch.cat([_left_pad(mine.keys, length), _left_pad(theirs.keys, length)])
-            mine.values = torch.cat([_left_pad(mine.values, length), _left_pad(theirs.values, length)])
-        self.mask = torch.cat([_left_pad(self.mask, length), _left_pad(mask, length)])
-        self.positions = torch.cat([self.positions, positions])
-        self.logits = torch.cat([self.logits, logits])
+            self.slots = torch.arange(logits.shape[0], device=self.device)
+        else:
+            self._physical(self.slots, pad=False)  # drop the padding rows
+            length = max(self.mask.shape[1], mask.shape[1])
+            for mine, theirs in zip(self.cache.layers, cache.layers):
+                mine.keys = torch.cat([_left_pad(mine.keys, length), _left_pad(theirs.keys, length)])
+                mine.values = torch.cat([_left_pad(mine.values, length), _left_pad(theirs.values, length)])
+            self.mask = torch.cat([_left_pad(self.mask, length), _left_pad(mask, length)])
+            self.positions = torch.cat([self.positions, positions])
+            self.logits = torch.cat([self.logits, logits])
+        self._physical(torch.arange(self.logits.shape[0], device=self.device))
 
+    # -- step --------------------------------------------------------------------------------------
     @torch.inference_mode()
     def step(self) -> list[Request]:
         """One decode step for every row; returns the requests that finished (their completions are set)."""
+        done = self._retire()  # rows stopped or cancelled since the last step
         if not self.groups:
-            return []
-        picked = []
-        for group, rows in self._slices():
-            picked.append(group.sample(self.logits[rows]))  # each group with its own step counter
+            return done
+        logits = self._live_logits()
+        picked, offset = [], 0
+        for group in self.groups:
+            picked.append(group.sample(logits[offset: offset + group.rows]))
+            offset += group.rows
         processed, tokens = torch.cat([p for p, _ in picked]), torch.cat([t for _, t in picked])
         k = max(g.k for g in self.groups)
-        stats = step_statistics(self.logits, processed, tokens, k).cpu().tolist()  # the step's one host transfer
-        keep, done = [], []
-        for group, rows in self._slices():
-            group.record(stats[rows], k, self.tokenizer)
-            alive = self._running_rows(group)  # cancelled rows stop here
-            keep.extend(rows.start + row for row in alive)
-            done += self._finished_requests(group)  # they return now, whatever the other rows do
-            if self.mergeable:  # finished rows leave (other caches keep their rows until all are done)
-                group.keep(alive)
-        if not keep:
-            self.groups, self.cache, self.mask, self.positions, self.logits = [], None, None, None, None
-            return done
-        self.groups = [g for g in self.groups if g.rows]
-        self._forward(keep, tokens)  # one forward for every running row
+        stats = step_statistics(logits, processed, tokens, k).cpu().tolist()  # the step's one host transfer
+        offset = 0
+        for group in self.groups:
+            group.record(stats[offset: offset + group.rows], k)
+            offset += group.rows
+        keep = []
+        done += self._retire(keep)
+        if self.groups:
+            self._forward(tokens[keep] if len(keep) != tokens.shape[0] else tokens)  # one forward, every row
         return done
 
-    def _slices(self) -> list[tuple[Group, slice]]:
-        out, offset = [], 0
+    def _live_logits(self) -> torch.Tensor:
+        if self.mergeable:  # live rows come first, then padding
+            return self.logits[: self.slots.shape[0]]
+        return self.logits.index_select(0, self.slots)
+
+    # -- retire ------------------------------------------------------------------------------------
+    def _retire(self, keep: list[int] | None = None) -> list[Request]:
+        """Finished and stopped rows leave; requests whose rows are all done complete. keep gets the
+        indices (in the numbering before retiring) of the rows that stay."""
+        keep = [] if keep is None else keep
+        candidates, offset = [], 0
         for group in self.groups:
-            out.append((group, slice(offset, offset + group.rows)))
+            candidates += group.requests
+            alive = group.running_rows()
+            keep += [offset + row for row in alive]
             offset += group.rows
-        return out
-
-    @staticmethod
-    def _running_rows(group: Group) -> list[int]:
-        alive = []
-        for row, (request, i) in enumerate(group.owners):
-            if request.cancel.is_set() and not request.trackers[i].finished:
-                request.trackers[i].finish("cancelled", time.perf_counter() - request.start)
-                request.emit(StepEvent(step=group.step, tokens={}, finished={i: "cancelled"}))
-            if not request.trackers[i].finished:
-                alive.append(row)
-        return alive
-
-    def _finished_requests(self, group: Group) -> list[Request]:
-        done = [r for r in group.requests if r.completions is None and all(t.finished for t in r.trackers)]
+            group.keep(alive)
+        self.groups = [g for g in self.groups if g.rows]
+        done = [r for r in candidates if r.completions is None and all(t.finished for t in r.trackers.values())]
         for request in done:
             self._complete(request)
+        if not self.groups:
+            self.cache = self.mask = self.positions = self.logits = self.slots = None
+        elif len(keep) != offset:
+            self._physical(self.slots[torch.tensor(keep, dtype=torch.long, device=self.device)])
         return done
 
-    def _forward(self, keep: list[int], tokens: torch.Tensor) -> None:
-        self.forwards += 1
-        if not self.mergeable:
-            self.logits = self.cache.step(tokens)  # engine/cache.py: one forward for the request's rows
+    def _physical(self, live: torch.Tensor, pad: bool = True) -> None:
+        """Make the rows at physical indices `live` the batch's live rows (then padding, if pad)."""
+        if not self.mergeable:  # rows keep their slots until the request is done
+            self.slots = live
             return
-        self._select(keep, tokens)
-        out = self.model(input_ids=self._tokens[:, None], attention_mask=self.mask,
-                         position_ids=self.positions[:, None], past_key_values=self.cache, use_cache=True)
+        n = live.shape[0]
+        extra = (self._padded(n) if pad else n) - n
+        index = torch.cat([live, live[:1].expand(extra)]) if extra else live
+        if index.shape[0] != self.mask.shape[0] or not bool(
+                (index == torch.arange(index.shape[0], device=self.device)).all()):
+            self.cache.batch_select_indices(index)
+            self.mask, self.positions = self.mask[index], self.positions[index]
+            self.logits = self.logits[index]
+            cut = int(self.mask.argmax(dim=1).min())  # leading columns that are padding in every row
+            if cut > 0:
+                self.mask = self.mask[:, cut:]
+                for layer in self.cache.layers:
+                    layer.keys, layer.values = layer.keys[..., cut:, :], layer.values[..., cut:, :]
+        self.slots = torch.arange(n, device=self.device)
+
+    def _forward(self, tokens: torch.Tensor) -> None:
+        """Feed each live row its token (padding rows get token 0; nobody reads their output)."""
+        self.forwards += 1
+        physical = self.logits.shape[0]
+        if physical != tokens.shape[0]:
+            full = tokens.new_zeros(physical)
+            full[self.slots] = tokens
+            tokens = full
+        if not self.mergeable:
+            self.logits = self.cache.step(tokens)  # caches.py: one forward for the request's rows
+            return
+        self.mask = torch.cat([self.mask, self.mask.new_ones(physical, 1)], dim=1)
+        try:
+            out = self.model(input_ids=tokens[:, None], attention_mask=self.mask,
+                             position_ids=self.positions[:, None], use_cache=True, **{self.keyword: self.cache})
+        except torch.OutOfMemoryError:
+            raise
+        except (RuntimeError, ValueError, TypeError, AttributeError, IndexError, KeyError) as exc:
+            raise cannot_batch(self.model, physical, exc) from None
         self.positions = self.positions + 1
         self.logits = out.logits[:, -1, :].float()
 
-    def _select(self, keep: list[int], tokens: torch.Tensor) -> None:
-        """Keep only the running rows, drop padding columns no row needs, and add this step's column."""
-        if len(keep) != tokens.shape[0]:
-            index = torch.tensor(keep, dtype=torch.long, device=self.device)
-            self.cache.batch_select_indices(index)
-            self.mask, self.positions, tokens = self.mask[index], self.positions[index], tokens[index]
-            if self.mergeable:
-                cut = int(self.mask.argmax(dim=1).min())  # leading columns that are padding in every row
-                if cut > 0:
-                    self.mask = self.mask[:, cut:]
-                    for layer in self.cache.layers:
-                        layer.keys, layer.values = layer.keys[..., cut:, :], layer.values[..., cut:, :]
-        self._tokens = tokens
-        self.mask = torch.cat([self.mask, self.mask.new_ones(self.mask.shape[0], 1)], dim=1)
-
     def _complete(self, request: Request) -> None:
-        decode_s = time.perf_counter() - request.start - request.prefill_s
-        request.completions = [t.completion(request.prefill_s, decode_s, request.prompt_ids.numel())
-                               for t in request.trackers]
+        """Run the request's beam configs, then hand over every completion in config order."""
+        from .beams import run_beam
+
+        decode_s = time.perf_counter() - request.start
+        results = {i: t.completion(request.prefill_s, decode_s, request.prompt_ids.numel())
+                   for i, t in request.trackers.items()}
+        for i in request.beam_rows:
+            results[i] = run_beam(self.loaded, request.prompt_ids, request.configs[i], request.seeds[i], i,
+                                  request.emit, request.cancel, request.top)
+        request.completions = [results[i] for i in range(len(request.configs))]
         if request.on_done is not None:
             request.on_done(request.completions)
 
-    def cancel_all(self) -> None:
-        for group in self.groups:
-            for request in group.requests:
-                request.cancel.set()
+
+def run_requests(loaded, requests: Sequence[Request], *, max_rows: int = 64, pad: bool = True) -> None:
+    """Decode every request to the end through one DecodeLoop (each request's completions get set)."""
+    loop = DecodeLoop(loaded, max_rows=max_rows, pad=pad)
+    waiting = list(requests)
+    while waiting or loop.busy:
+        loop.admit(waiting)  # new requests join as soon as rows free up
+        loop.step()
 
 
-def generate_prompts(loaded, items: Sequence[tuple[str, Sequence[DecodingConfig]]], *, cancel=None,
-                     top_alternatives: int = 10, max_rows: int = 64) -> list[list[Completion]]:
-    """Run several prompts, each under its own configs, sharing decode batches; results in item order.
-
-    Rows of different prompts decode together (up to max_rows at a time; a new prompt joins as soon
-    as rows free up). Beam configs run afterwards through generate_many, one prompt at a time.
-    """
-    from .run import check_context, encode_prompt, generate_many
-
-    cancel = cancel or threading.Event()
-    pending, beams, results = [], [], [[None] * len(configs) for _, configs in items]
-    for index, (prompt, configs) in enumerate(items):
-        configs = list(configs)
-        if not configs:
-            raise PromptError("no decoding configs to run: add at least one")
-        flat = [j for j, c in enumerate(configs) if c.num_beams == 1]
-        beams += [(index, j) for j, c in enumerate(configs) if c.num_beams > 1]
-        if flat:
-            ids = encode_prompt(loaded, prompt)
-            check_context(loaded, ids.numel(), max(configs[j].max_new_tokens for j in flat))
-            pending.append((index, flat, Request(ids, [configs[j] for j in flat], cancel=cancel,
-                                                 top=top_alternatives)))
-    batch = MultiBatch(loaded, max_rows=max_rows)
-    waiting = [request for _, _, request in pending]
-    while waiting or batch.groups:
-        batch.admit(waiting)  # new prompts join as soon as rows free up
-        batch.step()
-    for index, flat, request in pending:
-        for j, completion in zip(flat, request.completions):
-            results[index][j] = completion
-    for index, j in beams:
-        prompt, configs = items[index]
-        results[index][j] = generate_many(loaded, prompt, [configs[j]], cancel=cancel,
-                                          top_alternatives=top_alternatives)[0]
-    return results
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)

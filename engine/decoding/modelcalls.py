@@ -1,9 +1,8 @@
-"""Model-calling helpers shared by the batched decoder and beams: the EOS set and logits-trimmed forwards.
-
-They live below both engine/generation.py and engine/beams.py so neither has to import the other for them.
-"""
+"""Model-calling helpers shared by the decode loop and beams: the EOS set, the cache keyword, trimmed forwards."""
 
 from __future__ import annotations
+
+import inspect
 
 import torch
 
@@ -40,3 +39,13 @@ def forward_last(model, input_ids: torch.Tensor, keep: int, **kwargs):
         out = model(input_ids=input_ids, **kwargs)
         out.logits = out.logits[:, -keep:, :]
         return out
+
+
+def cache_keyword(model) -> str:
+    """The forward keyword that takes a key/value cache back: `cache` from transformers 5.24 on (where
+    `past_key_values` is deprecated), `past_key_values` before."""
+    try:
+        params = inspect.signature(model.forward).parameters
+    except (TypeError, ValueError):
+        return "past_key_values"
+    return "cache" if "cache" in params else "past_key_values"

@@ -206,7 +206,7 @@ def load_tally(path) -> Tally:
 
 def play_round(loaded, tally: Tally, prompt: str, number: int, rng: random.Random | None = None, **kwargs) -> Round:
     """Run every config on the prompt with fresh seeds, in a shuffled order, as one batched call."""
-    from ..decoding.run import generate_many
+    from ..backends.base import generate_many
 
     order = shuffled_order(len(tally.configs), rng)
     configs = [tally.configs[i].replace(seed=None) for i in order]

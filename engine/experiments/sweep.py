@@ -1,7 +1,7 @@
 """Parameter sweeps: grid, random and Bayesian (optuna TPE) search over decoding settings, scored by metrics.
 
 Points run through the batched engine: every (point, seed) pair on every prompt is a row, up to
-`max_rows` rows decoding at once, rows of different prompts in one batch (engine/batching.py). All
+`max_rows` rows decoding at once, rows of different prompts in one batch (engine/decoding/loop.py). All
 points share the same seeds (common random numbers), so differences between points come from the
 settings, not from luck.
 """

@@ -28,7 +28,7 @@ class ModelDefaults:
 def generation_config_file(loaded) -> Path | None:
     """The model's generation_config.json on disk: in its folder, or in the local HF cache for a hub id."""
     source = getattr(loaded, "source", "") or ""
-    if not source or getattr(loaded, "remote", False):
+    if not source:  # a remote server has no files here
         return None
     folder = Path(source)
     if folder.is_dir():
