@@ -130,7 +130,7 @@ def path():
 def export_cmd(name, fmt, output, force):
     """Export a preset for another stack; settings it lacks are listed on stderr."""
     from decodelab.engine.library.fileio import save_document
-    from decodelab.engine.library.interop import export_preset
+    from decodelab.engine.library.exports import export_preset
     from decodelab.engine.library.presets import find_preset
 
     converted = export_preset(find_preset(name), fmt)
@@ -153,7 +153,7 @@ def export_cmd(name, fmt, output, force):
 def import_cmd(file, name, save, force):
     """Import a transformers generation_config.json or a text-generation-webui YAML preset."""
     from decodelab.engine.library.fileio import load_document
-    from decodelab.engine.library.interop import import_preset_text
+    from decodelab.engine.library.exports import import_preset_text
     from decodelab.engine.library.presets import check_preset_name, dumps_preset
 
     text = load_document(file, "file")

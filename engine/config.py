@@ -374,5 +374,11 @@ def logit_bias_dict(pairs) -> dict[str, float]:
     return out
 
 
+def effective_order(config: DecodingConfig) -> tuple[str, ...]:
+    """The config's sampler_order, then every unlisted stage in its default place."""
+    listed = tuple(config.sampler_order)
+    return listed + tuple(name for name in SAMPLER_STAGES if name not in listed)
+
+
 def _num(value: float) -> str:
     return f"{value:g}"

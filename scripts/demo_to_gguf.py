@@ -82,4 +82,4 @@ if __name__ == "__main__":
     if len(sys.argv) != 2:
         sys.exit(__doc__)
     root = Path(__file__).resolve().parents[1]
-    print(write_gguf(root / "decodelab.engine" / "demo_model", Path(sys.argv[1])))
+    print(write_gguf(root / "engine" / "demo_model", Path(sys.argv[1])))

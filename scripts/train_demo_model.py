@@ -96,7 +96,7 @@ def train_tokenizer(docs: list[str], vocab_size: int):
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parents[1] / "decodelab.engine" / "demo_model")
+    parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parents[1] / "engine" / "demo_model")
     parser.add_argument("--steps", type=int, default=800)
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--seq", type=int, default=128)

@@ -158,7 +158,7 @@ def test_bench_runs_and_prints_ratios():
 def test_no_command_opens_the_tui_with_defaults(monkeypatch):
     import decodelab.tui.app
     seen = {}
-    monkeypatch.setattr(tui.app, "run_app", lambda **kwargs: seen.update(kwargs))
+    monkeypatch.setattr(decodelab.tui.app, "run_app", lambda **kwargs: seen.update(kwargs))
     assert invoke().exit_code == 0
     assert [c.name for c in seen["configs"]] == ["greedy", "balanced", "creative"]
     assert seen["spec"].path == "demo" and seen["run_at_start"] is False

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from decodelab.engine import DecodingConfig, generate_many
-from decodelab.engine import gguf as gguf_mod
+from decodelab.engine.backends import gguf as gguf_mod
 from decodelab.engine.backends.loading import ModelLoadError, ModelSpec, demo_model_path, load_model
 
 ROOT = Path(__file__).resolve().parents[1]

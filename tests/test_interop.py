@@ -7,7 +7,7 @@ import shlex
 import pytest
 
 from decodelab.engine import ConfigError, DecodingConfig, find_preset
-from decodelab.engine.library.interop import from_hf, from_webui_yaml, to_hf, to_llamacpp, to_openai, to_vllm
+from decodelab.engine.library.exports import from_hf, from_webui_yaml, to_hf, to_llamacpp, to_openai, to_vllm
 
 FULL = DecodingConfig(name="full", do_sample=True, temperature=0.8, top_k=40, top_p=0.9, min_p=0.05, typical_p=0.95,
                       repetition_penalty=1.1, frequency_penalty=0.2, presence_penalty=0.1, no_repeat_ngram_size=3,

@@ -7,8 +7,8 @@ import shlex
 import pytest
 
 from decodelab.engine import DecodingConfig
-from decodelab.engine.library.interop import export_preset, from_hf, to_hf, to_llamacpp, to_openai, to_vllm
-from decodelab.engine.library.webui import from_webui_yaml, to_webui
+from decodelab.engine.library.exports import export_preset, from_hf, to_hf, to_llamacpp, to_openai, to_vllm
+from decodelab.engine.library.exports import from_webui_yaml, to_webui
 
 MODERN = DecodingConfig(name="modern", do_sample=True, temperature=0.9, top_n_sigma=1.5, xtc_probability=0.4,
                         xtc_threshold=0.15, dry_multiplier=0.8, dry_base=1.5, dry_allowed_length=3,
@@ -96,7 +96,7 @@ def test_webui_round_trip_and_units():
     text = converted.data
     assert "epsilon_cutoff: 3.0" in text and "mirostat_mode: 2" in text and "dynamic_temperature: true" in text
     back = from_webui_yaml(text, "modern").data
-    from decodelab.engine.sampling.settings import effective_order
+    from decodelab.engine.config import effective_order
 
     lost = {"dry_penalty_last_n", "banned_strings", "logit_bias", "sampler_order"}
     assert effective_order(back) == effective_order(MODERN)

@@ -265,7 +265,7 @@ class DecodelabApp(BranchActions, PaneActions, FileActions, App):
         self.run_states = [p.state for p in panes]
         self.run_engine(self.run_id, self.run_states, configs, prompt, prefix or [])
 
-    @work(thread=True, exclusive=True, group="decodelab.engine")
+    @work(thread=True, exclusive=True, group="engine")
     def run_engine(self, run_id: int, states: list[PaneState], configs, prompt: str, prefix: list[int]) -> None:
         from decodelab.engine.backends.base import generate_many
         from decodelab.engine.results import GenerationError

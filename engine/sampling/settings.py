@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ..config import SAMPLER_STAGES, DecodingConfig
+from ..config import DecodingConfig, effective_order
 from . import vocab as vocab_tools
 
 _M32 = 0xFFFFFFFF
@@ -95,12 +95,6 @@ class RowSettings:
                                 tokenizer)
                 settings.groups.append((torch.tensor(members, dtype=torch.long, device=device), sub))
         return settings
-
-
-def effective_order(config: DecodingConfig) -> tuple[str, ...]:
-    """The config's sampler_order, then every unlisted stage in its default place."""
-    listed = tuple(config.sampler_order)
-    return listed + tuple(name for name in SAMPLER_STAGES if name not in listed)
 
 
 def _stage_uses(uses: set[str], rows, warp, top_k, vocab_size) -> set[str]:

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import json
 
-from ..config import ConfigError, DecodingConfig
-from .interop import Converted, _unsupported
+from ...config import ConfigError, DecodingConfig
+from .common import Converted, unsupported
 
 WEBUI_MAP = {"temperature": "temperature", "top_p": "top_p", "top_k": "top_k", "min_p": "min_p",
              "typical_p": "typical_p", "repetition_penalty": "repetition_penalty",
@@ -106,7 +106,7 @@ def to_webui(config: DecodingConfig) -> Converted:
     """A text-generation-webui preset (YAML text), neutral values explicit."""
     import yaml
 
-    from ..sampling.settings import effective_order
+    from ...config import effective_order
 
     data = {"do_sample": config.samples, "temperature": config.temperature, "top_p": config.top_p,
             "top_k": config.top_k, "min_p": config.min_p, "typical_p": config.typical_p,
@@ -129,7 +129,7 @@ def to_webui(config: DecodingConfig) -> Converted:
             "eta_cutoff": round(config.eta_cutoff / CUTOFF_UNIT, 9),
             "temperature_last": False,
             "sampler_priority": [n for s in effective_order(config) for n in PRIORITY[s]]}
-    notes = _unsupported(config, "text-generation-webui", {"banned_strings": (), "stop_strings": ()})
+    notes = unsupported(config, "text-generation-webui", {"banned_strings": (), "stop_strings": ()})
     notes += _webui_notes(config, data)
     return Converted(yaml.safe_dump(data, sort_keys=False, allow_unicode=True), notes)
 

@@ -1,0 +1,98 @@
+"""HF transformers: a generation_config.json out, and one in (generate's own names and defaults)."""
+
+from __future__ import annotations
+
+from ...config import ConfigError, DecodingConfig
+from .common import MODERN, Converted, id_biases, unsupported, without
+
+
+def to_hf(config: DecodingConfig) -> Converted:
+    """A transformers generation_config.json. Neutral values are explicit (HF's hidden top_k is 50)."""
+    data = {
+        "do_sample": config.samples,
+        "temperature": config.temperature if config.samples else 1.0,
+        "top_k": config.top_k,
+        "top_p": config.top_p,
+        "min_p": config.min_p if config.min_p else None,
+        "typical_p": config.typical_p,
+        "repetition_penalty": config.repetition_penalty,
+        "no_repeat_ngram_size": config.no_repeat_ngram_size,
+        "num_beams": config.num_beams,
+        "length_penalty": config.length_penalty,
+        "max_new_tokens": config.max_new_tokens,
+        "min_new_tokens": config.min_new_tokens,
+    }
+    data["epsilon_cutoff"] = config.epsilon_cutoff if config.samples else 0.0
+    data["eta_cutoff"] = config.eta_cutoff if config.samples else 0.0
+    data["early_stopping"] = config.early_stopping
+    if config.stop_strings:
+        data["stop_strings"] = list(config.stop_strings)
+    notes = unsupported(config, "HF generate", {"frequency_penalty": 0.0, "presence_penalty": 0.0,
+                                                 **without(MODERN, "epsilon_cutoff", "eta_cutoff")})
+    biases = id_biases(config, "HF sequence_bias", notes)
+    if biases:
+        data["sequence_bias"] = [[[token], bias] for token, bias in biases.items()]
+    if config.seed is not None:
+        notes.append(f"HF generation_config has no seed: call torch.manual_seed({config.seed}) before generate "
+                     "(HF's sampling stream differs from decodelab's, so the text will differ anyway)")
+    if config.stop_strings:
+        notes.append("HF needs the tokenizer for stop_strings: pass tokenizer=... to generate()")
+    if not config.top_k:
+        notes.append("top_k is written as 0 (off) on purpose: HF's default is 50")
+    return Converted(data, notes)
+
+
+
+HF_METADATA = {"bos_token_id", "eos_token_id", "pad_token_id", "decoder_start_token_id", "transformers_version",
+               "_from_model_config", "use_cache", "forced_bos_token_id", "forced_eos_token_id", "max_length",
+               "cache_implementation", "return_dict_in_generate", "output_scores", "output_logits"}
+
+
+
+HF_FIELDS = {"do_sample", "temperature", "top_k", "top_p", "min_p", "typical_p", "repetition_penalty",
+             "no_repeat_ngram_size", "num_beams", "length_penalty", "max_new_tokens", "min_new_tokens",
+             "stop_strings", "epsilon_cutoff", "eta_cutoff", "early_stopping"}
+
+
+
+def from_hf(data: dict, name: str = "imported") -> Converted:
+    """A DecodingConfig from a transformers generation_config.json dict."""
+    if not isinstance(data, dict):
+        raise ConfigError("a generation_config.json must hold a JSON object")
+    fields: dict = {"name": name}
+    notes: list[str] = []
+    for key, value in data.items():
+        if key in HF_FIELDS and value is not None:
+            fields[key] = value
+        elif key in ("sequence_bias", "bad_words_ids") and value:
+            _hf_biases(key, value, fields, notes)
+        elif key not in HF_METADATA and value not in (None, False, 0, 1, 1.0, [], {}):
+            notes.append(f"{key}={value!r} has no decodelab equivalent and was NOT imported")
+    if isinstance(fields.get("stop_strings"), str):
+        fields["stop_strings"] = [fields["stop_strings"]]
+    if fields.get("do_sample") and "top_k" not in fields:
+        fields["top_k"] = 50
+        notes.append("top_k was not set, so HF's default top_k=50 is made explicit")
+    if "max_new_tokens" not in fields and isinstance(data.get("max_length"), int):
+        notes.append(f"max_length={data['max_length']} counts the prompt too; max_new_tokens left at its default")
+    if fields.get("num_beams", 1) > 1 and fields.get("do_sample"):
+        fields["do_sample"] = False
+        notes.append("beam sampling is not supported: imported as plain beam search (do_sample=false)")
+    return Converted(DecodingConfig.from_dict(fields, where="generation_config.json"), notes)
+
+
+
+def _hf_biases(key: str, value, fields: dict, notes: list[str]) -> None:
+    """HF sequence_bias / bad_words_ids: one-token entries become logit_bias (bad words: -inf)."""
+    items = value.items() if isinstance(value, dict) else value
+    if key == "bad_words_ids":
+        items = [(ids, float("-inf")) for ids in value]
+    pairs = list(fields.get("logit_bias", ()))
+    for ids, bias in items:
+        ids = list(ids) if isinstance(ids, (list, tuple)) else ids
+        if isinstance(ids, list) and len(ids) == 1 and isinstance(ids[0], int):
+            pairs.append((ids[0], bias))
+        else:
+            notes.append(f"{key} entry {ids!r} spans several tokens: decodelab needs it as text "
+                         "(banned_strings); NOT imported")
+    fields["logit_bias"] = pairs

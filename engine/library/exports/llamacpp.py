@@ -1,0 +1,74 @@
+"""llama.cpp: llama-cli / llama-server command-line flags, the sampler chain included."""
+
+from __future__ import annotations
+
+import shlex
+
+from ...config import DecodingConfig
+from .common import Converted, id_biases, unsupported
+
+
+def to_llamacpp(config: DecodingConfig) -> Converted:
+    """llama.cpp command-line flags (llama-cli / llama-server), with llama.cpp's own defaults neutralised."""
+    flags = [
+        "--temp", f"{config.temperature if config.samples else 0.0:g}",
+        "--top-k", str(config.top_k),
+        "--top-p", f"{config.top_p:g}",
+        "--min-p", f"{config.min_p:g}",
+        "--typical", f"{config.typical_p:g}",
+        "--repeat-penalty", f"{config.repetition_penalty:g}",
+        "--repeat-last-n", str(config.repetition_penalty_last_n or -1),
+        "--frequency-penalty", f"{config.frequency_penalty:g}",
+        "--presence-penalty", f"{config.presence_penalty:g}",
+        *_llamacpp_modern(config),
+        "--samplers", llamacpp_samplers(config),
+        "-n", str(config.max_new_tokens),
+    ]
+    if config.seed is not None:
+        flags += ["--seed", str(config.seed)]
+    for stop in config.stop_strings:
+        flags += ["--reverse-prompt", stop]
+    notes = unsupported(config, "llama.cpp", {"no_repeat_ngram_size": 0, "num_beams": 1, "length_penalty": 1.0,
+                                                "min_new_tokens": 0, "epsilon_cutoff": 0.0, "eta_cutoff": 0.0,
+                                                "banned_strings": ()})
+    for token, bias in id_biases(config, "llama.cpp's --logit-bias", notes).items():
+        flags += ["--logit-bias", f"{token}{'+' if bias >= 0 else '-'}{abs(bias):g}"]
+    notes.append("llama.cpp's defaults (top-k 40, top-p 0.95, min-p 0.05, a 64-token penalty window, DRY and "
+                 "XTC settings) are overridden explicitly; --samplers puts them in decodelab's order")
+    if config.mirostat and config.samples:
+        notes.append("llama.cpp ignores --samplers (top-k, top-p, typical, ...) when Mirostat is on; decodelab "
+                     "applies them before Mirostat, so set them neutral to match")
+    if config.frequency_penalty or config.presence_penalty:
+        notes.append("llama.cpp's frequency/presence penalties count tokens in the penalty window (prompt "
+                     "included), not only generated ones as decodelab and OpenAI do")
+    return Converted(" ".join(shlex.quote(f) for f in flags), notes)
+
+
+
+# llama.cpp's --samplers names for decodelab's reorderable stages (None: llama.cpp has no such stage).
+LLAMACPP_SAMPLERS = {"penalties": "penalties", "dry": "dry", "no_repeat_ngram": None, "temperature": "temperature",
+                     "top_n_sigma": "top_n_sigma", "top_k": "top_k", "top_p": "top_p", "min_p": "min_p",
+                     "typical_p": "typ_p", "epsilon_cutoff": None, "eta_cutoff": None, "xtc": "xtc"}
+
+
+
+def llamacpp_samplers(config: DecodingConfig) -> str:
+    from ...config import effective_order
+
+    return ";".join(LLAMACPP_SAMPLERS[s] for s in effective_order(config) if LLAMACPP_SAMPLERS[s])
+
+
+
+def _llamacpp_modern(config: DecodingConfig) -> list[str]:
+    """Flags for the llama.cpp-family samplers, always written (llama.cpp's defaults are not all neutral)."""
+    flags = ["--top-nsigma", f"{config.top_n_sigma or -1:g}",
+             "--xtc-probability", f"{config.xtc_probability:g}", "--xtc-threshold", f"{config.xtc_threshold:g}",
+             "--dry-multiplier", f"{config.dry_multiplier:g}", "--dry-base", f"{config.dry_base:g}",
+             "--dry-allowed-length", str(config.dry_allowed_length),
+             "--dry-penalty-last-n", str(config.dry_penalty_last_n or -1),
+             "--mirostat", str(config.mirostat), "--mirostat-ent", f"{config.mirostat_tau:g}",
+             "--mirostat-lr", f"{config.mirostat_eta:g}",
+             "--dynatemp-range", f"{config.dynatemp_range:g}", "--dynatemp-exp", f"{config.dynatemp_exponent:g}"]
+    for breaker in config.dry_sequence_breakers or ("none",):
+        flags += ["--dry-sequence-breaker", breaker]
+    return flags
