@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import field
+from dataclasses import dataclass, field
 
 from ...config import DecodingConfig
 
@@ -34,6 +34,7 @@ def id_biases(config: DecodingConfig, target: str, notes: list[str], low=None, h
 
 
 
+@dataclass
 class Converted:
     """The converted preset (a dict, or command-line text for llama.cpp) and the notes a user must read."""
 
