@@ -5,7 +5,6 @@ from __future__ import annotations
 import functools
 import os
 import sys
-import tomllib
 from pathlib import Path
 
 import click
@@ -92,25 +91,10 @@ def model_spec(model, dtype, device, quantization, quant_type, chat, trust_remot
 
 
 def parse_set(items: tuple[str, ...]) -> dict:
-    """--set field=value pairs; values are read as TOML (0.7, true, ["a"]) or else taken as plain text."""
-    from decodelab.engine.config import FIELD_NAMES, unknown_key_error
+    """--set field=value pairs, read by the same parser as the TUI editor (engine/fieldtext.py)."""
+    from decodelab.engine.fieldtext import parse_assignment
 
-    changes = {}
-    for item in items:
-        key, sep, raw = item.partition("=")
-        key = key.strip()
-        if not sep or not key:
-            raise ConfigError(f"--set {item!r} is not field=value (e.g. --set temperature=0.7)")
-        if key not in FIELD_NAMES:
-            raise unknown_key_error(key, "--set")
-        try:
-            value = tomllib.loads(f"v = {raw}")["v"]
-        except tomllib.TOMLDecodeError:
-            value = raw
-        if key == "seed" and raw.strip().lower() in ("none", "auto"):
-            value = None
-        changes[key] = value
-    return changes
+    return dict(parse_assignment(item, "--set") for item in items)
 
 
 def resolve_configs(presets: tuple[str, ...], sets: tuple[str, ...], seed: int | None,

@@ -10,7 +10,7 @@ from typing import Annotated, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictStr, field_validator
 
-from decodelab.engine.config import ConfigError, DecodingConfig
+from decodelab.engine.config import SETTING, ConfigError, DecodingConfig
 from .errors import ApiError
 
 MAX_N = 16
@@ -81,24 +81,22 @@ class Sampling(BaseModel):
         try:
             return DecodingConfig(**fields)
         except ConfigError as exc:
-            message = str(exc)
-            name = message.split("=", 1)[0]
-            param = _PARAMS.get(name)
-            if param and param != name:
-                message = param + message[len(name):]
+            message, param = _as_request_error(exc)
             raise ApiError(400, message, param=param) from None
 
     def wanted_tokens(self) -> int | None:
         return self.max_completion_tokens if self.max_completion_tokens is not None else self.max_tokens
 
 
-# DecodingConfig field -> the request field a client sent
-_PARAMS = {"temperature": "temperature", "top_k": "top_k", "top_p": "top_p", "min_p": "min_p",
-           "typical_p": "typical_p", "repetition_penalty": "repetition_penalty",
-           "frequency_penalty": "frequency_penalty", "presence_penalty": "presence_penalty",
-           "no_repeat_ngram_size": "no_repeat_ngram_size", "num_beams": "num_beams",
-           "length_penalty": "length_penalty", "min_new_tokens": "min_tokens", "max_new_tokens": "max_tokens",
-           "stop_strings": "stop", "seed": "seed"}
+def _as_request_error(exc: ConfigError) -> tuple[str, str | None]:
+    """The message and param of a 400, in the request's own field names (vLLM's, which include OpenAI's)."""
+    message = str(exc)
+    if exc.field not in SETTING:
+        return message, None
+    param = SETTING[exc.field].vllm or exc.field
+    if message.startswith(exc.field):
+        message = param + message[len(exc.field):]
+    return message, param
 
 
 class CompletionRequest(Sampling):

@@ -16,22 +16,13 @@ import tomllib
 from dataclasses import dataclass, field
 from typing import Callable
 
-from ..config import ConfigError, DecodingConfig
+from ..config import INT_FIELDS, NUMBER_FIELDS, SETTINGS, ConfigError, DecodingConfig
 from .metrics import METRICS, self_similarity, text_metrics
 
 STRATEGIES = ("grid", "random", "bayes")
-INT_FIELDS = {"top_k", "no_repeat_ngram_size", "num_beams", "max_new_tokens", "min_new_tokens", "dry_allowed_length",
-              "dry_penalty_last_n", "mirostat", "repetition_penalty_last_n"}
-SWEEPABLE = {"temperature", "top_k", "top_p", "min_p", "typical_p", "repetition_penalty", "frequency_penalty",
-             "presence_penalty", "no_repeat_ngram_size", "num_beams", "length_penalty", "max_new_tokens",
-             "top_n_sigma", "xtc_probability", "xtc_threshold", "dry_multiplier", "dry_base", "dry_allowed_length",
-             "dry_penalty_last_n", "mirostat", "mirostat_tau", "mirostat_eta", "dynatemp_range", "dynatemp_exponent",
-             "epsilon_cutoff", "eta_cutoff", "repetition_penalty_last_n"}
-
-# Settings that only act on sampling rows (a greedy base ignores them).
-WARPERS = {"temperature", "top_k", "top_p", "min_p", "typical_p", "top_n_sigma", "xtc_probability", "xtc_threshold",
-           "mirostat", "mirostat_tau", "mirostat_eta", "dynatemp_range", "dynatemp_exponent", "epsilon_cutoff",
-           "eta_cutoff"}
+SWEEPABLE = NUMBER_FIELDS  # every int or float setting of the table (engine/config.py)
+WARPERS = frozenset(s.name for s in SETTINGS if s.warper)
+"""Settings that only act on sampling rows (a greedy base ignores them)."""
 
 
 @dataclass(frozen=True)

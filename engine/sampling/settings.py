@@ -11,24 +11,15 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ..config import DecodingConfig, effective_order
+from ..config import SETTINGS, DecodingConfig, effective_order
 from . import vocab as vocab_tools
 
 _M32 = 0xFFFFFFFF
 
-# (field, neutral, warper?): a stage is "used" when some row's value differs from neutral.
-_FLOATS = (
-    ("temperature", 1.0, True), ("top_p", 1.0, True), ("min_p", 0.0, True), ("typical_p", 1.0, True),
-    ("top_n_sigma", 0.0, True), ("xtc_probability", 0.0, True), ("xtc_threshold", 0.1, True),
-    ("epsilon_cutoff", 0.0, True), ("eta_cutoff", 0.0, True), ("dynatemp_range", 0.0, True),
-    ("dynatemp_exponent", 1.0, True), ("mirostat_tau", 5.0, True), ("mirostat_eta", 0.1, True),
-    ("repetition_penalty", 1.0, False), ("frequency_penalty", 0.0, False), ("presence_penalty", 0.0, False),
-    ("dry_multiplier", 0.0, False), ("dry_base", 1.75, False),
-)
-_INTS = (
-    ("mirostat", 0, True), ("no_repeat_ngram_size", 0, False), ("min_new_tokens", 0, False),
-    ("repetition_penalty_last_n", 0, False), ("dry_allowed_length", 2, False), ("dry_penalty_last_n", 0, False),
-)
+# (field, neutral, warper?) for every setting the batch holds per row, read from the settings table: a
+# stage is "used" when some row's value differs from neutral.
+_FLOATS = tuple((x.name, x.default, x.warper) for x in SETTINGS if x.per_row and x.kind == "float")
+_INTS = tuple((x.name, x.default, x.warper) for x in SETTINGS if x.per_row and x.kind == "int")
 
 
 @dataclass

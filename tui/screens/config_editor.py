@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import tomllib
 from typing import Callable
 
 from textual import on
@@ -11,55 +10,8 @@ from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label, Static, Switch
 
-from decodelab.engine.config import FIELD_HELP, FIELD_NAMES, STRING_LIST_FIELDS, ConfigError, DecodingConfig, logit_bias_dict
-
-TEXT_FIELDS = {"name", "description"}
-
-
-def field_text(config: DecodingConfig, name: str) -> str:
-    value = getattr(config, name)
-    if name == "seed":
-        return "" if value is None else str(value)
-    if name in STRING_LIST_FIELDS:
-        return ", ".join(_toml_string(s) for s in value)
-    if name == "logit_bias":
-        return ", ".join(f"{_toml_string(k)} = {b:g}" for k, b in logit_bias_dict(value).items())
-    if name == "early_stopping":
-        return _toml_string(value) if isinstance(value, str) else str(value).lower()
-    return value if isinstance(value, str) else f"{value:g}" if isinstance(value, float) else str(value)
-
-
-def _toml_string(text: str) -> str:
-    import tomli_w
-
-    return tomli_w.dumps({"v": text})[4:].strip()
-
-
-def parse_field(name: str, raw: str):
-    """The value typed for a field, read as TOML; text that is not TOML is passed on as it is, so that
-    DecodingConfig rejects it with the field's rule (e.g. "it must be a finite number; it must be >= 0")."""
-    if name in TEXT_FIELDS:
-        return raw
-    if name == "seed" and raw.strip() in ("", "auto", "none"):
-        return None
-    if name in STRING_LIST_FIELDS:
-        if not raw.strip():
-            return []
-        try:
-            return tomllib.loads(f"v = [{raw}]")["v"]
-        except tomllib.TOMLDecodeError:
-            raise ConfigError(f'{name}: write quoted strings separated by commas, e.g. "\\n\\n", "END"') from None
-    if name == "logit_bias":
-        try:
-            return tomllib.loads(f"v = {{{raw}}}")["v"]
-        except tomllib.TOMLDecodeError:
-            raise ConfigError('logit_bias: write "token id or text" = bias pairs, e.g. "50256" = -100, " the" = 2') \
-                from None
-    try:
-        return tomllib.loads(f"v = {raw.strip()}")["v"]
-    except tomllib.TOMLDecodeError:
-        return raw.strip()
-
+from decodelab.engine.config import FIELD_HELP, FIELD_NAMES, ConfigError, DecodingConfig
+from decodelab.engine.fieldtext import format_text, parse_text
 
 class ConfigEditor(ModalScreen[DecodingConfig | None]):
     """A form over every field. Save is disabled while the config is invalid, and the reason is shown."""
@@ -101,7 +53,7 @@ class ConfigEditor(ModalScreen[DecodingConfig | None]):
                         if name == "do_sample":
                             yield Switch(value=self.original.do_sample, id="f-do_sample")
                         else:
-                            yield Input(field_text(self.original, name), id=f"f-{name}")
+                            yield Input(format_text(self.original, name), id=f"f-{name}")
                     yield Static(FIELD_HELP[name], classes="help")
             yield Static("", id="editor-error")
             with Horizontal(id="buttons"):
@@ -118,7 +70,7 @@ class ConfigEditor(ModalScreen[DecodingConfig | None]):
             if name == "do_sample":
                 values[name] = self.query_one("#f-do_sample", Switch).value
             else:
-                values[name] = parse_field(name, self.query_one(f"#f-{name}", Input).value)
+                values[name] = parse_text(name, self.query_one(f"#f-{name}", Input).value)
         return DecodingConfig(**values)
 
     def validate_form(self) -> DecodingConfig | None:

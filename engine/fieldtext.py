@@ -1,0 +1,82 @@
+"""One way to read and write a setting as text, for every front end (the TUI editor, --set, sweeps).
+
+A value is TOML (0.7, true, "text"). Lists and logit_bias may be written with or without their
+brackets: `"\\n\\n", "END"` or `["\\n\\n", "END"]`; `"50256" = -100, " the" = 2` or `{"50256" = -100}`.
+Text that is not TOML is handed on as it is, so that DecodingConfig rejects it with the field's own
+rule; every error names the field.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from typing import Any
+
+from .config import SETTING, ConfigError, DecodingConfig, logit_bias_dict, unknown_key_error
+
+
+def parse_text(name: str, raw: str) -> Any:
+    """The value typed for the setting `name` (not yet validated: DecodingConfig does that)."""
+    if name not in SETTING:
+        raise unknown_key_error(name, "the settings")
+    kind = SETTING[name].kind
+    if kind == "text":
+        return raw
+    text = raw.strip()
+    if kind == "seed" and text.lower() in ("", "auto", "none"):
+        return None
+    if kind == "strings":
+        if not text:
+            return []
+        return _toml(name, text if text.startswith("[") else f"[{text}]",
+                     'write quoted strings separated by commas, e.g. "\\n\\n", "END"')
+    if kind == "bias":
+        if not text:
+            return {}
+        return _toml(name, text if text.startswith("{") else f"{{{text}}}",
+                     'write "token id or text" = bias pairs, e.g. "50256" = -100, " the" = 2')
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def _toml(name: str, text: str, how: str) -> Any:
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        raise ConfigError(f"{name}: {how}", field=name) from None
+
+
+def format_text(config: DecodingConfig, name: str) -> str:
+    """The setting's value as parse_text reads it back (lists and tables without their brackets)."""
+    value = getattr(config, name)
+    kind = SETTING[name].kind
+    if kind == "seed":
+        return "" if value is None else str(value)
+    if kind == "strings":
+        return ", ".join(toml_string(s) for s in value)
+    if kind == "bias":
+        return ", ".join(f"{toml_string(k)} = {b:g}" for k, b in logit_bias_dict(value).items())
+    if kind == "choice":
+        return toml_string(value) if isinstance(value, str) else str(value).lower()
+    if kind == "bool":
+        return str(value).lower()
+    return value if isinstance(value, str) else f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def toml_string(text: str) -> str:
+    """A TOML basic string: quoted, with escapes."""
+    import tomli_w
+
+    return tomli_w.dumps({"v": text})[4:].strip()
+
+
+def parse_assignment(item: str, where: str = "--set") -> tuple[str, Any]:
+    """`field=value` (as --set and sweep grids take it) -> (field, value)."""
+    key, sep, raw = item.partition("=")
+    key = key.strip()
+    if not sep or not key:
+        raise ConfigError(f"{where} {item!r} is not field=value (e.g. {where} temperature=0.7)")
+    if key not in SETTING:
+        raise unknown_key_error(key, where)
+    return key, parse_text(key, raw)

@@ -1,0 +1,93 @@
+"""The settings table (engine/config.py) is the one source: the config, the text parser, the batch's
+per-row tensors, sweeps, the server's request fields and the exports agree with it."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import yaml
+
+from decodelab.engine.config import (FIELD_HELP, FIELD_NAMES, SETTING, SETTINGS, STACKS, ConfigError,
+                                     DecodingConfig)
+from decodelab.engine.fieldtext import format_text, parse_assignment, parse_text
+from decodelab.engine.library.exports import to_hf, to_openai, to_vllm, to_webui
+
+# A valid value away from the default for every setting, so that each one is "changed".
+CHANGED = {
+    "name": "x", "description": "d", "do_sample": True, "temperature": 0.7, "top_k": 40, "top_p": 0.9,
+    "min_p": 0.05, "typical_p": 0.95, "repetition_penalty": 1.1, "frequency_penalty": 0.3, "presence_penalty": 0.2,
+    "no_repeat_ngram_size": 3, "num_beams": 1, "length_penalty": 1.2, "max_new_tokens": 64, "min_new_tokens": 2,
+    "stop_strings": ("END",), "seed": 7, "early_stopping": True, "top_n_sigma": 1.5, "xtc_probability": 0.5,
+    "xtc_threshold": 0.2, "dry_multiplier": 0.8, "dry_base": 2.0, "dry_allowed_length": 3, "dry_penalty_last_n": 64,
+    "dry_sequence_breakers": ("\n",), "mirostat": 2, "mirostat_tau": 4.0, "mirostat_eta": 0.2,
+    "dynatemp_range": 0.3, "dynatemp_exponent": 1.5, "epsilon_cutoff": 3e-4, "eta_cutoff": 2e-3,
+    "logit_bias": ((5, -1.0),), "banned_strings": ("bad",), "repetition_penalty_last_n": 32,
+    "sampler_order": ("temperature",),
+}
+
+
+def test_the_config_has_exactly_the_table_s_fields_and_defaults():
+    fields = dataclasses.fields(DecodingConfig)
+    assert [f.name for f in fields] == [s.name for s in SETTINGS] == list(FIELD_NAMES)
+    assert all(f.default == SETTING[f.name].default for f in fields)
+    assert set(FIELD_HELP) == set(FIELD_NAMES) and all(FIELD_HELP.values())
+    assert set(CHANGED) == set(FIELD_NAMES)
+
+
+def test_every_row_is_checked_by_its_own_rule():
+    for s in SETTINGS:
+        if s.kind in ("int", "float") and (s.low is not None or s.high is not None):
+            bad = (s.low - 1) if s.low is not None else s.high + 1
+            with pytest.raises(ConfigError) as err:
+                DecodingConfig(**{s.name: bad})
+            assert err.value.field == s.name and s.allowed in str(err.value)
+
+
+def test_one_parser_reads_every_field_back_from_its_text():
+    config = DecodingConfig(**CHANGED)
+    for name in FIELD_NAMES:
+        value = parse_text(name, format_text(config, name))
+        assert config.replace(**{name: value}) == config, name
+
+
+def test_lists_and_tables_read_with_or_without_brackets():
+    assert parse_text("stop_strings", '"a", "b"') == parse_text("stop_strings", '["a", "b"]') == ["a", "b"]
+    assert parse_text("logit_bias", '"5" = -1') == parse_text("logit_bias", '{"5" = -1}') == {"5": -1}
+    assert parse_assignment("seed=auto") == ("seed", None)
+    with pytest.raises(ConfigError) as err:
+        parse_text("stop_strings", '"a", b')
+    assert err.value.field == "stop_strings"
+    with pytest.raises(ConfigError, match="Did you mean 'temperature'"):
+        parse_assignment("temprature=0.7")
+
+
+def test_the_batch_holds_every_per_row_setting(demo):
+    import torch
+
+    from decodelab.engine.sampling.settings import _FLOATS, _INTS, RowSettings
+
+    vocab = demo.model.config.vocab_size
+    settings = RowSettings.build([DecodingConfig(**CHANGED)], [1], vocab, torch.device("cpu"), demo.tokenizer)
+    for name, _, _ in _FLOATS + _INTS:
+        assert name in settings.t
+    assert {n for n, _, _ in _FLOATS + _INTS} == {s.name for s in SETTINGS if s.per_row}
+
+
+@pytest.mark.parametrize("stack, export", [("hf", to_hf), ("vllm", to_vllm), ("openai", to_openai),
+                                           ("webui", to_webui)])
+def test_exports_write_every_setting_the_table_names_for_their_stack(stack, export):
+    assert stack in STACKS
+    config = DecodingConfig(**CHANGED)
+    converted = export(config)
+    data = yaml.safe_load(converted.data) if isinstance(converted.data, str) else converted.data
+    named = {s.name_in(stack) for s in SETTINGS if s.name_in(stack)}
+    assert named <= set(data), named - set(data)
+
+
+def test_the_server_names_a_bad_field_as_the_client_sent_it():
+    from decodelab.server.schemas import _as_request_error
+
+    with pytest.raises(ConfigError) as err:
+        DecodingConfig(max_new_tokens=0)
+    assert _as_request_error(err.value) == ("max_tokens=0 is invalid: it must be an integer >= 1", "max_tokens")
