@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 
@@ -62,9 +64,9 @@ def test_stages_no_row_uses_do_not_run(monkeypatch):
     from decodelab.engine.sampling import chain
 
     called = []
-    for name in list(chain.REORDERABLE):
-        fn = chain.REORDERABLE[name]
-        monkeypatch.setitem(chain.REORDERABLE, name, lambda x, *a, _n=name, _f=fn: called.append(_n) or _f(x, *a))
+    for name, stage in list(chain.CHAIN.items()):
+        spy = dataclasses.replace(stage, apply=lambda x, *a, _n=name, _f=stage.apply: called.append(_n) or _f(x, *a))
+        monkeypatch.setitem(chain.CHAIN, name, spy)
     configs = [DecodingConfig(), DecodingConfig(do_sample=True, temperature=0.7, top_p=0.9)]
     settings = RowSettings.build(configs, [0, 1], 50, torch.device("cpu"))
     state = RowState(settings, torch.tensor([1, 2]), 50, 4)

@@ -1,4 +1,4 @@
-"""The sampler chain: every stage, in its default order, on one screen.
+"""The sampler chain: the stages of stages.py in their order (a row's sampler_order reorders the middle).
 
     constraints (always first)   logit_bias -> banned_strings -> min_new_tokens
     reorderable (sampler_order)  penalties -> dry -> no_repeat_ngram
@@ -18,29 +18,13 @@ from __future__ import annotations
 
 import torch
 
-from ..config import SAMPLER_STAGES
-from . import adaptive, filters, penalties, repetition
 from .filters import on_rows
 from .noise import sample_uniforms
+from .stages import STAGES
 
-CONSTRAINTS = {"logit_bias": penalties.logit_bias, "banned_strings": penalties.banned_strings,
-               "min_new_tokens": penalties.min_new_tokens}
-REORDERABLE = {
-    "penalties": penalties.penalties,  # repetition (HF, optional last-N window), frequency/presence (OpenAI)
-    "dry": repetition.dry,  # llama.cpp DRY
-    "no_repeat_ngram": repetition.no_repeat_ngram,  # HF
-    "temperature": adaptive.temperature,  # HF temperature, llama.cpp dynamic temperature
-    "top_n_sigma": filters.top_n_sigma,  # llama.cpp
-    "top_k": filters.top_k,  # HF
-    "top_p": filters.top_p,  # HF
-    "min_p": filters.min_p,  # HF
-    "typical_p": filters.typical_p,  # HF
-    "epsilon_cutoff": filters.epsilon_cutoff,  # HF
-    "eta_cutoff": filters.eta_cutoff,  # HF
-    "xtc": filters.xtc,  # llama.cpp
-}
-SELECTION = {"mirostat": adaptive.mirostat}  # llama.cpp; ends the chain as in llama.cpp
-assert tuple(REORDERABLE) == SAMPLER_STAGES, "decodelab.engine.config.SAMPLER_STAGES must list the same stages"
+CONSTRAINTS = [s for s in STAGES if s.place == "constraint"]
+SELECTION = [s for s in STAGES if s.place == "selection"]
+CHAIN = {s.name: s for s in STAGES if s.place == "chain"}
 
 
 def process(logits: torch.Tensor, s, state, step: int, eos_ids: torch.Tensor | None = None) -> torch.Tensor:
@@ -57,15 +41,15 @@ def process(logits: torch.Tensor, s, state, step: int, eos_ids: torch.Tensor | N
 
 
 def _chain(x, s, state, step, order):
-    for name, stage in CONSTRAINTS.items():
-        if name in s.uses:
-            x = stage(x, s, state, step)
+    for stage in CONSTRAINTS:
+        if stage.name in s.uses:
+            x = stage.apply(x, s, state, step)
     for name in order:
         if name in s.uses:
-            x = _run(REORDERABLE[name], s.views.get(name), x, s, state, step)
-    for name, stage in SELECTION.items():
-        if name in s.uses:
-            x = stage(x, s, state, step)
+            x = _run(CHAIN[name].apply, s.views.get(name), x, s, state, step)
+    for stage in SELECTION:
+        if stage.name in s.uses:
+            x = stage.apply(x, s, state, step)
     return x
 
 

@@ -13,6 +13,7 @@ import torch
 
 from ..config import SETTINGS, DecodingConfig, effective_order
 from . import vocab as vocab_tools
+from .stages import STAGES
 
 _M32 = 0xFFFFFFFF
 
@@ -71,7 +72,9 @@ class RowSettings:
         t["top_k"] = torch.tensor(top_k, dtype=torch.long, device=device)
         t["seed_lo"] = torch.tensor([s & _M32 for s in seeds], dtype=torch.int64, device=device)
         t["seed_hi"] = torch.tensor([(s >> 32) & _M32 for s in seeds], dtype=torch.int64, device=device)
-        uses = _stage_uses(uses, rows, warp, top_k, vocab_size)
+        uses = _stage_uses(uses, rows, warp)
+        if all(k >= vocab_size for k in top_k):
+            uses.discard("top_k")  # a top_k at or above the vocabulary keeps everything
         settings = cls(t=t, uses=frozenset(uses), rows=_row_subsets(rows, warp, top_k, vocab_size, device),
                        vocab=vocab_size, kmax=max((k for k in top_k if k < vocab_size), default=0))
         _resolve_tokens(settings, rows, tokenizer, vocab_size, device)
@@ -88,52 +91,20 @@ class RowSettings:
         return settings
 
 
-def _stage_uses(uses: set[str], rows, warp, top_k, vocab_size) -> set[str]:
-    """Names of the stages some row needs (the chain skips every other one)."""
-    stages = set()
-    if any(k < vocab_size for k in top_k):
-        stages.add("top_k")
-    if "repetition_penalty" in uses or uses & {"frequency_penalty", "presence_penalty"}:
-        stages.add("penalties")
-    if "dry_multiplier" in uses:
-        stages.add("dry")
-    if "no_repeat_ngram_size" in uses:
-        stages.add("no_repeat_ngram")
-    if uses & {"temperature", "dynatemp_range"}:
-        stages.add("temperature")
-    if any(w and c.xtc_probability > 0 and c.xtc_threshold <= 0.5 for c, w in zip(rows, warp)):
-        stages.add("xtc")
-    for name in ("top_p", "min_p", "typical_p", "top_n_sigma", "epsilon_cutoff", "eta_cutoff", "mirostat",
-                 "min_new_tokens"):
-        if name in uses:
-            stages.add(name)
-    if any(c.logit_bias for c in rows):
-        stages.add("logit_bias")
-    if any(c.banned_strings for c in rows):
-        stages.add("banned_strings")
+def _stage_uses(uses: set[str], rows, warp) -> set[str]:
+    """Names of the stages some row needs (the chain skips every other one), from the stage registry."""
+    stages = {stage.name for stage in STAGES if any(stage.active(c, w) for c, w in zip(rows, warp))}
     if any(warp):
         stages.add("sample")
     return uses | stages
 
 
-# Stages that run on their own rows only when not every row uses them (elementwise stages are cheaper on
-# the whole batch; the sort-based ones pick their rows themselves through RowSettings.rows).
-_ROW_STAGES = {
-    "penalties": lambda c, w: c.repetition_penalty != 1 or c.frequency_penalty or c.presence_penalty,
-    "top_k": lambda c, w: w and c.top_k > 0,
-    "min_p": lambda c, w: w and c.min_p > 0,
-    "top_n_sigma": lambda c, w: w and c.top_n_sigma > 0,
-    "epsilon_cutoff": lambda c, w: w and c.epsilon_cutoff > 0,
-    "eta_cutoff": lambda c, w: w and c.eta_cutoff > 0,
-    "xtc": lambda c, w: w and c.xtc_probability > 0,
-}
-
-
 def _build_views(s: RowSettings, rows, warp) -> None:
-    for name, used in _ROW_STAGES.items():
-        if name not in s.uses:
+    for stage in STAGES:
+        if not stage.own_rows or stage.name not in s.uses:
             continue
-        members = [i for i, (c, w) in enumerate(zip(rows, warp)) if used(c, w)]
+        name = stage.name
+        members = [i for i, (c, w) in enumerate(zip(rows, warp)) if stage.active(c, w)]
         if len(members) < len(rows):
             index = torch.tensor(members, dtype=torch.long, device=s.seed_lo.device)
             sub = RowSettings(t={k: v[index] for k, v in s.t.items()}, uses=s.uses, rows={}, vocab=s.vocab,

@@ -11,8 +11,9 @@ import math
 import torch
 
 from .settings import RowSettings
+from .stages import HISTORY_USES
 
-_HISTORY_STAGES = {"no_repeat_ngram", "dry", "banned_strings", "repetition_penalty_last_n"}
+_HISTORY_STAGES = HISTORY_USES  # the stages that read the token history (stages.py)
 
 
 class RowState:
