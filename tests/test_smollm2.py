@@ -70,23 +70,48 @@ def test_logprobs_equal_a_fresh_forward(run):
         assert torch.allclose(ours, expected[:, 0], atol=1e-4), (ours - expected[:, 0]).abs().max()
 
 
-# Plain prompts whose greedy path has no near-tie in the first 16 tokens. llama.cpp computes in Q4_1
-# with activations quantized to 8 bits, decodelab in float32 after de-quantizing, so near-ties may
-# break apart (see BENCHMARKS.md for all prompts measured, including ones that diverge early).
+# Plain prompts of several kinds, near-ties included (the test allows flips only there).
 LLAMACPP_PROMPTS = ["The capital of France is", "Water boils at", "The best way to learn a new language is",
-                    "The sun is a star that"]
+                    "The sun is a star that", "Once upon a time", "def fibonacci(n):", "The three primary colors are",
+                    "In 1492, Columbus"]
 
 
 def test_llamacpp_agrees_on_the_same_gguf(smollm2):
+    """Teacher-forced: llama.cpp reads decodelab's greedy continuation of each prompt, and at every position
+    both engines' distributions are compared.
+
+    Both run the same Q4_1 weights, but llama.cpp multiplies them with activations quantized to 8 bits
+    (Q8_1) while transformers de-quantizes the weights to float32; the chosen tokens' logprobs differ by
+    up to about 0.2 nats, and where two tokens are that close the engines may pick differently (which
+    ones flip depends on the CPU's SIMD kernels). So a free-running greedy comparison cannot hold on every
+    CPU; this test holds the part that must: the same prompt tokens, close logprobs everywhere, and the
+    same argmax wherever decodelab's own top-2 margin is clear of that quantization noise.
+    """
     pytest.importorskip("llama_cpp")
+    import numpy as np
+
     from decodelab.engine.backends.gguf import smollm2_file
-    from decodelab.engine.experiments.peers import greedy, open_gguf
+    from decodelab.engine.experiments.peers import last_logits, open_gguf
 
     llm = open_gguf(smollm2_file(), n_ctx=256, n_threads=2)
+    diffs, agree, total = [], 0, 0
     for prompt in LLAMACPP_PROMPTS:
         prompt_ids = smollm2.tokenizer(prompt)["input_ids"]
         assert llm.tokenize(prompt.encode(), add_bos=False, special=False) == prompt_ids
-        (c,) = generate_many(smollm2, prompt, [DecodingConfig(max_new_tokens=16)])
-        theirs, logprobs = greedy(llm, prompt_ids, 16, stop={2})
-        assert [s.token_id for s in c.steps] == theirs, prompt
-        assert abs(c.steps[0].logprob - logprobs[0]) < 0.05, prompt
+        (c,) = generate_many(smollm2, prompt, [DecodingConfig(max_new_tokens=24)], top_alternatives=2)
+        llm.reset()
+        llm.eval(prompt_ids)
+        for step in c.steps:
+            theirs = last_logits(llm)
+            theirs = theirs - theirs.max()
+            theirs -= np.log(np.exp(theirs).sum())
+            diffs.append(abs(step.logprob - theirs[step.token_id]))
+            total += 1
+            if int(theirs.argmax()) == step.token_id:
+                agree += 1
+            else:  # a flip is allowed only at a near-tie in decodelab's own distribution
+                margin = step.logprob - step.top[1].logprob
+                assert margin < 0.3, (prompt, step.token_id, int(theirs.argmax()), margin)
+            llm.eval([step.token_id])
+    assert max(diffs) < 0.4 and float(np.mean(diffs)) < 0.06, (max(diffs), float(np.mean(diffs)))
+    assert agree >= 0.9 * total, (agree, total)
