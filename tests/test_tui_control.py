@@ -347,3 +347,32 @@ async def test_the_sweep_form_says_trials_is_ignored_for_a_grid(demo):
         await pilot.press("ctrl+r")
         await until(pilot, lambda: not screen.running)
         assert "trials is ignored" in str(screen.query_one("#sweep-status").render())
+
+
+# -- one table for keys and the palette (tui/keys.py) ------------------------------------------------------
+
+def test_every_key_has_its_action_where_it_is_bound():
+    from decodelab.tui.keys import KEYS
+    from decodelab.tui.widgets.pane import Pane
+
+    for key in KEYS:
+        name = key.action.split("(")[0]
+        owner = Pane if key.scope == "pane" else DecodelabApp
+        assert callable(getattr(owner, f"action_{name}", None)), (key.scope, key.action)
+    keys = [k for key in KEYS for k in key.keys.split(",") if key.scope == "app"]
+    assert len(keys) == len(set(keys))  # no key bound twice on the App
+
+
+async def test_the_palette_lists_the_keys_and_runs_pane_commands_on_the_current_pane(demo):
+    from decodelab.tui.keys import KEYS
+
+    app = make_app(demo)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.press("escape", "2")
+        await pilot.pause()
+        commands = {c.title: c for c in app.get_system_commands(app.screen)}
+        assert {k.title for k in KEYS if k.title} <= set(commands)
+        assert commands["Stop this pane's run"].help.startswith("k: ")
+        await commands["Duplicate this pane"].callback()
+        await pilot.pause()
+        assert [p.state.config.name for p in app.panes()] == ["greedy", "warm", "warm-copy"]

@@ -9,6 +9,7 @@ from textual.widgets import TextArea
 
 from decodelab.engine.config import ConfigError
 from decodelab.themes.heatmap import ORDER
+from .keys import palette
 from .state import PaneState, first_divergence
 from .widgets.legend import Legend
 from .widgets.pane import Pane
@@ -68,16 +69,11 @@ class PaneActions:
         defaults = model_defaults(self.loaded) if self.loaded is not None else None
         self.push_screen(PresetPicker(model_defaults=defaults), chosen)
 
-    def action_duplicate(self) -> None:
-        pane = self.pane()
-        if pane is not None:
-            self.add_pane(pane.state.config.replace(name=pane.state.config.name + "-copy"), after=pane).focus()
+    def duplicate_pane(self, pane: Pane) -> None:
+        self.add_pane(pane.state.config.replace(name=pane.state.config.name + "-copy"), after=pane).focus()
 
-    def action_remove(self) -> None:
+    def remove_pane(self, pane: Pane) -> None:
         """x: remove the pane; u brings it back with its output (the last 10 removals are kept)."""
-        pane = self.pane()
-        if pane is None:
-            return
         if pane.state.running:
             self.notify("This pane is running: k stops it, Esc stops the whole run.", severity="warning")
             return
@@ -113,10 +109,8 @@ class PaneActions:
         self.call_after_refresh(pane.focus)
         self.notify(f"Restored pane {state.config.name}.")
 
-    def action_move(self, delta: int) -> None:
-        pane, panes = self.pane(), self.panes()
-        if pane is None:
-            return
+    def move_pane(self, pane: Pane, delta: int) -> None:
+        panes = self.panes()
         index = panes.index(pane) + delta
         if 0 <= index < len(panes):
             container = self.query_one("#panes")
@@ -126,13 +120,10 @@ class PaneActions:
                 container.move_child(pane, after=panes[index])
             self.call_after_refresh(self.refresh_panes)
 
-    def action_edit(self) -> None:
+    def edit_pane(self, pane: Pane) -> None:
         from .preflight import context_error, prompt_tokens
         from .screens.config_editor import ConfigEditor
 
-        pane = self.pane()
-        if pane is None:
-            return
         length, _ = prompt_tokens(self.loaded, self.query_one("#prompt", TextArea).text)
 
         def edited(config) -> None:
@@ -143,10 +134,8 @@ class PaneActions:
         self.push_screen(ConfigEditor(pane.state.config,
                                       check=lambda c: context_error(self.loaded, length, c.max_new_tokens)), edited)
 
-    def action_rerun_pane(self) -> None:
-        pane = self.pane()
-        if pane is not None:
-            self.start_run([pane])
+    def rerun_pane(self, pane: Pane) -> None:
+        self.start_run([pane])
 
     # -- heatmap, diff, inspector, branching ------------------------------------------------------------
     def action_heatmap(self) -> None:
@@ -222,11 +211,10 @@ class PaneActions:
         self.push_screen(AskText("Blind A/B between the current panes. Tally file (resumed if it exists):",
                                  "decodelab-ab.json"), start)
 
-    def action_sweep(self) -> None:
+    def sweep_pane(self, pane: Pane) -> None:
         from .screens.sweep import SweepScreen
 
-        pane = self.pane()
-        if self.loaded is None or pane is None:
+        if self.loaded is None:
             self.notify("A sweep needs a loaded model and a pane to start from.", severity="warning")
             return
         self.push_screen(SweepScreen(self.loaded, pane.state.config, self.query_one("#prompt", TextArea).text))
@@ -236,43 +224,5 @@ class PaneActions:
 
     def get_system_commands(self, screen):
         yield from super().get_system_commands(screen)
-        for title, help_text, action in COMMANDS:
-            yield SystemCommand(title, help_text, _palette_callback(self, action))
-
-
-COMMANDS = [
-    ("Run all panes", "ctrl+r: one batched run; unseeded panes get fresh seeds", "run"),
-    ("Rerun with the same seeds", "ctrl+g: reproduce the last run exactly", "rerun_same"),
-    ("Rerun this pane", ".: run only the focused pane", "rerun_pane"),
-    ("Cancel the run", "esc", "cancel"),
-    ("Add a pane from a preset", "a", "add_pane"),
-    ("Duplicate this pane", "d", "duplicate"),
-    ("Remove this pane", "x (u brings it back)", "remove"),
-    ("Bring back the last removed pane", "u", "undo_remove"),
-    ("Stop this pane's run", "k: the other panes go on", "stop_pane"),
-    ("Edit this pane's config", "e", "edit"),
-    ("Next heatmap measure", "h: probability, processed, rank, entropy, surprisal, off", "heatmap"),
-    ("Toggle the token inspector", "← → walk a pane's tokens; esc in a pane closes it", "inspector"),
-    ("Into the alternatives", "↓ or i in a pane; esc or i goes back to the pane", "alternatives"),
-    ("Branch from the chosen alternative", "Enter in the alternatives, or b: reruns that pane from there", "branch"),
-    ("Show the pane's older version", "[: earlier runs and branches are kept", "history(-1)"),
-    ("Show the pane's newer version", "]", "history(1)"),
-    ("Cycle diff marking", "v: off, vs greedy, vs left neighbour", "diff"),
-    ("Save this pane as a preset", "s", "save_preset"),
-    ("Copy this pane's text", "c", "copy_text"),
-    ("Copy this pane's config (TOML)", "y", "copy_config"),
-    ("Save the session", "ctrl+s", "save_session"),
-    ("Open a session", "ctrl+o", "open_session"),
-    ("Toggle the chat template", "ctrl+t", "toggle_chat"),
-    ("Load another model", "m", "change_model"),
-    ("Toggle dark/light theme", "t", "toggle_theme"),
-    ("Blind A/B between the panes", "A (shift+a): vote on shuffled outputs, tally saved", "arena"),
-    ("Sweep around this pane's config", "S (shift+s): grid, random or Bayesian search", "sweep"),
-]
-
-
-def _palette_callback(app, action: str):
-    """The method behind an action name, with its argument bound when it has one ("history(-1)")."""
-    name, _, argument = action.partition("(")
-    method = getattr(app, f"action_{name}")
-    return (lambda: method(int(argument.rstrip(")")))) if argument else method
+        for title, help_text, callback in palette(self):  # the same table as the key bindings (tui/keys.py)
+            yield SystemCommand(title, help_text, callback)

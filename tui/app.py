@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import collections
 import dataclasses
 import threading
 from importlib import resources
 
 from textual import work
 from textual.app import App, ComposeResult
-from textual.binding import Binding
 from textual.containers import Horizontal
 from textual.widgets import Footer, Static, TextArea
 
@@ -17,8 +15,10 @@ from decodelab.engine.config import DecodingConfig
 from .actions import PaneActions
 from .branching import BranchActions
 from .file_actions import FileActions
+from .keys import bindings
 from .messages import LoadFailed, LoadProgress, ModelLoaded, RunFailed, RunFinished
 from .preflight import run_error
+from .run_controller import RunController
 from .state import PaneState
 from .token_bytes import TokenBytes
 from .widgets.inspector import Inspector
@@ -34,35 +34,7 @@ class DecodelabApp(BranchActions, PaneActions, FileActions, App):
 
     CSS_PATH = str(resources.files("decodelab.themes") / "app.tcss")
     TITLE = "decodelab"
-    BINDINGS = [
-        Binding("ctrl+r", "run", "Run"),
-        Binding("escape", "cancel", "Cancel"),
-        Binding("a", "add_pane", "Add"),
-        Binding("e", "edit", "Edit"),
-        Binding("h", "heatmap", "Heatmap"),
-        Binding("i", "inspector", "Inspect"),
-        Binding("s", "save_preset", "Save"),
-        Binding("ctrl+g", "rerun_same", "Rerun same seeds", show=False),
-        Binding("full_stop", "rerun_pane", "Rerun pane", show=False),
-        Binding("d", "duplicate", "Duplicate", show=False),
-        Binding("x,delete", "remove", "Remove", show=False),
-        Binding("u", "undo_remove", "Undo remove", show=False),
-        Binding("k", "stop_pane", "Stop pane", show=False),
-        Binding("less_than_sign", "move(-1)", "Move left", show=False),
-        Binding("greater_than_sign", "move(1)", "Move right", show=False),
-        Binding("b", "branch", "Branch", show=False),
-        Binding("v", "diff", "Diff", show=False),
-        Binding("c", "copy_text", "Copy text", show=False),
-        Binding("y", "copy_config", "Copy config", show=False),
-        Binding("ctrl+s", "save_session", "Save session", show=False),
-        Binding("ctrl+o", "open_session", "Open session", show=False),
-        Binding("ctrl+t", "toggle_chat", "Chat template", show=False),
-        Binding("m", "change_model", "Model", show=False),
-        Binding("p", "focus_prompt", "Prompt", show=False),
-        Binding("t", "toggle_theme", "Theme", show=False),
-        Binding("A", "arena", "Blind A/B", show=False),
-        Binding("S", "sweep", "Sweep", show=False),
-    ] + [Binding(str(n), f"focus_pane({n - 1})", f"Pane {n}", show=False) for n in range(1, 10)]
+    BINDINGS = bindings("app")  # every key lives in tui/keys.py; a pane's own keys are bound on the Pane
 
     def __init__(self, spec=None, configs: list[DecodingConfig] | None = None, prompt: str | None = None,
                  run_at_start: bool = False, loaded=None, api_key: str | None = None) -> None:
@@ -77,20 +49,16 @@ class DecodelabApp(BranchActions, PaneActions, FileActions, App):
         self.run_at_start = run_at_start
         self.measure = "prob"
         self.diff_mode = "off"
-        self.running = False
         self.loading = False
         """A model load is under way (ctrl+r says so instead of 'no model')."""
         self.switched_model = False
         """The model being loaded was picked with m (not given on the command line)."""
-        self.run_id = 0
-        self.cancel_event = threading.Event()
-        self.stop_rows: set[int] = set()  # rows of the current run stopped one by one (k)
-        self.run_states: list[PaneState] = []  # the current run's panes, by row
-        self.before_run: dict[int, PaneState] = {}  # each running pane's previous output, kept until it succeeds
-        self.removed: list[tuple[int, PaneState]] = []  # removed panes (index, state), for u to undo
-        self.pending: collections.deque = collections.deque()
-        self.engine_threads: set[str] = set()
+        self.runs = RunController(self)
+        """The engine run: its worker, its events, stopping rows and cancelling (tui/run_controller.py)."""
+        self.removed: list[tuple[int, PaneState]] = []
+        """Removed panes (index, state), for u to undo."""
         self.current_pane: Pane | None = None
+        """The pane the palette's pane commands and the inspector act on (the last one focused)."""
         self.token_bytes = None
         """token id -> bytes for the loaded tokenizer (shows tokens that hold part of a character)."""
 
@@ -124,6 +92,20 @@ class DecodelabApp(BranchActions, PaneActions, FileActions, App):
             self.current_pane = panes[0]
             if self.run_at_start:
                 panes[0].focus()
+
+    @property
+    def running(self) -> bool:
+        """A run is in progress."""
+        return self.runs.running
+
+    @property
+    def pending(self):
+        """Steps the engine handed over that are not on screen yet."""
+        return self.runs.pending
+
+    @property
+    def engine_threads(self) -> set[str]:
+        return self.runs.engine_threads
 
     def check_action(self, action: str, parameters) -> bool | None:
         """The main screen's actions are hidden and off while another screen (A/B, sweep, a dialog) is up."""
@@ -253,79 +235,30 @@ class DecodelabApp(BranchActions, PaneActions, FileActions, App):
         if problem:  # refused before anything is touched: every pane keeps its text
             self.notify(problem, title="Not run", severity="error", timeout=15)
             return
-        self.before_run = {id(p.state): dataclasses.replace(p.state) for p in panes}
+        self.runs.start(self.loaded, [p.state for p in panes], configs, prompt, prefix, prefix_steps)
         for pane in panes:
-            pane.state.begin(prefix_steps, len(prefix) - 1 if prefix else None, prompt)
             pane.diverge_at = None
             pane.refresh_view()
         self.refresh_inspector()
-        self.running = True
-        self.run_id += 1
-        self.cancel_event, self.stop_rows = threading.Event(), set()
-        self.run_states = [p.state for p in panes]
-        self.run_engine(self.run_id, self.run_states, configs, prompt, prefix or [])
-
-    @work(thread=True, exclusive=True, group="engine")
-    def run_engine(self, run_id: int, states: list[PaneState], configs, prompt: str, prefix: list[int]) -> None:
-        from decodelab.engine.backends.base import generate_many
-        from decodelab.engine.results import GenerationError
-
-        def on_step(event) -> None:  # worker thread: only hand the event over
-            self.engine_threads.add(threading.current_thread().name)
-            self.pending.append((run_id, states, event))
-
-        try:
-            completions = generate_many(self.loaded, prompt, configs, on_step=on_step, cancel=self.cancel_event,
-                                        prefix_ids=prefix, stop_rows=self.stop_rows)
-        except GenerationError as exc:
-            self.post_message(RunFailed(run_id, states, str(exc)))
-            return
-        except Exception as exc:  # noqa: BLE001 - never let a run take the app down
-            self.post_message(RunFailed(run_id, states, f"{type(exc).__name__}: {exc}"))
-            return
-        self.post_message(RunFinished(run_id, states, completions))
 
     def drain_events(self) -> None:
         """Apply every step that arrived since the last repaint, then repaint each changed pane once."""
-        changed: set[int] = set()
-        while self.pending:
-            run_id, states, event = self.pending.popleft()
-            if run_id != self.run_id:
-                continue
-            for row, steps in event.tokens.items():
-                states[row].steps.extend(steps)
-                states[row].text = event.texts.get(row, states[row].text)
-                changed.add(id(states[row]))
-            for row, reason in event.finished.items():
-                states[row].stop_reason = reason
-                changed.add(id(states[row]))
+        changed = self.runs.drain()
         if changed:
             for pane in self.panes():
                 if id(pane.state) in changed:
                     pane.refresh_view(scroll=True)
 
     def on_run_finished(self, message: RunFinished) -> None:
-        self.drain_events()
-        self.running = False
-        for state, completion in zip(message.panes, message.completions):
-            state.finish(completion)
-        self.refresh_panes()
-        if self.cancel_event.is_set():
-            self.notify("Run cancelled: partial outputs kept.")
+        if self.runs.finished(message):
+            self.refresh_panes()
+            if self.runs.cancel_event.is_set():
+                self.notify("Run cancelled: partial outputs kept.")
 
     def on_run_failed(self, message: RunFailed) -> None:
-        """The run produced nothing usable: each pane gets its previous output back, with the error beside it."""
-        self.drain_events()
-        self.running = False
-        for state in message.panes:
-            before = self.before_run.get(id(state))
-            if before is not None and not state.steps:
-                for f in dataclasses.fields(before):
-                    setattr(state, f.name, getattr(before, f.name))
-            state.running = False
-            state.error = message.error
-        self.refresh_panes()
-        self.notify(message.error, title="Run failed", severity="error", timeout=10)
+        if self.runs.failed(message):
+            self.refresh_panes()
+            self.notify(message.error, title="Run failed", severity="error", timeout=10)
 
     def action_run(self) -> None:
         self.start_run(self.panes())
@@ -333,20 +266,10 @@ class DecodelabApp(BranchActions, PaneActions, FileActions, App):
     def action_rerun_same(self) -> None:
         self.start_run(self.panes(), keep_seeds=True)
 
-    def action_stop_pane(self) -> None:
-        """k: stop the focused pane's run while the other panes go on."""
-        pane = self.pane()
-        rows = [i for i, state in enumerate(self.run_states) if state is pane.state] if pane is not None else []
-        if not self.running or not rows or not pane.state.running:
-            self.notify("This pane is not running (Esc cancels a whole run).", severity="warning")
-            return
-        if not self.loaded.can("stop_rows") or pane.state.config.num_beams > 1:
-            self.notify("Only a local non-beam pane can be stopped alone: Esc cancels the whole run.",
-                        severity="warning")
-            return
-        self.stop_rows.add(rows[0])
-        others = any(state.running and state is not pane.state for state in self.run_states)
-        self.notify(f"Stopping {pane.state.config.name}" + ("; the other panes go on." if others else "."))
+    def stop_pane(self, pane: Pane) -> None:
+        """k: stop this pane's run while the other panes go on."""
+        stops, message = self.runs.stop(pane.state, self.loaded is not None and self.loaded.can("stop_rows"))
+        self.notify(message, severity="information" if stops else "warning")
 
     def action_focus_prompt(self) -> None:
         """p: back to the prompt from a pane or the inspector (Esc leaves it again)."""
@@ -354,7 +277,7 @@ class DecodelabApp(BranchActions, PaneActions, FileActions, App):
 
     async def action_quit(self) -> None:
         """ctrl+q: cancel what is generating (the run, an A/B round, a sweep) so the process ends at once."""
-        self.cancel_event.set()
+        self.runs.cancel()
         for screen in self.screen_stack:
             cancel = getattr(screen, "cancel_work", None)
             if cancel is not None:
@@ -365,7 +288,7 @@ class DecodelabApp(BranchActions, PaneActions, FileActions, App):
         """Esc: cancel a run (and leave the prompt); else leave the prompt for the panes; else close the inspector."""
         in_prompt = self.focused is self.query_one("#prompt", TextArea)
         if self.running:
-            self.cancel_event.set()
+            self.runs.cancel()
             if in_prompt and self.pane() is not None:
                 self.pane().focus()
         elif in_prompt:

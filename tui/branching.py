@@ -27,9 +27,11 @@ class BranchActions:
         self.refresh_inspector()
 
     def action_token(self, delta: int) -> None:
-        pane = self.pane()
-        if pane is None:
-            return
+        """← → in the inspector: walk the current pane's tokens."""
+        if self.pane() is not None:
+            self.walk_tokens(self.pane(), delta)
+
+    def walk_tokens(self, pane: Pane, delta: int) -> None:
         if not pane.state.steps:
             self.notify(f"{_name(pane)} has no tokens yet: ctrl+r runs every pane.", severity="warning")
             return
@@ -67,11 +69,8 @@ class BranchActions:
                        stats_text(state, pane.diverge_at))
 
     # -- into the alternatives and back -------------------------------------------------------------
-    def action_alternatives(self) -> None:
+    def open_alternatives(self, pane: Pane) -> None:
         """↓ (or i) in a pane: into the inspector's alternatives for its selected token."""
-        pane = self.pane()
-        if pane is None:
-            return
         if not pane.state.steps:
             self.notify(f"{_name(pane)} has no tokens yet: ctrl+r runs every pane.", severity="warning")
             return
@@ -105,12 +104,18 @@ class BranchActions:
         self.branch_to(event.token_id)
 
     def action_branch(self) -> None:
+        """b in the alternatives: branch the pane they belong to."""
+        inspector = self.query_one(Inspector)
+        pane = inspector.owner if inspector.owner in self.panes() else self.pane()
+        if pane is not None:
+            self.branch_pane(pane)
+
+    def branch_pane(self, pane: Pane) -> None:
+        """b: branch the pane at its selected token, to the alternative highlighted in the inspector."""
         inspector = self.query_one(Inspector)
         options = inspector.query_one(OptionList)
-        pane = inspector.owner if inspector.owner in self.panes() else self.pane()
-        if pane is None or pane.state.cursor is None or not inspector.has_class("-visible"):
-            name = _name(pane) if pane is not None else "This pane"
-            self.notify(f"{name} has no selected token: walk its tokens with ← →, then ↓ for the alternatives.",
+        if pane.state.cursor is None or not inspector.has_class("-visible") or inspector.owner is not pane:
+            self.notify(f"{_name(pane)} has no selected token: walk its tokens with ← →, then ↓ for the alternatives.",
                         severity="warning")
             return
         if options.highlighted is None:
@@ -165,11 +170,8 @@ class BranchActions:
         return None
 
     # -- history --------------------------------------------------------------------------------------
-    def action_history(self, delta: int) -> None:
+    def show_version(self, pane: Pane, delta: int) -> None:
         """[ and ]: step through the pane's earlier versions (runs, reruns, branches)."""
-        pane = self.pane()
-        if pane is None:
-            return
         why = pane.state.step_history(delta)
         if why:
             self.notify(f"{_name(pane)}: {why}.", severity="warning")

@@ -11,15 +11,13 @@ from decodelab.engine.config import ConfigError
 
 class FileActions:
     # -- saving and copying -----------------------------------------------------------------------------
-    def action_save_preset(self) -> None:
+    def save_pane_preset(self, pane) -> None:
         """s: name the preset and choose whether it pins the last run's seed (it keeps seed=auto by default)."""
         from .screens.save_preset import SavePreset
 
-        pane = self.pane()
-        if pane is not None:
-            self.push_screen(SavePreset(pane.state.config, pane.state.seed), self.save_preset)
+        self.push_screen(SavePreset(pane.state.config, pane.state.seed), self.write_preset)
 
-    def save_preset(self, request, overwrite: bool = False) -> None:
+    def write_preset(self, request, overwrite: bool = False) -> None:
         from decodelab.engine.library.presets import PresetExistsError, save_user_preset
         from .screens.ask import Confirm
 
@@ -29,7 +27,7 @@ class FileActions:
             path = save_user_preset(request.config, request.name, overwrite=overwrite)
         except PresetExistsError:
             self.push_screen(Confirm(f"You already have a preset named {request.name!r}. Overwrite it?", "Overwrite"),
-                             lambda yes: self.save_preset(request, True) if yes else self.notify("Not saved."))
+                             lambda yes: self.write_preset(request, True) if yes else self.notify("Not saved."))
             return
         except ConfigError as exc:
             self.notify(str(exc), severity="error")
@@ -37,19 +35,15 @@ class FileActions:
         seed = "auto" if request.config.seed is None else request.config.seed
         self.notify(f"Saved preset {request.name} (seed={seed}) → {path}")
 
-    def action_copy_text(self) -> None:
-        pane = self.pane()
-        if pane is not None:
-            self.copy_to_clipboard(pane.state.text)
-            self.notify("Copied the pane's text (where the terminal supports OSC 52).")
+    def copy_pane_text(self, pane) -> None:
+        self.copy_to_clipboard(pane.state.text)
+        self.notify("Copied the pane's text (where the terminal supports OSC 52).")
 
-    def action_copy_config(self) -> None:
+    def copy_pane_config(self, pane) -> None:
         from decodelab.engine.library.presets import dumps_preset
 
-        pane = self.pane()
-        if pane is not None:
-            self.copy_to_clipboard(dumps_preset(pane.state.config))
-            self.notify("Copied the pane's config as TOML.")
+        self.copy_to_clipboard(dumps_preset(pane.state.config))
+        self.notify("Copied the pane's config as TOML.")
 
     def action_save_session(self) -> None:
         from decodelab.engine.library.sessions import Session, save_session

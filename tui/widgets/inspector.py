@@ -66,6 +66,7 @@ class Inspector(Vertical):
         Binding("escape,i", "app.back_to_pane", "back to the pane", show=False),
         Binding("left", "app.token(-1)", "◀ token", show=False),
         Binding("right", "app.token(1)", "token ▶", show=False),
+        Binding("b", "app.branch", "branch", show=False),
     ]
 
     @dataclass

@@ -6,11 +6,11 @@ import math
 
 from textual import events
 from textual.app import ComposeResult
-from textual.binding import Binding
 from textual.containers import Vertical, VerticalScroll
 from textual.geometry import Region, Spacing
 from textual.widgets import Label, Sparkline, Static
 
+from ..keys import bindings
 from ..state import PaneState
 from .token_view import TokenView, render_tokens
 
@@ -112,15 +112,7 @@ class Pane(Vertical, can_focus=True):
     }
     """
 
-    BINDINGS = [
-        Binding("left", "app.token(-1)", "◀ token", show=False),
-        Binding("right", "app.token(1)", "token ▶", show=False),
-        Binding("home", "app.token(-100000)", "first token", show=False),
-        Binding("end", "app.token(100000)", "last token", show=False),
-        Binding("down,i", "app.alternatives", "alternatives", show=False),
-        Binding("left_square_bracket", "app.history(-1)", "older version", show=False),
-        Binding("right_square_bracket", "app.history(1)", "newer version", show=False),
-    ]
+    BINDINGS = bindings("pane")  # tui/keys.py: each key acts on this pane through the app
 
     def __init__(self, state: PaneState, **kwargs) -> None:
         super().__init__(**kwargs)
@@ -194,3 +186,46 @@ class Pane(Vertical, can_focus=True):
         if line is not None:
             self.query_one(VerticalScroll).scroll_to_region(Region(0, line, 1, 1), spacing=Spacing(1, 0, 1, 0),
                                                             animate=False, immediate=True)
+
+    # -- this pane's keys (tui/keys.py): each asks the app to act on this pane ---------------------------
+    def action_edit(self) -> None:
+        self.app.edit_pane(self)
+
+    def action_save_preset(self) -> None:
+        self.app.save_pane_preset(self)
+
+    def action_rerun_pane(self) -> None:
+        self.app.rerun_pane(self)
+
+    def action_duplicate(self) -> None:
+        self.app.duplicate_pane(self)
+
+    def action_remove(self) -> None:
+        self.app.remove_pane(self)
+
+    def action_stop_pane(self) -> None:
+        self.app.stop_pane(self)
+
+    def action_move(self, delta: int) -> None:
+        self.app.move_pane(self, delta)
+
+    def action_token(self, delta: int) -> None:
+        self.app.walk_tokens(self, delta)
+
+    def action_alternatives(self) -> None:
+        self.app.open_alternatives(self)
+
+    def action_branch(self) -> None:
+        self.app.branch_pane(self)
+
+    def action_history(self, delta: int) -> None:
+        self.app.show_version(self, delta)
+
+    def action_copy_text(self) -> None:
+        self.app.copy_pane_text(self)
+
+    def action_copy_config(self) -> None:
+        self.app.copy_pane_config(self)
+
+    def action_sweep(self) -> None:
+        self.app.sweep_pane(self)

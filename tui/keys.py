@@ -1,0 +1,102 @@
+"""Every key of the main screen, once: the App's and the Pane's bindings and the command palette come from KEYS.
+
+scope "app": bound on the App (works from anywhere on the main screen); scope "pane": bound on the Pane
+widget, so it acts on that pane (the palette runs it on the current pane). An action is a Textual
+action string, run in the binding's own namespace unless it names one ("app.token(-1)").
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import partial
+
+from textual.binding import Binding
+
+
+@dataclass(frozen=True)
+class Key:
+    keys: str
+    """Textual key names, comma-separated."""
+    action: str
+    title: str
+    """The command palette's entry ("" keeps the key out of the palette)."""
+    help: str = ""
+    scope: str = "app"
+    footer: str | None = None
+    """Shown in the footer under this label; None keeps it out of the footer."""
+    shown: str | None = None
+    """How the help text writes the key (default: the first key name)."""
+
+    def key_text(self) -> str:
+        return self.shown or self.keys.split(",")[0]
+
+
+KEYS: tuple[Key, ...] = (
+    Key("ctrl+r", "run", "Run all panes", "one batched run; unseeded panes get fresh seeds", footer="Run"),
+    Key("escape", "cancel", "Cancel the run", footer="Cancel", shown="esc"),
+    Key("a", "add_pane", "Add a pane from a preset", footer="Add"),
+    Key("e", "edit", "Edit this pane's config", scope="pane", footer="Edit"),
+    Key("h", "heatmap", "Next heatmap measure", "probability, processed, rank, entropy, surprisal, off",
+        footer="Heatmap"),
+    Key("i", "inspector", "Toggle the token inspector", "← → walk a pane's tokens; esc in a pane closes it",
+        footer="Inspect"),
+    Key("s", "save_preset", "Save this pane as a preset", scope="pane", footer="Save"),
+    Key("ctrl+g", "rerun_same", "Rerun with the same seeds", "reproduce the last run exactly"),
+    Key("full_stop", "rerun_pane", "Rerun this pane", "run only the focused pane", scope="pane", shown="."),
+    Key("d", "duplicate", "Duplicate this pane", scope="pane"),
+    Key("x,delete", "remove", "Remove this pane", "u brings it back", scope="pane"),
+    Key("u", "undo_remove", "Bring back the last removed pane"),
+    Key("k", "stop_pane", "Stop this pane's run", "the other panes go on", scope="pane"),
+    Key("less_than_sign", "move(-1)", "Move this pane left", scope="pane", shown="<"),
+    Key("greater_than_sign", "move(1)", "Move this pane right", scope="pane", shown=">"),
+    Key("left", "token(-1)", "", scope="pane"),
+    Key("right", "token(1)", "", scope="pane"),
+    Key("home", "token(-100000)", "", scope="pane"),
+    Key("end", "token(100000)", "", scope="pane"),
+    Key("down,i", "alternatives", "Into the alternatives", "esc or i goes back to the pane", scope="pane",
+        shown="↓ or i in a pane"),
+    Key("b", "branch", "Branch from the chosen alternative", "Enter in the alternatives, or b: reruns that pane "
+        "from there", scope="pane"),
+    Key("left_square_bracket", "history(-1)", "Show the pane's older version", "earlier runs and branches are kept",
+        scope="pane", shown="["),
+    Key("right_square_bracket", "history(1)", "Show the pane's newer version", scope="pane", shown="]"),
+    Key("v", "diff", "Cycle diff marking", "off, vs greedy, vs left neighbour"),
+    Key("c", "copy_text", "Copy this pane's text", scope="pane"),
+    Key("y", "copy_config", "Copy this pane's config (TOML)", scope="pane"),
+    Key("ctrl+s", "save_session", "Save the session"),
+    Key("ctrl+o", "open_session", "Open a session"),
+    Key("ctrl+t", "toggle_chat", "Toggle the chat template"),
+    Key("m", "change_model", "Load another model"),
+    Key("p", "focus_prompt", "Back to the prompt", "esc leaves it again"),
+    Key("t", "toggle_theme", "Toggle dark/light theme"),
+    Key("A", "arena", "Blind A/B between the panes", "vote on shuffled outputs, tally saved", shown="shift+a"),
+    Key("S", "sweep", "Sweep around this pane's config", "grid, random or Bayesian search", scope="pane",
+        shown="shift+s"),
+    *(Key(str(n), f"focus_pane({n - 1})", "", footer=None) for n in range(1, 10)),
+)
+
+
+def bindings(scope: str) -> list[Binding]:
+    """The Textual bindings of one scope ("app" or "pane")."""
+    return [Binding(k.keys, k.action, k.footer or k.title or k.action, show=k.footer is not None)
+            for k in KEYS if k.scope == scope]
+
+
+def palette(app):
+    """(title, help, callback) for every key with a title; pane keys act on the app's current pane."""
+    for key in KEYS:
+        if not key.title:
+            continue
+        help_text = f"{key.key_text()}: {key.help}" if key.help else key.key_text()
+        yield key.title, help_text, partial(_run, app, key)
+
+
+async def _run(app, key: Key) -> None:
+    if key.scope == "pane":
+        pane = app.pane()
+        if pane is None:
+            app.notify("No pane to act on: press a to add one.", severity="warning")
+            return
+        await app.run_action(key.action, pane)
+    else:
+        await app.run_action(key.action)
