@@ -106,7 +106,7 @@ async def test_a_branch_rerun_keeps_its_prefix_on_show_and_no_stale_token(demo):
         await run_all(app, pilot)
         pane = app.panes()[0]
         prefix_text = "".join(s.text for s in pane.state.steps[:5])
-        app.run_engine = lambda *args, **kwargs: None  # hold the engine: the screen as the rerun starts
+        app.runs._work = lambda *args, **kwargs: None  # hold the engine: the screen as the rerun starts
         await pilot.press("1", *["right"] * 6, "down", "enter")
         await pilot.pause()
         assert app.running and pane.state.running and pane.state.branched_at == 5
@@ -114,11 +114,11 @@ async def test_a_branch_rerun_keeps_its_prefix_on_show_and_no_stale_token(demo):
         assert shown.replace("┃", "").startswith(prefix_text.replace("\n", ""))
         inspector = app.query_one(Inspector)
         assert inspector.owner is pane and "token 5" in str(inspector.border_title)
-        app.running = pane.state.running = False
+        app.runs.running = pane.state.running = False
         await pilot.press("ctrl+r")
         await pilot.pause()
         assert "running" in str(inspector.query_one("#inspector-info").render())  # the old token is gone
-        app.running = pane.state.running = False
+        app.runs.running = pane.state.running = False
 
 
 # -- 10. each pane's own end ---------------------------------------------------------------------------------
