@@ -93,6 +93,8 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    parser.add_argument("--no-batch-invariant", action="store_true",
+                        help="serve without bucket padding (decodelab serve --no-batch-invariant)")
     args = parser.parse_args()
     if args.threads:
         import torch
@@ -109,7 +111,9 @@ def main() -> None:
         PROMPTS[:] = [" ".join(f"w{5 + 7 * i + j}" for j in range(8 + 4 * i)) for i in range(len(PROMPTS))]
     else:
         loaded = load_model(ModelSpec(path=args.model))
-    server = Server(loaded, port=0).start()
+    from decodelab.server import Limits
+
+    server = Server(loaded, port=0, limits=Limits(batch_invariant=not args.no_batch_invariant)).start()
     try:
         post(server.url, "warm up", 4)
         seq = [sequential(server.url, args.tokens) for _ in range(args.repeats)]

@@ -5,15 +5,15 @@ from __future__ import annotations
 from pathlib import Path
 
 import click
-
-from .common import handle_errors, load_with_progress, model_options, model_spec, resolve_configs
 from decodelab.engine.config import ConfigError
 from decodelab.render.tables import tally_table
 
+from .common import handle_errors, load_with_progress, model_options, model_spec, resolve_configs
+
 
 def read_prompts(prompt: str | None, prompt_file: str | None) -> list[str]:
-    from decodelab.engine.library.fileio import load_document
     from decodelab.engine.experiments.sweep import read_prompt_cases
+    from decodelab.engine.library.fileio import load_document
 
     if prompt is not None and prompt_file is not None:
         raise click.UsageError("give --prompt or --prompt-file, not both")
@@ -46,11 +46,10 @@ def ab(presets, sets, prompt, prompt_file, rounds, tally_path, new, save_winner,
     Keys: a/b/c... the best one, t tie, s skip, q quit. Identities are revealed after each vote,
     and the tally (wins, ties, win rate with a 95% Wilson interval, Bradley-Terry rating) is saved.
     """
+    from decodelab.engine.experiments.arena import Tally, load_tally, play_rounds, save_tally
     from rich.columns import Columns
     from rich.console import Console
     from rich.panel import Panel
-
-    from decodelab.engine.experiments.arena import Tally, load_tally, play_rounds, save_tally
 
     console = Console()
     prompts = read_prompts(prompt, prompt_file)

@@ -8,7 +8,6 @@ import sys
 from pathlib import Path
 
 import click
-
 from decodelab.engine.config import ConfigError, DecodingConfig
 
 DEFAULT_PRESETS = ("greedy", "balanced", "creative")

@@ -137,10 +137,10 @@ def bench(shape, real, new_tokens, repeats, **model):
 
 
 from .ab_cmd import ab  # noqa: E402 - the commands live in their own modules
-from .serve_cmd import serve  # noqa: E402
-from .presets_cmd import presets  # noqa: E402
-from .sweep_cmd import sweep  # noqa: E402
 from .models_cmd import models  # noqa: E402
+from .presets_cmd import presets  # noqa: E402
+from .serve_cmd import serve  # noqa: E402
+from .sweep_cmd import sweep  # noqa: E402
 
 for command in (presets, ab, sweep, serve, models):
     main.add_command(command)

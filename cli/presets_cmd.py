@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import click
+from decodelab.engine.config import DEFAULTS, FIELD_NAMES, ConfigError
 
 from .common import handle_errors, parse_set
-from decodelab.engine.config import DEFAULTS, FIELD_NAMES, ConfigError
 
 
 def save_forcing(config, name: str, force: bool):
@@ -129,8 +129,8 @@ def path():
 @handle_errors
 def export_cmd(name, fmt, output, force):
     """Export a preset for another stack; settings it lacks are listed on stderr."""
-    from decodelab.engine.library.fileio import save_document
     from decodelab.engine.library.exports import export_preset
+    from decodelab.engine.library.fileio import save_document
     from decodelab.engine.library.presets import find_preset
 
     converted = export_preset(find_preset(name), fmt)
@@ -152,8 +152,8 @@ def export_cmd(name, fmt, output, force):
 @handle_errors
 def import_cmd(file, name, save, force):
     """Import a transformers generation_config.json or a text-generation-webui YAML preset."""
-    from decodelab.engine.library.fileio import load_document
     from decodelab.engine.library.exports import import_preset_text
+    from decodelab.engine.library.fileio import load_document
     from decodelab.engine.library.presets import check_preset_name, dumps_preset
 
     text = load_document(file, "file")

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
+from decodelab.themes.heatmap import MEASURES, colour, level, text_colour_for
 from rich.columns import Columns
 from rich.console import Console, Group
 from rich.panel import Panel
 from rich.text import Text
-
-from decodelab.themes.heatmap import MEASURES, colour, level, text_colour_for
 
 
 def stats_line(c) -> str:

@@ -28,9 +28,14 @@ from .common import handle_errors, load_with_progress, model_options, model_spec
               help="Seconds a client has to send a whole request before the connection is closed.")
 @click.option("--idle-timeout", type=click.FloatRange(0.1), default=5.0, show_default=True,
               help="Seconds an idle kept-alive connection stays open.")
+@click.option("--batch-invariant/--no-batch-invariant", default=True, show_default=True,
+              help="Decode at bucket sizes (8, 16, 32, ...) so a seeded request gives the same tokens alone and "
+                   "under load. --no-batch-invariant runs a lone request as a batch of 1: on a CPU about 1.5x "
+                   "faster for one request at a time (BENCHMARKS.md), but a seeded request may then give other "
+                   "tokens under load than alone.")
 @handle_errors
 def serve(host, port, serve_key, served_name, max_rows, max_queue, max_body_mb, default_max_tokens, header_timeout,
-          idle_timeout, **model):
+          idle_timeout, batch_invariant, **model):
     """Serve /v1/completions and /v1/chat/completions (streaming, logprobs, n) from the local engine.
 
     Requests from all clients, with different prompts, decode together in one batch: a new request
@@ -46,7 +51,8 @@ def serve(host, port, serve_key, served_name, max_rows, max_queue, max_body_mb, 
     if warning:
         click.echo(warning, err=True)
     loaded = load_with_progress(spec)
-    limits = Limits(max_body=int(max_body_mb * 2**20), default_max_tokens=default_max_tokens, max_rows=max_rows)
+    limits = Limits(max_body=int(max_body_mb * 2**20), default_max_tokens=default_max_tokens, max_rows=max_rows,
+                    batch_invariant=batch_invariant)
     try:
         server = Server(loaded, host=host, port=port, api_key=serve_key, model_name=served_name, limits=limits,
                         max_queue=max_queue, header_timeout=header_timeout, idle_timeout=idle_timeout)

@@ -3,20 +3,27 @@
 from __future__ import annotations
 
 import click
-
-from .common import handle_errors, load_with_progress, model_options, model_spec, parse_set, warn
 from decodelab.engine.config import ConfigError
 from decodelab.render.pictures import grid_picture, scatter_text
 from decodelab.render.tables import results_table
+
+from .common import handle_errors, load_with_progress, model_options, model_spec, parse_set, warn
 
 
 def build_spec(presets, sets, grid, ranges, strategy, trials, seeds, prompt, prompt_file, objective, direction,
                sweep_file):
     from decodelab.engine.config import DecodingConfig
+    from decodelab.engine.experiments.sweep import (
+        PromptCase,
+        SweepSpec,
+        load_sweep_file,
+        parse_grid,
+        parse_objective,
+        parse_ranges,
+        read_prompt_cases,
+    )
     from decodelab.engine.library.fileio import load_document
     from decodelab.engine.library.presets import find_preset
-    from decodelab.engine.experiments.sweep import PromptCase, SweepSpec, load_sweep_file, parse_grid, parse_objective, parse_ranges
-    from decodelab.engine.experiments.sweep import read_prompt_cases
 
     data = load_sweep_file(load_document(sweep_file, "sweep file"), sweep_file) if sweep_file else {}
     base_name = presets[0] if presets else data.get("base")
@@ -102,11 +109,10 @@ def sweep(presets, sets, grid, ranges, strategy, trials, seeds, prompt, prompt_f
           --range min_p=0:0.3 --objective distinct_2=1,mean_logprob=0.3
     Ctrl-C stops early and keeps (and exports) the points done so far.
     """
+    from decodelab.engine.experiments.sweep import best, run_sweep, to_csv, to_json
+    from decodelab.engine.library.fileio import save_document
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    from decodelab.engine.library.fileio import save_document
-    from decodelab.engine.experiments.sweep import best, run_sweep, to_csv, to_json
 
     console = Console()
     spec = build_spec(presets, sets, grid, ranges, strategy, trials, seeds, prompt, prompt_file, objective, direction,

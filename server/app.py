@@ -16,6 +16,9 @@ import threading
 from dataclasses import dataclass
 
 import anyio
+from decodelab.engine.decoding.requests import Request
+from decodelab.engine.decoding.run import check_context
+from decodelab.engine.results import PromptError
 from pydantic import ValidationError
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -23,9 +26,6 @@ from starlette.requests import Request as HttpRequest
 from starlette.responses import JSONResponse, StreamingResponse
 from starlette.routing import Route
 
-from decodelab.engine.decoding.loop import Request
-from decodelab.engine.decoding.run import check_context
-from decodelab.engine.results import PromptError
 from . import responses
 from .errors import ApiError, validation_error
 from .prompts import prompt_text, tokenize_chat, tokenize_prompt
@@ -43,6 +43,9 @@ class Limits:
     """The most rows (prompts x n) one request may ask for."""
     max_tokens: int = 32768
     """The most tokens one row may ask for when the model does not say how long its context is."""
+    batch_invariant: bool = True
+    """Decode at bucket sizes (8, 16, 32, ...) so a seeded request gives the same tokens alone and under load;
+    off, a lone request runs as a batch of 1 (faster on a CPU, where 8 rows cost more than 1)."""
 
 
 class Api:

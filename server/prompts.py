@@ -7,7 +7,6 @@ can fail ("Already borrowed"), and the scheduler thread decodes with the model's
 from __future__ import annotations
 
 import torch
-
 from decodelab.engine.results import PromptError
 
 

@@ -14,7 +14,9 @@ import queue
 import threading
 from functools import partial
 
-from decodelab.engine.decoding.loop import DecodeLoop, Request
+from decodelab.engine.decoding.loop import DecodeLoop
+from decodelab.engine.decoding.requests import Request
+
 from .errors import ApiError
 
 log = logging.getLogger("decodelab.serve")
@@ -45,11 +47,11 @@ class Job:
 class Scheduler:
     """Admits jobs into one DecodeLoop and steps it; at most max_queue requests wait (then 429)."""
 
-    def __init__(self, loaded, max_rows: int = 64, max_queue: int = 32, window: float = 0.01):
-        self.loaded, self.max_rows, self.max_queue = loaded, max_rows, max_queue
+    def __init__(self, loaded, max_rows: int = 64, max_queue: int = 32, window: float = 0.01, pad: bool = True):
+        self.loaded, self.max_rows, self.max_queue, self.pad = loaded, max_rows, max_queue, pad
         self.window = window
         """Seconds an idle scheduler waits after a first request for others sent at the same time."""
-        self.batch = DecodeLoop(loaded, max_rows=max_rows)
+        self.batch = DecodeLoop(loaded, max_rows=max_rows, pad=pad)
         self.inbox: queue.Queue = queue.Queue()
         self.waiting: list[Request] = []
         self.owner: dict[int, Job] = {}
@@ -125,4 +127,4 @@ class Scheduler:
         with self.lock:
             self.queued -= len(self.waiting)
         self.waiting = []
-        self.batch = DecodeLoop(self.loaded, max_rows=self.max_rows)
+        self.batch = DecodeLoop(self.loaded, max_rows=self.max_rows, pad=self.pad)

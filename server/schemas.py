@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from typing import Annotated, Literal, Union
 
+from decodelab.engine.config import SETTING, ConfigError, DecodingConfig
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictStr, field_validator
 
-from decodelab.engine.config import SETTING, ConfigError, DecodingConfig
 from .errors import ApiError
 
 MAX_N = 16

@@ -7,7 +7,8 @@ import threading
 import pytest
 
 from decodelab.engine import DecodingConfig, generate_many
-from decodelab.engine.decoding.loop import DecodeLoop, Request
+from decodelab.engine.decoding.loop import DecodeLoop
+from decodelab.engine.decoding.requests import Request
 from decodelab.engine.decoding.run import generate_prompts
 from decodelab.engine.decoding.run import encode_prompt
 

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import dataclasses
 
+from decodelab.engine.config import ConfigError
+from decodelab.themes.heatmap import ORDER
 from textual.app import SystemCommand
 from textual.widgets import TextArea
 
-from decodelab.engine.config import ConfigError
-from decodelab.themes.heatmap import ORDER
 from .keys import palette
 from .state import PaneState, first_divergence
 from .widgets.legend import Legend

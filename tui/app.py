@@ -6,12 +6,12 @@ import dataclasses
 import threading
 from importlib import resources
 
+from decodelab.engine.config import DecodingConfig
 from textual import work
 from textual.app import App, ComposeResult
 from textual.containers import Horizontal
 from textual.widgets import Footer, Static, TextArea
 
-from decodelab.engine.config import DecodingConfig
 from .actions import PaneActions
 from .branching import BranchActions
 from .file_actions import FileActions

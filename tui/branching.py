@@ -6,9 +6,9 @@ branches that pane and no other. Every refused action says why.
 
 from __future__ import annotations
 
+from decodelab.engine.results import TokenStep
 from textual.widgets import OptionList, TextArea
 
-from decodelab.engine.results import TokenStep
 from .widgets.inspector import Inspector
 from .widgets.pane import Pane, stats_text
 from .widgets.token_view import TokenView

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 
-from textual.widgets import TextArea
-
 from decodelab.engine.config import ConfigError
+from textual.widgets import TextArea
 
 
 class FileActions:
@@ -19,6 +18,7 @@ class FileActions:
 
     def write_preset(self, request, overwrite: bool = False) -> None:
         from decodelab.engine.library.presets import PresetExistsError, save_user_preset
+
         from .screens.ask import Confirm
 
         if request is None:
@@ -47,6 +47,7 @@ class FileActions:
 
     def action_save_session(self) -> None:
         from decodelab.engine.library.sessions import Session, save_session
+
         from .screens.ask import AskText, Confirm
 
         panes = self.panes()

@@ -9,15 +9,15 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from .base import Backend, ModelLoadError  # noqa: F401 - ModelLoadError is raised below
 from ..config import DecodingConfig
+from ..decoding.requests import draw_seeds
 from ..results import Alternative, Completion, GenerationError, PromptError, StepEvent, Timings, TokenStep
+from .base import Backend, ModelLoadError  # noqa: F401 - ModelLoadError is raised below
 
 NAN = float("nan")
 
@@ -309,7 +309,7 @@ def generate_remote(remote: RemoteModel, prompt: str, configs, *, on_step=None, 
         raise PromptError(f"the prompt must be text, not {type(prompt).__name__}")
     cancel = cancel or threading.Event()
     lock = threading.Lock()
-    seeds = [c.seed if c.seed is not None else secrets.randbelow(2**31) for c in configs]
+    seeds = draw_seeds(configs, limit=2**31)  # 31 bits: some servers take a signed 32-bit seed
     url = f"{remote.base_url}/{'chat/completions' if remote.spec.chat else 'completions'}"
     client = httpx.Client(timeout=httpx.Timeout(remote.timeout, connect=10.0), headers=_headers(remote.api_key))
 

@@ -13,11 +13,11 @@ import time
 import torch
 
 from ..config import DecodingConfig
-from .hf_generate import hf_generate_kwargs
-from .modelcalls import eos_token_ids, forward_last
 from ..results import Completion, StepEvent
-from .rows import new_tracker, token_texts
 from ..sampling import RowSettings, RowState, process, step_statistics
+from .hf_generate import hf_generate_kwargs
+from .modelcalls import eos_tensor, eos_token_ids, forward_last
+from .rows import new_tracker, token_texts
 
 
 class _CancelCriteria:
@@ -89,7 +89,7 @@ def rescore(loaded, prompt_ids: torch.Tensor, new_ids: list[int], config: Decodi
     vocab = logits.shape[-1]
     k = min(max(k, 0), vocab)
     settings = RowSettings.build([config], [seed], vocab, prompt_ids.device, loaded.tokenizer)
-    eos_t = torch.tensor(eos, dtype=torch.long, device=prompt_ids.device) if eos else None
+    eos_t = eos_tensor(eos, prompt_ids.device)
     state = RowState(settings, prompt_ids, vocab, len(new_ids), eos_t)
     rows = []
     for i in range(len(new_ids)):

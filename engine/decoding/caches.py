@@ -17,8 +17,8 @@ from typing import Any
 
 import torch
 
-from .modelcalls import forward_last
 from ..results import GenerationError
+from .modelcalls import forward_last
 
 CACHE_FIELDS = ("cache", "past_key_values", "cache_params")
 """Where a model output carries its cache, and the forward keyword that takes it back. transformers >= 5.24

@@ -20,21 +20,16 @@ window, recurrent state) decode one request at a time; its rows keep their slots
 
 from __future__ import annotations
 
-import secrets
-import threading
 import time
-from collections.abc import Container
-from dataclasses import dataclass, field
-from typing import Callable, Sequence
+from typing import Sequence
 
 import torch
 
-from ..config import DecodingConfig
-from ..results import Completion, PromptError, StepEvent
-from ..sampling import RowSettings, RowState, pick, process, step_statistics
+from ..sampling import step_statistics
 from .caches import cannot_batch, output_cache, prefill_once, replicate
 from .modelcalls import cache_keyword, eos_token_ids
-from .rows import RowTracker, build_steps, new_tracker
+from .requests import Group, Request
+from .rows import new_tracker
 
 
 def bucket_rows(n: int) -> int:
@@ -43,142 +38,6 @@ def bucket_rows(n: int) -> int:
     while size < n and size < 64:
         size *= 2
     return size if n <= size else -(-n // 64) * 64
-
-
-def check_configs(configs: Sequence[DecodingConfig]) -> list[DecodingConfig]:
-    configs = list(configs)
-    if not configs:
-        raise PromptError("no decoding configs to run: add at least one")
-    if not all(isinstance(c, DecodingConfig) for c in configs):
-        raise PromptError("every config must be a DecodingConfig")
-    return configs
-
-
-def draw_seeds(configs: Sequence[DecodingConfig]) -> list[int]:
-    """Each config's seed, or a fresh random one (reported in its Completion) where it has none."""
-    return [c.seed if c.seed is not None else secrets.randbelow(2**32) for c in configs]
-
-
-@dataclass(eq=False)
-class Request:
-    """One prompt under one or more configs (one row each), with where its events and results go.
-
-    stop_rows: config indices the caller may add to while the run goes on (a set); each such row ends
-    as "cancelled" at the next step while the others go on. prefix forces the first generated tokens
-    (a branch). Beam configs run through HF beam search once the request's other rows are done.
-    """
-
-    prompt_ids: torch.Tensor
-    configs: list[DecodingConfig]
-    on_step: Callable[[StepEvent], None] | None = None
-    on_done: Callable[[list[Completion]], None] | None = None
-    cancel: threading.Event = field(default_factory=threading.Event)
-    top: int = 10
-    seeds: list[int] = field(default_factory=list)
-    prefix: Sequence[int] = ()
-    stop_rows: Container[int] = ()
-    completions: list[Completion] | None = None
-    trackers: dict[int, RowTracker] = field(default_factory=dict)
-    prefill_s: float = 0.0
-    start: float = 0.0
-    """When decoding began (after the prefill); row times are measured from here."""
-
-    def __post_init__(self):
-        self.configs = check_configs(self.configs)
-        self.prefix = [int(t) for t in self.prefix]
-        if self.prefix and self.beam_rows:
-            raise PromptError("beam configs cannot be branched from a token; branch a sampling or greedy pane")
-        if self.prefix and len(self.prefix) >= min(c.max_new_tokens for c in self.configs):
-            raise PromptError(f"the branch point is at token {len(self.prefix)}, past max_new_tokens: "
-                              "raise max_new_tokens")
-        if not self.seeds:
-            self.seeds = draw_seeds(self.configs)
-
-    @property
-    def batch_rows(self) -> list[int]:
-        """Indices of the configs that decode in the batch (all but beams)."""
-        return [i for i, c in enumerate(self.configs) if c.num_beams == 1]
-
-    @property
-    def beam_rows(self) -> list[int]:
-        return [i for i, c in enumerate(self.configs) if c.num_beams > 1]
-
-    @property
-    def rows(self) -> int:
-        return len(self.batch_rows)
-
-    def emit(self, event: StepEvent) -> None:
-        if self.on_step is not None and (event.tokens or event.finished):
-            self.on_step(event)
-
-
-class Group:
-    """Requests that joined at the same step with the same prefix: one step counter, settings and state."""
-
-    def __init__(self, requests: list[Request], vocab: int, device, eos: list[int], tokenizer=None):
-        self.requests = requests
-        self.owners = [(r, i) for r in requests for i in r.batch_rows]
-        self.tokenizer, self.vocab = tokenizer, vocab
-        self.settings = self._settings(device)
-        eos_t = torch.tensor(eos, dtype=torch.long, device=device) if eos else None
-        configs = [r.configs[i] for r, i in self.owners]
-        self.state = RowState.for_prompts(self.settings, [r.prompt_ids for r, _ in self.owners], vocab,
-                                          max(c.max_new_tokens for c in configs), eos_t)
-        self.step = len(requests[0].prefix)
-        for token in requests[0].prefix:  # the forced tokens count as generated for the penalties
-            self.state.update(torch.full((self.rows,), token, dtype=torch.long, device=device))
-        self.k = min(max(max(r.top for r in requests), 0), vocab)
-
-    def _settings(self, device) -> RowSettings:
-        return RowSettings.build([r.configs[i] for r, i in self.owners], [r.seeds[i] for r, i in self.owners],
-                                 self.vocab, device, self.tokenizer)
-
-    @property
-    def rows(self) -> int:
-        return len(self.owners)
-
-    def sample(self, logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """This group's processed logits and picked tokens (its own step counter drives the seeded noise)."""
-        processed = process(logits, self.settings, self.state, self.step)  # the sampler chain (sampling/chain.py)
-        tokens = pick(processed, self.settings, self.step)  # argmax, or the row's own seeded draw
-        self.state.update(tokens, processed)  # history, penalty counts, Mirostat's mu
-        return processed, tokens
-
-    def record(self, stats: list[list[float]], k: int) -> None:
-        """Record each row's token from its packed statistics; one StepEvent per request."""
-        now = time.perf_counter()
-        for request in self.requests:
-            rows = [r for r, (owner, _) in enumerate(self.owners) if owner is request]
-            local = [self.owners[r][1] for r in rows]
-            request.emit(build_steps([request.trackers[i] for i in local], [stats[r] for r in rows], k,
-                                     self.tokenizer, self.step, now - request.start, local))
-        self.step += 1
-
-    def running_rows(self) -> list[int]:
-        """Rows (indices into this group) still running; rows the caller stopped or cancelled finish here."""
-        alive, stopped = [], {}
-        for row, (request, i) in enumerate(self.owners):
-            tracker = request.trackers[i]
-            if not tracker.finished and (request.cancel.is_set() or i in request.stop_rows):
-                stopped.setdefault(id(request), (request, {}))[1][i] = tracker.finish(
-                    "cancelled", time.perf_counter() - request.start)
-            if not tracker.finished:
-                alive.append(row)
-        for request, finished in stopped.values():
-            request.emit(StepEvent(step=self.step, tokens={}, finished=finished))
-        return alive
-
-    def keep(self, rows: list[int]) -> None:
-        """Only these rows (indices into this group) stay in the batch."""
-        if len(rows) == self.rows:
-            return
-        self.owners = [self.owners[r] for r in rows]
-        live = {id(r) for r, _ in self.owners}
-        self.requests = [r for r in self.requests if id(r) in live]
-        if self.owners:
-            device = self.settings.seed_lo.device
-            self.settings = self._settings(device)
-            self.state.select(torch.tensor(rows, dtype=torch.long, device=device), self.settings)
 
 
 def _mergeable(cache) -> bool:

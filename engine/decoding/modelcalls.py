@@ -18,6 +18,11 @@ def eos_token_ids(loaded) -> list[int]:
     return []
 
 
+def eos_tensor(eos: list[int], device) -> torch.Tensor | None:
+    """The EOS ids as a tensor for the sampler's min_new_tokens mask (None when the model has none)."""
+    return torch.tensor(eos, dtype=torch.long, device=device) if eos else None
+
+
 def _token_ids(value) -> list[int]:
     if isinstance(value, bool):
         return []

@@ -5,8 +5,8 @@ from __future__ import annotations
 import dataclasses
 
 from ..config import DecodingConfig
-from .detokenize import IncrementalText
 from ..results import Alternative, Completion, StepEvent, Timings, TokenStep
+from .detokenize import IncrementalText
 
 
 class TokenTexts:

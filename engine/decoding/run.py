@@ -13,7 +13,8 @@ import torch
 
 from ..config import DecodingConfig
 from ..results import Completion, GenerationError, PromptError, StepEvent
-from .loop import Request, bucket_rows, check_configs, run_requests
+from .loop import bucket_rows, run_requests
+from .requests import Request, check_configs
 
 OnStep = Callable[[StepEvent], None]
 

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import tomli_w
 
+from ..backends.loading import ModelSpec
 from ..config import ConfigError
 from .fileio import load_document, save_document
-from ..backends.loading import ModelSpec
 
 PROFILE_SCHEMA = 1
 _FIELDS = tuple(f.name for f in dataclasses.fields(ModelSpec))

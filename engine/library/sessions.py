@@ -8,8 +8,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..config import ConfigError, DecodingConfig
-from .fileio import load_document, save_document
 from ..results import Completion, completion_from_dict, completion_to_dict
+from .fileio import load_document, save_document
 
 SESSION_SCHEMA = 1
 

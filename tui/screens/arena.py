@@ -5,6 +5,8 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass
 
+from decodelab.engine.config import ConfigError
+from decodelab.engine.experiments.arena import LABELS, Tally, load_tally, play_round, save_tally
 from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -12,9 +14,6 @@ from textual.containers import Horizontal, VerticalScroll
 from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import Footer, Static
-
-from decodelab.engine.experiments.arena import LABELS, Tally, load_tally, play_round, save_tally
-from decodelab.engine.config import ConfigError
 
 
 class ArenaScreen(Screen):
@@ -133,6 +132,7 @@ class ArenaScreen(Screen):
 
     def action_save_winner(self) -> None:
         from decodelab.engine.library.presets import PresetExistsError, save_user_preset
+
         from .ask import AskText
 
         leader = self.tally.leader()

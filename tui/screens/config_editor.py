@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from typing import Callable
 
+from decodelab.engine.config import FIELD_HELP, FIELD_NAMES, ConfigError, DecodingConfig
+from decodelab.engine.fieldtext import format_text, parse_text
 from textual import on
 from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label, Static, Switch
 
-from decodelab.engine.config import FIELD_HELP, FIELD_NAMES, ConfigError, DecodingConfig
-from decodelab.engine.fieldtext import format_text, parse_text
 
 class ConfigEditor(ModalScreen[DecodingConfig | None]):
     """A form over every field. Save is disabled while the config is invalid, and the reason is shown."""

@@ -4,15 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from decodelab.engine.config import ConfigError, DecodingConfig
+from decodelab.engine.library.presets import PresetEntry, list_presets, load_preset
 from textual import on
 from textual.app import ComposeResult
 from textual.containers import Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Input, Label, OptionList
 from textual.widgets.option_list import Option
-
-from decodelab.engine.config import ConfigError, DecodingConfig
-from decodelab.engine.library.presets import PresetEntry, list_presets, load_preset
 
 
 class PresetPicker(ModalScreen[DecodingConfig | None]):

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from decodelab.engine.config import ConfigError, DecodingConfig
 from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Button, Checkbox, Input, Static
-
-from decodelab.engine.config import ConfigError, DecodingConfig
 
 
 @dataclass(frozen=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass
 
+from decodelab.engine.config import ConfigError
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -12,8 +13,6 @@ from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import Button, Footer, Input, Label, ProgressBar, Static
-
-from decodelab.engine.config import ConfigError
 
 FIELDS = [("grid", "grid", "temperature=0.3,0.7,1.1; top_p=0.8,0.95"),
           ("ranges", "ranges (random/bayes)", "temperature=0.1:1.5; min_p=0:0.3"),
@@ -155,11 +154,10 @@ class SweepScreen(Screen):
             self.query_one("#sweep-status"), top=True, animate=False))
 
     def show(self) -> None:
-        from rich.console import Group
-
         from decodelab.render.pictures import grid_picture, scatter_text
         from decodelab.render.tables import results_table
         from decodelab.themes.heatmap import colour
+        from rich.console import Group
 
         if not self.results:
             return
@@ -193,6 +191,7 @@ class SweepScreen(Screen):
 
     def action_save_best(self) -> None:
         from decodelab.engine.library.presets import save_user_preset
+
         from .ask import AskText
 
         top = self.best()

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
+from decodelab.themes.heatmap import MEASURES, colour
 from rich.text import Text
 from textual.widgets import Static
-
-from decodelab.themes.heatmap import MEASURES, colour
 
 
 class Legend(Static):

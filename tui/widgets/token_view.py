@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from decodelab.themes.heatmap import colour, level, text_colour_for
 from rich.style import Style
 from rich.text import Text
 from textual import events
 from textual.message import Message
 from textual.widgets import Static
 
-from decodelab.themes.heatmap import colour, level, text_colour_for
 from ..token_bytes import display_pieces
 
 BRANCH_MARK = "┃"
