@@ -178,10 +178,17 @@ def test_the_cycle_finder_finds_a_cycle_through_function_local_imports(tmp_path)
     assert cycles(edges) == [["a", "b"]]
 
 
+DATA_FOLDERS = {"decodelab.engine.demo_model", "decodelab.engine.library.builtin_presets"}
+"""Folders of data files only, installed as data-only packages (listed, so setuptools does not warn)."""
+
+
 def test_pyproject_lists_every_package_folder():
     config = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
     folders = {module_name(p.parent / "__init__.py")[0] for p in code_files(PACKAGES) if p.name == "__init__.py"}
-    assert folders | {"decodelab"} == set(config["packages"])
+    assert folders | {"decodelab"} | DATA_FOLDERS == set(config["packages"])
+    subfolders = {module_name(p / "__init__.py")[0] for top in PACKAGES for p in (ROOT / top).rglob("*")
+                  if p.is_dir() and p.name != "__pycache__"}
+    assert subfolders <= set(config["packages"])  # a folder setuptools does not know of is left out silently
     assert config["package-dir"] == {"decodelab": "decodelab", **{f"decodelab.{p}": p for p in PACKAGES}}
 
 
@@ -189,8 +196,9 @@ def test_the_wheel_installs_only_decodelab(tmp_path):
     source = tmp_path / "src"  # a copy, so the build leaves no build/ folder in the checkout
     shutil.copytree(ROOT, source, ignore=shutil.ignore_patterns(".git", ".venv", "tests", "__pycache__", "build",
                                                                  "*.egg-info", ".pytest_cache", ".hypothesis"))
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--quiet",
-                    "-w", str(tmp_path), str(source)], check=True, capture_output=True, timeout=300)
+    build = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-v",
+                            "-w", str(tmp_path), str(source)], check=True, capture_output=True, text=True, timeout=300)
+    assert "absent from the `packages` configuration" not in build.stdout + build.stderr  # setuptools' warning
     (wheel,) = tmp_path.glob("decodelab-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
     top = {name.split("/")[0] for name in names if not name.split("/")[0].endswith(".dist-info")}

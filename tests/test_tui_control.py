@@ -376,3 +376,20 @@ async def test_the_palette_lists_the_keys_and_runs_pane_commands_on_the_current_
         await commands["Duplicate this pane"].callback()
         await pilot.pause()
         assert [p.state.config.name for p in app.panes()] == ["greedy", "warm", "warm-copy"]
+
+
+async def test_moving_a_pane_renumbers_the_titles_and_the_digit_keys(demo):
+    """Issue 17: after > the titles read 1, 3, 2 and 3 focused the pane titled 2."""
+    from decodelab.engine import DecodingConfig as Config
+
+    app = make_app(demo, [Config(name="a", max_new_tokens=4), Config(name="b", max_new_tokens=4),
+                          Config(name="c", max_new_tokens=4)])
+    async with app.run_test(size=(160, 40)) as pilot:
+        await pilot.press("escape", "2", "greater_than_sign")
+        await pilot.pause()
+        await pilot.pause()
+        assert [(p.number, p.state.config.name) for p in app.panes()] == [(1, "a"), (2, "c"), (3, "b")]
+        assert all(str(p.border_title).startswith(f"{p.number} ") for p in app.panes())
+        await pilot.press("3")
+        await pilot.pause()
+        assert app.focused.state.config.name == "b"

@@ -118,6 +118,7 @@ class PaneActions:
                 container.move_child(pane, before=panes[index])
             else:
                 container.move_child(pane, after=panes[index])
+            self.call_after_refresh(self.layout_panes)  # renumbers: the digit keys follow the new order
             self.call_after_refresh(self.refresh_panes)
 
     def edit_pane(self, pane: Pane) -> None:
