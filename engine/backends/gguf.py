@@ -159,7 +159,7 @@ def _convert(file: Path, dtype_name: str, folder: Path, report: Progress) -> Non
     folder.parent.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     report(f"converting {file.name} once (later loads use the cached copy): reading the tokenizer", 0.05)
-    with _quiet():
+    with quiet_loading():
         try:
             tokenizer = AutoTokenizer.from_pretrained(str(file.parent), gguf_file=file.name)
             report(f"converting {file.name}: de-quantizing the weights", 0.2)
@@ -174,7 +174,7 @@ def _convert(file: Path, dtype_name: str, folder: Path, report: Progress) -> Non
     report(f"converting {file.name}: writing the cached copy", 0.75)
     tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".partial", dir=folder.parent))
     try:
-        with _quiet():
+        with quiet_loading():
             model.save_pretrained(tmp)
             tokenizer.save_pretrained(tmp)
         report(f"converting {file.name}: checking the cached copy", 0.9)
@@ -265,7 +265,8 @@ def _fsync(path: Path) -> None:
 
 
 @contextlib.contextmanager
-def _quiet():
+def quiet_loading():
+    """Keep transformers' progress bars and notices (and whatever it prints to stderr) off a UI's terminal."""
     import io
 
     from transformers.utils import logging as hf_logging

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import io
 import logging
 import os
 import time
@@ -336,18 +335,13 @@ def _explain(spec: ModelSpec, exc: BaseException) -> ModelLoadError:
 @contextlib.contextmanager
 def _quiet_loading():
     """Keep transformers' and bitsandbytes' progress bars and notices off a UI's terminal."""
-    from transformers.utils import logging as hf_logging
+    from .gguf import quiet_loading
 
-    previous = hf_logging.get_verbosity()
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
     bnb_logger = logging.getLogger("bitsandbytes")
     old_level = bnb_logger.level
     bnb_logger.setLevel(logging.ERROR)
     try:
-        with contextlib.redirect_stderr(io.StringIO()):
+        with quiet_loading():
             yield
     finally:
-        hf_logging.set_verbosity(previous)
-        hf_logging.enable_progress_bar()
         bnb_logger.setLevel(old_level)
