@@ -28,6 +28,17 @@ def _isolated_config_dir(tmp_path, monkeypatch):
     monkeypatch.setenv("DECODELAB_CONFIG_DIR", str(tmp_path / "config"))
 
 
+@pytest.fixture(autouse=True)
+def _threads_restored():
+    """A command run in-process sets torch's CPU threads (--threads auto follows the machine's load); every
+    test starts with the same number, so timings and the model bar ("2 threads") do not depend on the last."""
+    import torch
+
+    before = torch.get_num_threads()
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def tiny_tokenizer():
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers

@@ -103,3 +103,31 @@ def test_model_profile_round_trip_and_no_clobber(tmp_path):
         save_model_profile(ModelSpec(), path)
     with pytest.raises(ConfigError, match="Did you mean 'dtype'"):
         loads_model_profile("schema = 1\nkind = 'model'\ndtyp = 'auto'\n")
+
+
+def test_threads_auto_leaves_the_busy_cores_alone():
+    from decodelab.engine.backends.loading import threads_for
+    from decodelab.engine.config import ConfigError
+
+    assert threads_for("auto", cores=2, load=0.3, default=2) == 2  # an idle 2-core box: both
+    assert threads_for("auto", cores=2, load=1.2, default=2) == 1  # one core busy elsewhere: one
+    assert threads_for("auto", cores=2, load=7.5, default=2) == 1  # never fewer than one
+    assert threads_for("auto", cores=64, load=0.0, default=32) == 32  # torch's default (physical cores) caps it
+    assert threads_for("3") == 3
+    for bad in ("0", "many", -1):
+        with pytest.raises(ConfigError, match="threads"):
+            threads_for(bad)
+
+
+def test_run_threads_option_sets_torch_threads():
+    import torch
+    from click.testing import CliRunner
+
+    from decodelab.cli.main import main
+
+    result = CliRunner().invoke(main, ["run", "--model", "demo", "--prompt", "x", "--set", "max_new_tokens=2",
+                                       "--threads", "1", "--json"])
+    assert result.exit_code == 0, result.output
+    assert torch.get_num_threads() == 1  # (conftest restores it after this test)
+    bad = CliRunner().invoke(main, ["run", "--model", "demo", "--prompt", "x", "--threads", "none"])
+    assert bad.exit_code != 0 and "threads='none' is invalid" in bad.output and "Traceback" not in bad.output

@@ -169,8 +169,13 @@ class DecodelabApp(BranchActions, PaneActions, FileActions, App):
                 self.action_run()
 
     def update_model_bar(self) -> None:
+        import torch
+
         chat = " · chat" if self.loaded.spec.chat else ""
-        self.query_one("#model-bar", Static).update(f"{self.loaded.describe()}{chat}")
+        device = getattr(self.loaded, "device", None)
+        count = torch.get_num_threads()
+        threads = f" · {count} thread{'s' if count > 1 else ''}" if getattr(device, "type", "") == "cpu" else ""
+        self.query_one("#model-bar", Static).update(f"{self.loaded.describe()}{threads}{chat}")
 
     def on_load_failed(self, message: LoadFailed) -> None:
         from .screens.ask import AskText
