@@ -55,12 +55,12 @@ KEYS: tuple[Key, ...] = (
     Key("end", "token(100000)", "", scope="pane"),
     Key("down,i", "alternatives", "Into the alternatives", "esc or i goes back to the pane", scope="pane",
         shown="↓ or i in a pane"),
-    Key("b", "branch", "Branch from the chosen alternative", "Enter in the alternatives, or b: reruns that pane "
-        "from there", scope="pane"),
+    Key("b", "branch", "Branch from the chosen alternative", "reruns that pane from the alternative highlighted "
+        "in the inspector (Enter there does the same)", scope="pane"),
     Key("left_square_bracket", "history(-1)", "Show the pane's older version", "earlier runs and branches are kept",
         scope="pane", shown="["),
     Key("right_square_bracket", "history(1)", "Show the pane's newer version", scope="pane", shown="]"),
-    Key("v", "diff", "Cycle diff marking", "off, vs greedy, vs left neighbour"),
+    Key("v", "diff", "Mark where panes diverge", "cycles off, vs greedy, vs the left neighbour"),
     Key("c", "copy_text", "Copy this pane's text", scope="pane"),
     Key("y", "copy_config", "Copy this pane's config (TOML)", scope="pane"),
     Key("ctrl+s", "save_session", "Save the session"),
