@@ -60,8 +60,8 @@ def model_options(func):
                      default="auto", show_default=True, help="Remote servers: which settings the server understands."),
         click.option("--remote-model", default="", help="Remote servers: the served model to use (default: the first)."),
         click.option("--threads", default="auto", show_default=True, metavar="N|auto",
-                     help="CPU threads to decode with. auto: the cores the machine's load leaves free (on a shared "
-                          "box, a thread per core made SmolLM2 9x slower than one)."),
+                     help="CPU threads to decode with. auto: all cores but one (kept for the UI) and those the "
+                          "load average says are busy; on a shared box a thread per core made SmolLM2 3-9x slower."),
     ]
     for option in reversed(options):
         func = option(func)

@@ -109,8 +109,9 @@ def test_threads_auto_leaves_the_busy_cores_alone():
     from decodelab.engine.backends.loading import threads_for
     from decodelab.engine.config import ConfigError
 
-    assert threads_for("auto", cores=2, load=0.3, default=2) == 2  # an idle 2-core box: both
-    assert threads_for("auto", cores=2, load=1.2, default=2) == 1  # one core busy elsewhere: one
+    assert threads_for("auto", cores=2, load=0.3, default=2) == 1  # one core stays free for the UI
+    assert threads_for("auto", cores=8, load=0.3, default=8) == 7
+    assert threads_for("auto", cores=8, load=3.4, default=8) == 4  # three cores busy elsewhere
     assert threads_for("auto", cores=2, load=7.5, default=2) == 1  # never fewer than one
     assert threads_for("auto", cores=64, load=0.0, default=32) == 32  # torch's default (physical cores) caps it
     assert threads_for("3") == 3

@@ -134,9 +134,11 @@ class LoadedModel(Backend):
 def threads_for(value: str | int, cores: int | None = None, load: float | None = None, default: int | None = None) -> int:
     """The CPU threads to decode with: a number, or "auto" = the cores the machine's load leaves free.
 
-    On a shared box torch's default (every core) is the worst choice: with one other busy process on 2
-    cores, 2 threads decoded SmolLM2 at 0.35 tok/s and 1 thread at 3.14 tok/s, because each step waits
-    for its slowest thread. auto takes torch's default minus the 1-minute load average (at least 1).
+    On a shared box torch's default (every core) is the worst choice: each step waits for its slowest
+    thread, so one other busy process on 2 cores made 2 threads 3x slower than 1 (BENCHMARKS.md; 9x on a
+    busier machine), while on an idle box the second thread gained 7 %. auto leaves one core for the UI
+    and the rest of the machine, and the cores the 1-minute load average says are busy (at least 1 thread,
+    at most torch's default).
     """
     if value != "auto":
         try:
@@ -149,7 +151,7 @@ def threads_for(value: str | int, cores: int | None = None, load: float | None =
     cores = cores if cores is not None else (os.cpu_count() or 1)
     load = load if load is not None else (os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0)
     default = default if default is not None else torch.get_num_threads()
-    return max(1, min(default, cores - int(round(load))))
+    return max(1, min(default, cores - 1 - int(round(load))))
 
 
 def set_threads(value: str | int) -> int:
