@@ -245,4 +245,5 @@ def describe_machine(device) -> str:
     if device.type == "cuda":
         return f"{torch.cuda.get_device_name(device)}, torch {torch.__version__}"
 
-    return f"CPU {platform.machine()} x{os.cpu_count()} ({platform.processor() or 'unknown'}), torch {torch.__version__}"
+    return (f"CPU {platform.machine()} x{os.cpu_count()} ({platform.processor() or 'unknown'}), torch {torch.__version__}, "
+            f"{torch.get_num_threads()} threads (--threads), load average {os.getloadavg()[0]:.2f}")
