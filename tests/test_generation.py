@@ -301,3 +301,14 @@ def test_json_numbers_have_no_negative_zero_or_infinities():
 
     assert json.dumps([json_number(-0.0), json_number(float("-inf")), json_number(float("nan")), json_number(3)]) \
         == "[0.0, null, null, 3]"
+
+
+def test_context_errors_count_tokens_in_good_english():
+    from types import SimpleNamespace
+
+    from decodelab.engine.decoding.run import check_context
+
+    with pytest.raises(GenerationError, match=r"^the prompt is 1 token but the model's context is 1: shorten it$"):
+        check_context(SimpleNamespace(context_length=1), 1, 4)
+    with pytest.raises(GenerationError, match=r"the prompt is 2 tokens and max_new_tokens is 9"):
+        check_context(SimpleNamespace(context_length=10), 2, 9)

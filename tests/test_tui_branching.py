@@ -140,3 +140,65 @@ async def test_a_pane_that_stopped_says_so_while_the_others_run(demo):
         assert str(long.query_one(".pane--stats", Static).render()).startswith("running…")
         await pilot.press("escape")
         await wait_idle(app, pilot)
+
+
+# -- issue 17: a branch never pins a seed, never loses the output, never runs on another model -----------------
+
+async def test_branching_an_auto_seed_pane_reuses_its_seed_for_that_run_only(demo):
+    app = make_app(demo, [DecodingConfig(name="warm", do_sample=True, temperature=0.8, max_new_tokens=12)])
+    async with app.run_test(size=(120, 40)) as pilot:
+        await run_all(app, pilot)
+        pane = app.panes()[0]
+        seed = pane.state.seed
+        await pilot.press("1", "right", "right", "down", "enter")
+        await wait_idle(app, pilot)
+        assert pane.state.branched_at == 1 and pane.state.seed == seed
+        assert pane.state.config.seed is None  # still seed=auto: the next run draws a new seed
+        assert "seed=auto" in pane.state.config.summary()
+
+
+async def test_a_failed_branch_gives_the_previous_output_back(demo, monkeypatch):
+    import decodelab.engine.backends.base as backend_base
+    from decodelab.engine.results import GenerationError
+
+    app = make_app(demo, [DecodingConfig(name="greedy", max_new_tokens=12)])
+    async with app.run_test(size=(120, 40)) as pilot:
+        await run_all(app, pilot)
+        pane = app.panes()[0]
+        before = (pane.state.token_ids, pane.state.text)
+
+        def fail(*args, **kwargs):
+            raise GenerationError("the model failed on the prompt: index out of range in self")
+
+        monkeypatch.setattr(backend_base, "generate_many", fail)
+        await pilot.press("1", "right", "right", "down", "enter")
+        await wait_idle(app, pilot)
+        assert (pane.state.token_ids, pane.state.text) == before and pane.state.branched_at is None
+        assert "index out of range" in (pane.state.error or "")
+
+
+async def test_an_output_of_another_model_is_not_branched(demo):
+    app = make_app(demo, [DecodingConfig(name="greedy", max_new_tokens=12)])
+    async with app.run_test(size=(120, 40)) as pilot:
+        await run_all(app, pilot)
+        pane = app.panes()[0]
+        pane.state.model = "smollm2"  # as if written before m switched the model
+        await pilot.press("1", "right", "right", "down", "enter")
+        await pilot.pause()
+        assert pane.state.branched_at is None and not app.running
+        assert any("was written by smollm2" in m for m in messages(app))
+
+
+async def test_end_with_no_token_selected_goes_to_the_last_token(demo):
+    """Issue 17: End with no token selected went to token 0."""
+    app = make_app(demo, [DecodingConfig(name="greedy", max_new_tokens=12)])
+    async with app.run_test(size=(120, 40)) as pilot:
+        await run_all(app, pilot)
+        pane = app.panes()[0]
+        await pilot.press("1", "end")
+        await pilot.pause()
+        assert pane.state.cursor == len(pane.state.steps) - 1
+        pane.state.cursor = None
+        await pilot.press("home")
+        await pilot.pause()
+        assert pane.state.cursor == 0

@@ -35,8 +35,11 @@ class BranchActions:
         if not pane.state.steps:
             self.notify(f"{_name(pane)} has no tokens yet: ctrl+r runs every pane.", severity="warning")
             return
-        cursor = pane.state.cursor
-        cursor = 0 if cursor is None else max(0, min(len(pane.state.steps) - 1, cursor + delta))
+        last, cursor = len(pane.state.steps) - 1, pane.state.cursor
+        if cursor is None:  # nothing selected yet: → and Home start at the first token, ← and End at the last
+            cursor = 0 if delta in (1, -100000) else last
+        else:
+            cursor = max(0, min(last, cursor + delta))
         self.select_token(pane, cursor)
 
     def select_token(self, pane: Pane, index: int) -> None:
@@ -140,13 +143,12 @@ class BranchActions:
         forced = TokenStep(token_id, "" if "\ufffd" in alt.text else alt.text, alt.logprob, alt.logprob_processed,
                            rank, step.entropy, step.entropy_processed, step.top)
         prefix_steps = list(state.steps[:cursor]) + [forced]
-        config = state.config
-        if config.seed is None and state.seed is not None:
-            state.config = config.replace(seed=state.seed)
         prompt = state.prompt
         if prompt is not None and prompt != self.query_one("#prompt", TextArea).text:
             self.notify("Branching from the prompt this output was made with (the prompt box has changed since).")
-        self.start_run([pane], prefix=[s.token_id for s in prefix_steps], prefix_steps=prefix_steps, prompt=prompt)
+        # the branch reuses the seed of the output it continues, for that run only: a seed=auto pane stays auto
+        self.start_run([pane], keep_seeds=True, prefix=[s.token_id for s in prefix_steps], prefix_steps=prefix_steps,
+                       prompt=prompt)
 
     def branch_refusal(self, pane: Pane | None, token_id: int) -> str | None:
         """Why a branch cannot start, in words the user can act on (None when it can)."""
@@ -158,6 +160,9 @@ class BranchActions:
             return "A run is in progress: wait for it, or Esc to cancel it, then branch."
         if not self.loaded.can("branch"):
             return "Branching from a token needs the local engine; this model is a remote server."
+        if state.model is not None and state.model != self.loaded.name:
+            return (f"{_name(pane)} was written by {state.model}, and {self.loaded.name} is loaded now: its tokens "
+                    "mean nothing to this model. Rerun the pane (.) first, then branch.")
         if state.config.num_beams > 1:
             return "Beam panes cannot be branched; duplicate it (d) and edit it (e) to a greedy pane first."
         if token_id == step.token_id:

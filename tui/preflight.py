@@ -24,7 +24,9 @@ def context_error(loaded, prompt_len: int | None, max_new_tokens: int) -> str | 
         return None
     room = limit - prompt_len
     if room < 1:
-        return f"the prompt is {prompt_len} tokens but the model's context is {limit}: shorten the prompt"
+        from decodelab.engine.decoding.run import tokens
+
+        return f"the prompt is {tokens(prompt_len)} but the model's context is {limit}: shorten the prompt"
     if max_new_tokens > room:
         return (f"max_new_tokens={max_new_tokens} does not fit: the model's context is {limit} tokens and the "
                 f"prompt takes {prompt_len}, so at most {room} new tokens; lower it or shorten the prompt")

@@ -30,6 +30,8 @@ class RunController:
         """The current run's panes' states, by row."""
         self.before: dict[int, PaneState] = {}
         """Each running pane's previous output, given back when the run fails."""
+        self.started: dict[int, int] = {}
+        """How many tokens each pane showed as the run began (a branch's forced prefix)."""
         self.pending: collections.deque = collections.deque()
         """(run id, states, StepEvent) handed over by the worker, applied by drain()."""
         self.engine_threads: set[str] = set()
@@ -40,7 +42,8 @@ class RunController:
         """Begin a run of configs (one per state) on loaded; the panes show it streaming."""
         self.before = {id(s): dataclasses.replace(s) for s in states}
         for state in states:
-            state.begin(prefix_steps, len(prefix) - 1 if prefix else None, prompt)
+            state.begin(prefix_steps, len(prefix) - 1 if prefix else None, prompt, getattr(loaded, "name", None))
+        self.started = {id(s): len(s.steps) for s in states}  # a branch starts with its forced tokens
         self.running = True
         self.run_id += 1
         self.cancel_event, self.stop_rows, self.states = threading.Event(), set(), states
@@ -102,7 +105,7 @@ class RunController:
         self.running = False
         for state in message.panes:
             before = self.before.get(id(state))
-            if before is not None and not state.steps:
+            if before is not None and len(state.steps) <= self.started.get(id(state), 0):  # it made nothing new
                 for f in dataclasses.fields(before):
                     setattr(state, f.name, getattr(before, f.name))
             state.running = False

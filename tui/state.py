@@ -51,6 +51,8 @@ class PaneState:
     parent: int | None = None
     prompt: str | None = None
     """The prompt this output continues (None when unknown, e.g. opened from an old session)."""
+    model: str | None = None
+    """The model that wrote this output (None when unknown): a branch must run on the same one."""
     history: list[Version] = field(default_factory=list)
     """Finished versions, oldest first (at most HISTORY)."""
     viewing: int | None = None
@@ -65,7 +67,7 @@ class PaneState:
         self.cursor, self.branched_at, self.parent, self.viewing = None, None, None, None
 
     def begin(self, prefix_steps: list | None = None, branched_at: int | None = None,
-              prompt: str | None = None) -> None:
+              prompt: str | None = None, model: str | None = None) -> None:
         """A run starts: the pane empties, except a branch's forced tokens, which stay on show."""
         parent = self.shown.number if self.shown is not None and branched_at is not None else None
         self.reset()
@@ -73,7 +75,7 @@ class PaneState:
         if prefix_steps:
             self.steps = list(prefix_steps)
             self.text = "".join(s.text for s in prefix_steps)
-        self.branched_at, self.parent, self.prompt = branched_at, parent, prompt
+        self.branched_at, self.parent, self.prompt, self.model = branched_at, parent, prompt, model
         if branched_at is not None:
             self.cursor = branched_at
 

@@ -44,12 +44,17 @@ def check_context(loaded, prompt_len: int, max_new: int) -> None:
     if limit is None:
         return
     if prompt_len >= limit:
-        raise PromptError(f"the prompt is {prompt_len} tokens but the model's context is {limit}: shorten it")
+        raise PromptError(f"the prompt is {tokens(prompt_len)} but the model's context is {limit}: shorten it")
     if prompt_len + max_new > limit:
         raise PromptError(
-            f"the prompt is {prompt_len} tokens and max_new_tokens is {max_new}, but the model's context is "
+            f"the prompt is {tokens(prompt_len)} and max_new_tokens is {max_new}, but the model's context is "
             f"{limit}: lower max_new_tokens to {limit - prompt_len} or shorten the prompt"
         )
+
+
+def tokens(n: int) -> str:
+    """'1 token', '2 tokens'."""
+    return f"{n} token" if n == 1 else f"{n} tokens"
 
 
 def new_request(loaded, prompt: str, configs: Sequence[DecodingConfig], **fields) -> Request:

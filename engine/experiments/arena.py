@@ -153,7 +153,8 @@ class Tally:
     def describe(self, index: int) -> str:
         row = self.summary()[index]
         rate = "n/a" if row["win_rate"] is None else f"{row['win_rate']:.0%}"
-        return (f"blind A/B winner over {len(self.votes)} rounds vs "
+        rounds = f"{len(self.votes)} round" + ("" if len(self.votes) == 1 else "s")
+        return (f"blind A/B winner over {rounds} vs "
                 f"{', '.join(n for k, n in enumerate(self.names) if k != index)}: {row['wins']:.0f} wins, "
                 f"{row['losses']:.0f} losses, {row['ties']:.0f} ties, win rate {rate} "
                 f"(95% CI {row['ci_low']:.0%}-{row['ci_high']:.0%}), rating {row['rating']:.0f}")

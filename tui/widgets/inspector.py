@@ -97,7 +97,8 @@ class Inspector(Vertical):
         if as_bytes:
             info.append("  bytes of a split character", style="dim")
         info.append(f"\np {_pct(step.logprob).strip()}  processed {_pct(step.logprob_processed).strip()}\n")
-        info.append(f"rank {step.rank_text} · entropy {step.entropy:.2f} → {step.entropy_processed:.2f} nats")
+        info.append(f"rank {step.rank_text} · entropy {step.entropy:.2f} → {step.entropy_processed:.2f} nats"
+                    .replace("-0.00", "0.00"))  # a fully certain token's entropy rounds to -0.00
         if status:
             info.append(f"\n{status}", style="dim")
         self.query_one("#inspector-info", Static).update(info)
