@@ -358,12 +358,12 @@ class _ConfigBehaviour:
         return " ".join(parts)
 
     def _shows(self, s: Setting) -> bool:
-        if s.name == "xtc_probability" and self.xtc_threshold > 0.5:
-            return False  # a threshold above 0.5 turns XTC off
         return getattr(self, s.name) != s.default
 
     def _label(self, s: Setting) -> str:
         value = getattr(self, s.name)
+        if s.name == "xtc_probability" and self.xtc_threshold > 0.5:
+            return f"xtc=off(threshold {self.xtc_threshold:g} > 0.5)"  # said, not silently dropped
         if "{" in s.label:
             return s.label.format(v=value, c=self, n=len(value) if isinstance(value, tuple) else value)
         return f"{s.label}={value:g}"

@@ -141,3 +141,11 @@ def test_from_dict_suggests_close_names():
 
 def test_every_field_has_help():
     assert set(FIELD_HELP) == set(FIELD_NAMES)
+
+
+def test_a_summary_says_when_xtc_is_off_because_of_its_threshold():
+    """Issue 17: xtc_threshold=0.6 was accepted and XTC vanished from the summary without a word."""
+    on = DecodingConfig(do_sample=True, xtc_probability=0.5, xtc_threshold=0.1)
+    off = on.replace(xtc_threshold=0.6)
+    assert "xtc=0.5@0.1" in on.summary()
+    assert "xtc=off(threshold 0.6 > 0.5)" in off.summary()

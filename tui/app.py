@@ -253,6 +253,9 @@ class DecodelabApp(BranchActions, PaneActions, FileActions, App):
             for pane in self.panes():
                 if id(pane.state) in changed:
                     pane.refresh_view(scroll=True)
+            current = self.pane()
+            if current is not None and id(current.state) in changed:
+                self.refresh_inspector()  # its copy of the status line follows the pane
 
     def on_run_finished(self, message: RunFinished) -> None:
         if self.runs.finished(message):
