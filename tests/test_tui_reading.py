@@ -272,6 +272,14 @@ def opened(demo, session, *keys, theme="decodelab-dark"):
         app.panes()[0].focus()
         await pilot.pause()
         await pilot.press(*keys)
+        strip, seen, still = app.query_one(PaneStrip), None, 0
+        for _ in range(400):  # a busy machine lays the strip out late: wait until it has settled
+            await pilot.pause(0.05)
+            now = (strip.scroll_x, tuple(id(p) for p in strip.visible_panes()), app.pane() in strip.visible_panes())
+            still = still + 1 if now == seen and now[2] else 0
+            seen = now
+            if still >= 6:
+                break
         await pilot.pause()
         await pilot.pause()
         app.clear_notifications()
