@@ -39,8 +39,9 @@ def read_prompts(prompt: str | None, prompt_file: str | None) -> list[str]:
               help="Where the tally is saved after every vote; an existing one is resumed.")
 @click.option("--new", is_flag=True, help="Start a new tally even if the file exists (it is replaced).")
 @click.option("--save-winner", default=None, metavar="NAME", help="At the end, save the leader as a preset.")
+@click.option("--force", is_flag=True, help="Overwrite the --save-winner preset if it exists.")
 @handle_errors
-def ab(presets, sets, prompt, prompt_file, rounds, tally_path, new, save_winner, **model):
+def ab(presets, sets, prompt, prompt_file, rounds, tally_path, new, save_winner, force, **model):
     """Blind A/B voting: shuffled outputs labelled A, B, C; vote with one key; a saved tally.
 
     Keys: a/b/c... the best one, t tie, s skip, q quit. Identities are revealed after each vote,
@@ -51,6 +52,10 @@ def ab(presets, sets, prompt, prompt_file, rounds, tally_path, new, save_winner,
     from rich.console import Console
     from rich.panel import Panel
 
+    from decodelab.engine.library.presets import check_user_preset_free
+
+    if save_winner:
+        check_user_preset_free(save_winner, overwrite=force)  # refused now, not after the voting
     console = Console()
     prompts = read_prompts(prompt, prompt_file)
     if Path(tally_path).exists() and not new:
@@ -92,5 +97,5 @@ def ab(presets, sets, prompt, prompt_file, rounds, tally_path, new, save_winner,
             from decodelab.engine.library.presets import save_user_preset
 
             config = tally.configs[leader].replace(description=tally.describe(leader))
-            console.print(f"saved {save_winner} -> {save_user_preset(config, save_winner)}")
+            console.print(f"saved {save_winner} -> {save_user_preset(config, save_winner, overwrite=force)}")
     console.print(f"tally saved in {tally_path}")

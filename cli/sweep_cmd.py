@@ -95,7 +95,7 @@ def scatter(console, results) -> None:
 @click.option("--file", "sweep_file", type=click.Path(dir_okay=False), default=None, help="A TOML sweep file.")
 @click.option("--csv", "csv_path", type=click.Path(dir_okay=False), default=None, help="Write results as CSV.")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None, help="Write results as JSON.")
-@click.option("--force", is_flag=True, help="Overwrite --csv/--json files.")
+@click.option("--force", is_flag=True, help="Overwrite --csv/--json files and the --save-best preset.")
 @click.option("--save-best", default=None, metavar="NAME", help="Save the best point as a preset.")
 @handle_errors
 def sweep(presets, sets, grid, ranges, strategy, trials, seeds, prompt, prompt_file, objective, direction,
@@ -111,6 +111,10 @@ def sweep(presets, sets, grid, ranges, strategy, trials, seeds, prompt, prompt_f
     """
     from decodelab.engine.experiments.sweep import best, run_sweep, to_csv, to_json
     from decodelab.engine.library.fileio import save_document
+    from decodelab.engine.library.presets import check_user_preset_free
+
+    if save_best:
+        check_user_preset_free(save_best, overwrite=force)  # refused now, not after the whole sweep
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
@@ -160,4 +164,4 @@ def sweep(presets, sets, grid, ranges, strategy, trials, seeds, prompt, prompt_f
 
         config = top.config.replace(seed=None, description=f"best of a {spec.strategy} sweep: objective "
                                     f"{spec.objective} = {top.objective:.4f} ({spec.direction})")
-        console.print(f"saved {save_best} -> {save_user_preset(config, save_best)}")
+        console.print(f"saved {save_best} -> {save_user_preset(config, save_best, overwrite=force)}")

@@ -147,3 +147,22 @@ def test_cli_sweep_file_and_bad_input(tmp_path):
     sweep_file.write_text("flavour = 1\n")
     bad_file = CliRunner().invoke(main, ["sweep", "--file", str(sweep_file), "--prompt", "x"])
     assert bad_file.exit_code == 2 and "unknown key 'flavour'" in bad_file.output
+
+
+def test_save_best_refuses_an_existing_preset_before_running_unless_forced(demo):
+    """Issue 17: sweep --save-best had no --force, and found out at the end."""
+    from click.testing import CliRunner
+
+    from decodelab.cli.main import main
+    from decodelab.engine import DecodingConfig
+    from decodelab.engine.library.presets import save_user_preset
+
+    save_user_preset(DecodingConfig(name="mine", temperature=0.3, do_sample=True))
+    args = ["sweep", "--model", "demo", "-p", "balanced", "--prompt", "The for", "--grid", "temperature=0.5,0.9",
+            "--seeds", "1", "--set", "max_new_tokens=4", "--save-best", "mine"]
+    refused = CliRunner().invoke(main, args)
+    assert refused.exit_code != 0 and "already have a preset named 'mine'" in refused.output
+    assert "best" not in refused.output  # nothing ran
+    forced = CliRunner().invoke(main, args + ["--force"])
+    assert forced.exit_code == 0, forced.output
+    assert "saved mine" in forced.output

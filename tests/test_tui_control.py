@@ -393,3 +393,22 @@ async def test_moving_a_pane_renumbers_the_titles_and_the_digit_keys(demo):
         await pilot.press("3")
         await pilot.pause()
         assert app.focused.state.config.name == "b"
+
+
+async def test_ctrl_r_from_the_prompt_moves_to_the_panes_and_esc_in_the_alternatives_cancels(demo):
+    """Issue 17: after ctrl+r the prompt kept focus (typing 1 went into it); Esc in the alternatives took two."""
+    from decodelab.engine import DecodingConfig as Config
+
+    app = make_app(demo, [Config(name="long", max_new_tokens=400), Config(name="other", max_new_tokens=400)])
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.press("escape", "p", "ctrl+r")
+        await pilot.pause()
+        assert app.running and app.focused is app.panes()[0]
+        prompt = app.query_one("#prompt", TextArea).text
+        await until(pilot, lambda: len(app.panes()[0].state.steps) > 3)
+        await pilot.press("1", "right", "down")  # into the alternatives while it runs
+        await pilot.pause()
+        assert app.query_one("#prompt", TextArea).text == prompt
+        await pilot.press("escape")
+        await until(pilot, lambda: not app.running)
+        assert app.panes()[0].state.stop_reason == "cancelled" and len(app.panes()[0].state.steps) < 400

@@ -269,7 +269,10 @@ class DecodelabApp(BranchActions, PaneActions, FileActions, App):
             self.notify(message.error, title="Run failed", severity="error", timeout=10)
 
     def action_run(self) -> None:
+        """ctrl+r: run every pane; from the prompt, focus moves to the panes (digits pick one, Esc cancels)."""
         self.start_run(self.panes())
+        if self.running and self.focused is self.query_one("#prompt", TextArea) and self.pane() is not None:
+            self.pane().focus()
 
     def action_rerun_same(self) -> None:
         self.start_run(self.panes(), keep_seeds=True)

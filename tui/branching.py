@@ -85,8 +85,10 @@ class BranchActions:
             options.highlighted = others[0] if others else None
         options.focus()
 
-    def action_back_to_pane(self) -> None:
-        """Esc (or i) in the alternatives: back to the pane they belong to."""
+    def action_back_to_pane(self, cancel: bool = False) -> None:
+        """i or Esc in the alternatives: back to the pane they belong to; Esc also cancels a run, at once."""
+        if cancel and self.running:
+            self.runs.cancel()
         owner = self.query_one(Inspector).owner
         if owner is not None and owner in self.panes():
             owner.focus()

@@ -131,6 +131,14 @@ def find_preset(name_or_path: str | os.PathLike) -> DecodingConfig:
     raise ConfigError(f"no preset named {text!r}.{hint} Known presets: {', '.join(sorted(entries))}")
 
 
+def check_user_preset_free(name: str, overwrite: bool = False) -> None:
+    """PresetExistsError now (before an hour-long sweep, say) when saving under name later would be refused."""
+    name = check_preset_name(name)
+    if not overwrite and (user_preset_dir() / f"{name}.toml").exists():
+        raise PresetExistsError(f"you already have a preset named {name!r}: pass --force to overwrite it, or "
+                                "choose another name")
+
+
 def save_user_preset(config: DecodingConfig, name: str | None = None, *, overwrite: bool = False) -> Path:
     """Save a config into the user's library under name (default: its own name)."""
     name = check_preset_name(name or config.name)

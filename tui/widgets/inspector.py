@@ -63,7 +63,8 @@ class Inspector(Vertical):
     """
 
     BINDINGS = [
-        Binding("escape,i", "app.back_to_pane", "back to the pane", show=False),
+        Binding("escape", "app.back_to_pane(True)", "back to the pane (cancels a run)", show=False),
+        Binding("i", "app.back_to_pane", "back to the pane", show=False),
         Binding("left", "app.token(-1)", "◀ token", show=False),
         Binding("right", "app.token(1)", "token ▶", show=False),
         Binding("b", "app.branch", "branch", show=False),
