@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import threading
 from importlib import resources
 
 from decodelab.engine.config import DecodingConfig
@@ -311,15 +310,14 @@ class DecodelabApp(BranchActions, PaneActions, FileActions, App):
 
 
 def run_app(spec=None, configs=None, prompt=None, run_at_start=False, api_key=None) -> None:
-    DecodelabApp(spec=spec, configs=configs, prompt=prompt, run_at_start=run_at_start, api_key=api_key).run()
-    busy = [t for t in threading.enumerate() if t is not threading.main_thread() and t.is_alive() and not t.daemon]
-    if busy:
-        # A worker is still inside a forward pass (it was cancelled and stops at its next step) or a model
-        # load that cannot be interrupted. The terminal is restored and nothing is left to save, so leave now
-        # instead of waiting for it: ctrl+q must quit at once.
-        import os
-        import sys
+    import os
+    import sys
 
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(0)
+    app = DecodelabApp(spec=spec, configs=configs, prompt=prompt, run_at_start=run_at_start, api_key=api_key)
+    app.run()
+    # The terminal is restored and every file the app writes is written (atomically) when its dialog closes, so
+    # leave now: a worker may still be inside a forward pass or a model load that cannot be interrupted, and
+    # the interpreter's own teardown of torch took over a second. ctrl+q must give the shell back at once.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(app.return_code or 0)
