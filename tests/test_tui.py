@@ -436,3 +436,31 @@ def test_steps_without_logprobs_render_without_colour():
     assert all(level(step, m) is None for m in ORDER)
     assert render_tokens([step], 2, "prob", 0, None).plain == "hi"
     assert _pct(nan).strip() == "n/a" and _pct(float("-inf")).strip() == "cut"
+
+
+async def test_session_dialogs_offer_the_sessions_folder_and_the_file_just_saved(demo, tmp_path):
+    """Issue 17: they offered a name in the current folder (often a git clone), and ctrl+o did not offer the
+    file just saved; opening left focus in the prompt, where the next digit was typed."""
+    import os
+
+    app = make_app(demo)
+    async with app.run_test() as pilot:
+        await pilot.press("ctrl+r")
+        await wait_idle(app, pilot)
+        await pilot.press("ctrl+s")
+        offered = app.screen.query_one(Input).value
+        assert offered.startswith(os.path.join(os.environ["DECODELAB_CONFIG_DIR"], "sessions", "session-"))
+        await pilot.press("enter")
+        await pilot.pause()
+        assert os.path.isfile(offered)
+    other = make_app(demo, [DecodingConfig(name="other")], prompt="something else")
+    async with other.run_test() as pilot:
+        await pilot.press("ctrl+o")
+        assert other.screen.query_one(Input).value == offered  # the newest session in the folder
+        await pilot.press("enter")
+        for _ in range(5):
+            await pilot.pause()
+        assert other.focused is other.panes()[0]
+        await pilot.press("2")
+        await pilot.pause()
+        assert other.query_one("#prompt", TextArea).text == PROMPT and other.focused is other.panes()[1]

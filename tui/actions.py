@@ -192,6 +192,8 @@ class PaneActions:
         self.push_screen(ModelPicker(self.spec.path), lambda path: self.load_path(path) if path else None)
 
     def action_arena(self) -> None:
+        from decodelab.engine.library.sessions import user_data_dir
+
         from .screens.arena import ArenaScreen
         from .screens.ask import AskText
 
@@ -210,7 +212,7 @@ class PaneActions:
                 self.notify(str(exc), severity="error", timeout=10)
 
         self.push_screen(AskText("Blind A/B between the current panes. Tally file (resumed if it exists):",
-                                 "decodelab-ab.json"), start)
+                                 str(user_data_dir("ab") / "decodelab-ab.json")), start)
 
     def sweep_pane(self, pane: Pane) -> None:
         from .screens.sweep import SweepScreen

@@ -56,6 +56,8 @@ class DecodelabApp(BranchActions, PaneActions, FileActions, App):
         """The engine run: its worker, its events, stopping rows and cancelling (tui/run_controller.py)."""
         self.removed: list[tuple[int, PaneState]] = []
         """Removed panes (index, state), for u to undo."""
+        self.last_session: str | None = None
+        """The session file saved or opened last: ctrl+s and ctrl+o offer it."""
         self.current_pane: Pane | None = None
         """The pane the palette's pane commands and the inspector act on (the last one focused)."""
         self.token_bytes = None

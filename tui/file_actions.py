@@ -46,7 +46,7 @@ class FileActions:
         self.notify("Copied the pane's config as TOML.")
 
     def action_save_session(self) -> None:
-        from decodelab.engine.library.sessions import Session, save_session
+        from decodelab.engine.library.sessions import Session, new_session_path, save_session
 
         from .screens.ask import AskText, Confirm
 
@@ -66,15 +66,19 @@ class FileActions:
                     return
                 self.notify(str(exc), severity="error")
                 return
+            self.last_session = path
             self.notify(f"Saved session → {path}")
 
-        self.push_screen(AskText("Save the session (prompt, configs, seeds, outputs) to:", "decodelab-session.json"),
-                         save)
+        default = self.last_session or str(new_session_path())
+        self.push_screen(AskText("Save the session (prompt, configs, seeds, outputs) to:", default), save)
 
     def action_open_session(self) -> None:
+        from decodelab.engine.library.sessions import last_session_path
+
         from .screens.ask import AskText
 
-        self.push_screen(AskText("Open a session file:", "decodelab-session.json"),
+        default = self.last_session or str(last_session_path() or "")
+        self.push_screen(AskText("Open a session file:", default),
                          lambda path: self.open_session(path) if path else None)
 
     def open_session(self, path: str) -> None:
@@ -96,7 +100,9 @@ class FileActions:
             if completion is not None:
                 pane.state.prompt = session.prompt  # a branch from it continues this prompt
                 pane.state.finish(completion)
+        self.last_session = path
         self.call_after_refresh(self.refresh_panes)
+        self.call_after_refresh(lambda: self.panes() and self.panes()[0].focus())  # not the prompt: keys act
         model = session.model.get("path")
         if model and model != self.spec.path:
             self.notify(f"This session was made with model {model!r}; press m to load it.", timeout=10)

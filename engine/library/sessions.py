@@ -14,6 +14,32 @@ from .fileio import load_document, save_document
 SESSION_SCHEMA = 1
 
 
+def user_data_dir(kind: str) -> Path:
+    """Where the TUI offers to keep sessions ("sessions") and A/B tallies ("ab"): $DECODELAB_CONFIG_DIR/<kind>,
+    else the platform's data folder; never the current folder, which is often a git clone."""
+    override = os.environ.get("DECODELAB_CONFIG_DIR")
+    if override:
+        return Path(override) / kind
+    import platformdirs
+
+    return Path(platformdirs.user_data_dir("decodelab", appauthor=False)) / kind
+
+
+def new_session_path(now=None) -> Path:
+    """A fresh file name in the sessions folder: session-2026-12-01-0753.json."""
+    import datetime
+
+    stamp = (now or datetime.datetime.now()).strftime("%Y-%m-%d-%H%M")
+    return user_data_dir("sessions") / f"session-{stamp}.json"
+
+
+def last_session_path() -> Path | None:
+    """The newest session file in the sessions folder, if any."""
+    folder = user_data_dir("sessions")
+    files = sorted(folder.glob("*.json"), key=lambda p: p.stat().st_mtime) if folder.is_dir() else []
+    return files[-1] if files else None
+
+
 @dataclass
 class Session:
     """What a comparison needs to be reopened or sent to a colleague."""
