@@ -412,3 +412,31 @@ async def test_ctrl_r_from_the_prompt_moves_to_the_panes_and_esc_in_the_alternat
         await pilot.press("escape")
         await until(pilot, lambda: not app.running)
         assert app.panes()[0].state.stop_reason == "cancelled" and len(app.panes()[0].state.steps) < 400
+
+
+async def test_the_editor_refuses_a_logit_bias_id_outside_the_vocabulary(demo):
+    """Issue 17: "999999" = -100 showed ✓ in the editor, then the run failed."""
+    app = make_app(demo)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.press("escape", "1", "e")
+        editor = app.screen
+        editor.query_one("#f-logit_bias", Input).value = '"999999" = -100'
+        await pilot.pause()
+        message = str(editor.query_one("#editor-error").render())
+        assert "999999 is outside this model's vocabulary" in message and editor.query_one("#apply").disabled
+        editor.query_one("#f-logit_bias", Input).value = '"17" = -100'
+        await pilot.pause()
+        assert not editor.query_one("#apply").disabled
+        await pilot.press("escape")
+
+
+async def test_coming_back_to_smollm2_with_m_turns_chat_on_again(demo):
+    """Issue 17: m back to SmolLM2 left chat mode off, though chat follows the model."""
+    app = make_app(demo)
+    async with app.run_test(size=(120, 40)) as pilot:
+        loads = []
+        app.load = loads.append  # the spec that would be loaded
+        assert not app.spec.chat
+        app.load_path("smollm2")
+        await pilot.pause()
+        assert loads and loads[-1].path == "smollm2" and loads[-1].chat

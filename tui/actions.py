@@ -122,7 +122,7 @@ class PaneActions:
             self.call_after_refresh(self.refresh_panes)
 
     def edit_pane(self, pane: Pane) -> None:
-        from .preflight import context_error, prompt_tokens
+        from .preflight import context_error, prompt_tokens, vocab_error
         from .screens.config_editor import ConfigEditor
 
         length, _ = prompt_tokens(self.loaded, self.query_one("#prompt", TextArea).text)
@@ -133,7 +133,8 @@ class PaneActions:
                 pane.refresh_view()
 
         self.push_screen(ConfigEditor(pane.state.config,
-                                      check=lambda c: context_error(self.loaded, length, c.max_new_tokens)), edited)
+                                      check=lambda c: context_error(self.loaded, length, c.max_new_tokens)
+                                      or vocab_error(self.loaded, c)), edited)
 
     def rerun_pane(self, pane: Pane) -> None:
         self.start_run([pane])

@@ -201,7 +201,9 @@ class DecodelabApp(BranchActions, PaneActions, FileActions, App):
         from decodelab.engine.config import ConfigError
 
         try:
-            self.spec = dataclasses.replace(self.spec, path=path)
+            # chat follows the model: on for SmolLM2 (as on the command line), and off once it is in if the
+            # new model has no chat template (chat_for_new_model)
+            self.spec = dataclasses.replace(self.spec, path=path, chat=self.spec.chat or path == "smollm2")
         except ConfigError as exc:
             self.notify(str(exc), severity="error")
             return

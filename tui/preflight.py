@@ -33,6 +33,19 @@ def context_error(loaded, prompt_len: int | None, max_new_tokens: int) -> str | 
     return None
 
 
+def vocab_error(loaded, config) -> str | None:
+    """Why a logit_bias token id is not one of the model's tokens; None when every id is."""
+    model_config = getattr(getattr(loaded, "model", None), "config", None)
+    size = getattr(model_config, "vocab_size", None)
+    if not isinstance(size, int):
+        return None
+    outside = [key for key, _ in config.logit_bias if isinstance(key, int) and key >= size]
+    if outside:
+        return (f"logit_bias token id {outside[0]} is outside this model's vocabulary (ids 0-{size - 1}): "
+                "use an id below it, or the token's text")
+    return None
+
+
 def run_error(loaded, prompt: str, configs) -> str | None:
     """Why this run would fail before producing anything (chat template, context length); None when it can run."""
     length, error = prompt_tokens(loaded, prompt)
