@@ -122,7 +122,8 @@ def test_a_short_request_is_not_held_by_a_long_one(server):
     thread.start()
     while not server.scheduler.batch.groups:
         time.sleep(0.01)
-    short = httpx.post(f"{server.url}/completions", json={"prompt": PROMPTS[1], "max_tokens": 3}, timeout=60)
+    short = httpx.post(f"{server.url}/completions", json={"prompt": PROMPTS[1], "max_tokens": 3, "min_tokens": 3},
+                       timeout=60)  # min_tokens: an unseeded draw must not end it at EOS
     assert short.json()["choices"][0]["finish_reason"] == "length"
     assert not long_done.is_set()  # the short one returned while the long one was still decoding
     thread.join(120)

@@ -95,14 +95,18 @@ class FileActions:
         self.query_one("#prompt", TextArea).text = session.prompt
         for pane in self.panes():
             pane.remove()
+        opened = []
         for config, completion in zip(session.configs, session.completions):
             pane = self.add_pane(config)
+            opened.append(pane)
             if completion is not None:
                 pane.state.prompt = session.prompt  # a branch from it continues this prompt
                 pane.state.finish(completion)
         self.last_session = path
+        if opened:  # the first pane is the current one and has focus (not the prompt: the keys act on panes)
+            self.current_pane = opened[0]
+            self.call_after_refresh(opened[0].focus)
         self.call_after_refresh(self.refresh_panes)
-        self.call_after_refresh(lambda: self.panes() and self.panes()[0].focus())  # not the prompt: keys act
         model = session.model.get("path")
         if model and model != self.spec.path:
             self.notify(f"This session was made with model {model!r}; press m to load it.", timeout=10)
