@@ -340,7 +340,7 @@ class _ConfigBehaviour:
 
     def changed_fields(self) -> set[str]:
         """Names of the fields whose value differs from the default."""
-        return {s.name for s in SETTINGS if getattr(self, s.name) != s.default}
+        return {s.name for s in SETTINGS if self._changed(s)}
 
     def summary(self) -> str:
         """One line for pane titles, e.g. ``T=0.7 p=0.9 k=off rep=1.1 seed=42`` (labels from SETTINGS)."""
@@ -349,15 +349,15 @@ class _ConfigBehaviour:
         elif self.samples:
             parts = [f"T={self.temperature:g}", f"p={self.top_p:g}" if self.top_p < 1 else "p=off",
                      f"k={self.top_k}" if self.top_k else "k=off"]
-            parts += [self._label(s) for s in SETTINGS if s.warper and s.label and self._shows(s)]
+            parts += [self._label(s) for s in SETTINGS if s.warper and s.label and self._changed(s)]
         else:
             parts = ["greedy"]
-        parts += [self._label(s) for s in SETTINGS if not s.warper and s.label and self._shows(s)]
+        parts += [self._label(s) for s in SETTINGS if not s.warper and s.label and self._changed(s)]
         if self.samples:
             parts.append(f"seed={self.seed}" if self.seed is not None else "seed=auto")
         return " ".join(parts)
 
-    def _shows(self, s: Setting) -> bool:
+    def _changed(self, s: Setting) -> bool:
         return getattr(self, s.name) != s.default
 
     def _label(self, s: Setting) -> str:

@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from test_layout import code_files, module_name
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -32,11 +34,7 @@ def test_engine_imports_no_ui():
 
 def engine_modules() -> list[str]:
     """Every module under engine/, as its installed name (decodelab.engine.decoding.loop, ...)."""
-    names = []
-    for path in sorted((ROOT / "engine").rglob("*.py")):
-        parts = list(path.relative_to(ROOT).with_suffix("").parts)
-        names.append(".".join(["decodelab", *(parts[:-1] if parts[-1] == "__init__" else parts)]))
-    return names
+    return [module_name(path)[0] for path in code_files(["engine"])]
 
 
 def test_every_engine_module_is_checked():

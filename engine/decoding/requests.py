@@ -120,8 +120,11 @@ class Group:
     def record(self, stats: list[list[float]], k: int) -> None:
         """Record each row's token from its packed statistics; one StepEvent per request."""
         now = time.perf_counter()
+        rows_of: dict[int, list[int]] = {}  # one pass over the rows, not one per request
+        for row, (request, _) in enumerate(self.owners):
+            rows_of.setdefault(id(request), []).append(row)
         for request in self.requests:
-            rows = [r for r, (owner, _) in enumerate(self.owners) if owner is request]
+            rows = rows_of.get(id(request), [])
             local = [self.owners[r][1] for r in rows]
             request.emit(build_steps([request.trackers[i] for i in local], [stats[r] for r in rows], k,
                                      self.tokenizer, self.step, now - request.start, local))

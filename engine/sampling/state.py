@@ -13,7 +13,6 @@ import torch
 from .settings import RowSettings
 from .stages import HISTORY_USES
 
-_HISTORY_STAGES = HISTORY_USES  # the stages that read the token history (stages.py)
 
 
 class RowState:
@@ -30,7 +29,7 @@ class RowState:
             self.seen[:, prompt_ids] = True
         if uses & {"frequency_penalty", "presence_penalty"}:
             self.counts = torch.zeros(n, vocab_size, dtype=torch.float32, device=device)
-        if uses & _HISTORY_STAGES:
+        if uses & HISTORY_USES:
             self.seq = torch.empty(n, self.length + max_new, dtype=torch.long, device=device)
             self.seq[:, : self.length] = prompt_ids
         if "mirostat" in uses:
@@ -62,7 +61,7 @@ class RowState:
             if value is not None:
                 setattr(self, name, value.index_select(0, index))
         uses = settings.uses
-        if not uses & _HISTORY_STAGES:
+        if not uses & HISTORY_USES:
             self.seq = None
         if "repetition_penalty" not in uses:
             self.seen = None
