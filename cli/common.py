@@ -141,6 +141,33 @@ def read_prompt(prompt: str | None, prompt_file: str | None, required: bool = Tr
     return text
 
 
+def read_conversation(prompt: str | None, prompt_file: str | None, system: str | None, messages_file: str | None):
+    """The run's prompt: one text, or chat messages when there is a system prompt or a messages file."""
+    from decodelab.engine.conversation import build, load_messages
+
+    if messages_file is None:
+        text = read_prompt(prompt, prompt_file)
+        return build(text, system) if system else text
+    earlier = load_messages(messages_file)
+    if system and earlier[0]["role"] == "system":
+        raise click.UsageError(f"{messages_file} has its own system message; leave out --system or that message")
+    user = read_prompt(prompt, prompt_file, required=False)
+    if user is None and earlier[-1]["role"] == "user" and len(earlier) == 1 and not system:
+        return earlier[0]["content"]
+    return build(user, system, earlier) if (user is not None or system) else earlier
+
+
+def completion_record(prompt, completion, top: int) -> dict:
+    """A completion as JSON, with the pane's whole conversation when the prompt was one (messages + its reply)."""
+    from decodelab.engine.conversation import with_reply
+    from decodelab.engine.results import completion_to_dict
+
+    record = completion_to_dict(completion, top)
+    if isinstance(prompt, list):
+        record["messages"] = with_reply(prompt, completion.text)
+    return record
+
+
 def load_with_progress(spec, quiet: bool = False, api_key: str | None = None):
     from decodelab.engine.backends.loading import load_model
 

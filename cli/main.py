@@ -10,10 +10,12 @@ import click
 from .common import (
     DEFAULT_PRESETS,
     CommandGroup,
+    completion_record,
     handle_errors,
     load_with_progress,
     model_options,
     model_spec,
+    read_conversation,
     read_prompt,
     resolve_configs,
     warn,
@@ -26,13 +28,15 @@ from .common import (
               help="A pane's preset (repeat for more panes). Default: greedy, balanced, creative.")
 @click.option("--prompt", default=None, help="Prompt text; with it, the comparison runs at start.")
 @click.option("--prompt-file", type=click.Path(dir_okay=False), default=None, help="Read the prompt from a file.")
+@click.option("--system", default=None, metavar="TEXT", help="A system prompt (shift+p changes it in the app).")
 @click.pass_context
 @handle_errors
-def main(ctx, presets, prompt, prompt_file, **model):
+def main(ctx, presets, prompt, prompt_file, system, **model):
     """decodelab: one prompt, many decoding configs, side by side.
 
     With no command, opens the playground TUI on SmolLM2 when installed, else the demo model (or --model):
-    ctrl+r runs every pane, Esc cancels a run, ctrl+p lists every action, ctrl+q quits.
+    ctrl+r runs every pane, ctrl+n sends the next message of a conversation, Esc cancels a run, ctrl+p lists
+    every action, ctrl+q quits.
     Each command below has its own --help.
     """
     if ctx.invoked_subcommand is not None:
@@ -42,13 +46,19 @@ def main(ctx, presets, prompt, prompt_file, **model):
     text = read_prompt(prompt, prompt_file, required=False)
     from decodelab.tui.app import run_app
 
-    run_app(spec=spec, configs=configs, prompt=text, run_at_start=text is not None, api_key=model.get("api_key"))
+    run_app(spec=spec, configs=configs, prompt=text, run_at_start=text is not None, api_key=model.get("api_key"),
+            system=system)
 
 
 @main.command()
 @model_options
 @click.option("--prompt", default=None, help="Prompt text.")
 @click.option("--prompt-file", type=click.Path(dir_okay=False), default=None, help="Read the prompt from a file.")
+@click.option("--system", default=None, metavar="TEXT",
+              help="A system prompt (through the model's chat template).")
+@click.option("--messages", "messages_file", type=click.Path(dir_okay=False), default=None, metavar="FILE",
+              help="A conversation in the OpenAI messages format (a JSON list, or an object with \"messages\"); "
+                   "--prompt then adds a user message after it. A last assistant message is continued.")
 @click.option("--preset", "-p", "presets", multiple=True, metavar="NAME|PATH", help="A preset to run (repeatable).")
 @click.option("--set", "sets", multiple=True, metavar="FIELD=VALUE",
               help="Override a field in every preset (repeatable); with no preset, builds an ad-hoc config.")
@@ -60,7 +70,7 @@ def main(ctx, presets, prompt, prompt_file, **model):
 @click.option("--top", type=click.IntRange(0, 50), default=5, show_default=True,
               help="Alternatives per token in JSON output.")
 @handle_errors
-def run(prompt, prompt_file, presets, sets, seed, as_json, as_jsonl, heatmap, top, **model):
+def run(prompt, prompt_file, system, messages_file, presets, sets, seed, as_json, as_jsonl, heatmap, top, **model):
     """Run the batched comparison without the TUI and print every pane.
 
     Exits 1 when any pane ended in an error (each is named on stderr).
@@ -69,24 +79,25 @@ def run(prompt, prompt_file, presets, sets, seed, as_json, as_jsonl, heatmap, to
     Examples:
       decodelab run --prompt "The for statement" -p greedy -p creative
       decodelab run --prompt "Once" --set temperature=0.9 --set top_p=0.95 --seed 7 --json
+      decodelab run --system "Answer in one line." --prompt "Why is the sky blue?" -p greedy -p creative
+      decodelab run --messages chat.json --prompt "And in winter?" --json   # JSON: each pane's messages
     """
     if as_json and as_jsonl:
         raise click.UsageError("choose --json or --jsonl, not both")
-    text = read_prompt(prompt, prompt_file)
+    text = read_conversation(prompt, prompt_file, system, messages_file)
     configs = resolve_configs(presets, sets, seed)
     quiet = as_json or as_jsonl
     loaded = load_with_progress(model_spec(**model), quiet=quiet, api_key=model.get("api_key"))
     from decodelab.engine.backends.base import generate_many
-    from decodelab.engine.results import completion_to_dict
 
     completions = generate_many(loaded, text, configs, cancel=threading.Event(), top_alternatives=max(top, 10))
     if as_json:
         doc = {"model": loaded.describe(), "prompt": text,
-               "completions": [completion_to_dict(c, top) for c in completions]}
+               "completions": [completion_record(text, c, top) for c in completions]}
         click.echo(json.dumps(doc, ensure_ascii=False))
     elif as_jsonl:
         for c in completions:
-            click.echo(json.dumps(completion_to_dict(c, top), ensure_ascii=False))
+            click.echo(json.dumps(completion_record(text, c, top), ensure_ascii=False))
     else:
         from rich.console import Console
 

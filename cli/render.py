@@ -44,7 +44,18 @@ def legend(measure: str) -> Text:
     return text
 
 
-def print_completions(console: Console, prompt: str, completions, heatmap: str | None) -> None:
+def prompt_text(prompt) -> Text:
+    """The prompt as the run's heading: the text, or each message of a conversation on its own line."""
+    if isinstance(prompt, str):
+        return Text("prompt: ", style="bold") + Text(prompt.strip()[:500])
+    lines = Text()
+    for i, message in enumerate(prompt):
+        lines.append(("\n" if i else "") + f"{message['role']}: ", style="bold")
+        lines.append(message["content"].strip()[:500])
+    return lines
+
+
+def print_completions(console: Console, prompt, completions, heatmap: str | None) -> None:
     panels = []
     for c in completions:
         body = heat_text(c, heatmap) if heatmap else Text(c.text)
@@ -56,7 +67,7 @@ def print_completions(console: Console, prompt: str, completions, heatmap: str |
             parts.append(Text(f"⚠ the server ignores {', '.join(c.extra['ignored'])}", style="yellow"))
         panels.append(Panel(Group(*parts), title=f"[b]{c.config.name}[/b]", title_align="left"))
     width = max(30, console.width // max(1, min(len(panels), max(1, console.width // 40))))
-    console.print(Text("prompt: ", style="bold") + Text(prompt.strip()[:500]))
+    console.print(prompt_text(prompt))
     console.print(Columns(panels, width=width - 1, equal=True))
     if heatmap:
         console.print(legend(heatmap))

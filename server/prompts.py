@@ -7,6 +7,7 @@ can fail ("Already borrowed"), and the scheduler thread decodes with the model's
 from __future__ import annotations
 
 import torch
+from decodelab.engine.conversation import chat_token_ids
 from decodelab.engine.results import PromptError
 
 
@@ -27,8 +28,7 @@ def tokenize_chat(loaded, tok, messages) -> torch.Tensor:
     """Chat messages through the tokenizer's chat template (plain lines when it has none)."""
     plain = [{"role": m.role, "content": m.text()} for m in messages]
     if getattr(tok, "chat_template", None):
-        text = tok.apply_chat_template(plain, tokenize=False, add_generation_prompt=True)
-        ids = tok(text, add_special_tokens=False)["input_ids"]
+        ids = chat_token_ids(tok, plain, continue_final=False)  # OpenAI: always a new assistant message
     else:
         ids = tok("\n".join(m["content"] for m in plain))["input_ids"]
     return _start(loaded, tok, ids)

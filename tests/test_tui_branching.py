@@ -170,7 +170,7 @@ async def test_a_failed_branch_gives_the_previous_output_back(demo, monkeypatch)
         def fail(*args, **kwargs):
             raise GenerationError("the model failed on the prompt: index out of range in self")
 
-        monkeypatch.setattr(backend_base, "generate_many", fail)
+        monkeypatch.setattr(backend_base, "generate_parts", fail)
         await pilot.press("1", "right", "right", "down", "enter")
         await wait_idle(app, pilot)
         assert (pane.state.token_ids, pane.state.text) == before and pane.state.branched_at is None

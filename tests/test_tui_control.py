@@ -40,20 +40,25 @@ async def run_all(app, pilot) -> None:
 
 @pytest.fixture
 def recorded(monkeypatch):
-    """Wraps generate_many: each call's thread and completions are recorded, so a test can see a run end."""
+    """Wraps generate_many and generate_parts (the TUI's runs): each call's completions are recorded, in one
+    flat list per call, so a test can see a run end."""
     import decodelab.engine.backends.base as backend_base
-    real, calls = backend_base.generate_many, []
+    calls = []
 
-    def wrapper(*args, **kwargs):
-        call = {"done": threading.Event(), "result": None}
-        calls.append(call)
-        try:
-            call["result"] = real(*args, **kwargs)
-        finally:
-            call["done"].set()
-        return call["result"]
+    def wrap(real, flat):
+        def wrapper(*args, **kwargs):
+            call = {"done": threading.Event(), "result": None}
+            calls.append(call)
+            try:
+                result = real(*args, **kwargs)
+                call["result"] = [c for part in result for c in part] if flat else result
+            finally:
+                call["done"].set()
+            return result
+        return wrapper
 
-    monkeypatch.setattr(backend_base, "generate_many", wrapper)
+    monkeypatch.setattr(backend_base, "generate_many", wrap(backend_base.generate_many, False))
+    monkeypatch.setattr(backend_base, "generate_parts", wrap(backend_base.generate_parts, True))
     return calls
 
 
@@ -116,7 +121,7 @@ async def test_a_failed_run_keeps_the_text_and_shows_the_error_in_full(demo, mon
         def fail(*args, **kwargs):
             raise GenerationError(error)
 
-        monkeypatch.setattr(backend_base, "generate_many", fail)
+        monkeypatch.setattr(backend_base, "generate_parts", fail)
         await run_all(app, pilot)
         for pane, text in zip(app.panes(), texts):
             assert pane.state.text == text and pane.state.error == error

@@ -13,6 +13,7 @@ from textual.widgets import Footer, Static, TextArea
 
 from .actions import PaneActions
 from .branching import BranchActions
+from .conversation import ConversationActions
 from .file_actions import FileActions
 from .keys import bindings
 from .messages import LoadFailed, LoadProgress, ModelLoaded, RunFailed, RunFinished
@@ -28,7 +29,7 @@ from .widgets.pane_strip import PaneStrip
 REPAINT_HZ = 30
 
 
-class DecodelabApp(BranchActions, PaneActions, FileActions, App):
+class DecodelabApp(ConversationActions, BranchActions, PaneActions, FileActions, App):
     """One prompt, many decoding configs, side by side."""
 
     CSS_PATH = str(resources.files("decodelab.themes") / "app.tcss")
@@ -36,7 +37,8 @@ class DecodelabApp(BranchActions, PaneActions, FileActions, App):
     BINDINGS = bindings("app")  # every key lives in tui/keys.py; a pane's own keys are bound on the Pane
 
     def __init__(self, spec=None, configs: list[DecodingConfig] | None = None, prompt: str | None = None,
-                 run_at_start: bool = False, loaded=None, api_key: str | None = None) -> None:
+                 run_at_start: bool = False, loaded=None, api_key: str | None = None,
+                 system: str | None = None) -> None:
         super().__init__()
         from decodelab.engine.backends.loading import ModelSpec
 
@@ -62,6 +64,10 @@ class DecodelabApp(BranchActions, PaneActions, FileActions, App):
         """The pane the palette's pane commands and the inspector act on (the last one focused)."""
         self.token_bytes = None
         """token id -> bytes for the loaded tokenizer (shows tokens that hold part of a character)."""
+        self.system_prompt: str | None = system or None
+        """The system prompt every pane's next run starts with (P sets it); None for none."""
+        self.draft: str | None = None
+        """The prompt box's text while { shows an earlier turn's message there (} at the newest puts it back)."""
 
     def compose(self) -> ComposeResult:
         yield Static("loading…", id="model-bar")
@@ -173,6 +179,9 @@ class DecodelabApp(BranchActions, PaneActions, FileActions, App):
         import torch
 
         chat = " · chat" if self.loaded.spec.chat else ""
+        if self.system_prompt:
+            system = " ".join(self.system_prompt.split())
+            chat += f" · system: {system[:40]}{'…' if len(system) > 40 else ''}"
         device = getattr(self.loaded, "device", None)
         count = torch.get_num_threads()
         threads = f" · {count} thread{'s' if count > 1 else ''}" if getattr(device, "type", "") == "cpu" else ""
@@ -215,39 +224,61 @@ class DecodelabApp(BranchActions, PaneActions, FileActions, App):
         return list(self.query(Pane))
 
     def start_run(self, panes: list[Pane], keep_seeds: bool = False, prefix: list[int] | None = None,
-                  prefix_steps: list | None = None, prompt: str | None = None) -> None:
+                  prefix_steps: list | None = None, prompt=None, advance: bool = False,
+                  configs: list[DecodingConfig] | None = None) -> bool:
+        """Run the panes (True when the run started). Each runs its live turn: the prompt box's text after its
+        own earlier turns, or `prompt` as given (a branch replays its output's own prompt). advance: each pane
+        with a reply first makes it an earlier turn, so the prompt box's text is the next user message."""
         if len(self.screen_stack) > 1:
-            return  # a dialog is open: finish it first
+            return False  # a dialog is open: finish it first
         if self.loaded is None:
             if self.loading:
                 self.notify("The model is still loading (see the bar at the top): press ctrl+r once it is in.",
                             severity="warning")
             else:
                 self.notify("No model is loaded yet (press m to load one).", severity="warning")
-            return
+            return False
         if self.running:
             self.notify("A run is in progress: Esc cancels it.", severity="warning")
-            return
+            return False
         if not panes:
             self.notify("No panes to run: press a to add one.", severity="warning")
-            return
-        if prompt is None:
-            prompt = self.query_one("#prompt", TextArea).text
-        configs = []
-        for pane in panes:
-            config = pane.state.config
-            if keep_seeds and config.seed is None and pane.state.seed is not None:
-                config = config.replace(seed=pane.state.seed)
-            configs.append(config)
-        problem = run_error(self.loaded, prompt, configs)
+            return False
+        configs = list(configs or [p.state.config for p in panes])
+        for i, pane in enumerate(panes):
+            if keep_seeds and configs[i].seed is None and pane.state.seed is not None:
+                configs[i] = configs[i].replace(seed=pane.state.seed)
+        advanced = [p for p in panes if advance and p.state.can_advance()]
+        for pane in advanced:
+            pane.state.push_turn()
+        user = self.query_one("#prompt", TextArea).text
+        prompts = [prompt if prompt is not None else p.state.prompt_for(user, self.system_prompt) for p in panes]
+        problem = self.run_problem(panes, prompts, configs)
         if problem:  # refused before anything is touched: every pane keeps its text
+            for pane in advanced:
+                pane.state.pop_turn()
             self.notify(problem, title="Not run", severity="error", timeout=15)
-            return
-        self.runs.start(self.loaded, [p.state for p in panes], configs, prompt, prefix, prefix_steps)
+            return False
+        self.runs.start(self.loaded, [p.state for p in panes], configs, prompts, prefix, prefix_steps)
         for pane in panes:
             pane.diverge_at = None
             pane.refresh_view()
         self.refresh_inspector()
+        return True
+
+    def run_problem(self, panes: list[Pane], prompts: list, configs: list[DecodingConfig]) -> str | None:
+        """Why the run would fail before producing anything, checked once per distinct prompt."""
+        seen: dict[str, list[DecodingConfig]] = {}
+        first: dict[str, object] = {}
+        for prompt, config in zip(prompts, configs):
+            key = repr(prompt)
+            seen.setdefault(key, []).append(config)
+            first.setdefault(key, prompt)
+        for key, group in seen.items():
+            problem = run_error(self.loaded, first[key], group)
+            if problem:
+                return problem
+        return None
 
     def drain_events(self) -> None:
         """Apply every step that arrived since the last repaint, then repaint each changed pane once."""
@@ -313,11 +344,12 @@ class DecodelabApp(BranchActions, PaneActions, FileActions, App):
             self.action_inspector()
 
 
-def run_app(spec=None, configs=None, prompt=None, run_at_start=False, api_key=None) -> None:
+def run_app(spec=None, configs=None, prompt=None, run_at_start=False, api_key=None, system=None) -> None:
     import os
     import sys
 
-    app = DecodelabApp(spec=spec, configs=configs, prompt=prompt, run_at_start=run_at_start, api_key=api_key)
+    app = DecodelabApp(spec=spec, configs=configs, prompt=prompt, run_at_start=run_at_start, api_key=api_key,
+                       system=system)
     app.run()
     # The terminal is restored and every file the app writes is written (atomically) when its dialog closes, so
     # leave now: a worker may still be inside a forward pass or a model load that cannot be interrupted, and

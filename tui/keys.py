@@ -60,6 +60,15 @@ KEYS: tuple[Key, ...] = (
     Key("left_square_bracket", "history(-1)", "Show the pane's older version", "earlier runs and branches are kept",
         scope="pane", shown="["),
     Key("right_square_bracket", "history(1)", "Show the pane's newer version", scope="pane", shown="]"),
+    Key("ctrl+n", "next_turn", "Send the next message to every pane", "the prompt box's text becomes the next user "
+        "message; each pane answers after its own reply"),
+    Key("n", "next_turn_pane", "Send the next message to this pane", "only this pane's conversation goes on",
+        scope="pane"),
+    Key("w", "continue_reply", "Continue this pane's reply", "it writes on from its last token", scope="pane"),
+    Key("left_curly_bracket", "turn(-1)", "Show the previous turn", "in every pane; ctrl+r there makes a new "
+        "version of that turn", shown="{"),
+    Key("right_curly_bracket", "turn(1)", "Show the next turn", shown="}"),
+    Key("P", "system_prompt", "Set the system prompt", "every pane's conversation starts with it", shown="shift+p"),
     Key("v", "diff", "Mark where panes diverge", "cycles off, vs greedy, vs the left neighbour"),
     Key("c", "copy_text", "Copy this pane's text", scope="pane"),
     Key("y", "copy_config", "Copy this pane's config (TOML)", scope="pane"),

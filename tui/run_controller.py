@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import json
 import threading
 from functools import partial
 
@@ -24,8 +25,9 @@ class RunController:
         self.run_id = 0
         """Which run the events belong to; a stale run's events and reports are ignored."""
         self.cancel_event = threading.Event()
-        self.stop_rows: set[int] = set()
-        """Rows of the current run stopped one by one (k); the engine reads it while it runs."""
+        self.parts: list[tuple[list[int], set[int]]] = []
+        """The current run's parts: the rows (indices into states) on one prompt, and the part's rows stopped
+        one by one (k), which the engine reads while it runs."""
         self.states: list[PaneState] = []
         """The current run's panes' states, by row."""
         self.before: dict[int, PaneState] = {}
@@ -37,37 +39,56 @@ class RunController:
         self.engine_threads: set[str] = set()
         """Names of the threads the engine ran on (never the main thread)."""
 
-    def start(self, loaded, states: list[PaneState], configs, prompt: str, prefix: list[int] | None,
+    def start(self, loaded, states: list[PaneState], configs, prompts: list, prefix: list[int] | None,
               prefix_steps: list | None) -> None:
-        """Begin a run of configs (one per state) on loaded; the panes show it streaming."""
+        """Begin a run of configs (one per state, each on its own prompt) on loaded; the panes show it streaming.
+
+        Panes on the same prompt (the usual case: one prompt, or a conversation's first turn) form one part,
+        prefilled once; in a conversation each pane's history makes its own prompt, and every part still
+        decodes in the one batch."""
         self.before = {id(s): dataclasses.replace(s) for s in states}
-        for state in states:
-            state.begin(prefix_steps, len(prefix) - 1 if prefix else None, prompt, getattr(loaded, "name", None))
+        name = getattr(loaded, "name", None)
+        for state, prompt in zip(states, prompts):
+            state.begin(prefix_steps, len(prefix) - 1 if prefix else None, prompt, name)
         self.started = {id(s): len(s.steps) for s in states}  # a branch starts with its forced tokens
         self.running = True
         self.run_id += 1
-        self.cancel_event, self.stop_rows, self.states = threading.Event(), set(), states
-        work = partial(self._work, loaded, self.run_id, states, configs, prompt, list(prefix or []),
-                       self.cancel_event, self.stop_rows)
+        self.cancel_event, self.states = threading.Event(), states
+        groups: dict[str, list[int]] = {}
+        for row, prompt in enumerate(prompts):
+            groups.setdefault(json.dumps(prompt), []).append(row)
+        self.parts = [(rows, set()) for rows in groups.values()]
+        work = partial(self._work, loaded, self.run_id, states, configs, prompts, list(prefix or []),
+                       self.cancel_event, self.parts)
         self.app.run_worker(work, thread=True, exclusive=True, group="engine", name="engine")
 
-    def _work(self, loaded, run_id, states, configs, prompt, prefix, cancel, stop_rows) -> None:
+    def _work(self, loaded, run_id, states, configs, prompts, prefix, cancel, parts) -> None:
         """The worker thread: decode, handing each step over; report the end as a message."""
-        from decodelab.engine.backends.base import generate_many
+        from decodelab.engine.backends.base import Part, generate_parts
         from decodelab.engine.results import GenerationError
 
-        def on_step(event) -> None:
-            self.engine_threads.add(threading.current_thread().name)
-            self.pending.append((run_id, states, event))
+        def handler(rows):
+            def on_step(event) -> None:
+                self.engine_threads.add(threading.current_thread().name)
+                self.pending.append((run_id, [states[r] for r in rows], event))
+            return on_step
 
+        runs = [Part(prompts[rows[0]], [configs[r] for r in rows], handler(rows), prefix, stop)
+                for rows, stop in parts]
         try:
-            completions = generate_many(loaded, prompt, configs, on_step=on_step, cancel=cancel, prefix_ids=prefix,
-                                        stop_rows=stop_rows)
+            results = generate_parts(loaded, runs, cancel=cancel)
         except GenerationError as exc:
             self.app.post_message(RunFailed(run_id, states, str(exc)))
             return
         except Exception as exc:  # noqa: BLE001 - never let a run take the app down
             self.app.post_message(RunFailed(run_id, states, f"{type(exc).__name__}: {exc}"))
+            return
+        completions = [None] * len(states)
+        for (rows, _), done in zip(parts, results):
+            for row, completion in zip(rows, done):
+                completions[row] = completion
+        if any(c is None for c in completions):  # cancelled before every part ran (a backend runs them in turn)
+            self.app.post_message(RunFailed(run_id, states, "cancelled before this pane's turn came"))
             return
         self.app.post_message(RunFinished(run_id, states, completions))
 
@@ -114,12 +135,13 @@ class RunController:
 
     def stop(self, state: PaneState, can_stop_rows: bool) -> tuple[bool, str]:
         """k: stop one pane's row while the others go on; (whether it stops, what to tell the user)."""
-        rows = [i for i, s in enumerate(self.states) if s is state]
-        if not self.running or not rows or not state.running:
+        where = [(stop, rows.index(i)) for rows, stop in self.parts for i in rows if self.states[i] is state]
+        if not self.running or not where or not state.running:
             return False, "This pane is not running (Esc cancels a whole run)."
         if not can_stop_rows or state.config.num_beams > 1:
             return False, "Only a local non-beam pane can be stopped alone: Esc cancels the whole run."
-        self.stop_rows.add(rows[0])
+        stop, row = where[0]
+        stop.add(row)
         others = any(s.running and s is not state for s in self.states)
         return True, f"Stopping {state.config.name}" + ("; the other panes go on." if others else ".")
 

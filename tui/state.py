@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from decodelab.engine.config import DecodingConfig
+from decodelab.engine.conversation import build, last_user
 
 HISTORY = 8
 """How many finished versions (runs, reruns, branches) a pane keeps to step back through."""
@@ -37,6 +38,28 @@ class Version:
 
 
 @dataclass
+class Turn:
+    """One exchange of a pane's conversation other than the one on show: its versions, and which one shows."""
+
+    history: list[Version]
+    viewing: int | None = None
+    followups: dict[int, list["Turn"]] = field(default_factory=dict)
+    """Later turns set aside under a version when a new version of this turn was made (see PaneState)."""
+
+    @property
+    def shown(self) -> Version:
+        return self.history[self.viewing if self.viewing is not None else -1]
+
+    @property
+    def user(self) -> str:
+        return last_user(self.shown.prompt or "")
+
+    @property
+    def reply(self) -> str:
+        return self.shown.text
+
+
+@dataclass
 class PaneState:
     config: DecodingConfig
     steps: list = field(default_factory=list)
@@ -57,6 +80,13 @@ class PaneState:
     """Finished versions, oldest first (at most HISTORY)."""
     viewing: int | None = None
     """Index into history of the version shown, when it is not the newest."""
+    turns: list[Turn] = field(default_factory=list)
+    """The conversation's earlier turns, oldest first: the live turn (the fields above) answers after them."""
+    later: list[Turn] = field(default_factory=list)
+    """Turns after the live one, when an earlier turn is on show ({ and })."""
+    followups: dict[int, list[Turn]] = field(default_factory=dict)
+    """Later turns set aside under a version of the live turn: a new run of an earlier turn keeps them under
+    the version they followed, and [ ] brings them back with it."""
 
     @property
     def token_ids(self) -> list[int]:
@@ -67,9 +97,14 @@ class PaneState:
         self.cursor, self.branched_at, self.parent, self.viewing = None, None, None, None
 
     def begin(self, prefix_steps: list | None = None, branched_at: int | None = None,
-              prompt: str | None = None, model: str | None = None) -> None:
-        """A run starts: the pane empties, except a branch's forced tokens, which stay on show."""
-        parent = self.shown.number if self.shown is not None and branched_at is not None else None
+              prompt=None, model: str | None = None) -> None:
+        """A run starts: the pane empties, except a branch's forced tokens, which stay on show; turns after this
+        one (an earlier turn rerun) are set aside under the version they followed."""
+        shown = self.shown
+        parent = shown.number if shown is not None and branched_at is not None else None
+        if self.later and shown is not None:
+            self.followups[shown.number] = self.later
+        self.later = []
         self.reset()
         self.running = True
         if prefix_steps:
@@ -121,6 +156,16 @@ class PaneState:
         return None
 
     def show(self, index: int) -> None:
+        """Show version `index` of this turn; the turns that followed the version shown before are set aside
+        under it, and the new version's own later turns come back."""
+        version, before = self.history[index], self.shown
+        if before is not None and before.number != version.number:
+            if self.later:
+                self.followups[before.number] = self.later
+            self.later = self.followups.pop(version.number, [])
+        self._display(index)
+
+    def _display(self, index: int) -> None:
         version = self.history[index]
         self.viewing = None if index == len(self.history) - 1 else index
         self.steps, self.text, self.stop_reason = list(version.steps), version.text, version.stop_reason
@@ -128,6 +173,71 @@ class PaneState:
         self.branched_at, self.parent, self.prompt = version.branched_at, version.parent, version.prompt
         if self.cursor is not None and self.cursor >= len(self.steps):
             self.cursor = len(self.steps) - 1 if self.steps else None
+
+    # -- the conversation -----------------------------------------------------------------------------
+    def context(self) -> list[dict]:
+        """The earlier turns as chat messages (each turn's version on show), oldest first."""
+        messages = []
+        for turn in self.turns:
+            messages += [{"role": "user", "content": turn.user}, {"role": "assistant", "content": turn.reply}]
+        return messages
+
+    def prompt_for(self, user: str, system: str | None) -> str | list[dict]:
+        """What the live turn runs on: the system prompt, the earlier turns, then this user message."""
+        return build(user, system, self.context())
+
+    @property
+    def user(self) -> str | None:
+        """The live turn's user message (None before any run)."""
+        return last_user(self.prompt) if self.prompt is not None else None
+
+    def can_advance(self) -> bool:
+        """A reply is on show, so a new user message can follow it."""
+        return self.shown is not None and not self.error_only
+
+    @property
+    def error_only(self) -> bool:
+        return not self.steps and not self.text
+
+    def push_turn(self) -> None:
+        """The reply on show becomes an earlier turn; the live turn starts empty (turns after it are set aside)."""
+        shown = self.shown
+        if self.later:
+            self.followups[shown.number] = self.later
+        self.turns.append(Turn(self.history, self.viewing, self.followups))
+        self.history, self.viewing, self.followups, self.later = [], None, {}, []
+        self.reset()
+        self.prompt = None
+
+    def pop_turn(self) -> None:
+        """Undo push_turn (a run that was refused before it started)."""
+        self._load(self.turns.pop())
+
+    def step_turn(self, delta: int) -> bool:
+        """Show the previous (-1) or next (+1) turn; False when there is none or the pane runs."""
+        if self.running or self.shown is None:
+            return False
+        source, target = (self.turns, self.later) if delta < 0 else (self.later, self.turns)
+        if not source:
+            return False
+        live = Turn(self.history, self.viewing, self.followups)
+        turn = source.pop() if delta < 0 else source.pop(0)
+        if delta < 0:
+            self.later.insert(0, live)
+        else:
+            self.turns.append(live)
+        self._load(turn)
+        return True
+
+    def _load(self, turn: Turn) -> None:
+        """Make turn the live one (the cursor starts afresh: it pointed into another reply)."""
+        self.history, self.followups, self.cursor = turn.history, turn.followups, None
+        self._display(turn.viewing if turn.viewing is not None else len(turn.history) - 1)
+
+    def turn_label(self) -> str:
+        """"t2/3" when the conversation has more than one turn, else ""."""
+        total = len(self.turns) + 1 + len(self.later)
+        return f"t{len(self.turns) + 1}/{total}" if total > 1 else ""
 
     def children(self) -> list[Version]:
         """Later versions branched from the one on show."""

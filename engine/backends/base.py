@@ -11,9 +11,11 @@ Front ends ask a backend what it can do (`can(...)`) instead of asking whether i
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Any, Container, Sequence
+from dataclasses import dataclass
+from typing import Any, Callable, Container, Sequence
 
 from ..config import DecodingConfig
+from ..conversation import Prompt
 from ..results import Completion
 
 CAPABILITIES = {
@@ -60,10 +62,10 @@ class Backend(ABC):
         """One line for the model bar: name, size, dtype, device, or the server."""
 
     @abstractmethod
-    def generate(self, prompt: str, configs: Sequence[DecodingConfig], *, on_step=None, cancel=None,
+    def generate(self, prompt: Prompt, configs: Sequence[DecodingConfig], *, on_step=None, cancel=None,
                  top_alternatives: int = 10, prefix_ids: Sequence[int] = (), stop_rows: Container[int] = (),
                  batch_invariant: bool = True) -> list[Completion]:
-        """Every config on one prompt; completions in the order of configs.
+        """Every config on one prompt (a text, or chat messages: engine/conversation.py); completions in config order.
 
         prefix_ids needs can("branch"); stop_rows needs can("stop_rows"): a backend without them refuses
         a non-empty prefix and ignores stop_rows (cancel still stops everything)."""
@@ -75,7 +77,37 @@ class Backend(ABC):
                 for prompt, configs in items]
 
 
-def generate_many(backend: Backend, prompt: str, configs: Sequence[DecodingConfig], **kwargs) -> list[Completion]:
+@dataclass
+class Part:
+    """One prompt's share of a streamed run: its configs, where its steps go, a forced prefix, rows to stop."""
+
+    prompt: Prompt
+    configs: list[DecodingConfig]
+    on_step: Callable | None = None
+    prefix_ids: Sequence[int] = ()
+    stop_rows: Container[int] = ()
+
+
+def generate_parts(backend: Backend, parts: Sequence[Part], *, cancel=None, top_alternatives: int = 10,
+                   batch_invariant: bool = True) -> list[list[Completion]]:
+    """Several prompts (each pane of a conversation has its own), streamed; completions per part, in order.
+
+    The local engine decodes every part in one batch (each prompt prefilled once); other backends run the
+    parts one after another."""
+    own = getattr(backend, "generate_parts", None)
+    if own is not None:
+        return own(parts, cancel=cancel, top_alternatives=top_alternatives, batch_invariant=batch_invariant)
+    out = []
+    for part in parts:
+        out.append(backend.generate(part.prompt, part.configs, on_step=part.on_step, cancel=cancel,
+                                    top_alternatives=top_alternatives, prefix_ids=part.prefix_ids,
+                                    stop_rows=part.stop_rows, batch_invariant=batch_invariant))
+        if cancel is not None and cancel.is_set():
+            break
+    return out
+
+
+def generate_many(backend: Backend, prompt: Prompt, configs: Sequence[DecodingConfig], **kwargs) -> list[Completion]:
     """Run prompt under every config on the backend; completions in the order of configs."""
     return backend.generate(prompt, configs, **kwargs)
 

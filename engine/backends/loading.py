@@ -119,6 +119,12 @@ class LoadedModel(Backend):
                               top_alternatives=top_alternatives, prefix_ids=prefix_ids, stop_rows=stop_rows,
                               batch_invariant=batch_invariant)
 
+    def generate_parts(self, parts, *, cancel=None, top_alternatives=10, batch_invariant=True) -> list[list[Completion]]:
+        from ..decoding.run import generate_parts
+
+        return generate_parts(self, parts, cancel=cancel, top_alternatives=top_alternatives,
+                              batch_invariant=batch_invariant)
+
     def generate_prompts(self, items, *, cancel=None, top_alternatives=10, max_rows=64) -> list[list[Completion]]:
         from ..decoding.run import generate_prompts
 

@@ -14,7 +14,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from ..config import DecodingConfig
+from ..config import ConfigError, DecodingConfig
+from ..conversation import Prompt, check_messages
 from ..decoding.requests import draw_seeds
 from ..results import Alternative, Completion, GenerationError, PromptError, StepEvent, Timings, TokenStep
 from .base import Backend, ModelLoadError  # noqa: F401 - ModelLoadError is raised below
@@ -218,7 +219,7 @@ def _server_message(body: str) -> str:
         return body.strip()[:300] or "(empty body)"
 
 
-def request_body(remote: RemoteModel, prompt: str, config: DecodingConfig, seed: int, top: int) -> dict:
+def request_body(remote: RemoteModel, prompt: Prompt, config: DecodingConfig, seed: int, top: int) -> dict:
     """The request for one config, in the server's own parameter names; unsupported settings left out."""
     fields = KINDS[remote.kind]["fields"]
     body = {"model": remote.model_name, "stream": True, "max_tokens": config.max_new_tokens,
@@ -244,7 +245,7 @@ def request_body(remote: RemoteModel, prompt: str, config: DecodingConfig, seed:
         body["stop"] = list(config.stop_strings)
     top = min(top, KINDS[remote.kind]["max_logprobs"])
     if remote.spec.chat:
-        body["messages"] = [{"role": "user", "content": prompt}]
+        body["messages"] = prompt if isinstance(prompt, list) else [{"role": "user", "content": prompt}]
         body["logprobs"], body["top_logprobs"] = True, top
     else:
         body["prompt"] = prompt
@@ -295,7 +296,7 @@ def _first_stop(text: str, stops) -> int | None:
     return min(hits) if hits else None
 
 
-def generate_remote(remote: RemoteModel, prompt: str, configs, *, on_step=None, cancel=None,
+def generate_remote(remote: RemoteModel, prompt: Prompt, configs, *, on_step=None, cancel=None,
                     top_alternatives: int = 10, prefix_ids=()) -> list[Completion]:
     """Run every config as its own streaming request, concurrently; completions in the order of configs."""
     import httpx
@@ -305,8 +306,15 @@ def generate_remote(remote: RemoteModel, prompt: str, configs, *, on_step=None, 
         raise PromptError("no decoding configs to run: add at least one")
     if prefix_ids:
         raise PromptError("branching from a token needs the local engine; remote servers cannot force tokens")
-    if not isinstance(prompt, str):
-        raise PromptError(f"the prompt must be text, not {type(prompt).__name__}")
+    if isinstance(prompt, list):
+        if not remote.spec.chat:
+            raise PromptError("a conversation or system prompt needs the server's chat endpoint: turn chat mode on")
+        try:
+            prompt = check_messages(prompt, "the prompt")
+        except ConfigError as exc:
+            raise PromptError(str(exc)) from None
+    elif not isinstance(prompt, str):
+        raise PromptError(f"the prompt must be text or chat messages, not {type(prompt).__name__}")
     cancel = cancel or threading.Event()
     lock = threading.Lock()
     seeds = draw_seeds(configs, limit=2**31)  # 31 bits: some servers take a signed 32-bit seed

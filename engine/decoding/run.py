@@ -11,7 +11,8 @@ from typing import Callable, Container, Sequence
 
 import torch
 
-from ..config import DecodingConfig
+from ..config import ConfigError, DecodingConfig
+from ..conversation import Prompt, chat_token_ids, check_messages
 from ..results import Completion, GenerationError, PromptError, StepEvent
 from .loop import bucket_rows, run_requests
 from .requests import Request, check_configs
@@ -19,17 +20,25 @@ from .requests import Request, check_configs
 OnStep = Callable[[StepEvent], None]
 
 
-def encode_prompt(loaded, prompt: str) -> torch.Tensor:
-    """Token ids [T] of the prompt, through the chat template when the model spec asks for it."""
-    if not isinstance(prompt, str):
-        raise PromptError(f"the prompt must be text, not {type(prompt).__name__}")
+def encode_prompt(loaded, prompt: Prompt) -> torch.Tensor:
+    """Token ids [T] of the prompt: a text (through the chat template when the model spec asks for it), or a
+    list of chat messages (always through the template; engine/conversation.py)."""
     tok = loaded.tokenizer
-    if loaded.spec.chat:
+    if isinstance(prompt, list):
+        try:
+            messages = check_messages(prompt, "the prompt")
+        except ConfigError as exc:
+            raise PromptError(str(exc)) from None
+        if not getattr(tok, "chat_template", None):
+            raise PromptError("this model's tokenizer has no chat template, so it cannot take a conversation or a "
+                              "system prompt; send one text prompt")
+        ids = chat_token_ids(tok, messages)
+    elif not isinstance(prompt, str):
+        raise PromptError(f"the prompt must be text or a list of chat messages, not {type(prompt).__name__}")
+    elif loaded.spec.chat:
         if not getattr(tok, "chat_template", None):
             raise PromptError("this model's tokenizer has no chat template; turn chat mode off")
-        text = tok.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False,
-                                       add_generation_prompt=True)
-        ids = tok(text, add_special_tokens=False)["input_ids"]
+        ids = chat_token_ids(tok, [{"role": "user", "content": prompt}])
     else:
         ids = tok(prompt)["input_ids"] if prompt else []
     if not ids:
@@ -57,7 +66,7 @@ def tokens(n: int) -> str:
     return f"{n} token" if n == 1 else f"{n} tokens"
 
 
-def new_request(loaded, prompt: str, configs: Sequence[DecodingConfig], **fields) -> Request:
+def new_request(loaded, prompt: Prompt, configs: Sequence[DecodingConfig], **fields) -> Request:
     """A checked Request for the prompt: encoded (chat template included) and within the context."""
     configs = check_configs(configs)
     prompt_ids = encode_prompt(loaded, prompt)
@@ -65,7 +74,7 @@ def new_request(loaded, prompt: str, configs: Sequence[DecodingConfig], **fields
     return Request(prompt_ids, configs, **fields)
 
 
-def generate_local(loaded, prompt: str, configs: Sequence[DecodingConfig], *, on_step: OnStep | None = None,
+def generate_local(loaded, prompt: Prompt, configs: Sequence[DecodingConfig], *, on_step: OnStep | None = None,
                    cancel: threading.Event | None = None, top_alternatives: int = 10,
                    batch_invariant: bool = True, prefix_ids: Sequence[int] = (),
                    stop_rows: Container[int] = ()) -> list[Completion]:
@@ -80,6 +89,17 @@ def generate_local(loaded, prompt: str, configs: Sequence[DecodingConfig], *, on
                           top=top_alternatives, prefix=prefix_ids, stop_rows=stop_rows)
     _run(loaded, [request], pad=batch_invariant)
     return request.completions
+
+
+def generate_parts(loaded, parts, *, cancel=None, top_alternatives: int = 10,
+                   batch_invariant: bool = True) -> list[list[Completion]]:
+    """Several prompts streamed in one batch (backends/base.py's Part: prompt, configs, on_step, prefix,
+    stop_rows); each prompt is prefilled once. A cancelled run stops every part."""
+    cancel = cancel or threading.Event()
+    requests = [new_request(loaded, part.prompt, part.configs, on_step=part.on_step, cancel=cancel,
+                            top=top_alternatives, prefix=part.prefix_ids, stop_rows=part.stop_rows) for part in parts]
+    _run(loaded, requests, pad=batch_invariant)
+    return [request.completions for request in requests]
 
 
 def generate_prompts(loaded, items: Sequence[tuple[str, Sequence[DecodingConfig]]], *, cancel=None,
@@ -110,4 +130,4 @@ def _run(loaded, requests: list[Request], max_rows: int = 64, pad: bool = True) 
 
 
 __all__ = ["Completion", "GenerationError", "StepEvent", "bucket_rows", "check_context", "encode_prompt",
-           "generate_local", "generate_prompts", "new_request"]
+           "generate_local", "generate_parts", "generate_prompts", "new_request"]

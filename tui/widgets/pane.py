@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+from rich.text import Text
 from textual import events
 from textual.app import ComposeResult
 from textual.containers import Vertical, VerticalScroll
@@ -51,12 +52,38 @@ def stats_text(state: PaneState, diverge_at: int | None) -> str:
 def pane_title(state: PaneState, number: int | None) -> str:
     """"1 greedy · v2/3 ┃@12": the pane's key, its name, which version shows and where it branched."""
     parts = [f"{number} {state.config.name}" if number is not None else state.config.name]
+    turn = state.turn_label()
+    if turn:
+        parts.append(turn)
     version = state.version_label()
     if version:
         parts.append(version)
     if state.branched_at is not None:
         parts.append(f"┃@{state.branched_at}")
     return " · ".join(parts)
+
+
+def conversation_text(state: PaneState, reply: Text) -> Text:
+    """The pane's text: in a conversation, its earlier turns (dim), the live turn's user message, the reply, and
+    how many turns follow when an earlier one is on show; a single-turn pane shows only the reply."""
+    if not state.turns and not state.later:
+        return reply
+    out = Text()
+    for turn in state.turns:
+        out.append(f"› {_one_line(turn.user)}\n", style="bold dim")
+        out.append(f"{turn.reply.strip()}\n\n", style="dim")
+    out.append(f"› {_one_line(state.user or '')}\n", style="bold")
+    out.append_text(reply)
+    if state.later:
+        count = len(state.later)
+        out.append(f"\n\n… {count} later turn{'s' if count > 1 else ''}: }} shows {'them' if count > 1 else 'it'}",
+                   style="italic dim")
+    return out
+
+
+def _one_line(text: str, limit: int = 300) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 class Pane(Vertical, can_focus=True):
@@ -162,7 +189,7 @@ class Pane(Vertical, can_focus=True):
         self.query_one(".pane--summary", Label).update(state.config.summary())
         text = render_tokens(state.steps, len(state.text), self.measure, state.cursor, self.diverge_at,
                              branch_marks=state.branch_marks(), token_bytes=self.token_bytes)
-        self.query_one(TokenView).update(text)
+        self.query_one(TokenView).update(conversation_text(state, text))
         stats = self.query_one(".pane--stats", Static)
         stats.update(stats_text(state, self.diverge_at))
         stats.tooltip = stats_text(state, self.diverge_at)
@@ -229,3 +256,9 @@ class Pane(Vertical, can_focus=True):
 
     def action_sweep(self) -> None:
         self.app.sweep_pane(self)
+
+    def action_next_turn_pane(self) -> None:
+        self.app.next_turn_pane(self)
+
+    def action_continue_reply(self) -> None:
+        self.app.continue_pane(self)

@@ -1,0 +1,112 @@
+"""Conversations (a mixin for DecodelabApp): the system prompt, next turns, continuing a reply, earlier turns.
+
+Each pane keeps its own conversation (tui/state.py's turns): a new user message goes to every pane (ctrl+n)
+or to one (n), and each pane answers after its own earlier replies, with its own config. { and } show an
+earlier turn in every pane; a run there makes a new version of that turn, and the turns that followed
+stay with the version they followed ([ ] brings them back).
+"""
+
+from __future__ import annotations
+
+from textual.widgets import TextArea
+
+from .widgets.pane import Pane
+
+
+class ConversationActions:
+    def action_system_prompt(self) -> None:
+        """P: set the system prompt every pane's next run starts with (empty: none)."""
+        from .screens.ask import AskText
+
+        def chosen(text: str | None) -> None:
+            if text is None:
+                return
+            self.system_prompt = text or None
+            self.update_model_bar()
+            self.notify(f"System prompt set: {text}" if text else "No system prompt.", timeout=5)
+            if text and self.loaded is not None and self.loaded.can("tokenizer") \
+                    and not getattr(self.loaded.tokenizer, "chat_template", None):
+                self.notify(f"{self.loaded.name} has no chat template, so a system prompt cannot be sent to it.",
+                            severity="warning", timeout=8)
+
+        self.push_screen(AskText("System prompt (sent first in every pane's conversation; empty for none):",
+                                 self.system_prompt or ""), chosen)
+
+    def action_next_turn(self) -> None:
+        """ctrl+n: the prompt box's text is the next user message for every pane; each answers after its own reply."""
+        self.send_turn(self.panes())
+
+    def next_turn_pane(self, pane: Pane) -> None:
+        """n: the prompt box's text as the next user message for this pane only."""
+        self.send_turn([pane])
+
+    def send_turn(self, panes: list[Pane]) -> None:
+        if self.showing_earlier_turn(panes):
+            self.notify("An earlier turn is on show: } goes back to the newest before sending a new message "
+                        "(ctrl+r reruns the turn on show).", severity="warning", timeout=8)
+            return
+        if not self.query_one("#prompt", TextArea).text.strip():
+            self.notify("Type the next user message in the prompt box first (p goes there).", severity="warning")
+            return
+        if self.start_run(panes, advance=True):
+            self.draft = None
+            if self.focused is self.query_one("#prompt", TextArea) and self.pane() is not None:
+                self.pane().focus()
+
+    def showing_earlier_turn(self, panes: list[Pane]) -> bool:
+        return any(p.state.later for p in panes)
+
+    def continue_pane(self, pane: Pane) -> None:
+        """w: the pane writes on from the end of its reply (its tokens are kept and up to max_new_tokens more follow)."""
+        state = pane.state
+        if state.running or self.running:
+            self.notify("A run is in progress: wait for it, or Esc to cancel it.", severity="warning")
+            return
+        if not state.steps or state.shown is None:
+            self.notify(f"Pane {pane.number} has no reply to continue: ctrl+r runs it.", severity="warning")
+            return
+        if not self.loaded.can("branch"):
+            self.notify("Continuing a reply needs the local engine; this model is a remote server.",
+                        severity="warning")
+            return
+        if state.model is not None and state.model != self.loaded.name:
+            self.notify(f"This reply was written by {state.model}: rerun the pane (.) on {self.loaded.name} first.",
+                        severity="warning")
+            return
+        if state.config.num_beams > 1:
+            self.notify("Beam panes cannot be continued; duplicate it (d) and edit it (e) to a greedy pane first.",
+                        severity="warning")
+            return
+        steps = list(state.steps)
+        config = state.config.replace(max_new_tokens=len(steps) + state.config.max_new_tokens, min_new_tokens=0)
+        parent = state.shown.number
+        if self.start_run([pane], keep_seeds=True, prefix=[s.token_id for s in steps], prefix_steps=steps,
+                          prompt=state.prompt, configs=[config]):
+            state.branched_at, state.parent, state.cursor = None, parent, None  # a continuation, not a branch
+            pane.refresh_view()
+
+    def action_turn(self, delta: int) -> None:
+        """{ and }: show the previous or next turn of every pane's conversation."""
+        if self.running:
+            self.notify("A run is in progress: wait for it, or Esc to cancel it.", severity="warning")
+            return
+        panes = self.panes()
+        moved = [p for p in panes if p.state.step_turn(delta)]
+        if not moved:
+            where = "first" if delta < 0 else "newest"
+            self.notify(f"This is the {where} turn of every pane's conversation.", severity="warning")
+            return
+        box = self.query_one("#prompt", TextArea)
+        if delta < 0 and self.draft is None:
+            self.draft = box.text  # what was typed for the next turn comes back with }
+        shown = next(p for p in moved)
+        if self.showing_earlier_turn(panes):
+            box.text = shown.state.user or ""
+        elif self.draft is not None:
+            box.text, self.draft = self.draft, None
+        for pane in panes:
+            pane.diverge_at = None
+        self.refresh_panes()
+        self.notify(f"Turn {len(shown.state.turns) + 1} of {len(shown.state.turns) + 1 + len(shown.state.later)}"
+                    + (": edit the message and ctrl+r makes a new version of this turn in every pane"
+                       if shown.state.later else ""), timeout=5)
