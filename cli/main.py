@@ -29,9 +29,11 @@ from .common import (
 @click.option("--prompt", default=None, help="Prompt text; with it, the comparison runs at start.")
 @click.option("--prompt-file", type=click.Path(dir_okay=False), default=None, help="Read the prompt from a file.")
 @click.option("--system", default=None, metavar="TEXT", help="A system prompt (shift+p changes it in the app).")
+@click.option("--set", "sets", multiple=True, metavar="FIELD=VALUE",
+              help="Set a field in every pane (repeatable), e.g. --set max_new_tokens=32; = in the app does the same.")
 @click.pass_context
 @handle_errors
-def main(ctx, presets, prompt, prompt_file, system, **model):
+def main(ctx, presets, prompt, prompt_file, system, sets, **model):
     """decodelab: one prompt, many decoding configs, side by side.
 
     With no command, opens the playground TUI on SmolLM2 when installed, else the demo model (or --model):
@@ -42,7 +44,7 @@ def main(ctx, presets, prompt, prompt_file, system, **model):
     if ctx.invoked_subcommand is not None:
         return
     spec = model_spec(**model)
-    configs = resolve_configs(presets, (), None, DEFAULT_PRESETS)
+    configs = resolve_configs(presets, sets, None, DEFAULT_PRESETS)
     text = read_prompt(prompt, prompt_file, required=False)
     from decodelab.tui.app import run_app
 

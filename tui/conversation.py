@@ -78,7 +78,15 @@ class ConversationActions:
                         severity="warning")
             return
         steps = list(state.steps)
-        config = state.config.replace(max_new_tokens=len(steps) + state.config.max_new_tokens, min_new_tokens=0)
+        if state.stop_reason == "eos":  # write on past the end-of-sequence token, not after it
+            steps = steps[:-1]
+        if not steps:
+            self.notify(f"Pane {pane.number}'s reply ended at once (eos): there is nothing to continue; "
+                        "ctrl+r or . reruns it.", severity="warning")
+            return
+        # after an eos, the first new token may not be eos again (that would end at once, with nothing new)
+        floor = len(steps) + 1 if state.stop_reason == "eos" else 0
+        config = state.config.replace(max_new_tokens=len(steps) + state.config.max_new_tokens, min_new_tokens=floor)
         parent = state.shown.number
         if self.start_run([pane], keep_seeds=True, prefix=[s.token_id for s in steps], prefix_steps=steps,
                           prompt=state.prompt, configs=[config]):

@@ -50,9 +50,12 @@ class FileActions:
 
         from .screens.ask import AskText, Confirm
 
+        from .state import conversation_record
+
         panes = self.panes()
         session = Session(prompt=self.query_one("#prompt", TextArea).text, model=dataclasses.asdict(self.spec),
-                          configs=[p.state.config for p in panes], completions=[p.state.completion for p in panes])
+                          configs=[p.state.config for p in panes], completions=[p.state.completion for p in panes],
+                          system=self.system_prompt, conversations=[conversation_record(p.state) for p in panes])
 
         def save(path: str | None, overwrite: bool = False) -> None:
             if not path:
@@ -70,7 +73,8 @@ class FileActions:
             self.notify(f"Saved session → {path}")
 
         default = self.last_session or str(new_session_path())
-        self.push_screen(AskText("Save the session (prompt, configs, seeds, outputs) to:", default), save)
+        self.push_screen(AskText("Save the session (prompts, configs, seeds, every turn and version) to:", default),
+                         save)
 
     def action_open_session(self) -> None:
         from decodelab.engine.library.sessions import last_session_path
@@ -92,16 +96,35 @@ class FileActions:
         except ConfigError as exc:
             self.notify(str(exc), severity="error", timeout=10)
             return
+        from .state import PaneState, restore_conversation
+
+        states = []
+        for i, (config, completion, record) in enumerate(zip(session.configs, session.completions,
+                                                              session.conversations or [None] * len(session.configs))):
+            state = PaneState(config)
+            try:
+                if record is not None:
+                    restore_conversation(state, record, f"session {path}")
+                elif completion is not None:  # a schema-1 file: one output, on the session's prompt
+                    state.prompt = session.prompt
+                    state.finish(completion)
+            except ConfigError as exc:
+                self.notify(str(exc), severity="error", timeout=10)
+                return
+            except (KeyError, TypeError, ValueError, AttributeError) as exc:
+                self.notify(f"session {path} is damaged: pane {i + 1}'s conversation ({type(exc).__name__}: {exc})",
+                            severity="error", timeout=10)
+                return
+            states.append(state)
         self.query_one("#prompt", TextArea).text = session.prompt
+        self.system_prompt, self.draft = session.system, None
         for pane in self.panes():
             pane.remove()
         opened = []
-        for config, completion in zip(session.configs, session.completions):
-            pane = self.add_pane(config)
+        for state in states:
+            pane = self.add_pane(state.config)
+            pane.state = state
             opened.append(pane)
-            if completion is not None:
-                pane.state.prompt = session.prompt  # a branch from it continues this prompt
-                pane.state.finish(completion)
         self.last_session = path
         if opened:  # the first pane is the current one and has focus (not the prompt: the keys act on panes)
             self.current_pane = opened[0]
@@ -110,4 +133,6 @@ class FileActions:
         model = session.model.get("path")
         if model and model != self.spec.path:
             self.notify(f"This session was made with model {model!r}; press m to load it.", timeout=10)
+        if self.loaded is not None:
+            self.update_model_bar()  # its system prompt
         self.notify(f"Opened {path}")

@@ -270,3 +270,50 @@ def first_divergence(a: list[int], b: list[int]) -> int | None:
         if x != y:
             return i
     return None
+
+
+# -- sessions: a pane's whole conversation as plain data (engine/library/sessions.py keeps it per pane) --------
+def conversation_record(state: PaneState) -> dict | None:
+    """Every turn of the pane with every version kept (None when it has no finished output)."""
+    if not state.history:
+        return None
+    live = Turn(state.history, state.viewing, state.followups)
+    return {"earlier": [_turn_record(t) for t in state.turns], "turn": _turn_record(live),
+            "later": [_turn_record(t) for t in state.later]}
+
+
+def restore_conversation(state: PaneState, record: dict, where: str) -> None:
+    """The inverse of conversation_record: the pane shows the turn and version it was saved on.
+    Raises KeyError/TypeError/ValueError (or ConfigError) on damaged data."""
+    state.turns = [_read_turn(t, where) for t in record["earlier"]]
+    state.later = [_read_turn(t, where) for t in record["later"]]
+    live = _read_turn(record["turn"], where)
+    state.history, state.followups = live.history, live.followups
+    state._display(live.viewing if live.viewing is not None else len(live.history) - 1)
+
+
+def _turn_record(turn: Turn) -> dict:
+    from decodelab.engine.library.sessions import version_record
+
+    return {"versions": [version_record(v.number, v.config, v.completion, v.prompt, v.branched_at, v.parent, v.error)
+                         for v in turn.history],
+            "viewing": turn.viewing,
+            "followups": {str(n): [_turn_record(t) for t in turns] for n, turns in turn.followups.items()}}
+
+
+def _read_turn(data: dict, where: str) -> Turn:
+    from decodelab.engine.library.sessions import read_version
+
+    history = []
+    for item in data["versions"]:
+        v = read_version(item, where)
+        c = v["completion"]
+        history.append(Version(v["number"], v["config"], tuple(c.steps), c.text, c.stop_reason, c.seed, c,
+                               v["error"], v["branched_at"], v["parent"], v["prompt"]))
+    if not history:
+        raise ValueError("a turn has no versions")
+    viewing = data.get("viewing")
+    if viewing is not None and not (isinstance(viewing, int) and 0 <= viewing < len(history)):
+        raise ValueError(f"viewing {viewing!r} is not one of the turn's versions")
+    followups = {int(n): [_read_turn(t, where) for t in turns] for n, turns in data.get("followups", {}).items()}
+    return Turn(history, viewing, followups)

@@ -1,4 +1,8 @@
-"""Sessions: a whole comparison (prompt, model spec, configs, seeds, outputs) in one JSON file."""
+"""Sessions: a whole comparison (prompt, system prompt, model spec, configs, seeds, outputs, and each pane's
+conversation: every turn with every version) in one JSON file.
+
+Schema 2 adds "system" and, per pane, "conversation" (see conversation_record); schema 1 files still open.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +15,8 @@ from ..config import ConfigError, DecodingConfig
 from ..results import Completion, completion_from_dict, completion_to_dict
 from .fileio import load_document, save_document
 
-SESSION_SCHEMA = 1
+SESSION_SCHEMA = 2
+READABLE = (1, 2)
 
 
 def user_data_dir(kind: str) -> Path:
@@ -48,12 +53,46 @@ class Session:
     model: dict
     configs: list[DecodingConfig]
     completions: list[Completion | None] = field(default_factory=list)
+    system: str | None = None
+    conversations: list[dict | None] = field(default_factory=list)
+    """Per pane, its turns and versions (a conversation record), or None for just the output above."""
 
     def to_dict(self) -> dict:
-        outputs = list(self.completions) + [None] * (len(self.configs) - len(self.completions))
-        return {"schema": SESSION_SCHEMA, "kind": "decodelab-session", "prompt": self.prompt, "model": self.model,
-                "panes": [{"config": c.to_dict(), "completion": completion_to_dict(o) if o else None}
-                          for c, o in zip(self.configs, outputs)]}
+        n = len(self.configs)
+        outputs = list(self.completions) + [None] * (n - len(self.completions))
+        records = list(self.conversations) + [None] * (n - len(self.conversations))
+        panes = []
+        for config, output, record in zip(self.configs, outputs, records):
+            pane = {"config": config.to_dict(), "completion": completion_to_dict(output) if output else None}
+            if record is not None:
+                pane["conversation"] = record
+            panes.append(pane)
+        return {"schema": SESSION_SCHEMA, "kind": "decodelab-session", "prompt": self.prompt, "system": self.system,
+                "model": self.model, "panes": panes}
+
+
+def version_record(number: int, config: DecodingConfig, completion: Completion, prompt, branched_at, parent,
+                   error) -> dict:
+    """One version of one turn of a pane: what it ran (config, prompt: text or messages) and what it made."""
+    return {"number": number, "config": config.to_dict(), "prompt": prompt, "branched_at": branched_at,
+            "parent": parent, "error": error, "completion": completion_to_dict(completion)}
+
+
+def read_version(data: dict, where: str) -> dict:
+    """A version record's fields, checked: config and completion come back as objects."""
+    from ..conversation import check_messages
+
+    prompt = data.get("prompt")
+    if isinstance(prompt, list):
+        prompt = check_messages(prompt, where)
+    elif prompt is not None and not isinstance(prompt, str):
+        raise ValueError("a version's prompt must be text or messages")
+    optional_int = {k: data.get(k) for k in ("branched_at", "parent")}
+    if any(v is not None and not isinstance(v, int) for v in optional_int.values()):
+        raise ValueError("branched_at and parent must be integers")
+    return {"number": int(data["number"]), "config": DecodingConfig.from_dict(data["config"], where=where),
+            "completion": completion_from_dict(data["completion"]), "prompt": prompt, "error": data.get("error"),
+            **optional_int}
 
 
 def dumps_session(session: Session) -> str:
@@ -67,20 +106,25 @@ def loads_session(text: str, where: str = "session") -> Session:
         raise ConfigError(f"{where} is not valid JSON: {exc}") from None
     if not isinstance(data, dict) or data.get("kind") != "decodelab-session":
         raise ConfigError(f"{where} is not a decodelab session file")
-    if data.get("schema") != SESSION_SCHEMA:
-        raise ConfigError(f"{where} has schema {data.get('schema')!r}; this decodelab reads {SESSION_SCHEMA}")
+    if data.get("schema") not in READABLE:
+        raise ConfigError(f"{where} has schema {data.get('schema')!r}; this decodelab reads "
+                          f"{' and '.join(map(str, READABLE))}")
     try:
         panes = data["panes"]
         configs = [DecodingConfig.from_dict(p["config"], where=where) for p in panes]
         completions = [completion_from_dict(p["completion"]) if p.get("completion") else None for p in panes]
-        prompt, model = data["prompt"], data["model"]
+        prompt, model, system = data["prompt"], data["model"], data.get("system")
+        conversations = [p.get("conversation") for p in panes]
+        if not all(c is None or isinstance(c, dict) for c in conversations):
+            raise ValueError("a pane's conversation must be an object")
     except ConfigError:
         raise
     except (KeyError, TypeError, ValueError) as exc:
         raise ConfigError(f"{where} is damaged ({type(exc).__name__}: {exc})") from None
-    if not isinstance(prompt, str) or not isinstance(model, dict):
-        raise ConfigError(f"{where} is damaged (prompt or model has the wrong type)")
-    return Session(prompt=prompt, model=model, configs=configs, completions=completions)
+    if not isinstance(prompt, str) or not isinstance(model, dict) or not isinstance(system, (str, type(None))):
+        raise ConfigError(f"{where} is damaged (prompt, system or model has the wrong type)")
+    return Session(prompt=prompt, model=model, configs=configs, completions=completions, system=system,
+                   conversations=conversations)
 
 
 def save_session(session: Session, path: str | os.PathLike, overwrite: bool = False) -> Path:
