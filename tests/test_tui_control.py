@@ -445,3 +445,53 @@ async def test_coming_back_to_smollm2_with_m_turns_chat_on_again(demo):
         app.load_path("smollm2")
         await pilot.pause()
         assert loads and loads[-1].path == "smollm2" and loads[-1].chat
+
+
+# -- issue 17, item 2: one change for every pane ------------------------------------------------------------------
+
+async def test_equals_sets_a_field_on_every_pane_checked_like_the_editor_and_u_undoes_it(demo):
+    from textual.widgets import Input
+
+    app = make_app(demo)
+    async with app.run_test(size=(80, 24)) as pilot:
+        before = [p.state.config for p in app.panes()]
+        await pilot.press("escape", "=")
+        field = app.screen.query_one(Input)
+        for typed, words in (("max_new_tokens=5000", "context is 512 tokens"), ("temprature=1", "'temperature'"),
+                             ("top_p=3", "top_p=3 is invalid"), ("32", "FIELD=VALUE")):
+            field.value = typed
+            await pilot.press("enter")
+            assert words in str(app.screen.query_one("#ask-error").render())  # the dialog stays open, saying why
+        field.value = "max_new_tokens=7"
+        await pilot.press("enter")
+        await pilot.pause()
+        assert [p.state.config.max_new_tokens for p in app.panes()] == [7] * len(before)
+        assert [p.state.config.replace(max_new_tokens=b.max_new_tokens) for p, b in zip(app.panes(), before)] == before
+        await pilot.press("u")
+        assert [p.state.config for p in app.panes()] == before
+
+
+async def test_the_editor_jumps_to_a_field_by_part_of_its_name(demo):
+    from textual.widgets import Input
+
+    app = make_app(demo)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.press("escape", "1", "e")
+        editor = app.screen
+        await pilot.press(*"max_new", "enter")
+        assert editor.focused is editor.query_one("#f-max_new_tokens", Input)
+        await pilot.press("ctrl+f", *"dry mult", "enter")
+        assert editor.focused is editor.query_one("#f-dry_multiplier", Input)
+        await pilot.press("ctrl+f", *"zzz", "enter")
+        assert editor.focused is editor.query_one("#find", Input)
+
+
+async def test_a_cut_config_summary_says_so_and_the_tooltip_has_it_whole(demo):
+    config = DecodingConfig(name="busy", do_sample=True, temperature=0.7, top_p=0.9, top_n_sigma=1.5,
+                            xtc_probability=0.5, xtc_threshold=0.1, dry_multiplier=0.8, repetition_penalty=1.1)
+    app = make_app(demo, [config, DecodingConfig(name="g")])
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.pause()
+        label = app.panes()[0].query_one(".pane--summary")
+        drawn = label.render_line(0).text.rstrip()
+        assert drawn.endswith("…") and label.tooltip == config.summary()

@@ -79,7 +79,7 @@ class PaneActions:
             return
         panes = self.panes()
         index = panes.index(pane)
-        self.removed = (self.removed + [(index, pane.state)])[-10:]
+        self.undo_stack = (self.undo_stack + [("remove", index, pane.state)])[-20:]
         rest = [p for p in panes if p is not pane]
         pane.remove()
         self.current_pane = None
@@ -88,14 +88,25 @@ class PaneActions:
             self.current_pane.focus()
         self.call_after_refresh(self.layout_panes)
         held = f" and its {len(pane.state.steps)} tokens" if pane.state.steps else ""
-        how = "press u" if rest else "ctrl+p, then 'Bring back the last removed pane'"
+        how = "press u" if rest else "ctrl+p, then 'Undo'"
         self.notify(f"Removed pane {pane.state.config.name}{held}: {how} to undo.")
 
-    def action_undo_remove(self) -> None:
-        if not self.removed:
-            self.notify("No removed pane to bring back.", severity="warning")
+    def action_undo(self) -> None:
+        """u: undo the last removal (x) or field set on every pane (=)."""
+        if not self.undo_stack:
+            self.notify("Nothing to undo (u undoes x and =).", severity="warning")
             return
-        index, state = self.removed.pop()
+        entry = self.undo_stack.pop()
+        if entry[0] == "set":
+            _, changes, what = entry
+            panes = {id(p.state): p for p in self.panes()}
+            for state, config in changes:
+                state.config = config
+                if id(state) in panes:
+                    panes[id(state)].refresh_view()
+            self.notify(f"Undid {what}: each pane has its own value back.")
+            return
+        _, index, state = entry
         panes = self.panes()
         pane = Pane(state)
         container = self.query_one("#panes")
@@ -108,6 +119,61 @@ class PaneActions:
         self.call_after_refresh(self.layout_panes)
         self.call_after_refresh(pane.focus)
         self.notify(f"Restored pane {state.config.name}.")
+
+    def action_set_everywhere(self) -> None:
+        """=: set one field on every pane (FIELD=VALUE, as --set takes it), checked like the editor; u undoes it."""
+        from .screens.ask import AskText
+
+        panes = self.panes()
+        if not panes:
+            self.notify("No panes to change: press a to add one.", severity="warning")
+            return
+        if self.running:
+            self.notify("A run is in progress: wait for it, or Esc to cancel it.", severity="warning")
+            return
+
+        def check(text: str) -> str | None:
+            return self.set_everywhere_error(panes, text)
+
+        def chosen(text: str | None) -> None:
+            if text and not self.running:
+                self.set_everywhere(panes, text)
+
+        self.push_screen(AskText("Set a field on every pane, as FIELD=VALUE (e.g. max_new_tokens=32, top_p=0.9, "
+                                 "seed=auto); u undoes it:", "", check=check), chosen)
+
+    def set_everywhere_error(self, panes: list[Pane], text: str) -> str | None:
+        from decodelab.engine.fieldtext import parse_assignment
+
+        from .preflight import context_error, prompt_tokens, vocab_error
+
+        if "=" not in text or not text.partition("=")[0].strip():
+            return "Type FIELD=VALUE, e.g. max_new_tokens=32."
+        try:
+            key, value = parse_assignment(text, where="FIELD=VALUE")
+            if key == "name":
+                return "Every pane would get the same name: rename panes one at a time (e)."
+            configs = [p.state.config.replace(**{key: value}) for p in panes]
+        except ConfigError as exc:
+            return str(exc)
+        length, _ = prompt_tokens(self.loaded, self.query_one("#prompt", TextArea).text)
+        for pane, config in zip(panes, configs):
+            problem = context_error(self.loaded, length, config.max_new_tokens) or vocab_error(self.loaded, config)
+            if problem:
+                return f"pane {pane.number} ({config.name}): {problem}"
+        return None
+
+    def set_everywhere(self, panes: list[Pane], text: str) -> None:
+        from decodelab.engine.fieldtext import parse_assignment
+
+        key, value = parse_assignment(text, where="FIELD=VALUE")
+        changes = [(p.state, p.state.config) for p in panes]
+        for pane in panes:
+            pane.state.config = pane.state.config.replace(**{key: value})
+            pane.refresh_view()
+        self.undo_stack = (self.undo_stack + [("set", changes, text)])[-20:]
+        self.notify(f"Set {text} on {len(panes)} pane{'s' if len(panes) > 1 else ''}: u undoes it, "
+                    "ctrl+r runs them.")
 
     def move_pane(self, pane: Pane, delta: int) -> None:
         panes = self.panes()

@@ -56,8 +56,8 @@ class DecodelabApp(ConversationActions, BranchActions, PaneActions, FileActions,
         """The model being loaded was picked with m (not given on the command line)."""
         self.runs = RunController(self)
         """The engine run: its worker, its events, stopping rows and cancelling (tui/run_controller.py)."""
-        self.removed: list[tuple[int, PaneState]] = []
-        """Removed panes (index, state), for u to undo."""
+        self.undo_stack: list[tuple] = []
+        """What u undoes, newest last: ("remove", index, state) for x, ("set", [(state, old config)], text) for =."""
         self.last_session: str | None = None
         """The session file saved or opened last: ctrl+s and ctrl+o offer it."""
         self.current_pane: Pane | None = None

@@ -45,7 +45,9 @@ KEYS: tuple[Key, ...] = (
     Key("full_stop", "rerun_pane", "Rerun this pane", "run only the focused pane", scope="pane", shown="."),
     Key("d", "duplicate", "Duplicate this pane", scope="pane"),
     Key("x,delete", "remove", "Remove this pane", "u brings it back", scope="pane"),
-    Key("u", "undo_remove", "Bring back the last removed pane"),
+    Key("u", "undo", "Undo", "brings back the last removed pane, or undoes the last = on every pane"),
+    Key("equals_sign", "set_everywhere", "Set a field on every pane", "FIELD=VALUE, checked like the editor; "
+        "u undoes it", shown="="),
     Key("k", "stop_pane", "Stop this pane's run", "the other panes go on", scope="pane"),
     Key("less_than_sign", "move(-1)", "Move this pane left", scope="pane", shown="<"),
     Key("greater_than_sign", "move(1)", "Move this pane right", scope="pane", shown=">"),

@@ -30,9 +30,10 @@ class ConfigEditor(ModalScreen[DecodingConfig | None]):
     ConfigEditor #editor-error.-ok { color: $success; }
     ConfigEditor #buttons { height: 3; align-horizontal: right; }
     ConfigEditor #editor-keys { color: $text-muted; padding: 0 1; height: auto; }
+    ConfigEditor #find { margin: 0 1; }
     """
 
-    BINDINGS = [("escape", "cancel", "Cancel"), ("ctrl+s", "save", "Apply")]
+    BINDINGS = [("escape", "cancel", "Cancel"), ("ctrl+s", "save", "Apply"), ("ctrl+f", "find", "Find a field")]
 
     def __init__(self, config: DecodingConfig, check: Callable[[DecodingConfig], str | None] | None = None) -> None:
         """check(config) says why a valid config still cannot run on the loaded model (e.g. its context)."""
@@ -44,8 +45,10 @@ class ConfigEditor(ModalScreen[DecodingConfig | None]):
     def compose(self) -> ComposeResult:
         with Vertical() as box:
             box.border_title = f"edit {self.original.name or 'pane'}"
-            yield Static("Enter or ctrl+s applies · Esc cancels · Tab / shift+Tab move between fields",
-                         id="editor-keys")
+            yield Static("Enter or ctrl+s applies · Esc cancels · Tab / shift+Tab move between fields · "
+                         "ctrl+f finds a field", id="editor-keys")
+            yield Input(placeholder="find a field: type part of its name, Enter goes there (max, top_p, dry…)",
+                        id="find")
             with VerticalScroll():
                 for name in FIELD_NAMES:
                     with Horizontal(classes="row"):
@@ -61,8 +64,26 @@ class ConfigEditor(ModalScreen[DecodingConfig | None]):
                 yield Button("Cancel", id="cancel")
 
     def on_mount(self) -> None:
-        self.query_one("#f-name", Input).focus()
+        self.query_one("#find", Input).focus()  # type part of a field's name and Enter jumps there
         self.validate_form()
+
+    def matches(self, text: str) -> list[str]:
+        """Fields whose name (or, failing that, help) holds every word typed, best first."""
+        words = text.lower().replace("-", "_").split()
+        if not words:
+            return []
+        by_name = [n for n in FIELD_NAMES if all(w in n for w in words)]
+        by_name.sort(key=lambda n: (not n.startswith(words[0]), len(n)))
+        return by_name or [n for n in FIELD_NAMES if all(w in FIELD_HELP[n].lower() for w in words)]
+
+    @on(Input.Changed, "#find")
+    def _find_changed(self, event: Input.Changed) -> None:
+        found = self.matches(event.value)
+        if found:
+            self.query_one(f"#f-{found[0]}").scroll_visible(animate=False, top=True)
+
+    def action_find(self) -> None:
+        self.query_one("#find", Input).focus()
 
     def read_form(self) -> DecodingConfig:
         values = {}
@@ -101,6 +122,18 @@ class ConfigEditor(ModalScreen[DecodingConfig | None]):
         self.validate_form()
 
     @on(Input.Submitted)
+    def _submitted(self, event: Input.Submitted) -> None:
+        if event.input.id != "find" or not event.value.strip():
+            self.action_save()
+            return
+        found = self.matches(event.value)
+        if not found:
+            self.notify(f"No field matches {event.value!r}.", severity="warning")
+            return
+        field = self.query_one(f"#f-{found[0]}")
+        field.focus()
+        field.scroll_visible(animate=False, top=True)
+
     @on(Button.Pressed, "#apply")
     def action_save(self) -> None:
         config = self.validate_form()

@@ -104,6 +104,14 @@ class Pane(Vertical, can_focus=True):
         color: $text-muted;
         padding: 0 1;
         height: 1;
+        width: 1fr;
+        text-wrap: nowrap;
+        text-overflow: ellipsis;
+    }
+    Pane.-roomy > .pane--summary {
+        height: auto;
+        max-height: 3;
+        text-wrap: wrap;
     }
     Pane > VerticalScroll {
         height: 1fr;
@@ -186,7 +194,9 @@ class Pane(Vertical, can_focus=True):
         state = self.state
         self.border_title = pane_title(state, self.number)
         self.refresh_subtitle()
-        self.query_one(".pane--summary", Label).update(state.config.summary())
+        summary = self.query_one(".pane--summary", Label)
+        summary.update(state.config.summary())  # cut with … in a short pane; whole in a tall one and the tooltip
+        summary.tooltip = state.config.summary()
         text = render_tokens(state.steps, len(state.text), self.measure, state.cursor, self.diverge_at,
                              branch_marks=state.branch_marks(), token_bytes=self.token_bytes)
         self.query_one(TokenView).update(conversation_text(state, text))
