@@ -239,8 +239,10 @@ async def test_a_session_keeps_every_turn_and_version_and_the_system_prompt(chat
         await pilot.press("ctrl+r")
         await wait_idle(app, pilot)
         await say(app, pilot, "And while?")
-        await pilot.press("ctrl+r")  # a second version of turn 2
+        assert app.query_one("#prompt", TextArea).text == ""  # sent: the box is empty for the next message
+        await pilot.press("ctrl+r")  # a second version of turn 2, on its own message
         await wait_idle(app, pilot)
+        assert [p.state.user for p in app.panes()] == ["And while?"] * 2
         saved = [(p.state.turn_label(), p.state.version_label(), p.state.text, [t.reply for t in p.state.turns])
                  for p in app.panes()]
         await pilot.press("ctrl+s")

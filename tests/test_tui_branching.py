@@ -136,7 +136,7 @@ async def test_a_pane_that_stopped_says_so_while_the_others_run(demo):
                 break
         await pilot.pause(0.1)
         assert app.running and long.state.running and not long.state.stop_reason
-        assert str(short.query_one(".pane--stats", Static).render()).startswith("stop · ")
+        assert str(short.query_one(".pane--stats", Static).render()).startswith("stop_string · ")
         assert str(long.query_one(".pane--stats", Static).render()).startswith("running…")
         await pilot.press("escape")
         await wait_idle(app, pilot)

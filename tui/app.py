@@ -88,6 +88,7 @@ class DecodelabApp(ConversationActions, BranchActions, PaneActions, FileActions,
         self.theme = "decodelab-dark"
         self.query_one("#prompt", TextArea).border_title = "prompt · ctrl+r run · esc to panes · ctrl+p commands"
         self.query_one(Legend).show(self.measure)
+        self.show_cancel(False)
         self.set_interval(1 / REPAINT_HZ, self.drain_events)
         self.on_resize()
         if self.loaded is not None:
@@ -252,7 +253,8 @@ class DecodelabApp(ConversationActions, BranchActions, PaneActions, FileActions,
         for pane in advanced:
             pane.state.push_turn()
         user = self.query_one("#prompt", TextArea).text
-        prompts = [prompt if prompt is not None else p.state.prompt_for(user, self.system_prompt) for p in panes]
+        prompts = [prompt if prompt is not None else p.state.prompt_for(self.turn_message(p.state, user),
+                                                                       self.system_prompt) for p in panes]
         problem = self.run_problem(panes, prompts, configs)
         if problem:  # refused before anything is touched: every pane keeps its text
             for pane in advanced:
@@ -260,11 +262,20 @@ class DecodelabApp(ConversationActions, BranchActions, PaneActions, FileActions,
             self.notify(problem, title="Not run", severity="error", timeout=15)
             return False
         self.runs.start(self.loaded, [p.state for p in panes], configs, prompts, prefix, prefix_steps)
+        self.show_cancel(True)
         for pane in panes:
             pane.diverge_at = None
             pane.refresh_view()
         self.refresh_inspector()
         return True
+
+    @staticmethod
+    def turn_message(state: PaneState, typed: str) -> str:
+        """The user message a pane's live turn runs: what is typed, or, in a conversation after ctrl+n emptied the
+        box, the turn's own message (ctrl+r then makes a new version of the latest reply)."""
+        if not typed.strip() and state.turns and state.user is not None:
+            return state.user
+        return typed
 
     def run_problem(self, panes: list[Pane], prompts: list, configs: list[DecodingConfig]) -> str | None:
         """Why the run would fail before producing anything, checked once per distinct prompt."""
@@ -291,14 +302,23 @@ class DecodelabApp(ConversationActions, BranchActions, PaneActions, FileActions,
             if current is not None and id(current.state) in changed:
                 self.refresh_inspector()  # its copy of the status line follows the pane
 
+    def show_cancel(self, shown: bool) -> None:
+        """The footer offers "esc Cancel" only while a run is going (Esc still leaves the prompt when idle)."""
+        keys = self._bindings.key_to_bindings
+        keys["escape"] = [dataclasses.replace(b, show=shown) if b.action == "cancel" else b
+                          for b in keys.get("escape", [])]
+        self.refresh_bindings()
+
     def on_run_finished(self, message: RunFinished) -> None:
         if self.runs.finished(message):
+            self.show_cancel(False)
             self.refresh_panes()
             if self.runs.cancel_event.is_set():
                 self.notify("Run cancelled: partial outputs kept.")
 
     def on_run_failed(self, message: RunFailed) -> None:
         if self.runs.failed(message):
+            self.show_cancel(False)
             self.refresh_panes()
             self.notify(message.error, title="Run failed", severity="error", timeout=10)
 

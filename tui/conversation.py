@@ -1,5 +1,8 @@
 """Conversations (a mixin for DecodelabApp): the system prompt, next turns, continuing a reply, earlier turns.
 
+ctrl+n sends the prompt box's text and empties it; ctrl+r with the box empty then reruns each pane's latest
+message (a new version of the reply), and with text in it reruns the latest turn with that text instead.
+
 Each pane keeps its own conversation (tui/state.py's turns): a new user message goes to every pane (ctrl+n)
 or to one (n), and each pane answers after its own earlier replies, with its own config. { and } show an
 earlier turn in every pane; a run there makes a new version of that turn, and the turns that followed
@@ -50,6 +53,7 @@ class ConversationActions:
             return
         if self.start_run(panes, advance=True):
             self.draft = None
+            self.query_one("#prompt", TextArea).text = ""  # sent: the box is ready for the next message
             if self.focused is self.query_one("#prompt", TextArea) and self.pane() is not None:
                 self.pane().focus()
 

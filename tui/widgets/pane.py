@@ -15,7 +15,8 @@ from ..keys import bindings
 from ..state import PaneState
 from .token_view import TokenView, render_tokens
 
-SHORT_REASONS = {"eos": "eos", "stop_string": "stop", "max_new_tokens": "max", "cancelled": "cancelled"}
+NAME_WIDTH = 18
+"""A longer pane name is cut with … in the title, so the version and branch marks still show."""
 ROOMY_HEIGHT = 20
 """Panes at least this tall give the status line a second line instead of cutting it."""
 SHORT_HEIGHT = 9
@@ -29,7 +30,7 @@ def stats_text(state: PaneState, diverge_at: int | None) -> str:
         return f"error: {state.error}"
     parts = [f"⚠ {state.error}"] if state.error else []  # e.g. a stream cut mid-way: the text is kept
     if state.stop_reason:  # a row that stopped says so at once, while the rest of the batch runs on
-        parts.append(SHORT_REASONS.get(state.stop_reason, state.stop_reason))
+        parts.append(state.stop_reason)  # the engine's own word, as run --json writes it (eos, max_new_tokens, …)
     elif state.running:
         parts.append("running…")
     parts.append(f"{len(state.steps)} tok")
@@ -51,7 +52,8 @@ def stats_text(state: PaneState, diverge_at: int | None) -> str:
 
 def pane_title(state: PaneState, number: int | None) -> str:
     """"1 greedy · v2/3 ┃@12": the pane's key, its name, which version shows and where it branched."""
-    parts = [f"{number} {state.config.name}" if number is not None else state.config.name]
+    name = state.config.name if len(state.config.name) <= NAME_WIDTH else state.config.name[:NAME_WIDTH - 1] + "…"
+    parts = [f"{number} {name}" if number is not None else name]
     turn = state.turn_label()
     if turn:
         parts.append(turn)
