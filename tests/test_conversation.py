@@ -289,3 +289,23 @@ async def test_shift_p_sets_the_system_prompt_of_the_next_run(chat_demo):
         await wait_idle(app, pilot)
         assert app.panes()[0].state.prompt[0] == {"role": "system", "content": "Answer in French."}
         assert "system: Answer in French." in str(app.query_one("#model-bar").render())
+
+
+async def test_after_ctrl_n_typing_stays_in_the_prompt_and_esc_there_does_not_cancel(chat_demo):
+    app = chat_app(chat_demo, [DecodingConfig(name="long", max_new_tokens=4)])
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.press("ctrl+r")
+        await wait_idle(app, pilot)
+        pane = app.panes()[0]
+        pane.state.config = pane.state.config.replace(max_new_tokens=450, min_new_tokens=450)  # a long second turn
+        box = app.query_one("#prompt", TextArea)
+        box.focus()
+        box.text = "And while?"
+        await pilot.press("ctrl+n")
+        await pilot.press(*"And if")  # the next message, typed while the panes answer (A would open the A/B)
+        assert app.focused is box and box.text == "And if" and app.running
+        await pilot.press("escape")  # to the panes, as the prompt's border says; the run goes on
+        assert app.focused is not box and app.running
+        await pilot.press("escape")  # from a pane, Esc cancels
+        await wait_idle(app, pilot)
+        assert app.panes()[0].state.stop_reason == "cancelled"

@@ -338,7 +338,9 @@ class DecodelabApp(ConversationActions, BranchActions, PaneActions, FileActions,
 
     def action_focus_prompt(self) -> None:
         """p: back to the prompt from a pane or the inspector (Esc leaves it again)."""
-        self.query_one("#prompt", TextArea).focus()
+        box = self.query_one("#prompt", TextArea)
+        box.focus()
+        box.move_cursor(box.document.end)  # typing goes on from the end of what is there
 
     async def action_quit(self) -> None:
         """ctrl+q: cancel what is generating (the run, an A/B round, a sweep) so the process ends at once."""
@@ -350,16 +352,14 @@ class DecodelabApp(ConversationActions, BranchActions, PaneActions, FileActions,
         self.exit()
 
     def action_cancel(self) -> None:
-        """Esc: cancel a run (and leave the prompt); else leave the prompt for the panes; else close the inspector."""
+        """Esc: from the prompt, to the panes; else cancel a run; else close the inspector."""
         in_prompt = self.focused is self.query_one("#prompt", TextArea)
-        if self.running:
-            self.runs.cancel()
-            if in_prompt and self.pane() is not None:
-                self.pane().focus()
-        elif in_prompt:
+        if in_prompt:  # as its border says: to the panes (a run goes on; Esc there cancels it)
             pane = self.pane()
             if pane is not None:
                 pane.focus()
+        elif self.running:
+            self.runs.cancel()
         elif self.query_one("#inspector").has_class("-visible"):
             self.action_inspector()
 

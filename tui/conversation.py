@@ -53,9 +53,7 @@ class ConversationActions:
             return
         if self.start_run(panes, advance=True):
             self.draft = None
-            self.query_one("#prompt", TextArea).text = ""  # sent: the box is ready for the next message
-            if self.focused is self.query_one("#prompt", TextArea) and self.pane() is not None:
-                self.pane().focus()
+            self.query_one("#prompt", TextArea).text = ""  # sent: the box is ready for the next message (focus stays)
 
     def showing_earlier_turn(self, panes: list[Pane]) -> bool:
         return any(p.state.later for p in panes)
