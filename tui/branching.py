@@ -81,8 +81,7 @@ class BranchActions:
         options = self.query_one(Inspector).query_one(OptionList)
         step = pane.state.steps[pane.state.cursor]
         others = [i for i, alt in enumerate(step.top, start=1) if alt.token_id != step.token_id]
-        if options.highlighted is None or options.highlighted >= options.option_count:
-            options.highlighted = others[0] if others else None
+        options.highlighted = others[0] if others else None  # the first real alternative, for every new entry
         options.focus()
 
     def action_back_to_pane(self, cancel: bool = False) -> None:
