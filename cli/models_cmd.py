@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import sys
+import textwrap
 
 import click
 
@@ -37,8 +39,12 @@ def models(as_json, hf_cache):
         for name, rest in rows:
             click.echo(f"{name:<{width}}  {rest}")
     else:  # too wide for the terminal (long paths at 80 columns): the name on its own line, the rest below it
+        columns = max(40, shutil.get_terminal_size().columns)
         for name, rest in rows:
-            click.echo(f"{name}\n    {rest}")
+            click.echo(name)
+            click.echo(textwrap.fill(rest, columns, initial_indent="    ", subsequent_indent="    ",
+                                     break_long_words=True, break_on_hyphens=False))
     if not any(e.kind == "hf-cache" for e in entries):
+        sys.stdout.flush()  # the rows first, then the hint, also when stdout is a pipe
         click.echo("(no models in the local Hugging Face cache; download one elsewhere with `hf download ORG/NAME`)",
                    err=True)

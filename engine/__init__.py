@@ -22,7 +22,7 @@ _LAZY = {
     "LoadedModel": "decodelab.engine.backends.loading",
     "ModelLoadError": "decodelab.engine.backends.base",
     "load_model": "decodelab.engine.backends.loading",
-    "demo_model_path": "decodelab.engine.backends.loading",
+    "demo_model_path": "decodelab.engine.backends.catalog",
     "load_model_profile": "decodelab.engine.library.profiles",
     "save_model_profile": "decodelab.engine.library.profiles",
     "generate_many": "decodelab.engine.backends.base",

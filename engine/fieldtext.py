@@ -32,8 +32,13 @@ def parse_text(name: str, raw: str) -> Any:
     if kind == "bias":
         if not text:
             return {}
-        return _toml(name, text if text.startswith("{") else f"{{{text}}}",
-                     'write "token id or text" = bias pairs, e.g. "50256" = -100, " the" = 2')
+        table = _toml(name, text if text.startswith("{") else f"{{{text}}}",
+                      'write "token id or text" = bias pairs, e.g. "50256" = -100, " the" = 2')
+        for key in table if isinstance(table, dict) else ():
+            if not key.isdigit() and toml_string(key) not in text and f"'{key}'" not in text:
+                raise ConfigError(f"{name}: quote the token text {key!r}, as spaces count: write \" {key}\" = "
+                                  f"{table[key]} for the word after a space, or \"{key}\" = {table[key]}", field=name)
+        return table
     try:
         return tomllib.loads(f"v = {text}")["v"]
     except tomllib.TOMLDecodeError:

@@ -91,3 +91,11 @@ def test_the_server_names_a_bad_field_as_the_client_sent_it():
     with pytest.raises(ConfigError) as err:
         DecodingConfig(max_new_tokens=0)
     assert _as_request_error(err.value) == ("max_tokens=0 is invalid: it must be an integer >= 1", "max_tokens")
+
+
+def test_a_bare_logit_bias_text_key_is_refused_since_its_leading_space_would_be_lost():
+    from decodelab.engine.fieldtext import parse_text
+
+    with pytest.raises(ConfigError, match='write " cat" = -5'):
+        parse_text("logit_bias", " cat = -5")
+    assert parse_text("logit_bias", '" cat" = -5, 50256 = -100') == {" cat": -5, "50256": -100}

@@ -6,6 +6,7 @@ import contextlib
 import json
 import os
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 
 
@@ -23,10 +24,14 @@ class ModelEntry:
         return {"name": self.name, "kind": self.kind, "size_bytes": self.size_bytes, "detail": self.detail}
 
 
+def demo_model_path() -> Path:
+    """The folder of the tiny model bundled in the package."""
+    return Path(str(resources.files("decodelab.engine") / "demo_model"))
+
+
 def available_models(hf_cache_dir: str | None = None) -> list[ModelEntry]:
     """Everything loadable offline, the default first. Never touches the network."""
     from .gguf import cache_folder, is_complete, list_converted, smollm2_file
-    from .loading import demo_model_path
 
     entries = []
     smol = smollm2_file()

@@ -7,7 +7,6 @@ import logging
 import os
 import time
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
 from typing import Any, Callable
 
@@ -16,6 +15,7 @@ import torch
 from ..config import ConfigError
 from ..results import Completion
 from .base import Backend, ModelLoadError
+from .catalog import demo_model_path  # noqa: F401 - also imported from here
 
 DTYPES = ("auto", "float32", "float16", "bfloat16")
 DEVICES = ("auto", "cpu", "cuda")
@@ -165,11 +165,6 @@ def set_threads(value: str | int) -> int:
     number = threads_for(value)
     torch.set_num_threads(number)
     return number
-
-
-def demo_model_path() -> Path:
-    """The folder of the tiny model bundled in the package."""
-    return Path(str(resources.files("decodelab.engine") / "demo_model"))
 
 
 def format_count(n: int) -> str:
