@@ -300,3 +300,13 @@ def test_snapshot_80x24_light_theme_third_pane(snap_compare, demo, reading_sessi
 def test_snapshot_160x45_inspector(snap_compare, demo, reading_session):
     app, before = opened(demo, reading_session, "2", *["right"] * 20)
     assert snap_compare(app, terminal_size=(160, 45), run_before=before)
+
+
+def test_inspector_rows_are_measured_in_cells_so_cjk_tokens_keep_the_columns():
+    from rich.cells import cell_len
+
+    from decodelab.tui.widgets.inspector import TOKEN_CELLS, fit_cells
+
+    for text in ("' the'", "'猫猫猫猫猫猫猫猫猫'", "'猫a猫猫猫猫猫猫'", "'a much longer token text'"):
+        assert cell_len(fit_cells(text, TOKEN_CELLS)) == TOKEN_CELLS
+    assert fit_cells("'猫猫猫猫猫猫猫猫猫'", TOKEN_CELLS).endswith("…")

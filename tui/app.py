@@ -156,7 +156,9 @@ class DecodelabApp(ConversationActions, BranchActions, PaneActions, FileActions,
 
     def on_load_progress(self, message: LoadProgress) -> None:
         pct = f"{message.fraction * 100:.0f}% " if message.fraction is not None else ""
-        self.query_one("#model-bar", Static).update(f"loading {self.spec.path}: {pct}{message.stage}…")
+        bar = self.query_one("#model-bar", Static)
+        bar.add_class("-loading")  # the whole phrase, on two lines if it must (80 columns cut it)
+        bar.update(f"loading {self.spec.path}: {pct}{message.stage}…")
 
     def on_model_loaded(self, message: ModelLoaded) -> None:
         self.loading = False
@@ -179,6 +181,7 @@ class DecodelabApp(ConversationActions, BranchActions, PaneActions, FileActions,
     def update_model_bar(self) -> None:
         import torch
 
+        self.query_one("#model-bar", Static).remove_class("-loading")
         chat = " · chat" if self.loaded.spec.chat else ""
         if self.system_prompt:
             system = " ".join(self.system_prompt.split())
@@ -198,6 +201,7 @@ class DecodelabApp(ConversationActions, BranchActions, PaneActions, FileActions,
             self.notify(f"Could not load {failed}: {message.error}\nStill using {self.loaded.describe()}.",
                         title="Model not loaded", severity="error", timeout=15)
             return
+        self.query_one("#model-bar", Static).remove_class("-loading")
         self.query_one("#model-bar", Static).update("no model loaded — press m to load one")
 
         def retry(path: str | None) -> None:

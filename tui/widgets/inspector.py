@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from rich.cells import cell_len, set_cell_size
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -16,6 +17,16 @@ from textual.widgets.option_list import Option
 from ..token_bytes import REPLACEMENT, readable
 
 HINT = "select a token: click it, or focus a pane and use ← →"
+TOKEN_CELLS = 14
+"""The token column's width in terminal cells: a row is 36 cells, inside the 40-column inspector with its
+border and scrollbar, so it never wraps."""
+
+
+def fit_cells(text: str, cells: int) -> str:
+    """text cut or padded to exactly `cells` terminal cells (a CJK character takes two), ending in … when cut."""
+    if cell_len(text) <= cells:
+        return set_cell_size(text, cells)
+    return set_cell_size(text, cells - 1) + "…"
 
 
 def _pct(logprob: float) -> str:
@@ -106,12 +117,12 @@ class Inspector(Vertical):
         options = self.query_one(OptionList)
         highlighted = options.highlighted
         options.clear_options()
-        header = f" {'#':>2} {'token':<16} {'raw':>7} {'processed':>9}"
+        header = f" {'#':>2} {'token':<{TOKEN_CELLS}} {'raw':>7} {'processed':>9}"
         options.add_option(Option(Text(header, style="bold"), disabled=True))
         for rank, alt in enumerate(step.top):
             mark = "▸" if alt.token_id == step.token_id else " "
             name = token_label(alt.token_id, alt.text, token_bytes)[0]
-            label = f"{mark}{rank:2d} {name[:16]:<16} {_pct(alt.logprob)} {_pct(alt.logprob_processed)}"
+            label = f"{mark}{rank:2d} {fit_cells(name, TOKEN_CELLS)} {_pct(alt.logprob)} {_pct(alt.logprob_processed)}"
             options.add_option(Option(label, id=str(alt.token_id)))
         if highlighted is not None and highlighted < options.option_count:
             options.highlighted = highlighted

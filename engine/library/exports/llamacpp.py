@@ -41,7 +41,7 @@ def to_llamacpp(config: DecodingConfig) -> Converted:
     if config.frequency_penalty or config.presence_penalty:
         notes.append("llama.cpp's frequency/presence penalties count tokens in the penalty window (prompt "
                      "included), not only generated ones as decodelab and OpenAI do")
-    return Converted(" ".join(shlex.quote(f) for f in flags), notes)
+    return Converted(" ".join(shell_quote(f) for f in flags), notes)
 
 
 
@@ -72,3 +72,14 @@ def _llamacpp_modern(config: DecodingConfig) -> list[str]:
     for breaker in config.dry_sequence_breakers or ("none",):
         flags += ["--dry-sequence-breaker", breaker]
     return flags
+
+
+def shell_quote(text: str) -> str:
+    """One shell word; text with control characters (a newline stop string) as bash's $'…', so the command
+    stays on one line and the newline is still a newline."""
+    if text.isprintable():
+        return shlex.quote(text)
+    escaped = "".join(c if c.isprintable() and c not in "\\'" else
+                      {"\n": "\\n", "\t": "\\t", "\r": "\\r", "\\": "\\\\", "'": "\\'"}.get(c, f"\\x{ord(c):02x}")
+                      if ord(c) < 256 else f"\\u{ord(c):04x}" for c in text)
+    return f"$'{escaped}'"
