@@ -73,6 +73,8 @@ def save(name, base, sets, force):
 
     config = find_preset(base) if base else DecodingConfig()
     changes = parse_set(sets)
+    if base and "description" not in changes:  # the description was the old preset's, not this one's
+        changes["description"] = ""
     config = config.replace(**changes, name=name)
     click.echo(f"saved {name} -> {save_forcing(config, name, force)}")
     note_shadowing(name)
@@ -102,11 +104,15 @@ def diff(a, b):
     if not rows:
         click.echo(f"{a} and {b} decode the same way")
         return
-    width = max(len(f) for f, _, _ in rows)
-    click.echo(f"{'field':<{width}}  {a}  ->  {b}")
-    for field, x, y in rows:
-        mark = "" if x != getattr(DEFAULTS, field) else " (default)"
-        click.echo(f"{field:<{width}}  {x!r}{mark}  ->  {y!r}")
+    def shown(field, value) -> str:
+        return f"{value!r}" + (" (default)" if value == getattr(DEFAULTS, field) else "")
+
+    lefts = [shown(f, x) for f, x, _ in rows]
+    width = max(len(f) for f, _, _ in rows + [("field", 0, 0)])
+    middle = max(len(text) for text in lefts + [a])
+    click.echo(f"{'field':<{width}}  {a:<{middle}}  ->  {b}")
+    for (field, _, y), left in zip(rows, lefts):
+        click.echo(f"{field:<{width}}  {left:<{middle}}  ->  {shown(field, y)}")
 
 
 @presets.command()

@@ -108,8 +108,10 @@ def test_presets_save_show_diff_delete():
     listing = invoke("presets", "list").stdout
     assert "mine" in listing and "user" in listing
     assert 'name = "mine"' in invoke("presets", "show", "mine").stdout
+    assert find_preset("mine").description == "" and find_preset("balanced").description  # not balanced's text
     diff = invoke("presets", "diff", "greedy", "balanced").stdout
     assert "temperature" in diff and "top_p" in diff
+    assert len({line.index("->") for line in diff.splitlines()}) == 1  # the arrows line up
     assert "decode the same way" in invoke("presets", "diff", "greedy", "greedy").stdout
     assert invoke("presets", "delete", "mine").exit_code == 0
     assert invoke("presets", "path").stdout.strip().endswith("presets")
