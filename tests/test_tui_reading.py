@@ -86,7 +86,7 @@ async def test_status_line_puts_the_end_first_and_can_be_read_in_full(demo):
         await run_all(app, pilot)
         stats = app.panes()[1].query_one(".pane--stats", Static)
         full = str(stats.render())
-        assert full.startswith("max · 60 tok · ppl")
+        assert full.startswith("max_new_tokens · 60 tok · ppl")  # the word run --json writes
         assert stats.tooltip is not None and "seed 5" in str(stats.tooltip) and "tok/s" in str(stats.tooltip)
         await pilot.press("2", "right")
         await pilot.pause()
