@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import shlex
+import subprocess
 
 import pytest
 
@@ -19,8 +19,14 @@ MODERN = DecodingConfig(name="modern", do_sample=True, temperature=0.9, top_n_si
                         sampler_order=("top_k", "temperature"), top_k=30, seed=4)
 
 
+def shell_words(command: str) -> list[str]:
+    """The words bash makes of a command line (it reads $'\\n', which shlex does not)."""
+    out = subprocess.run(["bash", "-c", f"set -- {command}; printf '%s\\0' \"$@\""], capture_output=True, check=True)
+    return out.stdout.decode().split("\0")[:-1]
+
+
 def _flags(config):
-    flags = shlex.split(to_llamacpp(config).data)
+    flags = shell_words(to_llamacpp(config).data)
     pairs = {}
     for name, value in zip(flags, flags[1:]):
         if name.startswith("--"):

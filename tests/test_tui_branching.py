@@ -187,6 +187,8 @@ async def test_an_output_of_another_model_is_not_branched(demo):
         await pilot.pause()
         assert pane.state.branched_at is None and not app.running
         assert any("was written by smollm2" in m for m in messages(app))
+        pane.refresh_view()
+        assert "by smollm2" in str(pane.border_subtitle)  # the pane says which model wrote it
 
 
 async def test_end_with_no_token_selected_goes_to_the_last_token(demo):

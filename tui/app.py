@@ -171,6 +171,7 @@ class DecodelabApp(ConversationActions, BranchActions, PaneActions, FileActions,
         self.token_bytes = TokenBytes(tokenizer) if tokenizer is not None else None
         self.update_model_bar()
         self.update_legend()
+        self.refresh_panes()  # a pane written by the previous model says so on its border
         if self.run_at_start and self.initial_prompt:
             self.run_at_start = False
             if len(self.screen_stack) > 1:  # a dialog is open: don't start behind it, say how to start

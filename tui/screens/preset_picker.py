@@ -6,6 +6,7 @@ from pathlib import Path
 
 from decodelab.engine.config import ConfigError, DecodingConfig
 from decodelab.engine.library.presets import PresetEntry, list_presets, load_preset
+from rich.text import Text
 from textual import on
 from textual.app import ComposeResult
 from textual.containers import Vertical
@@ -21,7 +22,7 @@ class PresetPicker(ModalScreen[DecodingConfig | None]):
         width: 80%; max-width: 90; height: 80%;
         border: thick $primary; background: $surface; padding: 0 1;
     }
-    PresetPicker OptionList { height: 1fr; }
+    PresetPicker OptionList { height: 1fr; text-wrap: nowrap; text-overflow: ellipsis; }
     """
     BINDINGS = [("escape", "cancel", "Cancel")]
 
@@ -57,8 +58,9 @@ class PresetPicker(ModalScreen[DecodingConfig | None]):
         for i, (entry, config) in enumerate(self.entries):
             if text.lower() in entry.name.lower() or text.lower() in config.description.lower():
                 origin = f"  from {entry.path}" if entry.source == "model" else ""
-                options.add_option(Option(f"{entry.name:<18} {entry.source:<8} {config.summary()}{origin}",
-                                          id=str(i)))
+                row = Text(f"{entry.name:<18} {entry.source:<8} {config.summary()}{origin}", no_wrap=True,
+                           overflow="ellipsis")  # one row per preset; a long summary ends in … (not wrapped)
+                options.add_option(Option(row, id=str(i)))
         if options.option_count:
             options.highlighted = 0
 

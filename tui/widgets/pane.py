@@ -215,7 +215,10 @@ class Pane(Vertical, can_focus=True):
 
     def refresh_subtitle(self) -> None:
         ignored = f"⚠ server ignores {', '.join(self.state.ignored)}" if self.state.ignored else ""
-        self.border_subtitle = " · ".join(p for p in (ignored, self.more) if p)
+        loaded = getattr(getattr(self.app, "loaded", None), "name", None)
+        model = self.state.model
+        other = f"by {model}" if model and loaded and model != loaded and not self.state.running else ""
+        self.border_subtitle = " · ".join(p for p in (other, ignored, self.more) if p)
 
     def scroll_to_cursor(self) -> None:
         """Bring the selected token into view (with a line of context) when the text is taller than the pane."""
