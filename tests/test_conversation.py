@@ -309,3 +309,15 @@ async def test_after_ctrl_n_typing_stays_in_the_prompt_and_esc_there_does_not_ca
         await pilot.press("escape")  # from a pane, Esc cancels
         await wait_idle(app, pilot)
         assert app.panes()[0].state.stop_reason == "cancelled"
+
+
+async def test_ab_and_sweeps_run_on_the_current_panes_conversation(chat_demo):
+    app = chat_app(chat_demo)
+    async with app.run_test(size=(120, 30)) as pilot:
+        await pilot.press("ctrl+r")
+        await wait_idle(app, pilot)
+        await say(app, pilot, "And while?")  # the box is empty now
+        await pilot.press("escape", "2")
+        prompt = app.comparison_prompt()
+        warm = app.panes()[1].state
+        assert prompt == warm.prompt and prompt[-1] == {"role": "user", "content": "And while?"}

@@ -268,7 +268,7 @@ class PaneActions:
         if self.loaded is None or len(configs) < 2:
             self.notify("Blind A/B needs a loaded model and at least 2 panes.", severity="warning")
             return
-        prompt = self.query_one("#prompt", TextArea).text
+        prompt = self.comparison_prompt()
 
         def start(path: str | None) -> None:
             if not path:
@@ -287,7 +287,18 @@ class PaneActions:
         if self.loaded is None:
             self.notify("A sweep needs a loaded model and a pane to start from.", severity="warning")
             return
-        self.push_screen(SweepScreen(self.loaded, pane.state.config, self.query_one("#prompt", TextArea).text))
+        self.push_screen(SweepScreen(self.loaded, pane.state.config, self.comparison_prompt(pane)))
+
+    def comparison_prompt(self, pane: Pane | None = None):
+        """What A/B and sweeps run on: the prompt box (with the system prompt), or in a conversation the pane's
+        own turns up to its live one (the current pane's, as each pane's history differs)."""
+        pane = pane or self.pane()
+        box = self.query_one("#prompt", TextArea).text
+        if pane is None:
+            from decodelab.engine.conversation import build
+
+            return build(box, self.system_prompt)
+        return pane.state.prompt_for(self.turn_message(pane.state, box), self.system_prompt)
 
     def action_toggle_theme(self) -> None:
         self.theme = "decodelab-light" if self.theme == "decodelab-dark" else "decodelab-dark"

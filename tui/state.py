@@ -240,9 +240,9 @@ class PaneState:
         return f"t{len(self.turns) + 1}/{total}" if total > 1 else ""
 
     def children(self) -> list[Version]:
-        """Later versions branched from the one on show."""
+        """Later versions branched from the one on show (a continuation, w, is not a branch)."""
         shown = self.shown
-        return [v for v in self.history if shown is not None and v.parent == shown.number]
+        return [v for v in self.history if shown is not None and v.parent == shown.number and v.branched_at is not None]
 
     def branch_marks(self) -> set[int]:
         """Token indices to mark: where this output was branched, and where later versions branched from it."""

@@ -38,7 +38,7 @@ class ArenaScreen(Screen):
     class RoundFailed(Message):
         error: str
 
-    def __init__(self, loaded, configs, prompt: str, tally_path: str) -> None:
+    def __init__(self, loaded, configs, prompt, tally_path: str) -> None:
         super().__init__()
         self.loaded, self.prompt, self.tally_path = loaded, prompt, tally_path
         self.tally = self._open_tally(configs)

@@ -56,7 +56,7 @@ class SweepScreen(Screen):
     class Done(Message):
         error: str | None
 
-    def __init__(self, loaded, base, prompt: str) -> None:
+    def __init__(self, loaded, base, prompt) -> None:
         super().__init__()
         self.greedy_base = not base.do_sample  # sweeping temperature or top-p of a greedy config changes nothing
         base = base.replace(do_sample=True, temperature=base.temperature or 1.0) if self.greedy_base else base
