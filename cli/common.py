@@ -34,8 +34,16 @@ class CommandGroup(click.Group):
                 formatter.write_dl(rows)
 
 
-def model_options(func):
-    """--model and the load options people use, shared by the TUI launcher, run and bench."""
+SERVE_KEY_HELP = ("The key clients must send (Authorization: Bearer KEY), as vLLM's and llama.cpp's servers take it; "
+                  "without it, anyone who can reach the port can use the model.")
+
+
+def model_options(func=None, *, serving: bool = False):
+    """--model and the load options people use, shared by the TUI launcher, run, bench and serve (serving: --api-key
+    is then the server's own key, as in vLLM and llama.cpp, not the key for a remote model)."""
+    if func is None:
+        return lambda f: model_options(f, serving=serving)
+    key_help = SERVE_KEY_HELP if serving else "Remote servers (--model http://host:port/v1): the API key. Never saved anywhere."
     options = [
         click.option("--model", "-m", "model", default=None, metavar="PATH|ID|FILE.gguf|smollm2|demo",
                      help="A local model folder, a hub id already in the local cache, a .gguf file, 'smollm2' "
@@ -54,8 +62,7 @@ def model_options(func):
         click.option("--trust-remote-code", is_flag=True, help="Run Python code shipped with the model (off)."),
         click.option("--profile", type=click.Path(dir_okay=False), default=None,
                      help="A saved model profile (TOML); other model options are ignored."),
-        click.option("--api-key", default=None, envvar="DECODELAB_API_KEY", show_envvar=True,
-                     help="Remote servers (--model http://host:port/v1): the API key. Never saved anywhere."),
+        click.option("--api-key", default=None, envvar="DECODELAB_API_KEY", show_envvar=True, help=key_help),
         click.option("--server-kind", type=click.Choice(["auto", "decodelab", "vllm", "llamacpp", "llama-cpp-python", "openai"]),
                      default="auto", show_default=True, help="Remote servers: which settings the server understands."),
         click.option("--remote-model", default="", help="Remote servers: the served model to use (default: the first)."),

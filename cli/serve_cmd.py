@@ -8,13 +8,13 @@ from .common import handle_errors, load_with_progress, model_options, model_spec
 
 
 @click.command()
-@model_options
+@model_options(serving=True)
 @click.option("--host", default="127.0.0.1", show_default=True,
-              help="Address to listen on (0.0.0.0 for all; then set --serve-key).")
+              help="Address to listen on (0.0.0.0 for all; then set --api-key).")
 @click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True,
               help="Port to listen on (0 picks a free one).")
 @click.option("--serve-key", default=None, envvar="DECODELAB_SERVE_KEY", show_envvar=True,
-              help="Require this bearer key from clients.")
+              help="The same as --api-key (kept for old scripts).")
 @click.option("--name", "served_name", default=None, help="The model name clients see (default: the model's).")
 @click.option("--max-rows", type=click.IntRange(1, 1024), default=64, show_default=True,
               help="The most rows (requests x n) decoding together; more wait at the next step.")
@@ -44,6 +44,11 @@ def serve(host, port, serve_key, served_name, max_rows, max_queue, max_body_mb, 
     """
     from decodelab.server import Limits, Server, exposure_warning
 
+    api_key = model.pop("api_key", None)
+    if serve_key and api_key and serve_key != api_key:
+        raise click.UsageError("--api-key and --serve-key (or their environment variables) name two different keys: "
+                               "give one")
+    serve_key = serve_key or api_key  # the server's own key: requests without it get 401
     spec = model_spec(**model)
     if spec.is_remote:
         raise click.UsageError("serve runs a local model: give a folder, a cached hub id or demo as --model")

@@ -70,8 +70,8 @@ def exposure_warning(host: str, api_key: str | None) -> str | None:
     """A warning when the server is reachable from other machines without a key."""
     if api_key or is_loopback(host):
         return None
-    return (f"warning: listening on {host} without --serve-key: anyone who can reach this port can use the model. "
-            "Set --serve-key (or DECODELAB_SERVE_KEY), or listen on 127.0.0.1")
+    return (f"warning: listening on {host} without --api-key: anyone who can reach this port can use the model. "
+            "Set --api-key (or DECODELAB_API_KEY), or listen on 127.0.0.1")
 
 
 class Server:

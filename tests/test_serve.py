@@ -155,7 +155,7 @@ def test_token_id_prompts(server, client, demo):
 
 
 def test_exposure_warning():
-    assert exposure_warning("0.0.0.0", None) and "--serve-key" in exposure_warning("0.0.0.0", None)
+    assert exposure_warning("0.0.0.0", None) and "--api-key" in exposure_warning("0.0.0.0", None)
     assert exposure_warning("127.0.0.1", None) is None and exposure_warning("::1", None) is None
     assert exposure_warning("0.0.0.0", "key") is None
 
@@ -166,6 +166,42 @@ def test_serve_warns_when_listening_beyond_loopback_without_a_key(tmp_path):
     from decodelab.cli.main import main
 
     result = CliRunner().invoke(main, ["serve", "--host", "0.0.0.0", "--model", str(tmp_path / "missing")])
-    assert "without --serve-key" in result.output and result.exit_code != 0
+    assert "without --api-key" in result.output and result.exit_code != 0
     quiet = CliRunner().invoke(main, ["serve", "--model", str(tmp_path / "missing")])
-    assert "without --serve-key" not in quiet.output
+    assert "without --api-key" not in quiet.output
+    keyed = CliRunner().invoke(main, ["serve", "--host", "0.0.0.0", "--api-key", "k", "--model", str(tmp_path / "x")])
+    assert "without --api-key" not in keyed.output
+    two = CliRunner().invoke(main, ["serve", "--api-key", "a", "--serve-key", "b", "--model", "demo"])
+    assert two.exit_code == 2 and "two different keys" in two.output
+
+
+@pytest.mark.parametrize("how", ["flag", "environment"])
+def test_serve_api_key_is_the_servers_own_key(how, tmp_path):
+    """Issue 21 item 1: `serve --api-key KEY` (and DECODELAB_API_KEY) was accepted and protected nothing."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "DECODELAB_CONFIG_DIR": str(tmp_path)}
+    args = [sys.executable, "-m", "decodelab", "serve", "--model", "demo", "--port", "0", "--threads", "1"]
+    if how == "flag":
+        args += ["--api-key", "sesame"]
+    else:
+        env["DECODELAB_API_KEY"] = "sesame"
+    process = subprocess.Popen(args, env=env, stderr=subprocess.PIPE, text=True)
+    try:
+        url = None
+        for line in process.stderr:  # "serving demo … at http://127.0.0.1:PORT/v1 (Ctrl-C stops)"
+            if line.startswith("serving "):
+                url = line.split(" at ")[1].split()[0]
+                break
+        assert url, "the server did not start"
+        without = openai.OpenAI(base_url=url, api_key="wrong", max_retries=0)
+        with pytest.raises(openai.AuthenticationError):
+            without.completions.create(model="demo", prompt="The for", max_tokens=2)
+        assert httpx.get(f"{url}/models", timeout=10).status_code == 401  # no key at all
+        keyed = openai.OpenAI(base_url=url, api_key="sesame", max_retries=0)
+        assert keyed.completions.create(model="demo", prompt="The for", max_tokens=2).choices[0].text is not None
+    finally:
+        process.terminate()
+        process.wait(30)
