@@ -173,6 +173,9 @@ class Api:
         if len(prompts) * req.n > self.limits.max_rows:
             raise ApiError(400, f"{len(prompts)} prompts x n={req.n} is over {self.limits.max_rows} rows",
                            param="n")
+        if len(prompts) * (req.num_beams or 1) > self.limits.max_rows:  # each beam is a row of the cache
+            raise ApiError(400, f"{len(prompts)} prompts x num_beams={req.num_beams} is over this server's "
+                           f"{self.limits.max_rows} rows: lower num_beams", param="num_beams")
         self._check_length(prompts, chat)
         echo = not chat and req.echo
         ids, echos = await anyio.to_thread.run_sync(self._tokenize, prompts, chat, echo)  # off loop and scheduler

@@ -187,3 +187,25 @@ def test_a_huge_prompt_is_refused_without_tokenizing_and_does_not_hold_others(se
     assert r.status_code == 400 and error_of(r)["param"] == "prompt" and "characters" in error_of(r)["message"]
     assert calls == []  # refused before the tokenizer saw it
     assert client.completions.create(model="demo", prompt=PROMPT, max_tokens=2).choices[0].text
+
+
+# -- issue 21 item 2: no setting makes memory unbounded ----------------------------------------------------------
+
+def test_a_huge_no_repeat_ngram_size_costs_nothing_and_equals_one_longer_than_the_text():
+    import torch
+
+    from decodelab.engine.sampling.repetition import banned_ngram_tokens
+
+    history = torch.tensor([[5, 6, 5, 6, 5], [1, 2, 1, 2, 1]])
+    huge = banned_ngram_tokens(history, torch.tensor([10**9, 2]), 10)  # was a [2, 10**9] tensor: 21 GB and a kill
+    assert not huge[0].any() and huge[1].tolist() == banned_ngram_tokens(history, torch.tensor([6, 2]), 10)[1].tolist()
+    assert huge[1, 2]  # the ordinary row still bans "1 2" repeating
+
+
+def test_huge_settings_over_http_are_answered_or_refused_never_run_out_of_memory(server):
+    r = httpx.post(f"{server.url}/completions", json={"prompt": PROMPT, "max_tokens": 5, "temperature": 0,
+                                                      "no_repeat_ngram_size": 10**9}, timeout=60)
+    assert r.status_code == 200 and r.json()["usage"]["completion_tokens"] == 5
+    r = httpx.post(f"{server.url}/completions", json={"prompt": PROMPT, "max_tokens": 5, "num_beams": 10**6},
+                   timeout=60)
+    assert r.status_code == 400 and error_of(r)["param"] == "num_beams" and "lower num_beams" in error_of(r)["message"]

@@ -16,6 +16,7 @@ def no_repeat_ngram(x, s, state, step):
 def banned_ngram_tokens(seq: torch.Tensor, sizes: torch.Tensor, vocab_size: int) -> torch.Tensor:
     """[N, V] mask of tokens that would repeat an n-gram already in each row (n per row, 0 = off)."""
     n_rows, length = seq.shape
+    sizes = sizes.clamp(max=length + 1)  # an n-gram longer than the text can never repeat: no work, no memory
     n_max = int(sizes.max())
     padded = torch.cat([seq, seq.new_full((n_rows, n_max - 1), -1)], dim=1)
     windows = padded.unfold(1, n_max, 1)  # [N, L, n_max]: the n-gram starting at each position
