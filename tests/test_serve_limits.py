@@ -209,3 +209,42 @@ def test_huge_settings_over_http_are_answered_or_refused_never_run_out_of_memory
     r = httpx.post(f"{server.url}/completions", json={"prompt": PROMPT, "max_tokens": 5, "num_beams": 10**6},
                    timeout=60)
     assert r.status_code == 400 and error_of(r)["param"] == "num_beams" and "lower num_beams" in error_of(r)["message"]
+
+
+def test_a_failed_join_gives_the_queue_back_and_the_server_keeps_its_full_capacity(demo, monkeypatch):
+    """Issue 21 item 4: after a failed join the queue count was never released (4-9 of 32 taken after)."""
+    from decodelab.engine.decoding.loop import DecodeLoop
+
+    real, calls = DecodeLoop._prefill, []
+
+    def fails_once(self, request):
+        calls.append(request)
+        if len(calls) == 1:
+            raise RuntimeError("out of memory while joining (provoked)")
+        return real(self, request)
+
+    monkeypatch.setattr(DecodeLoop, "_prefill", fails_once)
+    server = Server(demo, port=0, max_queue=4, limits=Limits(max_rows=4)).start()
+    try:
+        def burst() -> list[int]:
+            codes, lock = [], threading.Lock()
+
+            def one(i):
+                r = httpx.post(f"{server.url}/completions", json={"prompt": PROMPTS[i], "max_tokens": 3}, timeout=60)
+                with lock:
+                    codes.append(r.status_code)
+
+            threads = [threading.Thread(target=one, args=(i,)) for i in range(4)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join(90)
+            return sorted(codes)
+
+        first = burst()
+        assert 500 in first and set(first) <= {200, 500}
+        wait_idle(server)
+        assert server.scheduler.queued == 0
+        assert burst() == [200] * 4  # the whole queue and every row are free again
+    finally:
+        server.stop()
