@@ -130,6 +130,17 @@ class Api:
             data = json.loads(body or b"{}")
         except (ValueError, UnicodeDecodeError) as exc:
             raise ApiError(400, f"the request body is not valid JSON: {exc}", code="invalid_json") from None
+        except RecursionError:
+            raise ApiError(400, "the request body is nested too deeply to read: no request needs that",
+                           code="invalid_json") from None
+        try:  # JSON may spell a lone surrogate (\ud800), which is not Unicode text: no tokenizer can take it
+            json.dumps(data, ensure_ascii=False).encode("utf-8")
+        except RecursionError:
+            raise ApiError(400, "the request body is nested too deeply to read: no request needs that",
+                           code="invalid_json") from None
+        except UnicodeEncodeError as exc:
+            raise ApiError(400, f"the request holds a lone surrogate ({ascii(exc.object[exc.start:exc.end])}), which "
+                           "is not valid Unicode: send UTF-8 text", code="invalid_json") from None
         if not isinstance(data, dict):
             raise ApiError(400, "the request body must be a JSON object")
         return data

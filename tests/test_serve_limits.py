@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import socket
 import threading
 import time
@@ -248,3 +249,22 @@ def test_a_failed_join_gives_the_queue_back_and_the_server_keeps_its_full_capaci
         assert burst() == [200] * 4  # the whole queue and every row are free again
     finally:
         server.stop()
+
+
+@pytest.mark.parametrize("depth", [100, 900, 5000])
+def test_deeply_nested_json_is_a_400_not_a_500(server, depth):
+    """Issue 21 item 6."""
+    body = '{"prompt": "x", "max_tokens": 1, "stop": ' + "[" * depth + "]" * depth + "}"
+    r = httpx.post(f"{server.url}/completions", content=body.encode(), timeout=30,
+                   headers={"Content-Type": "application/json"})
+    assert r.status_code == 400 and error_of(r)["message"]
+
+
+@pytest.mark.parametrize("where", ["prompt", "stop"])
+def test_a_lone_surrogate_is_a_400_that_says_so(server, where):
+    body = {"prompt": "The for", "max_tokens": 1}
+    body[where] = "a\ud800b" if where == "prompt" else ["\udfff"]
+    raw_json = json.dumps(body)  # ASCII JSON: the surrogate travels as \ud800
+    r = httpx.post(f"{server.url}/completions", content=raw_json.encode(), timeout=30,
+                   headers={"Content-Type": "application/json"})
+    assert r.status_code == 400 and "lone surrogate" in error_of(r)["message"]
