@@ -19,7 +19,7 @@ from .common import handle_errors, load_with_progress, model_options, model_spec
 @click.option("--max-rows", type=click.IntRange(1, 1024), default=64, show_default=True,
               help="The most rows (requests x n) decoding together; more wait at the next step.")
 @click.option("--max-queue", type=click.IntRange(1, 10_000), default=32, show_default=True,
-              help="The most requests waiting for a row; beyond it clients get 429 with Retry-After.")
+              help="The most requests waiting beyond the free rows; past it clients get 429 with Retry-After.")
 @click.option("--max-body-mb", type=click.FloatRange(0.001, 1024), default=4.0, show_default=True,
               help="Request bodies larger than this get 413.")
 @click.option("--default-max-tokens", type=click.IntRange(1), default=256, show_default=True,

@@ -45,7 +45,8 @@ class Job:
 
 
 class Scheduler:
-    """Admits jobs into one DecodeLoop and steps it; at most max_queue requests wait (then 429)."""
+    """Admits jobs into one DecodeLoop and steps it; beyond the free rows, at most max_queue requests wait
+    (then 429)."""
 
     def __init__(self, loaded, max_rows: int = 64, max_queue: int = 32, window: float = 0.01, pad: bool = True):
         self.loaded, self.max_rows, self.max_queue, self.pad = loaded, max_rows, max_queue, pad
@@ -68,11 +69,16 @@ class Scheduler:
     def submit(self, job: Job) -> None:
         """Queue a job, or ApiError 429 (with Retry-After) when too many requests are waiting."""
         with self.lock:
-            if self.queued + len(job.requests) > self.max_queue:
+            if self.queued + len(job.requests) > self.max_queue + self.free_rows():
                 raise ApiError(429, f"the server is busy ({self.queued} requests waiting); retry shortly",
                                code="queue_full", headers={"Retry-After": "1"})
             self.queued += len(job.requests)
         self.inbox.put(job)
+
+    def free_rows(self) -> int:
+        """Rows the batch can still take (read from the HTTP side: a moment old at worst). A burst fills free rows
+        first and only the rest counts against max_queue (64 requests at an idle server got 32 x 429)."""
+        return max(0, self.max_rows - self.batch.rows)
 
     def stop(self) -> None:
         self.stopping.set()

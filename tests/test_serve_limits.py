@@ -268,3 +268,26 @@ def test_a_lone_surrogate_is_a_400_that_says_so(server, where):
     r = httpx.post(f"{server.url}/completions", content=raw_json.encode(), timeout=30,
                    headers={"Content-Type": "application/json"})
     assert r.status_code == 400 and "lone surrogate" in error_of(r)["message"]
+
+
+def test_a_burst_fills_the_free_rows_before_max_queue_counts(demo):
+    """Issue 21 item 9: 64 simultaneous requests at an idle server with 64 rows got 32 x 429."""
+    server = Server(demo, port=0, max_queue=8, limits=Limits(max_rows=16)).start()
+    try:
+        codes, lock = [], threading.Lock()
+        start = threading.Barrier(24)
+
+        def one(i):
+            start.wait()
+            r = httpx.post(f"{server.url}/completions", json={"prompt": PROMPTS[i % 4], "max_tokens": 2}, timeout=90)
+            with lock:
+                codes.append(r.status_code)
+
+        threads = [threading.Thread(target=one, args=(i,)) for i in range(24)]  # 16 free rows + 8 queued
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(120)
+        assert sorted(codes) == [200] * 24
+    finally:
+        server.stop()
