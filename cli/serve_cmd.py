@@ -25,7 +25,11 @@ from .common import handle_errors, load_with_progress, model_options, model_spec
 @click.option("--default-max-tokens", type=click.IntRange(1), default=256, show_default=True,
               help="max_tokens for requests that give none (never past the model's context).")
 @click.option("--header-timeout", type=click.FloatRange(0.1), default=10.0, show_default=True,
-              help="Seconds a client has to send a whole request before the connection is closed.")
+              help="Seconds a client has to send its headers, and again its body, before the connection is closed "
+                   "(a late body gets 408).")
+@click.option("--max-connections", type=click.IntRange(1, 100_000), default=128, show_default=True,
+              help="The most open connections; beyond it new ones get 503 at once (keeps file descriptors for "
+                   "clients when many connections stall).")
 @click.option("--idle-timeout", type=click.FloatRange(0.1), default=5.0, show_default=True,
               help="Seconds an idle kept-alive connection stays open.")
 @click.option("--batch-invariant/--no-batch-invariant", default=True, show_default=True,
@@ -35,7 +39,7 @@ from .common import handle_errors, load_with_progress, model_options, model_spec
                    "tokens under load than alone.")
 @handle_errors
 def serve(host, port, serve_key, served_name, max_rows, max_queue, max_body_mb, default_max_tokens, header_timeout,
-          idle_timeout, batch_invariant, **model):
+          max_connections, idle_timeout, batch_invariant, **model):
     """Serve /v1/completions and /v1/chat/completions (streaming, logprobs, n) from the local engine.
 
     Requests from all clients, with different prompts, decode together in one batch: a new request
@@ -60,7 +64,8 @@ def serve(host, port, serve_key, served_name, max_rows, max_queue, max_body_mb, 
                     batch_invariant=batch_invariant)
     try:
         server = Server(loaded, host=host, port=port, api_key=serve_key, model_name=served_name, limits=limits,
-                        max_queue=max_queue, header_timeout=header_timeout, idle_timeout=idle_timeout)
+                        max_queue=max_queue, header_timeout=header_timeout, idle_timeout=idle_timeout,
+                        max_connections=max_connections)
     except OSError as exc:
         from decodelab.engine.config import ConfigError
 

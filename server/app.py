@@ -43,6 +43,8 @@ class Limits:
     """The most rows (prompts x n) one request may ask for."""
     max_tokens: int = 32768
     """The most tokens one row may ask for when the model does not say how long its context is."""
+    request_timeout: float = 10.0
+    """Seconds a client has to send its whole body (the headers have the same time, in runner.py)."""
     batch_invariant: bool = True
     """Decode at bucket sizes (8, 16, 32, ...) so a seeded request gives the same tokens alone and under load;
     off, a lone request runs as a batch of 1 (faster on a CPU, where 8 rows cost more than 1)."""
@@ -85,7 +87,7 @@ class Api:
 
     async def api_error(self, request: HttpRequest, exc: ApiError) -> JSONResponse:
         response = exc.response()
-        if exc.status == 413 or not await self._drain(request):
+        if exc.status in (408, 413) or not await self._drain(request):  # a late body is not waited for again
             response.headers["Connection"] = "close"
         return response
 
@@ -120,11 +122,17 @@ class Api:
             raise ApiError(413, f"the request body is {int(declared)} bytes; the limit is {self.limits.max_body}",
                            code="request_too_large")
         body = bytearray()
-        async for chunk in request.stream():
-            body += chunk
-            if len(body) > self.limits.max_body:
-                raise ApiError(413, f"the request body is over the {self.limits.max_body}-byte limit",
-                               code="request_too_large")
+        try:
+            async with asyncio.timeout(self.limits.request_timeout):  # a trickled or short body is not waited on
+                async for chunk in request.stream():
+                    body += chunk
+                    if len(body) > self.limits.max_body:
+                        raise ApiError(413, f"the request body is over the {self.limits.max_body}-byte limit",
+                                       code="request_too_large")
+        except TimeoutError:
+            raise ApiError(408, f"the request body did not arrive within {self.limits.request_timeout:g} s "
+                           "(is Content-Length right?)", code="request_timeout", headers={"Connection": "close"}) \
+                from None
         self._authorise(request)
         try:
             data = json.loads(body or b"{}")

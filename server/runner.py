@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import socket
 import threading
@@ -79,8 +80,8 @@ class Server:
 
     def __init__(self, loaded, host: str = "127.0.0.1", port: int = 8000, api_key: str | None = None,
                  model_name: str | None = None, limits: Limits | None = None, max_queue: int = 32,
-                 header_timeout: float = 10.0, idle_timeout: float = 5.0):
-        self.limits = limits or Limits()
+                 header_timeout: float = 10.0, idle_timeout: float = 5.0, max_connections: int = 128):
+        self.limits = dataclasses.replace(limits or Limits(), request_timeout=header_timeout)
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         self.sock = socket.socket(family, socket.SOCK_STREAM)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -94,7 +95,7 @@ class Server:
         self.api = Api(loaded, self.scheduler, model_name or loaded.name, api_key, self.limits)
         config = uvicorn.Config(self.api.app(), http=timed_protocol(header_timeout), timeout_keep_alive=idle_timeout,
                                 h11_max_incomplete_event_size=64 * 1024, log_level="warning", lifespan="off",
-                                access_log=False)
+                                access_log=False, limit_concurrency=max_connections)  # beyond it: 503 at once
         self.uvicorn = uvicorn.Server(config)
         self.thread: threading.Thread | None = None
 

@@ -291,3 +291,58 @@ def test_a_burst_fills_the_free_rows_before_max_queue_counts(demo):
         assert sorted(codes) == [200] * 24
     finally:
         server.stop()
+
+
+@pytest.mark.parametrize("trickle", [True, False])
+def test_a_slow_or_short_body_is_a_408_and_the_connection_closes(server, trickle):
+    """Issue 21 item 5: a body trickled, or shorter than its Content-Length, held the connection forever."""
+    host, port = server.sock.getsockname()[:2]
+    body = b'{"prompt": "The for", "max_tokens": 1}'
+    with socket.create_connection((host, port), timeout=20) as s:
+        s.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                  b"Content-Length: %d\r\n\r\n" % (len(body) + (0 if trickle else 50)))
+        try:
+            if trickle:
+                for byte in body[:5]:
+                    s.sendall(bytes([byte]))
+                    time.sleep(0.4)  # 2 s in all, past the 1 s limit of the test server
+            else:
+                s.sendall(body)  # 50 bytes short of what it declared
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the server answered and closed while the client was still trickling
+        answer = b""
+        try:
+            while chunk := s.recv(4096):
+                answer += chunk
+        except ConnectionResetError:
+            pass
+    assert answer.startswith(b"HTTP/1.1 408") and b"request_timeout" in answer
+
+
+def test_connections_beyond_the_limit_get_503_and_the_server_still_answers(demo):
+    server = Server(demo, port=0, max_connections=4, header_timeout=5.0).start()
+    host, port = server.sock.getsockname()[:2]
+    stalled = []
+    try:
+        for _ in range(8):  # each sends headers, then stalls on its body
+            s = socket.create_connection((host, port), timeout=10)
+            s.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{")
+            stalled.append(s)
+        time.sleep(0.5)
+        refused = []
+        for s in stalled[4:]:
+            s.settimeout(3)
+            try:
+                refused.append(s.recv(100).startswith(b"HTTP/1.1 503"))
+            except TimeoutError:
+                refused.append(False)
+        assert all(refused)
+        for s in stalled:
+            s.close()
+        time.sleep(0.3)
+        r = httpx.post(f"{server.url}/completions", json={"prompt": "The for", "max_tokens": 1}, timeout=30)
+        assert r.status_code == 200
+    finally:
+        for s in stalled:
+            s.close()
+        server.stop()
