@@ -346,3 +346,23 @@ def test_connections_beyond_the_limit_get_503_and_the_server_still_answers(demo)
         for s in stalled:
             s.close()
         server.stop()
+
+
+def test_a_beam_request_runs_beside_the_batch_instead_of_freezing_it(server):
+    """Issue 21 item 7: a short request waited for a beam search to end (0.3 s became 7.4 s)."""
+    finished, lock = [], threading.Lock()
+
+    def beam():
+        r = httpx.post(f"{server.url}/completions", json={"prompt": PROMPT, "num_beams": 4, "max_tokens": 150,
+                                                          "min_tokens": 150}, timeout=120)
+        with lock:
+            finished.append(("beam", r.status_code))
+
+    thread = threading.Thread(target=beam)
+    thread.start()
+    time.sleep(0.5)  # the beam search has begun (it takes seconds on the demo model)
+    r = httpx.post(f"{server.url}/completions", json={"prompt": PROMPT, "max_tokens": 2}, timeout=120)
+    with lock:
+        finished.append(("short", r.status_code))
+    thread.join(120)
+    assert finished == [("short", 200), ("beam", 200)]
