@@ -30,7 +30,7 @@ from . import responses
 from .errors import ApiError, validation_error
 from .prompts import prompt_text, tokenize_chat, tokenize_prompt
 from .scheduler import Job, Scheduler
-from .schemas import ChatRequest, CompletionRequest
+from .schemas import ChatRequest, CompletionRequest, take_ignored
 
 
 @dataclass
@@ -134,8 +134,11 @@ class Api:
                            "(is Content-Length right?)", code="request_timeout", headers={"Connection": "close"}) \
                 from None
         self._authorise(request)
+        if not body.strip():
+            raise ApiError(400, "the request body is empty: send a JSON object (e.g. {\"prompt\": \"Hello\"})",
+                           code="invalid_json")
         try:
-            data = json.loads(body or b"{}")
+            data = json.loads(body)
         except (ValueError, UnicodeDecodeError) as exc:
             raise ApiError(400, f"the request body is not valid JSON: {exc}", code="invalid_json") from None
         except RecursionError:
@@ -181,6 +184,7 @@ class Api:
 
     async def _generate(self, request: HttpRequest, kind):
         data = await self._json(request)
+        ignored = take_ignored(data)
         try:
             req = kind.model_validate(data)
         except ValidationError as exc:
@@ -206,11 +210,12 @@ class Api:
         self.scheduler.submit(job)
         prompt_tokens = sum(r.prompt_ids.numel() for r in engine_requests)
         echo_rows = [e for e in echos for _ in range(req.n)]
+        said = {"X-Decodelab-Ignored": ", ".join(ignored)} if ignored else {}
         if req.stream:
             return StreamingResponse(self._stream(job, shape, echo_rows, req.n, prompt_tokens),
-                                     media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+                                     media_type="text/event-stream", headers={"Cache-Control": "no-cache", **said})
         completions = await self._wait(job, request)
-        return JSONResponse(responses.whole(shape, completions, echo_rows, prompt_tokens))
+        return JSONResponse(responses.whole(shape, completions, echo_rows, prompt_tokens), headers=said)
 
     def _echo_only(self, req, chat: bool, shape, ids, echos) -> JSONResponse:
         """max_tokens=0: only echo=true (non-streaming) makes sense of it; it gives the prompt back."""

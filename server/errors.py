@@ -44,7 +44,7 @@ def param_from_loc(loc) -> str | None:
 def validation_error(exc) -> ApiError:
     """The first pydantic error, naming the field."""
     errors = exc.errors(include_url=False)
-    first = errors[0]
+    first = next((e for e in errors if e["type"] == "value_error"), errors[0])  # our own words beat a union's
     param = param_from_loc(first["loc"])
     if first["type"] == "extra_forbidden":
         return ApiError(400, f"unrecognised request field: {param}; decodelab serve does not support it",

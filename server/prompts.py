@@ -26,7 +26,7 @@ def tokenize_prompt(loaded, tok, prompt: str | list[int]) -> torch.Tensor:
 
 def tokenize_chat(loaded, tok, messages) -> torch.Tensor:
     """Chat messages through the tokenizer's chat template (plain lines when it has none)."""
-    plain = [{"role": m.role, "content": m.text()} for m in messages]
+    plain = [{"role": m.template_role, "content": m.text()} for m in messages]
     if getattr(tok, "chat_template", None):
         ids = chat_token_ids(tok, plain, continue_final=False)  # OpenAI: always a new assistant message
     else:

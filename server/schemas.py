@@ -1,7 +1,8 @@
 """Request bodies as pydantic models, and their translation into DecodingConfigs.
 
-Unknown fields are refused (400 naming the field) rather than silently ignored; OpenAI fields that
-decodelab cannot honour are accepted only at their neutral value.
+Unknown fields are refused (400 naming the field) rather than silently ignored; OpenAI fields that change
+nothing here (metadata, store, …) are ignored and named in a header; OpenAI fields that decodelab cannot
+honour are accepted only at their neutral value.
 """
 
 from __future__ import annotations
@@ -9,12 +10,37 @@ from __future__ import annotations
 from typing import Annotated, Literal, Union
 
 from decodelab.engine.config import SETTING, ConfigError, DecodingConfig
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictStr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, field_validator
 
 from .errors import ApiError
 
 MAX_N = 16
 MAX_TOP_LOGPROBS = 20
+IGNORED = ("metadata", "store", "service_tier", "reasoning_effort", "parallel_tool_calls", "tool_choice",
+           "function_call", "prediction", "modalities", "audio", "web_search_options", "verbosity",
+           "prompt_cache_key", "safety_identifier", "tools", "functions")
+"""OpenAI request fields that change nothing a text-only sampler does: accepted, ignored and named in the
+X-Decodelab-Ignored response header (a field decodelab does not know at all is still a 400, so a typo such
+as "temprature" is never silently dropped)."""
+NULL_MEANS_DEFAULT = ("stream", "n", "echo", "logprobs")
+
+
+def take_ignored(data: dict) -> list[str]:
+    """Remove the OpenAI fields decodelab ignores from the body; their names. Tools that would have to be
+    called are refused, never dropped."""
+    for name in ("tools", "functions"):
+        if data.get(name):
+            raise ApiError(400, f"{name} are not supported: decodelab serve generates text only (send {name}: "
+                           "null, or leave it out)", param=name)
+    if data.get("modalities") not in (None, ["text"]):
+        raise ApiError(400, "only text output is supported: modalities must be [\"text\"]", param="modalities")
+    ignored = [name for name in IGNORED if name in data]
+    for name in ignored:
+        del data[name]
+    for name in NULL_MEANS_DEFAULT:  # OpenAI's SDKs send null for "the default"
+        if name in data and data[name] is None:
+            del data[name]
+    return ignored
 
 
 class StreamOptions(BaseModel):
@@ -28,8 +54,8 @@ class Sampling(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     model: StrictStr | None = None
-    max_tokens: Annotated[int, Field(ge=0)] | None = None
-    max_completion_tokens: Annotated[int, Field(ge=0)] | None = None
+    max_tokens: Annotated[StrictInt, Field(ge=0)] | None = None
+    max_completion_tokens: Annotated[StrictInt, Field(ge=0)] | None = None
     temperature: Annotated[float, Field(ge=0)] | None = None
     top_p: float | None = None
     top_k: int | None = None
@@ -44,7 +70,7 @@ class Sampling(BaseModel):
     min_tokens: int | None = None
     seed: int | None = None
     stop: StrictStr | list[StrictStr] | None = None
-    n: Annotated[int, Field(ge=1, le=MAX_N)] = 1
+    n: Annotated[StrictInt, Field(ge=1, le=MAX_N)] = 1
     stream: StrictBool = False
     stream_options: StreamOptions | None = None
     user: StrictStr | None = None
@@ -120,8 +146,15 @@ class CompletionRequest(Sampling):
 
 class TextPart(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    type: Literal["text"]
-    text: StrictStr
+    type: StrictStr
+    text: StrictStr | None = None
+
+    @field_validator("type")
+    @classmethod
+    def _text(cls, value):
+        if value != "text":
+            raise ValueError(f"{value} content is not supported: decodelab serves text-only models (send text parts)")
+        return value
 
 
 class Message(BaseModel):
@@ -130,9 +163,21 @@ class Message(BaseModel):
     content: StrictStr | list[TextPart] | None = None
     name: StrictStr | None = None
 
+    @field_validator("name")
+    @classmethod
+    def _no_name(cls, value):
+        if value is not None:  # chat templates have no place for it: refused, never dropped silently
+            raise ValueError("a message's name is not supported (chat templates have no place for it): leave it out")
+        return value
+
+    @property
+    def template_role(self) -> str:
+        """The role a chat template knows: OpenAI's developer role is the system role."""
+        return "system" if self.role == "developer" else self.role
+
     def text(self) -> str:
         if isinstance(self.content, list):
-            return "".join(part.text for part in self.content)
+            return "".join(part.text or "" for part in self.content)
         return self.content or ""
 
 

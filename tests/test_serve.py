@@ -205,3 +205,42 @@ def test_serve_api_key_is_the_servers_own_key(how, tmp_path):
     finally:
         process.terminate()
         process.wait(30)
+
+
+# -- issue 21 item 11: what OpenAI clients send -------------------------------------------------------------------
+
+def test_openai_fields_that_change_nothing_are_ignored_and_named_in_a_header(server):
+    body = {"model": "demo", "prompt": PROMPT, "max_tokens": 2, "temperature": 0, "metadata": {"a": "b"},
+            "store": False, "service_tier": "auto", "reasoning_effort": "low", "tools": None, "stream": None,
+            "n": None, "echo": None, "logprobs": None}
+    r = httpx.post(f"{server.url}/completions", json=body, timeout=30)
+    assert r.status_code == 200, r.text
+    assert r.headers["x-decodelab-ignored"] == "metadata, store, service_tier, reasoning_effort, tools"
+    typo = httpx.post(f"{server.url}/completions", json={"prompt": PROMPT, "temprature": 0.5}, timeout=30)
+    assert typo.status_code == 400 and error_of(typo)["param"] == "temprature"  # a typo is never dropped
+
+
+@pytest.mark.parametrize("body, param, words", [
+    ({"tools": [{"type": "function", "function": {"name": "f"}}]}, "tools", "tools are not supported"),
+    ({"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}]},
+     "messages[0].content", "image_url content is not supported"),
+    ({"messages": [{"role": "user", "content": "hi", "name": "bob"}]}, "messages[0].name", "name is not supported"),
+    ({"max_tokens": True}, "max_tokens", "integer"),
+])
+def test_what_cannot_be_honoured_is_a_400_that_says_so(server, body, param, words):
+    data = {"messages": [{"role": "user", "content": "hi"}], **body}
+    r = httpx.post(f"{server.url}/chat/completions", json=data, timeout=30)
+    assert r.status_code == 400 and error_of(r)["param"].startswith(param) and words in error_of(r)["message"]
+
+
+def test_an_empty_body_is_a_400_not_256_tokens(server):
+    r = httpx.post(f"{server.url}/completions", content=b"", timeout=30, headers={"Content-Type": "application/json"})
+    assert r.status_code == 400 and "empty" in error_of(r)["message"]
+
+
+def test_the_developer_role_is_the_system_role(server, client):
+    def answer(role):
+        return client.chat.completions.create(model="demo", max_tokens=4, temperature=0, messages=[
+            {"role": role, "content": "Be brief."}, {"role": "user", "content": "The for"}]).choices[0].message.content
+
+    assert answer("developer") == answer("system")
