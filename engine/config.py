@@ -293,6 +293,8 @@ def _bias(s: Setting, value: Any) -> tuple[tuple[int | str, float], ...]:
             raise _fail(s.name, value, f"key {key!r} must be a token id >= 0 or a non-empty text")
         if isinstance(key, str):
             _text(s, key)
+        if isinstance(bias, str) and bias.strip().lower() == "-inf":  # JSON has no -inf: sessions and --json write it so
+            bias = -math.inf
         if not _is_number(bias) or math.isnan(bias) or bias == math.inf:
             raise _fail(s.name, value, f"the bias for {key!r} must be a number (-inf bans the token)")
         out.append((key, float(bias)))

@@ -111,6 +111,14 @@ class StepEvent:
     """Row index -> the row's full text so far (after stop-string trimming), for rows that changed."""
 
 
+def json_config(config) -> dict:
+    """A config as JSON can hold it: a -inf logit_bias (a ban) is written "-inf", which from_dict reads back."""
+    data = config.to_dict()
+    if "logit_bias" in data:
+        data["logit_bias"] = {k: "-inf" if v == -math.inf else v for k, v in data["logit_bias"].items()}
+    return data
+
+
 def json_number(value):
     """JSON has no infinities or NaN: a filtered-out token's -inf logprob becomes null; -0.0 is written 0.0."""
     if not isinstance(value, float):
@@ -129,7 +137,7 @@ def completion_to_dict(c: Completion, top: int | None = None) -> dict:
                 "alternatives": [{"id": a.token_id, "text": a.text, "logprob": json_number(a.logprob),
                                   "logprob_processed": json_number(a.logprob_processed)} for a in alts]}
 
-    return {"config": c.config.to_dict(), "seed": c.seed, "text": c.text, "stop_reason": c.stop_reason,
+    return {"config": json_config(c.config), "seed": c.seed, "text": c.text, "stop_reason": c.stop_reason,
             "token_ids": list(c.token_ids), "prompt_tokens": c.prompt_tokens,
             "mean_logprob": c.mean_logprob, "perplexity": c.perplexity, "sequence_score": c.sequence_score,
             "timings": {"prefill_s": c.timings.prefill_s, "decode_s": c.timings.decode_s,

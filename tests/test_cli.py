@@ -8,7 +8,7 @@ import pytest
 from click.testing import CliRunner
 
 from decodelab.cli.main import main
-from decodelab.engine import find_preset
+from decodelab.engine import DecodingConfig, find_preset
 
 PROMPT = "The for statement"
 
@@ -195,3 +195,18 @@ def test_run_panels_keep_each_config_summary_whole_at_80_columns(demo):
     out = io.StringIO()
     print_completions(Console(file=out, width=80), "The for", generate_many(demo, "The for", configs), None)
     assert "min_p=0.1" in out.getvalue() and "seed=auto" in out.getvalue()
+
+
+def test_json_output_is_strict_json_with_a_banned_token():
+    """Issue 20 item 4: a -inf logit_bias was written as -Infinity, which is not JSON."""
+    result = invoke("run", "--model", "demo", "--prompt", "x", "--set", 'logit_bias={"5"=-inf}', "--set",
+                    "max_new_tokens=2", "--json")
+    assert result.exit_code == 0
+
+    def no_constants(name):
+        raise ValueError(f"not JSON: {name}")
+
+    doc = json.loads(result.stdout, parse_constant=no_constants)
+    config = doc["completions"][0]["config"]
+    assert config["logit_bias"] == {"5": "-inf"}
+    assert DecodingConfig.from_dict(config).logit_bias == ((5, float("-inf")),)
