@@ -321,3 +321,45 @@ async def test_ab_and_sweeps_run_on_the_current_panes_conversation(chat_demo):
         prompt = app.comparison_prompt()
         warm = app.panes()[1].state
         assert prompt == warm.prompt and prompt[-1] == {"role": "user", "content": "And while?"}
+
+
+async def test_a_pane_added_mid_conversation_answers_the_latest_message_not_an_empty_one(chat_demo):
+    app = chat_app(chat_demo)
+    async with app.run_test(size=(120, 30)) as pilot:
+        await pilot.press("ctrl+r")
+        await wait_idle(app, pilot)
+        await say(app, pilot, "And while?")
+        app.add_pane(DecodingConfig(name="beam", num_beams=3, max_new_tokens=6))
+        await pilot.pause()
+        await pilot.press("ctrl+r")  # the box is empty
+        await wait_idle(app, pilot)
+        new = app.panes()[-1].state
+        assert new.user == "And while?" and new.prompt[-1] == {"role": "user", "content": "And while?"}
+        assert "› And while?" in str(app.panes()[-1].query_one(TokenView).render())
+
+
+async def test_shift_n_starts_a_new_conversation_and_u_brings_the_old_one_back(chat_demo):
+    app = chat_app(chat_demo)
+    async with app.run_test(size=(120, 30)) as pilot:
+        await pilot.press("ctrl+r")
+        await wait_idle(app, pilot)
+        await say(app, pilot, "And while?")
+        await pilot.press("escape", "N")
+        assert all(not p.state.turns for p in app.panes())
+        app.system_prompt = None
+        app.query_one("#prompt", TextArea).text = "The if"
+        await pilot.press("ctrl+r")
+        await wait_idle(app, pilot)
+        assert [p.state.prompt for p in app.panes()] == ["The if", "The if"]  # from the prompt box alone
+        await pilot.press("escape", "u")
+        assert all(len(p.state.turns) == 1 for p in app.panes())
+
+
+def test_a_beam_only_part_waits_for_the_batch_instead_of_holding_it(chat_demo):
+    """The walk-through: a beam pane on its own prompt kept the other panes at 0 tokens for 20 s."""
+    chat_demo.extra.pop("batching.mergeable", None)  # as on a fresh load: the cache kind is not known yet
+    order = []
+    greedy = Part(CHAT, [DecodingConfig(max_new_tokens=8)], on_step=lambda e: order.append("rows"))
+    beams = Part(CHAT[:2], [DecodingConfig(num_beams=3, max_new_tokens=8)], on_step=lambda e: order.append("beam"))
+    generate_parts(chat_demo, [beams, greedy])
+    assert order[0] == "rows" and "beam" not in order[:order.count("rows")]

@@ -92,11 +92,17 @@ class PaneActions:
         self.notify(f"Removed pane {pane.state.config.name}{held}: {how} to undo.")
 
     def action_undo(self) -> None:
-        """u: undo the last removal (x) or field set on every pane (=)."""
+        """u: undo the last removal (x), field set on every pane (=) or new conversation (shift+n)."""
         if not self.undo_stack:
             self.notify("Nothing to undo (u undoes x and =).", severity="warning")
             return
         entry = self.undo_stack.pop()
+        if entry[0] == "turns":
+            for state, kept in entry[1]:
+                state.restore_turns(kept)
+            self.refresh_panes()
+            self.notify("The conversation is back: every pane has its earlier turns again.")
+            return
         if entry[0] == "set":
             _, changes, what = entry
             panes = {id(p.state): p for p in self.panes()}

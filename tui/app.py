@@ -274,13 +274,16 @@ class DecodelabApp(ConversationActions, BranchActions, PaneActions, FileActions,
         self.refresh_inspector()
         return True
 
-    @staticmethod
-    def turn_message(state: PaneState, typed: str) -> str:
+    def turn_message(self, state: PaneState, typed: str) -> str:
         """The user message a pane's live turn runs: what is typed, or, in a conversation after ctrl+n emptied the
-        box, the turn's own message (ctrl+r then makes a new version of the latest reply)."""
-        if not typed.strip() and state.turns and state.user is not None:
+        box, the turn's own message (ctrl+r then makes a new version of the latest reply); a pane added since
+        answers the conversation's latest message (never an empty one)."""
+        if typed.strip():
+            return typed
+        if state.turns and state.user is not None:
             return state.user
-        return typed
+        latest = next((p.state.user for p in self.panes() if p.state.turns and p.state.user), None)
+        return latest if latest is not None else typed
 
     def run_problem(self, panes: list[Pane], prompts: list, configs: list[DecodingConfig]) -> str | None:
         """Why the run would fail before producing anything, checked once per distinct prompt."""

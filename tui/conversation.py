@@ -35,6 +35,21 @@ class ConversationActions:
         self.push_screen(AskText("System prompt (sent first in every pane's conversation; empty for none):",
                                  self.system_prompt or ""), chosen)
 
+    def action_new_conversation(self) -> None:
+        """shift+n: every pane starts a new conversation (its earlier turns set aside; u brings them back)."""
+        if self.running:
+            self.notify("A run is in progress: wait for it, or Esc to cancel it.", severity="warning")
+            return
+        panes = [p for p in self.panes() if p.state.turns or p.state.later]
+        if not panes:
+            self.notify("No pane has earlier turns: this is already a new conversation.", severity="warning")
+            return
+        self.undo_stack = (self.undo_stack + [("turns", [(p.state, p.state.forget_turns()) for p in panes])])[-20:]
+        self.draft = None
+        self.refresh_panes()
+        self.notify("New conversation: every pane's earlier turns are set aside (u brings them back); the next "
+                    "ctrl+r or ctrl+n starts from the prompt box alone.", timeout=8)
+
     def action_next_turn(self) -> None:
         """ctrl+n: the prompt box's text is the next user message for every pane; each answers after its own reply."""
         self.send_turn(self.panes())

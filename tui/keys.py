@@ -45,7 +45,7 @@ KEYS: tuple[Key, ...] = (
     Key("full_stop", "rerun_pane", "Rerun this pane", "run only the focused pane", scope="pane", shown="."),
     Key("d", "duplicate", "Duplicate this pane", scope="pane"),
     Key("x,delete", "remove", "Remove this pane", "u brings it back", scope="pane"),
-    Key("u", "undo", "Undo", "brings back the last removed pane, or undoes the last = on every pane"),
+    Key("u", "undo", "Undo", "brings back the last removed pane, or undoes the last = or shift+n"),
     Key("equals_sign", "set_everywhere", "Set a field on every pane", "FIELD=VALUE, checked like the editor; "
         "u undoes it", shown="="),
     Key("k", "stop_pane", "Stop this pane's run", "the other panes go on", scope="pane"),
@@ -70,6 +70,8 @@ KEYS: tuple[Key, ...] = (
     Key("left_curly_bracket", "turn(-1)", "Show the previous turn", "in every pane; ctrl+r there makes a new "
         "version of that turn", shown="{"),
     Key("right_curly_bracket", "turn(1)", "Show the next turn", shown="}"),
+    Key("N", "new_conversation", "Start a new conversation", "every pane's earlier turns are set aside; u brings "
+        "them back", shown="shift+n"),
     Key("P", "system_prompt", "Set the system prompt", "every pane's conversation starts with it", shown="shift+p"),
     Key("v", "diff", "Mark where panes diverge", "cycles off, vs greedy, vs the left neighbour"),
     Key("c", "copy_text", "Copy this pane's text", scope="pane"),

@@ -13,7 +13,12 @@ def prompt_tokens(loaded, prompt: str) -> tuple[int | None, str | None]:
     try:
         return int(encode_prompt(loaded, prompt).numel()), None
     except PromptError as exc:
-        hint = " (ctrl+t)" if "chat template" in str(exc) else ""
+        if "cannot take a conversation" in str(exc):
+            hint = " (shift+n starts a new conversation, shift+p clears the system prompt)"
+        elif "chat template" in str(exc):
+            hint = " (ctrl+t)"
+        else:
+            hint = ""
         return None, f"{exc}{hint}"
 
 

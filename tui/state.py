@@ -234,6 +234,15 @@ class PaneState:
         self.history, self.followups, self.cursor = turn.history, turn.followups, None
         self._display(turn.viewing if turn.viewing is not None else len(turn.history) - 1)
 
+    def forget_turns(self) -> tuple:
+        """A new conversation: the earlier and later turns go (returned, for undo); the reply on show stays."""
+        kept = (self.turns, self.later, self.followups)
+        self.turns, self.later, self.followups = [], [], {}
+        return kept
+
+    def restore_turns(self, kept: tuple) -> None:
+        self.turns, self.later, self.followups = kept
+
     def turn_label(self) -> str:
         """"t2/3" when the conversation has more than one turn, else ""."""
         total = len(self.turns) + 1 + len(self.later)

@@ -71,6 +71,8 @@ class DecodeLoop:
         self.max_rows, self.pad = max_rows, pad
         self.eos = eos_token_ids(loaded)
         self.groups: list[Group] = []
+        self.searches: list[Request] = []
+        """Beam-only requests waiting for the batch to finish (their search runs on this thread)."""
         self.cache = self.mask = self.positions = self.logits = self.slots = None
         self.known = loaded.extra if isinstance(getattr(loaded, "extra", None), dict) else {}
         self.mergeable: bool | None = self.known.get("batching.mergeable")
@@ -84,7 +86,7 @@ class DecodeLoop:
 
     @property
     def busy(self) -> bool:
-        return bool(self.groups)
+        return bool(self.groups or self.searches)
 
     def _padded(self, n: int) -> int:
         return bucket_rows(n) if self.pad else n
@@ -94,7 +96,9 @@ class DecodeLoop:
         """Take from the front of waiting what can join now (in order) and join it; returns what joined."""
         joining, rows = [], self.rows
         while waiting:
-            if (self.groups or joining) and not (self.mergeable and rows + waiting[0].rows <= self.max_rows):
+            takes_rows = any(r.rows for r in joining)  # a beam-only request joins no rows: it never blocks
+            if waiting[0].rows and (self.groups or takes_rows) \
+                    and not (self.mergeable and rows + waiting[0].rows <= self.max_rows):
                 break
             rows += waiting[0].rows
             joining.append(waiting.pop(0))
@@ -108,9 +112,12 @@ class DecodeLoop:
         if not requests:
             return
         for request in requests:
-            if not request.rows:  # beams only: nothing joins the batch
-                request.start = time.perf_counter()
-                self._complete(request)
+            if not request.rows:  # beams only: nothing joins the batch; searched once the batch is done, so
+                request.start = time.perf_counter()  # the other prompts' rows stream meanwhile
+                if self.groups or batched:
+                    self.searches.append(request)
+                else:
+                    self._complete(request)
         if batched and (self.groups or len(batched) > 1) and not self.mergeable:
             raise RuntimeError("this model's cache cannot be joined: add one request to an empty batch")
         for request in batched:
@@ -170,7 +177,10 @@ class DecodeLoop:
         """One decode step for every row; returns the requests that finished (their completions are set)."""
         done = self._retire()  # rows stopped or cancelled since the last step
         if not self.groups:
-            return done
+            searches, self.searches = self.searches, []
+            for request in searches:  # beam-only requests that waited for the batch
+                self._complete(request)
+            return done + searches
         logits = self._live_logits()
         picked, offset = [], 0
         for group in self.groups:

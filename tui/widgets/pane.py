@@ -66,10 +66,11 @@ def pane_title(state: PaneState, number: int | None) -> str:
 
 
 def conversation_text(state: PaneState, reply: Text) -> Text:
-    """The pane's text: in a conversation, its earlier turns (dim), the live turn's user message, the reply, and
-    how many turns follow when an earlier one is on show; a single-turn pane shows only the reply."""
-    if not state.turns and not state.later:
-        return reply
+    """The pane's text: in a conversation (turns, or a system prompt), its earlier turns (dim), the live turn's
+    user message, the reply, and how many turns follow when an earlier one is on show; a pane on one plain
+    prompt shows only the reply."""
+    if not state.turns and not state.later and not isinstance(state.prompt, list):
+        return reply  # one plain prompt: the prompt box shows it
     out = Text()
     for turn in state.turns:
         out.append(f"› {_one_line(turn.user)}\n", style="bold dim")
