@@ -310,3 +310,21 @@ def test_inspector_rows_are_measured_in_cells_so_cjk_tokens_keep_the_columns():
     for text in ("' the'", "'猫猫猫猫猫猫猫猫猫'", "'猫a猫猫猫猫猫猫'", "'a much longer token text'"):
         assert cell_len(fit_cells(text, TOKEN_CELLS)) == TOKEN_CELLS
     assert fit_cells("'猫猫猫猫猫猫猫猫猫'", TOKEN_CELLS).endswith("…")
+
+
+async def test_focusing_a_middle_pane_at_80_columns_shows_whole_panes(demo):
+    """The walk-through: 3 at 80x24 with four panes showed half of pane 2, pane 3 and half of pane 4."""
+    from decodelab.tui.widgets.pane_strip import PaneStrip
+
+    configs = [DecodingConfig(name=f"p{i}", max_new_tokens=4) for i in range(4)]
+    app = make_app(demo, configs)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.press("escape")
+        for key in ("3", "2", "4", "1", "3"):
+            await pilot.press(key)
+            await pilot.pause()
+            await pilot.pause()
+            strip = app.query_one(PaneStrip)
+            starts = [p.virtual_region.x for p in app.panes()]
+            assert round(strip.scroll_x) in starts, (key, strip.scroll_x, starts)
+            assert app.panes()[int(key) - 1] in strip.visible_panes()

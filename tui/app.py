@@ -133,7 +133,7 @@ class DecodelabApp(ConversationActions, BranchActions, PaneActions, FileActions,
         self.refresh_inspector()  # a removed or renumbered pane's token never lingers there
         pane = self.pane()
         if pane is not None:
-            self.call_after_refresh(pane.scroll_visible, animate=False)
+            self.call_after_refresh(self.query_one(PaneStrip).show_whole, pane)
 
     # -- model loading ---------------------------------------------------------------------------------
     def load(self, spec) -> None:

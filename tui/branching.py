@@ -11,6 +11,7 @@ from textual.widgets import OptionList, TextArea
 
 from .widgets.inspector import Inspector
 from .widgets.pane import Pane, stats_text
+from .widgets.pane_strip import PaneStrip
 from .widgets.token_view import TokenView
 
 
@@ -102,6 +103,8 @@ class BranchActions:
         if node is not None:
             self.current_pane = node
             self.refresh_inspector()
+            strip = self.query_one(PaneStrip)
+            self.call_after_refresh(strip.show_whole, node)  # after Textual's own (centring) focus scroll
 
     # -- branching ----------------------------------------------------------------------------------
     def on_inspector_branch(self, event: Inspector.Branch) -> None:
@@ -145,8 +148,9 @@ class BranchActions:
                            rank, step.entropy, step.entropy_processed, step.top)
         prefix_steps = list(state.steps[:cursor]) + [forced]
         prompt = state.prompt
-        if prompt is not None and prompt != self.query_one("#prompt", TextArea).text:
-            self.notify("Branching from the prompt this output was made with (the prompt box has changed since).")
+        typed = self.query_one("#prompt", TextArea).text
+        if prompt is not None and typed.strip() and typed != state.user:  # an empty box is a conversation's normal
+            self.notify("Branching from the message this output was made with (the prompt box has changed since).")
         # the branch reuses the seed of the output it continues, for that run only: a seed=auto pane stays auto
         self.start_run([pane], keep_seeds=True, prefix=[s.token_id for s in prefix_steps], prefix_steps=prefix_steps,
                        prompt=prompt)

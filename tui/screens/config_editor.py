@@ -73,7 +73,7 @@ class ConfigEditor(ModalScreen[DecodingConfig | None]):
         if not words:
             return []
         by_name = [n for n in FIELD_NAMES if all(w in n for w in words)]
-        by_name.sort(key=lambda n: (not n.startswith(words[0]), len(n)))
+        by_name.sort(key=lambda n: (not n.startswith(words[0]), FIELD_NAMES.index(n)))  # the form's order
         return by_name or [n for n in FIELD_NAMES if all(w in FIELD_HELP[n].lower() for w in words)]
 
     @on(Input.Changed, "#find")
@@ -83,7 +83,9 @@ class ConfigEditor(ModalScreen[DecodingConfig | None]):
             self.query_one(f"#f-{found[0]}").scroll_visible(animate=False, top=True)
 
     def action_find(self) -> None:
-        self.query_one("#find", Input).focus()
+        find = self.query_one("#find", Input)
+        find.value = ""
+        self.set_focus(find)  # at once (focus() waits a refresh): keys typed next go here, not into the field left
 
     def read_form(self) -> DecodingConfig:
         values = {}
@@ -131,8 +133,11 @@ class ConfigEditor(ModalScreen[DecodingConfig | None]):
             self.notify(f"No field matches {event.value!r}.", severity="warning")
             return
         field = self.query_one(f"#f-{found[0]}")
-        field.focus()
+        self.set_focus(field)
         field.scroll_visible(animate=False, top=True)
+        if len(found) > 1:
+            self.notify(f"Also: {', '.join(found[1:6])}{' …' if len(found) > 6 else ''} (ctrl+f, a longer name)",
+                        timeout=5)
 
     @on(Button.Pressed, "#apply")
     def action_save(self) -> None:

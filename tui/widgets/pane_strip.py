@@ -50,6 +50,20 @@ class PaneStrip(HorizontalScroll, can_focus=False):
             pane.border_title = pane_title(pane.state, number)
         self.call_after_refresh(self.mark_hidden)
 
+    def show_whole(self, pane: Pane) -> None:
+        """Scroll so that `pane` and its neighbours show whole, starting at a pane's edge: Textual centres a
+        focused widget, which cut both neighbours in half."""
+        panes = self.panes()
+        if pane not in panes:
+            return
+        width = self.scrollable_content_region.width
+        x, right = pane.virtual_region.x, pane.virtual_region.right
+        starts = [p.virtual_region.x for p in panes]
+        fits = [start for start in starts if start <= x and start + width >= right]
+        target = min(fits, key=lambda start: abs(start - self.scroll_x)) if fits else x
+        if round(self.scroll_x) != target:
+            self.scroll_to(x=target, animate=False, immediate=True)
+
     def watch_scroll_x(self, old_value: float, new_value: float) -> None:
         super().watch_scroll_x(old_value, new_value)
         if round(old_value) != round(new_value):
