@@ -157,8 +157,11 @@ def read_conversation(prompt: str | None, prompt_file: str | None, system: str |
         return build(text, system) if system else text
     earlier = load_messages(messages_file)
     if system and earlier[0]["role"] == "system":
-        raise click.UsageError(f"{messages_file} has its own system message; leave out --system or that message")
+        raise ConfigError(f"{messages_file} has its own system message; leave out --system or that message")
     user = read_prompt(prompt, prompt_file, required=False)
+    if user is not None and earlier[-1]["role"] == "user":
+        warn(f"{messages_file} ends with a user message, so --prompt makes two user messages in a row; "
+             "leave one out if that is not what you meant")
     if user is None and earlier[-1]["role"] == "user" and len(earlier) == 1 and not system:
         return earlier[0]["content"]
     return build(user, system, earlier) if (user is not None or system) else earlier

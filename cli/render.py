@@ -13,8 +13,9 @@ def stats_line(c) -> str:
     ppl = f"ppl {c.perplexity:.2f}" if c.perplexity is not None else "ppl -"
     mean = f"mean logprob {c.mean_logprob:.2f}" if c.mean_logprob is not None else ""
     score = f" · score {c.sequence_score:.3f}" if c.sequence_score is not None else ""
+    seed = f" · seed {c.seed}" if c.config.samples else ""  # greedy draws nothing: its seed means nothing
     return (f"{len(c.token_ids)} tok · {c.timings.tokens_per_s:.1f} tok/s · {mean} · {ppl} · "
-            f"{c.stop_reason} · seed {c.seed}{score}")
+            f"{c.stop_reason}{seed}{score}")
 
 
 def heat_text(c, measure: str) -> Text:

@@ -495,3 +495,29 @@ async def test_a_cut_config_summary_says_so_and_the_tooltip_has_it_whole(demo):
         label = app.panes()[0].query_one(".pane--summary")
         drawn = label.render_line(0).text.rstrip()
         assert drawn.endswith("…") and label.tooltip == config.summary()
+
+
+async def test_f_shows_the_whole_config_and_equals_names_the_greedy_panes_it_does_not_change(demo):
+    app = make_app(demo)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.press("escape", "2", "f")
+        await pilot.pause()
+        shown = [n.message for n in app._notifications][-1]
+        assert "temperature = 0.8" in shown and "do_sample = true" in shown and "max_new_tokens = 12" in shown
+        await pilot.press("=")
+        app.screen.query_one("#ask-input").value = "temperature=0.5"
+        await pilot.press("enter")
+        await pilot.pause()
+        assert any("greedy pane 1 ignores temperature" in n.message for n in app._notifications)
+
+
+async def test_esc_in_the_prompt_with_no_panes_leaves_it_so_a_adds_one(demo):
+    app = make_app(demo, [DecodingConfig(name="only", max_new_tokens=4)])
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.press("escape", "1", "x", "p", "escape")
+        assert not app.panes() and app.focused is None
+        await pilot.press("a")
+        await pilot.pause()
+        from decodelab.tui.screens.preset_picker import PresetPicker
+
+        assert isinstance(app.screen, PresetPicker)

@@ -86,7 +86,9 @@ class PaneActions:
             self.current_pane = rest[min(index, len(rest) - 1)]
             self.current_pane.focus()
         self.call_after_refresh(self.layout_panes)
-        held = f" and its {len(pane.state.steps)} tokens" if pane.state.steps else ""
+        turns = len(pane.state.turns) + 1 + len(pane.state.later)
+        held = (f" and its {turns} turns" if turns > 1 else f" and its {len(pane.state.steps)} tokens") \
+            if pane.state.steps or turns > 1 else ""
         how = "press u" if rest else "ctrl+p, then 'Undo'"
         self.notify(f"Removed pane {pane.state.config.name}{held}: {how} to undo.")
 
@@ -177,7 +179,12 @@ class PaneActions:
             pane.state.config = pane.state.config.replace(**{key: value})
             pane.refresh_view()
         self.undo_stack = (self.undo_stack + [("set", changes, text)])[-20:]
-        self.notify(f"Set {text} on {len(panes)} pane{'s' if len(panes) > 1 else ''}: u undoes it, "
+        from decodelab.engine.config import SETTING
+
+        idle = [f"{p.number}" for p in panes if SETTING[key].warper and not p.state.config.samples]
+        note = f" (greedy pane{'s' if len(idle) > 1 else ''} {', '.join(idle)} ignore{'s' if len(idle) == 1 else ''} " \
+               f"{key}: it only shapes sampling)" if idle else ""
+        self.notify(f"Set {text} on {len(panes)} pane{'s' if len(panes) > 1 else ''}{note}: u undoes it, "
                     "ctrl+r runs them.")
 
     def move_pane(self, pane: Pane, delta: int) -> None:
@@ -245,7 +252,9 @@ class PaneActions:
         self.loaded = dataclasses.replace(self.loaded, spec=spec)
         self.spec = spec
         self.update_model_bar()
-        self.notify(f"Chat template {'on' if spec.chat else 'off'}")
+        self.notify(f"Chat template {'on' if spec.chat else 'off'}" + (
+            "" if spec.chat else ": a plain prompt goes as text; a conversation or system prompt still goes "
+            "through the template (shift+n starts anew)"))
 
     def chat_for_new_model(self) -> None:
         """A model picked with m keeps chat mode only if it has a chat template (demo after smollm2 has none)."""
@@ -280,6 +289,12 @@ class PaneActions:
                 return
             try:
                 self.push_screen(ArenaScreen(self.loaded, configs, prompt, path))
+                if isinstance(prompt, list):
+                    from decodelab.engine.conversation import last_user
+
+                    pane = self.pane()
+                    self.notify(f"A/B on pane {pane.number}'s conversation ({sum(m['role'] == 'user' for m in prompt)} "
+                                f"user messages), answering: {last_user(prompt)[:60]}", timeout=8)
             except ConfigError as exc:
                 self.notify(str(exc), severity="error", timeout=10)
 

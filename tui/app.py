@@ -366,6 +366,9 @@ class DecodelabApp(ConversationActions, BranchActions, PaneActions, FileActions,
             pane = self.pane()
             if pane is not None:
                 pane.focus()
+            else:  # no pane to go to: leave the box all the same, so a (add a pane) is a key, not a letter
+                self.screen.set_focus(None)
+                self.notify("No panes yet: a adds one from the presets.", severity="warning")
         elif self.running:
             self.runs.cancel()
         elif self.query_one("#inspector").has_class("-visible"):

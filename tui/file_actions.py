@@ -39,11 +39,21 @@ class FileActions:
         self.copy_to_clipboard(pane.state.text)
         self.notify("Copied the pane's text (where the terminal supports OSC 52).")
 
+    def show_pane_config(self, pane) -> None:
+        """f: the pane's whole config on screen (every field it changes, as TOML), however narrow the pane."""
+        import tomli_w
+
+        changed = pane.state.config.to_dict(only_changed=True)
+        changed.pop("name", None)
+        body = tomli_w.dumps(changed).strip() if changed else "(every field at its default: greedy)"
+        self.notify(body, title=f"Pane {pane.number} {pane.state.config.name}: e edits, y copies", timeout=20)
+
     def copy_pane_config(self, pane) -> None:
         from decodelab.engine.library.presets import dumps_preset
 
         self.copy_to_clipboard(dumps_preset(pane.state.config))
-        self.notify("Copied the pane's config as TOML.")
+        self.notify("Copied the pane's config as TOML (through the terminal, OSC 52: under tmux it needs "
+                    "set-clipboard on). f shows it here.")
 
     def action_save_session(self) -> None:
         from decodelab.engine.library.sessions import Session, new_session_path, save_session

@@ -270,6 +270,9 @@ class Pane(Vertical, can_focus=True):
     def action_copy_config(self) -> None:
         self.app.copy_pane_config(self)
 
+    def action_show_config(self) -> None:
+        self.app.show_pane_config(self)
+
     def action_sweep(self) -> None:
         self.app.sweep_pane(self)
 
