@@ -28,7 +28,7 @@ class PaneActions:
     def action_focus_pane(self, index: int) -> None:
         panes = self.panes()
         if index < len(panes):
-            panes[index].focus()  # on_descendant_focus shows it and its neighbours whole
+            self.screen.set_focus(panes[index])  # on_descendant_focus shows it and its neighbours whole
 
     def refresh_panes(self) -> None:
         panes = self.panes()

@@ -334,7 +334,7 @@ class DecodelabApp(ConversationActions, BranchActions, PaneActions, FileActions,
         """ctrl+r: run every pane; from the prompt, focus moves to the panes (digits pick one, Esc cancels)."""
         self.start_run(self.panes())
         if self.running and self.focused is self.query_one("#prompt", TextArea) and self.pane() is not None:
-            self.pane().focus()
+            self.screen.set_focus(self.pane())
 
     def action_rerun_same(self) -> None:
         self.start_run(self.panes(), keep_seeds=True)
@@ -347,7 +347,7 @@ class DecodelabApp(ConversationActions, BranchActions, PaneActions, FileActions,
     def action_focus_prompt(self) -> None:
         """p: back to the prompt from a pane or the inspector (Esc leaves it again)."""
         box = self.query_one("#prompt", TextArea)
-        box.focus()
+        self.screen.set_focus(box)  # at once (focus() waits a refresh): the next keys are text, not commands
         box.move_cursor(box.document.end)  # typing goes on from the end of what is there
 
     async def action_quit(self) -> None:
@@ -365,7 +365,7 @@ class DecodelabApp(ConversationActions, BranchActions, PaneActions, FileActions,
         if in_prompt:  # as its border says: to the panes (a run goes on; Esc there cancels it)
             pane = self.pane()
             if pane is not None:
-                pane.focus()
+                self.screen.set_focus(pane)
             else:  # no pane to go to: leave the box all the same, so a (add a pane) is a key, not a letter
                 self.screen.set_focus(None)
                 self.notify("No panes yet: a adds one from the presets.", severity="warning")

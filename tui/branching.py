@@ -83,7 +83,7 @@ class BranchActions:
         step = pane.state.steps[pane.state.cursor]
         others = [i for i, alt in enumerate(step.top, start=1) if alt.token_id != step.token_id]
         options.highlighted = others[0] if others else None  # the first real alternative, for every new entry
-        options.focus()
+        self.screen.set_focus(options)
 
     def action_back_to_pane(self, cancel: bool = False) -> None:
         """i or Esc in the alternatives: back to the pane they belong to; Esc also cancels a run, at once."""
@@ -91,9 +91,9 @@ class BranchActions:
             self.runs.cancel()
         owner = self.query_one(Inspector).owner
         if owner is not None and owner in self.panes():
-            owner.focus()
+            self.screen.set_focus(owner)
         elif self.pane() is not None:
-            self.pane().focus()
+            self.screen.set_focus(self.pane())
 
     def on_descendant_focus(self, event) -> None:
         """A pane that takes focus becomes the current one, and the inspector shows its token."""
