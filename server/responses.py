@@ -59,12 +59,22 @@ def usage(prompt_tokens: int, completion_tokens: int) -> dict:
             "total_tokens": prompt_tokens + completion_tokens}
 
 
+def shown_steps(steps, reason: str | None):
+    """The tokens logprobs list: the end-of-sequence token that ended a row writes no text, and OpenAI leaves it
+    out (it came back as an extra "" entry)."""
+    steps = tuple(steps)
+    if reason == "eos" and steps and steps[-1].text == "":
+        return steps[:-1]
+    return steps
+
+
 def whole(shape: Shape, completions: list[Completion], echos: list[str], prompt_tokens: int) -> dict:
     """The non-streaming response: one choice per completion, in index order (echos: one per completion)."""
     choices = []
     for index, (c, echo) in enumerate(zip(completions, echos)):
         choice = {"index": index, "finish_reason": FINISH.get(c.stop_reason, "stop"), "seed": c.seed,
-                  "logprobs": logprobs(c.steps, shape.top, shape.chat, len(echo)) if shape.top is not None
+                  "logprobs": logprobs(shown_steps(c.steps, c.stop_reason), shape.top, shape.chat, len(echo))
+                  if shape.top is not None
                   else None}
         if shape.chat:
             choice["message"] = {"role": "assistant", "content": c.text}
@@ -103,9 +113,10 @@ class ChoiceStream:
         end = len(text) if finished else max(self.sent, len(text) - self.hold)
         piece, self.sent = text[self.sent:end], max(self.sent, end)
         choice: dict = {}
-        if self.shape.top is not None and steps:
-            choice["logprobs"] = logprobs(steps, self.shape.top, self.shape.chat, self.offset)
-            self.offset += sum(len(s.text) for s in steps)
+        listed = shown_steps(steps, finished)
+        if self.shape.top is not None and listed:
+            choice["logprobs"] = logprobs(listed, self.shape.top, self.shape.chat, self.offset)
+            self.offset += sum(len(s.text) for s in listed)
         if self.shape.stats and steps:
             choice["decodelab"] = [stats_record(s, self.shape.top) for s in steps]
         if not (piece or choice or finished):

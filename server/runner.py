@@ -102,7 +102,7 @@ class Server:
     @property
     def url(self) -> str:
         host, port = self.sock.getsockname()[:2]
-        return f"http://{host}:{port}/v1"
+        return f"http://[{host}]:{port}/v1" if ":" in host else f"http://{host}:{port}/v1"  # IPv6 in brackets
 
     def run(self) -> None:
         """Serve in this thread until Ctrl-C (uvicorn handles the signal)."""

@@ -244,3 +244,20 @@ def test_the_developer_role_is_the_system_role(server, client):
             {"role": role, "content": "Be brief."}, {"role": "user", "content": "The for"}]).choices[0].message.content
 
     assert answer("developer") == answer("system")
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_the_end_of_sequence_token_is_not_an_extra_logprobs_entry(client, stream):
+    """Issue 21 item 12 (part): a reply that ended at eos listed the eos token as a "" entry."""
+    kwargs = dict(model="demo", messages=[{"role": "user", "content": "import os"}], max_tokens=120, temperature=0,
+                  logprobs=True, top_logprobs=2)
+    if stream:
+        chunks = list(client.chat.completions.create(stream=True, **kwargs))
+        entries = [e for c in chunks if c.choices and c.choices[0].logprobs for e in c.choices[0].logprobs.content]
+        text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+        reason = [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason][0]
+    else:
+        choice = client.chat.completions.create(**kwargs).choices[0]
+        entries, text, reason = choice.logprobs.content, choice.message.content, choice.finish_reason
+    assert reason == "stop", "the demo model ends this reply with eos"
+    assert "".join(e.token for e in entries) == text and entries[-1].token != ""

@@ -366,3 +366,16 @@ def test_a_beam_request_runs_beside_the_batch_instead_of_freezing_it(server):
         finished.append(("short", r.status_code))
     thread.join(120)
     assert finished == [("short", 200), ("beam", 200)]
+
+
+def test_an_ipv6_server_prints_a_url_that_works(demo):
+    """Issue 21 item 14: ::1 printed as http://::1:PORT/v1, which no client can use."""
+    try:
+        server = Server(demo, host="::1", port=0).start()
+    except OSError:
+        pytest.skip("no IPv6 loopback here")
+    try:
+        assert server.url.startswith("http://[::1]:")
+        assert httpx.get(f"{server.url}/models", timeout=10).status_code == 200
+    finally:
+        server.stop()
