@@ -95,8 +95,8 @@ def model_spec(model, dtype, device, quantization, quant_type, chat, trust_remot
             from decodelab.engine.backends.gguf import SMOLLM2_HINT
 
             click.echo(f"decodelab: using the tiny demo model; {SMOLLM2_HINT}", err=True)
-    if chat is None:
-        chat = model == "smollm2"
+    if chat is None and not str(model).startswith(("http://", "https://")):
+        chat = model == "smollm2"  # a remote server's chat mode follows its model (backends/remote.py)
     return ModelSpec(path=model, dtype=dtype, device=device, quantization=quantization, quant_type=quant_type,
                      chat=chat, trust_remote_code=trust_remote_code, server_kind=server_kind,
                      remote_model=remote_model)

@@ -157,7 +157,9 @@ class Api:
         return data
 
     def _model_card(self) -> dict:
-        return {"id": self.model_name, "object": "model", "created": 0, "owned_by": "decodelab"}
+        chat = bool(getattr(self.loaded.spec, "chat", False))  # decodelab's client follows it (issue 21 item 13)
+        return {"id": self.model_name, "object": "model", "created": 0, "owned_by": "decodelab",
+                "decodelab": {"chat": chat}}
 
     async def models(self, request: HttpRequest) -> JSONResponse:
         self._authorise(request)

@@ -359,3 +359,27 @@ def test_decodelab_serve_reports_prompt_tokens(server, demo):
     remote = remote_for(server)
     out = generate_many(remote, PROMPT, [DecodingConfig(max_new_tokens=3)])[0]
     assert out.prompt_tokens == generate_many(demo, PROMPT, [DecodingConfig(max_new_tokens=3)])[0].prompt_tokens
+
+
+def test_a_remote_decodelab_server_decides_chat_mode_unless_the_user_did(demo):
+    """Issue 21 item 13: run --model http://... against a decodelab server on SmolLM2 did not turn chat on."""
+    import dataclasses
+
+    from decodelab.cli.common import model_spec
+    from decodelab.engine.backends.remote import connect
+
+    chatty = dataclasses.replace(demo, spec=dataclasses.replace(demo.spec, chat=True))
+    server = Server(chatty, port=0).start()
+    try:
+        options = dict(dtype="auto", device="auto", quantization="none", quant_type="nf4", trust_remote_code=False,
+                       profile=None)
+        followed = model_spec(server.url, chat=None, **options)
+        assert followed.chat is None and connect(followed).spec.chat is True
+        assert connect(model_spec(server.url, chat=False, **options)).spec.chat is False  # --no-chat wins
+    finally:
+        server.stop()
+    plain = Server(demo, port=0).start()
+    try:
+        assert connect(ModelSpec(path=plain.url, chat=None)).spec.chat is False
+    finally:
+        plain.stop()

@@ -48,8 +48,9 @@ class ModelSpec:
     """4-bit only: the dtype matrix products run in (auto = the model dtype)."""
     trust_remote_code: bool = False
     """Run Python code shipped with the model. Off unless you trust its source."""
-    chat: bool = False
-    """Apply the tokenizer's chat template to the prompt (remote: use the chat completions endpoint)."""
+    chat: bool | None = False
+    """Apply the tokenizer's chat template to the prompt (remote: use the chat completions endpoint). None, for a
+    remote server only: follow what the server says of its model (a decodelab server serving SmolLM2 says chat)."""
     remote_model: str = ""
     """Remote servers only: which served model to use (default: the first the server lists)."""
     server_kind: str = "auto"
@@ -68,8 +69,11 @@ class ModelSpec:
             raise ConfigError(f"server_kind={self.server_kind!r} is invalid: choose {', '.join(SERVER_KINDS)}")
         if not isinstance(self.remote_model, str):
             raise ConfigError(f"remote_model={self.remote_model!r} is invalid: it must be a string")
+        if self.chat is None and not self.is_remote:
+            raise ConfigError("model chat=None is only for a remote server (it follows the served model): "
+                              "give true or false")
         for name in ("low_cpu_mem_usage", "trust_remote_code", "chat"):
-            if not isinstance(getattr(self, name), bool):
+            if not isinstance(getattr(self, name), bool) and not (name == "chat" and getattr(self, name) is None):
                 raise ConfigError(f"model {name}={getattr(self, name)!r} is invalid: it must be true or false")
 
     @property

@@ -7,6 +7,7 @@ pane, and turns the streamed logprobs into the same Completion and TokenStep dat
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import threading
@@ -174,6 +175,9 @@ def connect(spec, api_key: str | None = None, timeout: float = 10.0):
     kind = getattr(spec, "server_kind", "auto")
     if kind == "auto":
         kind = detect_kind(base, models, key, timeout)
+    if spec.chat is None:  # follow the served model: a decodelab server says whether its model chats
+        card = next((m for m in models if isinstance(m, dict) and m.get("id") == name), {})
+        spec = dataclasses.replace(spec, chat=bool((card.get("decodelab") or {}).get("chat", False)))
     return RemoteModel(spec=spec, base_url=base, model_name=name, kind=kind, api_key=key,
                        load_seconds=time.perf_counter() - start)
 
