@@ -363,3 +363,17 @@ def test_a_beam_only_part_waits_for_the_batch_instead_of_holding_it(chat_demo):
     beams = Part(CHAT[:2], [DecodingConfig(num_beams=3, max_new_tokens=8)], on_step=lambda e: order.append("beam"))
     generate_parts(chat_demo, [beams, greedy])
     assert order[0] == "rows" and "beam" not in order[:order.count("rows")]
+
+
+async def test_p_selects_a_message_already_run_so_the_next_one_replaces_it(chat_demo):
+    app = chat_app(chat_demo)
+    async with app.run_test(size=(120, 30)) as pilot:
+        await pilot.press("ctrl+r")
+        await wait_idle(app, pilot)
+        await pilot.press("p", *"And while?", "ctrl+n")
+        await wait_idle(app, pilot)
+        assert app.panes()[0].state.user == "And while?"  # not "The forAnd while?"
+        box = app.query_one("#prompt", TextArea)
+        box.text = "draft"
+        await pilot.press("escape", "p", *" more")
+        assert box.text == "draft more"  # a draft not yet sent is kept and typing goes on at its end

@@ -345,10 +345,14 @@ class DecodelabApp(ConversationActions, BranchActions, PaneActions, FileActions,
         self.notify(message, severity="information" if stops else "warning")
 
     def action_focus_prompt(self) -> None:
-        """p: back to the prompt from a pane or the inspector (Esc leaves it again)."""
+        """p: back to the prompt from a pane or the inspector (Esc leaves it again); a message already run is
+        selected, so typing the next one replaces it."""
         box = self.query_one("#prompt", TextArea)
         self.screen.set_focus(box)  # at once (focus() waits a refresh): the next keys are text, not commands
-        box.move_cursor(box.document.end)  # typing goes on from the end of what is there
+        if box.text.strip() and any(p.state.user == box.text for p in self.panes()):
+            box.select_all()  # a message already run: typing replaces it (the next turn); → keeps it to edit
+        else:
+            box.move_cursor(box.document.end)  # typing goes on from the end of what is there
 
     async def action_quit(self) -> None:
         """ctrl+q: cancel what is generating (the run, an A/B round, a sweep) so the process ends at once."""
