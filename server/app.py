@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import anyio
 from decodelab.engine.decoding.requests import Request
 from decodelab.engine.decoding.run import check_context
+from decodelab.engine.decoding.token_bytes import TokenBytes
 from decodelab.engine.results import PromptError
 from pydantic import ValidationError
 from starlette.applications import Starlette
@@ -246,7 +247,7 @@ class Api:
                            param="n")
         include = bool(req.stream_options and req.stream_options.include_usage)
         return responses.Shape(chat=chat, model=self.model_name, top=top, stats=req.decodelab_stats,
-                               include_usage=include)
+                               include_usage=include, bytes_of=self.token_bytes if chat and top is not None else None)
 
     @property
     def tokenizer(self):
@@ -255,6 +256,14 @@ class Api:
         if tok is None:
             tok = self.local.tokenizer = copy.deepcopy(self.loaded.tokenizer)
         return tok
+
+    @property
+    def token_bytes(self) -> TokenBytes:
+        """This thread's token id -> bytes map (over its own tokenizer copy), for logprobs' `bytes`."""
+        lookup = getattr(self.local, "token_bytes", None)
+        if lookup is None:
+            lookup = self.local.token_bytes = TokenBytes(self.tokenizer)
+        return lookup
 
     def _check_length(self, prompts, chat: bool) -> None:
         """A prompt too long for the context in characters alone is refused at once, not tokenized for seconds."""

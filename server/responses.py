@@ -6,6 +6,7 @@ import time
 import uuid
 from dataclasses import dataclass
 
+from decodelab.engine.decoding.token_bytes import REPLACEMENT
 from decodelab.engine.results import Completion, TokenStep, json_number
 
 FINISH = {"eos": "stop", "stop_string": "stop", "max_new_tokens": "length", "cancelled": "stop"}
@@ -20,6 +21,8 @@ class Shape:
     top: int | None  # logprobs alternatives per token; None = no logprobs at all
     stats: bool  # decodelab's full statistics per token
     include_usage: bool = False
+    bytes_of: object = None
+    """token id -> the bytes it stands for (engine/decoding/token_bytes.py), for chat logprobs' `bytes`."""
 
     def __post_init__(self):
         self.id = f"{'chatcmpl' if self.chat else 'cmpl'}-{uuid.uuid4().hex[:16]}"
@@ -39,12 +42,24 @@ def stats_record(step: TokenStep, top: int | None = None) -> dict:
             "top": [[a.token_id, a.text, num(a.logprob), num(a.logprob_processed)] for a in step.top[:top]]}
 
 
-def logprobs(steps, top: int, chat: bool, offset: int = 0) -> dict:
+def token_bytes(token_id: int, text: str, bytes_of=None) -> list[int]:
+    """OpenAI's `bytes` of a token: its text's UTF-8, or, for a token that holds part of a character (its text
+    is "" or U+FFFD), the bytes it really stands for, from the tokenizer."""
+    if bytes_of is not None and (not text or REPLACEMENT in text):
+        data = bytes_of(token_id)
+        if data:
+            return list(data)
+    return list(text.encode("utf-8"))
+
+
+def logprobs(steps, top: int, chat: bool, offset: int = 0, bytes_of=None) -> dict:
     num = json_number
     if chat:
-        return {"content": [{"token": s.text, "logprob": num(s.logprob), "bytes": list(s.text.encode("utf-8")),
+        return {"content": [{"token": s.text, "logprob": num(s.logprob),
+                             "bytes": token_bytes(s.token_id, s.text, bytes_of),
                              "top_logprobs": [{"token": a.text, "logprob": num(a.logprob),
-                                               "bytes": list(a.text.encode("utf-8"))} for a in s.top[:top]]}
+                                               "bytes": token_bytes(a.token_id, a.text, bytes_of)}
+                                              for a in s.top[:top]]}
                             for s in steps]}
     offsets, position = [], offset
     for s in steps:
@@ -73,7 +88,8 @@ def whole(shape: Shape, completions: list[Completion], echos: list[str], prompt_
     choices = []
     for index, (c, echo) in enumerate(zip(completions, echos)):
         choice = {"index": index, "finish_reason": FINISH.get(c.stop_reason, "stop"), "seed": c.seed,
-                  "logprobs": logprobs(shown_steps(c.steps, c.stop_reason), shape.top, shape.chat, len(echo))
+                  "logprobs": logprobs(shown_steps(c.steps, c.stop_reason), shape.top, shape.chat, len(echo),
+                                       shape.bytes_of)
                   if shape.top is not None
                   else None}
         if shape.chat:
@@ -115,7 +131,7 @@ class ChoiceStream:
         choice: dict = {}
         listed = shown_steps(steps, finished)
         if self.shape.top is not None and listed:
-            choice["logprobs"] = logprobs(listed, self.shape.top, self.shape.chat, self.offset)
+            choice["logprobs"] = logprobs(listed, self.shape.top, self.shape.chat, self.offset, self.shape.bytes_of)
             self.offset += sum(len(s.text) for s in listed)
         if self.shape.stats and steps:
             choice["decodelab"] = [stats_record(s, self.shape.top) for s in steps]

@@ -261,3 +261,21 @@ def test_the_end_of_sequence_token_is_not_an_extra_logprobs_entry(client, stream
         entries, text, reason = choice.logprobs.content, choice.message.content, choice.finish_reason
     assert reason == "stop", "the demo model ends this reply with eos"
     assert "".join(e.token for e in entries) == text and entries[-1].token != ""
+
+
+def test_a_token_that_holds_part_of_a_character_has_its_bytes_in_chat_logprobs(demo):
+    """Issue 21 item 12: such a token came back as token "" with bytes []."""
+    from decodelab.engine.decoding.token_bytes import BYTE_DECODER, TokenBytes
+    from decodelab.engine.results import Alternative, TokenStep
+    from decodelab.server.responses import logprobs
+
+    tok = demo.tokenizer
+    alphabet = {b: c for c, b in BYTE_DECODER.items()}
+    lead, middle = (tok.convert_tokens_to_ids(alphabet[b]) for b in "’".encode()[:2])
+    steps = [TokenStep(lead, "", -1.0, -1.0, 0, 1.0, 1.0, (Alternative(middle, "", -2.0, -2.0),)),
+             TokenStep(middle, "", -1.0, -1.0, 0, 1.0, 1.0)]
+    content = logprobs(steps, 1, chat=True, bytes_of=TokenBytes(tok))["content"]
+    assert [e["bytes"] for e in content] == [[0xE2], [0x80]] and [e["token"] for e in content] == ["", ""]
+    assert content[0]["top_logprobs"][0]["bytes"] == [0x80]
+    plain = logprobs(steps[:1], 1, chat=True)["content"]  # without the tokenizer, as before: nothing to give
+    assert plain[0]["bytes"] == []

@@ -11,7 +11,7 @@ from decodelab.engine.decoding.detokenize import IncrementalText
 from decodelab.engine.results import TokenStep
 from tests.tui_pilot import PROMPT, THREE, make_app, plain, run_all
 from decodelab.themes.heatmap import ORDER, SCALES, colour, contrast_ratio, text_colour_for
-from decodelab.tui.token_bytes import TokenBytes, display_pieces, readable
+from decodelab.engine.decoding.token_bytes import TokenBytes, display_pieces, readable
 from decodelab.tui.widgets.inspector import Inspector
 from decodelab.tui.widgets.pane_strip import PaneStrip, pane_widths
 from decodelab.tui.widgets.token_view import TokenView
@@ -196,7 +196,7 @@ def steps_for(tokenizer, ids: list[int]) -> list[TokenStep]:
 
 
 def byte_ids(tokenizer, data: bytes) -> list[int]:
-    from decodelab.tui.token_bytes import BYTE_DECODER
+    from decodelab.engine.decoding.token_bytes import BYTE_DECODER
 
     alphabet = {b: c for c, b in BYTE_DECODER.items()}
     return [tokenizer.convert_tokens_to_ids(alphabet[b]) for b in data]

@@ -6,6 +6,7 @@ import dataclasses
 from importlib import resources
 
 from decodelab.engine.config import DecodingConfig
+from decodelab.engine.decoding.token_bytes import TokenBytes
 from textual import work
 from textual.app import App, ComposeResult
 from textual.containers import Horizontal
@@ -20,7 +21,6 @@ from .messages import LoadFailed, LoadProgress, ModelLoaded, RunFailed, RunFinis
 from .preflight import run_error
 from .run_controller import RunController
 from .state import PaneState
-from .token_bytes import TokenBytes
 from .widgets.inspector import Inspector
 from .widgets.legend import Legend
 from .widgets.pane import Pane

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from decodelab.engine.decoding.token_bytes import REPLACEMENT, readable
 from rich.cells import cell_len, set_cell_size
 from rich.text import Text
 from textual.app import ComposeResult
@@ -14,7 +15,6 @@ from textual.message import Message
 from textual.widgets import OptionList, Static
 from textual.widgets.option_list import Option
 
-from ..token_bytes import REPLACEMENT, readable
 
 HINT = "select a token: click it, or focus a pane and use ← →"
 TOKEN_CELLS = 14

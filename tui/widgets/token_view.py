@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from decodelab.engine.decoding.token_bytes import display_pieces
 from decodelab.themes.heatmap import colour, level, text_colour_for
 from rich.style import Style
 from rich.text import Text
@@ -11,7 +12,6 @@ from textual import events
 from textual.message import Message
 from textual.widgets import Static
 
-from ..token_bytes import display_pieces
 
 BRANCH_MARK = "┃"
 """Drawn before the token a pane was branched to (not part of the text: copy and save never see it)."""

@@ -1,4 +1,5 @@
-"""Tokens that hold part of a UTF-8 character, shown as their bytes (<0xE2><0x80>) instead of U+FFFD."""
+"""Tokens that hold part of a UTF-8 character: their bytes (<0xE2><0x80>), for the TUI (instead of U+FFFD) and
+for the server's logprobs (OpenAI's `bytes`)."""
 
 from __future__ import annotations
 
