@@ -12,7 +12,6 @@ from typing import Union
 
 from .config import ConfigError
 
-Message = dict
 Prompt = Union[str, list]
 ROLES = ("system", "user", "assistant")
 
@@ -28,7 +27,8 @@ def check_messages(messages, where: str = "the conversation") -> list[dict]:
     out = []
     for i, message in enumerate(messages):
         if not isinstance(message, dict):
-            raise ConfigError(f"{where}: message {i + 1} is {type(message).__name__}, not an object with role and content")
+            raise ConfigError(f"{where}: message {i + 1} is {type(message).__name__}, "
+                              "not an object with role and content")
         role, content = message.get("role"), message.get("content")
         if role not in ROLES:
             raise ConfigError(f"{where}: message {i + 1} has role {role!r}; use one of {', '.join(ROLES)}")
@@ -79,14 +79,9 @@ def last_user(prompt: Prompt) -> str:
     return next((m["content"] for m in reversed(prompt) if m["role"] == "user"), "")
 
 
-def system_of(prompt: Prompt) -> str | None:
-    if isinstance(prompt, list) and prompt and prompt[0]["role"] == "system":
-        return prompt[0]["content"]
-    return None
-
-
 def with_reply(prompt: Prompt, reply: str) -> list[dict]:
-    """The conversation after the model answered: the prompt's messages plus the reply (a continued reply extends it)."""
+    """The conversation after the model answered: the prompt's messages plus the reply (a continued reply
+    extends it)."""
     messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else [dict(m) for m in prompt]
     if messages and messages[-1]["role"] == "assistant":
         messages[-1] = {"role": "assistant", "content": messages[-1]["content"] + reply}

@@ -11,6 +11,7 @@ import asyncio
 import copy
 import hmac
 import json
+import re
 import secrets
 import threading
 from dataclasses import dataclass
@@ -32,6 +33,10 @@ from .errors import ApiError, validation_error
 from .prompts import prompt_text, tokenize_chat, tokenize_prompt
 from .scheduler import Job, Scheduler
 from .schemas import ChatRequest, CompletionRequest, take_ignored
+
+
+SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+"""A JSON escape of a UTF-16 surrogate: only bodies holding one are checked for a lone surrogate."""
 
 
 @dataclass
@@ -140,19 +145,16 @@ class Api:
                            code="invalid_json")
         try:
             data = json.loads(body)
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise ApiError(400, f"the request body is not valid JSON: {exc}", code="invalid_json") from None
+            if SURROGATE_ESCAPE.search(body):  # JSON may spell a lone surrogate (\ud800): not text any tokenizer takes
+                json.dumps(data, ensure_ascii=False).encode("utf-8")
         except RecursionError:
             raise ApiError(400, "the request body is nested too deeply to read: no request needs that",
                            code="invalid_json") from None
-        try:  # JSON may spell a lone surrogate (\ud800), which is not Unicode text: no tokenizer can take it
-            json.dumps(data, ensure_ascii=False).encode("utf-8")
-        except RecursionError:
-            raise ApiError(400, "the request body is nested too deeply to read: no request needs that",
-                           code="invalid_json") from None
-        except UnicodeEncodeError as exc:
+        except UnicodeEncodeError as exc:  # before ValueError, its base class
             raise ApiError(400, f"the request holds a lone surrogate ({ascii(exc.object[exc.start:exc.end])}), which "
                            "is not valid Unicode: send UTF-8 text", code="invalid_json") from None
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise ApiError(400, f"the request body is not valid JSON: {exc}", code="invalid_json") from None
         if not isinstance(data, dict):
             raise ApiError(400, "the request body must be a JSON object")
         return data

@@ -147,7 +147,7 @@ class CompletionRequest(Sampling):
 class TextPart(BaseModel):
     model_config = ConfigDict(extra="forbid")
     type: StrictStr
-    text: StrictStr | None = None
+    text: StrictStr
 
     @field_validator("type")
     @classmethod
@@ -177,7 +177,7 @@ class Message(BaseModel):
 
     def text(self) -> str:
         if isinstance(self.content, list):
-            return "".join(part.text or "" for part in self.content)
+            return "".join(part.text for part in self.content)
         return self.content or ""
 
 

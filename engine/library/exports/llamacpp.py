@@ -79,7 +79,17 @@ def shell_quote(text: str) -> str:
     stays on one line and the newline is still a newline."""
     if text.isprintable():
         return shlex.quote(text)
-    escaped = "".join(c if c.isprintable() and c not in "\\'" else
-                      {"\n": "\\n", "\t": "\\t", "\r": "\\r", "\\": "\\\\", "'": "\\'"}.get(c, f"\\x{ord(c):02x}")
-                      if ord(c) < 256 else f"\\u{ord(c):04x}" for c in text)
-    return f"$'{escaped}'"
+    return "$'" + "".join(_ansi_c(c) for c in text) + "'"
+
+
+_ANSI_C = {"\n": "\\n", "\t": "\\t", "\r": "\\r", "\\": "\\\\", "'": "\\'"}
+
+
+def _ansi_c(c: str) -> str:
+    """One character inside bash's $'…'."""
+    if c in _ANSI_C:
+        return _ANSI_C[c]
+    if c.isprintable():
+        return c
+    code = ord(c)
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"
