@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from decodelab.engine.config import ConfigError
+from decodelab.engine.config import SETTING, ConfigError
 from decodelab.themes.heatmap import ORDER
 from textual.app import SystemCommand
 from textual.widgets import TextArea
@@ -95,7 +95,7 @@ class PaneActions:
     def action_undo(self) -> None:
         """u: undo the last removal (x), field set on every pane (=) or new conversation (shift+n)."""
         if not self.undo_stack:
-            self.notify("Nothing to undo (u undoes x and =).", severity="warning")
+            self.notify("Nothing to undo (u undoes x, = and shift+n).", severity="warning")
             return
         entry = self.undo_stack.pop()
         if entry[0] == "turns":
@@ -179,8 +179,6 @@ class PaneActions:
             pane.state.config = pane.state.config.replace(**{key: value})
             pane.refresh_view()
         self.undo_stack = (self.undo_stack + [("set", changes, text)])[-20:]
-        from decodelab.engine.config import SETTING
-
         idle = [f"{p.number}" for p in panes if SETTING[key].warper and not p.state.config.samples]
         note = f" (greedy pane{'s' if len(idle) > 1 else ''} {', '.join(idle)} ignore{'s' if len(idle) == 1 else ''} " \
                f"{key}: it only shapes sampling)" if idle else ""

@@ -19,7 +19,7 @@ from .file_actions import FileActions
 from .keys import bindings
 from .messages import LoadFailed, LoadProgress, ModelLoaded, RunFailed, RunFinished
 from .preflight import run_error
-from .run_controller import RunController
+from .run_controller import RunController, prompt_groups
 from .state import PaneState
 from .widgets.inspector import Inspector
 from .widgets.legend import Legend
@@ -260,7 +260,7 @@ class DecodelabApp(ConversationActions, BranchActions, PaneActions, FileActions,
         user = self.query_one("#prompt", TextArea).text
         prompts = [prompt if prompt is not None else p.state.prompt_for(self.turn_message(p.state, user),
                                                                        self.system_prompt) for p in panes]
-        problem = self.run_problem(panes, prompts, configs)
+        problem = self.run_problem(prompts, configs)
         if problem:  # refused before anything is touched: every pane keeps its text
             for pane in advanced:
                 pane.state.pop_turn()
@@ -285,16 +285,10 @@ class DecodelabApp(ConversationActions, BranchActions, PaneActions, FileActions,
         latest = next((p.state.user for p in self.panes() if p.state.turns and p.state.user), None)
         return latest if latest is not None else typed
 
-    def run_problem(self, panes: list[Pane], prompts: list, configs: list[DecodingConfig]) -> str | None:
+    def run_problem(self, prompts: list, configs: list[DecodingConfig]) -> str | None:
         """Why the run would fail before producing anything, checked once per distinct prompt."""
-        seen: dict[str, list[DecodingConfig]] = {}
-        first: dict[str, object] = {}
-        for prompt, config in zip(prompts, configs):
-            key = repr(prompt)
-            seen.setdefault(key, []).append(config)
-            first.setdefault(key, prompt)
-        for key, group in seen.items():
-            problem = run_error(self.loaded, first[key], group)
+        for rows in prompt_groups(prompts):
+            problem = run_error(self.loaded, prompts[rows[0]], [configs[row] for row in rows])
             if problem:
                 return problem
         return None

@@ -17,6 +17,14 @@ from .messages import RunFailed, RunFinished
 from .state import PaneState
 
 
+def prompt_groups(prompts: list) -> list[list[int]]:
+    """The rows that share a prompt (text or messages), in order of first appearance: one part of a run each."""
+    groups: dict[str, list[int]] = {}
+    for row, prompt in enumerate(prompts):
+        groups.setdefault(json.dumps(prompt), []).append(row)
+    return list(groups.values())
+
+
 class RunController:
     def __init__(self, app) -> None:
         self.app = app
@@ -54,10 +62,7 @@ class RunController:
         self.running = True
         self.run_id += 1
         self.cancel_event, self.states = threading.Event(), states
-        groups: dict[str, list[int]] = {}
-        for row, prompt in enumerate(prompts):
-            groups.setdefault(json.dumps(prompt), []).append(row)
-        self.parts = [(rows, set()) for rows in groups.values()]
+        self.parts = [(rows, set()) for rows in prompt_groups(prompts)]
         work = partial(self._work, loaded, self.run_id, states, configs, prompts, list(prefix or []),
                        self.cancel_event, self.parts)
         self.app.run_worker(work, thread=True, exclusive=True, group="engine", name="engine")

@@ -102,9 +102,7 @@ class PaneState:
         one (an earlier turn rerun) are set aside under the version they followed."""
         shown = self.shown
         parent = shown.number if shown is not None and branched_at is not None else None
-        if self.later and shown is not None:
-            self.followups[shown.number] = self.later
-        self.later = []
+        self._set_aside(shown)
         self.reset()
         self.running = True
         if prefix_steps:
@@ -160,10 +158,15 @@ class PaneState:
         under it, and the new version's own later turns come back."""
         version, before = self.history[index], self.shown
         if before is not None and before.number != version.number:
-            if self.later:
-                self.followups[before.number] = self.later
+            self._set_aside(before)
             self.later = self.followups.pop(version.number, [])
         self._display(index)
+
+    def _set_aside(self, version: Version | None) -> None:
+        """The turns after the live one stay with the version they followed (under followups)."""
+        if self.later and version is not None:
+            self.followups[version.number] = self.later
+        self.later = []
 
     def _display(self, index: int) -> None:
         version = self.history[index]
@@ -201,11 +204,9 @@ class PaneState:
 
     def push_turn(self) -> None:
         """The reply on show becomes an earlier turn; the live turn starts empty (turns after it are set aside)."""
-        shown = self.shown
-        if self.later:
-            self.followups[shown.number] = self.later
+        self._set_aside(self.shown)
         self.turns.append(Turn(self.history, self.viewing, self.followups))
-        self.history, self.viewing, self.followups, self.later = [], None, {}, []
+        self.history, self.viewing, self.followups = [], None, {}
         self.reset()
         self.prompt = None
 
@@ -217,7 +218,7 @@ class PaneState:
         """Show the previous (-1) or next (+1) turn; False when there is none or the pane runs."""
         if self.running or self.shown is None:
             return False
-        source, target = (self.turns, self.later) if delta < 0 else (self.later, self.turns)
+        source = self.turns if delta < 0 else self.later
         if not source:
             return False
         live = Turn(self.history, self.viewing, self.followups)
@@ -296,9 +297,7 @@ def restore_conversation(state: PaneState, record: dict, where: str) -> None:
     Raises KeyError/TypeError/ValueError (or ConfigError) on damaged data."""
     state.turns = [_read_turn(t, where) for t in record["earlier"]]
     state.later = [_read_turn(t, where) for t in record["later"]]
-    live = _read_turn(record["turn"], where)
-    state.history, state.followups = live.history, live.followups
-    state._display(live.viewing if live.viewing is not None else len(live.history) - 1)
+    state._load(_read_turn(record["turn"], where))
 
 
 def _turn_record(turn: Turn) -> dict:
