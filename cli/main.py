@@ -71,8 +71,12 @@ def main(ctx, presets, prompt, prompt_file, system, sets, **model):
               default=None, is_flag=False, flag_value="prob", help="Colour tokens by a measure (default prob).")
 @click.option("--top", type=click.IntRange(0, 50), default=5, show_default=True,
               help="Alternatives per token in JSON output.")
+@click.option("--stages", is_flag=True,
+              help="Trace every sampler stage: say which settings changed the outcome and which never did; "
+                   "JSON gets each token's stage-by-stage probabilities and a stage_report per pane.")
 @handle_errors
-def run(prompt, prompt_file, system, messages_file, presets, sets, seed, as_json, as_jsonl, heatmap, top, **model):
+def run(prompt, prompt_file, system, messages_file, presets, sets, seed, as_json, as_jsonl, heatmap, top, stages,
+        **model):
     """Run the batched comparison without the TUI and print every pane.
 
     Exits 1 when any pane ended in an error (each is named on stderr).
@@ -83,6 +87,7 @@ def run(prompt, prompt_file, system, messages_file, presets, sets, seed, as_json
       decodelab run --prompt "Once" --set temperature=0.9 --set top_p=0.95 --seed 7 --json
       decodelab run --system "Answer in one line." --prompt "Why is the sky blue?" -p greedy -p creative
       decodelab run --messages chat.json --prompt "And in winter?" --json   # JSON: each pane's messages
+      decodelab run --prompt "Once" --set top_k=40 --set min_p=0.1 --stages    # which settings mattered
     """
     if as_json and as_jsonl:
         raise click.UsageError("choose --json or --jsonl, not both")
@@ -92,7 +97,11 @@ def run(prompt, prompt_file, system, messages_file, presets, sets, seed, as_json
     loaded = load_with_progress(model_spec(**model), quiet=quiet, api_key=model.get("api_key"))
     from decodelab.engine.backends.base import generate_many
 
-    completions = generate_many(loaded, text, configs, cancel=threading.Event(), top_alternatives=max(top, 10))
+    if stages and not loaded.can("stages"):
+        warn("this backend cannot trace the sampler stages (a remote server applies them itself): --stages is "
+             "ignored")
+    completions = generate_many(loaded, text, configs, cancel=threading.Event(), top_alternatives=max(top, 10),
+                                trace_stages=stages and loaded.can("stages"))
     if as_json:
         doc = {"model": loaded.describe(), "prompt": text,
                "completions": [completion_record(text, c, top) for c in completions]}

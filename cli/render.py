@@ -56,12 +56,21 @@ def prompt_text(prompt) -> Text:
     return lines
 
 
+def stage_lines(c) -> list[Text]:
+    """With traced stages: one line per setting at work, the dead ones marked."""
+    from decodelab.engine.experiments.stage_use import stage_report
+
+    return [Text(("dead: " if use.dead else "") + use.note, style="yellow" if use.dead else "dim")
+            for use in stage_report(c)]
+
+
 def print_completions(console: Console, prompt, completions, heatmap: str | None) -> None:
     panels = []
     for c in completions:
         body = heat_text(c, heatmap) if heatmap else Text(c.text)
         # The config's summary goes inside (it wraps), not on the border, where a narrow panel cut it.
         parts = [Text(c.config.summary(), style="dim"), body, Text(stats_line(c), style="dim")]
+        parts += stage_lines(c)
         if c.extra.get("error"):
             parts.append(Text(f"⚠ {c.extra['error']}", style="yellow"))
         if c.extra.get("ignored"):

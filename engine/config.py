@@ -19,20 +19,10 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-SEED_MAX = 2**63 - 1  # TOML integers are signed 64-bit
+from .checks import CHECKS, SEED_MAX, TYPES, ConfigError, fail as _fail  # noqa: F401 - re-exported
+
 DRY_BREAKERS_DEFAULT = ("\n", ":", "\"", "*")
 STACKS = ("hf", "vllm", "openai", "llamacpp", "webui")
-
-
-class ConfigError(ValueError):
-    """A decoding setting (or a preset holding one) is invalid; the message says what to change.
-
-    field names the setting at fault when there is one (front ends point at it; the server maps it to
-    the request field the client sent)."""
-
-    def __init__(self, message: str, field: str | None = None):
-        super().__init__(message)
-        self.field = field
 
 
 @dataclass(frozen=True)
@@ -41,7 +31,8 @@ class Setting:
 
     name: str
     kind: str
-    """text, bool, int, float, strings (a list of texts), seed (int or none), bias (logit_bias), choice."""
+    """text, bool, int, float, strings (a list of texts), seed (int or none), bias (logit_bias), choice, tokens
+    (a list of token ids or one-token texts)."""
     default: Any
     help: str
     allowed: str = ""
@@ -75,7 +66,7 @@ class Setting:
 
     def check(self, value: Any) -> Any:
         """The value, normalised (ints for whole floats, tuples for lists), or ConfigError naming the field."""
-        return _CHECKS[self.kind](self, value)
+        return CHECKS[self.kind](self, value)
 
 
 def _row(name, kind, default, help, allowed="", **more) -> Setting:
@@ -190,6 +181,29 @@ SETTINGS: tuple[Setting, ...] = (
     _sampler("repetition_penalty_last_n", "int", 0, "the repetition penalty looks only at the last N tokens; 0 = "
              "the whole context", "it must be an integer >= 0; 0 = the whole context", "penalties", warper=False,
              low=0, llamacpp="repeat_last_n", webui="repetition_penalty_range"),
+    _sampler("smoothing_factor", "float", 0.0, "quadratic sampling: bend the logits around the top one by "
+             "factor x (difference)^2 (text-generation-webui, KoboldCpp); higher is sharper; 0 = off",
+             "it must be >= 0; 0 turns it off", "smoothing", low=0,
+             label="smooth={c.smoothing_factor:g}/{c.smoothing_curve:g}", webui="smoothing_factor"),
+    _sampler("smoothing_curve", "float", 1.0, "quadratic sampling: 1 = quadratic, 3 = cubic (between them, a mix)",
+             "it must be >= 1 (1 = quadratic)", "smoothing", low=1, webui="smoothing_curve"),
+    _sampler("top_h", "float", 0.0, "top-H (HF): keep the likeliest of the top 100 tokens while their summed "
+             "entropy stays within top_h x the entropy; 0 = off", "it must be in [0, 1]; 0 turns it off", "top_h",
+             low=0, high=1, label="top_h", hf="top_h"),
+    _sampler("tfs", "float", 1.0, "tail-free sampling (text-generation-webui; llama.cpp removed it in 2024): cut "
+             "the tail where the sorted probabilities' second difference passes this share; 1 = off",
+             "it must be in [0, 1]; 1 turns it off", "tfs", low=0, high=1, label="tfs", webui="tfs"),
+    _sampler("top_a", "float", 0.0, "drop tokens below top_a x (top probability)^2 (text-generation-webui); 0 = off",
+             "it must be in [0, 1]; 0 turns it off", "top_a", low=0, high=1, label="top_a", webui="top_a"),
+    _sampler("adaptive_target", "float", -1.0, "adaptive-p (llama.cpp): pick tokens near this probability, "
+             "steering the average toward it; it samples itself, so it ends the chain; negative = off",
+             "it must be in [-1, 1]; a negative value turns it off", "adaptive_p", low=-1, high=1,
+             label="adaptive_p={c.adaptive_target:g}", llamacpp="adaptive_target", webui="adaptive_target"),
+    _sampler("adaptive_decay", "float", 0.9, "adaptive-p: how slowly its running average forgets (0 to 0.99)",
+             "it must be in [0, 0.99]", "adaptive_p", low=0, high=0.99, llamacpp="adaptive_decay",
+             webui="adaptive_decay"),
+    _row("logprob_tokens", "tokens", (), "report these tokens' probabilities at every step, whatever their rank "
+         "(token ids, or texts of one token each, e.g. \" Yes\")", label="named={n}", vllm="logprob_token_ids"),
     _row("sampler_order", "strings", (), "order of the sampling stages (like llama.cpp --samplers); unlisted stages "
          "keep their default place after the listed ones; empty = the default (HF) order", stage="chain",
          llamacpp="samplers", webui="sampler_priority"),
@@ -206,105 +220,9 @@ NUMBER_FIELDS = frozenset(s.name for s in SETTINGS if s.kind in ("int", "float")
 # The reorderable stages and their default order (engine/sampling/stages.py registers them in this order).
 # Kept here so the config can validate sampler_order without importing torch.
 SAMPLER_STAGES: tuple[str, ...] = (
-    "penalties", "dry", "no_repeat_ngram", "temperature", "top_n_sigma", "top_k", "top_p", "min_p",
-    "typical_p", "epsilon_cutoff", "eta_cutoff", "xtc",
+    "penalties", "dry", "no_repeat_ngram", "temperature", "smoothing", "top_h", "top_n_sigma", "top_k", "top_p",
+    "min_p", "typical_p", "epsilon_cutoff", "eta_cutoff", "tfs", "top_a", "xtc",
 )
-
-
-# -- checking one value against its row -----------------------------------------------------------------
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-def _fail(name: str, value: Any, allowed: str) -> ConfigError:
-    return ConfigError(f"{name}={value!r} is invalid: {allowed}", field=name)
-
-
-def _text(s: Setting, value: Any) -> str:
-    if not isinstance(value, str):
-        raise _fail(s.name, value, "it must be a string")
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        raise _fail(s.name, value, "it must be valid Unicode text (no lone surrogates)") from None
-    return value
-
-
-def _bool(s: Setting, value: Any) -> bool:
-    if not isinstance(value, bool):
-        raise _fail(s.name, value, "it must be true or false")
-    return value
-
-
-def _float(s: Setting, value: Any) -> float:
-    if not _is_number(value) or not math.isfinite(value):
-        raise _fail(s.name, value, "it must be a finite number; " + s.allowed)
-    if not s.in_range(value):
-        raise _fail(s.name, value, s.allowed)
-    return float(value)
-
-
-def _int(s: Setting, value: Any) -> int:
-    if isinstance(value, float) and value.is_integer():
-        value = int(value)
-    if not _is_int(value) or not s.in_range(value):
-        raise _fail(s.name, value, s.allowed)
-    return value
-
-
-def _strings(s: Setting, value: Any) -> tuple[str, ...]:
-    if isinstance(value, str) or not isinstance(value, (list, tuple)):
-        raise _fail(s.name, value, "it must be a list of non-empty strings")
-    for item in value:
-        if not isinstance(item, str) or not item:
-            raise _fail(s.name, value, "every entry must be a non-empty string")
-        _text(s, item)
-    return tuple(value)
-
-
-def _seed(s: Setting, value: Any) -> int | None:
-    if value is not None and not (_is_int(value) and 0 <= value <= SEED_MAX):
-        raise _fail(s.name, value, s.allowed)
-    return value
-
-
-def _choice(s: Setting, value: Any) -> bool | str:  # early_stopping: true, false or "never"
-    if not (isinstance(value, bool) or value == "never"):
-        raise _fail(s.name, value, s.allowed)
-    return value
-
-
-def _bias(s: Setting, value: Any) -> tuple[tuple[int | str, float], ...]:
-    pairs = list(value.items()) if isinstance(value, dict) else value
-    if isinstance(pairs, str) or not isinstance(pairs, (list, tuple)):
-        raise _fail(s.name, value, 'it must map token ids or texts to biases, e.g. {"50256" = -100}')
-    out = []
-    for pair in pairs:
-        if not isinstance(pair, (list, tuple)) or len(pair) != 2:
-            raise _fail(s.name, value, "every entry must be a (token id or text, bias) pair")
-        key, bias = pair
-        if isinstance(value, dict) and isinstance(key, str) and key.strip().isdigit():
-            key = int(key)  # OpenAI / llama.cpp JSON: a digit-only key is a token id
-        if not (_is_int(key) and key >= 0) and not (isinstance(key, str) and key):
-            raise _fail(s.name, value, f"key {key!r} must be a token id >= 0 or a non-empty text")
-        if isinstance(key, str):
-            _text(s, key)
-        if isinstance(bias, str) and bias.strip().lower() == "-inf":  # JSON has no -inf: sessions and --json write it so
-            bias = -math.inf
-        if not _is_number(bias) or math.isnan(bias) or bias == math.inf:
-            raise _fail(s.name, value, f"the bias for {key!r} must be a number (-inf bans the token)")
-        out.append((key, float(bias)))
-    return tuple(out)
-
-
-_CHECKS = {"text": _text, "bool": _bool, "float": _float, "int": _int, "strings": _strings, "seed": _seed,
-           "choice": _choice, "bias": _bias}
-_TYPES = {"text": str, "bool": bool, "float": float, "int": int, "strings": tuple[str, ...], "seed": int | None,
-          "choice": bool | str, "bias": tuple[tuple[int | str, float], ...]}
 
 
 # -- DecodingConfig -------------------------------------------------------------------------------------
@@ -326,6 +244,9 @@ class _ConfigBehaviour:
             name = "dry_multiplier" if self.dry_multiplier else "repetition_penalty_last_n"
             raise _fail(name, getattr(self, name), "beams run through HF generate, which has no DRY or penalty "
                         "window: set it to 0 for beam configs, or num_beams=1")
+        if self.mirostat and self.adaptive_target >= 0:
+            raise _fail("adaptive_target", self.adaptive_target, "Mirostat and adaptive-p both pick the token at the "
+                        "end of the chain: turn one off (adaptive_target=-1 or mirostat=0)")
         if self.num_beams > 1 and self.samples:
             raise _fail("num_beams", self.num_beams,
                         "beams run without sampling here: set do_sample=false (or temperature=0), or num_beams=1")
@@ -378,7 +299,8 @@ class _ConfigBehaviour:
             if keep is not None and s.name not in keep:
                 continue
             value = getattr(self, s.name)
-            out[s.name] = logit_bias_dict(value) if s.kind == "bias" else list(value) if s.kind == "strings" else value
+            out[s.name] = logit_bias_dict(value) if s.kind == "bias" else list(value) if s.kind in ("strings", "tokens") \
+                else value
         return out
 
     @classmethod
@@ -398,7 +320,7 @@ class _ConfigBehaviour:
 
 
 DecodingConfig = dataclasses.make_dataclass(
-    "DecodingConfig", [(s.name, _TYPES[s.kind], field(default=s.default)) for s in SETTINGS],
+    "DecodingConfig", [(s.name, TYPES[s.kind], field(default=s.default)) for s in SETTINGS],
     bases=(_ConfigBehaviour,), frozen=True,
 )
 DecodingConfig.__module__ = __name__  # make_dataclass takes module= only from Python 3.12

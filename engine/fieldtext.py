@@ -29,6 +29,11 @@ def parse_text(name: str, raw: str) -> Any:
             return []
         return _toml(name, text if text.startswith("[") else f"[{text}]",
                      'write quoted strings separated by commas, e.g. "\\n\\n", "END"')
+    if kind == "tokens":
+        if not text:
+            return []
+        return _toml(name, text if text.startswith("[") else f"[{text}]",
+                     'write token ids or quoted texts separated by commas, e.g. " Yes", " No" or 9642, 2360')
     if kind == "bias":
         if not text:
             return {}
@@ -60,6 +65,8 @@ def format_text(config: DecodingConfig, name: str) -> str:
         return "" if value is None else str(value)
     if kind == "strings":
         return ", ".join(toml_string(s) for s in value)
+    if kind == "tokens":
+        return ", ".join(toml_string(t) if isinstance(t, str) else str(t) for t in value)
     if kind == "bias":
         return ", ".join(f"{toml_string(k)} = {b:g}" for k, b in logit_bias_dict(value).items())
     if kind == "choice":

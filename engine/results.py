@@ -31,6 +31,24 @@ class Alternative:
 
 
 @dataclass(frozen=True)
+class StageStep:
+    """One sampler stage at one step (engine/sampling/trace.py): what it left, and the chosen token's and the
+    alternatives' log-probabilities after it. The first StageStep of a token is "raw", the model's own."""
+
+    stage: str
+    kept: int
+    """Candidates left after this stage."""
+    moved: float
+    """Probability this stage moved (total variation; for a filter, the mass it removed)."""
+    top_changed: bool
+    """The most likely token after this stage differs from the one before it."""
+    logprob: float
+    """The chosen token's log-probability after this stage."""
+    alternatives: tuple[float, ...] = ()
+    """Log-probabilities after this stage of the TokenStep's `top` alternatives, in order (-inf: removed)."""
+
+
+@dataclass(frozen=True)
 class TokenStep:
     """One generated token and what the model thought when choosing it."""
 
@@ -46,6 +64,10 @@ class TokenStep:
     top: tuple[Alternative, ...] = ()
     rank_at_least: bool = False
     """True when the rank is only a lower bound: a server reported its top N and this token was not among them."""
+    named: tuple[Alternative, ...] = ()
+    """The tokens the config's logprob_tokens names, whatever their rank, in the order named."""
+    stages: tuple["StageStep", ...] = ()
+    """What each sampler stage did at this step (when the run traced its stages; sampling/trace.py)."""
 
     @property
     def rank_text(self) -> str:
@@ -130,20 +152,48 @@ def completion_to_dict(c: Completion, top: int | None = None) -> dict:
     """Plain JSON-ready data for one completion (top limits the alternatives kept per token)."""
     def step(s: TokenStep) -> dict:
         alts = s.top if top is None else s.top[:top]
+        more = {}
+        if s.named:
+            more["named"] = [_alternative(a) for a in s.named]
+        if s.stages:
+            more["stages"] = [{"stage": g.stage, "kept": g.kept, "moved": json_number(g.moved),
+                               "top_changed": g.top_changed, "logprob": json_number(g.logprob),
+                               "alternatives": [json_number(v) for v in g.alternatives[: len(alts)]]}
+                              for g in s.stages]
         return {"id": s.token_id, "text": s.text, "logprob": json_number(s.logprob),
                 "logprob_processed": json_number(s.logprob_processed), "rank": s.rank,
                 **({"rank_at_least": True} if s.rank_at_least else {}), "entropy": json_number(s.entropy),
                 "entropy_processed": json_number(s.entropy_processed),
-                "alternatives": [{"id": a.token_id, "text": a.text, "logprob": json_number(a.logprob),
-                                  "logprob_processed": json_number(a.logprob_processed)} for a in alts]}
+                "alternatives": [_alternative(a) for a in alts], **more}
 
+    report = {}
+    if any(s.stages for s in c.steps):
+        from .experiments.stage_use import report_dict
+
+        report["stage_report"] = report_dict(c)
     return {"config": json_config(c.config), "seed": c.seed, "text": c.text, "stop_reason": c.stop_reason,
             "token_ids": list(c.token_ids), "prompt_tokens": c.prompt_tokens,
             "mean_logprob": c.mean_logprob, "perplexity": c.perplexity, "sequence_score": c.sequence_score,
             "timings": {"prefill_s": c.timings.prefill_s, "decode_s": c.timings.decode_s,
                         "tokens_per_s": c.timings.tokens_per_s},
             "tokens": [step(s) for s in c.steps],
-            "notes": {k: c.extra[k] for k in ("backend", "logprobs", "ignored", "overridden", "error") if k in c.extra}}
+            "notes": {k: c.extra[k] for k in ("backend", "logprobs", "ignored", "overridden", "error") if k in c.extra},
+            **report}
+
+
+def _alternative(a: Alternative) -> dict:
+    return {"id": a.token_id, "text": a.text, "logprob": json_number(a.logprob),
+            "logprob_processed": json_number(a.logprob_processed)}
+
+
+def _read_alternative(a: dict) -> Alternative:
+    return Alternative(int(a["id"]), str(a["text"]), _float(a["logprob"]), _float(a["logprob_processed"]))
+
+
+def _read_stage(g: dict) -> StageStep:
+    return StageStep(stage=str(g["stage"]), kept=int(g["kept"]), moved=float(g["moved"] or 0.0),
+                     top_changed=bool(g["top_changed"]), logprob=_float(g["logprob"]),
+                     alternatives=tuple(_float(v) for v in g.get("alternatives", ())))
 
 
 def _float(value) -> float:
@@ -159,9 +209,10 @@ def completion_from_dict(data: dict) -> Completion:
     steps = [TokenStep(token_id=int(t["id"]), text=str(t["text"]), logprob=_float(t["logprob"]),
                        logprob_processed=_float(t["logprob_processed"]), rank=int(t["rank"]),
                        entropy=_float(t["entropy"]), entropy_processed=_float(t["entropy_processed"]),
-                       top=tuple(Alternative(int(a["id"]), str(a["text"]), _float(a["logprob"]),
-                                             _float(a["logprob_processed"])) for a in t["alternatives"]),
-                       rank_at_least=bool(t.get("rank_at_least", False)))
+                       top=tuple(_read_alternative(a) for a in t["alternatives"]),
+                       rank_at_least=bool(t.get("rank_at_least", False)),
+                       named=tuple(_read_alternative(a) for a in t.get("named", ())),
+                       stages=tuple(_read_stage(g) for g in t.get("stages", ())))
              for t in data["tokens"]]
     timings = data["timings"]
     return Completion(config=DecodingConfig.from_dict(data["config"]), seed=int(data["seed"]), text=str(data["text"]),

@@ -123,7 +123,7 @@ def test_webui_import_of_its_own_names():
     assert config.epsilon_cutoff == pytest.approx(3e-4) and config.eta_cutoff == pytest.approx(1e-3)
     assert config.dry_sequence_breakers == ("\n", ":") and config.mirostat == 1
     assert dict(config.logit_bias) == {12: float("-inf"), 13: float("-inf")}
-    assert config.sampler_order[-1] == "temperature"
+    assert config.sampler_order[-2:] == ("temperature", "smoothing")  # the webui moves both last, in this order
 
 
 @pytest.mark.parametrize("fmt", ["hf", "vllm", "openai", "llamacpp", "webui"])

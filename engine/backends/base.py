@@ -25,6 +25,7 @@ CAPABILITIES = {
     "top_n": "any number of alternatives per token",
     "shared_batches": "rows of different prompts decode in one batch",
     "tokenizer": "a local tokenizer (token bytes, prompt length before running)",
+    "stages": "what each sampler stage did at each step (trace_stages)",
 }
 
 
@@ -64,11 +65,12 @@ class Backend(ABC):
     @abstractmethod
     def generate(self, prompt: Prompt, configs: Sequence[DecodingConfig], *, on_step=None, cancel=None,
                  top_alternatives: int = 10, prefix_ids: Sequence[int] = (), stop_rows: Container[int] = (),
-                 batch_invariant: bool = True) -> list[Completion]:
+                 batch_invariant: bool = True, trace_stages: bool = False) -> list[Completion]:
         """Every config on one prompt (a text, or chat messages: engine/conversation.py); completions in config order.
 
         prefix_ids needs can("branch"); stop_rows needs can("stop_rows"): a backend without them refuses
-        a non-empty prefix and ignores stop_rows (cancel still stops everything)."""
+        a non-empty prefix and ignores stop_rows (cancel still stops everything). trace_stages needs
+        can("stages"): each TokenStep then carries what every sampler stage did (others ignore it)."""
 
     def generate_prompts(self, items: Sequence[tuple[str, Sequence[DecodingConfig]]], *, cancel=None,
                          top_alternatives: int = 10, max_rows: int = 64) -> list[list[Completion]]:
@@ -89,14 +91,15 @@ class Part:
 
 
 def generate_parts(backend: Backend, parts: Sequence[Part], *, cancel=None, top_alternatives: int = 10,
-                   batch_invariant: bool = True) -> list[list[Completion]]:
+                   batch_invariant: bool = True, trace_stages: bool = False) -> list[list[Completion]]:
     """Several prompts (each pane of a conversation has its own), streamed; completions per part, in order.
 
     The local engine decodes every part in one batch (each prompt prefilled once); other backends run the
     parts one after another."""
     own = getattr(backend, "generate_parts", None)
     if own is not None:
-        return own(parts, cancel=cancel, top_alternatives=top_alternatives, batch_invariant=batch_invariant)
+        return own(parts, cancel=cancel, top_alternatives=top_alternatives, batch_invariant=batch_invariant,
+                   trace_stages=trace_stages)
     out = []
     for part in parts:
         out.append(backend.generate(part.prompt, part.configs, on_step=part.on_step, cancel=cancel,

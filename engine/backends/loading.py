@@ -89,7 +89,7 @@ class ModelSpec:
 class LoadedModel(Backend):
     """A transformers model in this process, ready to decode: every run goes through decoding/loop.py."""
 
-    capabilities = frozenset({"stop_rows", "branch", "raw_logprobs", "top_n", "shared_batches", "tokenizer"})
+    capabilities = frozenset({"stop_rows", "branch", "raw_logprobs", "top_n", "shared_batches", "tokenizer", "stages"})
 
     model: Any
     tokenizer: Any
@@ -116,18 +116,19 @@ class LoadedModel(Backend):
         return None
 
     def generate(self, prompt, configs, *, on_step=None, cancel=None, top_alternatives=10, prefix_ids=(),
-                 stop_rows=(), batch_invariant=True) -> list[Completion]:
+                 stop_rows=(), batch_invariant=True, trace_stages=False) -> list[Completion]:
         from ..decoding.run import generate_local
 
         return generate_local(self, prompt, configs, on_step=on_step, cancel=cancel,
                               top_alternatives=top_alternatives, prefix_ids=prefix_ids, stop_rows=stop_rows,
-                              batch_invariant=batch_invariant)
+                              batch_invariant=batch_invariant, trace_stages=trace_stages)
 
-    def generate_parts(self, parts, *, cancel=None, top_alternatives=10, batch_invariant=True) -> list[list[Completion]]:
+    def generate_parts(self, parts, *, cancel=None, top_alternatives=10, batch_invariant=True,
+                       trace_stages=False) -> list[list[Completion]]:
         from ..decoding.run import generate_parts
 
         return generate_parts(self, parts, cancel=cancel, top_alternatives=top_alternatives,
-                              batch_invariant=batch_invariant)
+                              batch_invariant=batch_invariant, trace_stages=trace_stages)
 
     def generate_prompts(self, items, *, cancel=None, top_alternatives=10, max_rows=64) -> list[list[Completion]]:
         from ..decoding.run import generate_prompts

@@ -91,7 +91,7 @@ class RemoteModel(Backend):
         return f"{self.model_name} · {self.kind} server at {self.base_url}"
 
     def generate(self, prompt, configs, *, on_step=None, cancel=None, top_alternatives=10, prefix_ids=(),
-                 stop_rows=(), batch_invariant=True) -> list[Completion]:
+                 stop_rows=(), batch_invariant=True, trace_stages=False) -> list[Completion]:
         return generate_remote(self, prompt, configs, on_step=on_step, cancel=cancel,
                                top_alternatives=top_alternatives, prefix_ids=prefix_ids)
 

@@ -188,16 +188,30 @@ class DecodeLoop:
             offset += group.rows
         processed, tokens = torch.cat([p for p, _ in picked]), torch.cat([t for _, t in picked])
         k = max(g.k for g in self.groups)
-        stats = step_statistics(logits, processed, tokens, k).cpu().tolist()  # the step's one host transfer
+        stats = step_statistics(logits, processed, tokens, k, self._named()).cpu().tolist()  # one host transfer
         offset = 0
-        for group in self.groups:
-            group.record(stats[offset: offset + group.rows], k)
+        for group, (_, chosen) in zip(self.groups, picked):
+            traced = group.take_trace(logits[offset: offset + group.rows], chosen, k)
+            group.record(stats[offset: offset + group.rows], k, traced)
             offset += group.rows
         keep = []
         done += self._retire(keep)
         if self.groups:
             self._forward(tokens[keep] if len(keep) != tokens.shape[0] else tokens)  # one forward, every row
         return done
+
+    def _named(self) -> torch.Tensor | None:
+        """[N, m] the token ids each live row's logprob_tokens names (-1: none); None when no row names any."""
+        width = max((g.settings.named.shape[1] for g in self.groups if g.settings.named is not None), default=0)
+        if not width:
+            return None
+        parts = []
+        for g in self.groups:
+            part = torch.full((g.rows, width), -1, dtype=torch.long, device=self.device)
+            if g.settings.named is not None:
+                part[:, : g.settings.named.shape[1]] = g.settings.named
+            parts.append(part)
+        return torch.cat(parts)
 
     def _live_logits(self) -> torch.Tensor:
         if self.mergeable:  # live rows come first, then padding

@@ -14,6 +14,8 @@ import torch
 from ..config import DecodingConfig
 from ..results import Completion, PromptError, StepEvent
 from ..sampling import RowSettings, RowState, pick, process
+from ..sampling.stages import STAGES
+from ..sampling.trace import StageTrace, unpack_stages
 from .modelcalls import eos_tensor
 from .rows import RowTracker, build_steps
 
@@ -47,6 +49,8 @@ class Request:
     on_done: Callable[[list[Completion]], None] | None = None
     cancel: threading.Event = field(default_factory=threading.Event)
     top: int = 10
+    trace: bool = False
+    """Record what each sampler stage did at each step (TokenStep.stages; sampling/trace.py)."""
     seeds: list[int] = field(default_factory=list)
     prefix: Sequence[int] = ()
     stop_rows: Container[int] = ()
@@ -97,6 +101,12 @@ class Group:
         configs = [r.configs[i] for r, i in self.owners]
         self.state = RowState.for_prompts(self.settings, [r.prompt_ids for r, _ in self.owners], vocab,
                                           max(c.max_new_tokens for c in configs), eos_t)
+        for row, (request, i) in enumerate(self.owners):
+            tracker = request.trackers[i]
+            tracker.named = self.settings.named_lists[row] if self.settings.named_lists else []
+            tracker.active = frozenset(st.name for st in STAGES if st.active(tracker.config, tracker.config.samples))
+        self.trace = any(r.trace for r in requests)
+        self._trace: StageTrace | None = None
         self.step = len(requests[0].prefix)
         for token in requests[0].prefix:  # the forced tokens count as generated for the penalties
             self.state.update(torch.full((self.rows,), token, dtype=torch.long, device=device))
@@ -112,13 +122,23 @@ class Group:
 
     def sample(self, logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """This group's processed logits and picked tokens (its own step counter drives the seeded noise)."""
-        processed = process(logits, self.settings, self.state, self.step)  # the sampler chain (sampling/chain.py)
+        self._trace = StageTrace(logits) if self.trace else None
+        processed = process(logits, self.settings, self.state, self.step, trace=self._trace)  # sampling/chain.py
         tokens = pick(processed, self.settings, self.step)  # argmax, or the row's own seeded draw
         self.state.update(tokens, processed)  # history, penalty counts, Mirostat's mu
         return processed, tokens
 
-    def record(self, stats: list[list[float]], k: int) -> None:
-        """Record each row's token from its packed statistics; one StepEvent per request."""
+    def take_trace(self, raw: torch.Tensor, tokens: torch.Tensor, k: int):
+        """This step's stage trace as (stage names, [rows][E][4 + k] values), or None when not tracing. The
+        alternatives are the raw top k, as in the step's statistics."""
+        trace, self._trace = self._trace, None
+        if trace is None:
+            return None
+        top_ids = torch.log_softmax(raw.float(), dim=-1).topk(k, dim=-1).indices
+        return trace.names, trace.pack(tokens, top_ids).cpu().tolist()
+
+    def record(self, stats: list[list[float]], k: int, traced=None) -> None:
+        """Record each row's token from its packed statistics (and stage trace); one StepEvent per request."""
         now = time.perf_counter()
         rows_of: dict[int, list[int]] = {}  # one pass over the rows, not one per request
         for row, (request, _) in enumerate(self.owners):
@@ -126,8 +146,12 @@ class Group:
         for request in self.requests:
             rows = rows_of.get(id(request), [])
             local = [self.owners[r][1] for r in rows]
+            stages = None
+            if traced is not None:
+                names, values = traced
+                stages = [unpack_stages(values[r], names, request.trackers[i].active) for r, i in zip(rows, local)]
             request.emit(build_steps([request.trackers[i] for i in local], [stats[r] for r in rows], k,
-                                     self.tokenizer, self.step, now - request.start, local))
+                                     self.tokenizer, self.step, now - request.start, local, stages))
         self.step += 1
 
     def running_rows(self) -> list[int]:

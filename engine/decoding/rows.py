@@ -35,14 +35,20 @@ def token_texts(tokenizer) -> TokenTexts:
     return cached
 
 
-def unpack_step(values: list[float], k: int, text: str, token_text: TokenTexts) -> TokenStep:
-    """A TokenStep from one row of `sampling.step_statistics`."""
+def unpack_step(values: list[float], k: int, text: str, token_text: TokenTexts, named: list[int] = (),
+                stages: tuple = ()) -> TokenStep:
+    """A TokenStep from one row of `sampling.step_statistics` (named: the ids its logprob_tokens name)."""
     top = tuple(
         Alternative(int(values[6 + j]), token_text(int(values[6 + j])), values[6 + k + j], values[6 + 2 * k + j])
         for j in range(k)
     )
+    start = 6 + 3 * k
+    width = (len(values) - start) // 2
+    shown = tuple(Alternative(t, token_text(t), values[start + j], values[start + width + j])
+                  for j, t in enumerate(named))
     return TokenStep(token_id=int(values[0]), text=text, logprob=values[2], logprob_processed=values[3],
-                     rank=int(values[1]), entropy=values[4], entropy_processed=values[5], top=top)
+                     rank=int(values[1]), entropy=values[4], entropy_processed=values[5], top=top, named=shown,
+                     stages=stages)
 
 
 def new_tracker(tokenizer, config: DecodingConfig, seed: int, eos: list[int]) -> "RowTracker":
@@ -65,16 +71,20 @@ class RowTracker:
         self.stop_reason: str | None = None
         self.finish_s: float | None = None
         self.longest_stop = max((len(s) for s in config.stop_strings), default=0)
+        self.named: list[int] = []
+        """The token ids the config's logprob_tokens name (set when the row joins the batch)."""
+        self.active: frozenset[str] = frozenset()
+        """The sampler stages this config uses (set when the row joins the batch)."""
 
     @property
     def finished(self) -> bool:
         return self.stop_reason is not None
 
-    def add(self, values: list[float], k: int, token_text: TokenTexts, now: float) -> TokenStep:
+    def add(self, values: list[float], k: int, token_text: TokenTexts, now: float, stages: tuple = ()) -> TokenStep:
         """Record one token; sets stop_reason when this token ends the row."""
         token_id = int(values[0])
         piece = self.detok.add(token_id)
-        step = unpack_step(values, k, piece, token_text)
+        step = unpack_step(values, k, piece, token_text, self.named, stages)
         self.steps.append(step)
         self.token_ids.append(token_id)
         searched_from = max(0, len(self.text) - self.longest_stop + 1)
@@ -128,14 +138,14 @@ class RowTracker:
 
 
 def build_steps(trackers: list[RowTracker], stats: list[list[float]], k: int, tokenizer, step: int, now: float,
-                row_ids: list[int]) -> StepEvent:
+                row_ids: list[int], stages: list[tuple] | None = None) -> StepEvent:
     """Record this step's token for every running row and describe it as one StepEvent."""
     names = token_texts(tokenizer)
     tokens, finished, texts = {}, {}, {}
     for i, (tracker, values) in enumerate(zip(trackers, stats)):
         if tracker.finished:
             continue
-        tokens[row_ids[i]] = (tracker.add(values, k, names, now),)
+        tokens[row_ids[i]] = (tracker.add(values, k, names, now, stages[i] if stages else ()),)
         texts[row_ids[i]] = tracker.text
         if tracker.finished:
             finished[row_ids[i]] = tracker.stop_reason

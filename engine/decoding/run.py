@@ -77,7 +77,7 @@ def new_request(loaded, prompt: Prompt, configs: Sequence[DecodingConfig], **fie
 def generate_local(loaded, prompt: Prompt, configs: Sequence[DecodingConfig], *, on_step: OnStep | None = None,
                    cancel: threading.Event | None = None, top_alternatives: int = 10,
                    batch_invariant: bool = True, prefix_ids: Sequence[int] = (),
-                   stop_rows: Container[int] = ()) -> list[Completion]:
+                   stop_rows: Container[int] = (), trace_stages: bool = False) -> list[Completion]:
     """Every config on one prompt in one batch; completions in the order of configs.
 
     stop_rows: config indices the caller may add to while the run goes on (a set); each such row ends
@@ -86,18 +86,19 @@ def generate_local(loaded, prompt: Prompt, configs: Sequence[DecodingConfig], *,
     recorded as steps with their real statistics, then decoding goes on from there.
     """
     request = new_request(loaded, prompt, configs, on_step=on_step, cancel=cancel or threading.Event(),
-                          top=top_alternatives, prefix=prefix_ids, stop_rows=stop_rows)
+                          top=top_alternatives, prefix=prefix_ids, stop_rows=stop_rows, trace=trace_stages)
     _run(loaded, [request], pad=batch_invariant)
     return request.completions
 
 
 def generate_parts(loaded, parts, *, cancel=None, top_alternatives: int = 10,
-                   batch_invariant: bool = True) -> list[list[Completion]]:
+                   batch_invariant: bool = True, trace_stages: bool = False) -> list[list[Completion]]:
     """Several prompts streamed in one batch (backends/base.py's Part: prompt, configs, on_step, prefix,
     stop_rows); each prompt is prefilled once. A cancelled run stops every part."""
     cancel = cancel or threading.Event()
     requests = [new_request(loaded, part.prompt, part.configs, on_step=part.on_step, cancel=cancel,
-                            top=top_alternatives, prefix=part.prefix_ids, stop_rows=part.stop_rows) for part in parts]
+                            top=top_alternatives, prefix=part.prefix_ids, stop_rows=part.stop_rows,
+                            trace=trace_stages) for part in parts]
     _run(loaded, requests, pad=batch_invariant)
     return [request.completions for request in requests]
 

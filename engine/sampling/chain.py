@@ -3,13 +3,15 @@
     constraints (always first)   logit_bias -> banned_strings -> min_new_tokens
     reorderable (sampler_order)  penalties -> dry -> no_repeat_ngram
                                  -- greedy rows stop here: warpers are neutral for them (HF) --
-                                 -> temperature (+ dynatemp) -> top_n_sigma -> top_k -> top_p -> min_p
-                                 -> typical_p -> epsilon_cutoff -> eta_cutoff -> xtc
-    selection (always last)      mirostat -> pick (argmax, or a draw with the row's own seeded uniform)
+                                 -> temperature (+ dynatemp) -> smoothing -> top_h -> top_n_sigma -> top_k
+                                 -> top_p -> min_p -> typical_p -> epsilon_cutoff -> eta_cutoff -> tfs
+                                 -> top_a -> xtc
+    selection (always last)      mirostat or adaptive_p -> pick (argmax, or a draw with the row's own
+                                 seeded uniform)
 
 The default order is HF transformers 5.x's for the processors it has (repetition penalty ->
-no-repeat-ngram -> bad words -> min-new-tokens -> temperature -> top-k -> top-p -> min-p ->
-typical-p -> epsilon -> eta). Masks (bans, min-new-tokens) commute with the penalties, so running
+no-repeat-ngram -> bad words -> min-new-tokens -> temperature -> top-h -> top-k -> top-p -> min-p ->
+typical-p -> epsilon -> eta); the text-generation-webui stages it lacks sit where the webui puts them. Masks (bans, min-new-tokens) commute with the penalties, so running
 them first changes nothing. A stage no row uses is skipped and costs nothing; every neutral value
 is an exact no-op, so rows never influence each other.
 """
@@ -27,30 +29,39 @@ SELECTION = [s for s in STAGES if s.place == "selection"]
 CHAIN = {s.name: s for s in STAGES if s.place == "chain"}
 
 
-def process(logits: torch.Tensor, s, state, step: int, eos_ids: torch.Tensor | None = None) -> torch.Tensor:
-    """Every row's constraints, penalties, temperature and filters on float32 logits [N, V]."""
+def process(logits: torch.Tensor, s, state, step: int, eos_ids: torch.Tensor | None = None,
+            trace=None) -> torch.Tensor:
+    """Every row's constraints, penalties, temperature and filters on float32 logits [N, V].
+
+    trace: a StageTrace (trace.py) that records each stage's output, or None (nothing is recorded)."""
     if eos_ids is not None:
         state.eos_ids = eos_ids
     x = logits.float()
     if not s.groups:
-        return _chain(x, s, state, step, s.order)
+        return _chain(x, s, state, step, s.order, trace, None)
     out = x.clone()
     for rows, sub in s.groups:  # rows whose sampler_order differs run their own chain
-        out[rows] = _chain(x[rows], sub, state.take(rows), step, sub.order)
+        out[rows] = _chain(x[rows], sub, state.take(rows), step, sub.order, trace, rows)
     return out
 
 
-def _chain(x, s, state, step, order):
+def _chain(x, s, state, step, order, trace, rows):
     for stage in CONSTRAINTS:
         if stage.name in s.uses:
-            x = stage.apply(x, s, state, step)
+            x = _traced(trace, stage.name, rows, x, stage.apply(x, s, state, step))
     for name in order:
         if name in s.uses:
-            x = _run(CHAIN[name].apply, s.views.get(name), x, s, state, step)
+            x = _traced(trace, name, rows, x, _run(CHAIN[name].apply, s.views.get(name), x, s, state, step))
     for stage in SELECTION:
         if stage.name in s.uses:
-            x = stage.apply(x, s, state, step)
+            x = _traced(trace, stage.name, rows, x, stage.apply(x, s, state, step))
     return x
+
+
+def _traced(trace, name, rows, before, after):
+    if trace is not None:
+        trace.add(name, rows, before, after)
+    return after
 
 
 def _run(stage, view, x, s, state, step):

@@ -101,3 +101,47 @@ def xtc(x, s, state, step):
     weakest = torch.where(top, probs, torch.inf).amin(dim=-1, keepdim=True)
     remove = top & (probs > weakest) & (top.sum(dim=-1, keepdim=True) >= 2) & on
     return x.masked_fill(remove, NEG_INF)
+
+
+def top_h(x, s, state, step):
+    """HF TopHLogitsWarper: over the top 100 tokens (renormalised among themselves), keep the likeliest while
+    their summed entropy terms -p log p stay within top_h x those tokens' entropy; the top token always stays."""
+    def apply(rows, sub):
+        n = min(TOP_H_CANDIDATES, sub.shape[1])
+        top_logits, top_ids = torch.topk(sub, n, dim=-1, largest=True, sorted=True)  # HF's very call: same ties
+        # the arithmetic of HF's Categorical, step for step, so the boundary falls where HF's does
+        normalized = top_logits - top_logits.logsumexp(dim=-1, keepdim=True)
+        probs = normalized.softmax(dim=-1)
+        entropy = -(normalized.clamp(min=torch.finfo(normalized.dtype).min) * probs).sum(-1, keepdim=True)
+        keep = (-probs * probs.log()).cumsum(dim=-1) <= entropy * s.top_h[rows]
+        keep[:, 0] = True
+        mask = torch.zeros_like(sub, dtype=torch.bool).scatter_(1, top_ids, keep)
+        return sub.masked_fill(~mask, NEG_INF)
+
+    return on_rows(x, s.rows["top_h"], apply)
+
+
+TOP_H_CANDIDATES = 100  # HF's top_n: Top-H looks at the 100 likeliest tokens only
+
+
+def tfs(x, s, state, step):
+    """Tail-free sampling as text-generation-webui does it: sort descending, take the absolute second
+    difference of the probabilities, normalise it to sum 1; cut where its running sum passes z. The top
+    token always stays and the last one always goes (the 'centred' cut of the original)."""
+    def apply(rows, sub):
+        sorted_x, order = torch.sort(sub, descending=True)
+        probs = sorted_x.softmax(dim=-1)
+        d2 = probs.diff().diff().abs()
+        cdf = (d2 / d2.sum(dim=-1, keepdim=True)).cumsum(dim=-1)
+        edge = torch.ones_like(cdf[:, :1], dtype=torch.bool)
+        drop = torch.cat([~edge, cdf > s.tfs[rows], edge], dim=-1)
+        return sub.masked_fill(drop.scatter(1, order, drop), NEG_INF)
+
+    return on_rows(x, s.rows["tfs"], apply)
+
+
+def top_a(x, s, state, step):
+    """text-generation-webui's top-a: drop tokens whose probability is below top_a x (top probability)^2."""
+    probs = x.softmax(dim=-1)
+    top = probs.amax(dim=-1, keepdim=True)
+    return x.masked_fill(probs < top * top * s.top_a, NEG_INF)

@@ -35,6 +35,9 @@ class RowSettings:
     bias: torch.Tensor | None = None  # [N, V] logit bias
     banned: vocab_tools.BannedSequences | None = None
     dry: vocab_tools.DryBreakers | None = None
+    named: torch.Tensor | None = None
+    """[N, M] the token ids each row's logprob_tokens names (-1: none), for the statistics."""
+    named_lists: list[list[int]] = field(default_factory=list)
     order: tuple[str, ...] = ()
     kmax: int = 0
     """The largest top_k any row uses (0: none)."""
@@ -121,6 +124,9 @@ def _row_subsets(rows, warp, top_k, vocab_size, device) -> dict[str, torch.Tenso
         "typical_p": idx(w and c.typical_p < 1 for c, w in zip(rows, warp)),
         "mirostat": idx(w and c.mirostat > 0 for c, w in zip(rows, warp)),
         "dynatemp": idx(w and c.dynatemp_range > 0 for c, w in zip(rows, warp)),
+        "top_h": idx(w and c.top_h > 0 for c, w in zip(rows, warp)),
+        "tfs": idx(w and c.tfs < 1 for c, w in zip(rows, warp)),
+        "adaptive_p": idx(w and c.adaptive_target >= 0 for c, w in zip(rows, warp)),
         "sample": idx(warp),
     }
 
@@ -132,6 +138,11 @@ def _resolve_tokens(s: RowSettings, rows, tokenizer, vocab_size: int, device) ->
     if "banned_strings" in s.uses:
         s.banned = vocab_tools.BannedSequences.build([c.banned_strings for c in rows], tokenizer, vocab_size,
                                                      device)
+    if any(c.logprob_tokens for c in rows):
+        s.named_lists = [vocab_tools.named_ids(c.logprob_tokens, tokenizer, vocab_size) for c in rows]
+        width = max(len(ids) for ids in s.named_lists)
+        s.named = torch.tensor([ids + [-1] * (width - len(ids)) for ids in s.named_lists], dtype=torch.long,
+                               device=device)
     if "dry" in s.uses:
         breakers = [c.dry_sequence_breakers if c.dry_multiplier else () for c in rows]
         s.dry = vocab_tools.DryBreakers.build(breakers, tokenizer, vocab_size, device)

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from ..config import SAMPLER_STAGES, SETTING
-from . import adaptive, filters, penalties, repetition
+from . import adaptive, filters, penalties, repetition, shaping
 
 
 @dataclass(frozen=True)
@@ -54,6 +54,9 @@ STAGES: tuple[Stage, ...] = (
     # -- greedy rows stop here: warpers are neutral for them (HF) --
     Stage("temperature", "chain", ("temperature", "dynatemp_range", "dynatemp_exponent"),
           lambda c, w: w and (c.temperature != 1 or c.dynatemp_range > 0), adaptive.temperature),  # HF, llama.cpp
+    Stage("smoothing", "chain", ("smoothing_factor", "smoothing_curve"), lambda c, w: w and c.smoothing_factor > 0,
+          shaping.smoothing, own_rows=True),  # text-generation-webui
+    Stage("top_h", "chain", ("top_h",), lambda c, w: w and c.top_h > 0, filters.top_h),  # HF
     Stage("top_n_sigma", "chain", ("top_n_sigma",), lambda c, w: w and c.top_n_sigma > 0, filters.top_n_sigma,
           own_rows=True),  # llama.cpp
     Stage("top_k", "chain", ("top_k",), lambda c, w: w and c.top_k > 0, filters.top_k, own_rows=True),  # HF
@@ -64,11 +67,15 @@ STAGES: tuple[Stage, ...] = (
           filters.epsilon_cutoff, own_rows=True),  # HF
     Stage("eta_cutoff", "chain", ("eta_cutoff",), lambda c, w: w and c.eta_cutoff > 0, filters.eta_cutoff,
           own_rows=True),  # HF
+    Stage("tfs", "chain", ("tfs",), lambda c, w: w and c.tfs < 1, filters.tfs),  # text-generation-webui
+    Stage("top_a", "chain", ("top_a",), lambda c, w: w and c.top_a > 0, filters.top_a, own_rows=True),  # webui
     Stage("xtc", "chain", ("xtc_probability", "xtc_threshold"),
           lambda c, w: w and c.xtc_probability > 0 and c.xtc_threshold <= 0.5, filters.xtc, own_rows=True),
     # selection: Mirostat ends the chain, as in llama.cpp; then pick() draws or takes the argmax
     Stage("mirostat", "selection", ("mirostat", "mirostat_tau", "mirostat_eta"), lambda c, w: w and c.mirostat > 0,
           adaptive.mirostat),
+    Stage("adaptive_p", "selection", ("adaptive_target", "adaptive_decay"), lambda c, w: w and c.adaptive_target >= 0,
+          shaping.adaptive_p),  # llama.cpp
 )
 
 BY_NAME = {stage.name: stage for stage in STAGES}

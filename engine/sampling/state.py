@@ -1,7 +1,7 @@
 """RowState: what the stateful stages know about each row so far, updated once per step.
 
 The token history (prompt included) for windows, n-grams, DRY and banned sequences; presence and
-counts for the penalties; Mirostat's mu. Everything is per row, so rows never influence each other.
+counts for the penalties; Mirostat's mu; adaptive-p's running average of drawn probabilities. Everything is per row, so rows never influence each other.
 """
 
 from __future__ import annotations
@@ -22,7 +22,11 @@ class RowState:
         device = prompt_ids.device
         uses = settings.uses
         self.eos_ids = eos_ids
-        self.seen = self.counts = self.seq = self.mu = None
+        self.seen = self.counts = self.seq = self.mu = self.adaptive_sum = self.adaptive_weight = None
+        self.parent_rows: torch.Tensor | None = None
+        """For a view (take): which rows of the full state these are."""
+        self.pending: list[tuple[torch.Tensor, torch.Tensor]] = []
+        """Adaptive-p's (rows, log-probabilities before it) of this step, shared with views, read by update()."""
         self.length = prompt_ids.numel()
         if "repetition_penalty" in uses:
             self.seen = torch.zeros(n, vocab_size, dtype=torch.bool, device=device)
@@ -34,6 +38,10 @@ class RowState:
             self.seq[:, : self.length] = prompt_ids
         if "mirostat" in uses:
             self.mu = 2 * settings.mirostat_tau[:, 0].clone()  # llama.cpp starts mu at 2 tau
+        if "adaptive_p" in uses:  # llama.cpp primes the average as if the target were already met
+            decay = settings.adaptive_decay[:, 0]
+            self.adaptive_sum = settings.adaptive_target[:, 0].clamp(0, 1) / (1 - decay)
+            self.adaptive_weight = 1 / (1 - decay)
         self.settings = settings
 
     @classmethod
@@ -56,7 +64,7 @@ class RowState:
 
     def select(self, index: torch.Tensor, settings: RowSettings) -> None:
         """Keep only these rows, now described by settings; drop what no remaining row needs."""
-        for name in ("seen", "counts", "seq", "mu"):
+        for name in _PER_ROW:
             value = getattr(self, name)
             if value is not None:
                 setattr(self, name, value.index_select(0, index))
@@ -69,6 +77,8 @@ class RowState:
             self.counts = None
         if "mirostat" not in uses:
             self.mu = None
+        if "adaptive_p" not in uses:
+            self.adaptive_sum = self.adaptive_weight = None
         self.settings = settings
 
     @property
@@ -80,10 +90,15 @@ class RowState:
         """A view of some rows (a sampler_order group) for reading; updates go through the full state."""
         view = object.__new__(RowState)
         view.__dict__.update(self.__dict__)
-        for name in ("seen", "counts", "seq", "mu"):
+        for name in _PER_ROW:
             value = getattr(self, name)
             setattr(view, name, None if value is None else value[rows])
+        view.parent_rows = rows if self.parent_rows is None else self.parent_rows[rows]
         return view
+
+    def remember_before_adaptive(self, rows: torch.Tensor, logp: torch.Tensor) -> None:
+        """Adaptive-p: keep these rows' log-probabilities before it, for update() to average the drawn one."""
+        self.pending.append((rows if self.parent_rows is None else self.parent_rows[rows], logp))
 
     def update(self, tokens: torch.Tensor, processed: torch.Tensor | None = None) -> None:
         """Record this step's tokens; Mirostat rows move mu by the surprise of the token they drew."""
@@ -100,6 +115,14 @@ class RowState:
             surprise = -logp / math.log(2)
             s = self.settings
             self.mu[rows] = self.mu[rows] - s.mirostat_eta[rows, 0] * (surprise - s.mirostat_tau[rows, 0])
+        for rows, logp in self.pending:  # adaptive-p: the drawn token's probability before adaptive-p
+            drawn = logp.gather(1, tokens[rows, None])[:, 0].exp()
+            decay = self.settings.adaptive_decay[rows, 0]
+            self.adaptive_sum[rows] = drawn + decay * self.adaptive_sum[rows]
+            self.adaptive_weight[rows] = 1 + decay * self.adaptive_weight[rows]
+        self.pending.clear()
 
+
+_PER_ROW = ("seen", "counts", "seq", "mu", "adaptive_sum", "adaptive_weight")
 
 PenaltyState = RowState  # the name engine/benchmark.py and older callers use

@@ -27,6 +27,21 @@ def _check_id(token: int, vocab: int, what: str) -> int:
     return token
 
 
+def named_ids(items, tokenizer, vocab: int) -> list[int]:
+    """logprob_tokens as token ids: ids as they are, each text its one token (a text of several tokens is refused)."""
+    out = []
+    for item in items:
+        if isinstance(item, int):
+            out.append(_check_id(item, vocab, "logprob_tokens"))
+            continue
+        ids = _encode(tokenizer, item, "logprob_tokens entry")
+        if len(ids) != 1:
+            raise ConfigError(f"logprob_tokens entry {item!r} is {len(ids)} tokens with this model's tokenizer "
+                              f"({ids}): name one token (its text or id)", field="logprob_tokens")
+        out.append(_check_id(ids[0], vocab, "logprob_tokens"))
+    return list(dict.fromkeys(out))
+
+
 def bias_matrix(per_row, tokenizer, vocab: int, device) -> torch.Tensor:
     """[N, V] biases. A text key biases each of its tokens (as llama.cpp's server does); repeats add up."""
     bias = torch.zeros(len(per_row), vocab)

@@ -30,7 +30,10 @@ def to_llamacpp(config: DecodingConfig) -> Converted:
         flags += ["--reverse-prompt", stop]
     notes = unsupported(config, "llama.cpp", {"no_repeat_ngram_size": 0, "num_beams": 1, "length_penalty": 1.0,
                                                 "min_new_tokens": 0, "epsilon_cutoff": 0.0, "eta_cutoff": 0.0,
-                                                "banned_strings": ()})
+                                                "banned_strings": (), "smoothing_factor": 0.0, "top_h": 0.0,
+                                                "tfs": 1.0, "top_a": 0.0, "logprob_tokens": ()})
+    if config.tfs < 1:
+        notes[-1:] = notes[-1:] + ["llama.cpp removed tail-free sampling in 2024: use text-generation-webui for tfs"]
     for token, bias in id_biases(config, "llama.cpp's --logit-bias", notes).items():
         flags += ["--logit-bias", f"{token}{'+' if bias >= 0 else '-'}{abs(bias):g}"]
     notes.append("llama.cpp's defaults (top-k 40, top-p 0.95, min-p 0.05, a 64-token penalty window, DRY and "
@@ -48,14 +51,18 @@ def to_llamacpp(config: DecodingConfig) -> Converted:
 # llama.cpp's --samplers names for decodelab's reorderable stages (None: llama.cpp has no such stage).
 LLAMACPP_SAMPLERS = {"penalties": "penalties", "dry": "dry", "no_repeat_ngram": None, "temperature": "temperature",
                      "top_n_sigma": "top_n_sigma", "top_k": "top_k", "top_p": "top_p", "min_p": "min_p",
-                     "typical_p": "typ_p", "epsilon_cutoff": None, "eta_cutoff": None, "xtc": "xtc"}
+                     "typical_p": "typ_p", "epsilon_cutoff": None, "eta_cutoff": None, "xtc": "xtc",
+                     "smoothing": None, "top_h": None, "tfs": None, "top_a": None}
 
 
 
 def llamacpp_samplers(config: DecodingConfig) -> str:
     from ...config import effective_order
 
-    return ";".join(LLAMACPP_SAMPLERS[s] for s in effective_order(config) if LLAMACPP_SAMPLERS[s])
+    names = [LLAMACPP_SAMPLERS[s] for s in effective_order(config) if LLAMACPP_SAMPLERS[s]]
+    if config.adaptive_target >= 0 and config.samples:
+        names.append("adaptive_p")  # llama.cpp runs adaptive-p only when the chain lists it, last
+    return ";".join(names)
 
 
 
@@ -68,7 +75,9 @@ def _llamacpp_modern(config: DecodingConfig) -> list[str]:
              "--dry-penalty-last-n", str(config.dry_penalty_last_n or -1),
              "--mirostat", str(config.mirostat), "--mirostat-ent", f"{config.mirostat_tau:g}",
              "--mirostat-lr", f"{config.mirostat_eta:g}",
-             "--dynatemp-range", f"{config.dynatemp_range:g}", "--dynatemp-exp", f"{config.dynatemp_exponent:g}"]
+             "--dynatemp-range", f"{config.dynatemp_range:g}", "--dynatemp-exp", f"{config.dynatemp_exponent:g}",
+             "--adaptive-target", f"{config.adaptive_target if config.adaptive_target >= 0 else -1:g}",
+             "--adaptive-decay", f"{config.adaptive_decay:g}"]
     for breaker in config.dry_sequence_breakers or ("none",):
         flags += ["--dry-sequence-breaker", breaker]
     return flags

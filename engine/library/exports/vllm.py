@@ -23,7 +23,13 @@ def to_vllm(config: DecodingConfig) -> Converted:
     }
     notes = unsupported(config, "vLLM SamplingParams",
                          {"typical_p": 1.0, "no_repeat_ngram_size": 0, "num_beams": 1, "length_penalty": 1.0,
-                          **without(MODERN, "banned_strings")})
+                          **without(MODERN, "banned_strings", "logprob_tokens")})
+    if config.logprob_tokens:
+        ids = [t for t in config.logprob_tokens if isinstance(t, int)]
+        data["logprob_token_ids"] = ids
+        if len(ids) < len(config.logprob_tokens):
+            notes.append("vLLM's logprob_token_ids takes token ids: the texts in logprob_tokens are NOT carried "
+                         "over (name their ids instead)")
     biases = id_biases(config, "vLLM", notes)
     if biases:
         data["logit_bias"] = {str(t): b for t, b in biases.items()}

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 
-from ...config import ConfigError, DecodingConfig
+from ...config import SAMPLER_STAGES, ConfigError, DecodingConfig
 from .common import Converted, unsupported
 
 WEBUI_MAP = {"temperature": "temperature", "top_p": "top_p", "top_k": "top_k", "min_p": "min_p",
@@ -21,9 +21,11 @@ WEBUI_MAP = {"temperature": "temperature", "top_p": "top_p", "top_k": "top_k", "
              "xtc_probability": "xtc_probability", "xtc_threshold": "xtc_threshold",
              "dry_multiplier": "dry_multiplier", "dry_base": "dry_base", "dry_allowed_length": "dry_allowed_length",
              "mirostat_mode": "mirostat", "mirostat_tau": "mirostat_tau", "mirostat_eta": "mirostat_eta",
-             "dynatemp_exponent": "dynatemp_exponent", "repetition_penalty_range": "repetition_penalty_last_n"}
-WEBUI_NEUTRAL = {"tfs": 1, "top_a": 0, "encoder_repetition_penalty": 1, "penalty_alpha": 0, "guidance_scale": 1,
-                 "smoothing_factor": 0, "smoothing_curve": 1, "temperature_last": False, "dynamic_temperature": False,
+             "dynatemp_exponent": "dynatemp_exponent", "repetition_penalty_range": "repetition_penalty_last_n",
+             "smoothing_factor": "smoothing_factor", "smoothing_curve": "smoothing_curve", "tfs": "tfs",
+             "top_a": "top_a", "adaptive_target": "adaptive_target", "adaptive_decay": "adaptive_decay"}
+WEBUI_NEUTRAL = {"encoder_repetition_penalty": 1, "penalty_alpha": 0, "guidance_scale": 1,
+                 "temperature_last": False, "dynamic_temperature": False,
                  "dynatemp_low": 1, "dynatemp_high": 1, "custom_token_bans": "", "sampler_priority": None}
 HANDLED = {"epsilon_cutoff", "eta_cutoff", "dynamic_temperature", "dynatemp_low", "dynatemp_high",
            "dry_sequence_breakers", "custom_token_bans", "sampler_priority", "temperature_last"}
@@ -34,7 +36,7 @@ PRIORITY = {"penalties": ["repetition_penalty", "presence_penalty", "frequency_p
             "no_repeat_ngram": ["no_repeat_ngram"], "temperature": ["temperature", "dynamic_temperature"],
             "top_n_sigma": ["top_n_sigma"], "top_k": ["top_k"], "top_p": ["top_p"], "min_p": ["min_p"],
             "typical_p": ["typical_p"], "epsilon_cutoff": ["epsilon_cutoff"], "eta_cutoff": ["eta_cutoff"],
-            "xtc": ["xtc"]}
+            "xtc": ["xtc"], "smoothing": ["quadratic_sampling"], "top_h": [], "tfs": ["tfs"], "top_a": ["top_a"]}
 FROM_PRIORITY = {name: stage for stage, names in PRIORITY.items() for name in names}
 
 
@@ -84,13 +86,18 @@ def _import_special(data: dict, fields: dict, notes: list[str]) -> None:
         order = order.split()
     if order:
         stages = list(dict.fromkeys(FROM_PRIORITY[n] for n in order if n in FROM_PRIORITY))
+        for index, stage in enumerate(SAMPLER_STAGES):  # a stage the webui has no name for follows its default
+            if not PRIORITY[stage] and stage not in stages:  # predecessor, as the export wrote it
+                before = SAMPLER_STAGES[index - 1] if index else None
+                stages.insert(stages.index(before) + 1 if before in stages else 0, stage)
         fields["sampler_order"] = stages
         dropped = [n for n in order if n not in FROM_PRIORITY]
         if dropped:
             notes.append(f"sampler_priority entries {dropped} have no decodelab stage and are ignored")
-    if data.get("temperature_last"):
+    if data.get("temperature_last"):  # the webui moves temperature, dynamic temperature and quadratic sampling last
         base = fields.get("sampler_order") or list(PRIORITY)
-        fields["sampler_order"] = [s for s in base if s != "temperature"] + ["temperature"]
+        last = ("temperature", "smoothing")
+        fields["sampler_order"] = [s for s in base if s not in last] + list(last)
 
 
 def _breakers(value) -> list[str]:
@@ -127,9 +134,16 @@ def to_webui(config: DecodingConfig) -> Converted:
             "dynatemp_high": config.temperature + config.dynatemp_range, "dynatemp_exponent": config.dynatemp_exponent,
             "epsilon_cutoff": round(config.epsilon_cutoff / CUTOFF_UNIT, 9),
             "eta_cutoff": round(config.eta_cutoff / CUTOFF_UNIT, 9),
+            "smoothing_factor": config.smoothing_factor, "smoothing_curve": config.smoothing_curve,
+            "tfs": config.tfs, "top_a": config.top_a, "adaptive_target": config.adaptive_target,
+            "adaptive_decay": config.adaptive_decay,
+            "smoothing_factor": config.smoothing_factor, "smoothing_curve": config.smoothing_curve,
+            "tfs": config.tfs, "top_a": config.top_a, "adaptive_target": config.adaptive_target,
+            "adaptive_decay": config.adaptive_decay,
             "temperature_last": False,
             "sampler_priority": [n for s in effective_order(config) for n in PRIORITY[s]]}
-    notes = unsupported(config, "text-generation-webui", {"banned_strings": (), "stop_strings": ()})
+    notes = unsupported(config, "text-generation-webui", {"banned_strings": (), "stop_strings": (), "top_h": 0.0,
+                                                          "logprob_tokens": ()})
     notes += _webui_notes(config, data)
     return Converted(yaml.safe_dump(data, sort_keys=False, allow_unicode=True), notes)
 

@@ -1,0 +1,141 @@
+"""Checking one setting's value against its row of the settings table (engine/config.py), and ConfigError.
+
+Each kind of setting (text, bool, int, float, strings, seed, choice, bias, tokens) has one check that
+returns the value normalised (ints for whole floats, tuples for lists) or raises ConfigError naming the
+field and the rule it broke.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+SEED_MAX = 2**63 - 1  # TOML integers are signed 64-bit
+
+
+class ConfigError(ValueError):
+    """A decoding setting (or a preset holding one) is invalid; the message says what to change.
+
+    field names the setting at fault when there is one (front ends point at it; the server maps it to
+    the request field the client sent)."""
+
+    def __init__(self, message: str, field: str | None = None):
+        super().__init__(message)
+        self.field = field
+
+
+# -- checking one value against its row -----------------------------------------------------------------
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def fail(name: str, value: Any, allowed: str) -> ConfigError:
+    return ConfigError(f"{name}={value!r} is invalid: {allowed}", field=name)
+
+
+def _text(s: Setting, value: Any) -> str:
+    if not isinstance(value, str):
+        raise fail(s.name, value, "it must be a string")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise fail(s.name, value, "it must be valid Unicode text (no lone surrogates)") from None
+    return value
+
+
+def _bool(s: Setting, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise fail(s.name, value, "it must be true or false")
+    return value
+
+
+def _float(s: Setting, value: Any) -> float:
+    if not _is_number(value) or not math.isfinite(value):
+        raise fail(s.name, value, "it must be a finite number; " + s.allowed)
+    if not s.in_range(value):
+        raise fail(s.name, value, s.allowed)
+    return float(value)
+
+
+def _int(s: Setting, value: Any) -> int:
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if not _is_int(value) or not s.in_range(value):
+        raise fail(s.name, value, s.allowed)
+    return value
+
+
+def _strings(s: Setting, value: Any) -> tuple[str, ...]:
+    if isinstance(value, str) or not isinstance(value, (list, tuple)):
+        raise fail(s.name, value, "it must be a list of non-empty strings")
+    for item in value:
+        if not isinstance(item, str) or not item:
+            raise fail(s.name, value, "every entry must be a non-empty string")
+        _text(s, item)
+    return tuple(value)
+
+
+def _seed(s: Setting, value: Any) -> int | None:
+    if value is not None and not (_is_int(value) and 0 <= value <= SEED_MAX):
+        raise fail(s.name, value, s.allowed)
+    return value
+
+
+def _choice(s: Setting, value: Any) -> bool | str:  # early_stopping: true, false or "never"
+    if not (isinstance(value, bool) or value == "never"):
+        raise fail(s.name, value, s.allowed)
+    return value
+
+
+def _bias(s: Setting, value: Any) -> tuple[tuple[int | str, float], ...]:
+    pairs = list(value.items()) if isinstance(value, dict) else value
+    if isinstance(pairs, str) or not isinstance(pairs, (list, tuple)):
+        raise fail(s.name, value, 'it must map token ids or texts to biases, e.g. {"50256" = -100}')
+    out = []
+    for pair in pairs:
+        if not isinstance(pair, (list, tuple)) or len(pair) != 2:
+            raise fail(s.name, value, "every entry must be a (token id or text, bias) pair")
+        key, bias = pair
+        if isinstance(value, dict) and isinstance(key, str) and key.strip().isdigit():
+            key = int(key)  # OpenAI / llama.cpp JSON: a digit-only key is a token id
+        if not (_is_int(key) and key >= 0) and not (isinstance(key, str) and key):
+            raise fail(s.name, value, f"key {key!r} must be a token id >= 0 or a non-empty text")
+        if isinstance(key, str):
+            _text(s, key)
+        if isinstance(bias, str) and bias.strip().lower() == "-inf":  # JSON has no -inf: sessions and --json write it so
+            bias = -math.inf
+        if not _is_number(bias) or math.isnan(bias) or bias == math.inf:
+            raise fail(s.name, value, f"the bias for {key!r} must be a number (-inf bans the token)")
+        out.append((key, float(bias)))
+    return tuple(out)
+
+
+def _tokens(s, value: Any) -> tuple[int | str, ...]:
+    """Token ids (ints >= 0) or texts; a text must be one token, which the run checks against the tokenizer."""
+    if isinstance(value, (str, int)) or not isinstance(value, (list, tuple)):
+        raise fail(s.name, value, 'it must be a list of token ids or texts, e.g. [" Yes", " No"] or [9642, 2360]')
+    out = []
+    for item in value:
+        if isinstance(item, str) and item.strip().isdigit():
+            item = int(item)  # a digit-only entry typed in a text field is a token id, as in logit_bias
+        if not ((_is_int(item) and item >= 0) or (isinstance(item, str) and item)):
+            raise fail(s.name, value, f"{item!r} must be a token id >= 0 or a non-empty text")
+        if isinstance(item, str):
+            _text(s, item)
+        out.append(item)
+    if len(out) > 64:
+        raise fail(s.name, value, "it may name at most 64 tokens")
+    return tuple(dict.fromkeys(out))
+
+
+CHECKS = {"text": _text, "bool": _bool, "float": _float, "int": _int, "strings": _strings, "seed": _seed,
+           "choice": _choice, "bias": _bias, "tokens": _tokens}
+TYPES = {"text": str, "bool": bool, "float": float, "int": int, "strings": tuple[str, ...], "seed": int | None,
+          "choice": bool | str, "bias": tuple[tuple[int | str, float], ...],
+         "tokens": tuple[int | str, ...]}
+
+

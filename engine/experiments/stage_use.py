@@ -1,0 +1,113 @@
+"""Which settings mattered in a run, read from its traced steps (engine/sampling/trace.py).
+
+For each stage a row used: on how many steps it acted, cut tokens, decided what was kept (it was the last
+stage to cut), or changed the most likely token, and how much probability it moved. A setting is dead
+when it never changed anything, or when it is a filter that cut but never decided what was kept
+because another filter always kept fewer ("top_k=40 ... min_p=0.1 always kept fewer").
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+MOVED_EPS = 1e-6
+"""A stage that moves less probability than this at a step did nothing there."""
+
+FILTERS = frozenset({"logit_bias", "banned_strings", "min_new_tokens", "no_repeat_ngram", "top_h", "top_n_sigma",
+                     "top_k", "top_p", "min_p", "typical_p", "epsilon_cutoff", "eta_cutoff", "tfs", "top_a", "xtc",
+                     "mirostat"})
+"""Stages that only remove tokens (the others reshape the distribution)."""
+
+
+@dataclass(frozen=True)
+class StageUse:
+    """How one stage of a row's chain behaved over a run."""
+
+    stage: str
+    setting: str
+    """The stage's settings as the config has them, e.g. "top_k=40"."""
+    steps: int
+    acted: int
+    """Steps where it removed a token or moved probability."""
+    cut: int
+    """Steps where it removed tokens."""
+    decided: int
+    """Steps where it was the last stage to remove tokens, so it set what was kept."""
+    top_changed: int
+    """Steps where the most likely token after it differed from the one before."""
+    mean_moved: float
+    note: str
+    dead: bool
+
+
+def stage_report(completion) -> list[StageUse]:
+    """For each stage the completion's config used (from its traced steps): how often it mattered, and a note."""
+    steps = [s.stages for s in completion.steps if s.stages]
+    if not steps:
+        return []
+    per_stage: dict[str, list[tuple[int, int, float, bool, bool]]] = {}
+    for stages in steps:
+        last_cut = None
+        for before, after in zip(stages, stages[1:]):
+            if after.kept < before.kept:
+                last_cut = after.stage
+        for before, after in zip(stages, stages[1:]):
+            per_stage.setdefault(after.stage, []).append(
+                (before.kept, after.kept, after.moved, after.top_changed, after.stage == last_cut))
+    order = list(dict.fromkeys(s.stage for stages in steps for s in stages[1:]))
+    return [_use(name, per_stage[name], per_stage, order, completion.config) for name in order]
+
+
+def _use(name, rows, per_stage, order, config) -> StageUse:
+    n = len(rows)
+    cut = sum(1 for b, a, _, _, _ in rows if a < b)
+    acted = sum(1 for b, a, moved, _, _ in rows if a < b or moved > MOVED_EPS)
+    decided = sum(1 for r in rows if r[4])
+    changed = sum(1 for r in rows if r[3])
+    mean_moved = sum(r[2] for r in rows) / n
+    setting = setting_text(name, config)
+    if not acted:
+        note, dead = f"{setting} never changed anything{_why_idle(name, rows, per_stage, order)}", True
+    elif name in FILTERS and not decided:
+        rival = max((other for other in order if other != name and other in FILTERS),
+                    key=lambda other: sum(1 for r in per_stage[other] if r[4]), default=None)
+        because = f": {setting_text(rival, config)} always kept fewer" if rival else ""
+        note, dead = f"{setting} cut on {cut}/{n} steps but never decided what was kept{because}", True
+    elif name in FILTERS:
+        note, dead = f"{setting} decided what was kept on {decided}/{n} steps", False
+    else:
+        note = (f"{setting} changed the most likely token on {changed}/{n} steps and moved "
+                f"{100 * mean_moved:.1f}% of the probability on average")
+        dead = False
+    return StageUse(stage=name, setting=setting, steps=n, acted=acted, cut=cut, decided=decided, top_changed=changed,
+                    mean_moved=mean_moved, note=note, dead=dead)
+
+
+def _why_idle(name, rows, per_stage, order) -> str:
+    if name not in FILTERS:
+        return ""
+    index = order.index(name)
+    most = max(b for b, _, _, _, _ in rows)
+    earlier = [other for other in order[:index] if other in FILTERS and any(a < b for b, a, *_ in per_stage[other])]
+    if earlier:
+        return f" (it never cut anything: {earlier[-1]} left at most {most} candidates before it)"
+    return " (it never cut anything)"
+
+
+def setting_text(stage: str, config) -> str:
+    """The stage's changed settings as written in a config, e.g. "top_k=40" or "repetition_penalty=1.1"."""
+    from ..config import SETTING, SETTINGS
+
+    parts = []
+    for field in (s.name for s in SETTINGS if s.stage == stage):
+        value = getattr(config, field)
+        if value != SETTING[field].default:
+            parts.append(f"{field}={value:g}" if isinstance(value, float) else f"{field}={value}")
+    return " ".join(parts[:2]) or stage
+
+
+def report_dict(completion) -> list[dict]:
+    """stage_report as JSON-ready data."""
+    return [{"stage": u.stage, "setting": u.setting, "steps": u.steps, "acted": u.acted, "cut": u.cut,
+             "decided": u.decided, "top_changed": u.top_changed, "mean_moved": round(u.mean_moved, 6),
+             "dead": u.dead, "note": u.note} for u in stage_report(completion)]
