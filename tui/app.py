@@ -38,7 +38,7 @@ class DecodelabApp(ConversationActions, BranchActions, PaneActions, FileActions,
 
     def __init__(self, spec=None, configs: list[DecodingConfig] | None = None, prompt: str | None = None,
                  run_at_start: bool = False, loaded=None, api_key: str | None = None,
-                 system: str | None = None) -> None:
+                 system: str | None = None, trace_stages: bool = True) -> None:
         super().__init__()
         from decodelab.engine.backends.loading import ModelSpec
 
@@ -48,6 +48,8 @@ class DecodelabApp(ConversationActions, BranchActions, PaneActions, FileActions,
         self.initial_configs = list(configs or [])
         self.initial_prompt = prompt or ""
         self.run_at_start = run_at_start
+        self.trace_stages = trace_stages
+        """Runs record what each sampler stage did (the inspector's chain view, the f dialog's dead settings)."""
         self.measure = "prob"
         self.diff_mode = "off"
         self.loading = False
@@ -373,12 +375,13 @@ class DecodelabApp(ConversationActions, BranchActions, PaneActions, FileActions,
             self.action_inspector()
 
 
-def run_app(spec=None, configs=None, prompt=None, run_at_start=False, api_key=None, system=None) -> None:
+def run_app(spec=None, configs=None, prompt=None, run_at_start=False, api_key=None, system=None,
+            trace_stages=True) -> None:
     import os
     import sys
 
     app = DecodelabApp(spec=spec, configs=configs, prompt=prompt, run_at_start=run_at_start, api_key=api_key,
-                       system=system)
+                       system=system, trace_stages=trace_stages)
     app.run()
     # The terminal is restored and every file the app writes is written (atomically) when its dialog closes, so
     # leave now: a worker may still be inside a forward pass or a model load that cannot be interrupted, and

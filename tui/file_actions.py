@@ -46,6 +46,13 @@ class FileActions:
         changed = pane.state.config.to_dict(only_changed=True)
         changed.pop("name", None)
         body = tomli_w.dumps(changed).strip() if changed else "(every field at its default: greedy)"
+        completion = pane.state.completion
+        if completion is not None:
+            from decodelab.engine.experiments.stage_use import stage_report
+
+            uses = stage_report(completion)
+            if uses:
+                body += "\n\nover the last run:\n" + "\n".join(("dead: " if u.dead else "") + u.note for u in uses)
         self.notify(body, title=f"Pane {pane.number} {pane.state.config.name}: e edits, y copies", timeout=20)
 
     def copy_pane_config(self, pane) -> None:

@@ -76,8 +76,8 @@ KEYS: tuple[Key, ...] = (
     Key("v", "diff", "Mark where panes diverge", "cycles off, vs greedy, vs the left neighbour"),
     Key("c", "copy_text", "Copy this pane's text", scope="pane"),
     Key("y", "copy_config", "Copy this pane's config (TOML)", scope="pane"),
-    Key("f", "show_config", "Show this pane's whole config", "every field it sets, however narrow the pane",
-        scope="pane"),
+    Key("f", "show_config", "Show this pane's whole config", "every field it sets, and which of them mattered in "
+        "its last run", scope="pane"),
     Key("ctrl+s", "save_session", "Save the session"),
     Key("ctrl+o", "open_session", "Open a session"),
     Key("ctrl+t", "toggle_chat", "Toggle the chat template"),

@@ -81,7 +81,8 @@ class RunController:
         runs = [Part(prompts[rows[0]], [configs[r] for r in rows], handler(rows), prefix, stop)
                 for rows, stop in parts]
         try:
-            results = generate_parts(loaded, runs, cancel=cancel)
+            results = generate_parts(loaded, runs, cancel=cancel,
+                                     trace_stages=self.app.trace_stages and loaded.can("stages"))
         except GenerationError as exc:
             self.app.post_message(RunFailed(run_id, states, str(exc)))
             return

@@ -19,6 +19,10 @@ FILTERS = frozenset({"logit_bias", "banned_strings", "min_new_tokens", "no_repea
 """Stages that only remove tokens (the others reshape the distribution)."""
 
 
+REORDER_FREE = frozenset({"temperature", "smoothing"})
+"""Stages that reshape the distribution but never change the tokens' order."""
+
+
 @dataclass(frozen=True)
 class StageUse:
     """How one stage of a row's chain behaved over a run."""
@@ -75,6 +79,9 @@ def _use(name, rows, per_stage, order, config) -> StageUse:
         note, dead = f"{setting} cut on {cut}/{n} steps but never decided what was kept{because}", True
     elif name in FILTERS:
         note, dead = f"{setting} decided what was kept on {decided}/{n} steps", False
+    elif name in REORDER_FREE:
+        note, dead = f"{setting} moved {100 * mean_moved:.1f}% of the probability on average (it never reorders " \
+                     "tokens)", False
     else:
         note = (f"{setting} changed the most likely token on {changed}/{n} steps and moved "
                 f"{100 * mean_moved:.1f}% of the probability on average")

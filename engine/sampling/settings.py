@@ -111,7 +111,7 @@ def _build_views(s: RowSettings, rows, warp) -> None:
         if len(members) < len(rows):
             index = torch.tensor(members, dtype=torch.long, device=s.seed_lo.device)
             sub = RowSettings(t={k: v[index] for k, v in s.t.items()}, uses=s.uses, rows={}, vocab=s.vocab,
-                              kmax=s.kmax)
+                              kmax=s.kmax, dry=s.dry.subset(members) if s.dry is not None else None)
             s.views[name] = (index, sub)
 
 

@@ -48,7 +48,7 @@ STAGES: tuple[Stage, ...] = (
           penalties.penalties, history=frozenset({"repetition_penalty_last_n"}), own_rows=True),  # HF + OpenAI
     Stage("dry", "chain", ("dry_multiplier", "dry_base", "dry_allowed_length", "dry_penalty_last_n",
                            "dry_sequence_breakers"), lambda c, w: c.dry_multiplier > 0, repetition.dry,
-          history=frozenset({"dry"})),  # llama.cpp
+          history=frozenset({"dry"}), own_rows=True),  # llama.cpp
     Stage("no_repeat_ngram", "chain", ("no_repeat_ngram_size",), lambda c, w: c.no_repeat_ngram_size > 0,
           repetition.no_repeat_ngram, history=frozenset({"no_repeat_ngram"})),  # HF
     # -- greedy rows stop here: warpers are neutral for them (HF) --

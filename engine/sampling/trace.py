@@ -17,25 +17,58 @@ from dataclasses import dataclass
 
 import torch
 
+MASKS = frozenset({"banned_strings", "min_new_tokens", "no_repeat_ngram", "top_h", "top_n_sigma", "top_k", "top_p",
+                   "min_p", "typical_p", "epsilon_cutoff", "eta_cutoff", "tfs", "top_a", "xtc", "mirostat"})
+"""Stages that only remove tokens (set logits to -inf) and leave the others' logits as they were."""
+KEEPS_TOP = frozenset({"top_h", "top_n_sigma", "top_k", "top_p", "min_p", "epsilon_cutoff", "eta_cutoff", "tfs",
+                       "top_a", "mirostat"})
+"""Masks that always keep the most likely token (typical-p, XTC and the bans can remove it)."""
+NEG = float("-inf")
+
+
 class StageTrace:
-    """Every stage's effect on one step's logits, for the rows of one group."""
+    """Every stage's effect on one step's logits, for the rows of one group.
+
+    A stage that only removes tokens is recorded cheaply: after it, a kept token's probability is its
+    probability at the last reshaping stage divided by the mass still kept, so only its mask is read.
+    """
 
     def __init__(self, raw: torch.Tensor):
         self.n = raw.shape[0]
-        self.entries: list[tuple[str, torch.Tensor | None, tuple[torch.Tensor, ...]]] = []
+        self.entries: list[tuple[str, torch.Tensor | None, tuple]] = []
+        self._last = None
+        """(latest output, base logprobs, base probs, mass of the base still kept, argmax): the next stage's input."""
         self.add("raw", None, None, raw.float())
 
     def add(self, name: str, rows: torch.Tensor | None, before: torch.Tensor | None, after: torch.Tensor) -> None:
         """Record a stage's output (rows: which of the group's rows these are; None for all)."""
+        last = self._last if self._last is not None and before is not None and self._last[0] is before else None
+        if last is not None and name in MASKS:
+            _, logp, probs, mass_before, top_before = last
+            gone = after == NEG
+            kept = after.shape[1] - gone.sum(dim=-1).float()
+            mass = probs.masked_fill(gone, 0.0).sum(dim=-1)
+            moved = 1 - mass / mass_before
+            top = top_before if name in KEEPS_TOP else after.argmax(dim=-1)
+            self._last = (after, logp, probs, mass, top)
+            self.entries.append((name, rows, (logp, mass, after, kept, moved, (top != top_before).float())))
+            return
         logp = torch.log_softmax(after, dim=-1)
-        kept = torch.isfinite(after).sum(dim=-1).float()
+        probs = logp.exp()
+        kept = after.shape[1] - (after == NEG).sum(dim=-1).float()  # no stage makes +inf or NaN
+        top = after.argmax(dim=-1)
         if before is None:
-            moved = torch.zeros_like(kept)
-            changed = torch.zeros_like(kept)
+            moved = changed = torch.zeros_like(kept)
         else:
-            moved = 0.5 * (before.softmax(dim=-1) - logp.exp()).abs().nansum(dim=-1)
-            changed = (before.argmax(dim=-1) != after.argmax(dim=-1)).float()
-        self.entries.append((name, rows, (logp, kept, moved, changed)))
+            if last is not None:
+                _, _, base, mass, before_top = last
+                previous = base.masked_fill(before == NEG, 0.0) / mass[:, None]
+            else:
+                previous, before_top = before.softmax(dim=-1), before.argmax(dim=-1)
+            moved = 1 - torch.minimum(previous, probs).nansum(dim=-1)  # total variation distance
+            changed = (before_top != top).float()
+        self._last = (after, logp, probs, torch.ones_like(kept), top)
+        self.entries.append((name, rows, (logp, None, None, kept, moved, changed)))
 
     @property
     def names(self) -> list[str]:
@@ -46,11 +79,13 @@ class StageTrace:
         logprobs of the alternatives top_ids [N, k]; NaN where an entry does not cover the row."""
         k = top_ids.shape[1]
         out = torch.full((self.n, len(self.entries), 4 + k), torch.nan, device=tokens.device)
-        for e, (_, rows, (logp, kept, moved, changed)) in enumerate(self.entries):
+        for e, (_, rows, (logp, mass, after, kept, moved, changed)) in enumerate(self.entries):
             index = rows if rows is not None else torch.arange(self.n, device=tokens.device)
-            chosen = logp.gather(1, tokens[index, None])
-            out[index, e] = torch.cat([kept[:, None], moved[:, None], changed[:, None], chosen,
-                                       logp.gather(1, top_ids[index])], dim=1)
+            ids = torch.cat([tokens[index, None], top_ids[index]], dim=1)
+            values = logp.gather(1, ids)
+            if mass is not None:  # a mask: renormalise over what is kept; removed tokens are -inf
+                values = (values - mass.log()[:, None]).masked_fill(after.gather(1, ids) == NEG, NEG)
+            out[index, e] = torch.cat([kept[:, None], moved[:, None], changed[:, None], values], dim=1)
         return out
 
 

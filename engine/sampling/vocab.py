@@ -93,6 +93,13 @@ class DryBreakers:
     single: torch.Tensor  # [N, V] bool
     tails: list[tuple[int, int, tuple[int, ...]]]  # (row, head token, tail tokens)
 
+    def subset(self, members: list[int]) -> DryBreakers:
+        """The breakers of these rows only, renumbered in this order (a stage view of the rows using DRY)."""
+        new = {old: i for i, old in enumerate(members)}
+        index = torch.tensor(members, dtype=torch.long, device=self.single.device)
+        return DryBreakers(self.single.index_select(0, index),
+                           [(new[row], head, tail) for row, head, tail in self.tails if row in new])
+
     @classmethod
     def build(cls, per_row, tokenizer, vocab: int, device) -> DryBreakers:
         single = torch.zeros(len(per_row), vocab, dtype=torch.bool)

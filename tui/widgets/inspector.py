@@ -1,4 +1,5 @@
-"""The token inspector: the selected token's statistics and the alternatives the model weighed."""
+"""The token inspector: the selected token's statistics, the alternatives the model weighed (and which sampler
+stage removed each), the token's probability after each stage of the chain, and the named tokens."""
 
 from __future__ import annotations
 
@@ -34,6 +35,32 @@ def _pct(logprob: float) -> str:
     if math.isnan(logprob):
         return "   n/a "
     return f"{math.exp(logprob) * 100:6.2f}%" if math.isfinite(logprob) else "   cut "
+
+
+STAGE_SHORT = {"epsilon_cutoff": "eps", "eta_cutoff": "eta", "no_repeat_ngram": "ngram", "banned_strings": "ban",
+               "min_new_tokens": "minnew", "typical_p": "typ", "top_n_sigma": "nsigma", "mirostat": "miro",
+               "logit_bias": "bias", "penalties": "pen", "adaptive_p": "adapt", "smoothing": "smooth"}
+STAGE_NAME = {"epsilon_cutoff": "epsilon", "eta_cutoff": "eta", "no_repeat_ngram": "no_repeat",
+              "banned_strings": "banned", "min_new_tokens": "min_new", "top_n_sigma": "top_nsigma"}
+"""Stage names cut to fit the inspector's columns."""
+
+
+def removed_by(step, j: int) -> str | None:
+    """The stage of the chain that removed alternative j of this step (None: kept, or no trace)."""
+    for stage in step.stages[1:]:
+        if j < len(stage.alternatives) and stage.alternatives[j] == -math.inf:
+            return stage.stage
+    return None
+
+
+def chain_rows(step) -> list[str]:
+    """One line per stage: its name, the candidates it left, this token's probability after it, the mass it moved."""
+    rows = [f" {'stage':<12}{'kept':>6} {'p(tok)':>8}{'moved':>8}"]
+    for stage in step.stages:
+        moved = "" if stage.stage == "raw" else f"{stage.moved * 100:6.1f}%"
+        name = STAGE_NAME.get(stage.stage, stage.stage)
+        rows.append(f" {fit_cells(name, 12)}{stage.kept:>6} {_pct(stage.logprob):>8}{moved:>8}")
+    return rows
 
 
 def token_repr(text: str) -> str:
@@ -122,8 +149,23 @@ class Inspector(Vertical):
         for rank, alt in enumerate(step.top):
             mark = "▸" if alt.token_id == step.token_id else " "
             name = token_label(alt.token_id, alt.text, token_bytes)[0]
-            label = f"{mark}{rank:2d} {fit_cells(name, TOKEN_CELLS)} {_pct(alt.logprob)} {_pct(alt.logprob_processed)}"
+            cut = removed_by(step, rank)
+            processed = f"{'✗' + STAGE_SHORT.get(cut, cut):>7}" if cut else _pct(alt.logprob_processed)
+            label = f"{mark}{rank:2d} {fit_cells(name, TOKEN_CELLS)} {_pct(alt.logprob)} {processed}"
             options.add_option(Option(label, id=str(alt.token_id)))
+        if step.named:
+            options.add_option(Option(Text(" named tokens", style="bold"), disabled=True))
+            for alt in step.named:
+                mark = "▸" if alt.token_id == step.token_id else " "
+                name = token_label(alt.token_id, alt.text, token_bytes)[0]
+                label = f"{mark}   {fit_cells(name, TOKEN_CELLS)} {_pct(alt.logprob)} {_pct(alt.logprob_processed)}"
+                options.add_option(Option(label, id=f"named-{alt.token_id}"))
+        if step.stages:
+            options.add_option(Option(Text(" this token through the chain", style="bold"), disabled=True))
+            header, *rows = chain_rows(step)
+            options.add_option(Option(Text(header, style="bold"), disabled=True))
+            for row in rows:  # enabled (so ↓ reaches them) but with no token to branch from
+                options.add_option(Option(row))
         if highlighted is not None and highlighted < options.option_count:
             options.highlighted = highlighted
 
@@ -137,7 +179,7 @@ class Inspector(Vertical):
     def on_option_list_option_selected(self, event: OptionList.OptionSelected) -> None:
         event.stop()
         if event.option.id is not None:
-            self.post_message(self.Branch(int(event.option.id)))
+            self.post_message(self.Branch(int(event.option.id.removeprefix("named-"))))
 
 
 def _pane_name(pane) -> str:
