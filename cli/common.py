@@ -173,6 +173,10 @@ def completion_record(prompt, completion, top: int) -> dict:
     from decodelab.engine.results import completion_to_dict
 
     record = completion_to_dict(completion, top)
+    if any(step.stages for step in completion.steps):  # run --stages: which settings mattered
+        from decodelab.engine.experiments.stage_use import report_dict
+
+        record["stage_report"] = report_dict(completion)
     if isinstance(prompt, list):
         record["messages"] = with_reply(prompt, completion.text)
     return record

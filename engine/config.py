@@ -202,6 +202,12 @@ SETTINGS: tuple[Setting, ...] = (
     _sampler("adaptive_decay", "float", 0.9, "adaptive-p: how slowly its running average forgets (0 to 0.99)",
              "it must be in [0, 0.99]", "adaptive_p", low=0, high=0.99, llamacpp="adaptive_decay",
              webui="adaptive_decay"),
+    _sampler("guidance_scale", "float", 1.0, "classifier-free guidance (HF, text-generation-webui): steer away from "
+             "negative_prompt, logprobs' = scale x (logprobs - negative's) + negative's; 1 = off",
+             "it must be in [0, 100]; 1 turns it off", "cfg", warper=False, low=0, high=100, label="cfg",
+             hf="guidance_scale", webui="guidance_scale"),
+    _row("negative_prompt", "text", "", "classifier-free guidance: the text to steer away from (its own rows join "
+         "the batch); empty = the prompt's last token, as HF does", stage="cfg", webui="negative_prompt"),
     _row("logprob_tokens", "tokens", (), "report these tokens' probabilities at every step, whatever their rank "
          "(token ids, or texts of one token each, e.g. \" Yes\")", label="named={n}", vllm="logprob_token_ids"),
     _row("sampler_order", "strings", (), "order of the sampling stages (like llama.cpp --samplers); unlisted stages "
@@ -247,6 +253,9 @@ class _ConfigBehaviour:
         if self.mirostat and self.adaptive_target >= 0:
             raise _fail("adaptive_target", self.adaptive_target, "Mirostat and adaptive-p both pick the token at the "
                         "end of the chain: turn one off (adaptive_target=-1 or mirostat=0)")
+        if self.num_beams > 1 and self.guidance_scale != 1:
+            raise _fail("guidance_scale", self.guidance_scale, "beams run through HF generate without decodelab's "
+                        "guidance rows: set it to 1 for beam configs, or num_beams=1")
         if self.num_beams > 1 and self.samples:
             raise _fail("num_beams", self.num_beams,
                         "beams run without sampling here: set do_sample=false (or temperature=0), or num_beams=1")

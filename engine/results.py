@@ -166,19 +166,13 @@ def completion_to_dict(c: Completion, top: int | None = None) -> dict:
                 "entropy_processed": json_number(s.entropy_processed),
                 "alternatives": [_alternative(a) for a in alts], **more}
 
-    report = {}
-    if any(s.stages for s in c.steps):
-        from .experiments.stage_use import report_dict
-
-        report["stage_report"] = report_dict(c)
     return {"config": json_config(c.config), "seed": c.seed, "text": c.text, "stop_reason": c.stop_reason,
             "token_ids": list(c.token_ids), "prompt_tokens": c.prompt_tokens,
             "mean_logprob": c.mean_logprob, "perplexity": c.perplexity, "sequence_score": c.sequence_score,
             "timings": {"prefill_s": c.timings.prefill_s, "decode_s": c.timings.decode_s,
                         "tokens_per_s": c.timings.tokens_per_s},
             "tokens": [step(s) for s in c.steps],
-            "notes": {k: c.extra[k] for k in ("backend", "logprobs", "ignored", "overridden", "error") if k in c.extra},
-            **report}
+            "notes": {k: c.extra[k] for k in ("backend", "logprobs", "ignored", "overridden", "error") if k in c.extra}}
 
 
 def _alternative(a: Alternative) -> dict:

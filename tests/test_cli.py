@@ -175,12 +175,13 @@ def test_no_command_opens_the_tui_with_defaults(monkeypatch):
 
 def test_import_webui_yaml(tmp_path):
     path = tmp_path / "Big O.yaml"
-    path.write_text("temperature: 0.87\ntop_p: 0.99\ntop_k: 85\nrepetition_penalty: 1.01\ntop_a: 0.2\n")
+    path.write_text("temperature: 0.87\ntop_p: 0.99\ntop_k: 85\nrepetition_penalty: 1.01\ntop_a: 0.2\n"
+                    "penalty_alpha: 0.6\n")
     result = CliRunner().invoke(main, ["presets", "import", str(path)])
     assert result.exit_code == 0, result.output
     config = find_preset("Big-O")
-    assert (config.temperature, config.top_p, config.top_k) == (0.87, 0.99, 85) and config.do_sample
-    assert "top_a" in result.stderr and "NOT imported" in result.stderr
+    assert (config.temperature, config.top_p, config.top_k, config.top_a) == (0.87, 0.99, 85, 0.2) and config.do_sample
+    assert "penalty_alpha" in result.stderr and "NOT imported" in result.stderr
 
 
 def test_run_panels_keep_each_config_summary_whole_at_80_columns(demo):

@@ -24,7 +24,8 @@ CHANGED = {
     "dynatemp_range": 0.3, "dynatemp_exponent": 1.5, "epsilon_cutoff": 3e-4, "eta_cutoff": 2e-3,
     "logit_bias": ((5, -1.0),), "banned_strings": ("bad",), "repetition_penalty_last_n": 32,
     "sampler_order": ("temperature",), "smoothing_factor": 0.2, "smoothing_curve": 2.0, "top_h": 0.5, "tfs": 0.95,
-    "top_a": 0.1, "adaptive_target": -0.5, "adaptive_decay": 0.8, "logprob_tokens": (5, 6),
+    "top_a": 0.1, "adaptive_target": -0.5, "adaptive_decay": 0.8, "logprob_tokens": (5, 6), "guidance_scale": 1.5,
+    "negative_prompt": "bad",
 }
 
 

@@ -14,7 +14,7 @@ from transformers.generation.logits_process import MinPLogitsWarper, Temperature
 
 from decodelab.engine import DecodingConfig, generate_many
 from decodelab.engine.config import ConfigError
-from decodelab.engine.experiments.stage_use import stage_report
+from decodelab.engine.experiments.stage_use import report_dict, stage_report
 from decodelab.engine.results import completion_from_dict, completion_to_dict
 from decodelab.engine.sampling import RowSettings, RowState, pick, process
 from decodelab.engine.sampling.stages import STAGES
@@ -99,7 +99,7 @@ def test_tracing_changes_no_token_and_round_trips_through_json(demo):
     assert all(not s.stages for c in plain for s in c.steps)
     for c in traced_run:
         data = completion_to_dict(c)
-        assert data["stage_report"] and all("stages" in t for t in data["tokens"])
+        assert report_dict(c) and all("stages" in t for t in data["tokens"])
         back = completion_from_dict(data)
         assert [s.stages for s in back.steps] == [s.stages for s in c.steps]
         assert [s.named for s in back.steps] == [s.named for s in c.steps]

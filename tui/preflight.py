@@ -48,6 +48,14 @@ def vocab_error(loaded, config) -> str | None:
     if outside:
         return (f"logit_bias token id {outside[0]} is outside this model's vocabulary (ids 0-{size - 1}): "
                 "use an id below it, or the token's text")
+    if config.logprob_tokens and getattr(loaded, "tokenizer", None) is not None:
+        from decodelab.engine.config import ConfigError
+        from decodelab.engine.sampling.vocab import named_ids
+
+        try:
+            named_ids(config.logprob_tokens, loaded.tokenizer, size)
+        except ConfigError as exc:
+            return str(exc)
     return None
 
 

@@ -25,6 +25,7 @@ from typing import Sequence
 
 import torch
 
+from ..results import PromptError
 from ..sampling import step_statistics
 from .caches import cannot_batch, output_cache, prefill_once, replicate
 from .modelcalls import cache_keyword, eos_token_ids
@@ -120,8 +121,17 @@ class DecodeLoop:
                     self._complete(request)
         if batched and (self.groups or len(batched) > 1) and not self.mergeable:
             raise RuntimeError("this model's cache cannot be joined: add one request to an empty batch")
+        guidance = []
         for request in batched:
             self._prefill(request)
+            for guide in request.guidance_requests(self.tokenizer) if request.guided_rows else ():
+                if not self.mergeable:  # known after the first prefill
+                    raise PromptError("classifier-free guidance adds rows on the negative prompt, which needs a "
+                                      "model whose cache rows can join (full attention); this model's cannot: "
+                                      "set guidance_scale=1")
+                self._prefill(guide)
+                guidance.append(guide)
+        batched += guidance
         for length in dict.fromkeys(len(r.prefix) for r in batched):
             members = [r for r in batched if len(r.prefix) == length]
             self.groups.append(Group(members, self.logits.shape[-1], self.device, self.eos, self.tokenizer))
@@ -130,7 +140,8 @@ class DecodeLoop:
         """Prefill the prompt (and any forced prefix) once and copy its cache to the request's rows."""
         request.trackers = {i: new_tracker(self.tokenizer, request.configs[i], request.seeds[i], self.eos)
                             for i in request.batch_rows}
-        if request.prefix:  # a branch: the forced tokens are recorded with their statistics under each config
+        if request.prefix and request.guides is None:  # a branch: the forced tokens are recorded with their
+            # statistics under each config
             from .beams import replay
 
             for tracker in request.trackers.values():
@@ -138,7 +149,7 @@ class DecodeLoop:
         start = time.perf_counter()
         context = torch.cat([request.prompt_ids, request.prompt_ids.new_tensor(request.prefix)]) \
             if request.prefix else request.prompt_ids
-        n = request.rows
+        n = len(request.batch_rows)
         out = prefill_once(self.model, context)
         if self.mergeable is None:  # the first prefill tells what kind of cache this model keeps
             self.mergeable = self.known["batching.mergeable"] = _mergeable(output_cache(out))
@@ -180,7 +191,7 @@ class DecodeLoop:
             searches, self.searches = self.searches, []
             for request in searches:  # beam-only requests that waited for the batch
                 self._complete(request)
-            return done + searches
+            return [r for r in done if r.guides is None] + searches
         logits = self._live_logits()
         picked, offset = [], 0
         for group in self.groups:
@@ -198,7 +209,7 @@ class DecodeLoop:
         done += self._retire(keep)
         if self.groups:
             self._forward(tokens[keep] if len(keep) != tokens.shape[0] else tokens)  # one forward, every row
-        return done
+        return [r for r in done if r.guides is None]  # guidance rows' requests are the loop's own
 
     def _named(self) -> torch.Tensor | None:
         """[N, m] the token ids each live row's logprob_tokens names (-1: none); None when no row names any."""

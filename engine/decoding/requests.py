@@ -55,6 +55,9 @@ class Request:
     prefix: Sequence[int] = ()
     stop_rows: Container[int] = ()
     completions: list[Completion] | None = None
+    guides: tuple[Request, list[int]] | None = None
+    """A guidance request (classifier-free guidance): (the request it guides, its config index per row). Its
+    rows read the negative prompt and are fed the guided rows' tokens; nobody sees its output."""
     trackers: dict[int, RowTracker] = field(default_factory=dict)
     prefill_s: float = 0.0
     start: float = 0.0
@@ -81,8 +84,29 @@ class Request:
         return [i for i, c in enumerate(self.configs) if c.num_beams > 1]
 
     @property
+    def guided_rows(self) -> list[int]:
+        """Indices of the batch configs with classifier-free guidance (each brings a guidance row along)."""
+        return [i for i in self.batch_rows if self.configs[i].guidance_scale != 1]
+
+    @property
     def rows(self) -> int:
-        return len(self.batch_rows)
+        """The batch rows this request takes: its configs' rows and their guidance rows."""
+        return len(self.batch_rows) + len(self.guided_rows)
+
+    def guidance_requests(self, tokenizer) -> list[Request]:
+        """One hidden request per distinct negative prompt of the guided configs: its rows decode the
+        negative prompt (or, when empty, the prompt's last token, as HF does) and get the guided rows' tokens."""
+        by_text: dict[str, list[int]] = {}
+        for i in self.guided_rows:
+            by_text.setdefault(self.configs[i].negative_prompt, []).append(i)
+        out = []
+        for text, rows in by_text.items():
+            ids = tokenizer(text)["input_ids"] if text else []
+            prompt = self.prompt_ids.new_tensor(ids) if ids else self.prompt_ids[-1:]
+            config = DecodingConfig(name="guidance", max_new_tokens=max(self.configs[i].max_new_tokens for i in rows))
+            out.append(Request(prompt, [config] * len(rows), cancel=self.cancel, top=0, prefix=self.prefix,
+                               seeds=[0] * len(rows), guides=(self, rows)))
+        return out
 
     def emit(self, event: StepEvent) -> None:
         if self.on_step is not None and (event.tokens or event.finished):
@@ -107,10 +131,28 @@ class Group:
             tracker.active = frozenset(st.name for st in STAGES if st.active(tracker.config, tracker.config.samples))
         self.trace = any(r.trace for r in requests)
         self._trace: StageTrace | None = None
+        self.guidance = self._guidance_pairs()
         self.step = len(requests[0].prefix)
         for token in requests[0].prefix:  # the forced tokens count as generated for the penalties
             self.state.update(torch.full((self.rows,), token, dtype=torch.long, device=device))
         self.k = min(max(max(r.top for r in requests), 0), vocab)
+
+    def _guidance_pairs(self) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """(guided rows, their guidance rows) as indices into this group, or None when no row is guided."""
+        where = {(id(r), i): row for row, (r, i) in enumerate(self.owners)}
+        guided, guides = [], []
+        for row, (request, i) in enumerate(self.owners):
+            if request.guides is not None:
+                target, rows = request.guides
+                main = where.get((id(target), rows[i]))
+                if main is not None:
+                    guided.append(main)
+                    guides.append(row)
+        if not guided:
+            return None
+        device = self.settings.seed_lo.device
+        return (torch.tensor(guided, dtype=torch.long, device=device),
+                torch.tensor(guides, dtype=torch.long, device=device))
 
     def _settings(self, device) -> RowSettings:
         return RowSettings.build([r.configs[i] for r, i in self.owners], [r.seeds[i] for r, i in self.owners],
@@ -122,9 +164,15 @@ class Group:
 
     def sample(self, logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """This group's processed logits and picked tokens (its own step counter drives the seeded noise)."""
+        if self.guidance is not None:  # classifier-free guidance: each guided row reads its guidance row's logits
+            guided, guides = self.guidance
+            self.state.uncond = torch.zeros_like(logits)
+            self.state.uncond[guided] = logits[guides]
         self._trace = StageTrace(logits) if self.trace else None
         processed = process(logits, self.settings, self.state, self.step, trace=self._trace)  # sampling/chain.py
         tokens = pick(processed, self.settings, self.step)  # argmax, or the row's own seeded draw
+        if self.guidance is not None:
+            tokens[self.guidance[1]] = tokens[self.guidance[0]]  # a guidance row follows its guided row
         self.state.update(tokens, processed)  # history, penalty counts, Mirostat's mu
         return processed, tokens
 
@@ -159,6 +207,10 @@ class Group:
         alive, stopped = [], {}
         for row, (request, i) in enumerate(self.owners):
             tracker = request.trackers[i]
+            if request.guides is not None and not tracker.finished:  # a guidance row ends with its guided row
+                target, rows = request.guides
+                if target.trackers[rows[i]].finished or target.cancel.is_set() or rows[i] in target.stop_rows:
+                    tracker.finish("cancelled", time.perf_counter() - request.start)
             if not tracker.finished and (request.cancel.is_set() or i in request.stop_rows):
                 stopped.setdefault(id(request), (request, {}))[1][i] = tracker.finish(
                     "cancelled", time.perf_counter() - request.start)
@@ -179,3 +231,4 @@ class Group:
             device = self.settings.seed_lo.device
             self.settings = self._settings(device)
             self.state.select(torch.tensor(rows, dtype=torch.long, device=device), self.settings)
+            self.guidance = self._guidance_pairs()

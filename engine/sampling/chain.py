@@ -1,6 +1,7 @@
 """The sampler chain: the stages of stages.py in their order (a row's sampler_order reorders the middle).
 
-    constraints (always first)   logit_bias -> banned_strings -> min_new_tokens
+    constraints (always first)   cfg (classifier-free guidance, first as in HF) -> logit_bias -> banned_strings
+                                 -> min_new_tokens
     reorderable (sampler_order)  penalties -> dry -> no_repeat_ngram
                                  -- greedy rows stop here: warpers are neutral for them (HF) --
                                  -> temperature (+ dynatemp) -> smoothing -> top_h -> top_n_sigma -> top_k

@@ -126,6 +126,7 @@ def _row_subsets(rows, warp, top_k, vocab_size, device) -> dict[str, torch.Tenso
         "dynatemp": idx(w and c.dynatemp_range > 0 for c, w in zip(rows, warp)),
         "top_h": idx(w and c.top_h > 0 for c, w in zip(rows, warp)),
         "tfs": idx(w and c.tfs < 1 for c, w in zip(rows, warp)),
+        "cfg": idx(c.guidance_scale != 1 for c in rows),
         "adaptive_p": idx(w and c.adaptive_target >= 0 for c, w in zip(rows, warp)),
         "sample": idx(warp),
     }

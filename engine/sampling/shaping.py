@@ -16,6 +16,22 @@ ADAPTIVE_PEAK = 5.0
 ADAPTIVE_SHARPNESS = 10.0
 
 
+def guidance(x, s, state, step):
+    """Classifier-free guidance as HF's UnbatchedClassifierFreeGuidanceLogitsProcessor: on log-probabilities,
+    scale x (conditional - unconditional) + unconditional, the unconditional ones from the row's guidance row
+    (its negative prompt and the same tokens; RowState.uncond, set by the decode loop each step). Without
+    them (a branch's forced tokens rescored on their own) the stage leaves the logits as they are."""
+    uncond = state.uncond
+    if uncond is None:
+        return x
+
+    def apply(rows, sub):
+        negative = torch.log_softmax(uncond[rows], dim=-1)
+        return s.guidance_scale[rows] * (torch.log_softmax(sub, dim=-1) - negative) + negative
+
+    return on_rows(x, s.rows["cfg"], apply)
+
+
 def smoothing(x, s, state, step):
     """Quadratic sampling: with d = logit - max, the logit becomes max - k f d^2 + c f d^3, where
     k = (3 - curve) / 2 and c = (curve - 1) / 2 (curve 1: quadratic, 3: cubic). Removed tokens stay removed."""

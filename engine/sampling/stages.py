@@ -35,7 +35,9 @@ class Stage:
 
 
 STAGES: tuple[Stage, ...] = (
-    # constraints: masks commute with the penalties, so running them first changes nothing
+    # guidance first, as HF runs it; then the constraints: masks commute with the penalties
+    Stage("cfg", "constraint", ("guidance_scale", "negative_prompt"), lambda c, w: c.guidance_scale != 1,
+          shaping.guidance),  # HF
     Stage("logit_bias", "constraint", ("logit_bias",), lambda c, w: bool(c.logit_bias), penalties.logit_bias),
     Stage("banned_strings", "constraint", ("banned_strings",), lambda c, w: bool(c.banned_strings),
           penalties.banned_strings, history=frozenset({"banned_strings"})),

@@ -23,6 +23,8 @@ class RowState:
         uses = settings.uses
         self.eos_ids = eos_ids
         self.seen = self.counts = self.seq = self.mu = self.adaptive_sum = self.adaptive_weight = None
+        self.uncond: torch.Tensor | None = None
+        """[N, V] this step's logits of each guided row's guidance row (classifier-free guidance), else None."""
         self.parent_rows: torch.Tensor | None = None
         """For a view (take): which rows of the full state these are."""
         self.pending: list[tuple[torch.Tensor, torch.Tensor]] = []
@@ -123,6 +125,6 @@ class RowState:
         self.pending.clear()
 
 
-_PER_ROW = ("seen", "counts", "seq", "mu", "adaptive_sum", "adaptive_weight")
+_PER_ROW = ("seen", "counts", "seq", "mu", "adaptive_sum", "adaptive_weight", "uncond")
 
 PenaltyState = RowState  # the name engine/benchmark.py and older callers use

@@ -39,9 +39,9 @@ def _pct(logprob: float) -> str:
 
 STAGE_SHORT = {"epsilon_cutoff": "eps", "eta_cutoff": "eta", "no_repeat_ngram": "ngram", "banned_strings": "ban",
                "min_new_tokens": "minnew", "typical_p": "typ", "top_n_sigma": "nsigma", "mirostat": "miro",
-               "logit_bias": "bias", "penalties": "pen", "adaptive_p": "adapt", "smoothing": "smooth"}
+               "logit_bias": "bias", "penalties": "pen", "adaptive_p": "adapt", "smoothing": "smooth", "cfg": "cfg"}
 STAGE_NAME = {"epsilon_cutoff": "epsilon", "eta_cutoff": "eta", "no_repeat_ngram": "no_repeat",
-              "banned_strings": "banned", "min_new_tokens": "min_new", "top_n_sigma": "top_nsigma"}
+              "banned_strings": "banned", "min_new_tokens": "min_new", "top_n_sigma": "top_nsigma", "cfg": "guidance"}
 """Stage names cut to fit the inspector's columns."""
 
 
@@ -160,7 +160,7 @@ class Inspector(Vertical):
                 name = token_label(alt.token_id, alt.text, token_bytes)[0]
                 label = f"{mark}   {fit_cells(name, TOKEN_CELLS)} {_pct(alt.logprob)} {_pct(alt.logprob_processed)}"
                 options.add_option(Option(label, id=f"named-{alt.token_id}"))
-        if step.stages:
+        if len(step.stages) > 1:  # a config with stages of its own (greedy: the raw distribution only)
             options.add_option(Option(Text(" this token through the chain", style="bold"), disabled=True))
             header, *rows = chain_rows(step)
             options.add_option(Option(Text(header, style="bold"), disabled=True))

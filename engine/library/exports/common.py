@@ -11,7 +11,7 @@ from ...config import DecodingConfig
 MODERN = {"top_n_sigma": 0.0, "xtc_probability": 0.0, "dry_multiplier": 0.0, "mirostat": 0, "dynatemp_range": 0.0,
           "epsilon_cutoff": 0.0, "eta_cutoff": 0.0, "repetition_penalty_last_n": 0, "banned_strings": (),
           "sampler_order": (), "smoothing_factor": 0.0, "top_h": 0.0, "tfs": 1.0, "top_a": 0.0,
-          "adaptive_target": -1.0, "logprob_tokens": ()}
+          "adaptive_target": -1.0, "logprob_tokens": (), "guidance_scale": 1.0, "negative_prompt": ""}
 
 
 def without(fields: dict, *names: str) -> dict:

@@ -26,10 +26,16 @@ def to_hf(config: DecodingConfig) -> Converted:
     data["eta_cutoff"] = config.eta_cutoff if config.samples else 0.0
     data["early_stopping"] = config.early_stopping
     data["top_h"] = config.top_h if config.samples and config.top_h else None
+    data["guidance_scale"] = config.guidance_scale if config.guidance_scale != 1 else None
     if config.stop_strings:
         data["stop_strings"] = list(config.stop_strings)
     notes = unsupported(config, "HF generate", {"frequency_penalty": 0.0, "presence_penalty": 0.0,
-                                                 **without(MODERN, "epsilon_cutoff", "eta_cutoff", "top_h", "logprob_tokens")})
+                                                 **without(MODERN, "epsilon_cutoff", "eta_cutoff", "top_h", "logprob_tokens",
+                                                          "guidance_scale", "negative_prompt")})
+    if config.guidance_scale != 1:
+        notes.append("HF takes the negative prompt as generate(negative_prompt_ids=tokenizer(" +
+                     repr(config.negative_prompt) + ")['input_ids'])" if config.negative_prompt else
+                     "HF guides away from the prompt's last token when no negative_prompt_ids are given, as here")
     if config.logprob_tokens:
         notes.append("HF generate has no named-token logprobs: take them from output_scores (return_dict_in_generate"
                      "=True) for the ids of " + ", ".join(repr(t) for t in config.logprob_tokens))
@@ -55,7 +61,7 @@ HF_METADATA = {"bos_token_id", "eos_token_id", "pad_token_id", "decoder_start_to
 
 HF_FIELDS = {"do_sample", "temperature", "top_k", "top_p", "min_p", "typical_p", "repetition_penalty",
              "no_repeat_ngram_size", "num_beams", "length_penalty", "max_new_tokens", "min_new_tokens",
-             "stop_strings", "epsilon_cutoff", "eta_cutoff", "early_stopping", "top_h"}
+             "stop_strings", "epsilon_cutoff", "eta_cutoff", "early_stopping", "top_h", "guidance_scale"}
 
 
 

@@ -31,7 +31,8 @@ def to_llamacpp(config: DecodingConfig) -> Converted:
     notes = unsupported(config, "llama.cpp", {"no_repeat_ngram_size": 0, "num_beams": 1, "length_penalty": 1.0,
                                                 "min_new_tokens": 0, "epsilon_cutoff": 0.0, "eta_cutoff": 0.0,
                                                 "banned_strings": (), "smoothing_factor": 0.0, "top_h": 0.0,
-                                                "tfs": 1.0, "top_a": 0.0, "logprob_tokens": ()})
+                                                "tfs": 1.0, "top_a": 0.0, "logprob_tokens": (),
+                                                "guidance_scale": 1.0})
     if config.tfs < 1:
         notes[-1:] = notes[-1:] + ["llama.cpp removed tail-free sampling in 2024: use text-generation-webui for tfs"]
     for token, bias in id_biases(config, "llama.cpp's --logit-bias", notes).items():

@@ -23,8 +23,9 @@ WEBUI_MAP = {"temperature": "temperature", "top_p": "top_p", "top_k": "top_k", "
              "mirostat_mode": "mirostat", "mirostat_tau": "mirostat_tau", "mirostat_eta": "mirostat_eta",
              "dynatemp_exponent": "dynatemp_exponent", "repetition_penalty_range": "repetition_penalty_last_n",
              "smoothing_factor": "smoothing_factor", "smoothing_curve": "smoothing_curve", "tfs": "tfs",
-             "top_a": "top_a", "adaptive_target": "adaptive_target", "adaptive_decay": "adaptive_decay"}
-WEBUI_NEUTRAL = {"encoder_repetition_penalty": 1, "penalty_alpha": 0, "guidance_scale": 1,
+             "top_a": "top_a", "adaptive_target": "adaptive_target", "adaptive_decay": "adaptive_decay",
+             "guidance_scale": "guidance_scale", "negative_prompt": "negative_prompt"}
+WEBUI_NEUTRAL = {"encoder_repetition_penalty": 1, "penalty_alpha": 0,
                  "temperature_last": False, "dynamic_temperature": False,
                  "dynatemp_low": 1, "dynatemp_high": 1, "custom_token_bans": "", "sampler_priority": None}
 HANDLED = {"epsilon_cutoff", "eta_cutoff", "dynamic_temperature", "dynatemp_low", "dynatemp_high",
@@ -136,7 +137,8 @@ def to_webui(config: DecodingConfig) -> Converted:
             "eta_cutoff": round(config.eta_cutoff / CUTOFF_UNIT, 9),
             "smoothing_factor": config.smoothing_factor, "smoothing_curve": config.smoothing_curve,
             "tfs": config.tfs, "top_a": config.top_a, "adaptive_target": config.adaptive_target,
-            "adaptive_decay": config.adaptive_decay,
+            "adaptive_decay": config.adaptive_decay, "guidance_scale": config.guidance_scale,
+            "negative_prompt": config.negative_prompt,
             "smoothing_factor": config.smoothing_factor, "smoothing_curve": config.smoothing_curve,
             "tfs": config.tfs, "top_a": config.top_a, "adaptive_target": config.adaptive_target,
             "adaptive_decay": config.adaptive_decay,
