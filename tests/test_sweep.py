@@ -166,3 +166,15 @@ def test_save_best_refuses_an_existing_preset_before_running_unless_forced(demo)
     forced = CliRunner().invoke(main, args + ["--force"])
     assert forced.exit_code == 0, forced.output
     assert "saved mine" in forced.output
+
+
+def test_the_new_samplers_sweep_like_any_setting(demo):
+    """Issue 20: top_a, tfs, smoothing, top_h and adaptive-p are grid and range fields like the others."""
+    s = spec(grid={"top_a": [0.0, 0.5], "smoothing_factor": [0.0, 2.0]})
+    results = run_sweep(demo, s)
+    assert sorted((r.config.top_a, r.config.smoothing_factor) for r in results) == [(0, 0), (0, 2), (0.5, 0), (0.5, 2)]
+    texts = {tuple(x["text"] for x in r.samples) for r in results}
+    assert len(texts) > 1  # the settings change what is drawn under the same seeds
+    points = random_points(spec(strategy="random", trials=4, ranges=parse_ranges(["tfs=0.5:1", "top_h=0.1:0.9",
+                                                                                    "adaptive_target=0.1:0.9"])))
+    assert all(0.5 <= p["tfs"] <= 1 and 0.1 <= p["adaptive_target"] <= 0.9 for p in points)

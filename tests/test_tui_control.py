@@ -435,6 +435,22 @@ async def test_the_editor_refuses_a_logit_bias_id_outside_the_vocabulary(demo):
         await pilot.press("escape")
 
 
+async def test_the_editor_refuses_a_named_token_that_is_several_tokens(demo):
+    """Issue 20: logprob_tokens names single tokens; a longer text is refused in the editor, not mid-run."""
+    app = make_app(demo)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.press("escape", "1", "e")
+        editor = app.screen
+        editor.query_one("#f-logprob_tokens", Input).value = '"unbelievably"'
+        await pilot.pause()
+        message = str(editor.query_one("#editor-error").render())
+        assert "'unbelievably' is 7 tokens" in message and editor.query_one("#apply").disabled
+        editor.query_one("#f-logprob_tokens", Input).value = '" of", 7'
+        await pilot.pause()
+        assert not editor.query_one("#apply").disabled
+        await pilot.press("escape")
+
+
 async def test_coming_back_to_smollm2_with_m_turns_chat_on_again(demo):
     """Issue 17: m back to SmolLM2 left chat mode off, though chat follows the model."""
     app = make_app(demo)
