@@ -10,7 +10,7 @@
 2. Tracing (run --stages, the inspector's chain): the benchmark presets' sampler step with and without
    the StageTrace, as a share of a whole step (forward + sampler).
 3. The issue's case: 8 sampling rows x 64 tokens through generate_many, with dry_multiplier=0.8 on one
-   row and on none.
+   row and on none, and DRY on one row run over the whole batch (as before issue 20).
 """
 
 from __future__ import annotations
@@ -74,7 +74,7 @@ def sampler_step(configs, loaded, steps: int, prompt_len: int, trace: bool = Fal
         tokens = pick(processed, settings, counter[0])
         step_statistics(logits, processed, tokens, 10, settings.named).cpu()
         if tracer is not None:
-            tracer.pack(tokens, torch.log_softmax(logits, -1).topk(10).indices).cpu()
+            tracer.pack(tokens, tracer.top_ids(10)).cpu()
         state.update(tokens, processed)
         counter[0] += 1
 
@@ -105,17 +105,29 @@ def measure(loaded, iters: int, prompt_len: int) -> dict[str, list[float]]:
     return {name: [t * 1000 for t in values[2:]] for name, values in times.items()}
 
 
-def whole_run(loaded, tokens: int) -> tuple[float, float]:
+def whole_run(loaded, tokens: int) -> tuple[float, float, float]:
+    """8 rows x tokens: no DRY; DRY on one row (its own rows only, as now); DRY on one row run over the whole
+    batch (how it ran before issue 20: the Stage's own_rows off), in that order."""
+    import dataclasses
+
+    from decodelab.engine.sampling import settings as row_settings
+
     prompt = "Write a short story about a robot who learns to paint."
     plain = configs_for({}, 0)
     one_dry = configs_for({"dry_multiplier": 0.8}, 1)
+    own = row_settings.STAGES
+    whole = tuple(dataclasses.replace(st, own_rows=False) if st.name == "dry" else st for st in own)
     out = []
-    for configs in (plain, one_dry):
+    for configs, stages in ((plain, own), (one_dry, own), (one_dry, whole)):
         configs = [c.replace(max_new_tokens=tokens, min_new_tokens=tokens) for c in configs]
-        start = time.perf_counter()
-        generate_many(loaded, prompt, configs)
-        out.append(time.perf_counter() - start)
-    return out[0], out[1]
+        row_settings.STAGES = stages
+        try:
+            start = time.perf_counter()
+            generate_many(loaded, prompt, configs)
+            out.append(time.perf_counter() - start)
+        finally:
+            row_settings.STAGES = own
+    return out[0], out[1], out[2]
 
 
 def main() -> None:
@@ -143,9 +155,10 @@ def main() -> None:
     plain, traced = med["presets"], med["presets traced"]
     print(f"tracing the chain (benchmark presets): sampler {plain:.1f} -> {traced:.1f} ms; "
           f"+{(traced - plain) / (forward + plain):.1%} of a whole step")
-    no_dry, one_dry = whole_run(loaded, args.tokens)
-    print(f"whole run, 8 rows x {args.tokens} tokens: no DRY {no_dry:.2f} s · DRY on 1 row {one_dry:.2f} s · "
-          f"{one_dry / no_dry:.2f}x; load average at end {os.getloadavg()[0]:.2f}")
+    no_dry, one_dry, before = whole_run(loaded, args.tokens)
+    print(f"whole run, 8 rows x {args.tokens} tokens: no DRY {no_dry:.2f} s · DRY on 1 row {one_dry:.2f} s "
+          f"({one_dry / no_dry:.2f}x) · DRY on 1 row over the whole batch, as before {before:.2f} s "
+          f"({before / no_dry:.2f}x); load average at end {os.getloadavg()[0]:.2f}")
 
 
 if __name__ == "__main__":

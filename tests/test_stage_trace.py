@@ -138,3 +138,17 @@ def test_run_stages_prints_the_dead_settings(tmp_path):
     assert out.returncode == 0, out.stderr
     flat = " ".join(out.stdout.replace("│", " ").split())  # the panel wraps lines
     assert "dead: top_k=40 cut on" in flat and "min_p=0.3 always kept fewer" in flat, flat
+
+
+def test_a_reshaping_stage_after_masks_reports_the_mass_it_moved():
+    """Temperature after top-k (a custom order): its input is top-k's cut, renormalised distribution."""
+    gen = torch.Generator().manual_seed(4)
+    x = torch.randn(1, V, generator=gen) * 2
+    config = DecodingConfig(do_sample=True, top_k=30, temperature=0.5, sampler_order=("top_k", "temperature"), seed=1)
+    (stages,), tokens, _, _ = traced([config], x)
+    cut = TopKLogitsWarper(30)(None, x.clone())
+    cooled = TemperatureLogitsWarper(0.5)(None, cut.clone())
+    before, after = torch.softmax(cut[0], -1), torch.softmax(cooled[0], -1)
+    assert [s.stage for s in stages] == ["raw", "top_k", "temperature"]
+    assert stages[2].moved == pytest.approx(0.5 * (before - after).abs().sum().item(), abs=1e-5)
+    assert stages[2].kept == 30 and stages[2].logprob == pytest.approx(torch.log(after[tokens[0]]).item(), abs=1e-5)

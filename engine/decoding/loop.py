@@ -202,7 +202,7 @@ class DecodeLoop:
         stats = step_statistics(logits, processed, tokens, k, self._named()).cpu().tolist()  # one host transfer
         offset = 0
         for group, (_, chosen) in zip(self.groups, picked):
-            traced = group.take_trace(logits[offset: offset + group.rows], chosen, k)
+            traced = group.take_trace(chosen, k)
             group.record(stats[offset: offset + group.rows], k, traced)
             offset += group.rows
         keep = []

@@ -176,14 +176,13 @@ class Group:
         self.state.update(tokens, processed)  # history, penalty counts, Mirostat's mu
         return processed, tokens
 
-    def take_trace(self, raw: torch.Tensor, tokens: torch.Tensor, k: int):
+    def take_trace(self, tokens: torch.Tensor, k: int):
         """This step's stage trace as (stage names, [rows][E][4 + k] values), or None when not tracing. The
         alternatives are the raw top k, as in the step's statistics."""
         trace, self._trace = self._trace, None
         if trace is None:
             return None
-        top_ids = torch.log_softmax(raw.float(), dim=-1).topk(k, dim=-1).indices
-        return trace.names, trace.pack(tokens, top_ids).cpu().tolist()
+        return trace.names, trace.pack(tokens, trace.top_ids(k)).cpu().tolist()
 
     def record(self, stats: list[list[float]], k: int, traced=None) -> None:
         """Record each row's token from its packed statistics (and stage trace); one StepEvent per request."""

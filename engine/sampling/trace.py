@@ -23,6 +23,8 @@ MASKS = frozenset({"banned_strings", "min_new_tokens", "no_repeat_ngram", "top_h
 KEEPS_TOP = frozenset({"top_h", "top_n_sigma", "top_k", "top_p", "min_p", "epsilon_cutoff", "eta_cutoff", "tfs",
                        "top_a", "mirostat"})
 """Masks that always keep the most likely token (typical-p, XTC and the bans can remove it)."""
+NEVER_REMOVE = frozenset({"penalties", "dry", "temperature", "smoothing", "adaptive_p", "cfg"})
+"""Stages that change logits but never remove a token: the count kept carries over."""
 NEG = float("-inf")
 
 
@@ -37,42 +39,51 @@ class StageTrace:
         self.n = raw.shape[0]
         self.entries: list[tuple[str, torch.Tensor | None, tuple]] = []
         self._last = None
-        """(latest output, base logprobs, base probs, mass of the base still kept, argmax): the next stage's input."""
+        """(latest output, base logprobs, base probs, mass of the base still kept or None when the output is the
+        base itself, argmax): the next stage's input, so nothing is computed twice."""
         self.add("raw", None, None, raw.float())
 
     def add(self, name: str, rows: torch.Tensor | None, before: torch.Tensor | None, after: torch.Tensor) -> None:
         """Record a stage's output (rows: which of the group's rows these are; None for all)."""
         last = self._last if self._last is not None and before is not None and self._last[0] is before else None
+        if last is not None and name in NEVER_REMOVE:
+            keep, kept = None, self.entries[-1][2][3]
+        else:
+            keep = (after != NEG).float()  # no stage makes +inf or NaN; a float mask sums and dots fast
+            kept = keep.sum(dim=-1)
         if last is not None and name in MASKS:
             _, logp, probs, mass_before, top_before = last
-            gone = after == NEG
-            kept = after.shape[1] - gone.sum(dim=-1).float()
-            mass = probs.masked_fill(gone, 0.0).sum(dim=-1)
-            moved = 1 - mass / mass_before
+            mass = torch.linalg.vecdot(probs, keep)  # the base probability still kept
+            moved = 1 - (mass if mass_before is None else mass / mass_before)
             top = top_before if name in KEEPS_TOP else after.argmax(dim=-1)
             self._last = (after, logp, probs, mass, top)
             self.entries.append((name, rows, (logp, mass, after, kept, moved, (top != top_before).float())))
             return
         logp = torch.log_softmax(after, dim=-1)
-        probs = logp.exp()
-        kept = after.shape[1] - (after == NEG).sum(dim=-1).float()  # no stage makes +inf or NaN
+        probs = torch.softmax(after, dim=-1)  # faster than logp.exp() on a CPU
         top = after.argmax(dim=-1)
         if before is None:
             moved = changed = torch.zeros_like(kept)
         else:
-            if last is not None:
-                _, _, base, mass, before_top = last
-                previous = base.masked_fill(before == NEG, 0.0) / mass[:, None]
-            else:
+            if last is None:
                 previous, before_top = before.softmax(dim=-1), before.argmax(dim=-1)
+            elif last[3] is None:  # the previous stage's own distribution
+                previous, before_top = last[2], last[4]
+            else:  # masks came last: the base distribution, cut and renormalised. The cut needs no multiply:
+                # a token they removed stays removed, so probs is 0 there and the minimum below is 0 anyway
+                previous, before_top = last[2] / last[3][:, None], last[4]
             moved = 1 - torch.minimum(previous, probs).nansum(dim=-1)  # total variation distance
             changed = (before_top != top).float()
-        self._last = (after, logp, probs, torch.ones_like(kept), top)
+        self._last = (after, logp, probs, None, top)
         self.entries.append((name, rows, (logp, None, None, kept, moved, changed)))
 
     @property
     def names(self) -> list[str]:
         return [name for name, _, _ in self.entries]
+
+    def top_ids(self, k: int) -> torch.Tensor:
+        """The raw top-k ids, taken exactly as step_statistics takes them (so the alternatives line up)."""
+        return self.entries[0][2][0].topk(k, dim=-1).indices
 
     def pack(self, tokens: torch.Tensor, top_ids: torch.Tensor) -> torch.Tensor:
         """[N, E, 4 + k]: per row and entry kept, moved, top changed, the chosen token's logprob, then the
