@@ -451,6 +451,21 @@ async def test_the_editor_refuses_a_named_token_that_is_several_tokens(demo):
         await pilot.press("escape")
 
 
+async def test_f_after_a_run_lists_which_settings_mattered(demo):
+    """Issue 20: the dead settings of the last run, in a dialog that scrolls (a toast cut them off)."""
+    config = DecodingConfig(name="two", do_sample=True, top_k=40, min_p=0.3, seed=1, max_new_tokens=8)
+    app = make_app(demo, [config])
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.press("ctrl+r")
+        await until(pilot, lambda: not app.running and app.panes()[0].state.completion is not None)
+        await pilot.press("escape", "1", "f")
+        await pilot.pause()
+        body = app.screen.body
+        assert "over the last run:" in body and "dead: top_k=40 cut on 8/8 steps" in body
+        assert "min_p=0.3 decided what was kept on 8/8 steps" in body
+        await pilot.press("q")
+
+
 async def test_coming_back_to_smollm2_with_m_turns_chat_on_again(demo):
     """Issue 17: m back to SmolLM2 left chat mode off, though chat follows the model."""
     app = make_app(demo)
@@ -518,8 +533,14 @@ async def test_f_shows_the_whole_config_and_equals_names_the_greedy_panes_it_doe
     async with app.run_test(size=(80, 24)) as pilot:
         await pilot.press("escape", "2", "f")
         await pilot.pause()
-        shown = [n.message for n in app._notifications][-1]
+        from decodelab.tui.screens.ask import ShowText
+
+        assert isinstance(app.screen, ShowText)
+        shown = app.screen.body
         assert "temperature = 0.8" in shown and "do_sample = true" in shown and "max_new_tokens = 12" in shown
+        await pilot.press("escape")
+        await pilot.pause()
+        assert not isinstance(app.screen, ShowText)
         await pilot.press("=")
         app.screen.query_one("#ask-input").value = "temperature=0.5"
         await pilot.press("enter")

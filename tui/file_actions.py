@@ -53,7 +53,9 @@ class FileActions:
             uses = stage_report(completion)
             if uses:
                 body += "\n\nover the last run:\n" + "\n".join(("dead: " if u.dead else "") + u.note for u in uses)
-        self.notify(body, title=f"Pane {pane.number} {pane.state.config.name}: e edits, y copies", timeout=20)
+        from .screens.ask import ShowText
+
+        self.push_screen(ShowText(f"Pane {pane.number} {pane.state.config.name} (e in the pane edits it)", body))
 
     def copy_pane_config(self, pane) -> None:
         from decodelab.engine.library.presets import dumps_preset

@@ -93,3 +93,46 @@ class Confirm(ModalScreen[bool]):
     @on(Button.Pressed, "#no")
     def action_no(self) -> None:
         self.dismiss(False)
+
+
+class ShowText(ModalScreen[None]):
+    """A text to read (a pane's whole config and which settings mattered), scrollable; any of esc, q or f
+    closes it; y copies it."""
+
+    DEFAULT_CSS = """
+    ShowText { align: center middle; }
+    ShowText > Vertical {
+        width: 90%; max-width: 100; height: auto; max-height: 90%;
+        border: thick $primary; background: $surface; padding: 0 1;
+    }
+    ShowText .show-title { text-style: bold; height: auto; }
+    ShowText VerticalScroll { height: auto; max-height: 100%; }
+    ShowText .show-hint { color: $text-muted; height: 1; }
+    """
+    BINDINGS = [("escape", "close", "Close"), ("q", "close", "Close"), ("f", "close", "Close"),
+                ("y", "copy", "Copy")]
+
+    def __init__(self, title: str, body: str) -> None:
+        super().__init__()
+        self.title_text, self.body = title, body
+
+    def compose(self) -> ComposeResult:
+        from textual.containers import VerticalScroll
+
+        with Vertical():
+            yield Static(self.title_text, classes="show-title")
+            with VerticalScroll():
+                yield Static(self.body, markup=False)
+            yield Static("esc closes · ↑ ↓ scroll · y copies", classes="show-hint")
+
+    def on_mount(self) -> None:
+        from textual.containers import VerticalScroll
+
+        self.query_one(VerticalScroll).focus()
+
+    def action_close(self) -> None:
+        self.dismiss(None)
+
+    def action_copy(self) -> None:
+        self.app.copy_to_clipboard(self.body)
+        self.app.notify("Copied (through the terminal, OSC 52).")

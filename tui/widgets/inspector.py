@@ -34,7 +34,10 @@ def _pct(logprob: float) -> str:
     """A probability as a percentage; "cut" when filtered out (-inf), "n/a" when not reported (NaN)."""
     if math.isnan(logprob):
         return "   n/a "
-    return f"{math.exp(logprob) * 100:6.2f}%" if math.isfinite(logprob) else "   cut "
+    if not math.isfinite(logprob):
+        return "   cut "
+    pct = math.exp(logprob) * 100
+    return f"{pct:6.0e}%" if 0 < pct < 0.005 else f"{pct:6.2f}%"  # a rare named token: 3e-05%, not 0.00%
 
 
 STAGE_SHORT = {"epsilon_cutoff": "eps", "eta_cutoff": "eta", "no_repeat_ngram": "ngram", "banned_strings": "ban",
