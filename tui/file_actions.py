@@ -55,7 +55,7 @@ class FileActions:
                 body += "\n\nover the last run:\n" + "\n".join(("dead: " if u.dead else "") + u.note for u in uses)
         from .screens.ask import ShowText
 
-        self.push_screen(ShowText(f"Pane {pane.number} {pane.state.config.name} (e in the pane edits it)", body))
+        self.push_screen(ShowText(f"Pane {pane.number} {pane.state.config.name}", body))
 
     def copy_pane_config(self, pane) -> None:
         from decodelab.engine.library.presets import dumps_preset

@@ -109,7 +109,11 @@ def setting_text(stage: str, config) -> str:
     for field in (s.name for s in SETTINGS if s.stage == stage):
         value = getattr(config, field)
         if value != SETTING[field].default:
-            parts.append(f"{field}={value:g}" if isinstance(value, float) else f"{field}={value}")
+            if isinstance(value, str):
+                text = value if len(value) <= 24 else value[:23] + "…"
+                parts.append(f'{field}="{text}"')
+            else:
+                parts.append(f"{field}={value:g}" if isinstance(value, float) else f"{field}={value}")
     return " ".join(parts[:2]) or stage
 
 

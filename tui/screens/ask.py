@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Callable
 
 from textual import on
+from rich.text import Text
 from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
@@ -102,12 +103,11 @@ class ShowText(ModalScreen[None]):
     DEFAULT_CSS = """
     ShowText { align: center middle; }
     ShowText > Vertical {
-        width: 90%; max-width: 100; height: auto; max-height: 90%;
+        width: 90%; max-width: 100; height: auto; max-height: 90vh;
         border: thick $primary; background: $surface; padding: 0 1;
     }
-    ShowText .show-title { text-style: bold; height: auto; }
-    ShowText VerticalScroll { height: auto; max-height: 100%; }
-    ShowText .show-hint { color: $text-muted; height: 1; }
+    ShowText .show-title { height: auto; }
+    ShowText VerticalScroll { height: auto; max-height: 75vh; }
     """
     BINDINGS = [("escape", "close", "Close"), ("q", "close", "Close"), ("f", "close", "Close"),
                 ("y", "copy", "Copy")]
@@ -120,10 +120,10 @@ class ShowText(ModalScreen[None]):
         from textual.containers import VerticalScroll
 
         with Vertical():
-            yield Static(self.title_text, classes="show-title")
+            yield Static(Text.assemble((self.title_text, "bold"), ("  esc closes · ↑ ↓ scroll · y copies", "dim")),
+                         classes="show-title")
             with VerticalScroll():
                 yield Static(self.body, markup=False)
-            yield Static("esc closes · ↑ ↓ scroll · y copies", classes="show-hint")
 
     def on_mount(self) -> None:
         from textual.containers import VerticalScroll
