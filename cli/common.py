@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 import click
-from decodelab.engine.config import ConfigError, DecodingConfig
+from decodelab.engine.config import SETTING, ConfigError, DecodingConfig
 
 DEFAULT_PRESETS = ("greedy", "balanced", "creative")
 
@@ -116,8 +116,20 @@ def resolve_configs(presets: tuple[str, ...], sets: tuple[str, ...], seed: int |
     changes = parse_set(sets)
     names = presets or default
     configs = [find_preset(name) for name in names] or [DecodingConfig(name="custom")]
+    if not names and "do_sample" not in changes and changes.get("temperature", 1) != 0:
+        sampling = [f for f in changes if SETTING[f].warper]
+        if sampling:  # an ad-hoc config that names sampling settings means to sample (HF would ignore them)
+            changes["do_sample"] = True
+            warn(f"no preset given: do_sample=true is set, since {', '.join(sampling)} only act when sampling "
+                 "(add --set do_sample=false for greedy)")
     if changes:
-        configs = [c.replace(**changes) for c in configs]
+        out = []
+        for name, config in zip(names or ["custom"], configs):
+            try:
+                out.append(config.replace(**changes))
+            except ConfigError as exc:
+                raise ConfigError(f"preset {name!r} with --set: {exc}", field=exc.field) from None
+        configs = out
     if seed is not None:
         configs = [c.replace(seed=seed) for c in configs]
     return configs

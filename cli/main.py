@@ -100,6 +100,11 @@ def run(prompt, prompt_file, system, messages_file, presets, sets, seed, as_json
     loaded = load_with_progress(model_spec(**model), quiet=quiet, api_key=model.get("api_key"))
     from decodelab.engine.backends.base import generate_many
 
+    from decodelab.engine.experiments.stage_use import inert_notes
+
+    for config in configs if not stages else ():  # with --stages the panels list them
+        for note in inert_notes(config):
+            warn(f"pane {config.name!r}: {note}")
     if stages and not loaded.can("stages"):
         warn("this backend cannot trace the sampler stages (a remote server applies them itself): --stages is "
              "ignored")

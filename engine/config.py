@@ -196,7 +196,8 @@ SETTINGS: tuple[Setting, ...] = (
     _sampler("top_a", "float", 0.0, "drop tokens below top_a x (top probability)^2 (text-generation-webui); 0 = off",
              "it must be in [0, 1]; 0 turns it off", "top_a", low=0, high=1, label="top_a", webui="top_a"),
     _sampler("adaptive_target", "float", -1.0, "adaptive-p (llama.cpp): pick tokens near this probability, "
-             "steering the average toward it; it samples itself, so it ends the chain; negative = off",
+             "steering the average toward it; it ends the chain; pair it with a cut such as min_p=0.05 (alone it "
+             "can pick from the whole vocabulary); negative = off",
              "it must be in [-1, 1]; a negative value turns it off", "adaptive_p", low=-1, high=1,
              label="adaptive_p={c.adaptive_target:g}", llamacpp="adaptive_target", webui="adaptive_target"),
     _sampler("adaptive_decay", "float", 0.9, "adaptive-p: how slowly its running average forgets (0 to 0.99)",

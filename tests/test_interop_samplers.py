@@ -137,3 +137,13 @@ def test_remote_servers_list_the_new_samplers_as_ignored():
     server = RemoteModel(spec=None, base_url="http://x/v1", model_name="m", kind="vllm")
     ignored = server.unsupported(DecodingConfig(do_sample=True, top_n_sigma=1.0, dry_multiplier=0.5, mirostat=2))
     assert {"top_n_sigma=1.0", "dry_multiplier=0.5", "mirostat=2"} <= set(ignored)
+
+
+def test_webui_import_suggests_the_name_a_typo_meant_and_says_what_dynamic_temperature_replaced():
+    from decodelab.engine.library.exports import from_webui_yaml
+
+    converted = from_webui_yaml("top_aa: 0.2\ntemperature: 0.8\ndynamic_temperature: true\ndynatemp_low: 0.5\n"
+                                "dynatemp_high: 1.3\nepsilon_cutoff: 3\n")
+    assert any("did you mean 'top_a'?" in n for n in converted.notes)
+    assert any("temperature=0.8 is replaced" in n for n in converted.notes)
+    assert converted.data.epsilon_cutoff == 0.0003 and converted.data.temperature == 0.9

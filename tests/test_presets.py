@@ -159,3 +159,17 @@ def test_lookup_by_path_and_unknown_name(tmp_path):
     assert find_preset(str(path)).top_k == 7
     with pytest.raises(ConfigError, match="Did you mean 'greedy'"):
         find_preset("gredy")
+
+
+def test_saved_files_follow_the_umask_so_they_can_be_shared(tmp_path):
+    import os
+    import stat
+
+    from decodelab.engine.library.fileio import atomic_write_text
+
+    old = os.umask(0o022)
+    try:
+        path = atomic_write_text(tmp_path / "shared.toml", "x = 1\n")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o644

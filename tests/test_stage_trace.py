@@ -152,3 +152,31 @@ def test_a_reshaping_stage_after_masks_reports_the_mass_it_moved():
     assert [s.stage for s in stages] == ["raw", "top_k", "temperature"]
     assert stages[2].moved == pytest.approx(0.5 * (before - after).abs().sum().item(), abs=1e-5)
     assert stages[2].kept == 30 and stages[2].logprob == pytest.approx(torch.log(after[tokens[0]]).item(), abs=1e-5)
+
+
+def test_settings_that_cannot_act_are_named_with_why():
+    from decodelab.engine.experiments.stage_use import inert_notes, inert_settings
+
+    greedy = DecodingConfig(temperature=0.9, top_p=0.95, negative_prompt="x", xtc_threshold=0.2)
+    found = dict(inert_settings(greedy))
+    assert "greedy" in found["temperature"] and "greedy" in found["top_p"]
+    assert "guidance_scale is at its default" in found["negative_prompt"]
+    assert "xtc_probability is at its default" in found["xtc_threshold"]
+    assert inert_notes(greedy)[0].startswith("temperature=0.9, top_p=0.95 have no effect: the config is greedy")
+    assert inert_settings(DecodingConfig(do_sample=True, temperature=0.9, top_p=0.95)) == []
+    assert inert_settings(DecodingConfig(do_sample=True, xtc_probability=0.5, xtc_threshold=0.7))  # above 0.5: off
+
+
+def test_run_with_only_sampling_settings_samples_and_says_so():
+    out = subprocess.run([sys.executable, "-m", "decodelab", "run", "--prompt", "Hi", "--set", "temperature=0.9",
+                          "--set", "top_p=0.95", "--seed", "7", "--set", "max_new_tokens=3", "--json"],
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert "do_sample=true is set" in out.stderr
+    import json
+
+    assert json.loads(out.stdout)["completions"][0]["config"]["do_sample"] is True
+    greedy = subprocess.run([sys.executable, "-m", "decodelab", "run", "--prompt", "Hi", "-p", "greedy", "--set",
+                             "temperature=0.9", "--set", "max_new_tokens=3"], capture_output=True, text=True,
+                            timeout=300)
+    assert "pane 'greedy': temperature=0.9 has no effect: the config is greedy" in greedy.stderr

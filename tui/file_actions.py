@@ -46,13 +46,14 @@ class FileActions:
         changed = pane.state.config.to_dict(only_changed=True)
         changed.pop("name", None)
         body = tomli_w.dumps(changed).strip() if changed else "(every field at its default: greedy)"
-        completion = pane.state.completion
-        if completion is not None:
-            from decodelab.engine.experiments.stage_use import stage_report
+        from decodelab.engine.experiments.stage_use import inert_notes, stage_report
 
-            uses = stage_report(completion)
-            if uses:
-                body += "\n\nover the last run:\n" + "\n".join(("dead: " if u.dead else "") + u.note for u in uses)
+        completion = pane.state.completion
+        uses = stage_report(completion) if completion is not None and completion.config == pane.state.config else []
+        if any(u.steps for u in uses):
+            body += "\n\nover the last run:\n" + "\n".join(("dead: " if u.dead else "") + u.note for u in uses)
+        elif inert_notes(pane.state.config):
+            body += "\n\n" + "\n".join(inert_notes(pane.state.config))
         from .screens.ask import ShowText
 
         self.push_screen(ShowText(f"Pane {pane.number} {pane.state.config.name}", body))

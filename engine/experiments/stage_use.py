@@ -44,11 +44,45 @@ class StageUse:
     dead: bool
 
 
+def inert_settings(config) -> list[tuple[str, str]]:
+    """The settings this config changes that cannot act, each with why (a warper on a greedy config, a
+    partner setting whose switch is off): no stage of the chain reads them."""
+    from ..config import SETTING, SETTINGS
+    from ..sampling.stages import BY_NAME
+
+    out = []
+    for s in SETTINGS:
+        stage = BY_NAME.get(s.stage)
+        if stage is None or getattr(config, s.name) == s.default or stage.active(config, config.samples):
+            continue
+        switch = stage.fields[0]
+        if not config.samples and stage.active(config, True):
+            why = "the config is greedy (do_sample=false or temperature=0): set do_sample=true"
+        elif getattr(config, switch) == SETTING[switch].default:
+            why = f"{switch} is at its default ({SETTING[switch].default!r}), which switches it off"
+        else:
+            why = f"{stage.name} is off with these values (see {switch}'s help)"
+        out.append((s.name, why))
+    return out
+
+
+def inert_notes(config) -> list[str]:
+    """inert_settings as sentences, one per reason: "temperature=0.9, top_p=0.95 have no effect: ..."."""
+    by_reason: dict[str, list[str]] = {}
+    for name, why in inert_settings(config):
+        by_reason.setdefault(why, []).append(_value_text(name, getattr(config, name)))
+    return [f"{', '.join(names)} {'has' if len(names) == 1 else 'have'} no effect: {why}"
+            for why, names in by_reason.items()]
+
+
 def stage_report(completion) -> list[StageUse]:
-    """For each stage the completion's config used (from its traced steps): how often it mattered, and a note."""
+    """For each stage the completion's config used (from its traced steps): how often it mattered, and a note;
+    then the settings that could not act at all."""
+    inert = [StageUse(stage="", setting="", steps=0, acted=0, cut=0, decided=0, top_changed=0, mean_moved=0.0,
+                      note=note, dead=True) for note in inert_notes(completion.config)]
     steps = [s.stages for s in completion.steps if s.stages]
     if not steps:
-        return []
+        return inert
     per_stage: dict[str, list[tuple[int, int, float, bool, bool]]] = {}
     for stages in steps:
         last_cut = None
@@ -59,7 +93,7 @@ def stage_report(completion) -> list[StageUse]:
             per_stage.setdefault(after.stage, []).append(
                 (before.kept, after.kept, after.moved, after.top_changed, after.stage == last_cut))
     order = list(dict.fromkeys(s.stage for stages in steps for s in stages[1:]))
-    return [_use(name, per_stage[name], per_stage, order, completion.config) for name in order]
+    return [_use(name, per_stage[name], per_stage, order, completion.config) for name in order] + inert
 
 
 def _use(name, rows, per_stage, order, config) -> StageUse:
@@ -97,7 +131,7 @@ def _why_idle(name, rows, per_stage, order) -> str:
     most = max(b for b, _, _, _, _ in rows)
     earlier = [other for other in order[:index] if other in FILTERS and any(a < b for b, a, *_ in per_stage[other])]
     if earlier:
-        return f" (it never cut anything: {earlier[-1]} left at most {most} candidates before it)"
+        return f" (it never cut anything: {earlier[-1]} left at most {most} candidate{'s' * (most != 1)} before it)"
     return " (it never cut anything)"
 
 
@@ -105,16 +139,15 @@ def setting_text(stage: str, config) -> str:
     """The stage's changed settings as written in a config, e.g. "top_k=40" or "repetition_penalty=1.1"."""
     from ..config import SETTING, SETTINGS
 
-    parts = []
-    for field in (s.name for s in SETTINGS if s.stage == stage):
-        value = getattr(config, field)
-        if value != SETTING[field].default:
-            if isinstance(value, str):
-                text = value if len(value) <= 24 else value[:23] + "…"
-                parts.append(f'{field}="{text}"')
-            else:
-                parts.append(f"{field}={value:g}" if isinstance(value, float) else f"{field}={value}")
+    parts = [_value_text(s.name, getattr(config, s.name)) for s in SETTINGS
+             if s.stage == stage and getattr(config, s.name) != SETTING[s.name].default]
     return " ".join(parts[:2]) or stage
+
+
+def _value_text(field: str, value) -> str:
+    if isinstance(value, str):
+        return f'{field}="{value if len(value) <= 24 else value[:23] + "…"}"'
+    return f"{field}={value:g}" if isinstance(value, float) else f"{field}={value}"
 
 
 def report_dict(completion) -> list[dict]:

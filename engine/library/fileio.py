@@ -24,6 +24,9 @@ def atomic_write_text(path: str | os.PathLike, text: str, *, overwrite: bool = F
     if not overwrite and path.exists():
         raise TargetExistsError(f"{path} already exists")
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes it private; a preset or export is meant to be shared
     try:
         with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as handle:
             handle.write(text)

@@ -7,6 +7,7 @@ Where llama.cpp and the webui differ (XTC, DRY, Mirostat), decodelab follows lla
 
 from __future__ import annotations
 
+import difflib
 import json
 
 from ...config import SAMPLER_STAGES, ConfigError, DecodingConfig
@@ -59,7 +60,9 @@ def from_webui_yaml(text: str, name: str = "imported") -> Converted:
         elif key in HANDLED:
             continue
         elif WEBUI_NEUTRAL.get(key, object()) != value:
-            notes.append(f"{key}={value!r} has no decodelab equivalent and was NOT imported")
+            close = difflib.get_close_matches(str(key), list(WEBUI_MAP) + list(HANDLED), n=1, cutoff=0.75)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            notes.append(f"{key}={value!r} has no decodelab equivalent and was NOT imported{hint}")
     _import_special(data, fields, notes)
     if fields.get("seed") == -1:
         fields["seed"] = None
@@ -73,10 +76,14 @@ def from_webui_yaml(text: str, name: str = "imported") -> Converted:
 def _import_special(data: dict, fields: dict, notes: list[str]) -> None:
     for key in ("epsilon_cutoff", "eta_cutoff"):
         if data.get(key):
-            fields[key] = data[key] * CUTOFF_UNIT
+            fields[key] = round(data[key] * CUTOFF_UNIT, 12)  # 3 x 1e-4 is 0.00030000000000000003 in floats
     if data.get("dynamic_temperature"):
         low, high = float(data.get("dynatemp_low", 1)), float(data.get("dynatemp_high", 1))
         fields.update(temperature=(low + high) / 2, dynatemp_range=(high - low) / 2)
+        if "temperature" in data and data["temperature"] != fields["temperature"]:
+            notes.append(f"dynamic temperature {low:g}..{high:g} is temperature {fields['temperature']:g} ± "
+                         f"{fields['dynatemp_range']:g} here; the preset's temperature={data['temperature']!r} is "
+                         "replaced (the webui ignores it when dynamic temperature is on)")
     if data.get("dry_sequence_breakers"):
         fields["dry_sequence_breakers"] = _breakers(data["dry_sequence_breakers"])
     if data.get("custom_token_bans"):
