@@ -13,8 +13,24 @@ from decodelab.engine.config import SETTING, ConfigError, DecodingConfig
 DEFAULT_PRESETS = ("greedy", "balanced", "creative")
 
 
+class FieldHintCommand(click.Command):
+    """A command that answers an unknown option named like a setting (--max-new-tokens) with its --set form."""
+
+    def parse_args(self, ctx, args):
+        try:
+            return super().parse_args(ctx, args)
+        except click.NoSuchOption as exc:
+            field = exc.option_name.lstrip("-").replace("-", "_")
+            if field in SETTING and any(p.name == "sets" for p in self.params):
+                exc.message = (f"{exc.message.rstrip('.')}: decoding settings go through --set, "
+                               f"e.g. --set {field}=...")
+            raise
+
+
 class CommandGroup(click.Group):
     """A group whose command list shows each command's whole first sentence, in a reading order."""
+
+    command_class = FieldHintCommand
 
     ORDER = ("run", "presets", "ab", "sweep", "bench", "serve", "models")
 

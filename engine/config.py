@@ -341,7 +341,10 @@ DEFAULTS = DecodingConfig()
 
 def unknown_key_error(key: str, where: str) -> ConfigError:
     """ConfigError for an unknown field, suggesting the closest real one."""
-    close = difflib.get_close_matches(str(key), FIELD_NAMES, n=1, cutoff=0.6)
+    lowered = str(key).lower().replace("-", "_")  # TOP_K, top-k
+    starts = [name for name in FIELD_NAMES if name.startswith(lowered)] if len(lowered) >= 4 else []
+    close = (starts[:1] or difflib.get_close_matches(lowered, FIELD_NAMES, n=1, cutoff=0.6)  # "smoothing": the
+             if lowered not in FIELD_NAMES else [lowered])  # table's first match, smoothing_factor
     hint = f" Did you mean {close[0]!r}?" if close else f" Known fields: {', '.join(FIELD_NAMES)}."
     return ConfigError(f"unknown key {key!r} in {where}.{hint}", field=str(key))
 

@@ -213,3 +213,12 @@ def test_json_output_is_strict_json_with_a_banned_token():
     config = doc["completions"][0]["config"]
     assert config["logit_bias"] == {"5": "-inf"}
     assert DecodingConfig.from_dict(config).logit_bias == ((5, float("-inf")),)
+
+
+def test_a_setting_typed_as_an_option_or_in_capitals_points_to_its_set_form():
+    wrong = CliRunner().invoke(main, ["run", "--prompt", "hi", "--max-new-tokens", "5"])
+    assert wrong.exit_code == 2 and "--set max_new_tokens=" in wrong.output
+    capitals = CliRunner().invoke(main, ["run", "--prompt", "hi", "--set", "TOP_K=3"])
+    assert capitals.exit_code == 2 and "Did you mean 'top_k'?" in capitals.output
+    partial = CliRunner().invoke(main, ["run", "--prompt", "hi", "--set", "smoothing=0.3"])
+    assert "Did you mean 'smoothing_factor'?" in partial.output

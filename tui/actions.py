@@ -158,11 +158,16 @@ class PaneActions:
             return "Type FIELD=VALUE, e.g. max_new_tokens=32."
         try:
             key, value = parse_assignment(text, where="FIELD=VALUE")
-            if key == "name":
-                return "Every pane would get the same name: rename panes one at a time (e)."
-            configs = [p.state.config.replace(**{key: value}) for p in panes]
         except ConfigError as exc:
             return str(exc)
+        if key == "name":
+            return "Every pane would get the same name: rename panes one at a time (e)."
+        configs = []
+        for pane in panes:
+            try:
+                configs.append(pane.state.config.replace(**{key: value}))
+            except ConfigError as exc:  # a conflict with what this pane already has: say which pane
+                return f"pane {pane.number} ({pane.state.config.name}): {exc}"
         length, _ = prompt_tokens(self.loaded, self.query_one("#prompt", TextArea).text)
         for pane, config in zip(panes, configs):
             problem = context_error(self.loaded, length, config.max_new_tokens) or vocab_error(self.loaded, config)

@@ -47,7 +47,7 @@ class ConfigEditor(ModalScreen[DecodingConfig | None]):
             box.border_title = f"edit {self.original.name or 'pane'}"
             yield Static("Enter or ctrl+s applies · Esc cancels · Tab / shift+Tab move between fields · "
                          "ctrl+f finds a field", id="editor-keys")
-            yield Input(placeholder="find a field: type part of its name, Enter goes there (max, top_p, dry…)",
+            yield Input(placeholder="find a field: part of its name, then Enter (max, top_p, dry…)",
                         id="find")
             with VerticalScroll():
                 for name in FIELD_NAMES:
