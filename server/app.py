@@ -20,6 +20,7 @@ import anyio
 from decodelab.engine.decoding.requests import Request
 from decodelab.engine.decoding.run import check_context
 from decodelab.engine.decoding.token_bytes import TokenBytes
+from decodelab.engine.config import SETTING, ConfigError
 from decodelab.engine.results import PromptError
 from pydantic import ValidationError
 from starlette.applications import Starlette
@@ -32,7 +33,8 @@ from . import responses
 from .errors import ApiError, validation_error
 from .prompts import prompt_text, tokenize_chat, tokenize_prompt
 from .scheduler import Job, Scheduler
-from .schemas import ChatRequest, CompletionRequest, take_ignored
+from .dialects import take_settings
+from .schemas import ChatRequest, CompletionRequest, DetokenizeRequest, TokenizeRequest, take_ignored
 
 
 SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
@@ -74,6 +76,8 @@ class Api:
         routes += [Route(p, self.health, methods=["GET"]) for p in ("/health", "/v1/health")]
         routes += [Route(p, self.completions, methods=["POST"]) for p in ("/v1/completions", "/completions")]
         routes += [Route(p, self.chat, methods=["POST"]) for p in ("/v1/chat/completions", "/chat/completions")]
+        routes += [Route(p, self.tokenize, methods=["POST"]) for p in ("/tokenize", "/v1/tokenize")]
+        routes += [Route(p, self.detokenize, methods=["POST"]) for p in ("/detokenize", "/v1/detokenize")]
         handlers = {ApiError: self.api_error, HTTPException: self.http_error, Exception: self.crash}
         return Starlette(routes=routes, exception_handlers=handlers)
 
@@ -187,11 +191,58 @@ class Api:
     async def chat(self, request: HttpRequest):
         return await self._generate(request, ChatRequest)
 
+    async def tokenize(self, request: HttpRequest) -> JSONResponse:
+        """llama.cpp's /tokenize ({"content"}, add_special false by default, with_pieces) and vLLM's ({"prompt"} with
+        add_special_tokens true by default, or {"messages"} through the chat template), answered in both shapes."""
+        try:
+            req = TokenizeRequest.model_validate(await self._json(request))
+        except ValidationError as exc:
+            raise validation_error(exc) from None
+        self._check_model(req.model)
+        ids = await anyio.to_thread.run_sync(self._tokens_of, req)
+        tokens: list = ids
+        if req.with_pieces:
+            pieces = [self.token_bytes(t) or b"" for t in ids]
+            tokens = [{"id": t, "piece": _piece(p)} for t, p in zip(ids, pieces)]
+        return JSONResponse({"tokens": tokens, "count": len(ids), "max_model_len": self.loaded.context_length})
+
+    def _tokens_of(self, req) -> list[int]:
+        tok = self.tokenizer
+        text = req.text()
+        if text is None:
+            try:
+                return tokenize_chat(self.loaded, tok, req.messages).tolist()
+            except PromptError as exc:
+                raise ApiError(400, str(exc), param="messages") from None
+        special = req.add_special if req.add_special is not None else (
+            req.add_special_tokens if req.add_special_tokens is not None else req.prompt is not None)
+        if self.max_chars is not None and len(text) > self.max_chars:
+            raise ApiError(400, f"the text is {len(text)} characters, more than this model's context can hold",
+                           param="content" if req.content is not None else "prompt")
+        return list(tok(text, add_special_tokens=special)["input_ids"]) if text else []
+
+    async def detokenize(self, request: HttpRequest) -> JSONResponse:
+        """llama.cpp's and vLLM's /detokenize: {"tokens": [ids]} -> {"content": text, "prompt": text}."""
+        try:
+            req = DetokenizeRequest.model_validate(await self._json(request))
+        except ValidationError as exc:
+            raise validation_error(exc) from None
+        self._check_model(req.model)
+        vocab = self.loaded.model.get_input_embeddings().num_embeddings
+        bad = [t for t in req.tokens if not 0 <= t < vocab]
+        if bad:
+            raise ApiError(400, f"token id {bad[0]} is outside this model's vocabulary (0..{vocab - 1})",
+                           param="tokens")
+        text = await anyio.to_thread.run_sync(lambda: self.tokenizer.decode(
+            req.tokens, skip_special_tokens=False, clean_up_tokenization_spaces=False))
+        return JSONResponse({"content": text, "prompt": text})
+
     async def _generate(self, request: HttpRequest, kind):
         data = await self._json(request)
         ignored = take_ignored(data)
+        settings, sent = take_settings(data)  # every decodelab setting, in any stack's name (dialects.py)
         try:
-            req = kind.model_validate(data)
+            req = kind.model_validate(data).with_settings(settings, sent)
         except ValidationError as exc:
             raise validation_error(exc) from None
         chat = kind is ChatRequest
@@ -300,8 +351,26 @@ class Api:
             param = "max_tokens" if context and length < context else ("messages" if chat else "prompt")
             raise ApiError(400, str(exc).replace("max_new_tokens", "max_tokens"), param=param) from None
         config = req.config(max_new)
+        self._check_tokens(config, req)
         seeds = [(req.seed + j) % 2**64 if req.seed is not None else secrets.randbelow(2**32) for j in range(req.n)]
         return Request(prompt_ids, [config] * req.n, top=shape.top or 0, seeds=seeds)
+
+    def _check_tokens(self, config, req) -> None:
+        """Settings that name tokens (logit_bias ids or texts, banned strings, DRY breakers) resolved against this
+        model's vocabulary now, so a bad one is a 400 naming its field, not a failed batch."""
+        if not (config.logit_bias or config.banned_strings or config.dry_multiplier):
+            return
+        import torch
+
+        from decodelab.engine.sampling import RowSettings
+
+        try:
+            RowSettings.build([config], [0], self.loaded.model.get_input_embeddings().num_embeddings,
+                              torch.device("cpu"), self.loaded.tokenizer)
+        except ConfigError as exc:
+            field = exc.field or ("logit_bias" if "logit_bias" in str(exc) else
+                                  "banned_strings" if "banned" in str(exc) else "dry_sequence_breakers")
+            raise ApiError(400, str(exc), param=req._sent.get(field) or SETTING[field].vllm or field) from None
 
     async def _wait(self, job: Job, request: HttpRequest) -> list:
         """All completions of a job, in choice order; a client that hangs up cancels the work."""
@@ -353,3 +422,11 @@ class Api:
 
 def _sse(payload: dict) -> str:
     return f"data: {json.dumps(payload, ensure_ascii=False)}\n\n"
+
+
+def _piece(data: bytes):
+    """A token's piece as llama.cpp's /tokenize gives it: text, or its bytes when they are not whole UTF-8."""
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        return list(data)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Annotated, Literal, Union
 
 from decodelab.engine.config import SETTING, ConfigError, DecodingConfig
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, StrictBool, StrictInt, StrictStr, field_validator
 
 from .errors import ApiError
 
@@ -74,16 +74,18 @@ class Sampling(BaseModel):
     stream: StrictBool = False
     stream_options: StreamOptions | None = None
     user: StrictStr | None = None
-    logit_bias: dict[str, float] | None = None
+    logit_bias: dict[str, float | StrictStr] | None = None
+    """OpenAI's: token id (or, decodelab's own, a text) -> bias; "-inf" or -100 and below ban the token."""
     decodelab_stats: StrictBool = False
     """decodelab's own: every token with its full statistics (alternatives, processed logprobs, entropy)."""
+    _settings: dict = PrivateAttr(default_factory=dict)
+    """Every other decodelab setting, under whichever stack's name the client used (server/dialects.py)."""
+    _sent: dict = PrivateAttr(default_factory=dict)
+    """decodelab setting -> the name the client sent it under (so a 400 names that)."""
 
-    @field_validator("logit_bias")
-    @classmethod
-    def _no_bias(cls, value):
-        if value:
-            raise ValueError("logit_bias is not supported by decodelab serve; leave it out")
-        return value
+    def with_settings(self, settings: dict, sent: dict) -> "Sampling":
+        self._settings, self._sent = settings, sent
+        return self
 
     def config(self, max_new: int) -> DecodingConfig:
         """The DecodingConfig this request asks for (ApiError 400 naming the field if a value is out of range)."""
@@ -104,22 +106,30 @@ class Sampling(BaseModel):
                             ("length_penalty", self.length_penalty), ("min_new_tokens", self.min_tokens)):
             if value is not None:
                 fields[name] = value
+        if self.logit_bias:
+            fields["logit_bias"] = self.logit_bias
+        for name, value in self._settings.items():
+            if name in fields and name in ("repetition_penalty",):
+                raise ApiError(400, f"{self._sent[name]} and repetition_penalty are the same setting: send one of "
+                               "them", param=self._sent[name])
+            fields[name] = value
         try:
             return DecodingConfig(**fields)
         except ConfigError as exc:
-            message, param = _as_request_error(exc)
+            message, param = _as_request_error(exc, self._sent)
             raise ApiError(400, message, param=param) from None
 
     def wanted_tokens(self) -> int | None:
         return self.max_completion_tokens if self.max_completion_tokens is not None else self.max_tokens
 
 
-def _as_request_error(exc: ConfigError) -> tuple[str, str | None]:
-    """The message and param of a 400, in the request's own field names (vLLM's, which include OpenAI's)."""
+def _as_request_error(exc: ConfigError, sent: dict | None = None) -> tuple[str, str | None]:
+    """The message and param of a 400, in the request's own field names (the name the client sent, else vLLM's,
+    which include OpenAI's)."""
     message = str(exc)
     if exc.field not in SETTING:
         return message, None
-    param = SETTING[exc.field].vllm or exc.field
+    param = (sent or {}).get(exc.field) or SETTING[exc.field].vllm or exc.field
     if message.startswith(exc.field):
         message = param + message[len(exc.field):]
     return message, param
@@ -193,3 +203,31 @@ class ChatRequest(Sampling):
         if value and value.get("type") not in (None, "text"):
             raise ValueError("only plain text responses are supported: leave response_format out")
         return value
+
+
+class TokenizeRequest(BaseModel):
+    """llama.cpp's and vLLM's /tokenize bodies: text as "content" (llama.cpp) or "prompt" (vLLM), or "messages"."""
+
+    model_config = ConfigDict(extra="forbid")
+    model: StrictStr | None = None
+    content: StrictStr | None = None
+    prompt: StrictStr | None = None
+    messages: Annotated[list[Message], Field(min_length=1)] | None = None
+    add_special: StrictBool | None = None
+    add_special_tokens: StrictBool | None = None
+    add_generation_prompt: StrictBool = True
+    with_pieces: StrictBool = False
+
+    def text(self) -> str | None:
+        """The text to tokenize, or None for messages; ApiError unless exactly one of the three is given."""
+        given = [name for name in ("content", "prompt", "messages") if getattr(self, name) is not None]
+        if len(given) != 1:
+            raise ApiError(400, "give the text to tokenize as one of content (llama.cpp), prompt (vLLM) or messages",
+                           param=given[1] if len(given) > 1 else "content")
+        return self.content if self.content is not None else self.prompt
+
+
+class DetokenizeRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    model: StrictStr | None = None
+    tokens: list[StrictInt]

@@ -383,3 +383,19 @@ def test_a_remote_decodelab_server_decides_chat_mode_unless_the_user_did(demo):
         assert connect(ModelSpec(path=plain.url, chat=None)).spec.chat is False
     finally:
         plain.stop()
+
+
+def test_every_setting_reaches_decodelabs_own_server(demo, server):
+    """Issue 21 item 10: decodelab's client no longer lists its own settings as ignored against its own server."""
+    remote = remote_for(server)
+    configs = [DecodingConfig(name="modern", do_sample=True, seed=5, max_new_tokens=8, top_h=0.6, tfs=0.95,
+                              smoothing_factor=0.3, xtc_probability=0.5, xtc_threshold=0.1, dry_multiplier=0.8,
+                              logit_bias={"12": float("-inf")}, sampler_order=("top_h", "temperature")),
+               DecodingConfig(name="guided", max_new_tokens=8, guidance_scale=1.8, negative_prompt="dogs",
+                              banned_strings=(" the",), repetition_penalty_last_n=16, repetition_penalty=1.2)]
+    got = generate_many(remote, PROMPT, configs)
+    want = generate_many(demo, PROMPT, configs)
+    for g, w in zip(got, want):
+        assert g.extra["ignored"] == [] and g.token_ids == w.token_ids
+    vllm = RemoteModel(spec=None, base_url="http://x", model_name="m", kind="vllm")
+    assert any(item.startswith("top_h=") for item in vllm.unsupported(configs[0]))

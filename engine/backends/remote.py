@@ -15,10 +15,12 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
+from ..config import SETTINGS as TABLE
 from ..config import ConfigError, DecodingConfig
 from ..conversation import Prompt, check_messages
 from ..decoding.requests import draw_seeds
-from ..results import Alternative, Completion, GenerationError, PromptError, StepEvent, Timings, TokenStep
+from ..results import (Alternative, Completion, GenerationError, PromptError, StepEvent, Timings, TokenStep,
+                       json_config)
 from .base import Backend, ModelLoadError  # noqa: F401 - ModelLoadError is raised below
 
 NAN = float("nan")
@@ -52,12 +54,12 @@ KINDS = {
                            "max_new_tokens"}, max_logprobs=5, logprobs="as reported by the server", usage=True),
 }
 NEUTRAL = DecodingConfig()
-SETTINGS = ("top_k", "min_p", "typical_p", "repetition_penalty", "frequency_penalty", "presence_penalty",
-            "no_repeat_ngram_size", "num_beams", "length_penalty", "min_new_tokens", "stop_strings", "seed",
-            # the samplers of issue 11: no server request carries them yet, so they are listed as ignored
-            "early_stopping", "top_n_sigma", "xtc_probability", "dry_multiplier", "mirostat", "dynatemp_range",
-            "epsilon_cutoff", "eta_cutoff", "logit_bias", "banned_strings", "repetition_penalty_last_n",
-            "sampler_order")
+SETTINGS = tuple(s.name for s in TABLE if s.name not in ("name", "description", "do_sample", "temperature",
+                                                          "top_p", "max_new_tokens"))
+"""Every setting a server may or may not apply (the ones every request carries aside)."""
+PASSED_THROUGH = frozenset(SETTINGS) - {"logprob_tokens"}
+"""What decodelab's own server takes, under decodelab's names (server/dialects.py): everything but named tokens."""
+KINDS["decodelab"]["fields"] |= PASSED_THROUGH
 
 
 class RemoteError(GenerationError):
@@ -243,6 +245,10 @@ def request_body(remote: RemoteModel, prompt: Prompt, config: DecodingConfig, se
         body["stream_options"] = {"include_usage": True}  # so prompt_tokens is known, not guessed
     if remote.kind == "decodelab":
         body["decodelab_stats"] = True  # every token's full statistics, as the local engine gives them
+        data = json_config(config)  # -inf biases as "-inf"
+        for name in sorted(PASSED_THROUGH - set(optional) - {"stop_strings", "seed"}):
+            if getattr(config, name) != getattr(NEUTRAL, name):
+                body[name] = data[name]
     if remote.kind == "llamacpp":
         body["repeat_last_n"] = -1  # penalise the whole context, as HF and decodelab do (llama.cpp: last 64)
     if config.stop_strings and "stop_strings" in fields:
