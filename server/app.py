@@ -286,6 +286,15 @@ class Api:
     def _shape(self, req, chat: bool) -> responses.Shape:
         if req.stream_options is not None and not req.stream:
             raise ApiError(400, "stream_options is only allowed with stream=true", param="stream_options")
+        if req.n_probs is not None:  # llama.cpp's way of asking for logprobs
+            asked = req.top_logprobs if chat else req.logprobs
+            if asked is not None and asked is not False and asked != req.n_probs:
+                raise ApiError(400, f"n_probs={req.n_probs} and {'top_logprobs' if chat else 'logprobs'}={asked} "
+                               "ask for different numbers of alternatives: send one of them", param="n_probs")
+            if chat:
+                req.logprobs, req.top_logprobs = True, req.n_probs
+            else:
+                req.logprobs = req.n_probs
         if chat:
             if req.top_logprobs is not None and not req.logprobs:
                 raise ApiError(400, "top_logprobs needs logprobs=true", param="top_logprobs")
@@ -300,7 +309,8 @@ class Api:
                            param="n")
         include = bool(req.stream_options and req.stream_options.include_usage)
         return responses.Shape(chat=chat, model=self.model_name, top=top, stats=req.decodelab_stats,
-                               include_usage=include, bytes_of=self.token_bytes if chat and top is not None else None)
+                               include_usage=include, bytes_of=self.token_bytes if chat and top is not None else None,
+                               processed=req.post_sampling_probs)
 
     @property
     def tokenizer(self):

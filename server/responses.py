@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 import uuid
 from dataclasses import dataclass
@@ -23,6 +24,8 @@ class Shape:
     include_usage: bool = False
     bytes_of: object = None
     """token id -> the bytes it stands for (engine/decoding/token_bytes.py), for chat logprobs' `bytes`."""
+    processed: bool = False
+    """llama.cpp's post_sampling_probs: report each logprob after the sampler chain (null: a stage removed it)."""
 
     def __post_init__(self):
         self.id = f"{'chatcmpl' if self.chat else 'cmpl'}-{uuid.uuid4().hex[:16]}"
@@ -52,8 +55,12 @@ def token_bytes(token_id: int, text: str, bytes_of=None) -> list[int]:
     return list(text.encode("utf-8"))
 
 
-def logprobs(steps, top: int, chat: bool, offset: int = 0, bytes_of=None) -> dict:
+def logprobs(steps, top: int, chat: bool, offset: int = 0, bytes_of=None, processed: bool = False) -> dict:
     num = json_number
+    if processed:  # llama.cpp's post_sampling_probs: the same tokens, their probabilities after the chain
+        steps = [dataclasses.replace(s, logprob=s.logprob_processed,
+                                     top=tuple(dataclasses.replace(a, logprob=a.logprob_processed) for a in s.top))
+                 for s in steps]
     if chat:
         return {"content": [{"token": s.text, "logprob": num(s.logprob),
                              "bytes": token_bytes(s.token_id, s.text, bytes_of),
@@ -89,7 +96,7 @@ def whole(shape: Shape, completions: list[Completion], echos: list[str], prompt_
     for index, (c, echo) in enumerate(zip(completions, echos)):
         choice = {"index": index, "finish_reason": FINISH.get(c.stop_reason, "stop"), "seed": c.seed,
                   "logprobs": logprobs(shown_steps(c.steps, c.stop_reason), shape.top, shape.chat, len(echo),
-                                       shape.bytes_of)
+                                       shape.bytes_of, processed=shape.processed)
                   if shape.top is not None
                   else None}
         if shape.chat:
@@ -131,7 +138,8 @@ class ChoiceStream:
         choice: dict = {}
         listed = shown_steps(steps, finished)
         if self.shape.top is not None and listed:
-            choice["logprobs"] = logprobs(listed, self.shape.top, self.shape.chat, self.offset, self.shape.bytes_of)
+            choice["logprobs"] = logprobs(listed, self.shape.top, self.shape.chat, self.offset, self.shape.bytes_of,
+                                          self.shape.processed)
             self.offset += sum(len(s.text) for s in listed)
         if self.shape.stats and steps:
             choice["decodelab"] = [stats_record(s, self.shape.top) for s in steps]

@@ -78,6 +78,10 @@ class Sampling(BaseModel):
     """OpenAI's: token id (or, decodelab's own, a text) -> bias; "-inf" or -100 and below ban the token."""
     decodelab_stats: StrictBool = False
     """decodelab's own: every token with its full statistics (alternatives, processed logprobs, entropy)."""
+    n_probs: Annotated[StrictInt, Field(ge=0, le=MAX_TOP_LOGPROBS)] | None = None
+    """llama.cpp's: logprobs with this many alternatives per token."""
+    post_sampling_probs: StrictBool = False
+    """llama.cpp's: the logprobs reported are those after the sampler chain, not the model's own."""
     _settings: dict = PrivateAttr(default_factory=dict)
     """Every other decodelab setting, under whichever stack's name the client used (server/dialects.py)."""
     _sent: dict = PrivateAttr(default_factory=dict)

@@ -105,3 +105,20 @@ def test_tokenize_and_detokenize_in_llamacpps_and_vllms_shapes(demo, server):
     assert bad.status_code == 400 and error_of(bad)["param"] == "tokens"
     empty = httpx.post(f"{server.url}/tokenize", json={}, timeout=30)
     assert empty.status_code == 400 and "content" in error_of(empty)["message"]
+
+
+def test_n_probs_and_post_sampling_probs_as_llamacpp_asks_for_them(demo, server):
+    body = {"prompt": PROMPT, "max_tokens": 4, "temperature": 0.7, "top_k": 3, "seed": 2, "n_probs": 3}
+    raw = httpx.post(f"{server.url}/completions", json=body, timeout=60).json()["choices"][0]["logprobs"]
+    after = httpx.post(f"{server.url}/completions", json={**body, "post_sampling_probs": True},
+                       timeout=60).json()["choices"][0]["logprobs"]
+    ours = generate_many(demo, PROMPT, [DecodingConfig(do_sample=True, temperature=0.7, top_k=3, seed=2,
+                                                       max_new_tokens=4)])[0]
+    assert len(raw["top_logprobs"][0]) == 3 and raw["tokens"] == after["tokens"]
+    for step, r, a in zip(ours.steps, raw["token_logprobs"], after["token_logprobs"]):
+        assert r == pytest.approx(step.logprob, abs=1e-5) and a == pytest.approx(step.logprob_processed, abs=1e-5)
+    chat = httpx.post(f"{server.url}/chat/completions", json={"messages": [{"role": "user", "content": "Hi"}],
+                                                               "max_tokens": 2, "n_probs": 2}, timeout=60).json()
+    assert len(chat["choices"][0]["logprobs"]["content"][0]["top_logprobs"]) == 2
+    clash = httpx.post(f"{server.url}/completions", json={**body, "logprobs": 5}, timeout=60)
+    assert clash.status_code == 400 and error_of(clash)["param"] == "n_probs"
