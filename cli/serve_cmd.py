@@ -37,9 +37,12 @@ from .common import handle_errors, load_with_progress, model_options, model_spec
                    "under load. --no-batch-invariant runs a lone request as a batch of 1: on a CPU about 1.5x "
                    "faster for one request at a time (BENCHMARKS.md), but a seeded request may then give other "
                    "tokens under load than alone.")
+@click.option("--prefill-chunk", type=click.IntRange(0, 1_000_000), default=256, show_default=True,
+              help="A longer prompt arriving while other requests decode is prefilled this many tokens per decode "
+                   "step, so their streams keep flowing; 0 prefills it in one go.")
 @handle_errors
 def serve(host, port, serve_key, served_name, max_rows, max_queue, max_body_mb, default_max_tokens, header_timeout,
-          max_connections, idle_timeout, batch_invariant, **model):
+          max_connections, idle_timeout, batch_invariant, prefill_chunk, **model):
     """Serve /v1/completions and /v1/chat/completions (streaming, logprobs, n) from the local engine.
 
     Requests from all clients, with different prompts, decode together in one batch: a new request
@@ -61,7 +64,7 @@ def serve(host, port, serve_key, served_name, max_rows, max_queue, max_body_mb, 
         click.echo(warning, err=True)
     loaded = load_with_progress(spec)
     limits = Limits(max_body=int(max_body_mb * 2**20), default_max_tokens=default_max_tokens, max_rows=max_rows,
-                    batch_invariant=batch_invariant)
+                    batch_invariant=batch_invariant, prefill_chunk=prefill_chunk)
     try:
         server = Server(loaded, host=host, port=port, api_key=serve_key, model_name=served_name, limits=limits,
                         max_queue=max_queue, header_timeout=header_timeout, idle_timeout=idle_timeout,

@@ -56,6 +56,8 @@ class Limits:
     batch_invariant: bool = True
     """Decode at bucket sizes (8, 16, 32, ...) so a seeded request gives the same tokens alone and under load;
     off, a lone request runs as a batch of 1 (faster on a CPU, where 8 rows cost more than 1)."""
+    prefill_chunk: int = 256
+    """A longer prompt arriving while rows decode is prefilled this many tokens per step (0: in one go)."""
 
 
 class Api:

@@ -91,7 +91,7 @@ class Server:
             self.sock.close()
             raise
         self.scheduler = Scheduler(loaded, max_rows=self.limits.max_rows, max_queue=max_queue,
-                                   pad=self.limits.batch_invariant)
+                                   pad=self.limits.batch_invariant, prefill_chunk=self.limits.prefill_chunk)
         self.api = Api(loaded, self.scheduler, model_name or loaded.name, api_key, self.limits)
         config = uvicorn.Config(self.api.app(), http=timed_protocol(header_timeout), timeout_keep_alive=idle_timeout,
                                 h11_max_incomplete_event_size=64 * 1024, log_level="warning", lifespan="off",

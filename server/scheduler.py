@@ -50,11 +50,13 @@ class Scheduler:
     """Admits jobs into one DecodeLoop and steps it; beyond the free rows, at most max_queue requests wait
     (then 429)."""
 
-    def __init__(self, loaded, max_rows: int = 64, max_queue: int = 32, window: float = 0.01, pad: bool = True):
+    def __init__(self, loaded, max_rows: int = 64, max_queue: int = 32, window: float = 0.01, pad: bool = True,
+                 prefill_chunk: int = 256):
         self.loaded, self.max_rows, self.max_queue, self.pad = loaded, max_rows, max_queue, pad
+        self.prefill_chunk = prefill_chunk
         self.window = window
         """Seconds an idle scheduler waits after a first request for others sent at the same time."""
-        self.batch = DecodeLoop(loaded, max_rows=max_rows, pad=pad)
+        self.batch = DecodeLoop(loaded, max_rows=max_rows, pad=pad, prefill_chunk=prefill_chunk)
         self.beam_loop = DecodeLoop(loaded, max_rows=max_rows, pad=pad)
         self.beams = ThreadPoolExecutor(max_workers=1, thread_name_prefix="decodelab-beams")
         """Beam requests, one at a time, beside the batch."""
@@ -163,4 +165,4 @@ class Scheduler:
         with self.lock:
             self.queued -= len(self.waiting)
         self.waiting = []
-        self.batch = DecodeLoop(self.loaded, max_rows=self.max_rows, pad=self.pad)
+        self.batch = DecodeLoop(self.loaded, max_rows=self.max_rows, pad=self.pad, prefill_chunk=self.prefill_chunk)

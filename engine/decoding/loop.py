@@ -1,7 +1,9 @@
 """The one decode loop. Every path (the TUI, `run`, `serve`, `sweep`, `ab`) decodes through DecodeLoop.
 
     admit    take waiting requests that fit; prefill each prompt once (batch 1, exactly as HF generate
-             does), copy its cache to the request's rows, and join them to the running batch
+             does), copy its cache to the request's rows, and join them to the running batch. A long prompt
+             that arrives while rows are decoding is prefilled in chunks, one chunk per step, so the
+             running rows keep streaming; it joins when its last chunk is done
     step     per group: sampler chain -> pick; statistics for every row (one host transfer); record
              each row's token; retire; one forward for every row still running
     retire   rows that finished, or that the caller stopped or cancelled, leave at once; a request whose
@@ -21,6 +23,7 @@ window, recurrent state) decode one request at a time; its rows keep their slots
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass, field
 from typing import Sequence
 
 import torch
@@ -28,9 +31,24 @@ import torch
 from ..results import PromptError
 from ..sampling import step_statistics
 from .caches import cannot_batch, output_cache, prefill_once, replicate
-from .modelcalls import cache_keyword, eos_token_ids
+from .modelcalls import cache_keyword, eos_token_ids, forward_last
 from .requests import Group, Request
 from .rows import new_tracker
+
+
+PREFILL_CHUNK = 256
+"""Tokens of a long prompt prefilled per decode step while other rows run (0: always in one go)."""
+
+
+@dataclass(eq=False)
+class _Prefill:
+    """A long prompt being prefilled a chunk at a time between decode steps."""
+
+    request: Request
+    out: object = None
+    """The model output of the chunks so far (its cache carries them)."""
+    done: int = 0
+    start: float = field(default_factory=time.perf_counter)
 
 
 def bucket_rows(n: int) -> int:
@@ -66,7 +84,7 @@ class DecodeLoop:
     rest are padding (up to the bucket size) or, for caches that cannot be edited, finished rows.
     """
 
-    def __init__(self, loaded, max_rows: int = 64, pad: bool = True):
+    def __init__(self, loaded, max_rows: int = 64, pad: bool = True, prefill_chunk: int = PREFILL_CHUNK):
         self.loaded, self.model, self.tokenizer = loaded, loaded.model, loaded.tokenizer
         self.device = loaded.device
         self.max_rows, self.pad = max_rows, pad
@@ -80,14 +98,17 @@ class DecodeLoop:
         """Whether the model's cache can be edited (rows join and leave); None until the first prefill tells."""
         self.forwards = 0
         self.keyword = cache_keyword(self.model)
+        self.prefill_chunk = prefill_chunk
+        self.prefilling: list[_Prefill] = []
+        """Long prompts being prefilled a chunk per step (their rows count as taken)."""
 
     @property
     def rows(self) -> int:
-        return sum(g.rows for g in self.groups)
+        return sum(g.rows for g in self.groups) + sum(p.request.rows for p in self.prefilling)
 
     @property
     def busy(self) -> bool:
-        return bool(self.groups or self.searches)
+        return bool(self.groups or self.searches or self.prefilling)
 
     def _padded(self, n: int) -> int:
         return bucket_rows(n) if self.pad else n
@@ -121,7 +142,9 @@ class DecodeLoop:
                     self._complete(request)
         if batched and (self.groups or len(batched) > 1) and not self.mergeable:
             raise RuntimeError("this model's cache cannot be joined: add one request to an empty batch")
-        guidance = []
+        guidance, chunked = [], [r for r in batched if self._chunks(r)]
+        self.prefilling += [_Prefill(r) for r in chunked]
+        batched = [r for r in batched if r not in chunked]
         for request in batched:
             self._prefill(request)
             for guide in request.guidance_requests(self.tokenizer) if request.guided_rows else ():
@@ -136,8 +159,38 @@ class DecodeLoop:
             members = [r for r in batched if len(r.prefix) == length]
             self.groups.append(Group(members, self.logits.shape[-1], self.device, self.eos, self.tokenizer))
 
-    def _prefill(self, request: Request) -> None:
-        """Prefill the prompt (and any forced prefix) once and copy its cache to the request's rows."""
+    def _chunks(self, request: Request) -> bool:
+        """Whether this request's prompt is prefilled in chunks between decode steps: a long plain prompt (no
+        branch, no guidance rows) arriving while rows decode, on a model whose cache rows can join."""
+        return bool(self.prefill_chunk and self.groups and self.mergeable and not request.prefix
+                    and not request.guided_rows and request.prompt_ids.numel() > self.prefill_chunk)
+
+    def _advance_prefill(self, everything: bool) -> None:
+        """One chunk of the oldest long prompt (every chunk of every one when nothing else is decoding); a
+        prompt whose last chunk is done joins the batch as a group of its own."""
+        while self.prefilling:
+            job = self.prefilling[0]
+            context = job.request.prompt_ids
+            piece = context[job.done: job.done + self.prefill_chunk]
+            more = {self.keyword: output_cache(job.out)} if job.out is not None else {}
+            try:
+                job.out = forward_last(self.model, piece[None, :], 1, use_cache=True, **more)
+                job.done += piece.numel()
+            except torch.OutOfMemoryError:
+                raise
+            except (RuntimeError, ValueError, TypeError, AttributeError, IndexError, KeyError):
+                self.prefill_chunk = 0  # this model cannot take a prompt in pieces: the whole prompt in one go
+                job.out, job.done = prefill_once(self.model, context), context.numel()
+            if job.done >= context.numel():
+                self.prefilling.pop(0)
+                self._prefill(job.request, job.out, job.start)
+                self.groups.append(Group([job.request], self.logits.shape[-1], self.device, self.eos, self.tokenizer))
+            if not everything:
+                return
+
+    def _prefill(self, request: Request, out=None, start: float | None = None) -> None:
+        """Prefill the prompt (and any forced prefix) once and copy its cache to the request's rows (out: the
+        prefill already done, in chunks)."""
         request.trackers = {i: new_tracker(self.tokenizer, request.configs[i], request.seeds[i], self.eos)
                             for i in request.batch_rows}
         if request.prefix and request.guides is None:  # a branch: the forced tokens are recorded with their
@@ -146,11 +199,11 @@ class DecodeLoop:
 
             for tracker in request.trackers.values():
                 replay(self.loaded, request.prompt_ids, request.prefix, tracker, request.top, self.eos, 0.0)
-        start = time.perf_counter()
+        start = start or time.perf_counter()
         context = torch.cat([request.prompt_ids, request.prompt_ids.new_tensor(request.prefix)]) \
             if request.prefix else request.prompt_ids
         n = len(request.batch_rows)
-        out = prefill_once(self.model, context)
+        out = out if out is not None else prefill_once(self.model, context)
         if self.mergeable is None:  # the first prefill tells what kind of cache this model keeps
             self.mergeable = self.known["batching.mergeable"] = _mergeable(output_cache(out))
         physical = n if self.mergeable else self._padded(n)
@@ -187,6 +240,8 @@ class DecodeLoop:
     def step(self) -> list[Request]:
         """One decode step for every row; returns the requests that finished (their completions are set)."""
         done = self._retire()  # rows stopped or cancelled since the last step
+        if self.prefilling:  # a chunk of a long prompt between decode steps (all of it when nothing decodes)
+            self._advance_prefill(everything=not self.groups)
         if not self.groups:
             searches, self.searches = self.searches, []
             for request in searches:  # beam-only requests that waited for the batch
