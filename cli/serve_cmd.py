@@ -40,9 +40,13 @@ from .common import handle_errors, load_with_progress, model_options, model_spec
 @click.option("--prefill-chunk", type=click.IntRange(0, 1_000_000), default=256, show_default=True,
               help="A longer prompt arriving while other requests decode is prefilled this many tokens per decode "
                    "step, so their streams keep flowing; 0 prefills it in one go.")
+@click.option("--kv-budget-gb", "kv_budget", default="auto", show_default=True, metavar="GB|auto|off",
+              help="The most memory the batch's key/value cache may take: a request that would pass it waits for "
+                   "rows to finish, one that could not fit even alone gets 400. auto: 90% of the GPU memory free "
+                   "after loading, or 80% of the available RAM on a CPU.")
 @handle_errors
 def serve(host, port, serve_key, served_name, max_rows, max_queue, max_body_mb, default_max_tokens, header_timeout,
-          max_connections, idle_timeout, batch_invariant, prefill_chunk, **model):
+          max_connections, idle_timeout, batch_invariant, prefill_chunk, kv_budget, **model):
     """Serve /v1/completions and /v1/chat/completions (streaming, logprobs, n) from the local engine.
 
     Requests from all clients, with different prompts, decode together in one batch: a new request
@@ -62,9 +66,21 @@ def serve(host, port, serve_key, served_name, max_rows, max_queue, max_body_mb, 
     warning = exposure_warning(host, serve_key)
     if warning:
         click.echo(warning, err=True)
+    budget_text = str(kv_budget).strip().lower()
+    if budget_text not in ("auto", "off"):
+        try:
+            gigabytes = float(budget_text)
+        except ValueError:
+            raise click.BadParameter(f"{kv_budget!r}: give a number of GB, auto or off", param_hint="--kv-budget-gb")
+        if not gigabytes > 0:
+            raise click.BadParameter("it must be above 0 (off turns the budget off)", param_hint="--kv-budget-gb")
     loaded = load_with_progress(spec)
+    from decodelab.server.runner import auto_kv_budget
+
+    budget = None if budget_text == "off" else auto_kv_budget(loaded) if budget_text == "auto" \
+        else int(float(budget_text) * 2**30)
     limits = Limits(max_body=int(max_body_mb * 2**20), default_max_tokens=default_max_tokens, max_rows=max_rows,
-                    batch_invariant=batch_invariant, prefill_chunk=prefill_chunk)
+                    batch_invariant=batch_invariant, prefill_chunk=prefill_chunk, kv_budget=budget)
     try:
         server = Server(loaded, host=host, port=port, api_key=serve_key, model_name=served_name, limits=limits,
                         max_queue=max_queue, header_timeout=header_timeout, idle_timeout=idle_timeout,
@@ -73,6 +89,7 @@ def serve(host, port, serve_key, served_name, max_rows, max_queue, max_body_mb, 
         from decodelab.engine.config import ConfigError
 
         raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
-    click.echo(f"serving {loaded.describe()} at {server.url} (Ctrl-C stops)", err=True)
+    kv = f"key/value cache budget {budget / 2**30:.1f} GiB; " if budget else ""
+    click.echo(f"serving {loaded.describe()} at {server.url} ({kv}Ctrl-C stops)", err=True)
     server.run()
     click.echo("stopped", err=True)

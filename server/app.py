@@ -58,6 +58,9 @@ class Limits:
     off, a lone request runs as a batch of 1 (faster on a CPU, where 8 rows cost more than 1)."""
     prefill_chunk: int = 256
     """A longer prompt arriving while rows decode is prefilled this many tokens per step (0: in one go)."""
+    kv_budget: int | None = None
+    """Bytes the batch's key/value cache may reach; a request that would pass it waits, one that could not fit
+    even alone gets 400 (None: no limit)."""
 
 
 class Api:
@@ -364,8 +367,23 @@ class Api:
             raise ApiError(400, str(exc).replace("max_new_tokens", "max_tokens"), param=param) from None
         config = req.config(max_new)
         self._check_tokens(config, req)
+        self._check_memory(length, max_new, req)
         seeds = [(req.seed + j) % 2**64 if req.seed is not None else secrets.randbelow(2**32) for j in range(req.n)]
         return Request(prompt_ids, [config] * req.n, top=shape.top or 0, seeds=seeds)
+
+    def _check_memory(self, length: int, max_new: int, req) -> None:
+        """A request whose key/value cache alone would pass this server's budget can never run: 400 now."""
+        batch = self.scheduler.batch
+        if not batch.kv_per_token:
+            return
+        rows = req.n * (req.num_beams or 1)
+        need = batch._padded(rows) * (length + max_new) * batch.kv_per_token
+        if need > batch.kv_budget:
+            gib = 2**30
+            raise ApiError(400, f"this request needs {need / gib:.2f} GiB of key/value cache ({rows} row(s) x "
+                           f"{length + max_new} tokens, padded to {batch._padded(rows)} rows), over this server's "
+                           f"budget of {batch.kv_budget / gib:.2f} GiB (--kv-budget-gb): lower max_tokens or n, or "
+                           "shorten the prompt", param="max_tokens")
 
     def _check_tokens(self, config, req) -> None:
         """Settings that name tokens (logit_bias ids or texts, banned strings, DRY breakers) resolved against this

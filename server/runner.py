@@ -91,7 +91,8 @@ class Server:
             self.sock.close()
             raise
         self.scheduler = Scheduler(loaded, max_rows=self.limits.max_rows, max_queue=max_queue,
-                                   pad=self.limits.batch_invariant, prefill_chunk=self.limits.prefill_chunk)
+                                   pad=self.limits.batch_invariant, prefill_chunk=self.limits.prefill_chunk,
+                                   kv_budget=self.limits.kv_budget)
         self.api = Api(loaded, self.scheduler, model_name or loaded.name, api_key, self.limits)
         config = uvicorn.Config(self.api.app(), http=timed_protocol(header_timeout), timeout_keep_alive=idle_timeout,
                                 h11_max_incomplete_event_size=64 * 1024, log_level="warning", lifespan="off",
@@ -126,3 +127,22 @@ class Server:
             self.thread.join(timeout=10)
         self.scheduler.stop()
         self.sock.close()
+
+
+def auto_kv_budget(loaded) -> int | None:
+    """The key/value cache budget when none is given: 90% of the GPU memory free after loading, or 80% of the
+    memory the system has available on a CPU; None when neither can be read."""
+    import torch
+
+    device = getattr(loaded, "device", None)
+    if device is not None and device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return int(free * 0.9)
+    try:
+        with open("/proc/meminfo", encoding="ascii") as handle:
+            for line in handle:
+                if line.startswith("MemAvailable:"):
+                    return int(int(line.split()[1]) * 1024 * 0.8)
+    except OSError:
+        return None
+    return None

@@ -51,12 +51,12 @@ class Scheduler:
     (then 429)."""
 
     def __init__(self, loaded, max_rows: int = 64, max_queue: int = 32, window: float = 0.01, pad: bool = True,
-                 prefill_chunk: int = 256):
+                 prefill_chunk: int = 256, kv_budget: int | None = None):
         self.loaded, self.max_rows, self.max_queue, self.pad = loaded, max_rows, max_queue, pad
-        self.prefill_chunk = prefill_chunk
+        self.prefill_chunk, self.kv_budget = prefill_chunk, kv_budget
         self.window = window
         """Seconds an idle scheduler waits after a first request for others sent at the same time."""
-        self.batch = DecodeLoop(loaded, max_rows=max_rows, pad=pad, prefill_chunk=prefill_chunk)
+        self.batch = DecodeLoop(loaded, max_rows=max_rows, pad=pad, prefill_chunk=prefill_chunk, kv_budget=kv_budget)
         self.beam_loop = DecodeLoop(loaded, max_rows=max_rows, pad=pad)
         self.beams = ThreadPoolExecutor(max_workers=1, thread_name_prefix="decodelab-beams")
         """Beam requests, one at a time, beside the batch."""
@@ -117,6 +117,12 @@ class Scheduler:
         finally:
             with self.lock:
                 self.queued -= before - len(self.waiting)
+            failed, self.batch.failed = self.batch.failed, []
+            for request, why, _ in failed:  # a request whose own prefill failed fails alone
+                job = self.owner.pop(id(request), None)
+                if job is not None:
+                    job.cancel.set()
+                    job.fail(f"this request failed: {why}")
 
     def _collect(self, block: bool) -> None:
         try:
@@ -165,4 +171,5 @@ class Scheduler:
         with self.lock:
             self.queued -= len(self.waiting)
         self.waiting = []
-        self.batch = DecodeLoop(self.loaded, max_rows=self.max_rows, pad=self.pad, prefill_chunk=self.prefill_chunk)
+        self.batch = DecodeLoop(self.loaded, max_rows=self.max_rows, pad=self.pad, prefill_chunk=self.prefill_chunk,
+                                kv_budget=self.kv_budget)

@@ -28,10 +28,10 @@ from typing import Sequence
 
 import torch
 
-from ..results import PromptError
+from ..results import GenerationError, PromptError
 from ..sampling import step_statistics
 from .caches import cannot_batch, output_cache, prefill_once, replicate
-from .modelcalls import cache_keyword, eos_token_ids, forward_last
+from .modelcalls import cache_keyword, eos_token_ids, forward_last, kv_bytes_per_token
 from .requests import Group, Request
 from .rows import new_tracker
 
@@ -84,7 +84,8 @@ class DecodeLoop:
     rest are padding (up to the bucket size) or, for caches that cannot be edited, finished rows.
     """
 
-    def __init__(self, loaded, max_rows: int = 64, pad: bool = True, prefill_chunk: int = PREFILL_CHUNK):
+    def __init__(self, loaded, max_rows: int = 64, pad: bool = True, prefill_chunk: int = PREFILL_CHUNK,
+                 kv_budget: int | None = None):
         self.loaded, self.model, self.tokenizer = loaded, loaded.model, loaded.tokenizer
         self.device = loaded.device
         self.max_rows, self.pad = max_rows, pad
@@ -101,6 +102,13 @@ class DecodeLoop:
         self.prefill_chunk = prefill_chunk
         self.prefilling: list[_Prefill] = []
         """Long prompts being prefilled a chunk per step (their rows count as taken)."""
+        self.kv_budget = kv_budget
+        """Bytes the key/value cache may reach at its peak; a request that would pass it waits (None: no limit)."""
+        self.kv_per_token = kv_bytes_per_token(self.model) if kv_budget else None
+        self.failed: list[tuple[Request, str, BaseException]] = []
+        """Requests whose prefill failed on their own (out of memory, a bad prompt), for the caller to report;
+        the batch goes on without them."""
+        self._joining: Request | None = None
 
     @property
     def rows(self) -> int:
@@ -122,6 +130,9 @@ class DecodeLoop:
             if waiting[0].rows and (self.groups or takes_rows) \
                     and not (self.mergeable and rows + waiting[0].rows <= self.max_rows):
                 break
+            if waiting[0].rows and (self.groups or takes_rows) and self.kv_per_token \
+                    and self.kv_need(joining + [waiting[0]]) > self.kv_budget:
+                break  # its cache would not fit beside the running rows': it waits for them to finish
             rows += waiting[0].rows
             joining.append(waiting.pop(0))
         self.add(joining)
@@ -145,8 +156,18 @@ class DecodeLoop:
         guidance, chunked = [], [r for r in batched if self._chunks(r)]
         self.prefilling += [_Prefill(r) for r in chunked]
         batched = [r for r in batched if r not in chunked]
-        for request in batched:
-            self._prefill(request)
+        for request in list(batched):
+            try:
+                self._prefill(request)
+            except (torch.OutOfMemoryError, GenerationError) as exc:
+                if self._joining is request:  # it failed while joining the batch's cache: the batch is unsure
+                    raise
+                if isinstance(exc, torch.OutOfMemoryError) and torch.cuda.is_available():
+                    torch.cuda.empty_cache()
+                why = "out of memory for its prompt" if isinstance(exc, torch.OutOfMemoryError) else str(exc)
+                self.failed.append((request, why, exc))  # this request fails alone; the batch goes on
+                batched.remove(request)
+                continue
             for guide in request.guidance_requests(self.tokenizer) if request.guided_rows else ():
                 if not self.mergeable:  # known after the first prefill
                     raise PromptError("classifier-free guidance adds rows on the negative prompt, which needs a "
@@ -158,6 +179,20 @@ class DecodeLoop:
         for length in dict.fromkeys(len(r.prefix) for r in batched):
             members = [r for r in batched if len(r.prefix) == length]
             self.groups.append(Group(members, self.logits.shape[-1], self.device, self.eos, self.tokenizer))
+
+    def kv_need(self, joining: Sequence[Request] = ()) -> int | None:
+        """Bytes of key/value cache the batch reaches at its peak if these requests join now: every row is as
+        long as the longest (the batch left-pads), and grows until the longest remaining generation ends."""
+        if not self.kv_per_token:
+            return None
+        coming = list(joining) + [p.request for p in self.prefilling]
+        rows = self.rows + sum(r.rows for r in joining)
+        width = max([self.mask.shape[1] if self.mask is not None else 0]
+                    + [r.prompt_ids.numel() + len(r.prefix) for r in coming])
+        remaining = [t.config.max_new_tokens - len(t.token_ids) for g in self.groups for r, i in g.owners
+                     for t in (r.trackers[i],) if not t.finished]
+        remaining += [c.max_new_tokens for r in coming for c in r.configs]
+        return self._padded(rows) * (width + max(remaining, default=0)) * self.kv_per_token
 
     def _chunks(self, request: Request) -> bool:
         """Whether this request's prompt is prefilled in chunks between decode steps: a long plain prompt (no
@@ -209,6 +244,7 @@ class DecodeLoop:
         physical = n if self.mergeable else self._padded(n)
         rows = replicate(self.model, out, context, physical)  # caches.py copies every kind of cache to the rows
         logits = out.logits[:, -1, :].float().expand(physical, -1)
+        self._joining = request  # from here a failure leaves the batch's own cache in doubt
         if self.mergeable:
             ones = torch.ones(n, context.numel(), dtype=torch.long, device=self.device)
             self._join(rows.cache, ones, torch.full((n,), context.numel(), dtype=torch.long, device=self.device),
@@ -217,6 +253,7 @@ class DecodeLoop:
             self.cache, self.logits = rows, logits
             self.slots = torch.arange(n, device=self.device)
         _sync(self.device)
+        self._joining = None
         request.prefill_s = time.perf_counter() - start
         request.start = time.perf_counter()
 
@@ -369,6 +406,8 @@ def run_requests(loaded, requests: Sequence[Request], *, max_rows: int = 64, pad
     waiting = list(requests)
     while waiting or loop.busy:
         loop.admit(waiting)  # new requests join as soon as rows free up
+        if loop.failed:  # one caller, one run: its failure is the run's (run.py words an out-of-memory)
+            raise loop.failed[0][2]
         loop.step()
 
 
