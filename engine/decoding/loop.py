@@ -23,32 +23,17 @@ window, recurrent state) decode one request at a time; its rows keep their slots
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
 from typing import Sequence
 
 import torch
 
 from ..results import GenerationError, PromptError
 from ..sampling import step_statistics
+from .admission import PREFILL_CHUNK, Admission, ChunkedPrefill
 from .caches import cannot_batch, output_cache, prefill_once, replicate
-from .modelcalls import cache_keyword, eos_token_ids, forward_last, kv_bytes_per_token
+from .modelcalls import cache_keyword, eos_token_ids, kv_bytes_per_token
 from .requests import Group, Request
 from .rows import new_tracker
-
-
-PREFILL_CHUNK = 256
-"""Tokens of a long prompt prefilled per decode step while other rows run (0: always in one go)."""
-
-
-@dataclass(eq=False)
-class _Prefill:
-    """A long prompt being prefilled a chunk at a time between decode steps."""
-
-    request: Request
-    out: object = None
-    """The model output of the chunks so far (its cache carries them)."""
-    done: int = 0
-    start: float = field(default_factory=time.perf_counter)
 
 
 def bucket_rows(n: int) -> int:
@@ -77,7 +62,7 @@ def _left_pad(x: torch.Tensor, length: int) -> torch.Tensor:
     return torch.cat([x.new_zeros(shape), x], dim=dim)
 
 
-class DecodeLoop:
+class DecodeLoop(Admission):
     """The running decode batch. Not thread-safe: one thread calls admit() and step().
 
     Physical rows: the cache's batch. Live rows (the groups' rows, in order) sit in `slots` of it; the
@@ -100,7 +85,7 @@ class DecodeLoop:
         self.forwards = 0
         self.keyword = cache_keyword(self.model)
         self.prefill_chunk = prefill_chunk
-        self.prefilling: list[_Prefill] = []
+        self.prefilling: list[ChunkedPrefill] = []
         """Long prompts being prefilled a chunk per step (their rows count as taken)."""
         self.kv_budget = kv_budget
         """Bytes the key/value cache may reach at its peak; a request that would pass it waits (None: no limit)."""
@@ -122,22 +107,6 @@ class DecodeLoop:
         return bucket_rows(n) if self.pad else n
 
     # -- admit -------------------------------------------------------------------------------------
-    def admit(self, waiting: list[Request]) -> list[Request]:
-        """Take from the front of waiting what can join now (in order) and join it; returns what joined."""
-        joining, rows = [], self.rows
-        while waiting:
-            takes_rows = any(r.rows for r in joining)  # a beam-only request joins no rows: it never blocks
-            if waiting[0].rows and (self.groups or takes_rows) \
-                    and not (self.mergeable and rows + waiting[0].rows <= self.max_rows):
-                break
-            if waiting[0].rows and (self.groups or takes_rows) and self.kv_per_token \
-                    and self.kv_need(joining + [waiting[0]]) > self.kv_budget:
-                break  # its cache would not fit beside the running rows': it waits for them to finish
-            rows += waiting[0].rows
-            joining.append(waiting.pop(0))
-        self.add(joining)
-        return joining
-
     @torch.inference_mode()
     def add(self, requests: Sequence[Request]) -> None:
         """Prefill each request and join its rows to the batch: one new group per distinct prefix length."""
@@ -154,7 +123,7 @@ class DecodeLoop:
         if batched and (self.groups or len(batched) > 1) and not self.mergeable:
             raise RuntimeError("this model's cache cannot be joined: add one request to an empty batch")
         guidance, chunked = [], [r for r in batched if self._chunks(r)]
-        self.prefilling += [_Prefill(r) for r in chunked]
+        self.prefilling += [ChunkedPrefill(r) for r in chunked]
         batched = [r for r in batched if r not in chunked]
         for request in list(batched):
             try:
@@ -179,49 +148,6 @@ class DecodeLoop:
         for length in dict.fromkeys(len(r.prefix) for r in batched):
             members = [r for r in batched if len(r.prefix) == length]
             self.groups.append(Group(members, self.logits.shape[-1], self.device, self.eos, self.tokenizer))
-
-    def kv_need(self, joining: Sequence[Request] = ()) -> int | None:
-        """Bytes of key/value cache the batch reaches at its peak if these requests join now: every row is as
-        long as the longest (the batch left-pads), and grows until the longest remaining generation ends."""
-        if not self.kv_per_token:
-            return None
-        coming = list(joining) + [p.request for p in self.prefilling]
-        rows = self.rows + sum(r.rows for r in joining)
-        width = max([self.mask.shape[1] if self.mask is not None else 0]
-                    + [r.prompt_ids.numel() + len(r.prefix) for r in coming])
-        remaining = [t.config.max_new_tokens - len(t.token_ids) for g in self.groups for r, i in g.owners
-                     for t in (r.trackers[i],) if not t.finished]
-        remaining += [c.max_new_tokens for r in coming for c in r.configs]
-        return self._padded(rows) * (width + max(remaining, default=0)) * self.kv_per_token
-
-    def _chunks(self, request: Request) -> bool:
-        """Whether this request's prompt is prefilled in chunks between decode steps: a long plain prompt (no
-        branch, no guidance rows) arriving while rows decode, on a model whose cache rows can join."""
-        return bool(self.prefill_chunk and self.groups and self.mergeable and not request.prefix
-                    and not request.guided_rows and request.prompt_ids.numel() > self.prefill_chunk)
-
-    def _advance_prefill(self, everything: bool) -> None:
-        """One chunk of the oldest long prompt (every chunk of every one when nothing else is decoding); a
-        prompt whose last chunk is done joins the batch as a group of its own."""
-        while self.prefilling:
-            job = self.prefilling[0]
-            context = job.request.prompt_ids
-            piece = context[job.done: job.done + self.prefill_chunk]
-            more = {self.keyword: output_cache(job.out)} if job.out is not None else {}
-            try:
-                job.out = forward_last(self.model, piece[None, :], 1, use_cache=True, **more)
-                job.done += piece.numel()
-            except torch.OutOfMemoryError:
-                raise
-            except (RuntimeError, ValueError, TypeError, AttributeError, IndexError, KeyError):
-                self.prefill_chunk = 0  # this model cannot take a prompt in pieces: the whole prompt in one go
-                job.out, job.done = prefill_once(self.model, context), context.numel()
-            if job.done >= context.numel():
-                self.prefilling.pop(0)
-                self._prefill(job.request, job.out, job.start)
-                self.groups.append(Group([job.request], self.logits.shape[-1], self.device, self.eos, self.tokenizer))
-            if not everything:
-                return
 
     def _prefill(self, request: Request, out=None, start: float | None = None) -> None:
         """Prefill the prompt (and any forced prefix) once and copy its cache to the request's rows (out: the

@@ -1,0 +1,97 @@
+"""Which waiting requests join the running batch, and when (DecodeLoop inherits this).
+
+    admit        take waiting requests from the front while they fit: the row limit, and the key/value
+                 cache budget (every row is padded to the longest context, up to the longest remaining
+                 generation); what does not fit waits for rows to finish
+    chunks       a long prompt arriving while rows decode is prefilled a chunk per decode step, so the
+                 running rows keep streaming; it joins when its last chunk is done
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import torch
+
+from .caches import output_cache, prefill_once
+from .modelcalls import forward_last
+from .requests import Group, Request
+
+PREFILL_CHUNK = 256
+"""Tokens of a long prompt prefilled per decode step while other rows run (0: always in one go)."""
+
+
+@dataclass(eq=False)
+class ChunkedPrefill:
+    """A long prompt being prefilled a chunk at a time between decode steps."""
+
+    request: Request
+    out: object = None
+    """The model output of the chunks so far (its cache carries them)."""
+    done: int = 0
+    start: float = field(default_factory=time.perf_counter)
+
+
+class Admission:
+    """DecodeLoop's admission: its rows, groups, cache budget and chunked prefills (see loop.py)."""
+
+    def admit(self, waiting: list[Request]) -> list[Request]:
+        """Take from the front of waiting what can join now (in order) and join it; returns what joined."""
+        joining, rows = [], self.rows
+        while waiting:
+            takes_rows = any(r.rows for r in joining)  # a beam-only request joins no rows: it never blocks
+            if waiting[0].rows and (self.groups or takes_rows) \
+                    and not (self.mergeable and rows + waiting[0].rows <= self.max_rows):
+                break
+            if waiting[0].rows and (self.groups or takes_rows) and self.kv_per_token \
+                    and self.kv_need(joining + [waiting[0]]) > self.kv_budget:
+                break  # its cache would not fit beside the running rows': it waits for them to finish
+            rows += waiting[0].rows
+            joining.append(waiting.pop(0))
+        self.add(joining)
+        return joining
+
+    def kv_need(self, joining: Sequence[Request] = ()) -> int | None:
+        """Bytes of key/value cache the batch reaches at its peak if these requests join now: every row is as
+        long as the longest (the batch left-pads), and grows until the longest remaining generation ends."""
+        if not self.kv_per_token:
+            return None
+        coming = list(joining) + [p.request for p in self.prefilling]
+        rows = self.rows + sum(r.rows for r in joining)
+        width = max([self.mask.shape[1] if self.mask is not None else 0]
+                    + [r.prompt_ids.numel() + len(r.prefix) for r in coming])
+        remaining = [t.config.max_new_tokens - len(t.token_ids) for g in self.groups for r, i in g.owners
+                     for t in (r.trackers[i],) if not t.finished]
+        remaining += [c.max_new_tokens for r in coming for c in r.configs]
+        return self._padded(rows) * (width + max(remaining, default=0)) * self.kv_per_token
+
+    def _chunks(self, request: Request) -> bool:
+        """Whether this request's prompt is prefilled in chunks between decode steps: a long plain prompt (no
+        branch, no guidance rows) arriving while rows decode, on a model whose cache rows can join."""
+        return bool(self.prefill_chunk and self.groups and self.mergeable and not request.prefix
+                    and not request.guided_rows and request.prompt_ids.numel() > self.prefill_chunk)
+
+    def _advance_prefill(self, everything: bool) -> None:
+        """One chunk of the oldest long prompt (every chunk of every one when nothing else is decoding); a
+        prompt whose last chunk is done joins the batch as a group of its own."""
+        while self.prefilling:
+            job = self.prefilling[0]
+            context = job.request.prompt_ids
+            piece = context[job.done: job.done + self.prefill_chunk]
+            more = {self.keyword: output_cache(job.out)} if job.out is not None else {}
+            try:
+                job.out = forward_last(self.model, piece[None, :], 1, use_cache=True, **more)
+                job.done += piece.numel()
+            except torch.OutOfMemoryError:
+                raise
+            except (RuntimeError, ValueError, TypeError, AttributeError, IndexError, KeyError):
+                self.prefill_chunk = 0  # this model cannot take a prompt in pieces: the whole prompt in one go
+                job.out, job.done = prefill_once(self.model, context), context.numel()
+            if job.done >= context.numel():
+                self.prefilling.pop(0)
+                self._prefill(job.request, job.out, job.start)
+                self.groups.append(Group([job.request], self.logits.shape[-1], self.device, self.eos, self.tokenizer))
+            if not everything:
+                return
