@@ -326,10 +326,12 @@ def test_connections_beyond_the_limit_get_503_and_the_server_still_answers(demo)
     host, port = server.sock.getsockname()[:2]
     stalled = []
     try:
-        for _ in range(8):  # each sends headers, then stalls on its body
+        for i in range(8):  # each sends headers, then stalls on its body
             s = socket.create_connection((host, port), timeout=10)
             s.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{")
             stalled.append(s)
+            if i == 3:  # the first four must be in before the rest come (a loaded machine was slower than that)
+                time.sleep(1.0)
         time.sleep(0.5)
         refused = []
         for s in stalled[4:]:

@@ -28,7 +28,8 @@ class PaneActions:
     def action_focus_pane(self, index: int) -> None:
         panes = self.panes()
         if index < len(panes):
-            self.screen.set_focus(panes[index])  # on_descendant_focus shows it and its neighbours whole
+            self.screen.set_focus(panes[index], scroll_visible=False)  # on_descendant_focus shows it and its
+            # neighbours whole; Textual's own centring, scheduled later, raced it and cut them in half
 
     def refresh_panes(self) -> None:
         panes = self.panes()

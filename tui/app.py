@@ -330,7 +330,7 @@ class DecodelabApp(ConversationActions, BranchActions, PaneActions, FileActions,
         """ctrl+r: run every pane; from the prompt, focus moves to the panes (digits pick one, Esc cancels)."""
         self.start_run(self.panes())
         if self.running and self.focused is self.query_one("#prompt", TextArea) and self.pane() is not None:
-            self.screen.set_focus(self.pane())
+            self.screen.set_focus(self.pane(), scroll_visible=False)  # show_whole scrolls
 
     def action_rerun_same(self) -> None:
         self.start_run(self.panes(), keep_seeds=True)
@@ -365,7 +365,7 @@ class DecodelabApp(ConversationActions, BranchActions, PaneActions, FileActions,
         if in_prompt:  # as its border says: to the panes (a run goes on; Esc there cancels it)
             pane = self.pane()
             if pane is not None:
-                self.screen.set_focus(pane)
+                self.screen.set_focus(pane, scroll_visible=False)  # show_whole scrolls
             else:  # no pane to go to: leave the box all the same, so a (add a pane) is a key, not a letter
                 self.screen.set_focus(None)
                 self.notify("No panes yet: a adds one from the presets.", severity="warning")

@@ -91,9 +91,9 @@ class BranchActions:
             self.runs.cancel()
         owner = self.query_one(Inspector).owner
         if owner is not None and owner in self.panes():
-            self.screen.set_focus(owner)
+            self.screen.set_focus(owner, scroll_visible=False)  # show_whole scrolls
         elif self.pane() is not None:
-            self.screen.set_focus(self.pane())
+            self.screen.set_focus(self.pane(), scroll_visible=False)
 
     def on_descendant_focus(self, event) -> None:
         """A pane that takes focus becomes the current one, and the inspector shows its token."""
