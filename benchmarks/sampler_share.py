@@ -23,6 +23,7 @@ from decodelab.engine import DecodingConfig
 from decodelab.engine.experiments.benchmark import BENCH_CONFIGS
 from decodelab.engine.backends.loading import ModelSpec, load_model
 from decodelab.engine.sampling import RowSettings, RowState, pick, process, step_statistics
+from decodelab.engine.sampling.trace import StageTrace
 
 ALL_ON = [
     DecodingConfig(name="greedy-dry", dry_multiplier=0.8, logit_bias={"50": -2.0}, banned_strings=(" the man",)),
@@ -38,16 +39,20 @@ ALL_ON = [
 ]
 
 
-def sampler_step(configs, vocab, tokenizer, steps: int, prompt_len: int = 48):
-    """A function running one sampler step on given logits, with its own settings and state."""
+def sampler_step(configs, vocab, tokenizer, steps: int, prompt_len: int = 48, trace: bool = False):
+    """A function running one sampler step on given logits, with its own settings and state (trace: with the
+    stage trace and its host transfer, as run --stages and the TUI's inspector record it)."""
     settings = RowSettings.build(configs, [c.seed or 0 for c in configs], vocab, torch.device("cpu"), tokenizer)
-    state = RowState(settings, torch.randint(0, vocab, (prompt_len,)), vocab, steps + 2, torch.tensor([0]))
+    state = RowState(settings, torch.randint(0, vocab, (prompt_len,)), vocab, steps + 4, torch.tensor([0]))
     counter = [0]
 
     def run(logits):
-        processed = process(logits, settings, state, counter[0])
+        tracer = StageTrace(logits) if trace else None
+        processed = process(logits, settings, state, counter[0], trace=tracer)
         tokens = pick(processed, settings, counter[0])
-        step_statistics(logits, processed, tokens, 10).cpu()
+        step_statistics(logits, processed, tokens, 10, settings.named).cpu()
+        if tracer is not None:
+            tracer.pack(tokens, tracer.top_ids(10)).cpu()
         state.update(tokens, processed)
         counter[0] += 1
 
@@ -55,10 +60,9 @@ def sampler_step(configs, vocab, tokenizer, steps: int, prompt_len: int = 48):
 
 
 @torch.inference_mode()
-def measure(loaded, iters: int) -> dict[str, list[float]]:
-    vocab = loaded.model.config.vocab_size
-    runners = {"presets": sampler_step(BENCH_CONFIGS, vocab, loaded.tokenizer, iters),
-               "all new samplers": sampler_step(ALL_ON, vocab, loaded.tokenizer, iters)}
+def interleaved(loaded, runners: dict, iters: int, skip: int) -> dict[str, list[float]]:
+    """Milliseconds per iteration: one batched forward [8, 1] with the KV cache ("forward"), then each runner on
+    its logits, so all see the same machine load; the first `skip` iterations (warm-up) are dropped."""
     ids = loaded.tokenizer("The for statement is used to iterate over", return_tensors="pt")["input_ids"]
     cache = loaded.model(input_ids=ids, use_cache=True).past_key_values
     cache.batch_repeat_interleave(8)
@@ -72,7 +76,14 @@ def measure(loaded, iters: int) -> dict[str, list[float]]:
             start = time.perf_counter()
             run(logits)
             times[name].append(time.perf_counter() - start)
-    return {name: [t * 1000 for t in values[3:]] for name, values in times.items()}
+    return {name: [t * 1000 for t in values[skip:]] for name, values in times.items()}
+
+
+def measure(loaded, iters: int) -> dict[str, list[float]]:
+    vocab = loaded.model.config.vocab_size
+    runners = {"presets": sampler_step(BENCH_CONFIGS, vocab, loaded.tokenizer, iters),
+               "all new samplers": sampler_step(ALL_ON, vocab, loaded.tokenizer, iters)}
+    return interleaved(loaded, runners, iters, skip=3)
 
 
 def main() -> None:

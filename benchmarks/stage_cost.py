@@ -29,8 +29,7 @@ import torch  # noqa: E402
 from decodelab.engine import DecodingConfig, generate_many  # noqa: E402
 from decodelab.engine.backends.loading import ModelSpec, load_model  # noqa: E402
 from decodelab.engine.experiments.benchmark import BENCH_CONFIGS  # noqa: E402
-from decodelab.engine.sampling import RowSettings, RowState, pick, process, step_statistics  # noqa: E402
-from decodelab.engine.sampling.trace import StageTrace  # noqa: E402
+from sampler_share import interleaved, sampler_step  # noqa: E402 - benchmarks/, beside this file
 
 BASE = dict(do_sample=True, temperature=0.8)
 STAGES = {
@@ -62,47 +61,15 @@ def configs_for(fields: dict, on: int) -> list[DecodingConfig]:
     return [DecodingConfig(name=f"r{i}", seed=i, **BASE, **(fields if i < on else {})) for i in range(8)]
 
 
-def sampler_step(configs, loaded, steps: int, prompt_len: int, trace: bool = False):
-    vocab, tokenizer = loaded.model.config.vocab_size, loaded.tokenizer
-    settings = RowSettings.build(configs, [c.seed or 0 for c in configs], vocab, torch.device("cpu"), tokenizer)
-    state = RowState(settings, torch.randint(0, vocab, (prompt_len,)), vocab, steps + 4, torch.tensor([0]))
-    counter = [0]
-
-    def run(logits):
-        tracer = StageTrace(logits) if trace else None
-        processed = process(logits, settings, state, counter[0], trace=tracer)
-        tokens = pick(processed, settings, counter[0])
-        step_statistics(logits, processed, tokens, 10, settings.named).cpu()
-        if tracer is not None:
-            tracer.pack(tokens, tracer.top_ids(10)).cpu()
-        state.update(tokens, processed)
-        counter[0] += 1
-
-    return run
-
-
-@torch.inference_mode()
 def measure(loaded, iters: int, prompt_len: int) -> dict[str, list[float]]:
-    runners = {"base": sampler_step(configs_for({}, 0), loaded, iters, prompt_len),
-               "presets": sampler_step(BENCH_CONFIGS, loaded, iters, prompt_len),
-               "presets traced": sampler_step(BENCH_CONFIGS, loaded, iters, prompt_len, trace=True)}
+    vocab, tok = loaded.model.config.vocab_size, loaded.tokenizer
+    runners = {"base": sampler_step(configs_for({}, 0), vocab, tok, iters, prompt_len),
+               "presets": sampler_step(BENCH_CONFIGS, vocab, tok, iters, prompt_len),
+               "presets traced": sampler_step(BENCH_CONFIGS, vocab, tok, iters, prompt_len, trace=True)}
     for name, fields in STAGES.items():
-        runners[f"{name} 1/8"] = sampler_step(configs_for(fields, 1), loaded, iters, prompt_len)
-        runners[f"{name} 8/8"] = sampler_step(configs_for(fields, 8), loaded, iters, prompt_len)
-    ids = loaded.tokenizer("The for statement is used to iterate over", return_tensors="pt")["input_ids"]
-    cache = loaded.model(input_ids=ids, use_cache=True).past_key_values
-    cache.batch_repeat_interleave(8)
-    tokens = torch.full((8, 1), 5, dtype=torch.long)
-    times: dict[str, list[float]] = {"forward": [], **{name: [] for name in runners}}
-    for _ in range(iters):
-        start = time.perf_counter()
-        logits = loaded.model(input_ids=tokens, past_key_values=cache, use_cache=True).logits[:, -1, :].float()
-        times["forward"].append(time.perf_counter() - start)
-        for name, run in runners.items():
-            start = time.perf_counter()
-            run(logits)
-            times[name].append(time.perf_counter() - start)
-    return {name: [t * 1000 for t in values[2:]] for name, values in times.items()}
+        runners[f"{name} 1/8"] = sampler_step(configs_for(fields, 1), vocab, tok, iters, prompt_len)
+        runners[f"{name} 8/8"] = sampler_step(configs_for(fields, 8), vocab, tok, iters, prompt_len)
+    return interleaved(loaded, runners, iters, skip=2)
 
 
 def whole_run(loaded, tokens: int) -> tuple[float, float, float]:

@@ -20,7 +20,7 @@ import anyio
 from decodelab.engine.decoding.requests import Request
 from decodelab.engine.decoding.run import check_context
 from decodelab.engine.decoding.token_bytes import TokenBytes
-from decodelab.engine.config import SETTING, ConfigError
+from decodelab.engine.config import ConfigError
 from decodelab.engine.results import PromptError
 from pydantic import ValidationError
 from starlette.applications import Starlette
@@ -31,10 +31,11 @@ from starlette.routing import Route
 
 from . import responses
 from .errors import ApiError, validation_error
-from .prompts import prompt_text, tokenize_chat, tokenize_prompt
+from .prompts import check_token_ids, prompt_text, tokenize_chat, tokenize_prompt
 from .scheduler import Job, Scheduler
 from .dialects import take_settings
-from .schemas import ChatRequest, CompletionRequest, DetokenizeRequest, TokenizeRequest, take_ignored
+from .schemas import (ChatRequest, CompletionRequest, DetokenizeRequest, TokenizeRequest, _as_request_error,
+                      take_ignored)
 
 
 SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
@@ -233,11 +234,10 @@ class Api:
         except ValidationError as exc:
             raise validation_error(exc) from None
         self._check_model(req.model)
-        vocab = self.loaded.model.get_input_embeddings().num_embeddings
-        bad = [t for t in req.tokens if not 0 <= t < vocab]
-        if bad:
-            raise ApiError(400, f"token id {bad[0]} is outside this model's vocabulary (0..{vocab - 1})",
-                           param="tokens")
+        try:
+            check_token_ids(self.loaded, req.tokens)
+        except PromptError as exc:
+            raise ApiError(400, str(exc), param="tokens") from None
         text = await anyio.to_thread.run_sync(lambda: self.tokenizer.decode(
             req.tokens, skip_special_tokens=False, clean_up_tokenization_spaces=False))
         return JSONResponse({"content": text, "prompt": text})
@@ -377,11 +377,11 @@ class Api:
         if not batch.kv_per_token:
             return
         rows = req.n * (req.num_beams or 1)
-        need = batch._padded(rows) * (length + max_new) * batch.kv_per_token
+        need = batch.kv_bytes(rows, length + max_new)
         if need > batch.kv_budget:
             gib = 2**30
             raise ApiError(400, f"this request needs {need / gib:.2f} GiB of key/value cache ({rows} row(s) x "
-                           f"{length + max_new} tokens, padded to {batch._padded(rows)} rows), over this server's "
+                           f"{length + max_new} tokens, padded to {batch.padded_rows(rows)} rows), over this server's "
                            f"budget of {batch.kv_budget / gib:.2f} GiB (--kv-budget-gb): lower max_tokens or n, or "
                            "shorten the prompt", param="max_tokens")
 
@@ -397,10 +397,9 @@ class Api:
         try:
             RowSettings.build([config], [0], self.loaded.model.get_input_embeddings().num_embeddings,
                               torch.device("cpu"), self.loaded.tokenizer)
-        except ConfigError as exc:
-            field = exc.field or ("logit_bias" if "logit_bias" in str(exc) else
-                                  "banned_strings" if "banned" in str(exc) else "dry_sequence_breakers")
-            raise ApiError(400, str(exc), param=req._sent.get(field) or SETTING[field].vllm or field) from None
+        except ConfigError as exc:  # vocab.py names the field; the 400 names it as the client sent it
+            message, param = _as_request_error(exc, req._sent)
+            raise ApiError(400, message, param=param) from None
 
     async def _wait(self, job: Job, request: HttpRequest) -> list:
         """All completions of a job, in choice order; a client that hangs up cancels the work."""

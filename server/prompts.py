@@ -14,14 +14,19 @@ from decodelab.engine.results import PromptError
 def tokenize_prompt(loaded, tok, prompt: str | list[int]) -> torch.Tensor:
     """A completion prompt as given (text through the tokenizer, or token ids checked against the vocabulary)."""
     if isinstance(prompt, list):
-        vocab = loaded.model.get_input_embeddings().num_embeddings
-        bad = [t for t in prompt if not 0 <= t < vocab]
-        if bad:
-            raise PromptError(f"token id {bad[0]} is outside this model's vocabulary (0..{vocab - 1})")
-        ids = list(prompt)
+        ids = check_token_ids(loaded, prompt)
     else:
         ids = tok(prompt)["input_ids"] if prompt else []
     return _start(loaded, tok, ids)
+
+
+def check_token_ids(loaded, ids: list[int]) -> list[int]:
+    """The ids, or PromptError naming the first that is not one of the model's tokens."""
+    vocab = loaded.model.get_input_embeddings().num_embeddings
+    bad = [t for t in ids if not 0 <= t < vocab]
+    if bad:
+        raise PromptError(f"token id {bad[0]} is outside this model's vocabulary (0..{vocab - 1})")
+    return list(ids)
 
 
 def tokenize_chat(loaded, tok, messages) -> torch.Tensor:

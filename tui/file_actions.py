@@ -50,10 +50,11 @@ class FileActions:
 
         completion = pane.state.completion
         uses = stage_report(completion) if completion is not None and completion.config == pane.state.config else []
+        inert = inert_notes(pane.state.config)
         if any(u.steps for u in uses):
             body += "\n\nover the last run:\n" + "\n".join(("dead: " if u.dead else "") + u.note for u in uses)
-        elif inert_notes(pane.state.config):
-            body += "\n\n" + "\n".join(inert_notes(pane.state.config))
+        elif inert:
+            body += "\n\n" + "\n".join(inert)
         from .screens.ask import ShowText
 
         self.push_screen(ShowText(f"Pane {pane.number} {pane.state.config.name}", body))

@@ -42,12 +42,11 @@ class Admission:
         joining, rows = [], self.rows
         while waiting:
             takes_rows = any(r.rows for r in joining)  # a beam-only request joins no rows: it never blocks
-            if waiting[0].rows and (self.groups or takes_rows) \
-                    and not (self.mergeable and rows + waiting[0].rows <= self.max_rows):
-                break
-            if waiting[0].rows and (self.groups or takes_rows) and self.kv_per_token \
-                    and self.kv_need(joining + [waiting[0]]) > self.kv_budget:
-                break  # its cache would not fit beside the running rows': it waits for them to finish
+            if waiting[0].rows and (self.groups or takes_rows):  # beside other rows, it must fit: rows, then cache
+                if not (self.mergeable and rows + waiting[0].rows <= self.max_rows):
+                    break
+                if self.kv_per_token and self.kv_need(joining + [waiting[0]]) > self.kv_budget:
+                    break  # its cache would not fit beside the running rows': it waits for them to finish
             rows += waiting[0].rows
             joining.append(waiting.pop(0))
         self.add(joining)
@@ -65,7 +64,11 @@ class Admission:
         remaining = [t.config.max_new_tokens - len(t.token_ids) for g in self.groups for r, i in g.owners
                      for t in (r.trackers[i],) if not t.finished]
         remaining += [c.max_new_tokens for r in coming for c in r.configs]
-        return self._padded(rows) * (width + max(remaining, default=0)) * self.kv_per_token
+        return self.kv_bytes(rows, width + max(remaining, default=0))
+
+    def kv_bytes(self, rows: int, tokens: int) -> int:
+        """Bytes of key/value cache for `rows` rows of `tokens` tokens each, padded to the batch's bucket size."""
+        return self.padded_rows(rows) * tokens * self.kv_per_token
 
     def _chunks(self, request: Request) -> bool:
         """Whether this request's prompt is prefilled in chunks between decode steps: a long plain prompt (no

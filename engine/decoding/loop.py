@@ -103,7 +103,8 @@ class DecodeLoop(Admission):
     def busy(self) -> bool:
         return bool(self.groups or self.searches or self.prefilling)
 
-    def _padded(self, n: int) -> int:
+    def padded_rows(self, n: int) -> int:
+        """The rows the batch runs for n live rows: its bucket size (or n when it does not pad)."""
         return bucket_rows(n) if self.pad else n
 
     # -- admit -------------------------------------------------------------------------------------
@@ -167,7 +168,7 @@ class DecodeLoop(Admission):
         out = out if out is not None else prefill_once(self.model, context)
         if self.mergeable is None:  # the first prefill tells what kind of cache this model keeps
             self.mergeable = self.known["batching.mergeable"] = _mergeable(output_cache(out))
-        physical = n if self.mergeable else self._padded(n)
+        physical = n if self.mergeable else self.padded_rows(n)
         rows = replicate(self.model, out, context, physical)  # caches.py copies every kind of cache to the rows
         logits = out.logits[:, -1, :].float().expand(physical, -1)
         self._joining = request  # from here a failure leaves the batch's own cache in doubt
@@ -275,7 +276,7 @@ class DecodeLoop(Admission):
             self.slots = live
             return
         n = live.shape[0]
-        extra = (self._padded(n) if pad else n) - n
+        extra = (self.padded_rows(n) if pad else n) - n
         index = torch.cat([live, live[:1].expand(extra)]) if extra else live
         if index.shape[0] != self.mask.shape[0] or not bool(
                 (index == torch.arange(index.shape[0], device=self.device)).all()):

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..config import SETTING, SETTINGS
+from ..sampling.stages import BY_NAME, STAGES
+
 MOVED_EPS = 1e-6
 """A stage that moves less probability than this at a step did nothing there."""
 
-FILTERS = frozenset({"logit_bias", "banned_strings", "min_new_tokens", "no_repeat_ngram", "top_h", "top_n_sigma",
-                     "top_k", "top_p", "min_p", "typical_p", "epsilon_cutoff", "eta_cutoff", "tfs", "top_a", "xtc",
-                     "mirostat"})
-"""Stages that only remove tokens (the others reshape the distribution)."""
+FILTERS = frozenset(stage.name for stage in STAGES if stage.effect != "reshape")
+"""Stages that can remove tokens (logit_bias too, whose -inf bans one): the others only reshape."""
 
 
 REORDER_FREE = frozenset({"temperature", "smoothing"})
@@ -47,9 +48,6 @@ class StageUse:
 def inert_settings(config) -> list[tuple[str, str]]:
     """The settings this config changes that cannot act, each with why (a warper on a greedy config, a
     partner setting whose switch is off): no stage of the chain reads them."""
-    from ..config import SETTING, SETTINGS
-    from ..sampling.stages import BY_NAME
-
     out = []
     for s in SETTINGS:
         stage = BY_NAME.get(s.stage)
@@ -137,8 +135,6 @@ def _why_idle(name, rows, per_stage, order) -> str:
 
 def setting_text(stage: str, config) -> str:
     """The stage's changed settings as written in a config, e.g. "top_k=40" or "repetition_penalty=1.1"."""
-    from ..config import SETTING, SETTINGS
-
     parts = [_value_text(s.name, getattr(config, s.name)) for s in SETTINGS
              if s.stage == stage and getattr(config, s.name) != SETTING[s.name].default]
     return " ".join(parts[:2]) or stage

@@ -13,7 +13,7 @@ import torch
 
 from ..config import SETTINGS, DecodingConfig, effective_order
 from . import vocab as vocab_tools
-from .stages import STAGES
+from .stages import BY_NAME, STAGES
 
 _M32 = 0xFFFFFFFF
 
@@ -115,21 +115,18 @@ def _build_views(s: RowSettings, rows, warp) -> None:
             s.views[name] = (index, sub)
 
 
+ROW_SUBSET_STAGES = ("top_p", "typical_p", "mirostat", "top_h", "tfs", "cfg", "adaptive_p")
+"""Stages that pick their rows out themselves (on_rows): each gets the rows its registry rule makes active."""
+
+
 def _row_subsets(rows, warp, top_k, vocab_size, device) -> dict[str, torch.Tensor]:
     def idx(flags):
         return torch.tensor([i for i, f in enumerate(flags) if f], dtype=torch.long, device=device)
 
-    return {
-        "top_p": idx(w and c.top_p < 1 for c, w in zip(rows, warp)),
-        "typical_p": idx(w and c.typical_p < 1 for c, w in zip(rows, warp)),
-        "mirostat": idx(w and c.mirostat > 0 for c, w in zip(rows, warp)),
-        "dynatemp": idx(w and c.dynatemp_range > 0 for c, w in zip(rows, warp)),
-        "top_h": idx(w and c.top_h > 0 for c, w in zip(rows, warp)),
-        "tfs": idx(w and c.tfs < 1 for c, w in zip(rows, warp)),
-        "cfg": idx(c.guidance_scale != 1 for c in rows),
-        "adaptive_p": idx(w and c.adaptive_target >= 0 for c, w in zip(rows, warp)),
-        "sample": idx(warp),
-    }
+    subsets = {name: idx(BY_NAME[name].active(c, w) for c, w in zip(rows, warp)) for name in ROW_SUBSET_STAGES}
+    subsets["dynatemp"] = idx(w and c.dynatemp_range > 0 for c, w in zip(rows, warp))  # part of temperature
+    subsets["sample"] = idx(warp)
+    return subsets
 
 
 def _resolve_tokens(s: RowSettings, rows, tokenizer, vocab_size: int, device) -> None:

@@ -1,7 +1,8 @@
 """RowState: what the stateful stages know about each row so far, updated once per step.
 
 The token history (prompt included) for windows, n-grams, DRY and banned sequences; presence and
-counts for the penalties; Mirostat's mu; adaptive-p's running average of drawn probabilities. Everything is per row, so rows never influence each other.
+counts for the penalties; Mirostat's mu; adaptive-p's running average of drawn probabilities; the guided
+rows' guidance logits. Everything is per row, so rows never influence each other.
 """
 
 from __future__ import annotations

@@ -17,13 +17,13 @@ from dataclasses import dataclass
 
 import torch
 
-MASKS = frozenset({"banned_strings", "min_new_tokens", "no_repeat_ngram", "top_h", "top_n_sigma", "top_k", "top_p",
-                   "min_p", "typical_p", "epsilon_cutoff", "eta_cutoff", "tfs", "top_a", "xtc", "mirostat"})
+from .stages import STAGES
+
+MASKS = frozenset(stage.name for stage in STAGES if stage.effect == "mask")
 """Stages that only remove tokens (set logits to -inf) and leave the others' logits as they were."""
-KEEPS_TOP = frozenset({"top_h", "top_n_sigma", "top_k", "top_p", "min_p", "epsilon_cutoff", "eta_cutoff", "tfs",
-                       "top_a", "mirostat"})
+KEEPS_TOP = frozenset(stage.name for stage in STAGES if stage.keeps_top)
 """Masks that always keep the most likely token (typical-p, XTC and the bans can remove it)."""
-NEVER_REMOVE = frozenset({"penalties", "dry", "temperature", "smoothing", "adaptive_p", "cfg"})
+NEVER_REMOVE = frozenset(stage.name for stage in STAGES if stage.effect == "reshape")
 """Stages that change logits but never remove a token: the count kept carries over."""
 NEG = float("-inf")
 

@@ -12,18 +12,20 @@ DRY_MAX_CHARS = 40  # llama.cpp truncates a breaker to 40 characters ...
 DRY_MAX_TAIL = 20  # ... and the tokens after its head to 20
 
 
-def _encode(tokenizer, text: str, what: str) -> list[int]:
+def _encode(tokenizer, text: str, what: str, field: str) -> list[int]:
     if tokenizer is None:
-        raise ConfigError(f"{what} {text!r} is text: it needs the model's tokenizer (give a token id instead)")
+        raise ConfigError(f"{what} {text!r} is text: it needs the model's tokenizer (give a token id instead)",
+                          field=field)
     ids = tokenizer.encode(text, add_special_tokens=False)
     if not ids:
-        raise ConfigError(f"{what} {text!r} encodes to no tokens with this model's tokenizer")
+        raise ConfigError(f"{what} {text!r} encodes to no tokens with this model's tokenizer", field=field)
     return list(ids)
 
 
-def _check_id(token: int, vocab: int, what: str) -> int:
+def _check_id(token: int, vocab: int, field: str) -> int:
     if token >= vocab:
-        raise ConfigError(f"{what} token id {token} is outside this model's vocabulary (0 to {vocab - 1})")
+        raise ConfigError(f"{field} token id {token} is outside this model's vocabulary (0 to {vocab - 1})",
+                          field=field)
     return token
 
 
@@ -34,7 +36,7 @@ def named_ids(items, tokenizer, vocab: int) -> list[int]:
         if isinstance(item, int):
             out.append(_check_id(item, vocab, "logprob_tokens"))
             continue
-        ids = _encode(tokenizer, item, "logprob_tokens entry")
+        ids = _encode(tokenizer, item, "logprob_tokens entry", "logprob_tokens")
         if len(ids) != 1:
             raise ConfigError(f"logprob_tokens entry {item!r} is {len(ids)} tokens with this model's tokenizer "
                               f"({ids}): name one token (its text or id)", field="logprob_tokens")
@@ -47,7 +49,7 @@ def bias_matrix(per_row, tokenizer, vocab: int, device) -> torch.Tensor:
     bias = torch.zeros(len(per_row), vocab)
     for r, pairs in enumerate(per_row):
         for key, value in pairs:
-            ids = [key] if isinstance(key, int) else _encode(tokenizer, key, "logit_bias key")
+            ids = [key] if isinstance(key, int) else _encode(tokenizer, key, "logit_bias key", "logit_bias")
             for token in ids:
                 bias[r, _check_id(token, vocab, "logit_bias")] += value
     return bias.to(device)
@@ -67,7 +69,7 @@ class BannedSequences:
         by_length: dict[int, list[tuple[int, list[int]]]] = {}
         for r, texts in enumerate(per_row):
             for text in texts:
-                ids = [_check_id(t, vocab, "banned_strings") for t in _encode(tokenizer, text, "banned string")]
+                ids = [_check_id(t, vocab, "banned_strings") for t in _encode(tokenizer, text, "banned string", "banned_strings")]
                 if len(ids) == 1:
                     always[r, ids[0]] = True
                 else:
@@ -129,7 +131,8 @@ def _token_strings(tokenizer, vocab: int) -> list[str]:
 def _breaker_table(tokenizer, breakers: tuple[str, ...], vocab: int):
     """(one-token breaker ids, [(head id, tail ids)]) as llama.cpp's get_overlapping_token_sequences builds them."""
     if tokenizer is None:
-        raise ConfigError("dry_sequence_breakers are texts: DRY needs the model's tokenizer")
+        raise ConfigError("dry_sequence_breakers are texts: DRY needs the model's tokenizer",
+                          field="dry_sequence_breakers")
     cache = tokenizer.__dict__.setdefault("_decodelab_dry_tables", {})
     if (breakers, vocab) not in cache:
         cache[(breakers, vocab)] = _scan_breakers(tokenizer, breakers, vocab)
