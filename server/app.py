@@ -29,7 +29,7 @@ from starlette.requests import Request as HttpRequest
 from starlette.responses import JSONResponse, StreamingResponse
 from starlette.routing import Route
 
-from . import responses
+from . import delivery, responses
 from .errors import ApiError, validation_error
 from .prompts import check_token_ids, prompt_text, tokenize_chat, tokenize_prompt
 from .scheduler import Job, Scheduler
@@ -273,9 +273,14 @@ class Api:
         echo_rows = [e for e in echos for _ in range(req.n)]
         said = {"X-Decodelab-Ignored": ", ".join(ignored)} if ignored else {}
         if req.stream:
-            return StreamingResponse(self._stream(job, shape, echo_rows, req.n, prompt_tokens),
+            return StreamingResponse(delivery.stream(job, shape, echo_rows, req.n, prompt_tokens),
                                      media_type="text/event-stream", headers={"Cache-Control": "no-cache", **said})
-        completions = await self._wait(job, request)
+        done: dict[int, list] = {}
+        try:
+            completions = await delivery.wait(job, request, done)
+        except delivery.HalfClosed:  # answer all the same, checking with spaces that the client is still there
+            answer = lambda completions: responses.whole(shape, completions, echo_rows, prompt_tokens)  # noqa: E731
+            return StreamingResponse(delivery.held(job, done, answer), media_type="application/json", headers=said)
         return JSONResponse(responses.whole(shape, completions, echo_rows, prompt_tokens), headers=said)
 
     def _echo_only(self, req, chat: bool, shape, ids, echos) -> JSONResponse:
@@ -400,57 +405,6 @@ class Api:
         except ConfigError as exc:  # vocab.py names the field; the 400 names it as the client sent it
             message, param = _as_request_error(exc, req._sent)
             raise ApiError(400, message, param=param) from None
-
-    async def _wait(self, job: Job, request: HttpRequest) -> list:
-        """All completions of a job, in choice order; a client that hangs up cancels the work."""
-        done: dict[int, list] = {}
-        while len(done) < len(job.requests):
-            try:
-                kind, index, payload = await asyncio.wait_for(job.events.get(), timeout=0.5)
-            except TimeoutError:
-                if await request.is_disconnected():
-                    job.cancel.set()
-                    raise ApiError(499, "the client closed the connection") from None
-                continue
-            if kind == "error":
-                raise ApiError(500, payload)
-            if kind == "done":
-                done[index] = payload
-        return [c for i in range(len(job.requests)) for c in done[i]]
-
-    async def _stream(self, job: Job, shape, echos: list[str], n: int, prompt_tokens: int):
-        holds = [max((len(s) for s in c.stop_strings), default=1) - 1 for r in job.requests for c in r.configs]
-        streams = [responses.ChoiceStream(shape, i, hold, echo) for i, (hold, echo) in enumerate(zip(holds, echos))]
-        try:
-            for stream in streams:
-                if (chunk := stream.first()) is not None:
-                    yield _sse(chunk)
-            remaining = len(job.requests)
-            while remaining:
-                kind, index, payload = await job.events.get()
-                if kind == "error":
-                    yield _sse(ApiError(500, payload).body())
-                    break
-                if kind == "done":
-                    remaining -= 1
-                    continue
-                for row in sorted(set(payload.tokens) | set(payload.finished)):
-                    chunk = streams[index * n + row].step(payload.tokens.get(row, ()), payload.texts.get(row),
-                                                          payload.finished.get(row), job.requests[index].seeds[row])
-                    if chunk is not None:
-                        yield _sse(chunk)
-            else:
-                if shape.include_usage:
-                    final = shape.envelope([], chunk=True)
-                    final["usage"] = responses.usage(prompt_tokens, sum(s.tokens for s in streams))
-                    yield _sse(final)
-            yield "data: [DONE]\n\n"
-        finally:
-            job.cancel.set()  # a client that went away stops its rows at the next step
-
-
-def _sse(payload: dict) -> str:
-    return f"data: {json.dumps(payload, ensure_ascii=False)}\n\n"
 
 
 def _piece(data: bytes):

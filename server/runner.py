@@ -13,6 +13,7 @@ import uvicorn
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from .app import Api, Limits
+from .delivery import HALF_CLOSED
 from .scheduler import Scheduler
 
 
@@ -21,6 +22,7 @@ def timed_protocol(header_timeout: float):
 
     class TimedH11Protocol(H11Protocol):
         _request_timer = None
+        _half_closed = False
 
         def connection_made(self, transport):
             super().connection_made(transport)
@@ -42,8 +44,18 @@ def timed_protocol(header_timeout: float):
 
         def on_response_complete(self) -> None:
             super().on_response_complete()
-            if not self.transport.is_closing():
+            if self._half_closed:
+                self.transport.close()  # the client sends no more requests
+            elif not self.transport.is_closing():
                 self._arm()  # the next request on this connection gets the same time
+
+        def eof_received(self):
+            """A client that shuts its writing side after a whole request still gets its answer (delivery.py)."""
+            if self.cycle is not None and not self.cycle.response_complete and self.conn.their_state is h11.DONE:
+                self._half_closed = True
+                self.cycle.scope[HALF_CLOSED] = True
+                return True  # keep the transport open for the answer
+            return None  # otherwise asyncio closes it, as uvicorn does
 
         def connection_lost(self, exc) -> None:
             self._disarm()

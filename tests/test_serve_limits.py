@@ -13,7 +13,7 @@ import pytest
 
 from decodelab.engine import DecodingConfig, generate_many
 from decodelab.server import Limits, Server
-from serving import PROMPT, PROMPTS, client, error_of, server, wait_idle  # noqa: F401 - fixtures
+from serving import PROMPT, PROMPTS, client, error_of, post, server, wait_idle  # noqa: F401 - fixtures
 
 
 # -- limits -----------------------------------------------------------------------------------------
@@ -383,3 +383,66 @@ def test_an_ipv6_server_prints_a_url_that_works(demo):
         assert httpx.get(f"{server.url}/models", timeout=10).status_code == 200
     finally:
         server.stop()
+
+
+def _half_closed(server, data: bytes) -> tuple[int, bytes]:
+    """Send a request, shut the writing side (as `nc -N` does), read the answer until the server closes."""
+    import h11
+
+    host, port = server.sock.getsockname()[:2]
+    conn, status, body = h11.Connection(h11.CLIENT), None, b""
+    with socket.create_connection((host, port), timeout=60) as s:
+        s.sendall(data)
+        s.shutdown(socket.SHUT_WR)
+        while (chunk := s.recv(65536)):
+            conn.receive_data(chunk)
+            while (event := conn.next_event()) not in (h11.NEED_DATA, h11.PAUSED):
+                if isinstance(event, h11.Response):
+                    status = event.status_code
+                elif isinstance(event, h11.Data):
+                    body += event.data
+    return status, body
+
+
+@pytest.mark.parametrize("tokens", [3, 120])
+def test_a_client_that_half_closes_after_its_request_gets_the_answer(server, demo, tokens, monkeypatch):
+    """Issue 21 item 14: shutting the writing side after the request got no response at all. A short answer
+    comes whole; a long one (past the first check for a gone client) comes held open, padded with spaces."""
+    from decodelab.server import delivery
+
+    assert wait_idle(server)
+    # the short answer never meets a check for a gone client; the long one surely does
+    monkeypatch.setattr(delivery, "POLL", 30 if tokens < 10 else 0.005)
+    body = {"prompt": PROMPT, "max_tokens": tokens, "min_tokens": tokens, "seed": 5, "temperature": 0.9}
+    status, answer = _half_closed(server, post("/v1/completions", json.dumps(body).encode()))
+    assert status == 200
+    expected = generate_many(demo, PROMPT, [DecodingConfig(do_sample=True, temperature=0.9, seed=5,
+                                                           max_new_tokens=tokens, min_new_tokens=tokens)])[0]
+    assert json.loads(answer)["choices"][0]["text"] == expected.text
+    assert answer.startswith(b" ") == (tokens > 10)
+    status, answer = _half_closed(server, post("/v1/completions", json.dumps(body | {"stream": True}).encode()))
+    assert status == 200 and answer.decode().rstrip().endswith("data: [DONE]")
+    texts = [json.loads(line[6:])["choices"][0]["text"] for line in answer.decode().splitlines()
+             if line.startswith("data: {")]
+    assert "".join(texts) == expected.text
+
+
+def test_a_client_that_closes_for_good_still_cancels_its_work(server):
+    """The other side of half-closing: the server cannot tell the two apart by the FIN, so the held answer's
+    first write must find a client that is really gone, and stop its rows."""
+    assert wait_idle(server)
+    before = server.scheduler.forwards
+    host, port = server.sock.getsockname()[:2]
+    body = json.dumps({"prompt": PROMPT, "max_tokens": 500, "min_tokens": 500}).encode()
+    with socket.create_connection((host, port), timeout=10) as s:
+        s.sendall(post("/v1/completions", body))
+        time.sleep(0.2)
+    assert wait_idle(server)
+    assert server.scheduler.forwards - before < 500
+
+
+def test_a_5_mb_body_gets_the_413_not_a_reset(server):
+    """Issue 21 item 14: a body far over the limit reached the client as a connection reset."""
+    r = httpx.post(f"{server.url}/completions", content=b'{"prompt": "' + b"x" * 5_000_000 + b'"}',
+                   headers={"content-type": "application/json"}, timeout=30)
+    assert r.status_code == 413 and error_of(r)["code"] == "request_too_large"
