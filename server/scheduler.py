@@ -104,6 +104,7 @@ class Scheduler:
                 if self.batch.groups:
                     for request in self.batch.step():
                         self.owner.pop(id(request), None)
+                    self._report_failed()  # a group the batch let go when a step ran out of memory
             except Exception as exc:  # noqa: BLE001 - report to the clients of this batch, keep serving
                 log.exception("the decode batch failed")
                 self._fail_batch(f"the server failed while generating: {type(exc).__name__}: {exc}")
@@ -117,12 +118,16 @@ class Scheduler:
         finally:
             with self.lock:
                 self.queued -= before - len(self.waiting)
-            failed, self.batch.failed = self.batch.failed, []
-            for request, why, _ in failed:  # a request whose own prefill failed fails alone
-                job = self.owner.pop(id(request), None)
-                if job is not None:
-                    job.cancel.set()
-                    job.fail(f"this request failed: {why}")
+            self._report_failed()
+
+    def _report_failed(self) -> None:
+        """Requests that failed alone (their own prefill, or a step out of memory) fail their jobs; the rest go on."""
+        failed, self.batch.failed = self.batch.failed, []
+        for request, why, _ in failed:
+            job = self.owner.pop(id(request), None)
+            if job is not None:
+                job.cancel.set()
+                job.fail(f"this request failed: {why}")
 
     def _collect(self, block: bool) -> None:
         try:

@@ -93,3 +93,97 @@ def test_serve_says_what_a_bad_budget_should_be():
     for value in ("lots", "0"):
         result = CliRunner().invoke(main, ["serve", "--model", "demo", "--kv-budget-gb", value])
         assert result.exit_code == 2 and "--kv-budget-gb" in result.output
+
+
+CPU_OOM = ("[enforce fail at alloc_cpu.cpp:127] err == 0. DefaultCPUAllocator: can't allocate memory: you tried to "
+           "allocate 52549632 bytes. Error code 12 (Cannot allocate memory)")
+"""What torch says on a CPU when an allocation fails: a plain RuntimeError, not torch.OutOfMemoryError."""
+
+
+def seeded(demo, prompt, tokens=10, seed=3):
+    return new_request(demo, prompt, [DecodingConfig(do_sample=True, temperature=0.9, seed=seed,
+                                                     max_new_tokens=tokens, min_new_tokens=tokens)])
+
+
+def alone(demo, prompt, tokens=10, seed=3):
+    loop, request = DecodeLoop(demo), seeded(demo, prompt, tokens, seed)
+    waiting = [request]
+    while waiting or loop.busy:
+        loop.admit(waiting)
+        loop.step()
+    return request.completions[0].token_ids
+
+
+@pytest.mark.parametrize("after_layers", [0, 1])
+def test_a_join_that_runs_out_of_memory_part_way_fails_alone_and_the_batch_is_whole(demo, monkeypatch,
+                                                                                 after_layers):
+    """serve_memory.py: a CPU allocation failed while a long prompt's cache joined the batch, and the server
+    failed all 24 short requests beside it: the join had half-padded the batch's own cache."""
+    first = seeded(demo, PROMPT)
+    loop = DecodeLoop(demo)
+    waiting = [first]
+    loop.admit(waiting)
+    for _ in range(3):
+        loop.step()
+    real, calls = loop_module._left_pad, []
+
+    def failing(x, length):
+        calls.append(1)
+        if len(calls) > 4 * after_layers:  # each layer pads 4 tensors: fail after that many whole layers
+            raise RuntimeError(CPU_OOM)
+        return real(x, length)
+
+    monkeypatch.setattr(loop_module, "_left_pad", failing)
+    late = seeded(demo, "A function definition defines a user-defined function object", seed=4)
+    loop.admit([late])
+    monkeypatch.setattr(loop_module, "_left_pad", real)
+    assert [r for r, _, _ in loop.failed] == [late] and loop.failed[0][1] == "out of memory for its prompt"
+    while loop.busy:
+        loop.step()
+    assert first.completions[0].token_ids == alone(demo, PROMPT)
+
+
+def test_a_step_that_runs_out_of_memory_lets_the_newest_group_go_and_the_rest_go_on(demo, monkeypatch):
+    first, second = seeded(demo, PROMPT, tokens=12), seeded(demo, "The while statement", tokens=12, seed=5)
+    loop = DecodeLoop(demo)
+    loop.admit([first])
+    loop.step()
+    loop.admit([second])
+    loop.step()
+    real, failures = demo.model.forward, []
+
+    def failing(*args, **kwargs):
+        if kwargs.get("input_ids") is not None and kwargs["input_ids"].shape[1] == 1 and not failures:
+            failures.append(1)
+            raise RuntimeError(CPU_OOM)  # once, in the middle of a step for both groups
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(demo.model, "forward", failing)
+    while loop.busy:
+        loop.step()
+    assert failures and [r for r, _, _ in loop.failed] == [second]
+    assert "out of memory for a step" in loop.failed[0][1]
+    assert first.completions[0].token_ids == alone(demo, PROMPT, tokens=12) and second.completions is None
+
+
+def test_a_chunked_prefill_that_runs_out_of_memory_fails_alone(demo, monkeypatch):
+    from decodelab.engine.decoding import admission
+
+    running = seeded(demo, PROMPT)
+    loop = DecodeLoop(demo, prefill_chunk=8)
+    loop.admit([running])
+    loop.step()
+    real = admission.forward_last
+
+    def failing(model, ids, *args, **kwargs):
+        if kwargs.get(loop.keyword) is not None:  # the second chunk onwards
+            raise RuntimeError(CPU_OOM)
+        return real(model, ids, *args, **kwargs)
+
+    monkeypatch.setattr(admission, "forward_last", failing)
+    long = seeded(demo, PROMPT + " and more" * 20)
+    loop.admit([long])
+    while loop.busy:
+        loop.step()
+    assert [r for r, _, _ in loop.failed] == [long] and "out of memory" in loop.failed[0][1]
+    assert running.completions[0].token_ids == alone(demo, PROMPT)

@@ -13,6 +13,7 @@ from typing import Any, Callable
 import torch
 
 from ..config import ConfigError
+from ..decoding.caches import out_of_memory
 from ..results import Completion
 from .base import Backend, ModelLoadError
 from .catalog import demo_model_path  # noqa: F401 - also imported from here
@@ -267,10 +268,6 @@ def _quantization_config(spec: ModelSpec, dtype: torch.dtype):
     return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type=spec.quant_type, bnb_4bit_compute_dtype=compute)
 
 
-def _is_oom(exc: BaseException) -> bool:
-    return isinstance(exc, (torch.OutOfMemoryError, MemoryError)) or "out of memory" in str(exc).lower()
-
-
 def load_model(spec: ModelSpec, progress: Progress | None = None, api_key: str | None = None):
     """Load a causal LM and its tokenizer from local files only. Failures raise ModelLoadError.
 
@@ -347,7 +344,7 @@ def load_model(spec: ModelSpec, progress: Progress | None = None, api_key: str |
 
 def _explain(spec: ModelSpec, exc: BaseException) -> ModelLoadError:
     text = str(exc)
-    if _is_oom(exc):
+    if out_of_memory(exc):
         return ModelLoadError(
             f"out of memory while loading {spec.path}: try --quantization 4bit, a smaller --dtype, or a smaller model"
         )

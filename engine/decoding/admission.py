@@ -15,7 +15,8 @@ from typing import Sequence
 
 import torch
 
-from .caches import output_cache, prefill_once
+from ..results import GenerationError
+from .caches import output_cache, prefill_once, raise_if_out_of_memory
 from .modelcalls import forward_last
 from .requests import Group, Request
 
@@ -76,25 +77,43 @@ class Admission:
         return bool(self.prefill_chunk and self.groups and self.mergeable and not request.prefix
                     and not request.guided_rows and request.prompt_ids.numel() > self.prefill_chunk)
 
+    def _next_chunk(self, job: ChunkedPrefill) -> None:
+        context = job.request.prompt_ids
+        piece = context[job.done: job.done + self.prefill_chunk]
+        more = {self.keyword: output_cache(job.out)} if job.out is not None else {}
+        try:
+            job.out = forward_last(self.model, piece[None, :], 1, use_cache=True, **more)
+            job.done += piece.numel()
+        except torch.OutOfMemoryError:
+            raise
+        except (RuntimeError, ValueError, TypeError, AttributeError, IndexError, KeyError) as exc:
+            raise_if_out_of_memory(exc)
+            self.prefill_chunk = 0  # this model cannot take a prompt in pieces: the whole prompt in one go
+            job.out, job.done = prefill_once(self.model, context), context.numel()
+
+    def _fail_alone(self, request: Request, exc: BaseException) -> None:
+        """A request whose own prefill or join failed (out of memory, a bad prompt) fails alone; the batch goes
+        on (the caller reports self.failed)."""
+        if isinstance(exc, torch.OutOfMemoryError) and torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        why = "out of memory for its prompt" if isinstance(exc, torch.OutOfMemoryError) else str(exc)
+        self.failed.append((request, why, exc))
+
     def _advance_prefill(self, everything: bool) -> None:
         """One chunk of the oldest long prompt (every chunk of every one when nothing else is decoding); a
         prompt whose last chunk is done joins the batch as a group of its own."""
         while self.prefilling:
             job = self.prefilling[0]
-            context = job.request.prompt_ids
-            piece = context[job.done: job.done + self.prefill_chunk]
-            more = {self.keyword: output_cache(job.out)} if job.out is not None else {}
             try:
-                job.out = forward_last(self.model, piece[None, :], 1, use_cache=True, **more)
-                job.done += piece.numel()
-            except torch.OutOfMemoryError:
-                raise
-            except (RuntimeError, ValueError, TypeError, AttributeError, IndexError, KeyError):
-                self.prefill_chunk = 0  # this model cannot take a prompt in pieces: the whole prompt in one go
-                job.out, job.done = prefill_once(self.model, context), context.numel()
-            if job.done >= context.numel():
-                self.prefilling.pop(0)
-                self._prefill(job.request, job.out, job.start)
-                self.groups.append(Group([job.request], self.logits.shape[-1], self.device, self.eos, self.tokenizer))
+                self._next_chunk(job)
+                if job.done >= job.request.prompt_ids.numel():
+                    self.prefilling.pop(0)
+                    self._prefill(job.request, job.out, job.start)
+                    self.groups.append(Group([job.request], self.logits.shape[-1], self.device, self.eos,
+                                             self.tokenizer))
+            except (torch.OutOfMemoryError, GenerationError) as exc:
+                if job in self.prefilling:
+                    self.prefilling.remove(job)
+                self._fail_alone(job.request, exc)
             if not everything:
                 return

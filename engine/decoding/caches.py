@@ -58,6 +58,7 @@ class RowCache:
         except torch.OutOfMemoryError:
             raise
         except (RuntimeError, ValueError, TypeError, AttributeError, IndexError, KeyError) as exc:
+            raise_if_out_of_memory(exc)
             raise cannot_batch(self.model, self.rows, exc) from None
         return out.logits[:, -1, :].float()
 
@@ -75,6 +76,7 @@ def prefill_once(model, context: torch.Tensor):
     except torch.OutOfMemoryError:
         raise
     except (RuntimeError, ValueError, TypeError, AttributeError, IndexError, KeyError) as exc:
+        raise_if_out_of_memory(exc)
         raise GenerationError(f"the {_name(model)} model failed on the prompt: {_first_line(exc)}") from None
 
 
@@ -108,7 +110,8 @@ def _copy_rows(cache, rows: int):
             return None
     except torch.OutOfMemoryError:
         raise
-    except Exception:  # noqa: BLE001 - any failure means "copy another way"
+    except Exception as exc:  # noqa: BLE001 - any failure but running out of memory means "copy another way"
+        raise_if_out_of_memory(exc)
         return None
     after = batch_sizes(cache)
     if after.keys() != before.keys() or any(size != rows for size in after.values()):
@@ -122,6 +125,7 @@ def _prefill_rows(model, context: torch.Tensor, rows: int, field: str):
     except torch.OutOfMemoryError:
         raise
     except (RuntimeError, ValueError, TypeError, AttributeError, IndexError, KeyError) as exc:
+        raise_if_out_of_memory(exc)
         raise cannot_batch(model, rows, exc) from None
     cache = getattr(out, field, None)
     if cache is None:
@@ -166,6 +170,19 @@ def _map_tensors(obj, fn):
 
 def _name(model) -> str:
     return getattr(getattr(model, "config", None), "model_type", None) or type(model).__name__
+
+
+def out_of_memory(exc: BaseException) -> bool:
+    """CUDA raises torch.OutOfMemoryError; a CPU allocation that fails is a plain RuntimeError (or MemoryError)."""
+    text = str(exc)
+    return (isinstance(exc, (torch.OutOfMemoryError, MemoryError)) or "can't allocate memory" in text
+            or "out of memory" in text.lower())
+
+
+def raise_if_out_of_memory(exc: BaseException) -> None:
+    """Every out-of-memory as torch.OutOfMemoryError, on CPU too, so callers can fail one request alone."""
+    if out_of_memory(exc) and not isinstance(exc, torch.OutOfMemoryError):
+        raise torch.OutOfMemoryError(_first_line(exc)) from exc
 
 
 def _first_line(exc: BaseException) -> str:

@@ -30,7 +30,7 @@ import torch
 from ..results import GenerationError, PromptError
 from ..sampling import step_statistics
 from .admission import PREFILL_CHUNK, Admission, ChunkedPrefill
-from .caches import cannot_batch, output_cache, prefill_once, replicate
+from .caches import cannot_batch, out_of_memory, output_cache, prefill_once, raise_if_out_of_memory, replicate
 from .modelcalls import cache_keyword, eos_token_ids, kv_bytes_per_token
 from .requests import Group, Request
 from .rows import new_tracker
@@ -93,7 +93,6 @@ class DecodeLoop(Admission):
         self.failed: list[tuple[Request, str, BaseException]] = []
         """Requests whose prefill failed on their own (out of memory, a bad prompt), for the caller to report;
         the batch goes on without them."""
-        self._joining: Request | None = None
 
     @property
     def rows(self) -> int:
@@ -130,12 +129,7 @@ class DecodeLoop(Admission):
             try:
                 self._prefill(request)
             except (torch.OutOfMemoryError, GenerationError) as exc:
-                if self._joining is request:  # it failed while joining the batch's cache: the batch is unsure
-                    raise
-                if isinstance(exc, torch.OutOfMemoryError) and torch.cuda.is_available():
-                    torch.cuda.empty_cache()
-                why = "out of memory for its prompt" if isinstance(exc, torch.OutOfMemoryError) else str(exc)
-                self.failed.append((request, why, exc))  # this request fails alone; the batch goes on
+                self._fail_alone(request, exc)
                 batched.remove(request)
                 continue
             for guide in request.guidance_requests(self.tokenizer) if request.guided_rows else ():
@@ -171,7 +165,6 @@ class DecodeLoop(Admission):
         physical = n if self.mergeable else self.padded_rows(n)
         rows = replicate(self.model, out, context, physical)  # caches.py copies every kind of cache to the rows
         logits = out.logits[:, -1, :].float().expand(physical, -1)
-        self._joining = request  # from here a failure leaves the batch's own cache in doubt
         if self.mergeable:
             ones = torch.ones(n, context.numel(), dtype=torch.long, device=self.device)
             self._join(rows.cache, ones, torch.full((n,), context.numel(), dtype=torch.long, device=self.device),
@@ -180,23 +173,39 @@ class DecodeLoop(Admission):
             self.cache, self.logits = rows, logits
             self.slots = torch.arange(n, device=self.device)
         _sync(self.device)
-        self._joining = None
         request.prefill_s = time.perf_counter() - start
         request.start = time.perf_counter()
 
     def _join(self, cache, mask, positions, logits) -> None:
+        """Append new rows (their cache, mask, positions, logits) to the batch. A failure part-way (out of
+        memory) leaves the batch as it was, less its padding rows, so the request fails alone (add())."""
         if self.cache is None:
             self.cache, self.mask, self.positions, self.logits = cache, mask, positions, logits
             self.slots = torch.arange(logits.shape[0], device=self.device)
         else:
-            self._physical(self.slots, pad=False)  # drop the padding rows
-            length = max(self.mask.shape[1], mask.shape[1])
-            for mine, theirs in zip(self.cache.layers, cache.layers):
-                mine.keys = torch.cat([_left_pad(mine.keys, length), _left_pad(theirs.keys, length)])
-                mine.values = torch.cat([_left_pad(mine.values, length), _left_pad(theirs.values, length)])
-            self.mask = torch.cat([_left_pad(self.mask, length), _left_pad(mask, length)])
-            self.positions = torch.cat([self.positions, positions])
-            self.logits = torch.cat([self.logits, logits])
+            n = self.slots.shape[0]  # live rows come first (_physical), so dropping the padding is a view
+            cut = int(self.mask[:n].argmax(dim=1).min())  # leading columns that are padding in every live row
+            old = self.mask.shape[1] - cut
+            length = max(old, mask.shape[1])
+            done = []
+            try:
+                for layer, theirs in zip(self.cache.layers, cache.layers):
+                    keys = torch.cat([_left_pad(layer.keys[:n, :, cut:], length), _left_pad(theirs.keys, length)])
+                    values = torch.cat([_left_pad(layer.values[:n, :, cut:], length),
+                                        _left_pad(theirs.values, length)])
+                    layer.keys, layer.values = keys, values
+                    done.append(layer)
+                joined = (torch.cat([_left_pad(self.mask[:n, cut:], length), _left_pad(mask, length)]),
+                          torch.cat([self.positions[:n], positions]), torch.cat([self.logits[:n], logits]))
+            except BaseException as exc:
+                for layer in self.cache.layers:  # back to the live rows alone, as views: this allocates nothing
+                    start = length - old if any(layer is d for d in done) else cut
+                    layer.keys, layer.values = layer.keys[:n, :, start:], layer.values[:n, :, start:]
+                self.mask, self.positions, self.logits = self.mask[:n, cut:], self.positions[:n], self.logits[:n]
+                self.slots = torch.arange(n, device=self.device)
+                raise_if_out_of_memory(exc)
+                raise
+            self.mask, self.positions, self.logits = joined
         self._physical(torch.arange(self.logits.shape[0], device=self.device))
 
     # -- step --------------------------------------------------------------------------------------
@@ -226,9 +235,28 @@ class DecodeLoop(Admission):
             offset += group.rows
         keep = []
         done += self._retire(keep)
-        if self.groups:
-            self._forward(tokens[keep] if len(keep) != tokens.shape[0] else tokens)  # one forward, every row
+        tokens = tokens[keep] if len(keep) != tokens.shape[0] else tokens
+        while self.groups:
+            try:
+                self._forward(tokens)  # one forward, every row
+                break
+            except torch.OutOfMemoryError as exc:
+                if len(self.groups) < 2 or not self.mergeable:
+                    raise
+                tokens = tokens[: tokens.shape[0] - self._evict_newest(exc)]
         return [r for r in done if r.guides is None]  # guidance rows' requests are the loop's own
+
+    def _evict_newest(self, exc: BaseException) -> int:
+        """The batch ran out of memory for a step: the group that joined last fails alone (self.failed) and
+        leaves, so the others go on. Returns how many rows left."""
+        group = self.groups.pop()
+        for request in group.requests:
+            if request.guides is None:
+                self.failed.append((request, f"out of memory for a step beside {self.rows} other rows", exc))
+        self._physical(self.slots[: self.slots.shape[0] - group.rows])
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        return group.rows
 
     def _named(self) -> torch.Tensor | None:
         """[N, m] the token ids each live row's logprob_tokens names (-1: none); None when no row names any."""
@@ -280,9 +308,15 @@ class DecodeLoop(Admission):
         index = torch.cat([live, live[:1].expand(extra)]) if extra else live
         if index.shape[0] != self.mask.shape[0] or not bool(
                 (index == torch.arange(index.shape[0], device=self.device)).all()):
-            self.cache.batch_select_indices(index)
-            self.mask, self.positions = self.mask[index], self.positions[index]
-            self.logits = self.logits[index]
+            try:
+                self.cache.batch_select_indices(index)
+                self.mask, self.positions, self.logits = self.mask[index], self.positions[index], self.logits[index]
+            except (RuntimeError, MemoryError) as exc:
+                if not (out_of_memory(exc) and bool((live == torch.arange(n, device=self.device)).all())):
+                    raise  # a reordering half done cannot be undone
+                for layer in self.cache.layers:  # only the padding failed: go on without it (views, no memory)
+                    layer.keys, layer.values = layer.keys[:n], layer.values[:n]
+                self.mask, self.positions, self.logits = self.mask[:n], self.positions[:n], self.logits[:n]
             cut = int(self.mask.argmax(dim=1).min())  # leading columns that are padding in every row
             if cut > 0:
                 self.mask = self.mask[:, cut:]
@@ -301,14 +335,20 @@ class DecodeLoop(Admission):
         if not self.mergeable:
             self.logits = self.cache.step(tokens)  # caches.py: one forward for the request's rows
             return
+        mask, length = self.mask, self.mask.shape[1]
         self.mask = torch.cat([self.mask, self.mask.new_ones(physical, 1)], dim=1)
         try:
             out = self.model(input_ids=tokens[:, None], attention_mask=self.mask,
                              position_ids=self.positions[:, None], use_cache=True, **{self.keyword: self.cache})
-        except torch.OutOfMemoryError:
+        except BaseException as exc:
+            self.mask = mask  # the step did not happen: layers it reached give their new column back
+            for layer in self.cache.layers:
+                layer.keys, layer.values = layer.keys[..., :length, :], layer.values[..., :length, :]
+            if isinstance(exc, (RuntimeError, ValueError, TypeError, AttributeError, IndexError, KeyError)):
+                raise_if_out_of_memory(exc)
+                if not isinstance(exc, torch.OutOfMemoryError):
+                    raise cannot_batch(self.model, physical, exc) from None
             raise
-        except (RuntimeError, ValueError, TypeError, AttributeError, IndexError, KeyError) as exc:
-            raise cannot_batch(self.model, physical, exc) from None
         self.positions = self.positions + 1
         self.logits = out.logits[:, -1, :].float()
 
