@@ -1,16 +1,19 @@
 """Checking one setting's value against its row of the settings table (engine/config.py), and ConfigError.
 
-Each kind of setting (text, bool, int, float, strings, seed, choice, bias, tokens) has one check that
+Each kind of setting (text, bool, int, float, strings, seed, choice, bias, tokens, json) has one check that
 returns the value normalised (ints for whole floats, tuples for lists) or raises ConfigError naming the
 field and the rule it broke.
 """
 
 from __future__ import annotations
 
+import json
 import math
 from typing import Any
 
 SEED_MAX = 2**63 - 1  # TOML integers are signed 64-bit
+CONSTRAINT_FIELDS = ("json_schema", "regex", "choice", "grammar")
+"""The settings that constrain the output (structured output, engine/grammars.py); a config sets at most one."""
 
 
 class ConfigError(ValueError):
@@ -132,10 +135,26 @@ def _tokens(s, value: Any) -> tuple[int | str, ...]:
     return tuple(dict.fromkeys(out))
 
 
+def _json(s, value: Any) -> str:
+    """A JSON Schema given as JSON text, a TOML/JSON table or true/false -> its compact JSON text ('' = off)."""
+    if isinstance(value, str):
+        if not value.strip():
+            return ""
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"{s.name} is not valid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}",
+                              field=s.name) from None
+    if not isinstance(value, (dict, bool)):
+        raise ConfigError(f"{s.name} must be a JSON Schema: an object such as {{\"type\": \"object\"}} ({{}} = any "
+                          f"JSON value), not {type(value).__name__}", field=s.name)
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
 CHECKS = {"text": _text, "bool": _bool, "float": _float, "int": _int, "strings": _strings, "seed": _seed,
-           "choice": _choice, "bias": _bias, "tokens": _tokens}
+           "choice": _choice, "bias": _bias, "tokens": _tokens, "json": _json}
 TYPES = {"text": str, "bool": bool, "float": float, "int": int, "strings": tuple[str, ...], "seed": int | None,
           "choice": bool | str, "bias": tuple[tuple[int | str, float], ...],
-         "tokens": tuple[int | str, ...]}
+         "tokens": tuple[int | str, ...], "json": str}
 
 

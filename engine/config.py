@@ -19,7 +19,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from .checks import CHECKS, SEED_MAX, TYPES, ConfigError, fail as _fail  # noqa: F401 - re-exported
+from .checks import CHECKS, CONSTRAINT_FIELDS, SEED_MAX, TYPES, ConfigError, fail as _fail  # noqa: F401 - re-exported
 
 DRY_BREAKERS_DEFAULT = ("\n", ":", "\"", "*")
 STACKS = ("hf", "vllm", "openai", "llamacpp", "webui")
@@ -211,6 +211,16 @@ SETTINGS: tuple[Setting, ...] = (
          "the batch); empty = the prompt's last token, as HF does", stage="cfg", webui="negative_prompt"),
     _row("logprob_tokens", "tokens", (), "report these tokens' probabilities at every step, whatever their rank "
          "(token ids, or texts of one token each, e.g. \" Yes\")", label="named={n}", vllm="logprob_token_ids"),
+    _row("json_schema", "json", "", "structured output: the text must be JSON that fits this JSON Schema (JSON text, "
+         "a table, or @FILE on the command line; {} = any JSON value)", stage="grammar", label="schema{v:.0}",
+         vllm="guided_json", openai="response_format", llamacpp="json_schema"),
+    _row("regex", "text", "", "structured output: the whole text must match this regular expression (Rust regex "
+         "syntax, as vLLM and llguidance take it)", stage="grammar", label="regex{v:.0}", vllm="guided_regex"),
+    _row("choice", "strings", (), "structured output: the text is exactly one of these", stage="grammar",
+         label="choice={n}", vllm="guided_choice"),
+    _row("grammar", "text", "", "structured output: the text must follow this grammar, in llama.cpp's GBNF "
+         "(root ::= ...; @FILE on the command line)", stage="grammar", label="gbnf{v:.0}", vllm="guided_grammar",
+         llamacpp="grammar", webui="grammar_string"),
     _row("sampler_order", "strings", (), "order of the sampling stages (like llama.cpp --samplers); unlisted stages "
          "keep their default place after the listed ones; empty = the default (HF) order", stage="chain",
          llamacpp="samplers", webui="sampler_priority"),
@@ -257,6 +267,13 @@ class _ConfigBehaviour:
         if self.num_beams > 1 and self.guidance_scale != 1:
             raise _fail("guidance_scale", self.guidance_scale, "beams run through HF generate without decodelab's "
                         "guidance rows: set it to 1 for beam configs, or num_beams=1")
+        if any(getattr(self, name) not in ("", ()) for name in CONSTRAINT_FIELDS):
+            if self.num_beams > 1:
+                raise _fail("num_beams", self.num_beams, "beams do not take a json_schema, regex, choice or grammar "
+                            "yet: set num_beams=1 for a constrained config")
+            from .grammars import check_constraint
+
+            check_constraint(self)
         if self.num_beams > 1 and self.samples:
             raise _fail("num_beams", self.num_beams,
                         "beams run without sampling here: set do_sample=false (or temperature=0), or num_beams=1")

@@ -9,6 +9,7 @@ rule; every error names the field.
 from __future__ import annotations
 
 import tomllib
+from pathlib import Path
 from typing import Any
 
 from .config import SETTING, ConfigError, DecodingConfig, logit_bias_dict, unknown_key_error
@@ -19,7 +20,9 @@ def parse_text(name: str, raw: str) -> Any:
     if name not in SETTING:
         raise unknown_key_error(name, "the settings")
     kind = SETTING[name].kind
-    if kind == "text":
+    if name in FILE_FIELDS and raw.strip().startswith("@"):
+        return _read(name, raw.strip()[1:])
+    if kind in ("text", "json"):
         return raw
     text = raw.strip()
     if kind == "seed" and text.lower() in ("", "auto", "none"):
@@ -48,6 +51,19 @@ def parse_text(name: str, raw: str) -> Any:
         return tomllib.loads(f"v = {text}")["v"]
     except tomllib.TOMLDecodeError:
         return text
+
+
+FILE_FIELDS = ("json_schema", "grammar")
+"""Settings whose value may be @FILE: a schema or a GBNF grammar kept in a file."""
+
+
+def _read(name: str, path: str) -> str:
+    try:
+        return Path(path).expanduser().read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{name}=@{path}: there is no such file", field=name) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{name}=@{path}: cannot read it ({exc})", field=name) from None
 
 
 def _toml(name: str, text: str, how: str) -> Any:

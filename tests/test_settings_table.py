@@ -25,8 +25,17 @@ CHANGED = {
     "logit_bias": ((5, -1.0),), "banned_strings": ("bad",), "repetition_penalty_last_n": 32,
     "sampler_order": ("temperature",), "smoothing_factor": 0.2, "smoothing_curve": 2.0, "top_h": 0.5, "tfs": 0.95,
     "top_a": 0.1, "adaptive_target": -0.5, "adaptive_decay": 0.8, "logprob_tokens": (5, 6), "guidance_scale": 1.5,
-    "negative_prompt": "bad",
+    "negative_prompt": "bad", "json_schema": '{"type":"object"}',
 }
+# A config takes one structured-output constraint at a time: the other three are changed one by one.
+OTHER_CONSTRAINTS = {"regex": "a+", "choice": ("yes", "no"), "grammar": 'root ::= "a"'}
+
+
+def each_changed():
+    """CHANGED, then CHANGED with each other constraint in place of json_schema."""
+    yield CHANGED
+    for name, value in OTHER_CONSTRAINTS.items():
+        yield {**CHANGED, "json_schema": "", name: value}
 
 
 def test_the_config_has_exactly_the_table_s_fields_and_defaults():
@@ -34,7 +43,7 @@ def test_the_config_has_exactly_the_table_s_fields_and_defaults():
     assert [f.name for f in fields] == [s.name for s in SETTINGS] == list(FIELD_NAMES)
     assert all(f.default == SETTING[f.name].default for f in fields)
     assert set(FIELD_HELP) == set(FIELD_NAMES) and all(FIELD_HELP.values())
-    assert set(CHANGED) == set(FIELD_NAMES)
+    assert set(CHANGED) | set(OTHER_CONSTRAINTS) == set(FIELD_NAMES)
 
 
 def test_every_row_is_checked_by_its_own_rule():
@@ -47,10 +56,11 @@ def test_every_row_is_checked_by_its_own_rule():
 
 
 def test_one_parser_reads_every_field_back_from_its_text():
-    config = DecodingConfig(**CHANGED)
-    for name in FIELD_NAMES:
-        value = parse_text(name, format_text(config, name))
-        assert config.replace(**{name: value}) == config, name
+    for changed in each_changed():
+        config = DecodingConfig(**changed)
+        for name in FIELD_NAMES:
+            value = parse_text(name, format_text(config, name))
+            assert config.replace(**{name: value}) == config, name
 
 
 def test_lists_and_tables_read_with_or_without_brackets():
@@ -80,11 +90,13 @@ def test_the_batch_holds_every_per_row_setting(demo):
                                            ("webui", to_webui)])
 def test_exports_write_every_setting_the_table_names_for_their_stack(stack, export):
     assert stack in STACKS
-    config = DecodingConfig(**CHANGED)
-    converted = export(config)
-    data = yaml.safe_load(converted.data) if isinstance(converted.data, str) else converted.data
+    written = set()
+    for changed in each_changed():
+        converted = export(DecodingConfig(**changed))
+        data = yaml.safe_load(converted.data) if isinstance(converted.data, str) else converted.data
+        written |= set(data)
     named = {s.name_in(stack) for s in SETTINGS if s.name_in(stack)}
-    assert named <= set(data), named - set(data)
+    assert named <= written, named - written
 
 
 def test_the_server_names_a_bad_field_as_the_client_sent_it():

@@ -133,8 +133,15 @@ class Group:
         self._trace: StageTrace | None = None
         self.guidance = self._guidance_pairs()
         self.step = len(requests[0].prefix)
-        for token in requests[0].prefix:  # the forced tokens count as generated for the penalties
+        for at, token in enumerate(requests[0].prefix):  # the forced tokens count as generated for the penalties
             self.state.update(torch.full((self.rows,), token, dtype=torch.long, device=device))
+            if self.state.rejected:  # and structured output's matchers replay them
+                row, _ = self.state.rejected[0]
+                field, _ = self.settings.constraints[row]
+                text = tokenizer.decode([token]) if tokenizer is not None else f"id {token}"
+                raise PromptError(f"the forced token {text!r} (token {at + 1} of the branch) "
+                                  f"is not allowed by this config's {field}: branch from a token the constraint "
+                                  "allows, or remove the constraint")
         self.k = min(max(max(r.top for r in requests), 0), vocab)
 
     def _guidance_pairs(self) -> tuple[torch.Tensor, torch.Tensor] | None:

@@ -11,7 +11,8 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ..config import SETTINGS, DecodingConfig, effective_order
+from ..config import SETTINGS, ConfigError, DecodingConfig, effective_order
+from ..grammars import constraint_of
 from . import vocab as vocab_tools
 from .stages import BY_NAME, STAGES
 
@@ -38,6 +39,9 @@ class RowSettings:
     named: torch.Tensor | None = None
     """[N, M] the token ids each row's logprob_tokens names (-1: none), for the statistics."""
     named_lists: list[list[int]] = field(default_factory=list)
+    constraints: list = field(default_factory=list)
+    """Each row's (field, value) structured-output constraint or None (engine/grammars.py), when a row has one."""
+    tokenizer: object = None
     order: tuple[str, ...] = ()
     kmax: int = 0
     """The largest top_k any row uses (0: none)."""
@@ -141,6 +145,10 @@ def _resolve_tokens(s: RowSettings, rows, tokenizer, vocab_size: int, device) ->
         width = max(len(ids) for ids in s.named_lists)
         s.named = torch.tensor([ids + [-1] * (width - len(ids)) for ids in s.named_lists], dtype=torch.long,
                                device=device)
+    if "grammar" in s.uses:
+        s.constraints, s.tokenizer = [constraint_of(c) for c in rows], tokenizer
+        if tokenizer is None:
+            raise ConfigError("structured output (json_schema, regex, choice, grammar) needs the model's tokenizer")
     if "dry" in s.uses:
         breakers = [c.dry_sequence_breakers if c.dry_multiplier else () for c in rows]
         s.dry = vocab_tools.DryBreakers.build(breakers, tokenizer, vocab_size, device)

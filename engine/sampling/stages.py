@@ -14,8 +14,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
-from ..config import SAMPLER_STAGES, SETTING
-from . import adaptive, filters, penalties, repetition, shaping
+from ..config import CONSTRAINT_FIELDS, SAMPLER_STAGES, SETTING
+from ..grammars import constraint_of
+from . import adaptive, constraints, filters, penalties, repetition, shaping
 
 
 @dataclass(frozen=True)
@@ -52,6 +53,10 @@ STAGES: tuple[Stage, ...] = (
           penalties.banned_strings, history=frozenset({"banned_strings"}), **MASK),
     Stage("min_new_tokens", "constraint", ("min_new_tokens",), lambda c, w: c.min_new_tokens > 0,
           penalties.min_new_tokens, **MASK),
+    # structured output last of the constraints: where min_new_tokens or a ban leaves a finished grammar no token,
+    # the grammar's end wins (constraints.py)
+    Stage("grammar", "constraint", CONSTRAINT_FIELDS, lambda c, w: constraint_of(c) is not None,
+          constraints.grammar, **MASK),
     # the chain, in HF transformers 5.x's order for the processors it has (sampler_order reorders it)
     Stage("penalties", "chain", ("repetition_penalty", "frequency_penalty", "presence_penalty",
                                  "repetition_penalty_last_n"),

@@ -11,6 +11,7 @@ import math
 
 import torch
 
+from ..grammars import matcher
 from .settings import RowSettings
 from .stages import HISTORY_USES
 
@@ -31,6 +32,14 @@ class RowState:
         self.pending: list[tuple[torch.Tensor, torch.Tensor]] = []
         """Adaptive-p's (rows, log-probabilities before it) of this step, shared with views, read by update()."""
         self.length = prompt_ids.numel()
+        self.matchers: list = []
+        """Each row's structured-output matcher (engine/grammars.py) or None; empty when no row has one."""
+        self.rejected: list[tuple[int, int]] = []
+        """(row, token) pairs a matcher refused: a forced token the row's constraint does not allow."""
+        if "grammar" in uses:
+            eos = tuple(eos_ids.tolist()) if eos_ids is not None else (settings.tokenizer.eos_token_id,)
+            self.matchers = [matcher(*spec, settings.tokenizer, vocab_size, eos) if spec else None
+                             for spec in settings.constraints]
         if "repetition_penalty" in uses:
             self.seen = torch.zeros(n, vocab_size, dtype=torch.bool, device=device)
             self.seen[:, prompt_ids] = True
@@ -72,6 +81,8 @@ class RowState:
             if value is not None:
                 setattr(self, name, value.index_select(0, index))
         uses = settings.uses
+        if self.matchers:
+            self.matchers = [self.matchers[i] for i in index.tolist()] if "grammar" in uses else []
         if not uses & HISTORY_USES:
             self.seq = None
         if "repetition_penalty" not in uses:
@@ -97,6 +108,8 @@ class RowState:
             value = getattr(self, name)
             setattr(view, name, None if value is None else value[rows])
         view.parent_rows = rows if self.parent_rows is None else self.parent_rows[rows]
+        if self.matchers:
+            view.matchers = [self.matchers[i] for i in rows.tolist()]
         return view
 
     def remember_before_adaptive(self, rows: torch.Tensor, logp: torch.Tensor) -> None:
@@ -112,6 +125,10 @@ class RowState:
         if self.seq is not None:
             self.seq[:, self.length] = tokens
         self.length += 1
+        if self.matchers:  # structured output: each matcher takes its row's token (one host copy per step)
+            for row, (m, token) in enumerate(zip(self.matchers, tokens.tolist())):
+                if m is not None and not m.is_stopped() and not m.consume_token(token):
+                    self.rejected.append((row, token))
         if self.mu is not None and processed is not None:
             rows = self.settings.rows["mirostat"]
             logp = torch.log_softmax(processed[rows], dim=-1).gather(1, tokens[rows, None])[:, 0]

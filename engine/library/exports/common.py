@@ -14,6 +14,15 @@ MODERN = {"top_n_sigma": 0.0, "xtc_probability": 0.0, "dry_multiplier": 0.0, "mi
           "adaptive_target": -1.0, "logprob_tokens": (), "guidance_scale": 1.0, "negative_prompt": ""}
 
 
+CONSTRAINTS = {"json_schema": "", "regex": "", "choice": (), "grammar": ""}
+"""Structured output's settings with their neutral values."""
+
+
+def choice_gbnf(choices) -> str:
+    """A choice as a GBNF grammar (llama.cpp and the webui take grammars, not lists)."""
+    return "root ::= " + " | ".join(json.dumps(c, ensure_ascii=False) for c in choices)
+
+
 def without(fields: dict, *names: str) -> dict:
     return {k: v for k, v in fields.items() if k not in names}
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ...config import ConfigError, DecodingConfig
-from .common import MODERN, Converted, id_biases, unsupported, without
+from .common import CONSTRAINTS, MODERN, Converted, id_biases, unsupported, without
 
 
 def to_hf(config: DecodingConfig) -> Converted:
@@ -31,7 +31,10 @@ def to_hf(config: DecodingConfig) -> Converted:
         data["stop_strings"] = list(config.stop_strings)
     notes = unsupported(config, "HF generate", {"frequency_penalty": 0.0, "presence_penalty": 0.0,
                                                  **without(MODERN, "epsilon_cutoff", "eta_cutoff", "top_h", "logprob_tokens",
-                                                          "guidance_scale", "negative_prompt")})
+                                                          "guidance_scale", "negative_prompt"), **CONSTRAINTS})
+    if any(getattr(config, name) not in ("", ()) for name in CONSTRAINTS):
+        notes.append("HF generate has no built-in structured output: pass a LogitsProcessor from a grammar library "
+                     "(llguidance, outlines, transformers-cfg) to generate()")
     if config.guidance_scale != 1:
         notes.append("HF takes the negative prompt as generate(negative_prompt_ids=tokenizer(" +
                      repr(config.negative_prompt) + ")['input_ids'])" if config.negative_prompt else

@@ -5,7 +5,7 @@ from __future__ import annotations
 import shlex
 
 from ...config import DecodingConfig
-from .common import Converted, id_biases, unsupported
+from .common import Converted, choice_gbnf, id_biases, unsupported
 
 
 def to_llamacpp(config: DecodingConfig) -> Converted:
@@ -35,6 +35,13 @@ def to_llamacpp(config: DecodingConfig) -> Converted:
                                                 "guidance_scale": 1.0})
     if config.tfs < 1:
         notes[-1:] = notes[-1:] + ["llama.cpp removed tail-free sampling in 2024: use text-generation-webui for tfs"]
+    if config.json_schema:
+        flags += ["--json-schema", config.json_schema]
+    elif config.grammar or config.choice:
+        flags += ["--grammar", config.grammar or choice_gbnf(config.choice)]
+    elif config.regex:
+        notes.append(f"llama.cpp has no regex constraint: this preset's regex={config.regex!r} is NOT carried "
+                     "over (write it as a GBNF --grammar)")
     for token, bias in id_biases(config, "llama.cpp's --logit-bias", notes).items():
         flags += ["--logit-bias", f"{token}{'+' if bias >= 0 else '-'}{abs(bias):g}"]
     notes.append("llama.cpp's defaults (top-k 40, top-p 0.95, min-p 0.05, a 64-token penalty window, DRY and "

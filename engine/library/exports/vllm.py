@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from ...config import DecodingConfig
 from .common import MODERN, Converted, id_biases, unsupported, without
 
@@ -30,6 +32,15 @@ def to_vllm(config: DecodingConfig) -> Converted:
         if len(ids) < len(config.logprob_tokens):
             notes.append("vLLM's logprob_token_ids takes token ids: the texts in logprob_tokens are NOT carried "
                          "over (name their ids instead)")
+    guided = {"json_schema": ("guided_json", json.loads), "regex": ("guided_regex", str),
+              "choice": ("guided_choice", list), "grammar": ("guided_grammar", str)}
+    for name, (field, convert) in guided.items():
+        if getattr(config, name) not in ("", ()):
+            data[field] = convert(getattr(config, name))
+            notes.append(f"newer vLLM takes {field} as structured_outputs={{\"{field[7:]}\": ...}}; objects "
+                         "without additionalProperties are closed by both (xgrammar's strict mode)"
+                         if name == "json_schema" else f"newer vLLM takes {field} as structured_outputs="
+                         f"{{\"{field[7:]}\": ...}}")
     biases = id_biases(config, "vLLM", notes)
     if biases:
         data["logit_bias"] = {str(t): b for t, b in biases.items()}

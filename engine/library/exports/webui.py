@@ -11,7 +11,7 @@ import difflib
 import json
 
 from ...config import SAMPLER_STAGES, ConfigError, DecodingConfig
-from .common import Converted, unsupported
+from .common import Converted, choice_gbnf, unsupported
 
 WEBUI_MAP = {"temperature": "temperature", "top_p": "top_p", "top_k": "top_k", "min_p": "min_p",
              "typical_p": "typical_p", "repetition_penalty": "repetition_penalty",
@@ -25,7 +25,7 @@ WEBUI_MAP = {"temperature": "temperature", "top_p": "top_p", "top_k": "top_k", "
              "dynatemp_exponent": "dynatemp_exponent", "repetition_penalty_range": "repetition_penalty_last_n",
              "smoothing_factor": "smoothing_factor", "smoothing_curve": "smoothing_curve", "tfs": "tfs",
              "top_a": "top_a", "adaptive_target": "adaptive_target", "adaptive_decay": "adaptive_decay",
-             "guidance_scale": "guidance_scale", "negative_prompt": "negative_prompt"}
+             "guidance_scale": "guidance_scale", "negative_prompt": "negative_prompt", "grammar_string": "grammar"}
 WEBUI_NEUTRAL = {"encoder_repetition_penalty": 1, "penalty_alpha": 0,
                  "temperature_last": False, "dynamic_temperature": False,
                  "dynatemp_low": 1, "dynatemp_high": 1, "custom_token_bans": "", "sampler_priority": None}
@@ -150,9 +150,13 @@ def to_webui(config: DecodingConfig) -> Converted:
             "tfs": config.tfs, "top_a": config.top_a, "adaptive_target": config.adaptive_target,
             "adaptive_decay": config.adaptive_decay,
             "temperature_last": False,
+            "grammar_string": config.grammar or (choice_gbnf(config.choice) if config.choice else ""),
             "sampler_priority": [n for s in effective_order(config) for n in PRIORITY[s]]}
     notes = unsupported(config, "text-generation-webui", {"banned_strings": (), "stop_strings": (), "top_h": 0.0,
-                                                          "logprob_tokens": ()})
+                                                          "logprob_tokens": (), "json_schema": "", "regex": ""})
+    if config.json_schema:
+        notes.append("the webui takes grammars only: turn the schema into GBNF with llama.cpp's "
+                     "json_schema_to_grammar.py and put it in grammar_string")
     notes += _webui_notes(config, data)
     return Converted(yaml.safe_dump(data, sort_keys=False, allow_unicode=True), notes)
 

@@ -1,0 +1,41 @@
+"""Structured output's stage: each constrained row's matcher (engine/grammars.py, llguidance) says which
+tokens may come next, and every other token's logit becomes -inf, before any other stage.
+
+The matchers live in RowState (one per row, None for rows without a constraint) and take each step's
+token in RowState.update. End-of-sequence is allowed exactly where the grammar accepts (llguidance puts
+it in the mask then). A row left with no token at all (its constraint is complete but min_new_tokens
+forbids the end, or a ban removed every token the grammar allows) may only end: the constraint wins.
+"""
+
+from __future__ import annotations
+
+import torch
+
+_BITS = torch.arange(8, dtype=torch.uint8)
+
+
+def allowed_tokens(matchers: list, vocab: int, device) -> torch.Tensor:
+    """[n, vocab] bool: the tokens each matcher allows next (from llguidance's bitmasks, one bit per token)."""
+    masks = bytearray(b"".join(m.compute_bitmask() for m in matchers))
+    packed = torch.frombuffer(masks, dtype=torch.uint8).view(len(matchers), -1)
+    bits = (packed[:, :, None] >> _BITS) & 1  # little-endian: token t is bit t % 8 of byte t // 8
+    allowed = bits.view(len(matchers), -1)[:, :vocab].bool()
+    if allowed.shape[1] < vocab:  # tokens past the tokenizer's table (padding of the embedding) are never allowed
+        allowed = torch.cat([allowed, allowed.new_zeros(len(matchers), vocab - allowed.shape[1])], dim=1)
+    return allowed.to(device, non_blocking=True)
+
+
+def grammar(x: torch.Tensor, s, state, step: int) -> torch.Tensor:
+    """The constraint's mask on the rows that have one."""
+    rows = [i for i, m in enumerate(state.matchers) if m is not None]
+    if not rows:
+        return x
+    index = torch.tensor(rows, dtype=torch.long, device=x.device)
+    allowed = allowed_tokens([state.matchers[i] for i in rows], x.shape[1], x.device)
+    part = x[index].masked_fill(~allowed, float("-inf"))
+    dead = ~torch.isfinite(part).any(dim=-1)
+    if state.eos_ids is not None and bool(dead.any()):
+        part[dead, state.eos_ids[0]] = 0.0  # nothing left to say: the row ends
+    out = x.clone()
+    out[index] = part
+    return out
