@@ -51,10 +51,15 @@ WEBUI_NOT_HERE = frozenset({"encoder_repetition_penalty", "mirostat"})
 """text-generation-webui stages decodelab does not order (Mirostat always ends the chain here)."""
 
 
+STRUCTURED_OUTPUTS = {"json": "json_schema", "regex": "regex", "choice": "choice", "grammar": "grammar"}
+"""vLLM's structured_outputs keys -> decodelab settings."""
+
+
 def take_settings(data: dict) -> tuple[dict, dict[str, str]]:
     """Remove the settings fields from the body: (decodelab field -> value, decodelab field -> the name sent)."""
     fields: dict = {}
     sent: dict[str, str] = {}
+    _take_structured(data, fields, sent)
     for key in [k for k in data if k in ALIASES]:
         field, value = ALIASES[key], data.pop(key)
         if value is None:
@@ -63,6 +68,42 @@ def take_settings(data: dict) -> tuple[dict, dict[str, str]]:
             raise ApiError(400, f"{key} and {sent[field]} are the same setting ({field}): send one of them", param=key)
         fields[field], sent[field] = _translate(key, value), key
     return fields, sent
+
+
+def _take_structured(data: dict, fields: dict, sent: dict[str, str]) -> None:
+    """OpenAI's response_format and vLLM's structured_outputs, as decodelab's constraint settings."""
+    form = data.pop("response_format", None)
+    if form is not None:
+        kind = form.get("type") if isinstance(form, dict) else None
+        if kind == "json_object":
+            fields["json_schema"], sent["json_schema"] = {"type": "object"}, "response_format"
+        elif kind == "json_schema":
+            spec = form.get("json_schema")
+            if not isinstance(spec, dict) or not isinstance(spec.get("schema"), (dict, bool)):
+                raise ApiError(400, "response_format.json_schema.schema must be a JSON Schema object",
+                               param="response_format")
+            fields["json_schema"], sent["json_schema"] = spec["schema"], "response_format"
+        elif kind not in (None, "text") or not isinstance(form, dict):
+            raise ApiError(400, "response_format.type must be text, json_object or json_schema",
+                           param="response_format")
+    outputs = data.pop("structured_outputs", None)
+    if outputs is None:
+        return
+    if not isinstance(outputs, dict):
+        raise ApiError(400, "structured_outputs must be an object such as {\"json\": {...}}",
+                       param="structured_outputs")
+    if outputs.get("json_object"):
+        outputs = {**outputs, "json": {"type": "object"}}
+    unknown = set(outputs) - set(STRUCTURED_OUTPUTS) - {"json_object"}
+    if unknown:
+        raise ApiError(400, f"structured_outputs.{sorted(unknown)[0]} is not supported; decodelab takes "
+                       f"{', '.join(STRUCTURED_OUTPUTS)}", param="structured_outputs")
+    for key, field in STRUCTURED_OUTPUTS.items():
+        if outputs.get(key) is not None:
+            if field in sent:
+                raise ApiError(400, f"structured_outputs.{key} and {sent[field]} are the same setting ({field}): "
+                               "send one of them", param="structured_outputs")
+            fields[field], sent[field] = outputs[key], "structured_outputs"
 
 
 def _translate(key: str, value):

@@ -7,7 +7,7 @@ honour are accepted only at their neutral value.
 
 from __future__ import annotations
 
-from typing import Annotated, Literal, Union
+from typing import Annotated, Literal
 
 from decodelab.engine.config import SETTING, ConfigError, DecodingConfig
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, StrictBool, StrictInt, StrictStr, field_validator
@@ -199,14 +199,6 @@ class ChatRequest(Sampling):
     messages: Annotated[list[Message], Field(min_length=1)]
     logprobs: StrictBool = False
     top_logprobs: Annotated[int, Field(ge=0, le=MAX_TOP_LOGPROBS)] | None = None
-    response_format: Union[dict, None] = None
-
-    @field_validator("response_format")
-    @classmethod
-    def _text_only(cls, value):
-        if value and value.get("type") not in (None, "text"):
-            raise ValueError("only plain text responses are supported: leave response_format out")
-        return value
 
 
 class TokenizeRequest(BaseModel):
