@@ -301,3 +301,23 @@ def _demo_tokens():
 
     tok = AutoTokenizer.from_pretrained(demo_model_path())
     return tok, len(tok), (tok.eos_token_id,)
+
+
+def test_the_remote_client_sends_a_constraint_in_each_server_s_own_field():
+    from decodelab.engine.backends.loading import ModelSpec
+    from decodelab.engine.backends.remote import RemoteModel, request_body
+
+    def body(kind, **fields):
+        remote = RemoteModel(spec=ModelSpec(path="demo"), base_url="http://x/v1", model_name="m", kind=kind)
+        config = DecodingConfig(max_new_tokens=8, **fields)
+        return request_body(remote, "hi", config, 1, 0), remote.unsupported(config)
+
+    sent, ignored = body("vllm", json_schema=PERSON)
+    assert sent["guided_json"] == PERSON and not ignored
+    assert body("vllm", choice=["a", "b"])[0]["guided_choice"] == ["a", "b"]
+    assert body("llamacpp", grammar='root ::= "a"')[0]["grammar"] == 'root ::= "a"'
+    assert body("llamacpp", choice=["a", "b"])[0]["grammar"] == 'root ::= "a" | "b"'
+    sent, ignored = body("llamacpp", regex="a+")
+    assert "regex" not in sent and any("regex" in i for i in ignored)
+    assert body("openai", json_schema=PERSON)[0]["response_format"]["json_schema"]["schema"] == PERSON
+    assert json.loads(body("decodelab", json_schema=PERSON)[0]["json_schema"]) == PERSON

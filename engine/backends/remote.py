@@ -15,51 +15,15 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from ..config import SETTINGS as TABLE
 from ..config import ConfigError, DecodingConfig
 from ..conversation import Prompt, check_messages
 from ..decoding.requests import draw_seeds
 from ..results import (Alternative, Completion, GenerationError, PromptError, StepEvent, Timings, TokenStep,
                        json_config)
 from .base import Backend, ModelLoadError  # noqa: F401 - ModelLoadError is raised below
+from .server_kinds import KINDS, NEUTRAL, PASSED_THROUGH, SETTINGS, constraint_fields  # noqa: F401 - KINDS read here
 
 NAN = float("nan")
-
-# What each kind of server accepts (request field names), its top_logprobs limit, and what its logprobs mean.
-KINDS = {
-    "decodelab": dict(fields={"temperature", "top_p", "top_k", "min_p", "typical_p", "repetition_penalty",
-                              "frequency_penalty", "presence_penalty", "no_repeat_ngram_size", "num_beams",
-                              "length_penalty", "seed", "stop_strings", "max_new_tokens", "min_new_tokens"},
-                      max_logprobs=20, logprobs="raw model distribution (plus decodelab's processed values)",
-                      usage=True),
-    "vllm": dict(fields={"temperature", "top_p", "top_k", "min_p", "repetition_penalty", "frequency_penalty",
-                         "presence_penalty", "seed", "stop_strings", "max_new_tokens", "min_new_tokens"},
-                 max_logprobs=20, logprobs="raw model distribution (vLLM's default logprobs mode)", usage=True),
-    "llamacpp": dict(fields={"temperature", "top_p", "top_k", "min_p", "typical_p", "repetition_penalty",
-                             "frequency_penalty", "presence_penalty", "seed", "stop_strings", "max_new_tokens"},
-                     max_logprobs=10, logprobs="as llama.cpp's llama-server reports them (not checked here)",
-                     rename={"repetition_penalty": "repeat_penalty"},
-                     defaults={"top_k": 40, "top_p": 0.95, "min_p": 0.05, "repeat_last_n": 64}),
-    "llama-cpp-python": dict(fields={"temperature", "top_p", "top_k", "min_p", "repetition_penalty",
-                                     "frequency_penalty", "presence_penalty", "seed", "stop_strings",
-                                     "max_new_tokens", "min_new_tokens"},
-                             max_logprobs=10, logprobs="raw model distribution (log-softmax of the logits)",
-                             rename={"repetition_penalty": "repeat_penalty"},
-                             defaults={"top_k": 40, "top_p": 0.95, "min_p": 0.05, "repeat_penalty": 1.1},
-                             # one request at a time: by default it interrupts a running request for a new one
-                             max_parallel=1,
-                             caveat={"repetition_penalty": "only over the server's last_n_tokens_size window "
-                                                           "(64 by default), not the whole context"}),
-    "openai": dict(fields={"temperature", "top_p", "frequency_penalty", "presence_penalty", "seed", "stop_strings",
-                           "max_new_tokens"}, max_logprobs=5, logprobs="as reported by the server", usage=True),
-}
-NEUTRAL = DecodingConfig()
-SETTINGS = tuple(s.name for s in TABLE if s.name not in ("name", "description", "do_sample", "temperature",
-                                                          "top_p", "max_new_tokens"))
-"""Every setting a server may or may not apply (the ones every request carries aside)."""
-PASSED_THROUGH = frozenset(SETTINGS) - {"logprob_tokens"}
-"""What decodelab's own server takes, under decodelab's names (server/dialects.py): everything but named tokens."""
-KINDS["decodelab"]["fields"] |= PASSED_THROUGH
 
 
 class RemoteError(GenerationError):
@@ -249,6 +213,7 @@ def request_body(remote: RemoteModel, prompt: Prompt, config: DecodingConfig, se
         for name in sorted(PASSED_THROUGH - set(optional) - {"stop_strings", "seed"}):
             if getattr(config, name) != getattr(NEUTRAL, name):
                 body[name] = data[name]
+    body.update(constraint_fields(remote.kind, config))  # decodelab's own server took it above, by name
     if remote.kind == "llamacpp":
         body["repeat_last_n"] = -1  # penalise the whole context, as HF and decodelab do (llama.cpp: last 64)
     if config.stop_strings and "stop_strings" in fields:
