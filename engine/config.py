@@ -212,14 +212,14 @@ SETTINGS: tuple[Setting, ...] = (
     _row("logprob_tokens", "tokens", (), "report these tokens' probabilities at every step, whatever their rank "
          "(token ids, or texts of one token each, e.g. \" Yes\")", label="named={n}", vllm="logprob_token_ids"),
     _row("json_schema", "json", "", "structured output: the text must be JSON that fits this JSON Schema (JSON text, "
-         "a table, or @FILE on the command line; {} = any JSON value)", stage="grammar", label="schema{v:.0}",
+         "a table, or @FILE; {} = any JSON value)", stage="grammar", label="schema{v:.0}",
          vllm="guided_json", openai="response_format", llamacpp="json_schema"),
     _row("regex", "text", "", "structured output: the whole text must match this regular expression (Rust regex "
          "syntax, as vLLM and llguidance take it)", stage="grammar", label="regex{v:.0}", vllm="guided_regex"),
     _row("choice", "strings", (), "structured output: the text is exactly one of these", stage="grammar",
          label="choice={n}", vllm="guided_choice"),
     _row("grammar", "text", "", "structured output: the text must follow this grammar, in llama.cpp's GBNF "
-         "(root ::= ...; @FILE on the command line)", stage="grammar", label="gbnf{v:.0}", vllm="guided_grammar",
+         "(root ::= ...; or @FILE)", stage="grammar", label="gbnf{v:.0}", vllm="guided_grammar",
          llamacpp="grammar", webui="grammar_string"),
     _row("sampler_order", "strings", (), "order of the sampling stages (like llama.cpp --samplers); unlisted stages "
          "keep their default place after the listed ones; empty = the default (HF) order", stage="chain",

@@ -48,6 +48,10 @@ class StageStep:
     """Log-probabilities after this stage of the TokenStep's `top` alternatives, in order (-inf: removed)."""
 
 
+FORCED_BELOW = 0.01
+"""A constrained token the model gave less than this probability counts as forced by the constraint."""
+
+
 @dataclass(frozen=True)
 class TokenStep:
     """One generated token and what the model thought when choosing it."""
@@ -68,6 +72,18 @@ class TokenStep:
     """The tokens the config's logprob_tokens names, whatever their rank, in the order named."""
     stages: tuple["StageStep", ...] = ()
     """What each sampler stage did at this step (when the run traced its stages; sampling/trace.py)."""
+
+    @property
+    def constraint_removed(self) -> float | None:
+        """The share of the model's probability its structured-output constraint removed at this step (the
+        grammar stage's total variation), or None when the row had no constraint or its stages were not traced."""
+        return next((s.moved for s in self.stages if s.stage == "grammar"), None)
+
+    @property
+    def forced(self) -> bool:
+        """The constraint chose a token the model gave under 1% (it removed the tokens the model wanted)."""
+        removed = self.constraint_removed
+        return removed is not None and removed > 0 and self.prob < FORCED_BELOW
 
     @property
     def rank_text(self) -> str:

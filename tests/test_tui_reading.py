@@ -328,3 +328,32 @@ async def test_focusing_a_middle_pane_at_80_columns_shows_whole_panes(demo):
             starts = [p.virtual_region.x for p in app.panes()]
             assert round(strip.scroll_x) in starts, (key, strip.scroll_x, starts)
             assert app.panes()[int(key) - 1] in strip.visible_panes()
+
+
+async def test_a_constrained_pane_shows_what_its_constraint_removed(demo):
+    """Issue 19: the constraint heatmap (offered only when a pane has a constraint), the inspector's line and the
+    pane's status say how much of the model's probability the constraint took, and mark forced tokens."""
+    configs = [DecodingConfig(name="choice", choice=["while", "return"], max_new_tokens=10),
+               DecodingConfig(name="free", max_new_tokens=10)]
+    app = make_app(demo, configs)
+    async with app.run_test(size=(80, 24)) as pilot:
+        measures = []
+        for _ in range(len(ORDER)):
+            await pilot.press("escape", "h")
+            measures.append(app.measure)
+        assert "constraint" in measures
+        await run_all(app, pilot)
+        stats = str(app.panes()[0].query_one(".pane--stats", Static).render())
+        assert "constraint −" in stats and "forced" in stats
+        assert "constraint" not in str(app.panes()[1].query_one(".pane--stats", Static).render())
+        await pilot.press("1", "i")
+        await pilot.pause()
+        header = str(app.query_one(Inspector).query_one("#inspector-info").render())
+        assert "choice removed" in header and "forced: the model gave this token" in header
+    app = make_app(demo, configs[1:])
+    async with app.run_test(size=(80, 24)) as pilot:
+        seen = set()
+        for _ in range(len(ORDER) + 1):
+            await pilot.press("escape", "h")
+            seen.add(app.measure)
+        assert "constraint" not in seen  # nothing to show without a constrained pane

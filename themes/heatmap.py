@@ -30,6 +30,8 @@ MEASURES = {
     "rank": Measure("rank", "rank (0 = top choice)", "rank 20+", "rank 0"),
     "entropy": Measure("entropy", "entropy (model's uncertainty)", "uncertain", "certain"),
     "surprisal": Measure("surprisal", "surprisal (-log2 p)", "surprising", "expected"),
+    "constraint": Measure("constraint", "what the constraint left of the model's probability (▁ forced)",
+                          "overruled", "agreed"),
 }
 ORDER = list(MEASURES)
 
@@ -58,6 +60,9 @@ def _level(step, measure: str) -> float | None:
         return nan if math.isnan(step.entropy) else max(0.0, 1.0 - step.entropy / 6.0)
     if measure == "surprisal":
         return nan if math.isnan(step.logprob) else max(0.0, 1.0 - (-step.logprob / math.log(2)) / 12.0)
+    if measure == "constraint":  # json_schema, regex, choice, grammar: needs the traced stages
+        removed = step.constraint_removed
+        return nan if removed is None else 1.0 - removed
     raise ValueError(f"unknown heatmap measure {measure!r}")
 
 

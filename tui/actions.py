@@ -223,7 +223,11 @@ class PaneActions:
 
     # -- heatmap, diff, inspector, branching ------------------------------------------------------------
     def action_heatmap(self) -> None:
-        self.measure = ORDER[(ORDER.index(self.measure) + 1) % len(ORDER)]
+        from decodelab.engine.grammars import constraint_of
+
+        constrained = any(constraint_of(pane.state.config) for pane in self.panes())
+        order = [m for m in ORDER if m != "constraint" or constrained]  # only when some pane has one
+        self.measure = order[(order.index(self.measure) + 1) % len(order)] if self.measure in order else order[0]
         self.update_legend()
         self.refresh_panes()
 

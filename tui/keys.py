@@ -36,7 +36,8 @@ KEYS: tuple[Key, ...] = (
     Key("escape", "cancel", "Cancel the run", footer="Cancel", shown="esc"),
     Key("a", "add_pane", "Add a pane from a preset", footer="Add"),
     Key("e", "edit", "Edit this pane's config", scope="pane", footer="Edit"),
-    Key("h", "heatmap", "Next heatmap measure", "probability, processed, rank, entropy, surprisal, off",
+    Key("h", "heatmap", "Next heatmap measure", "probability, processed, rank, entropy, surprisal, constraint "
+        "(when a pane has a json_schema, regex, choice or grammar), off",
         footer="Heatmap"),
     Key("i", "inspector", "Toggle the token inspector", "← → walk a pane's tokens; esc in a pane closes it",
         footer="Inspect"),

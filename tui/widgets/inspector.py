@@ -7,6 +7,7 @@ import math
 from dataclasses import dataclass
 
 from decodelab.engine.decoding.token_bytes import REPLACEMENT, readable
+from decodelab.engine.grammars import constraint_of
 from rich.cells import cell_len, set_cell_size
 from rich.text import Text
 from textual.app import ComposeResult
@@ -141,6 +142,12 @@ class Inspector(Vertical):
         info.append(f"\np {_pct(step.logprob).strip()}  processed {_pct(step.logprob_processed).strip()}\n")
         info.append(f"rank {step.rank_text} · entropy {step.entropy:.2f} → {step.entropy_processed:.2f} nats"
                     .replace("-0.00", "0.00"))  # a fully certain token's entropy rounds to -0.00
+        removed = step.constraint_removed
+        if removed is not None:
+            field = constraint_of(owner.state.config) if owner is not None else None
+            info.append(f"\n{field[0] if field else 'constraint'} removed {removed:.0%} of the model's probability")
+            if step.forced:
+                info.append(f" · forced: the model gave this token {_pct(step.logprob).strip()}", style="bold")
         if status:
             info.append(f"\n{status}", style="dim")
         self.query_one("#inspector-info", Static).update(info)

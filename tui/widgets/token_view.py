@@ -42,6 +42,8 @@ def render_tokens(steps, text_len: int, measure: str, cursor: int | None, diverg
             style += Style(color=text_colour_for(bg), bgcolor=bg)
         if raw:
             style += Style(italic=True)
+        if measure == "constraint" and step.forced:
+            style += Style(underline=True)  # the constraint chose a token the model gave under 1%
         if i == diverge_at:
             style += Style(underline=True, bold=True)
         if i == cursor:
