@@ -321,3 +321,20 @@ def test_the_remote_client_sends_a_constraint_in_each_server_s_own_field():
     assert "regex" not in sent and any("regex" in i for i in ignored)
     assert body("openai", json_schema=PERSON)[0]["response_format"]["json_schema"]["schema"] == PERSON
     assert json.loads(body("decodelab", json_schema=PERSON)[0]["json_schema"]) == PERSON
+
+
+def test_run_takes_a_schema_from_a_file_and_says_what_was_wrong(tmp_path):
+    from click.testing import CliRunner
+
+    from decodelab.cli.main import main
+
+    (tmp_path / "s.json").write_text(json.dumps({"type": "array", "items": {"type": "integer"}, "maxItems": 2}))
+    result = CliRunner().invoke(main, ["run", "--model", "demo", "--prompt", "The for statement", "-p", "greedy",
+                                       "-p", "balanced", "--set", f"json_schema=@{tmp_path / 's.json'}",
+                                       "--set", "max_new_tokens=30", "--json", "--stages"])
+    assert result.exit_code == 0, result.output
+    for completion in json.loads(result.stdout)["completions"]:
+        assert isinstance(json.loads(completion["text"]), list)
+        assert any(s["stage"] == "grammar" for s in completion["tokens"][0]["stages"])
+    bad = CliRunner().invoke(main, ["run", "--model", "demo", "--prompt", "x", "--set", 'grammar=root ::= ("a"'])
+    assert bad.exit_code != 0 and "grammar does not compile" in bad.output and "Traceback" not in bad.output
