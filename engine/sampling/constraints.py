@@ -9,17 +9,15 @@ forbids the end, or a ban removed every token the grammar allows) may only end: 
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
-_BITS = torch.arange(8, dtype=torch.uint8)
-
-
 def allowed_tokens(matchers: list, vocab: int, device) -> torch.Tensor:
-    """[n, vocab] bool: the tokens each matcher allows next (from llguidance's bitmasks, one bit per token)."""
-    masks = bytearray(b"".join(m.compute_bitmask() for m in matchers))
-    packed = torch.frombuffer(masks, dtype=torch.uint8).view(len(matchers), -1)
-    bits = (packed[:, :, None] >> _BITS) & 1  # little-endian: token t is bit t % 8 of byte t // 8
-    allowed = bits.view(len(matchers), -1)[:, :vocab].bool()
+    """[n, vocab] bool: the tokens each matcher allows next (from llguidance's bitmasks, one bit per token:
+    token t is bit t % 8 of byte t // 8)."""
+    packed = np.frombuffer(b"".join(m.compute_bitmask() for m in matchers), dtype=np.uint8)
+    bits = np.unpackbits(packed.reshape(len(matchers), -1), axis=1, bitorder="little")
+    allowed = torch.from_numpy(bits).view(torch.bool)[:, :vocab]
     if allowed.shape[1] < vocab:  # tokens past the tokenizer's table (padding of the embedding) are never allowed
         allowed = torch.cat([allowed, allowed.new_zeros(len(matchers), vocab - allowed.shape[1])], dim=1)
     return allowed.to(device, non_blocking=True)
@@ -30,12 +28,17 @@ def grammar(x: torch.Tensor, s, state, step: int) -> torch.Tensor:
     rows = [i for i, m in enumerate(state.matchers) if m is not None]
     if not rows:
         return x
-    index = torch.tensor(rows, dtype=torch.long, device=x.device)
     allowed = allowed_tokens([state.matchers[i] for i in rows], x.shape[1], x.device)
-    part = x[index].masked_fill(~allowed, float("-inf"))
+    if len(rows) == x.shape[0]:  # every row is constrained: no copies
+        out = x.masked_fill(~allowed, float("-inf"))
+        part, index = out, None
+    else:
+        index = torch.tensor(rows, dtype=torch.long, device=x.device)
+        part = x[index].masked_fill_(~allowed, float("-inf"))
+        out = x.clone()
     dead = ~torch.isfinite(part).any(dim=-1)
     if state.eos_ids is not None and bool(dead.any()):
         part[dead, state.eos_ids[0]] = 0.0  # nothing left to say: the row ends
-    out = x.clone()
-    out[index] = part
+    if index is not None:
+        out[index] = part
     return out
