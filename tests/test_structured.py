@@ -150,6 +150,11 @@ def test_min_new_tokens_cannot_keep_a_finished_grammar_going_and_stop_strings_st
     stopped = generate_many(demo, "The for statement", [DecodingConfig(regex="ab(cd)+", stop_strings=["cd"],
                                                                        max_new_tokens=20)])[0]
     assert stopped.text == "ab" and stopped.stop_reason == "stop_string"
+    banned = generate_many(demo, "The for statement", [DecodingConfig(choice=["while", "return"],
+                                                                      banned_strings=["while"])])[0]
+    ids = demo.tokenizer("while", add_special_tokens=False)["input_ids"]
+    assert banned.text in ("while", "return") and banned.token_ids[:len(ids)] != ids  # the ban's own tokens
+    # are banned (HF's bad_words_ids); the grammar may still spell the word with other tokens
 
 
 def test_the_constraint_is_a_stage_the_trace_sees_and_the_processed_probabilities_follow(demo):
