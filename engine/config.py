@@ -268,9 +268,6 @@ class _ConfigBehaviour:
             raise _fail("guidance_scale", self.guidance_scale, "beams run through HF generate without decodelab's "
                         "guidance rows: set it to 1 for beam configs, or num_beams=1")
         if any(getattr(self, name) not in ("", ()) for name in CONSTRAINT_FIELDS):
-            if self.num_beams > 1:
-                raise _fail("num_beams", self.num_beams, "beams do not take a json_schema, regex, choice or grammar "
-                            "yet: set num_beams=1 for a constrained config")
             from .grammars import check_constraint
 
             check_constraint(self)

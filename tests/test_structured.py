@@ -89,8 +89,6 @@ def test_bad_constraints_are_errors_that_name_the_field_and_where():
     with pytest.raises(ConfigError, match="at most one constraint") as info:
         DecodingConfig(regex="a+", choice=["a"])
     assert info.value.field == "choice"
-    with pytest.raises(ConfigError, match="beams"):
-        DecodingConfig(choice=["a", "b"], num_beams=2)
 
 
 def test_a_schema_is_json_text_or_a_table_and_round_trips():
@@ -343,3 +341,14 @@ def test_run_takes_a_schema_from_a_file_and_says_what_was_wrong(tmp_path):
         assert any(s["stage"] == "grammar" for s in completion["tokens"][0]["stages"])
     bad = CliRunner().invoke(main, ["run", "--model", "demo", "--prompt", "x", "--set", 'grammar=root ::= ("a"'])
     assert bad.exit_code != 0 and "grammar does not compile" in bad.output and "Traceback" not in bad.output
+
+
+def test_beams_search_only_what_the_constraint_allows(demo):
+    config = DecodingConfig(json_schema={"type": "array", "items": {"type": "integer", "minimum": 0, "maximum": 9},
+                                         "maxItems": 3}, num_beams=3, max_new_tokens=24)
+    out = generate_many(demo, "The for statement", [config, DecodingConfig(num_beams=3, max_new_tokens=24)])
+    assert isinstance(json.loads(out[0].text), list) and out[0].stop_reason == "eos"
+    assert all(step.logprob_processed > float("-inf") for step in out[0].steps)  # each token allowed where it was
+    choice = generate_many(demo, "The for statement", [DecodingConfig(choice=["while", "return x"], num_beams=2,
+                                                                      max_new_tokens=8)])[0]
+    assert choice.text in ("while", "return x")

@@ -13,8 +13,10 @@ import time
 import torch
 
 from ..config import DecodingConfig
+from ..grammars import constraint_of, matcher
 from ..results import Completion, StepEvent
 from ..sampling import RowSettings, RowState, process, step_statistics
+from ..sampling.constraints import allowed_tokens
 from .hf_generate import hf_generate_kwargs
 from .modelcalls import eos_tensor, eos_token_ids, forward_last
 from .rows import new_tracker, token_texts
@@ -30,6 +32,35 @@ class _CancelCriteria:
         return torch.full((input_ids.shape[0],), self.cancel.is_set(), dtype=torch.bool, device=input_ids.device)
 
 
+class _Constrained:
+    """An HF LogitsProcessor for a constrained beam config: each beam's tokens so far go through its own copy of
+    the constraint's matcher (kept per token prefix, so HF's reordering of beams needs nothing), and the tokens
+    the constraint forbids get -inf, as the batch's grammar stage does for sampled rows."""
+
+    def __init__(self, make_matcher, prompt_len: int, eos: list[int]):
+        self.prompt_len, self.eos = prompt_len, eos
+        self.states = {(): make_matcher()}
+
+    def __call__(self, input_ids, scores):
+        keys = [tuple(row) for row in input_ids[:, self.prompt_len:].tolist()]
+        matchers = [self._state(key) for key in keys]
+        longest = max(len(key) for key in keys)
+        self.states = {k: m for k, m in self.states.items() if len(k) >= longest - 1}  # older prefixes are done
+        out = scores.masked_fill(~allowed_tokens(matchers, scores.shape[1], scores.device), float("-inf"))
+        dead = ~torch.isfinite(out).any(dim=-1)
+        if self.eos and bool(dead.any()):
+            out[dead, self.eos[0]] = 0.0  # nothing left to say: the beam ends
+        return out
+
+    def _state(self, key: tuple[int, ...]):
+        m = self.states.get(key)
+        if m is None:
+            m = self._state(key[:-1]).deep_copy()
+            m.consume_token(key[-1])
+            self.states[key] = m
+        return m
+
+
 @torch.inference_mode()
 def run_beam(loaded, prompt_ids: torch.Tensor, config: DecodingConfig, seed: int, row: int, emit, cancel,
              k: int) -> Completion:
@@ -39,10 +70,18 @@ def run_beam(loaded, prompt_ids: torch.Tensor, config: DecodingConfig, seed: int
     eos = eos_token_ids(loaded)
     prompt_len = prompt_ids.numel()
     start = time.perf_counter()
+    kwargs = hf_generate_kwargs(config, prompt_len, tokenizer)  # early_stopping, stop strings in the search
+    spec = constraint_of(config)
+    if spec is not None:  # structured output: the search only sees what the constraint allows
+        from transformers import LogitsProcessorList
+
+        vocab = model.get_input_embeddings().num_embeddings
+        constrained = _Constrained(lambda: matcher(*spec, tokenizer, vocab, tuple(eos)), prompt_len, eos)
+        kwargs["logits_processor"] = LogitsProcessorList([*kwargs.get("logits_processor", []), constrained])
     out = model.generate(
         input_ids=prompt_ids[None, :],
         attention_mask=torch.ones_like(prompt_ids)[None, :],
-        **hf_generate_kwargs(config, prompt_len, tokenizer),  # early_stopping, stop strings in the search
+        **kwargs,
         tokenizer=tokenizer if config.stop_strings else None,
         eos_token_id=eos or None,
         pad_token_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (eos[0] if eos else 0),
