@@ -125,9 +125,17 @@ def mixed_request(rng: random.Random) -> tuple[dict, bool, float | None]:
     return body, chat, give_up
 
 
-def run_all(url: str, jobs: list[tuple[dict, bool, float | None]], threads: int) -> collections.Counter:
+def run_all(url: str, jobs: list[tuple[dict, bool, float | None]], threads: int, served=None) -> collections.Counter:
+    """Every job from `threads` client threads; with `served`, a line every 50 answers (memory so far)."""
+    outcomes = collections.Counter()
     with futures.ThreadPoolExecutor(threads) as pool:
-        return collections.Counter(pool.map(lambda job: ask(url, *job), jobs))
+        for i, outcome in enumerate(pool.map(lambda job: ask(url, *job), jobs), 1):
+            outcomes[outcome] += 1
+            if served is not None and i % 50 == 0:
+                now = served.memory()
+                print(f"   {i} answered: resident {now['VmRSS']:.0f} MB, peak so far {now['VmHWM']:.0f} MB",
+                      flush=True)
+    return outcomes
 
 
 def sampled_peak(served: Served, stop: threading.Event, out: list) -> None:
@@ -147,7 +155,7 @@ def mixed(model: str, requests: int, budget: str) -> None:
         sampler = threading.Thread(target=sampled_peak, args=(served, stop, samples))
         sampler.start()
         began = time.perf_counter()
-        outcomes = run_all(served.url, jobs, 24)
+        outcomes = run_all(served.url, jobs, 24, served)
         took = time.perf_counter() - began
         stop.set()
         sampler.join()
