@@ -26,6 +26,16 @@ PROMPTS = ["The for statement", "A function definition defines", "Return the num
            "The import statement", "Strings are immutable sequences of"]
 
 
+def torch_inference(fn):
+    """torch.inference_mode, imported when called (the module loads before torch threads are set)."""
+    def wrapped(*args, **kwargs):
+        import torch
+
+        with torch.inference_mode():
+            return fn(*args, **kwargs)
+    return wrapped
+
+
 def post(url: str, prompt: str, tokens: int) -> float:
     start = time.perf_counter()
     r = httpx.post(f"{url}/completions", json={"prompt": prompt, "max_tokens": tokens, "min_tokens": tokens,
@@ -86,6 +96,28 @@ def engine_only(loaded, tokens: int) -> tuple[float, float]:
     return together, time.perf_counter() - start
 
 
+@torch_inference
+def forward_ceiling(loaded, repeats: int = 20) -> tuple[float, float]:
+    """Milliseconds of one decode step (a forward with a 40-token cache) for 1 row and for 8 rows: 8 sequential
+    requests can be at most 8 x t1 / t8 times slower than 8 together, whatever the server does."""
+    import torch
+
+    ids = loaded.tokenizer(" ".join(PROMPTS), return_tensors="pt")["input_ids"][:, :40]
+    out = {}
+    for rows in (1, 8):
+        cache = loaded.model(input_ids=ids, use_cache=True).past_key_values
+        if rows > 1:
+            cache.batch_repeat_interleave(rows)
+        tokens = torch.full((rows, 1), 5, dtype=torch.long)
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            loaded.model(input_ids=tokens, past_key_values=cache, use_cache=True)
+            times.append(time.perf_counter() - start)
+        out[rows] = statistics.median(times[3:]) * 1000
+    return out[1], out[8]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="demo")
@@ -123,6 +155,7 @@ def main() -> None:
         eng = [engine_only(loaded, args.tokens) for _ in range(args.repeats)]
     finally:
         server.stop()
+    one, eight = forward_ceiling(loaded)
     med = statistics.median
     import torch
 
@@ -134,6 +167,8 @@ def main() -> None:
           f"{med(s for s, _ in during):.3f}s (the long one took {med(l for _, l in during):.2f}s)")
     print(f"decodelab.engine: generate_prompts {med(t for t, _ in eng):.2f}s  8 x generate_many {med(s for _, s in eng):.2f}s"
           f"  ratio {med(s for _, s in eng) / med(t for t, _ in eng):.2f}x")
+    print(f"one decode step: 1 row {one:.1f} ms, 8 rows {eight:.1f} ms: 8 rows together can be at most "
+          f"{8 * one / eight:.2f}x faster than one after another")
     print(f"load after: {os.getloadavg()}")
 
 

@@ -149,6 +149,7 @@ def mixed(model: str, requests: int, budget: str) -> None:
     try:
         run_all(served.url, [({"prompt": p, "max_tokens": 8}, False, None) for p in SHORT], 6)
         start = served.memory()
+        print(f"   start (after a warm-up): resident {start['VmRSS']:.0f} MB", flush=True)
         rng = random.Random(0)
         jobs = [mixed_request(rng) for _ in range(requests)]
         stop, samples = threading.Event(), []

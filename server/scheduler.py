@@ -16,6 +16,7 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 
+from decodelab.engine.decoding.caches import release_free_memory
 from decodelab.engine.decoding.loop import DecodeLoop
 from decodelab.engine.decoding.requests import Request
 
@@ -94,8 +95,12 @@ class Scheduler:
         self.beams.shutdown(wait=False, cancel_futures=True)
 
     def _loop(self) -> None:
+        busy = False
         while not self.stopping.is_set():
             idle = not self.batch.groups and not self.waiting
+            if idle and busy:  # the batch just emptied: its caches are free, give the memory back
+                release_free_memory()
+            busy = not idle
             try:
                 self._collect(block=idle)
                 self._drop_cancelled()

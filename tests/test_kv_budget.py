@@ -187,3 +187,29 @@ def test_a_chunked_prefill_that_runs_out_of_memory_fails_alone(demo, monkeypatch
         loop.step()
     assert [r for r, _, _ in loop.failed] == [long] and "out of memory" in loop.failed[0][1]
     assert running.completions[0].token_ids == alone(demo, PROMPT)
+
+
+def test_an_emptied_batch_gives_its_memory_back(demo, monkeypatch):
+    """serve_memory.py: after 100 mixed requests the server kept 5.1 GB resident of a 7.7 GB peak (1.1 GB at the
+    start): glibc keeps the pages of freed CPU tensors. The scheduler trims when its batch empties."""
+    from decodelab.server import Server, scheduler
+
+    calls = []
+    monkeypatch.setattr(scheduler, "release_free_memory", lambda: calls.append(1))
+    server = Server(demo, port=0).start()
+    try:
+        import time
+
+        for times in (1, 2):
+            r = httpx.post(f"{server.url}/completions", json={"prompt": PROMPT, "max_tokens": 4}, timeout=60)
+            assert r.status_code == 200
+            deadline = time.monotonic() + 10
+            while len(calls) < times and time.monotonic() < deadline:
+                time.sleep(0.05)
+        time.sleep(1.2)  # a few idle polls more
+        assert len(calls) == 2  # once per time the batch emptied, not on every idle poll
+    finally:
+        server.stop()
+    from decodelab.engine.decoding.caches import release_free_memory
+
+    release_free_memory()  # and the real one runs here (glibc) without error
