@@ -22,16 +22,20 @@ def parse_text(name: str, raw: str) -> Any:
     kind = SETTING[name].kind
     if name in FILE_FIELDS and raw.strip().startswith("@"):
         return _read(name, raw.strip()[1:])
-    if kind in ("text", "json"):
-        return raw
+    if kind == "json":
+        table = _maybe_toml(raw.strip())  # {type = "object"} as TOML; JSON text is not TOML and stays as typed
+        return table if isinstance(table, (dict, str)) else raw
+    if kind == "text":
+        return _unquoted(raw)
     text = raw.strip()
     if kind == "seed" and text.lower() in ("", "auto", "none"):
         return None
     if kind == "strings":
         if not text:
             return []
+        example = '"yes", "no"' if name == "choice" else '"\\n\\n", "END"'
         return _toml(name, text if text.startswith("[") else f"[{text}]",
-                     'write quoted strings separated by commas, e.g. "\\n\\n", "END"')
+                     f'write quoted strings separated by commas, e.g. {example}')
     if kind == "tokens":
         if not text:
             return []
@@ -51,6 +55,26 @@ def parse_text(name: str, raw: str) -> Any:
         return tomllib.loads(f"v = {text}")["v"]
     except tomllib.TOMLDecodeError:
         return text
+
+
+def _maybe_toml(text: str) -> Any:
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return None
+
+
+def _unquoted(raw: str) -> str:
+    """Free text as typed, or the string inside quotes when it is quoted as TOML writes strings ("…" or '…'),
+    as every other value is read: --set 'regex="[0-9]{4}"' is the regex [0-9]{4}, not one with quotes."""
+    text = raw.strip()
+    if len(text) >= 2 and text[0] == text[-1] and text[0] in "\"'":
+        value = _maybe_toml(text)
+        if isinstance(value, str):
+            return value
+        if text[0] == '"':  # "\d+" is not a TOML string (\d is no escape): the quotes still go
+            return text[1:-1]
+    return raw
 
 
 FILE_FIELDS = ("json_schema", "grammar")
@@ -89,6 +113,8 @@ def format_text(config: DecodingConfig, name: str) -> str:
         return toml_string(value) if isinstance(value, str) else str(value).lower()
     if kind == "bool":
         return str(value).lower()
+    if isinstance(value, str) and len(value) >= 2 and value[0] == value[-1] and value[0] in "\"'":
+        return toml_string(value)  # so that parse_text does not take its own quotes off
     return value if isinstance(value, str) else f"{value:g}" if isinstance(value, float) else str(value)
 
 

@@ -81,9 +81,10 @@ class TokenStep:
 
     @property
     def forced(self) -> bool:
-        """The constraint chose a token the model gave under 1% (it removed the tokens the model wanted)."""
+        """The constraint forced a token the model gave under 1%: it removed most of the model's probability
+        (a sampler's own unlikely draw, where the constraint removed little, is not forced)."""
         removed = self.constraint_removed
-        return removed is not None and removed > 0 and self.prob < FORCED_BELOW
+        return removed is not None and removed >= 0.5 and self.prob < FORCED_BELOW
 
     @property
     def rank_text(self) -> str:

@@ -103,6 +103,23 @@ def test_a_schema_is_json_text_or_a_table_and_round_trips():
     assert "schema" in as_table.summary() and "choice=2" in DecodingConfig(choice=["a", "b"]).summary()
 
 
+def test_quoted_text_and_toml_tables_read_as_everywhere_else(tmp_path):
+    """A newcomer's walk: --set 'regex="[0-9]{4}"' kept the quotes in the regex; a TOML table was refused."""
+    from decodelab.engine.fieldtext import format_text, parse_text
+    from decodelab.engine.library.presets import load_preset
+
+    assert parse_text("regex", '"[0-9]{4}"') == parse_text("regex", "'[0-9]{4}'") == "[0-9]{4}"
+    assert parse_text("regex", '"\\d+"') == "\\d+" and parse_text("regex", "[0-9]+") == "[0-9]+"
+    quoted = DecodingConfig(negative_prompt='"as is"')
+    assert parse_text("negative_prompt", format_text(quoted, "negative_prompt")) == '"as is"'
+    assert parse_text("json_schema", '{type = "object"}') == {"type": "object"}
+    (tmp_path / "p.toml").write_text('name = "j"\n[json_schema]\ntype = "array"\n')
+    assert json.loads(load_preset(tmp_path / "p.toml").json_schema) == {"type": "array"}
+    (tmp_path / "bad.toml").write_text('json_schema = "{oops"\n')
+    with pytest.raises(ConfigError, match="bad.toml: json_schema is not valid JSON"):
+        load_preset(tmp_path / "bad.toml")
+
+
 def test_a_schema_or_grammar_can_come_from_a_file(tmp_path):
     from decodelab.engine.fieldtext import parse_assignment
 

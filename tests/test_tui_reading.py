@@ -9,7 +9,7 @@ from textual.widgets import OptionList, Static, TextArea
 from decodelab.engine import DecodingConfig
 from decodelab.engine.decoding.detokenize import IncrementalText
 from decodelab.engine.results import TokenStep
-from tests.tui_pilot import PROMPT, THREE, make_app, plain, run_all
+from tests.tui_pilot import PROMPT, THREE, make_app, messages, plain, run_all
 from decodelab.themes.heatmap import ORDER, SCALES, colour, contrast_ratio, text_colour_for
 from decodelab.engine.decoding.token_bytes import TokenBytes, display_pieces, readable
 from decodelab.tui.widgets.inspector import Inspector
@@ -350,6 +350,12 @@ async def test_a_constrained_pane_shows_what_its_constraint_removed(demo):
         await pilot.pause()
         header = str(app.query_one(Inspector).query_one("#inspector-info").render())
         assert "choice removed" in header and "forced: the model gave this token" in header
+        options = app.query_one(Inspector).query_one(OptionList)
+        removed = next(i for i in range(options.option_count) if "✗constr" in str(options.get_option_at_index(i).prompt))
+        options.highlighted = removed
+        await pilot.press("b")
+        await pilot.pause()
+        assert not app.running and any("does not allow that token" in m for m in messages(app))
     app = make_app(demo, configs[1:])
     async with app.run_test(size=(80, 24)) as pilot:
         seen = set()

@@ -30,8 +30,7 @@ MEASURES = {
     "rank": Measure("rank", "rank (0 = top choice)", "rank 20+", "rank 0"),
     "entropy": Measure("entropy", "entropy (model's uncertainty)", "uncertain", "certain"),
     "surprisal": Measure("surprisal", "surprisal (-log2 p)", "surprising", "expected"),
-    "constraint": Measure("constraint", "what the constraint left of the model's probability (▁ forced)",
-                          "overruled", "agreed"),
+    "constraint": Measure("constraint", "constraint (▁ forced)", "overruled", "agreed"),
 }
 ORDER = list(MEASURES)
 

@@ -6,10 +6,11 @@ branches that pane and no other. Every refused action says why.
 
 from __future__ import annotations
 
+from decodelab.engine.grammars import constraint_of
 from decodelab.engine.results import TokenStep
 from textual.widgets import OptionList, TextArea
 
-from .widgets.inspector import Inspector
+from .widgets.inspector import Inspector, removed_by
 from .widgets.pane import Pane, stats_text
 from .widgets.pane_strip import PaneStrip
 from .widgets.token_view import TokenView
@@ -174,6 +175,11 @@ class BranchActions:
             return f"{_name(pane)} already chose that token: pick another alternative (↑ ↓)."
         if all(alt.token_id != token_id for alt in step.top):
             return "That token is not among this step's alternatives."
+        rank = next(r for r, alt in enumerate(step.top) if alt.token_id == token_id)
+        if removed_by(step, rank) == "grammar":
+            field = (constraint_of(state.config) or ("constraint",))[0]
+            return (f"{_name(pane)}'s {field} does not allow that token at token {state.cursor} (✗constr): pick "
+                    "one it allows, or edit the pane (e) to drop the constraint.")
         if state.cursor + 1 >= state.config.max_new_tokens:
             return (f"Token {state.cursor} is the last one max_new_tokens={state.config.max_new_tokens} allows: "
                     "raise it (e) to branch there.")

@@ -139,7 +139,7 @@ class Group:
                 row, _ = self.state.rejected[0]
                 field, _ = self.settings.constraints[row]
                 text = tokenizer.decode([token]) if tokenizer is not None else f"id {token}"
-                raise PromptError(f"the forced token {text!r} (token {at + 1} of the branch) "
+                raise PromptError(f"the forced token {text!r} (at token {at} of the output) "
                                   f"is not allowed by this config's {field}: branch from a token the constraint "
                                   "allows, or remove the constraint")
         self.k = min(max(max(r.top for r in requests), 0), vocab)

@@ -55,11 +55,16 @@ def loads_preset(text: str, *, default_name: str | None = None, where: str = "pr
                 f"{where} sets {key!r}: presets hold decoding settings only. "
                 "Model-loading options belong in a model profile or on the command line."
             )
-        if isinstance(value, dict) and key != "logit_bias":
+        if isinstance(value, dict) and key not in ("logit_bias", "json_schema"):
             raise ConfigError(f"{where}: [{key}] tables are not part of a preset; put fields at the top level")
     if "name" not in data and default_name:
         data["name"] = default_name
-    return DecodingConfig.from_dict(data, where=where)
+    try:
+        return DecodingConfig.from_dict(data, where=where)
+    except ConfigError as exc:
+        if where in str(exc):
+            raise
+        raise ConfigError(f"{where}: {exc}", field=exc.field) from None
 
 
 def load_preset(path: str | os.PathLike) -> DecodingConfig:

@@ -43,7 +43,8 @@ def _pct(logprob: float) -> str:
 
 STAGE_SHORT = {"epsilon_cutoff": "eps", "eta_cutoff": "eta", "no_repeat_ngram": "ngram", "banned_strings": "ban",
                "min_new_tokens": "minnew", "typical_p": "typ", "top_n_sigma": "nsigma", "mirostat": "miro",
-               "logit_bias": "bias", "penalties": "pen", "adaptive_p": "adapt", "smoothing": "smooth", "cfg": "cfg"}
+               "logit_bias": "bias", "penalties": "pen", "adaptive_p": "adapt", "smoothing": "smooth", "cfg": "cfg",
+               "grammar": "constr"}
 STAGE_NAME = {"epsilon_cutoff": "epsilon", "eta_cutoff": "eta", "no_repeat_ngram": "no_repeat",
               "banned_strings": "banned", "min_new_tokens": "min_new", "top_n_sigma": "top_nsigma", "cfg": "guidance"}
 """Stage names cut to fit the inspector's columns."""

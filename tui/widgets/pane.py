@@ -34,14 +34,14 @@ def stats_text(state: PaneState, diverge_at: int | None) -> str:
     elif state.running:
         parts.append("running…")
     parts.append(f"{len(state.steps)} tok")
+    removed = [s.constraint_removed for s in state.steps if s.constraint_removed is not None]
+    if removed:  # how hard the json_schema / regex / choice / grammar pushed against the model (early: a
+        forced = sum(s.forced for s in state.steps)  # narrow pane cuts the end)
+        parts.append(f"constraint −{sum(removed) / len(removed):.0%}/tok" + (f" {forced} forced" if forced else ""))
     finite = [s.logprob for s in state.steps if math.isfinite(s.logprob)]
     if finite:
         mean = sum(finite) / len(finite)
         parts.append(f"ppl {math.exp(-mean):.1f} (lp {mean:.2f})")
-    removed = [s.constraint_removed for s in state.steps if s.constraint_removed is not None]
-    if removed:  # how hard the json_schema / regex / choice / grammar pushed against the model
-        forced = sum(s.forced for s in state.steps)
-        parts.append(f"constraint −{sum(removed) / len(removed):.0%}/tok" + (f" {forced} forced" if forced else ""))
     if state.seed is not None and state.config.samples and not state.running:
         parts.append(f"seed {state.seed}")
     if diverge_at is not None:
