@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .checks import CHECKS, CONSTRAINT_FIELDS, SEED_MAX, TYPES, ConfigError, fail as _fail  # noqa: F401 - re-exported
+from .grammars import check_constraint
 
 DRY_BREAKERS_DEFAULT = ("\n", ":", "\"", "*")
 STACKS = ("hf", "vllm", "openai", "llamacpp", "webui")
@@ -267,10 +268,7 @@ class _ConfigBehaviour:
         if self.num_beams > 1 and self.guidance_scale != 1:
             raise _fail("guidance_scale", self.guidance_scale, "beams run through HF generate without decodelab's "
                         "guidance rows: set it to 1 for beam configs, or num_beams=1")
-        if any(getattr(self, name) not in ("", ()) for name in CONSTRAINT_FIELDS):
-            from .grammars import check_constraint
-
-            check_constraint(self)
+        check_constraint(self)  # at most one json_schema/regex/choice/grammar, and one that compiles
         if self.num_beams > 1 and self.samples:
             raise _fail("num_beams", self.num_beams,
                         "beams run without sampling here: set do_sample=false (or temperature=0), or num_beams=1")

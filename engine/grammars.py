@@ -19,13 +19,20 @@ JSON_STYLE = {"whitespace_flexible": False, "item_separator": ", ", "key_separat
 schema's own "x-guidance" options override this, as in llguidance)."""
 
 
+def _set(config) -> list[str]:
+    """The constraint fields this config sets (empty text or list = not set)."""
+    return [name for name in CONSTRAINT_FIELDS if getattr(config, name) not in ("", ())]
+
+
 def constraint_of(config) -> tuple[str, Any] | None:
     """(field, value) of the config's constraint, or None."""
-    for name in CONSTRAINT_FIELDS:
-        value = getattr(config, name)
-        if value not in ("", ()):
-            return name, value
-    return None
+    names = _set(config)
+    return (names[0], getattr(config, names[0])) if names else None
+
+
+def choice_gbnf(choices) -> str:
+    """A choice as a GBNF grammar (for llama.cpp and the webui, which take grammars, not lists)."""
+    return "root ::= " + " | ".join(json.dumps(c, ensure_ascii=False) for c in choices)
 
 
 def closed(schema: Any) -> Any:
@@ -49,13 +56,12 @@ def closed(schema: Any) -> Any:
 
 def check_constraint(config) -> None:
     """At most one constraint, and one that compiles; ConfigError naming the field otherwise."""
-    set_ = [name for name in CONSTRAINT_FIELDS if getattr(config, name) not in ("", ())]
-    if len(set_) > 1:
-        raise ConfigError(f"{set_[0]} and {set_[1]} are both set: a config takes at most one constraint (keep "
-                          f"one, or set the other to empty)", field=set_[1])
-    if set_:
-        name = set_[0]
-        grammar(name, getattr(config, name))
+    names = _set(config)
+    if len(names) > 1:
+        raise ConfigError(f"{names[0]} and {names[1]} are both set: a config takes at most one constraint (keep "
+                          f"one, or set the other to empty)", field=names[1])
+    if names:
+        grammar(names[0], getattr(config, names[0]))
 
 
 @functools.lru_cache(maxsize=256)

@@ -12,7 +12,7 @@ import torch
 
 from decodelab.engine import DecodingConfig, generate_many
 from decodelab.engine.config import ConfigError
-from decodelab.engine.grammars import grammar, matcher
+from decodelab.engine.grammars import constraint_of, grammar, matcher
 
 PERSON = {"type": "object", "properties": {"name": {"type": "string"}, "age": {"type": "integer", "minimum": 0,
                                                                                  "maximum": 150}},
@@ -64,9 +64,7 @@ SAMPLERS = [dict(), dict(do_sample=True, temperature=0.8, seed=11), dict(do_samp
 
 def accepted(config: DecodingConfig, token_ids, loaded, eos) -> bool:
     """The library's own matcher, fresh, takes every token of the output and accepts where it ended."""
-    spec = next((name, getattr(config, name)) for name in ("json_schema", "regex", "choice", "grammar")
-                if getattr(config, name) not in ("", ()))
-    m = matcher(*spec, loaded.tokenizer, loaded.model.get_input_embeddings().num_embeddings, eos)
+    m = matcher(*constraint_of(config), loaded.tokenizer, loaded.model.get_input_embeddings().num_embeddings, eos)
     return all(m.consume_token(t) for t in token_ids) and m.is_accepting()
 
 

@@ -7,6 +7,7 @@ import json
 
 from ..config import SETTINGS as TABLE
 from ..config import DecodingConfig
+from ..grammars import choice_gbnf
 
 # What each kind of server accepts (request field names), its top_logprobs limit, and what its logprobs mean.
 KINDS = {
@@ -71,6 +72,6 @@ def constraint_fields(kind: str, config: DecodingConfig) -> dict:
                                                                     "strict": True}}
                     if field == "response_format" else schema}
         if name == "choice" and field == "grammar":
-            return {field: "root ::= " + " | ".join(json.dumps(c, ensure_ascii=False) for c in value)}
+            return {field: choice_gbnf(value)}
         return {field: list(value) if name == "choice" else value}
     return {}

@@ -16,7 +16,7 @@ from ..config import DecodingConfig
 from ..grammars import constraint_of, matcher
 from ..results import Completion, StepEvent
 from ..sampling import RowSettings, RowState, process, step_statistics
-from ..sampling.constraints import allowed_tokens
+from ..sampling.constraints import allowed_tokens, constrain
 from .hf_generate import hf_generate_kwargs
 from .modelcalls import eos_tensor, eos_token_ids, forward_last
 from .rows import new_tracker, token_texts
@@ -46,11 +46,8 @@ class _Constrained:
         matchers = [self._state(key) for key in keys]
         longest = max(len(key) for key in keys)
         self.states = {k: m for k, m in self.states.items() if len(k) >= longest - 1}  # older prefixes are done
-        out = scores.masked_fill(~allowed_tokens(matchers, scores.shape[1], scores.device), float("-inf"))
-        dead = ~torch.isfinite(out).any(dim=-1)
-        if self.eos and bool(dead.any()):
-            out[dead, self.eos[0]] = 0.0  # nothing left to say: the beam ends
-        return out
+        return constrain(scores, allowed_tokens(matchers, scores.shape[1], scores.device),
+                         self.eos[0] if self.eos else None)
 
     def _state(self, key: tuple[int, ...]):
         m = self.states.get(key)

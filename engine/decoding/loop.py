@@ -187,19 +187,19 @@ class DecodeLoop(Admission):
             cut = int(self.mask[:n].argmax(dim=1).min())  # leading columns that are padding in every live row
             old = self.mask.shape[1] - cut
             length = max(old, mask.shape[1])
-            done = []
+            done = 0  # layers joined so far
             try:
                 for layer, theirs in zip(self.cache.layers, cache.layers):
                     keys = torch.cat([_left_pad(layer.keys[:n, :, cut:], length), _left_pad(theirs.keys, length)])
                     values = torch.cat([_left_pad(layer.values[:n, :, cut:], length),
                                         _left_pad(theirs.values, length)])
                     layer.keys, layer.values = keys, values
-                    done.append(layer)
+                    done += 1
                 joined = (torch.cat([_left_pad(self.mask[:n, cut:], length), _left_pad(mask, length)]),
                           torch.cat([self.positions[:n], positions]), torch.cat([self.logits[:n], logits]))
             except BaseException as exc:
-                for layer in self.cache.layers:  # back to the live rows alone, as views: this allocates nothing
-                    start = length - old if any(layer is d for d in done) else cut
+                for i, layer in enumerate(self.cache.layers):  # back to the live rows alone, as views: no memory
+                    start = length - old if i < done else cut
                     layer.keys, layer.values = layer.keys[:n, :, start:], layer.values[:n, :, start:]
                 self.mask, self.positions, self.logits = self.mask[:n, cut:], self.positions[:n], self.logits[:n]
                 self.slots = torch.arange(n, device=self.device)

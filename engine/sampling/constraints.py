@@ -12,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+
 def allowed_tokens(matchers: list, vocab: int, device) -> torch.Tensor:
     """[n, vocab] bool: the tokens each matcher allows next (from llguidance's bitmasks, one bit per token:
     token t is bit t % 8 of byte t // 8)."""
@@ -23,22 +24,26 @@ def allowed_tokens(matchers: list, vocab: int, device) -> torch.Tensor:
     return allowed.to(device, non_blocking=True)
 
 
+def constrain(x: torch.Tensor, allowed: torch.Tensor, eos) -> torch.Tensor:
+    """x with the tokens `allowed` forbids at -inf; a row left with nothing may only end (eos, an id or a 0-d
+    tensor, at 0; None: no end token)."""
+    out = x.masked_fill(~allowed, float("-inf"))
+    dead = ~torch.isfinite(out).any(dim=-1)
+    if eos is not None and bool(dead.any()):
+        out[dead, eos] = 0.0  # nothing left to say: the row ends
+    return out
+
+
 def grammar(x: torch.Tensor, s, state, step: int) -> torch.Tensor:
     """The constraint's mask on the rows that have one."""
     rows = [i for i, m in enumerate(state.matchers) if m is not None]
     if not rows:
         return x
     allowed = allowed_tokens([state.matchers[i] for i in rows], x.shape[1], x.device)
+    eos = state.eos_ids[0] if state.eos_ids is not None else None  # a tensor: no host sync on a GPU
     if len(rows) == x.shape[0]:  # every row is constrained: no copies
-        out = x.masked_fill(~allowed, float("-inf"))
-        part, index = out, None
-    else:
-        index = torch.tensor(rows, dtype=torch.long, device=x.device)
-        part = x[index].masked_fill_(~allowed, float("-inf"))
-        out = x.clone()
-    dead = ~torch.isfinite(part).any(dim=-1)
-    if state.eos_ids is not None and bool(dead.any()):
-        part[dead, state.eos_ids[0]] = 0.0  # nothing left to say: the row ends
-    if index is not None:
-        out[index] = part
+        return constrain(x, allowed, eos)
+    index = torch.tensor(rows, dtype=torch.long, device=x.device)
+    out = x.clone()
+    out[index] = constrain(x[index], allowed, eos)
     return out

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 
-from ...config import DecodingConfig
+from ...config import CONSTRAINT_FIELDS, SETTING, DecodingConfig
 
 # The modern samplers most stacks lack, with their neutral values (for "NOT carried over" notes).
 MODERN = {"top_n_sigma": 0.0, "xtc_probability": 0.0, "dry_multiplier": 0.0, "mirostat": 0, "dynatemp_range": 0.0,
@@ -14,13 +14,8 @@ MODERN = {"top_n_sigma": 0.0, "xtc_probability": 0.0, "dry_multiplier": 0.0, "mi
           "adaptive_target": -1.0, "logprob_tokens": (), "guidance_scale": 1.0, "negative_prompt": ""}
 
 
-CONSTRAINTS = {"json_schema": "", "regex": "", "choice": (), "grammar": ""}
+CONSTRAINTS = {name: SETTING[name].default for name in CONSTRAINT_FIELDS}
 """Structured output's settings with their neutral values."""
-
-
-def choice_gbnf(choices) -> str:
-    """A choice as a GBNF grammar (llama.cpp and the webui take grammars, not lists)."""
-    return "root ::= " + " | ".join(json.dumps(c, ensure_ascii=False) for c in choices)
 
 
 def without(fields: dict, *names: str) -> dict:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from ...config import ConfigError, DecodingConfig
+from ...grammars import constraint_of
 from .common import CONSTRAINTS, MODERN, Converted, id_biases, unsupported, without
 
 
@@ -32,7 +33,7 @@ def to_hf(config: DecodingConfig) -> Converted:
     notes = unsupported(config, "HF generate", {"frequency_penalty": 0.0, "presence_penalty": 0.0,
                                                  **without(MODERN, "epsilon_cutoff", "eta_cutoff", "top_h", "logprob_tokens",
                                                           "guidance_scale", "negative_prompt"), **CONSTRAINTS})
-    if any(getattr(config, name) not in ("", ()) for name in CONSTRAINTS):
+    if constraint_of(config):
         notes.append("HF generate has no built-in structured output: pass a LogitsProcessor from a grammar library "
                      "(llguidance, outlines, transformers-cfg) to generate()")
     if config.guidance_scale != 1:

@@ -5,7 +5,8 @@ from __future__ import annotations
 import shlex
 
 from ...config import DecodingConfig
-from .common import Converted, choice_gbnf, id_biases, unsupported
+from ...grammars import choice_gbnf
+from .common import Converted, id_biases, unsupported
 
 
 def to_llamacpp(config: DecodingConfig) -> Converted:

@@ -37,10 +37,10 @@ def to_vllm(config: DecodingConfig) -> Converted:
     for name, (field, convert) in guided.items():
         if getattr(config, name) not in ("", ()):
             data[field] = convert(getattr(config, name))
-            notes.append(f"newer vLLM takes {field} as structured_outputs={{\"{field[7:]}\": ...}}; objects "
-                         "without additionalProperties are closed by both (xgrammar's strict mode)"
-                         if name == "json_schema" else f"newer vLLM takes {field} as structured_outputs="
-                         f"{{\"{field[7:]}\": ...}}")
+            note = f"newer vLLM takes {field} as structured_outputs={{\"{field[7:]}\": ...}}"
+            if name == "json_schema":
+                note += "; objects without additionalProperties are closed by both (xgrammar's strict mode)"
+            notes.append(note)
     biases = id_biases(config, "vLLM", notes)
     if biases:
         data["logit_bias"] = {str(t): b for t, b in biases.items()}

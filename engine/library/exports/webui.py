@@ -11,7 +11,8 @@ import difflib
 import json
 
 from ...config import SAMPLER_STAGES, ConfigError, DecodingConfig
-from .common import Converted, choice_gbnf, unsupported
+from ...grammars import choice_gbnf
+from .common import Converted, unsupported
 
 WEBUI_MAP = {"temperature": "temperature", "top_p": "top_p", "top_k": "top_k", "min_p": "min_p",
              "typical_p": "typical_p", "repetition_penalty": "repetition_penalty",
