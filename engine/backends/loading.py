@@ -22,6 +22,7 @@ DTYPES = ("auto", "float32", "float16", "bfloat16")
 DEVICES = ("auto", "cpu", "cuda")
 QUANTIZATIONS = ("none", "8bit", "4bit")
 QUANT_TYPES = ("nf4", "fp4")
+ENGINES = ("transformers", "llama.cpp")
 SERVER_KINDS = ("auto", "decodelab", "vllm", "llamacpp", "llama-cpp-python", "openai")
 
 Progress = Callable[[str, float | None], None]
@@ -56,6 +57,9 @@ class ModelSpec:
     """Remote servers only: which served model to use (default: the first the server lists)."""
     server_kind: str = "auto"
     """Remote servers only: which settings it understands (auto-detected from /v1/models when possible)."""
+    engine: str = "transformers"
+    """What runs the forward pass: transformers (any model; a GGUF file is de-quantized once), or llama.cpp
+    (GGUF files only, in this process through llama-cpp-python, the weights staying quantized)."""
 
     def __post_init__(self) -> None:
         if not isinstance(self.path, str) or not self.path.strip():
@@ -66,6 +70,8 @@ class ModelSpec:
             value = getattr(self, name)
             if value not in allowed:
                 raise ConfigError(f"model {name}={value!r} is invalid: choose one of {', '.join(allowed)}")
+        if self.engine not in ENGINES:
+            raise ConfigError(f"engine={self.engine!r} is invalid: choose one of {', '.join(ENGINES)}")
         if self.server_kind not in SERVER_KINDS:
             raise ConfigError(f"server_kind={self.server_kind!r} is invalid: choose {', '.join(SERVER_KINDS)}")
         if not isinstance(self.remote_model, str):
@@ -141,6 +147,15 @@ class LoadedModel(Backend):
         quant = "" if self.spec.quantization == "none" else f" {self.spec.quantization}"
         return (f"{self.name} · {format_count(self.num_parameters)} params · {str(self.dtype).removeprefix('torch.')}"
                 f"{quant} · {self.device} · {self.memory_bytes / 2**20:.1f} MiB")
+
+
+class LlamaCppModel(LoadedModel):
+    """A GGUF file on llama.cpp in this process (backends/llamacpp.py): the same decode loop, llama.cpp's logits."""
+
+    def describe(self) -> str:
+        kind = self.model.file_type()
+        return (f"{self.name} · {format_count(self.num_parameters)} params · {kind + ' ' if kind else ''}GGUF on "
+                f"llama.cpp · {self.memory_bytes / 2**20:.1f} MiB")
 
 
 def threads_for(value: str | int, cores: int | None = None, load: float | None = None, default: int | None = None) -> int:
@@ -287,6 +302,14 @@ def load_model(spec: ModelSpec, progress: Progress | None = None, api_key: str |
     outer = progress or (lambda stage, fraction: None)
     start = time.perf_counter()
     outer("finding the model", 0.0)
+    if spec.engine == "llama.cpp":
+        gguf_file = _gguf_file(spec)
+        if gguf_file is None:
+            raise ModelLoadError(f"the llama.cpp engine runs GGUF files, and {spec.path} is not one: pass a .gguf "
+                                 "file (or 'smollm2'), or use --engine transformers")
+        from .llamacpp import load_llamacpp
+
+        return load_llamacpp(spec, gguf_file, outer)
     device = resolve_device(spec)
     dtype = resolve_dtype(spec.dtype, device)
     report = outer

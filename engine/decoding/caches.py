@@ -88,6 +88,8 @@ def replicate(model, prefill_out, context: torch.Tensor, rows: int) -> RowCache:
     cache = getattr(prefill_out, field)
     if rows == 1:
         return RowCache(model, rows, field, cache)
+    if hasattr(cache, "copy_rows"):  # an engine's own cache (backends/llamacpp.py) copies itself
+        return RowCache(model, rows, field, cache.copy_rows(rows))
     copied = _copy_rows(cache, rows)
     if copied is not None:
         return RowCache(model, rows, field, copied)

@@ -73,13 +73,14 @@ class DecodeLoop(Admission):
                  kv_budget: int | None = None):
         self.loaded, self.model, self.tokenizer = loaded, loaded.model, loaded.tokenizer
         self.device = loaded.device
-        self.max_rows, self.pad = max_rows, pad
-        self.eos = eos_token_ids(loaded)
+        self.max_rows, self.eos = max_rows, eos_token_ids(loaded)
+        self.known = loaded.extra if isinstance(getattr(loaded, "extra", None), dict) else {}
+        self.pad = pad and not self.known.get("batching.invariant")
+        """Pad to a bucket size, unless the engine's rows come out the same in any batch (llama.cpp's CPU kernels)."""
         self.groups: list[Group] = []
         self.searches: list[Request] = []
         """Beam-only requests waiting for the batch to finish (their search runs on this thread)."""
         self.cache = self.mask = self.positions = self.logits = self.slots = None
-        self.known = loaded.extra if isinstance(getattr(loaded, "extra", None), dict) else {}
         self.mergeable: bool | None = self.known.get("batching.mergeable")
         """Whether the model's cache can be edited (rows join and leave); None until the first prefill tells."""
         self.forwards = 0
@@ -159,6 +160,10 @@ class DecodeLoop(Admission):
         context = torch.cat([request.prompt_ids, request.prompt_ids.new_tensor(request.prefix)]) \
             if request.prefix else request.prompt_ids
         n = len(request.batch_rows)
+        reserve = getattr(self.model, "reserve", None)  # an engine that sizes its cache first (llama.cpp)
+        if out is None and reserve is not None:
+            reserve(context.numel(), self.padded_rows(n), max(request.configs[i].max_new_tokens
+                                                              for i in request.batch_rows))
         out = out if out is not None else prefill_once(self.model, context)
         if self.mergeable is None:  # the first prefill tells what kind of cache this model keeps
             self.mergeable = self.known["batching.mergeable"] = _mergeable(output_cache(out))

@@ -69,6 +69,9 @@ def tokens(n: int) -> str:
 def new_request(loaded, prompt: Prompt, configs: Sequence[DecodingConfig], **fields) -> Request:
     """A checked Request for the prompt: encoded (chat template included) and within the context."""
     configs = check_configs(configs)
+    if any(c.num_beams > 1 for c in configs) and not hasattr(loaded.model, "generate"):
+        raise PromptError("beam search runs through transformers' generate, which this engine (llama.cpp) does not "
+                          "have: run beam configs on the transformers engine")
     prompt_ids = encode_prompt(loaded, prompt)
     check_context(loaded, prompt_ids.numel(), max(c.max_new_tokens for c in configs))
     return Request(prompt_ids, configs, **fields)

@@ -13,8 +13,9 @@ from pathlib import Path
 
 
 def open_gguf(path: Path | str, n_ctx: int = 1024, logits_all: bool = False, n_threads: int | None = None,
-              f32_kv: bool = True):
-    """A llama_cpp.Llama on `path` with the extra buffer types off (and an F32 KV cache by default)."""
+              f32_kv: bool = True, flash_attn: bool = False):
+    """A llama_cpp.Llama on `path` with the extra buffer types off (and an F32 KV cache by default). flash_attn:
+    as llama-server and decodelab's llama.cpp engine run on a CPU (llama.cpp's "auto" turns it on there)."""
     import llama_cpp
     import llama_cpp.llama as llama_module
 
@@ -26,7 +27,8 @@ def open_gguf(path: Path | str, n_ctx: int = 1024, logits_all: bool = False, n_t
             params.use_extra_bufts = False
         return params
 
-    kwargs = dict(model_path=str(path), n_ctx=n_ctx, logits_all=logits_all, verbose=False, seed=0)
+    kwargs = dict(model_path=str(path), n_ctx=n_ctx, logits_all=logits_all, verbose=False, seed=0,
+                  flash_attn=flash_attn)
     if n_threads:
         kwargs.update(n_threads=n_threads, n_threads_batch=n_threads)
     if f32_kv:
