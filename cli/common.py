@@ -200,12 +200,15 @@ def read_conversation(prompt: str | None, prompt_file: str | None, system: str |
     return build(user, system, earlier) if (user is not None or system) else earlier
 
 
-def completion_record(prompt, completion, top: int) -> dict:
-    """A completion as JSON, with the pane's whole conversation when the prompt was one (messages + its reply)."""
+def completion_record(prompt, completion, top: int, model: str | None = None) -> dict:
+    """A completion as JSON, with the pane's whole conversation when the prompt was one (messages + its reply), and
+    its model when the panes' models differ."""
     from decodelab.engine.conversation import with_reply
     from decodelab.engine.results import completion_to_dict
 
     record = completion_to_dict(completion, top)
+    if model is not None:
+        record["model"] = model
     if any(step.stages for step in completion.steps):  # run --stages: which settings mattered
         from decodelab.engine.experiments.stage_use import report_dict
 
@@ -215,9 +218,23 @@ def completion_record(prompt, completion, top: int) -> dict:
     return record
 
 
-def load_with_progress(spec, quiet: bool = False, api_key: str | None = None):
+def split_pane_models(presets: tuple[str, ...]) -> tuple[tuple[str, ...], list[str | None]]:
+    """-p NAME@MODEL: the preset names, and each pane's own model text (None: the run's --model)."""
+    names, models = [], []
+    for item in presets:
+        name, at, pane_model = item.partition("@")
+        if at and not pane_model.strip():
+            raise click.BadParameter(f"{item!r}: give the pane's model after @, e.g. greedy@smollm2,dtype=bfloat16",
+                                     param_hint="--preset")
+        names.append(name if at else item)
+        models.append(pane_model.strip() if at else None)
+    return tuple(names), models
+
+
+def load_with_progress(spec, quiet: bool = False, api_key: str | None = None, loader=None):
     from decodelab.engine.backends.loading import load_model
 
+    loader = loader or load_model
     tty = sys.stderr.isatty()
 
     def progress(stage: str, fraction):
@@ -225,7 +242,7 @@ def load_with_progress(spec, quiet: bool = False, api_key: str | None = None):
             pct = f" {fraction * 100:3.0f}%" if fraction is not None else ""
             click.echo(f"\r\033[K[{pct.strip() or '...'}] {stage}", err=True, nl=False)
 
-    loaded = load_model(spec, progress, api_key=api_key)
+    loaded = loader(spec, progress, api_key=api_key)
     if not quiet:
         click.echo(f"{chr(13) + chr(27) + '[K' if tty else ''}loaded {loaded.describe()} in {loaded.load_seconds:.1f}s",
                    err=True)

@@ -18,6 +18,7 @@ from .common import (
     read_conversation,
     read_prompt,
     resolve_configs,
+    split_pane_models,
     warn,
 )
 
@@ -64,10 +65,16 @@ def main(ctx, presets, prompt, prompt_file, system, sets, no_stages, **model):
 @click.option("--messages", "messages_file", type=click.Path(dir_okay=False), default=None, metavar="FILE",
               help="A conversation in the OpenAI messages format (a JSON list, or an object with \"messages\"); "
                    "--prompt then adds a user message after it. A last assistant message is continued.")
-@click.option("--preset", "-p", "presets", multiple=True, metavar="NAME|PATH", help="A preset to run (repeatable).")
+@click.option("--preset", "-p", "presets", multiple=True, metavar="NAME|PATH[@MODEL]",
+              help="A pane's preset (repeatable). NAME@MODEL runs the pane on a model of its own: anything --model "
+                   "takes, then load settings after commas, e.g. greedy@smollm2,dtype=bfloat16, "
+                   "greedy@smollm2,quantization=4bit, greedy@smollm2,engine=llama.cpp, greedy@demo.")
 @click.option("--set", "sets", multiple=True, metavar="FIELD=VALUE",
               help="Override a field in every preset (repeatable); with no preset, builds an ad-hoc config.")
 @click.option("--seed", type=click.IntRange(0, 2**63 - 1), default=None, help="Seed every config with this.")
+@click.option("--reference", default=None, metavar="PANE",
+              help="With panes on several models: the pane (its name or number, from 1) the others are measured "
+                   "against: KL per token, top-1 agreement, perplexities (default: the first pane).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
 @click.option("--jsonl", "as_jsonl", is_flag=True, help="Print one JSON record per config.")
 @click.option("--heatmap", type=click.Choice(["prob", "prob_processed", "rank", "entropy", "surprisal"]),
@@ -78,8 +85,8 @@ def main(ctx, presets, prompt, prompt_file, system, sets, no_stages, **model):
               help="Trace every sampler stage: say which settings changed the outcome and which never did; "
                    "JSON gets each token's stage-by-stage probabilities and a stage_report per pane.")
 @handle_errors
-def run(prompt, prompt_file, system, messages_file, presets, sets, seed, as_json, as_jsonl, heatmap, top, stages,
-        **model):
+def run(prompt, prompt_file, system, messages_file, presets, sets, seed, reference, as_json, as_jsonl, heatmap, top,
+        stages, **model):
     """Run the batched comparison without the TUI and print every pane.
 
     Exits 1 when any pane ended in an error (each is named on stderr).
@@ -91,43 +98,99 @@ def run(prompt, prompt_file, system, messages_file, presets, sets, seed, as_json
       decodelab run --system "Answer in one line." --prompt "Why is the sky blue?" -p greedy -p creative
       decodelab run --messages chat.json --prompt "And in winter?" --json   # JSON: each pane's messages
       decodelab run --prompt "Once" --set top_k=40 --set min_p=0.1 --stages    # which settings mattered
+      decodelab run --prompt "Once" -p greedy -p greedy@smollm2,dtype=bfloat16 -p greedy@smollm2,engine=llama.cpp
     """
     if as_json and as_jsonl:
         raise click.UsageError("choose --json or --jsonl, not both")
     text = read_conversation(prompt, prompt_file, system, messages_file)
-    configs = resolve_configs(presets, sets, seed)
+    names, pane_models = split_pane_models(presets)
+    configs = resolve_configs(names, sets, seed)
     quiet = as_json or as_jsonl
-    loaded = load_with_progress(model_spec(**model), quiet=quiet, api_key=model.get("api_key"))
-    from decodelab.engine.backends.base import generate_many
+    base = model_spec(**model)
+    from decodelab.engine.backends.pool import ModelPool, generate_groups, spec_from_text, spec_label
 
+    specs = [spec_from_text(m, base) if m else base for m in pane_models] if names else [base] * len(configs)
+    several = len(set(specs)) > 1
+    pool = ModelPool()
+    backends = {}
+    for spec in dict.fromkeys(specs):  # each distinct model once, in pane order
+        rows = sum(s == spec for s in specs)
+        backends[spec] = load_with_progress(spec, quiet=quiet, api_key=model.get("api_key"),
+                                            loader=lambda sp, progress, api_key=None, rows=rows: pool.get(
+                                                sp, progress, api_key, rows=rows,
+                                                tokens=max(c.max_new_tokens for c in configs) + 512))
     from decodelab.engine.experiments.stage_use import inert_notes
 
     for config in configs if not stages else ():  # with --stages the panels list them
         for note in inert_notes(config):
             warn(f"pane {config.name!r}: {note}")
-    if stages and not loaded.can("stages"):
-        warn("this backend cannot trace the sampler stages (a remote server applies them itself): --stages is "
-             "ignored")
-    completions = generate_many(loaded, text, configs, cancel=threading.Event(), top_alternatives=max(top, 10),
-                                trace_stages=stages and loaded.can("stages"))
+    if stages and not all(b.can("stages") for b in backends.values()):
+        warn("a remote server applies the sampler stages itself, so its panes have no trace")
+    groups = [(b, [c for c, s in zip(configs, specs) if s == spec], None) for spec, b in backends.items()]
+    results = generate_groups(groups, text, cancel=threading.Event(), top_alternatives=max(top, 10),
+                              trace_stages=stages)
+    done = {spec: iter(out) for spec, out in zip(backends, results)}
+    completions = [next(done[spec]) for spec in specs]
+    labels = [spec_label(s) for s in specs] if several else None
+    agreement = pane_agreement(reference, completions, specs, backends, text) if several or reference else None
     if as_json:
-        doc = {"model": loaded.describe(), "prompt": text,
-               "completions": [completion_record(text, c, top) for c in completions]}
+        doc = {"model": " | ".join(b.describe() for b in backends.values()), "prompt": text,
+               "completions": [completion_record(text, c, top, label) for c, label in
+                               zip(completions, labels or [None] * len(completions))]}
+        if agreement is not None:
+            doc["agreement"] = agreement
         click.echo(json.dumps(doc, ensure_ascii=False))
     elif as_jsonl:
-        for c in completions:
-            click.echo(json.dumps(completion_record(text, c, top), ensure_ascii=False))
+        for c, label in zip(completions, labels or [None] * len(completions)):
+            click.echo(json.dumps(completion_record(text, c, top, label), ensure_ascii=False))
     else:
         from rich.console import Console
 
-        from .render import print_completions
+        from .render import print_agreement, print_completions
 
-        print_completions(Console(), text, completions, heatmap)
+        console = Console()
+        print_completions(console, text, completions, heatmap, labels)
+        if agreement is not None:
+            print_agreement(console, agreement)
     failed = [c for c in completions if c.stop_reason == "error" or c.extra.get("error")]
     for c in failed:
         warn(f"pane {c.config.name!r} ended in an error: {c.extra.get('error') or 'no reason given'}")
     if failed:
         raise SystemExit(1)
+
+
+def pane_agreement(reference, completions, specs, backends, prompt) -> dict:
+    """The agreement figures of every pane against the reference pane (experiments/agreement.py), as JSON."""
+    from decodelab.engine.experiments.agreement import compare, scorable
+
+    index = pick_pane(reference, completions)
+    ref_backend = backends[specs[index]]
+    panes = []
+    for i, (c, spec) in enumerate(zip(completions, specs)):
+        if i == index:
+            continue
+        entry = {"pane": i + 1, "name": c.config.name}
+        if not (scorable(ref_backend) and scorable(backends[spec])):
+            entry["note"] = "a remote server gives no full distribution: no figures"
+        elif c.stop_reason == "error" or completions[index].stop_reason == "error":
+            entry["note"] = "a pane ended in an error: no figures"
+        else:
+            entry.update(compare(ref_backend, completions[index], backends[spec], c, prompt).to_dict())
+            entry["pane"], entry["name"] = i + 1, c.config.name
+        panes.append(entry)
+    return {"reference": index + 1, "reference_name": completions[index].config.name, "panes": panes}
+
+
+def pick_pane(reference, completions) -> int:
+    if reference is None:
+        return 0
+    if reference.isdigit() and 1 <= int(reference) <= len(completions):
+        return int(reference) - 1
+    names = [c.config.name for c in completions]
+    if reference in names:
+        return names.index(reference)
+    raise click.BadParameter(f"{reference!r} is not a pane: give a name ({', '.join(names)}) or a number from 1 to "
+                             f"{len(completions)}", param_hint="--reference")
 
 
 @main.command()

@@ -64,9 +64,10 @@ def stage_lines(c) -> list[Text]:
             for use in stage_report(c)]
 
 
-def print_completions(console: Console, prompt, completions, heatmap: str | None) -> None:
+def print_completions(console: Console, prompt, completions, heatmap: str | None, models=None) -> None:
+    """Every pane side by side (models: each pane's model, shown in its title when the panes' models differ)."""
     panels = []
-    for c in completions:
+    for i, c in enumerate(completions):
         body = heat_text(c, heatmap) if heatmap else Text(c.text)
         # The config's summary goes inside (it wraps), not on the border, where a narrow panel cut it.
         parts = [Text(c.config.summary(), style="dim"), body, Text(stats_line(c), style="dim")]
@@ -75,9 +76,36 @@ def print_completions(console: Console, prompt, completions, heatmap: str | None
             parts.append(Text(f"⚠ {c.extra['error']}", style="yellow"))
         if c.extra.get("ignored"):
             parts.append(Text(f"⚠ the server ignores {', '.join(c.extra['ignored'])}", style="yellow"))
-        panels.append(Panel(Group(*parts), title=f"[b]{c.config.name}[/b]", title_align="left"))
+        title = f"[b]{c.config.name}[/b]" + (f" · {models[i]}" if models else "")
+        panels.append(Panel(Group(*parts), title=title, title_align="left"))
     width = max(30, console.width // max(1, min(len(panels), max(1, console.width // 40))))
     console.print(prompt_text(prompt))
     console.print(Columns(panels, width=width - 1, equal=True))
     if heatmap:
         console.print(legend(heatmap))
+
+
+def print_agreement(console: Console, agreement: dict) -> None:
+    """The agreement figures (run with panes on several models) as a table under the panes."""
+    from rich.table import Table
+
+    table = Table(title=f"against pane {agreement['reference']} ({agreement['reference_name']}), teacher-forced on "
+                        "its tokens", title_justify="left", show_edge=False)
+    for column in ("pane", "KL/tok", "top-1", "parts at", "ppl on ref", "ref ppl on pane"):
+        table.add_column(column, justify="left" if column == "pane" else "right")
+
+    def cell(value, fmt="{:.3f}"):
+        return "-" if value is None else fmt.format(value)
+
+    for entry in agreement["panes"]:
+        if "kl_mean" not in entry:
+            table.add_row(f"{entry['pane']} {entry['name']}", entry.get("note", "-"), "", "", "", "")
+            continue
+        table.add_row(f"{entry['pane']} {entry['name']}", cell(entry["kl_mean"], "{:.4f}"),
+                      cell(entry["top1_agreement"], "{:.0%}"), cell(entry["first_disagreement"], "token {}"),
+                      cell(entry["perplexity_on_reference"], "{:.2f}"),
+                      cell(entry["reference_perplexity_on_pane"], "{:.2f}"))
+    console.print(table)
+    notes = {e["note"] for e in agreement["panes"] if e.get("note") and "kl_mean" in e}
+    for note in notes:
+        console.print(Text(note, style="dim"))

@@ -6,6 +6,7 @@ import contextlib
 import logging
 import os
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -277,7 +278,8 @@ def _quantization_config(spec: ModelSpec, dtype: torch.dtype):
         from transformers import BitsAndBytesConfig
     except Exception as exc:  # noqa: BLE001 - any import failure means "unavailable"
         raise ModelLoadError(f"{spec.quantization} quantization needs bitsandbytes, which failed to import: {exc}") from None
-    if spec.quantization == "8bit":
+    if spec.quantization == "8bit":  # on a CPU bitsandbytes warns at every forward that it casts to float16
+        warnings.filterwarnings("ignore", message="MatMul8bitLt: inputs will be cast")
         return BitsAndBytesConfig(load_in_8bit=True)
     compute = dtype if spec.compute_dtype == "auto" else getattr(torch, spec.compute_dtype)
     return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type=spec.quant_type, bnb_4bit_compute_dtype=compute)

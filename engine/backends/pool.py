@@ -1,0 +1,308 @@
+"""Several models at once: each distinct (model, load settings) loaded once and shared by its panes.
+
+    spec_from_text   "smollm2,dtype=bfloat16" / "model.gguf,engine=llama.cpp" -> a ModelSpec (a pane's model)
+    estimate         what a model will take before it is loaded: its weights at the dtype or quantization asked
+                     for, plus the key/value cache of its rows
+    ModelPool        get(spec) loads or shares; a load that will not fit is refused with the numbers;
+                     keep(specs) unloads what no pane uses any more
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import gc
+import json
+import os
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..config import ConfigError
+from .base import ModelLoadError
+from .loading import ModelSpec, load_model
+
+PANE_MODEL_KEYS = ("dtype", "device", "quantization", "quant_type", "engine", "chat")
+BYTES = {"float32": 4, "float16": 2, "bfloat16": 2}
+
+
+def spec_from_text(text: str, base: ModelSpec | None = None) -> ModelSpec:
+    """A pane's model: a path (anything --model takes), then optional key=value load settings after commas
+    (dtype, device, quantization, quant_type, engine, chat). Settings not given come from `base` when the path
+    is base's, else their defaults."""
+    parts = [p.strip() for p in text.split(",")]
+    path = parts[0]
+    if not path or "=" in path:
+        raise ConfigError(f"pane model {text!r}: start with the model (a folder, a cached hub id, a .gguf file, "
+                          "smollm2 or demo), then settings, e.g. smollm2,dtype=bfloat16")
+    if base is not None and base.path == path:
+        start = base
+    else:  # chat mode as --model sets it: on for smollm2; a remote server's follows its model
+        start = ModelSpec(path=path, chat=None if path.startswith(("http://", "https://")) else path == "smollm2")
+    changes: dict = {}
+    for part in parts[1:]:
+        key, sep, value = part.partition("=")
+        key = key.strip().replace("-", "_")
+        if not sep or key not in PANE_MODEL_KEYS:
+            raise ConfigError(f"pane model {text!r}: {part!r} is not a load setting; use key=value with key one of "
+                              f"{', '.join(PANE_MODEL_KEYS)}")
+        value = value.strip()
+        changes[key] = {"true": True, "false": False}.get(value.lower(), value) if key == "chat" else value
+    try:
+        return dataclasses.replace(start, path=path, **changes)
+    except ConfigError as exc:
+        raise ConfigError(f"pane model {text!r}: {exc}") from None
+
+
+def spec_text(spec: ModelSpec) -> str:
+    """The inverse of spec_from_text: the path and the load settings that differ from the defaults."""
+    default = ModelSpec(path=spec.path, chat=spec.chat)
+    extra = [f"{k}={getattr(spec, k)}" for k in PANE_MODEL_KEYS if getattr(spec, k) != getattr(default, k)]
+    return ",".join([spec.path, *extra])
+
+
+def spec_label(spec: ModelSpec) -> str:
+    """A short name for pane titles: the model, then what sets this load apart ("smollm2 bfloat16", "smollm2 4bit")."""
+    bits = [spec.display_name]
+    if spec.engine != "transformers":
+        bits.append(spec.engine)
+    if spec.quantization != "none":
+        bits.append(spec.quantization)
+    if spec.dtype != "auto":
+        bits.append(spec.dtype)
+    if spec.device != "auto":
+        bits.append(spec.device)
+    return " ".join(bits)
+
+
+@dataclass
+class Estimate:
+    weights: int
+    """Bytes of weights once loaded."""
+    cache: int
+    """Bytes of key/value cache for the rows asked about."""
+    where: str
+    """"cuda" or "cpu"."""
+    how: str
+    """How the weights figure was reached, for the message."""
+
+    @property
+    def total(self) -> int:
+        return self.weights + self.cache
+
+
+def estimate(spec: ModelSpec, rows: int = 8, tokens: int = 1024) -> Estimate | None:
+    """What loading `spec` will take (None when it cannot be told before loading: remote, unknown layouts)."""
+    if spec.is_remote:
+        return None
+    import torch
+
+    where = "cuda" if spec.device == "cuda" or (spec.device == "auto" and torch.cuda.is_available()) else "cpu"
+    gguf = _gguf(spec)
+    if gguf is not None:
+        params, layout = _gguf_layout(gguf)
+        if spec.engine == "llama.cpp":
+            weights, how = gguf.stat().st_size, f"the {gguf.name} file as it is"
+        else:
+            size = {"8bit": 1.0, "4bit": 0.5}.get(spec.quantization, _dtype_bytes(spec, where))
+            weights, how = int(params * size), f"{params / 1e6:.0f}M parameters de-quantized to {size:g} bytes each"
+    else:
+        folder = _folder(spec)
+        if folder is None:
+            return None
+        params, layout = _folder_layout(folder)
+        if not params:
+            return None
+        per = {"8bit": 1.0, "4bit": 0.5}.get(spec.quantization, _dtype_bytes(spec, where))
+        weights = int(params * per)
+        how = f"{params / 1e6:.0f}M parameters at {per:g} bytes each"
+    kv = layout * rows * tokens * (2 if spec.engine == "llama.cpp" else _dtype_bytes(spec, where)) if layout else 0
+    return Estimate(weights, kv, where, how)
+
+
+def available(where: str) -> int | None:
+    """Bytes free for a new model: on CUDA what the device has free, on CPU MemAvailable from /proc/meminfo."""
+    if where == "cuda":
+        import torch
+
+        free, _total = torch.cuda.mem_get_info()
+        return int(free)
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def check_fits(spec: ModelSpec, rows: int = 8, tokens: int = 1024, free: int | None = None) -> Estimate | None:
+    """ModelLoadError, with the numbers, when `spec` will not fit where it is going; the estimate otherwise."""
+    guess = estimate(spec, rows, tokens)
+    if guess is None:
+        return None
+    free = available(guess.where) if free is None else free
+    if free is not None and guess.total > 0.9 * free:
+        place = "on the GPU" if guess.where == "cuda" else "in RAM"
+        raise ModelLoadError(
+            f"{spec_label(spec)} will not fit: it needs about {_gb(guess.total)} ({_gb(guess.weights)} of weights: "
+            f"{guess.how}; {_gb(guess.cache)} of cache for {rows} rows of {tokens} tokens) and {_gb(free)} is free "
+            f"{place}. Close panes on other models (models no pane uses are unloaded), pick a smaller dtype or "
+            "quantization=4bit, a GGUF file on engine=llama.cpp, or a smaller model")
+    return guess
+
+
+class ModelPool:
+    """The loaded models, by ModelSpec; thread-safe (the TUI loads from workers)."""
+
+    def __init__(self, loader=load_model):
+        self.loader = loader
+        self.models: dict[ModelSpec, object] = {}
+        self.lock = threading.RLock()
+
+    def add(self, backend) -> None:
+        """A model loaded elsewhere (the app's own) joins the pool."""
+        with self.lock:
+            self.models[backend.spec] = backend
+
+    def get(self, spec: ModelSpec, progress=None, api_key: str | None = None, rows: int = 8, tokens: int = 1024):
+        with self.lock:
+            if spec in self.models:
+                return self.models[spec]
+            check_fits(spec, rows, tokens)
+            backend = self.loader(spec, progress, api_key=api_key) if api_key else self.loader(spec, progress)
+            self.models[spec] = backend
+            return backend
+
+    def keep(self, specs) -> list[ModelSpec]:
+        """Unload every model not in specs; returns the specs unloaded."""
+        with self.lock:
+            gone = [s for s in self.models if s not in set(specs)]
+            for spec in gone:
+                backend = self.models.pop(spec)
+                close = getattr(getattr(backend, "model", None), "close", None)
+                if close is not None:
+                    close()
+                del backend
+        if gone:
+            from ..decoding.caches import release_free_memory
+
+            gc.collect()
+            release_free_memory()
+        return gone
+
+
+def _dtype_bytes(spec: ModelSpec, where: str) -> int:
+    if spec.dtype == "auto":
+        return 2 if where == "cuda" else 4
+    return BYTES[spec.dtype]
+
+
+def _gguf(spec: ModelSpec) -> Path | None:
+    from .loading import _gguf_file
+
+    try:
+        return _gguf_file(spec)
+    except ModelLoadError:
+        return None
+
+
+def _gguf_layout(file: Path) -> tuple[int, int]:
+    """(parameters, key/value bytes per token per element size) from a GGUF header."""
+    try:
+        from gguf import GGUFReader
+
+        reader = GGUFReader(str(file))
+        params = sum(int(t.n_elements) for t in reader.tensors)
+        arch = _field(reader, "general.architecture")
+        layers = _field(reader, f"{arch}.block_count")
+        heads = _field(reader, f"{arch}.attention.head_count")
+        kv_heads = _field(reader, f"{arch}.attention.head_count_kv") or heads
+        width = _field(reader, f"{arch}.embedding_length")
+        layout = layers * 2 * kv_heads * (width // heads) if layers and heads and width else 0
+        return params, layout
+    except Exception:  # noqa: BLE001 - an unreadable header: the file size stands in for the parameters
+        return file.stat().st_size, 0
+
+
+def _field(reader, name: str):
+    field = reader.fields.get(name)
+    if field is None:
+        return None
+    value = field.parts[field.data[0]]
+    return bytes(value).decode() if field.types and field.types[0].name == "STRING" else int(value[0])
+
+
+def _folder(spec: ModelSpec) -> Path | None:
+    from .catalog import demo_model_path
+
+    if spec.path == "demo":
+        return demo_model_path()
+    expanded = Path(os.path.expanduser(spec.path))
+    if expanded.is_dir():
+        return expanded
+    try:  # a hub id in the local cache
+        from huggingface_hub import snapshot_download
+
+        return Path(snapshot_download(spec.path, local_files_only=True))
+    except Exception:  # noqa: BLE001 - not cached, not a hub id: the load says why
+        return None
+
+
+def _folder_layout(folder: Path) -> tuple[int, int]:
+    """(parameters, key/value elements per token) of a transformers folder, from its weight files and config."""
+    params = 0
+    for file in folder.glob("*.safetensors"):
+        try:
+            with open(file, "rb") as handle:
+                header = json.loads(handle.read(int.from_bytes(handle.read(8), "little")))
+            for name, entry in header.items():
+                if name != "__metadata__":
+                    count = 1
+                    for dim in entry["shape"]:
+                        count *= dim
+                    params += count
+        except (OSError, ValueError, KeyError):
+            continue
+    if not params:
+        params = sum(f.stat().st_size for f in folder.glob("*.bin")) // 4  # float32 .bin files, roughly
+    try:
+        config = json.loads((folder / "config.json").read_text())
+        config = config.get("text_config", config)
+        layers = config.get("num_hidden_layers") or config.get("n_layer")
+        heads = config.get("num_attention_heads") or config.get("n_head")
+        kv_heads = config.get("num_key_value_heads") or heads
+        head_dim = config.get("head_dim") or (config.get("hidden_size") or config.get("n_embd")) // heads
+        return params, layers * 2 * kv_heads * head_dim
+    except (OSError, ValueError, TypeError, KeyError, ZeroDivisionError):
+        return params, 0
+
+
+def _gb(n: int) -> str:
+    return f"{n / 2**30:.1f} GB" if n >= 2**30 else f"{n / 2**20:.0f} MB"
+
+
+def generate_groups(groups, prompt, **kwargs) -> list[list]:
+    """Each (backend, configs, on_step) group decodes as one batch on its own model, the groups side by side in
+    threads, so a slow model does not hold back the others; completions per group, in order. A group that fails
+    raises after the others finish."""
+    results: list = [None] * len(groups)
+    errors: list = [None] * len(groups)
+
+    def run(i: int, backend, configs, on_step) -> None:
+        try:
+            results[i] = backend.generate(prompt, configs, on_step=on_step, **kwargs)
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller below
+            errors[i] = exc
+
+    if len(groups) == 1:
+        run(0, *groups[0])
+    else:
+        threads = [threading.Thread(target=run, args=(i, *g), daemon=True) for i, g in enumerate(groups)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    for error in errors:
+        if error is not None:
+            raise error
+    return results
