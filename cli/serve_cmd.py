@@ -16,6 +16,11 @@ from .common import handle_errors, load_with_progress, model_options, model_spec
 @click.option("--serve-key", default=None, envvar="DECODELAB_SERVE_KEY", show_envvar=True,
               help="The same as --api-key (kept for old scripts).")
 @click.option("--name", "served_name", default=None, help="The model name clients see (default: the model's).")
+@click.option("--extra-model", "extra_models", multiple=True, metavar="MODEL[,SETTINGS]",
+              help="Serve another model beside --model (repeatable), e.g. smollm2,dtype=bfloat16 or "
+                   "smollm2,engine=llama.cpp: clients pick it by the request's model field (its name is listed by "
+                   "/v1/models and printed at start); requests naming no model go to --model. Each model has its "
+                   "own batch.")
 @click.option("--max-rows", type=click.IntRange(1, 1024), default=64, show_default=True,
               help="The most rows (requests x n) decoding together; more wait at the next step.")
 @click.option("--max-queue", type=click.IntRange(1, 10_000), default=32, show_default=True,
@@ -45,7 +50,7 @@ from .common import handle_errors, load_with_progress, model_options, model_spec
                    "rows to finish, one that could not fit even alone gets 400. auto: 90% of the GPU memory free "
                    "after loading, or 80% of the available RAM on a CPU.")
 @handle_errors
-def serve(host, port, serve_key, served_name, max_rows, max_queue, max_body_mb, default_max_tokens, header_timeout,
+def serve(host, port, serve_key, served_name, extra_models, max_rows, max_queue, max_body_mb, default_max_tokens, header_timeout,
           max_connections, idle_timeout, batch_invariant, prefill_chunk, kv_budget, **model):
     """Serve /v1/completions and /v1/chat/completions (streaming, logprobs, n) from the local engine.
 
@@ -74,22 +79,41 @@ def serve(host, port, serve_key, served_name, max_rows, max_queue, max_body_mb, 
             raise click.BadParameter(f"{kv_budget!r}: give a number of GB, auto or off", param_hint="--kv-budget-gb")
         if not gigabytes > 0:
             raise click.BadParameter("it must be above 0 (off turns the budget off)", param_hint="--kv-budget-gb")
-    loaded = load_with_progress(spec)
+    from decodelab.engine.backends.pool import ModelPool, served_name_of, spec_from_text
     from decodelab.server.runner import auto_kv_budget
 
-    budget = None if budget_text == "off" else auto_kv_budget(loaded) if budget_text == "auto" \
-        else int(float(budget_text) * 2**30)
+    pool = ModelPool()
+    loaded = load_with_progress(spec, loader=pool.get)
+
+    def budget_of(model):
+        return None if budget_text == "off" else auto_kv_budget(model) if budget_text == "auto" \
+            else int(float(budget_text) * 2**30)
+
+    budget = budget_of(loaded)
+    extra, names = [], {served_name or loaded.name}
+    for text in extra_models:
+        other_spec = spec_from_text(text, spec)
+        if other_spec.is_remote:
+            raise click.UsageError(f"--extra-model {text}: serve runs local models, not a server's")
+        if other_spec in pool.models:
+            raise click.UsageError(f"--extra-model {text} is a model already served: give other load settings")
+        other = load_with_progress(other_spec, loader=pool.get)
+        name = served_name_of(other_spec, names)
+        names.add(name)
+        extra.append((other, name, budget_of(other)))
     limits = Limits(max_body=int(max_body_mb * 2**20), default_max_tokens=default_max_tokens, max_rows=max_rows,
                     batch_invariant=batch_invariant, prefill_chunk=prefill_chunk, kv_budget=budget)
     try:
         server = Server(loaded, host=host, port=port, api_key=serve_key, model_name=served_name, limits=limits,
                         max_queue=max_queue, header_timeout=header_timeout, idle_timeout=idle_timeout,
-                        max_connections=max_connections)
+                        max_connections=max_connections, extra=extra)
     except OSError as exc:
         from decodelab.engine.config import ConfigError
 
         raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
     kv = f"key/value cache budget {budget / 2**30:.1f} GiB; " if budget else ""
     click.echo(f"serving {loaded.describe()} at {server.url} ({kv}Ctrl-C stops)", err=True)
+    for other, name, _budget in extra:
+        click.echo(f"  and {other.describe()} as model {name!r}", err=True)
     server.run()
     click.echo("stopped", err=True)

@@ -197,11 +197,11 @@ class Api:
     async def chat(self, request: HttpRequest):
         return await self._generate(request, ChatRequest)
 
-    async def tokenize(self, request: HttpRequest) -> JSONResponse:
+    async def tokenize(self, request: HttpRequest, data: dict | None = None) -> JSONResponse:
         """llama.cpp's /tokenize ({"content"}, add_special false by default, with_pieces) and vLLM's ({"prompt"} with
         add_special_tokens true by default, or {"messages"} through the chat template), answered in both shapes."""
         try:
-            req = TokenizeRequest.model_validate(await self._json(request))
+            req = TokenizeRequest.model_validate(data if data is not None else await self._json(request))
         except ValidationError as exc:
             raise validation_error(exc) from None
         self._check_model(req.model)
@@ -227,10 +227,10 @@ class Api:
                            param="content" if req.content is not None else "prompt")
         return list(tok(text, add_special_tokens=special)["input_ids"]) if text else []
 
-    async def detokenize(self, request: HttpRequest) -> JSONResponse:
+    async def detokenize(self, request: HttpRequest, data: dict | None = None) -> JSONResponse:
         """llama.cpp's and vLLM's /detokenize: {"tokens": [ids]} -> {"content": text, "prompt": text}."""
         try:
-            req = DetokenizeRequest.model_validate(await self._json(request))
+            req = DetokenizeRequest.model_validate(data if data is not None else await self._json(request))
         except ValidationError as exc:
             raise validation_error(exc) from None
         self._check_model(req.model)
@@ -242,8 +242,8 @@ class Api:
             req.tokens, skip_special_tokens=False, clean_up_tokenization_spaces=False))
         return JSONResponse({"content": text, "prompt": text})
 
-    async def _generate(self, request: HttpRequest, kind):
-        data = await self._json(request)
+    async def _generate(self, request: HttpRequest, kind, data: dict | None = None):
+        data = data if data is not None else await self._json(request)
         ignored = take_ignored(data)
         settings, sent = take_settings(data)  # every decodelab setting, in any stack's name (dialects.py)
         try:
@@ -405,6 +405,51 @@ class Api:
         except ConfigError as exc:  # vocab.py names the field; the 400 names it as the client sent it
             message, param = _as_request_error(exc, req._sent)
             raise ApiError(400, message, param=param) from None
+
+
+class Router(Api):
+    """Several models behind one address (serve --extra-model): a request goes to the model its `model` field names,
+    the first model when it names none; /v1/models lists them all. Each model has its own scheduler and batch."""
+
+    def __init__(self, apis: list[Api]):
+        first = apis[0]
+        super().__init__(first.loaded, first.scheduler, first.model_name, first.api_key, first.limits)
+        self.apis = {api.model_name: api for api in apis}
+
+    def _pick(self, data: dict) -> Api:
+        name = data.get("model")
+        if name is None:
+            return self.apis[self.model_name]
+        if not isinstance(name, str):
+            raise ApiError(400, f"model must be a string (one of {', '.join(map(repr, self.apis))})", param="model")
+        if name not in self.apis:
+            raise ApiError(404, f"the model {name!r} does not exist here; this server serves "
+                           f"{', '.join(map(repr, self.apis))}", param="model", code="model_not_found")
+        return self.apis[name]
+
+    async def models(self, request: HttpRequest) -> JSONResponse:
+        self._authorise(request)
+        return JSONResponse({"object": "list", "data": [api._model_card() for api in self.apis.values()]})
+
+    async def model(self, request: HttpRequest) -> JSONResponse:
+        self._authorise(request)
+        return JSONResponse(self._pick({"model": request.path_params["name"]})._model_card())
+
+    async def completions(self, request: HttpRequest):
+        data = await self._json(request)
+        return await self._pick(data)._generate(request, CompletionRequest, data)
+
+    async def chat(self, request: HttpRequest):
+        data = await self._json(request)
+        return await self._pick(data)._generate(request, ChatRequest, data)
+
+    async def tokenize(self, request: HttpRequest, data: dict | None = None) -> JSONResponse:
+        data = await self._json(request)
+        return await Api.tokenize(self._pick(data), request, data)
+
+    async def detokenize(self, request: HttpRequest, data: dict | None = None) -> JSONResponse:
+        data = await self._json(request)
+        return await Api.detokenize(self._pick(data), request, data)
 
 
 def _piece(data: bytes):

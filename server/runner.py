@@ -7,12 +7,13 @@ import ipaddress
 import socket
 import threading
 import time
+from typing import Sequence
 
 import h11
 import uvicorn
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
-from .app import Api, Limits
+from .app import Api, Limits, Router
 from .delivery import HALF_CLOSED
 from .scheduler import Scheduler
 
@@ -92,7 +93,9 @@ class Server:
 
     def __init__(self, loaded, host: str = "127.0.0.1", port: int = 8000, api_key: str | None = None,
                  model_name: str | None = None, limits: Limits | None = None, max_queue: int = 32,
-                 header_timeout: float = 10.0, idle_timeout: float = 5.0, max_connections: int = 128):
+                 header_timeout: float = 10.0, idle_timeout: float = 5.0, max_connections: int = 128,
+                 extra: Sequence[tuple[object, str, int | None]] = ()):
+        """extra: more (loaded model, served name, key/value budget) to serve, routed by the request's `model`."""
         self.limits = dataclasses.replace(limits or Limits(), request_timeout=header_timeout)
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         self.sock = socket.socket(family, socket.SOCK_STREAM)
@@ -102,10 +105,15 @@ class Server:
         except OSError:
             self.sock.close()
             raise
-        self.scheduler = Scheduler(loaded, max_rows=self.limits.max_rows, max_queue=max_queue,
-                                   pad=self.limits.batch_invariant, prefill_chunk=self.limits.prefill_chunk,
-                                   kv_budget=self.limits.kv_budget)
-        self.api = Api(loaded, self.scheduler, model_name or loaded.name, api_key, self.limits)
+        apis = []
+        for model, name, budget in [(loaded, model_name or loaded.name, self.limits.kv_budget), *extra]:
+            scheduler = Scheduler(model, max_rows=self.limits.max_rows, max_queue=max_queue,  # one batch per model
+                                  pad=self.limits.batch_invariant, prefill_chunk=self.limits.prefill_chunk,
+                                  kv_budget=budget)
+            apis.append(Api(model, scheduler, name, api_key, self.limits))
+        self.schedulers = [api.scheduler for api in apis]
+        self.scheduler = self.schedulers[0]
+        self.api = apis[0] if len(apis) == 1 else Router(apis)
         config = uvicorn.Config(self.api.app(), http=timed_protocol(header_timeout), timeout_keep_alive=idle_timeout,
                                 h11_max_incomplete_event_size=64 * 1024, log_level="warning", lifespan="off",
                                 access_log=False, limit_concurrency=max_connections)  # beyond it: 503 at once
@@ -122,7 +130,8 @@ class Server:
         try:
             self.uvicorn.run(sockets=[self.sock])
         finally:
-            self.scheduler.stop()
+            for scheduler in self.schedulers:
+                scheduler.stop()
 
     def start(self) -> "Server":
         self.thread = threading.Thread(target=self.uvicorn.run, kwargs={"sockets": [self.sock]},
@@ -137,7 +146,8 @@ class Server:
         self.uvicorn.should_exit = True
         if self.thread is not None:
             self.thread.join(timeout=10)
-        self.scheduler.stop()
+        for scheduler in self.schedulers:
+            scheduler.stop()
         self.sock.close()
 
 

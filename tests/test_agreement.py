@@ -154,3 +154,31 @@ def test_run_with_a_model_per_pane_reports_agreement(tmp_path, model_dirs):
     bad = CliRunner().invoke(main, ["run", "--prompt", "x", "-p", "greedy", "-p", "greedy@demo,dtype=float32",
                                     "--reference", "nine"])
     assert bad.exit_code == 2 and "is not a pane" in bad.output
+
+
+def test_serve_routes_by_model_and_lists_every_model(demo, tiny_models):
+    """serve with --extra-model: the official SDK picks a model by name; each answers as it does alone."""
+    import openai
+
+    from decodelab.server import Server
+
+    llama = tiny_models["llama"]
+    server = Server(demo, port=0, extra=[(llama, "tiny-llama", None)]).start()
+    try:
+        client = openai.OpenAI(base_url=server.url, api_key="unused", max_retries=0)
+        assert [m.id for m in client.models.list().data] == ["demo", "tiny-llama"]
+        for backend, name in ((demo, "demo"), (llama, "tiny-llama")):
+            alone = generate_many(backend, PROMPT, [DecodingConfig(max_new_tokens=8, min_new_tokens=8)])[0].text
+            got = client.completions.create(model=name, prompt=PROMPT, max_tokens=8, temperature=0,
+                                            extra_body={"min_tokens": 8})
+            assert got.model == name and got.choices[0].text == alone
+        with pytest.raises(openai.NotFoundError, match="this server serves 'demo', 'tiny-llama'"):
+            client.completions.create(model="nope", prompt=PROMPT, max_tokens=2)
+        import httpx
+
+        plain = httpx.post(server.url + "/completions", json={"prompt": PROMPT, "max_tokens": 3, "temperature": 0})
+        assert plain.status_code == 200 and plain.json()["model"] == "demo"  # no model named: the first
+        tokens = httpx.post(server.url.removesuffix("/v1") + "/tokenize", json={"model": "tiny-llama", "content": "The"})
+        assert tokens.json()["tokens"] == llama.tokenizer("The", add_special_tokens=False)["input_ids"]
+    finally:
+        server.stop()

@@ -74,6 +74,15 @@ def spec_label(spec: ModelSpec) -> str:
     return " ".join(bits)
 
 
+def served_name_of(spec: ModelSpec, taken) -> str:
+    """The name a served model answers to: its label with dashes ("smollm2-bfloat16"), made unique among taken."""
+    name = spec_label(spec).replace(" ", "-")
+    unique, n = name, 2
+    while unique in taken:
+        unique, n = f"{name}-{n}", n + 1
+    return unique
+
+
 @dataclass
 class Estimate:
     weights: int
