@@ -25,8 +25,9 @@ from .common import (
 
 @click.group(cls=CommandGroup, invoke_without_command=True, context_settings={"help_option_names": ["-h", "--help"]})
 @model_options
-@click.option("--preset", "-p", "presets", multiple=True, metavar="NAME|PATH",
-              help="A pane's preset (repeat for more panes). Default: greedy, balanced, creative.")
+@click.option("--preset", "-p", "presets", multiple=True, metavar="NAME|PATH[@MODEL]",
+              help="A pane's preset (repeat for more panes). Default: greedy, balanced, creative. NAME@MODEL puts the "
+                   "pane on a model of its own, e.g. greedy@smollm2,dtype=bfloat16 (shift+m in the app).")
 @click.option("--prompt", default=None, help="Prompt text; with it, the comparison runs at start.")
 @click.option("--prompt-file", type=click.Path(dir_okay=False), default=None, help="Read the prompt from a file.")
 @click.option("--system", default=None, metavar="TEXT", help="A system prompt (shift+p changes it in the app).")
@@ -48,12 +49,17 @@ def main(ctx, presets, prompt, prompt_file, system, sets, no_stages, **model):
     if ctx.invoked_subcommand is not None:
         return
     spec = model_spec(**model)
-    configs = resolve_configs(presets, sets, None, DEFAULT_PRESETS)
+    names, pane_models = split_pane_models(presets)
+    configs = resolve_configs(names, sets, None, DEFAULT_PRESETS)
+    from decodelab.engine.backends.pool import load_key, spec_from_text
+
+    specs = [spec_from_text(m, spec) if m else None for m in pane_models]
+    specs = [s if s is None or load_key(s) != load_key(spec) else None for s in specs]
     text = read_prompt(prompt, prompt_file, required=False)
     from decodelab.tui.app import run_app
 
     run_app(spec=spec, configs=configs, prompt=text, run_at_start=text is not None, api_key=model.get("api_key"),
-            system=system, trace_stages=not no_stages)
+            system=system, trace_stages=not no_stages, pane_models=specs)
 
 
 @main.command()

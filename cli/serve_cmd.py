@@ -79,7 +79,7 @@ def serve(host, port, serve_key, served_name, extra_models, max_rows, max_queue,
             raise click.BadParameter(f"{kv_budget!r}: give a number of GB, auto or off", param_hint="--kv-budget-gb")
         if not gigabytes > 0:
             raise click.BadParameter("it must be above 0 (off turns the budget off)", param_hint="--kv-budget-gb")
-    from decodelab.engine.backends.pool import ModelPool, served_name_of, spec_from_text
+    from decodelab.engine.backends.pool import ModelPool, load_key, served_name_of, spec_from_text
     from decodelab.server.runner import auto_kv_budget
 
     pool = ModelPool()
@@ -95,7 +95,7 @@ def serve(host, port, serve_key, served_name, extra_models, max_rows, max_queue,
         other_spec = spec_from_text(text, spec)
         if other_spec.is_remote:
             raise click.UsageError(f"--extra-model {text}: serve runs local models, not a server's")
-        if other_spec in pool.models:
+        if load_key(other_spec) in pool.models:
             raise click.UsageError(f"--extra-model {text} is a model already served: give other load settings")
         other = load_with_progress(other_spec, loader=pool.get)
         name = served_name_of(other_spec, names)

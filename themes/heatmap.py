@@ -31,6 +31,7 @@ MEASURES = {
     "entropy": Measure("entropy", "entropy (model's uncertainty)", "uncertain", "certain"),
     "surprisal": Measure("surprisal", "surprisal (-log2 p)", "surprising", "expected"),
     "constraint": Measure("constraint", "constraint (▁ forced)", "overruled", "agreed"),
+    "kl": Measure("kl", "KL vs the reference pane's model", "KL 10", "KL 0.001"),
 }
 ORDER = list(MEASURES)
 
@@ -59,10 +60,19 @@ def _level(step, measure: str) -> float | None:
         return nan if math.isnan(step.entropy) else max(0.0, 1.0 - step.entropy / 6.0)
     if measure == "surprisal":
         return nan if math.isnan(step.logprob) else max(0.0, 1.0 - (-step.logprob / math.log(2)) / 12.0)
+    if measure == "kl":  # per pane, from the agreement figures (kl_level), not from the step itself
+        return None
     if measure == "constraint":  # json_schema, regex, choice, grammar: needs the traced stages
         removed = step.constraint_removed
         return nan if removed is None else 1.0 - removed
     raise ValueError(f"unknown heatmap measure {measure!r}")
+
+
+def kl_level(kl: float | None) -> float | None:
+    """Where a KL (nats) sits on the scale: 0.001 or less is bright (the models agree), 10 or more dark; log scale."""
+    if kl is None or math.isnan(kl):
+        return None
+    return max(0.0, min(1.0, 1.0 - math.log10(max(kl, 1e-3) / 1e-3) / 4.0))
 
 
 def colour(value: float, scale: str = "viridis") -> str:

@@ -70,7 +70,9 @@ class PaneActions:
         self.push_screen(PresetPicker(model_defaults=defaults), chosen)
 
     def duplicate_pane(self, pane: Pane) -> None:
-        self.add_pane(pane.state.config.replace(name=pane.state.config.name + "-copy"), after=pane).focus()
+        copy = self.add_pane(pane.state.config.replace(name=pane.state.config.name + "-copy"), after=pane)
+        copy.state.model_spec = pane.state.model_spec  # on the same model
+        copy.focus()
 
     def remove_pane(self, pane: Pane) -> None:
         """x: remove the pane; u brings it back with its output (the last 10 removals are kept)."""
@@ -87,6 +89,7 @@ class PaneActions:
             self.current_pane = rest[min(index, len(rest) - 1)]
             self.current_pane.focus()
         self.call_after_refresh(self.layout_panes)
+        self.call_after_refresh(self.models_changed)  # a model no pane uses any more is unloaded
         turns = len(pane.state.turns) + 1 + len(pane.state.later)
         held = (f" and its {turns} turns" if turns > 1 else f" and its {len(pane.state.steps)} tokens") \
             if pane.state.steps or turns > 1 else ""
@@ -226,7 +229,8 @@ class PaneActions:
         from decodelab.engine.grammars import constraint_of
 
         constrained = any(constraint_of(pane.state.config) for pane in self.panes())
-        order = [m for m in ORDER if m != "constraint" or constrained]  # only when some pane has one
+        order = [m for m in ORDER if (m != "constraint" or constrained)  # only when some pane has one
+                 and (m != "kl" or self.reference is not None)]  # only with a reference pane (shift+r)
         self.measure = order[(order.index(self.measure) + 1) % len(order)] if self.measure in order else order[0]
         self.update_legend()
         self.refresh_panes()

@@ -18,6 +18,7 @@ from .conversation import ConversationActions
 from .file_actions import FileActions
 from .keys import bindings
 from .messages import LoadFailed, LoadProgress, ModelLoaded, RunFailed, RunFinished
+from .models import ModelActions
 from .preflight import run_error
 from .run_controller import RunController, prompt_groups
 from .state import PaneState
@@ -29,7 +30,7 @@ from .widgets.pane_strip import PaneStrip
 REPAINT_HZ = 30
 
 
-class DecodelabApp(ConversationActions, BranchActions, PaneActions, FileActions, App):
+class DecodelabApp(ModelActions, ConversationActions, BranchActions, PaneActions, FileActions, App):
     """One prompt, many decoding configs, side by side."""
 
     CSS_PATH = str(resources.files("decodelab.themes") / "app.tcss")
@@ -38,8 +39,10 @@ class DecodelabApp(ConversationActions, BranchActions, PaneActions, FileActions,
 
     def __init__(self, spec=None, configs: list[DecodingConfig] | None = None, prompt: str | None = None,
                  run_at_start: bool = False, loaded=None, api_key: str | None = None,
-                 system: str | None = None, trace_stages: bool = True) -> None:
+                 system: str | None = None, trace_stages: bool = True, pane_models: list | None = None) -> None:
         super().__init__()
+        self.initial_models = list(pane_models or [])
+        """Each initial pane's own model (a ModelSpec) or None, from -p PRESET@MODEL."""
         from decodelab.engine.backends.loading import ModelSpec
 
         self.spec = spec or ModelSpec()
@@ -70,14 +73,23 @@ class DecodelabApp(ConversationActions, BranchActions, PaneActions, FileActions,
         """The system prompt every pane's next run starts with (P sets it); None for none."""
         self.draft: str | None = None
         """The prompt box's text while { shows an earlier turn's message there (} at the newest puts it back)."""
+        from decodelab.engine.backends.pool import ModelPool
+
+        self.pool = ModelPool()
+        """The panes' own models (shift+m), each loaded once; the app's model (m) is self.loaded."""
+        self.loading_models: set = set()
+        """The load keys of pane models being loaded."""
+        self.reference: PaneState | None = None
+        """The pane the others are measured against (shift+r), or None."""
 
     def compose(self) -> ComposeResult:
         yield Static("loading…", id="model-bar")
         yield TextArea(self.initial_prompt, id="prompt", soft_wrap=True, show_line_numbers=False)
         with Horizontal(id="workspace"):
             with PaneStrip(id="panes"):
-                for config in self.initial_configs:
-                    yield Pane(PaneState(config))
+                models = self.initial_models + [None] * (len(self.initial_configs) - len(self.initial_models))
+                for config, spec in zip(self.initial_configs, models):
+                    yield Pane(PaneState(config, model_spec=spec))
             yield Inspector(id="inspector")
         yield Legend(id="legend")
         yield Footer()
@@ -97,6 +109,8 @@ class DecodelabApp(ConversationActions, BranchActions, PaneActions, FileActions,
             self.post_message(ModelLoaded(self.loaded))
         else:
             self.load(self.spec)
+        for spec in dict.fromkeys(m for m in self.initial_models if m is not None):
+            self.load_pane_model(spec)  # -p PRESET@MODEL: beside the app's model
         panes = self.panes()
         if panes:
             self.current_pane = panes[0]
@@ -192,7 +206,9 @@ class DecodelabApp(ConversationActions, BranchActions, PaneActions, FileActions,
         device = getattr(self.loaded, "device", None)
         count = torch.get_num_threads()
         threads = f" · {count} thread{'s' if count > 1 else ''}" if getattr(device, "type", "") == "cpu" else ""
-        self.query_one("#model-bar", Static).update(f"{self.loaded.describe()}{threads}{chat}")
+        others = list(dict.fromkeys(self.model_label(b) for b in self.pool.models.values()))
+        also = f" · panes also on {', '.join(others)}" if others else ""
+        self.query_one("#model-bar", Static).update(f"{self.loaded.describe()}{threads}{chat}{also}")
 
     def on_load_failed(self, message: LoadFailed) -> None:
         from .screens.ask import AskText
@@ -252,6 +268,11 @@ class DecodelabApp(ConversationActions, BranchActions, PaneActions, FileActions,
         if not panes:
             self.notify("No panes to run: press a to add one.", severity="warning")
             return False
+        missing = self.missing_models(panes)
+        if missing:
+            self.notify(missing, severity="warning")
+            return False
+        backends = [self.backend_for(p.state) for p in panes]
         configs = list(configs or [p.state.config for p in panes])
         for i, pane in enumerate(panes):
             if keep_seeds and configs[i].seed is None and pane.state.seed is not None:
@@ -262,13 +283,13 @@ class DecodelabApp(ConversationActions, BranchActions, PaneActions, FileActions,
         user = self.query_one("#prompt", TextArea).text
         prompts = [prompt if prompt is not None else p.state.prompt_for(self.turn_message(p.state, user),
                                                                        self.system_prompt) for p in panes]
-        problem = self.run_problem(prompts, configs)
+        problem = self.run_problem(prompts, configs, backends)
         if problem:  # refused before anything is touched: every pane keeps its text
             for pane in advanced:
                 pane.state.pop_turn()
             self.notify(problem, title="Not run", severity="error", timeout=15)
             return False
-        self.runs.start(self.loaded, [p.state for p in panes], configs, prompts, prefix, prefix_steps)
+        self.runs.start(backends, [p.state for p in panes], configs, prompts, prefix, prefix_steps)
         self.show_cancel(True)
         for pane in panes:
             pane.diverge_at = None
@@ -287,12 +308,15 @@ class DecodelabApp(ConversationActions, BranchActions, PaneActions, FileActions,
         latest = next((p.state.user for p in self.panes() if p.state.turns and p.state.user), None)
         return latest if latest is not None else typed
 
-    def run_problem(self, prompts: list, configs: list[DecodingConfig]) -> str | None:
-        """Why the run would fail before producing anything, checked once per distinct prompt."""
-        for rows in prompt_groups(prompts):
-            problem = run_error(self.loaded, prompts[rows[0]], [configs[row] for row in rows])
+    def run_problem(self, prompts: list, configs: list[DecodingConfig], backends: list) -> str | None:
+        """Why the run would fail before producing anything, checked once per distinct model and prompt."""
+        import json
+
+        for rows in prompt_groups([json.dumps([id(b), p]) for b, p in zip(backends, prompts)]):
+            problem = run_error(backends[rows[0]], prompts[rows[0]], [configs[row] for row in rows])
             if problem:
-                return problem
+                several = len({id(b) for b in backends}) > 1
+                return f"{self.model_label(backends[rows[0]])}: {problem}" if several else problem
         return None
 
     def drain_events(self) -> None:
@@ -317,6 +341,11 @@ class DecodelabApp(ConversationActions, BranchActions, PaneActions, FileActions,
         if self.runs.finished(message):
             self.show_cancel(False)
             self.refresh_panes()
+            failed = sorted(set(message.errors.values()))
+            if failed:  # one model failed while the others' panes finished
+                self.notify("\n".join(failed), title="Some panes failed", severity="error", timeout=10)
+            if self.reference is not None:
+                self.measure_agreement()
             if self.runs.cancel_event.is_set():
                 self.notify("Run cancelled: partial outputs kept.")
 
@@ -337,7 +366,8 @@ class DecodelabApp(ConversationActions, BranchActions, PaneActions, FileActions,
 
     def stop_pane(self, pane: Pane) -> None:
         """k: stop this pane's run while the other panes go on."""
-        stops, message = self.runs.stop(pane.state, self.loaded is not None and self.loaded.can("stop_rows"))
+        backend = self.backend_for(pane.state)
+        stops, message = self.runs.stop(pane.state, backend is not None and backend.can("stop_rows"))
         self.notify(message, severity="information" if stops else "warning")
 
     def action_focus_prompt(self) -> None:
@@ -376,12 +406,12 @@ class DecodelabApp(ConversationActions, BranchActions, PaneActions, FileActions,
 
 
 def run_app(spec=None, configs=None, prompt=None, run_at_start=False, api_key=None, system=None,
-            trace_stages=True) -> None:
+            trace_stages=True, pane_models=None) -> None:
     import os
     import sys
 
     app = DecodelabApp(spec=spec, configs=configs, prompt=prompt, run_at_start=run_at_start, api_key=api_key,
-                       system=system, trace_stages=trace_stages)
+                       system=system, trace_stages=trace_stages, pane_models=pane_models)
     app.run()
     # The terminal is restored and every file the app writes is written (atomically) when its dialog closes, so
     # leave now: a worker may still be inside a forward pass or a model load that cannot be interrupted, and

@@ -164,11 +164,14 @@ class BranchActions:
         step = state.steps[state.cursor]
         if self.running:
             return "A run is in progress: wait for it, or Esc to cancel it, then branch."
-        if not self.loaded.can("branch"):
+        backend = self.backend_for(state)
+        if backend is None:
+            return f"{_name(pane)}'s model is not loaded yet: wait for it, then branch."
+        if not backend.can("branch"):
             return "Branching from a token needs the local engine; this model is a remote server."
-        if state.model is not None and state.model != self.loaded.name:
-            return (f"{_name(pane)} was written by {state.model}, and {self.loaded.name} is loaded now: its tokens "
-                    "mean nothing to this model. Rerun the pane (.) first, then branch.")
+        if self.written_by_other(state):
+            return (f"{_name(pane)} was written by {state.model}, and it runs on {self.model_label(backend)} now: "
+                    "its tokens mean nothing to this model. Rerun the pane (.) first, then branch.")
         if state.config.num_beams > 1:
             return "Beam panes cannot be branched; duplicate it (d) and edit it (e) to a greedy pane first."
         if token_id == step.token_id:

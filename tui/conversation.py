@@ -82,13 +82,14 @@ class ConversationActions:
         if not state.steps or state.shown is None:
             self.notify(f"Pane {pane.number} has no reply to continue: ctrl+r runs it.", severity="warning")
             return
-        if not self.loaded.can("branch"):
-            self.notify("Continuing a reply needs the local engine; this model is a remote server.",
-                        severity="warning")
+        backend = self.backend_for(state)
+        if backend is None or not backend.can("branch"):
+            self.notify("Continuing a reply needs the local engine, loaded; this pane's model is a remote server "
+                        "or still loading.", severity="warning")
             return
-        if state.model is not None and state.model != self.loaded.name:
-            self.notify(f"This reply was written by {state.model}: rerun the pane (.) on {self.loaded.name} first.",
-                        severity="warning")
+        if self.written_by_other(state):
+            self.notify(f"This reply was written by {state.model}: rerun the pane (.) on "
+                        f"{self.model_label(backend)} first.", severity="warning")
             return
         if state.config.num_beams > 1:
             self.notify("Beam panes cannot be continued; duplicate it (d) and edit it (e) to a greedy pane first.",

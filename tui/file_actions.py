@@ -76,7 +76,9 @@ class FileActions:
         panes = self.panes()
         session = Session(prompt=self.query_one("#prompt", TextArea).text, model=dataclasses.asdict(self.spec),
                           configs=[p.state.config for p in panes], completions=[p.state.completion for p in panes],
-                          system=self.system_prompt, conversations=[conversation_record(p.state) for p in panes])
+                          system=self.system_prompt, conversations=[conversation_record(p.state) for p in panes],
+                          pane_models=[dataclasses.asdict(p.state.model_spec) if p.state.model_spec else None
+                                       for p in panes])
 
         def save(path: str | None, overwrite: bool = False) -> None:
             if not path:
@@ -119,11 +121,15 @@ class FileActions:
             return
         from .state import PaneState, restore_conversation
 
+        from decodelab.engine.backends.loading import ModelSpec
+
         states = []
+        models = list(session.pane_models) + [None] * (len(session.configs) - len(session.pane_models))
         for i, (config, completion, record) in enumerate(zip(session.configs, session.completions,
                                                               session.conversations or [None] * len(session.configs))):
             state = PaneState(config)
             try:
+                state.model_spec = ModelSpec(**models[i]) if models[i] else None
                 if record is not None:
                     restore_conversation(state, record, f"session {path}")
                 elif completion is not None:  # a schema-1 file: one output, on the session's prompt
@@ -133,8 +139,8 @@ class FileActions:
                 self.notify(str(exc), severity="error", timeout=10)
                 return
             except (KeyError, TypeError, ValueError, AttributeError) as exc:
-                self.notify(f"session {path} is damaged: pane {i + 1}'s conversation ({type(exc).__name__}: {exc})",
-                            severity="error", timeout=10)
+                self.notify(f"session {path} is damaged: pane {i + 1}'s conversation or model "
+                            f"({type(exc).__name__}: {exc})", severity="error", timeout=10)
                 return
             states.append(state)
         self.query_one("#prompt", TextArea).text = session.prompt
@@ -150,7 +156,11 @@ class FileActions:
         if opened:  # the first pane is the current one and has focus (not the prompt: the keys act on panes)
             self.current_pane = opened[0]
             self.call_after_refresh(opened[0].focus)
+        self.reference = None
         self.call_after_refresh(self.refresh_panes)
+        for spec in dict.fromkeys(s.model_spec for s in states if s.model_spec is not None):
+            self.load_pane_model(spec)  # the panes' own models load now; their panes run once they are in
+        self.call_after_refresh(self.models_changed)
         model = session.model.get("path")
         if model and model != self.spec.path:
             self.notify(f"This session was made with model {model!r}; press m to load it.", timeout=10)

@@ -82,7 +82,12 @@ KEYS: tuple[Key, ...] = (
     Key("ctrl+s", "save_session", "Save the session"),
     Key("ctrl+o", "open_session", "Open a session"),
     Key("ctrl+t", "toggle_chat", "Toggle the chat template"),
-    Key("m", "change_model", "Load another model"),
+    Key("m", "change_model", "Load another model", "every pane without a model of its own runs on it"),
+    Key("M", "pane_model", "Put this pane on a model of its own", "a model and load settings, e.g. "
+        "smollm2,dtype=bfloat16 or smollm2,engine=llama.cpp; loaded once, shared by its panes", scope="pane",
+        shown="shift+m"),
+    Key("R", "reference", "Measure the panes against this one", "KL per token (h: kl heatmap), top-1 agreement, "
+        "where greedy outputs part, perplexity; again: off", scope="pane", shown="shift+r"),
     Key("p", "focus_prompt", "Back to the prompt", "esc leaves it again"),
     Key("t", "toggle_theme", "Toggle dark/light theme"),
     Key("A", "arena", "Blind A/B between the panes", "vote on shuffled outputs, tally saved", shown="shift+a"),

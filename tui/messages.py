@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from textual.message import Message
 
@@ -28,6 +28,9 @@ class RunFinished(Message):
     run_id: int
     panes: list[int]
     completions: list
+    """One per pane; None where the pane's model failed (its error is in errors)."""
+    errors: dict = field(default_factory=dict)
+    """Pane index -> why it has no completion (its model failed while the others' went on)."""
 
 
 @dataclass
@@ -35,3 +38,30 @@ class RunFailed(Message):
     run_id: int
     panes: list[int]
     error: str
+
+
+@dataclass
+class PaneModelProgress(Message):
+    spec: object
+    stage: str
+    fraction: float | None
+
+
+@dataclass
+class PaneModelLoaded(Message):
+    spec: object
+    label: str
+
+
+@dataclass
+class PaneModelFailed(Message):
+    spec: object
+    error: str
+
+
+@dataclass
+class AgreementReady(Message):
+    """Every pane measured against the reference: (state, Agreement or None, KL per own token or None, problem)."""
+
+    reference: object
+    results: list

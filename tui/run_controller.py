@@ -47,28 +47,57 @@ class RunController:
         self.engine_threads: set[str] = set()
         """Names of the threads the engine ran on (never the main thread)."""
 
-    def start(self, loaded, states: list[PaneState], configs, prompts: list, prefix: list[int] | None,
+    def start(self, backends: list, states: list[PaneState], configs, prompts: list, prefix: list[int] | None,
               prefix_steps: list | None) -> None:
-        """Begin a run of configs (one per state, each on its own prompt) on loaded; the panes show it streaming.
+        """Begin a run of configs (one per state, each on its own prompt and its own model: backends) ; the panes
+        show it streaming.
 
-        Panes on the same prompt (the usual case: one prompt, or a conversation's first turn) form one part,
-        prefilled once; in a conversation each pane's history makes its own prompt, and every part still
-        decodes in the one batch."""
+        Panes on the same model and prompt (the usual case: one prompt, or a conversation's first turn) form one
+        part, prefilled once; in a conversation each pane's history makes its own prompt, and every part on one
+        model still decodes in that model's one batch. Each model runs on its own thread, so a slow model does not
+        hold back the others' streaming."""
         self.before = {id(s): dataclasses.replace(s) for s in states}
-        name = getattr(loaded, "name", None)
-        for state, prompt in zip(states, prompts):
-            state.begin(prefix_steps, len(prefix) - 1 if prefix else None, prompt, name)
+        from decodelab.engine.backends.pool import spec_label
+
+        for state, prompt, backend in zip(states, prompts, backends):
+            state.begin(prefix_steps, len(prefix) - 1 if prefix else None, prompt, spec_label(backend.spec))
         self.started = {id(s): len(s.steps) for s in states}  # a branch starts with its forced tokens
         self.running = True
         self.run_id += 1
         self.cancel_event, self.states = threading.Event(), states
-        self.parts = [(rows, set()) for rows in prompt_groups(prompts)]
-        work = partial(self._work, loaded, self.run_id, states, configs, prompts, list(prefix or []),
+        keys = [json.dumps([id(b), p]) for b, p in zip(backends, prompts)]
+        self.parts = [(rows, set()) for rows in prompt_groups(keys)]
+        work = partial(self._work, backends, self.run_id, states, configs, prompts, list(prefix or []),
                        self.cancel_event, self.parts)
         self.app.run_worker(work, thread=True, exclusive=True, group="engine", name="engine")
 
-    def _work(self, loaded, run_id, states, configs, prompts, prefix, cancel, parts) -> None:
-        """The worker thread: decode, handing each step over; report the end as a message."""
+    def _work(self, backends, run_id, states, configs, prompts, prefix, cancel, parts) -> None:
+        """The worker thread: each model's parts decode on a thread of their own, handing each step over; the end
+        is reported as one message (a model that failed: its panes' errors)."""
+        completions: list = [None] * len(states)
+        errors: dict[int, str] = {}
+        by_model: dict[int, list] = {}
+        for rows, stop in parts:
+            by_model.setdefault(id(backends[rows[0]]), []).append((rows, stop))
+        threads = [threading.Thread(target=self._model_work, name=f"engine-{i}", daemon=True,
+                                    args=(backends[group[0][0][0]], run_id, states, configs, prompts, prefix,
+                                          cancel, group, completions, errors))
+                   for i, group in enumerate(by_model.values())]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        if len(errors) == len(states) and len(set(errors.values())) == 1:  # one failure for every pane
+            self.app.post_message(RunFailed(run_id, states, next(iter(errors.values()))))
+            return
+        for row, completion in enumerate(completions):
+            if completion is None and row not in errors:  # cancelled before its turn came (a backend runs in turn)
+                errors[row] = "cancelled before this pane's turn came"
+        self.app.post_message(RunFinished(run_id, states, completions, errors))
+
+    def _model_work(self, backend, run_id, states, configs, prompts, prefix, cancel, parts, completions,
+                    errors) -> None:
+        """One model's parts, in its one batch (a thread of the run's worker)."""
         from decodelab.engine.backends.base import Part, generate_parts
         from decodelab.engine.results import GenerationError
 
@@ -81,22 +110,16 @@ class RunController:
         runs = [Part(prompts[rows[0]], [configs[r] for r in rows], handler(rows), prefix, stop)
                 for rows, stop in parts]
         try:
-            results = generate_parts(loaded, runs, cancel=cancel,
-                                     trace_stages=self.app.trace_stages and loaded.can("stages"))
-        except GenerationError as exc:
-            self.app.post_message(RunFailed(run_id, states, str(exc)))
-            return
+            results = generate_parts(backend, runs, cancel=cancel,
+                                     trace_stages=self.app.trace_stages and backend.can("stages"))
         except Exception as exc:  # noqa: BLE001 - never let a run take the app down
-            self.app.post_message(RunFailed(run_id, states, f"{type(exc).__name__}: {exc}"))
+            why = str(exc) if isinstance(exc, GenerationError) else f"{type(exc).__name__}: {exc}"
+            for rows, _ in parts:
+                errors.update({row: why for row in rows})
             return
-        completions = [None] * len(states)
         for (rows, _), done in zip(parts, results):
             for row, completion in zip(rows, done):
                 completions[row] = completion
-        if any(c is None for c in completions):  # cancelled before every part ran (a backend runs them in turn)
-            self.app.post_message(RunFailed(run_id, states, "cancelled before this pane's turn came"))
-            return
-        self.app.post_message(RunFinished(run_id, states, completions))
 
     def drain(self) -> set[int]:
         """Apply every step that arrived; the ids of the states that changed."""
@@ -120,8 +143,11 @@ class RunController:
             return False
         self.drain()
         self.running = False
-        for state, completion in zip(message.panes, message.completions):
-            state.finish(completion)
+        for row, (state, completion) in enumerate(zip(message.panes, message.completions)):
+            if completion is not None:
+                state.finish(completion)
+            else:  # its model failed while the others' went on
+                self._give_back(state, message.errors.get(row, "no result"))
         return True
 
     def failed(self, message: RunFailed) -> bool:
@@ -131,15 +157,20 @@ class RunController:
         self.drain()
         self.running = False
         for state in message.panes:
-            before = self.before.get(id(state))
-            if before is not None and len(state.steps) <= self.started.get(id(state), 0):  # it made nothing new
-                for f in dataclasses.fields(before):
-                    setattr(state, f.name, getattr(before, f.name))
-            state.running = False
-            state.error = message.error
+            self._give_back(state, message.error)
         return True
 
+    def _give_back(self, state: PaneState, error: str) -> None:
+        """A pane whose run failed: its previous output back when it made nothing new, the error beside it."""
+        before = self.before.get(id(state))
+        if before is not None and len(state.steps) <= self.started.get(id(state), 0):  # it made nothing new
+            for f in dataclasses.fields(before):
+                setattr(state, f.name, getattr(before, f.name))
+        state.running = False
+        state.error = error
+
     def stop(self, state: PaneState, can_stop_rows: bool) -> tuple[bool, str]:
+        """can_stop_rows: whether this pane's model can stop one row."""
         """k: stop one pane's row while the others go on; (whether it stops, what to tell the user)."""
         where = [(stop, rows.index(i)) for rows, stop in self.parts for i in rows if self.states[i] is state]
         if not self.running or not where or not state.running:

@@ -76,6 +76,12 @@ class PaneState:
     """The prompt this output continues (None when unknown, e.g. opened from an old session)."""
     model: str | None = None
     """The model that wrote this output (None when unknown): a branch must run on the same one."""
+    model_spec: object | None = None
+    """The pane's own model and load settings (a ModelSpec; shift+m); None: the app's model (m)."""
+    agreement: object | None = None
+    """The last run measured against the reference pane (an Agreement, or why not); None when not measured."""
+    kl_levels: list | None = None
+    """KL(this pane's model || the reference's) at each of its tokens, for the kl heatmap."""
     history: list[Version] = field(default_factory=list)
     """Finished versions, oldest first (at most HISTORY)."""
     viewing: int | None = None
@@ -94,6 +100,7 @@ class PaneState:
 
     def reset(self) -> None:
         self.steps, self.text, self.stop_reason, self.completion, self.error = [], "", None, None, None
+        self.agreement, self.kl_levels = None, None
         self.cursor, self.branched_at, self.parent, self.viewing = None, None, None, None
 
     def begin(self, prefix_steps: list | None = None, branched_at: int | None = None,

@@ -53,6 +53,13 @@ def spec_from_text(text: str, base: ModelSpec | None = None) -> ModelSpec:
         raise ConfigError(f"pane model {text!r}: {exc}") from None
 
 
+def load_key(spec: ModelSpec) -> ModelSpec:
+    """What makes two specs one load: everything but chat mode (a prompt-formatting choice, not a load setting)."""
+    if spec.is_remote or spec.chat is False:
+        return spec
+    return dataclasses.replace(spec, chat=False)
+
+
 def spec_text(spec: ModelSpec) -> str:
     """The inverse of spec_from_text: the path and the load settings that differ from the defaults."""
     default = ModelSpec(path=spec.path, chat=spec.chat)
@@ -161,33 +168,34 @@ def check_fits(spec: ModelSpec, rows: int = 8, tokens: int = 1024, free: int | N
 
 
 class ModelPool:
-    """The loaded models, by ModelSpec; thread-safe (the TUI loads from workers)."""
+    """The loaded models, by load_key (chat mode aside); thread-safe (the TUI loads from workers)."""
 
     def __init__(self, loader=load_model):
         self.loader = loader
         self.models: dict[ModelSpec, object] = {}
         self.lock = threading.RLock()
 
-    def add(self, backend) -> None:
-        """A model loaded elsewhere (the app's own) joins the pool."""
-        with self.lock:
-            self.models[backend.spec] = backend
-
     def get(self, spec: ModelSpec, progress=None, api_key: str | None = None, rows: int = 8, tokens: int = 1024):
+        """The model for spec (with spec's chat mode), loaded now unless it is in the pool; ModelLoadError, with the
+        numbers, when it will not fit."""
+        key = load_key(spec)
         with self.lock:
-            if spec in self.models:
-                return self.models[spec]
-            check_fits(spec, rows, tokens)
-            backend = self.loader(spec, progress, api_key=api_key) if api_key else self.loader(spec, progress)
-            self.models[spec] = backend
-            return backend
+            if key not in self.models:
+                check_fits(spec, rows, tokens)
+                backend = self.loader(spec, progress, api_key=api_key) if api_key else self.loader(spec, progress)
+                self.models[key] = backend
+            backend = self.models[key]
+        if getattr(backend, "spec", spec) != spec and dataclasses.is_dataclass(backend):
+            return dataclasses.replace(backend, spec=spec)  # the same weights, another chat mode
+        return backend
 
-    def keep(self, specs) -> list[ModelSpec]:
-        """Unload every model not in specs; returns the specs unloaded."""
+    def keep(self, keys) -> list[ModelSpec]:
+        """Unload every model whose load_key is not in keys; returns the keys unloaded."""
+        keys = {load_key(k) for k in keys}
         with self.lock:
-            gone = [s for s in self.models if s not in set(specs)]
-            for spec in gone:
-                backend = self.models.pop(spec)
+            gone = [k for k in self.models if k not in keys]
+            for key in gone:
+                backend = self.models.pop(key)
                 close = getattr(getattr(backend, "model", None), "close", None)
                 if close is not None:
                     close()

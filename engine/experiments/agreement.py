@@ -120,6 +120,17 @@ def compare(reference_backend, reference, backend, other, prompt) -> Agreement:
     return out
 
 
+def kl_on_own_tokens(backend, completion, reference_backend, prompt) -> list[float] | None:
+    """KL(this model || the reference model) at each of this pane's own tokens, teacher-forced (the TUI's kl
+    heatmap colours a pane's tokens by it); None across different tokenizers."""
+    if not same_tokenizer(reference_backend.tokenizer, backend.tokenizer):
+        return None
+    ids = list(completion.token_ids)
+    own, ref = token_logprobs(backend, prompt, ids), token_logprobs(reference_backend, prompt, ids)
+    vocab = min(own.shape[-1], ref.shape[-1])
+    return kl_divergence(own[:, :vocab], ref[:, :vocab]).tolist() if ids else []
+
+
 def kl_divergence(p_log: torch.Tensor, q_log: torch.Tensor) -> torch.Tensor:
     """KL(p || q) per row, in nats, from log-probabilities [T, V] (0 * log 0 counts as 0)."""
     p = p_log.exp()

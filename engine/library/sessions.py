@@ -56,16 +56,21 @@ class Session:
     system: str | None = None
     conversations: list[dict | None] = field(default_factory=list)
     """Per pane, its turns and versions (a conversation record), or None for just the output above."""
+    pane_models: list[dict | None] = field(default_factory=list)
+    """Per pane, its own model and load settings (a ModelSpec as a dict), or None for the session's model."""
 
     def to_dict(self) -> dict:
         n = len(self.configs)
         outputs = list(self.completions) + [None] * (n - len(self.completions))
         records = list(self.conversations) + [None] * (n - len(self.conversations))
+        models = list(self.pane_models) + [None] * (n - len(self.pane_models))
         panes = []
-        for config, output, record in zip(self.configs, outputs, records):
+        for config, output, record, model in zip(self.configs, outputs, records, models):
             pane = {"config": config.to_dict(), "completion": completion_to_dict(output) if output else None}
             if record is not None:
                 pane["conversation"] = record
+            if model is not None:
+                pane["model"] = model
             panes.append(pane)
         return {"schema": SESSION_SCHEMA, "kind": "decodelab-session", "prompt": self.prompt, "system": self.system,
                 "model": self.model, "panes": panes}
@@ -115,6 +120,9 @@ def loads_session(text: str, where: str = "session") -> Session:
         completions = [completion_from_dict(p["completion"]) if p.get("completion") else None for p in panes]
         prompt, model, system = data["prompt"], data["model"], data.get("system")
         conversations = [p.get("conversation") for p in panes]
+        pane_models = [p.get("model") for p in panes]
+        if not all(m is None or isinstance(m, dict) for m in pane_models):
+            raise ConfigError(f"{where} is damaged: a pane's model is not a table of load settings")
         if not all(c is None or isinstance(c, dict) for c in conversations):
             raise ValueError("a pane's conversation must be an object")
     except ConfigError:
@@ -124,6 +132,7 @@ def loads_session(text: str, where: str = "session") -> Session:
     if not isinstance(prompt, str) or not isinstance(model, dict) or not isinstance(system, (str, type(None))):
         raise ConfigError(f"{where} is damaged (prompt, system or model has the wrong type)")
     return Session(prompt=prompt, model=model, configs=configs, completions=completions, system=system,
+                   pane_models=pane_models,
                    conversations=conversations)
 
 

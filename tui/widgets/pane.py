@@ -48,16 +48,23 @@ def stats_text(state: PaneState, diverge_at: int | None) -> str:
         parts.append(f"diverges @{diverge_at}")
     if state.branched_at is not None:
         parts.append(f"branch @{state.branched_at}")
+    if state.agreement is not None:
+        from ..models import agreement_text
+
+        parts.append(agreement_text(state.agreement))
     if state.completion is not None:
         rate = state.completion.timings.tokens_per_s
         parts.append(f"{rate:.0f} tok/s" if rate >= 10 else f"{rate:.1f} tok/s")  # a slow CPU is not "0 tok/s"
     return " · ".join(parts)
 
 
-def pane_title(state: PaneState, number: int | None) -> str:
-    """"1 greedy · v2/3 ┃@12": the pane's key, its name, which version shows and where it branched."""
+def pane_title(state: PaneState, number: int | None, model: str | None = None, reference: bool = False) -> str:
+    """"1 greedy · smollm2 bfloat16 · v2/3 ┃@12": the pane's key, its name, its model (when the panes' differ),
+    which version shows and where it branched; ★ marks the reference pane."""
     name = state.config.name if len(state.config.name) <= NAME_WIDTH else state.config.name[:NAME_WIDTH - 1] + "…"
-    parts = [f"{number} {name}" if number is not None else name]
+    parts = [("★" if reference else "") + (f"{number} {name}" if number is not None else name)]
+    if model:
+        parts.append(model)
     turn = state.turn_label()
     if turn:
         parts.append(turn)
@@ -168,8 +175,10 @@ class Pane(Vertical, can_focus=True):
 
     @property
     def token_bytes(self):
-        """token id -> bytes, to show tokens holding part of a character (None without a local tokenizer)."""
-        return getattr(self.app, "token_bytes", None)
+        """token id -> bytes, to show tokens holding part of a character (None without a local tokenizer); the
+        pane's own model's when it has one."""
+        own = getattr(self.app, "token_bytes_for", None)
+        return own(self.state) if own is not None else getattr(self.app, "token_bytes", None)
 
     def compose(self) -> ComposeResult:
         yield Label(self.state.config.summary(), classes="pane--summary")
@@ -199,13 +208,14 @@ class Pane(Vertical, can_focus=True):
     def refresh_view(self, scroll: bool = False) -> None:
         """Redraw from state (called at most ~30 times a second while streaming)."""
         state = self.state
-        self.border_title = pane_title(state, self.number)
+        label = self.app.pane_label(state) if hasattr(self.app, "pane_label") else None
+        self.border_title = pane_title(state, self.number, label, getattr(self.app, "reference", None) is state)
         self.refresh_subtitle()
         summary = self.query_one(".pane--summary", Label)
         summary.update(state.config.summary())  # cut with … in a short pane; whole in a tall one and the tooltip
         summary.tooltip = state.config.summary()
         text = render_tokens(state.steps, len(state.text), self.measure, state.cursor, self.diverge_at,
-                             branch_marks=state.branch_marks(), token_bytes=self.token_bytes)
+                             branch_marks=state.branch_marks(), token_bytes=self.token_bytes, kl=state.kl_levels)
         self.query_one(TokenView).update(conversation_text(state, text))
         stats = self.query_one(".pane--stats", Static)
         stats.update(stats_text(state, self.diverge_at))
@@ -220,9 +230,8 @@ class Pane(Vertical, can_focus=True):
 
     def refresh_subtitle(self) -> None:
         ignored = f"⚠ server ignores {', '.join(self.state.ignored)}" if self.state.ignored else ""
-        loaded = getattr(getattr(self.app, "loaded", None), "name", None)
-        model = self.state.model
-        other = f"by {model}" if model and loaded and model != loaded and not self.state.running else ""
+        written = self.app.written_by_other(self.state) if hasattr(self.app, "written_by_other") else None
+        other = f"by {written}" if written and not self.state.running else ""
         self.border_subtitle = " · ".join(p for p in (other, ignored, self.more) if p)
 
     def scroll_to_cursor(self) -> None:
@@ -285,3 +294,9 @@ class Pane(Vertical, can_focus=True):
 
     def action_continue_reply(self) -> None:
         self.app.continue_pane(self)
+
+    def action_pane_model(self) -> None:
+        self.app.pane_model(self)
+
+    def action_reference(self) -> None:
+        self.app.set_reference(self)

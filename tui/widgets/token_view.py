@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from decodelab.engine.decoding.token_bytes import display_pieces
-from decodelab.themes.heatmap import colour, level, text_colour_for
+from decodelab.themes.heatmap import colour, kl_level, level, text_colour_for
 from rich.style import Style
 from rich.text import Text
 from textual import events
@@ -18,13 +18,14 @@ BRANCH_MARK = "┃"
 
 
 def render_tokens(steps, text_len: int, measure: str, cursor: int | None, diverge_at: int | None,
-                  scale: str = "viridis", branch_marks=(), token_bytes=None) -> Text:
+                  scale: str = "viridis", branch_marks=(), token_bytes=None, kl=None) -> Text:
     """Text for a pane: each token's piece, styled by measure, cursor and divergence, clickable.
 
     Each span carries `token` meta (not `@click`, whose link style would replace the heatmap's
     black-or-white text colour). token_bytes(token_id) -> bytes | None lets a token holding part of
     a UTF-8 character show its bytes (<0xE2>) instead of U+FFFD. branch_marks: token indices where
-    this output was branched, or where later versions branched from it (marked with BRANCH_MARK).
+    this output was branched, or where later versions branched from it (marked with BRANCH_MARK). kl: the KL
+    against the reference pane's model at each token, which the "kl" measure colours by.
     """
     out = Text()
     pieces = display_pieces(steps, text_len, token_bytes)
@@ -36,7 +37,7 @@ def render_tokens(steps, text_len: int, measure: str, cursor: int | None, diverg
         if i in branch_marks:
             out.append(BRANCH_MARK, Style(bold=True, color="#ff8c00", meta={"token": i}))
         style = Style(meta={"token": i})
-        value = level(step, measure)
+        value = kl_level(kl[i]) if measure == "kl" and kl is not None and i < len(kl) else level(step, measure)
         if value is not None:
             bg = colour(value, scale)
             style += Style(color=text_colour_for(bg), bgcolor=bg)
