@@ -87,11 +87,22 @@ class ModelActions:
             self.notify("No model is loaded yet (press m to load one).", severity="warning")
             return
         current = spec_text(pane.state.model_spec) if pane.state.model_spec else ""
+
+        def check(text: str) -> str | None:
+            from decodelab.engine.backends.pool import spec_from_text
+            from decodelab.engine.config import ConfigError
+
+            try:
+                spec_from_text(text.strip(), self.loaded.spec) if text.strip() else None
+            except ConfigError as exc:
+                return str(exc)
+            return None
+
         self.push_screen(AskText(
-            f"Pane {pane.number}'s model (empty: the app's, {self.model_label(self.loaded)}). A folder, cached hub "
-            "id, FILE.gguf, smollm2 or demo, then settings: dtype=bfloat16, quantization=4bit|8bit, "
-            "engine=llama.cpp, device=cpu",
-            current, placeholder="smollm2,dtype=bfloat16"), lambda text: self.set_pane_model(pane, text))
+            f"Pane {pane.number}'s model (empty: the app's, {self.model_label(self.loaded)})", current, check,
+            detail="A folder, cached hub id, FILE.gguf, smollm2 or demo, then load settings after commas: "
+                   "dtype=bfloat16, quantization=4bit or 8bit, engine=llama.cpp, device=cpu. "
+                   "e.g. smollm2,dtype=bfloat16"), lambda text: self.set_pane_model(pane, text))
 
     def set_pane_model(self, pane, text: str | None) -> None:
         from decodelab.engine.backends.pool import load_key, spec_from_text
@@ -129,7 +140,7 @@ class ModelActions:
             return
         self.loading_models.add(load_key(spec))
         self._pane_model_worker(spec)
-        self.refresh_panes()
+        self.call_after_refresh(self.refresh_panes)
 
     @work(thread=True, group="pane-model")
     def _pane_model_worker(self, spec) -> None:

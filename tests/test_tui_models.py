@@ -1,0 +1,145 @@
+"""The TUI with panes on different models: shift+m, the shared pool, per-model batches, sessions, shift+r figures."""
+
+from __future__ import annotations
+
+import pytest
+from tui_pilot import PROMPT, make_app, messages, plain, run_all, wait_idle
+
+from decodelab.engine import DecodingConfig, generate_many
+from decodelab.engine.backends.pool import load_key, spec_from_text
+from decodelab.tui.widgets.pane import Pane
+
+TWO = [DecodingConfig(name="greedy", max_new_tokens=12, min_new_tokens=12),
+       DecodingConfig(name="other", max_new_tokens=12, min_new_tokens=12)]
+
+
+async def wait_loaded(app, pilot, timeout: float = 120) -> None:
+    for _ in range(int(timeout / 0.05)):
+        await pilot.pause(0.05)
+        if not app.loading_models:
+            await pilot.pause()
+            return
+    raise AssertionError("the pane's model did not load")
+
+
+async def set_model(app, pilot, pane, text: str) -> None:
+    pane.focus()
+    await pilot.pause()
+    await pilot.press("M")
+    await pilot.pause()
+    box = app.screen.query_one("Input")
+    box.value = text
+    await pilot.press("enter")
+    await wait_loaded(app, pilot)
+
+
+@pytest.mark.asyncio
+async def test_a_pane_on_its_own_model_runs_beside_the_others(demo, model_dirs, tiny_models):
+    llama = str(model_dirs["llama"])
+    app = make_app(demo, configs=TWO)
+    async with app.run_test(size=(160, 45)) as pilot:
+        await pilot.pause()
+        panes = app.query(Pane).results()
+        first, second = list(panes)
+        await set_model(app, pilot, second, llama)
+        assert second.state.model_spec == spec_from_text(llama, app.loaded.spec)
+        assert len(app.pool.models) == 1 and "panes also on" in str(app.query_one("#model-bar").render())
+        assert model_dirs["llama"].name in second.border_title and "demo" in first.border_title
+        await run_all(app, pilot)
+        alone_demo = generate_many(demo, PROMPT, [TWO[0]])[0].text
+        alone_llama = generate_many(tiny_models["llama"], PROMPT, [TWO[1]])[0].text
+        assert first.state.text == alone_demo and second.state.text == alone_llama  # each on its own model
+        assert len(app.runs.engine_threads) >= 2  # one thread per model
+        # shift+r: the second pane measured against the first (different tokenizers: perplexities only)
+        first.focus()
+        await pilot.press("R")
+        await wait_idle(app, pilot)
+        for _ in range(200):
+            await pilot.pause(0.05)
+            if second.state.agreement is not None:
+                break
+        assert app.reference is first.state and "★" in first.border_title
+        assert "vs ref" in plain(second.query_one(".pane--stats")) or "vs ref" in str(second.state.agreement)
+        # back on the app's model: the pool unloads the llama model
+        await set_model(app, pilot, second, "")
+        assert second.state.model_spec is None and not app.pool.models
+        assert "demo" not in second.border_title  # one model again: no model in the titles
+
+
+@pytest.mark.asyncio
+async def test_same_tokenizer_panes_get_kl_figures_and_heatmap(llama, model_dirs):
+    qwen = str(model_dirs["qwen2"])
+    from decodelab.engine.backends.loading import ModelSpec
+    from decodelab.tui.app import DecodelabApp
+
+    app = DecodelabApp(spec=ModelSpec(path=str(model_dirs["llama"])), configs=TWO, prompt=PROMPT, loaded=llama)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.pause()
+        first, second = list(app.query(Pane).results())
+        await set_model(app, pilot, second, qwen)
+        first.focus()
+        await pilot.press("R")
+        await run_all(app, pilot)
+        for _ in range(200):
+            await pilot.pause(0.05)
+            if second.state.agreement is not None:
+                break
+        figures = second.state.agreement
+        assert figures.same_tokenizer and figures.kl_mean > 0 and len(second.state.kl_levels) == 12
+        for _ in range(8):  # h reaches the kl measure (offered with a reference pane)
+            if app.measure == "kl":
+                break
+            await pilot.press("h")
+        assert app.measure == "kl"
+        await pilot.press("R")  # off again: the kl measure goes with it
+        assert app.reference is None and app.measure != "kl" and second.state.agreement is None
+
+
+@pytest.mark.asyncio
+async def test_bad_pane_models_and_memory_refusals_are_said(demo, monkeypatch):
+    app = make_app(demo, configs=TWO)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.pause()
+        second = list(app.query(Pane).results())[1]
+        second.focus()
+        await pilot.press("M")
+        await pilot.pause()
+        app.screen.query_one("Input").value = "demo,bits=4"
+        await pilot.press("enter")
+        await pilot.pause()
+        assert "not a load setting" in str(app.screen.query_one("#ask-error").render())  # the dialog stays open
+        await pilot.press("escape")
+        assert second.state.model_spec is None
+        from decodelab.engine.backends import pool
+
+        monkeypatch.setattr(pool, "available", lambda where: 1024)  # nothing fits
+        await set_model(app, pilot, second, "demo,dtype=float32")
+        await pilot.pause(0.2)
+        assert second.state.model_spec is None  # back on the app's model, usable
+        assert any("will not fit" in m and "free in RAM" in m for m in messages(app))
+
+
+@pytest.mark.asyncio
+async def test_sessions_keep_each_panes_model(demo, model_dirs, tmp_path):
+    llama = str(model_dirs["llama"])
+    app = make_app(demo, configs=TWO)
+    path = tmp_path / "s.json"
+    async with app.run_test(size=(160, 45)) as pilot:
+        await pilot.pause()
+        second = list(app.query(Pane).results())[1]
+        await set_model(app, pilot, second, llama)
+        await run_all(app, pilot)
+        await pilot.press("ctrl+s")
+        await pilot.pause()
+        app.screen.query_one("Input").value = str(path)
+        await pilot.press("enter")
+        await pilot.pause()
+    again = make_app(demo, configs=TWO)
+    async with again.run_test(size=(160, 45)) as pilot:
+        await pilot.pause()
+        again.open_session(str(path))
+        await wait_loaded(again, pilot)
+        await pilot.pause()
+        second = list(again.query(Pane).results())[1]
+        assert load_key(second.state.model_spec) == load_key(spec_from_text(llama))
+        assert load_key(second.state.model_spec) in again.pool.models
