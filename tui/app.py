@@ -79,6 +79,8 @@ class DecodelabApp(ModelActions, ConversationActions, BranchActions, PaneActions
         """The panes' own models (shift+m), each loaded once; the app's model (m) is self.loaded."""
         self.loading_models: set = set()
         """The load keys of pane models being loaded."""
+        self.models_loaded: list[str] = []
+        """Pane models loaded while others still load (said in one note when the last is in)."""
         self.reference: PaneState | None = None
         """The pane the others are measured against (shift+r), or None."""
 
@@ -188,6 +190,11 @@ class DecodelabApp(ModelActions, ConversationActions, BranchActions, PaneActions
         self.update_model_bar()
         self.update_legend()
         self.refresh_panes()  # a pane written by the previous model says so on its border
+        if not self.loading_models:  # else once the panes' own models are in too
+            self.on_model_loaded_run()
+
+    def on_model_loaded_run(self) -> None:
+        """Every model is in: run the command line's prompt (--prompt) now, once."""
         if self.run_at_start and self.initial_prompt:
             self.run_at_start = False
             if len(self.screen_stack) > 1:  # a dialog is open: don't start behind it, say how to start

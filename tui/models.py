@@ -172,12 +172,24 @@ class ModelActions:
         from decodelab.engine.backends.pool import load_key
 
         self.loading_models.discard(load_key(message.spec))
-        self.models_changed(f"{message.label} is loaded: its panes run on it (ctrl+r).")
+        self.models_loaded.append(message.label)
+        if self.loading_models:  # one note once every model asked for is in
+            return
+        names, self.models_loaded = self.models_loaded, []
+        if self.run_at_start and self.loaded is not None:  # the command line's prompt runs once all are in
+            self.models_changed()
+            self.on_model_loaded_run()
+            return
+        self.models_changed(f"{', '.join(names)} {'is' if len(names) == 1 else 'are'} loaded: "
+                            f"{'its' if len(names) == 1 else 'their'} panes run on "
+                            f"{'it' if len(names) == 1 else 'them'} (ctrl+r).")
 
     def on_pane_model_failed(self, message: PaneModelFailed) -> None:
         from decodelab.engine.backends.pool import load_key, spec_label
 
         self.loading_models.discard(load_key(message.spec))
+        if not self.loading_models and self.run_at_start and self.loaded is not None:
+            self.call_after_refresh(self.on_model_loaded_run)
         for pane in self.panes():
             if pane.state.model_spec == message.spec:
                 pane.state.model_spec = None  # back on the app's model: the pane stays usable
@@ -282,19 +294,19 @@ class ModelActions:
 
 
 def agreement_text(figures) -> str:
-    """The pane's figures against the reference, for its status line ("vs ref KL .012 · top-1 92% · …")."""
+    """The pane's figures against the reference pane (★), for its status line ("★KL 0.012/tok · top-1 92% · …")."""
     if figures is None:
         return ""
     if isinstance(figures, str):
-        return f"vs ref: {figures}"
+        return f"★ {figures}"
     parts = []
     if figures.kl_mean is not None:
-        parts.append(f"vs ref KL {figures.kl_mean:.3f}")
+        parts.append(f"★KL {figures.kl_mean:.3f}/tok")
         parts.append(f"top-1 {figures.top1_agreement:.0%}" if figures.top1_agreement is not None else "")
         parts.append(f"parts @{figures.first_disagreement}" if figures.first_disagreement is not None else "")
     else:
-        parts.append("vs ref (other tokenizer)")
+        parts.append("★other tokenizer")
     ppl = figures.perplexity_on_reference
     if ppl is not None and math.isfinite(ppl):
-        parts.append(f"ppl on ref {ppl:.1f}")
+        parts.append(f"ppl on ★ {ppl:.1f}")
     return " · ".join(p for p in parts if p)

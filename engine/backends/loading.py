@@ -6,7 +6,6 @@ import contextlib
 import logging
 import os
 import time
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -278,11 +277,15 @@ def _quantization_config(spec: ModelSpec, dtype: torch.dtype):
         from transformers import BitsAndBytesConfig
     except Exception as exc:  # noqa: BLE001 - any import failure means "unavailable"
         raise ModelLoadError(f"{spec.quantization} quantization needs bitsandbytes, which failed to import: {exc}") from None
-    if spec.quantization == "8bit":  # on a CPU bitsandbytes warns at every forward that it casts to float16
-        warnings.filterwarnings("ignore", message="MatMul8bitLt: inputs will be cast")
+    if spec.quantization == "8bit":  # on a CPU bitsandbytes logs at every forward that it casts to float16,
+        logging.getLogger("bitsandbytes.autograd._functions").addFilter(_no_cast_notice)  # over a TUI's screen
         return BitsAndBytesConfig(load_in_8bit=True)
     compute = dtype if spec.compute_dtype == "auto" else getattr(torch, spec.compute_dtype)
     return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type=spec.quant_type, bnb_4bit_compute_dtype=compute)
+
+
+def _no_cast_notice(record: logging.LogRecord) -> bool:
+    return "inputs will be cast" not in record.getMessage()
 
 
 def load_model(spec: ModelSpec, progress: Progress | None = None, api_key: str | None = None):

@@ -34,6 +34,10 @@ def stats_text(state: PaneState, diverge_at: int | None) -> str:
     elif state.running:
         parts.append("running…")
     parts.append(f"{len(state.steps)} tok")
+    if state.agreement is not None:  # against the reference pane (shift+r): early, where a narrow pane shows it
+        from ..models import agreement_text
+
+        parts.append(agreement_text(state.agreement))
     removed = [s.constraint_removed for s in state.steps if s.constraint_removed is not None]
     if removed:  # how hard the json_schema / regex / choice / grammar pushed against the model (early: a
         forced = sum(s.forced for s in state.steps)  # narrow pane cuts the end)
@@ -48,10 +52,6 @@ def stats_text(state: PaneState, diverge_at: int | None) -> str:
         parts.append(f"diverges @{diverge_at}")
     if state.branched_at is not None:
         parts.append(f"branch @{state.branched_at}")
-    if state.agreement is not None:
-        from ..models import agreement_text
-
-        parts.append(agreement_text(state.agreement))
     if state.completion is not None:
         rate = state.completion.timings.tokens_per_s
         parts.append(f"{rate:.0f} tok/s" if rate >= 10 else f"{rate:.1f} tok/s")  # a slow CPU is not "0 tok/s"
