@@ -69,15 +69,15 @@ def test_run_warns_about_an_empty_prompt_on_stdin():
 
 
 def test_run_exits_1_naming_the_pane_that_ended_in_an_error(monkeypatch):
-    import decodelab.engine.backends.base as backend_base
-    real = backend_base.generate_many
+    import decodelab.engine.backends.pool as pool
+    real = pool.generate_groups
 
-    def one_pane_fails(loaded, prompt, configs, **kwargs):
-        done = real(loaded, prompt, configs, **kwargs)
+    def one_pane_fails(groups, prompt, **kwargs):
+        (done,) = real(groups, prompt, **kwargs)
         broken = dataclasses.replace(done[1], stop_reason="error", extra={"error": "the stream was cut"})
-        return [done[0], broken]
+        return [[done[0], broken]]
 
-    monkeypatch.setattr(backend_base, "generate_many", one_pane_fails)
+    monkeypatch.setattr(pool, "generate_groups", one_pane_fails)
     result = invoke("run", "--prompt", "The for", "-p", "greedy", "-p", "balanced", "--set", "max_new_tokens=3")
     assert result.exit_code == 1
     assert "'balanced'" in result.stderr and "the stream was cut" in result.stderr

@@ -163,6 +163,9 @@ class DecodelabApp(ModelActions, ConversationActions, BranchActions, PaneActions
         from decodelab.engine.backends.loading import ModelLoadError, load_model
 
         try:
+            from decodelab.engine.backends.pool import check_fits
+
+            check_fits(spec, rows=max(1, len(self.initial_configs)))  # refused, with the numbers, if it cannot fit
             loaded = load_model(spec, lambda stage, f: self.post_message(LoadProgress(stage, f)), api_key=self.api_key)
         except ModelLoadError as exc:
             self.post_message(LoadFailed(str(exc)))

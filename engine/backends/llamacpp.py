@@ -215,15 +215,12 @@ class LlamaRows:
         return runtime._logits(runtime.main[0], len(tokens))
 
 
-def load_llamacpp(spec, file: Path, progress=None):
-    """A LlamaCppModel on the GGUF file (spec.engine == "llama.cpp"); ModelLoadError says what went wrong."""
-    import time
-
+def open_gguf_engine(spec, file: Path, progress=None) -> tuple[LlamaRuntime, object]:
+    """The runtime and tokenizer for the GGUF file (spec.engine == "llama.cpp"); ModelLoadError says what went
+    wrong. loading.py wraps them in a LlamaCppModel."""
     from .gguf import GGUFError, tokenizer_folder
-    from .loading import LlamaCppModel
 
     report = progress or (lambda stage, fraction: None)
-    start = time.perf_counter()
     if spec.quantization != "none":
         raise ModelLoadError(f"--quantization {spec.quantization} is for the transformers engine: a GGUF file on "
                              "llama.cpp keeps its own quantization (pick another file for another one)")
@@ -250,8 +247,4 @@ def load_llamacpp(spec, file: Path, progress=None):
                              "transformers engine")
     runtime = LlamaRuntime(file, torch.get_num_threads(), -1 if offload and spec.device != "cpu" else 0)
     report("ready", 1.0)
-    return LlamaCppModel(model=runtime, tokenizer=tokenizer, spec=spec, device=torch.device("cpu"),
-                         dtype=torch.float32, num_parameters=runtime.parameters(),
-                         memory_bytes=runtime.describe_memory(), load_seconds=time.perf_counter() - start,
-                         source=str(file), extra={"gguf": str(file), "engine": "llama.cpp",
-                                                  "batching.mergeable": False, "batching.invariant": True})
+    return runtime, tokenizer

@@ -312,9 +312,14 @@ def load_model(spec: ModelSpec, progress: Progress | None = None, api_key: str |
         if gguf_file is None:
             raise ModelLoadError(f"the llama.cpp engine runs GGUF files, and {spec.path} is not one: pass a .gguf "
                                  "file (or 'smollm2'), or use --engine transformers")
-        from .llamacpp import load_llamacpp
+        from .llamacpp import open_gguf_engine
 
-        return load_llamacpp(spec, gguf_file, outer)
+        runtime, tokenizer = open_gguf_engine(spec, gguf_file, outer)
+        return LlamaCppModel(model=runtime, tokenizer=tokenizer, spec=spec, device=torch.device("cpu"),
+                             dtype=torch.float32, num_parameters=runtime.parameters(),
+                             memory_bytes=runtime.describe_memory(), load_seconds=time.perf_counter() - start,
+                             source=str(gguf_file), extra={"gguf": str(gguf_file), "engine": "llama.cpp",
+                                                           "batching.mergeable": False, "batching.invariant": True})
     device = resolve_device(spec)
     dtype = resolve_dtype(spec.dtype, device)
     report = outer
