@@ -167,6 +167,7 @@ def run(prompt, prompt_file, system, messages_file, presets, sets, seed, referen
 
 def pane_agreement(reference, completions, specs, backends, prompt) -> dict:
     """The agreement figures of every pane against the reference pane (experiments/agreement.py), as JSON."""
+    from decodelab.engine.backends.pool import spec_label
     from decodelab.engine.experiments.agreement import compare, scorable
 
     index = pick_pane(reference, completions)
@@ -175,16 +176,17 @@ def pane_agreement(reference, completions, specs, backends, prompt) -> dict:
     for i, (c, spec) in enumerate(zip(completions, specs)):
         if i == index:
             continue
-        entry = {"pane": i + 1, "name": c.config.name}
+        entry = {"pane": i + 1, "name": c.config.name, "model": spec_label(spec)}
         if not (scorable(ref_backend) and scorable(backends[spec])):
             entry["note"] = "a remote server gives no full distribution: no figures"
         elif c.stop_reason == "error" or completions[index].stop_reason == "error":
             entry["note"] = "a pane ended in an error: no figures"
         else:
             entry.update(compare(ref_backend, completions[index], backends[spec], c, prompt).to_dict())
-            entry["pane"], entry["name"] = i + 1, c.config.name
+            entry.update({"pane": i + 1, "name": c.config.name, "model": spec_label(spec)})
         panes.append(entry)
-    return {"reference": index + 1, "reference_name": completions[index].config.name, "panes": panes}
+    return {"reference": index + 1, "reference_name": completions[index].config.name,
+            "reference_model": spec_label(specs[index]), "panes": panes}
 
 
 def pick_pane(reference, completions) -> int:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -288,12 +289,25 @@ def _no_cast_notice(record: logging.LogRecord) -> bool:
     return "inputs will be cast" not in record.getMessage()
 
 
+_LOADING = threading.Lock()
+"""One load at a time: transformers' lazy imports are not thread-safe (two models loading at once on worker threads
+got "cannot import name 'AutoConfig' from 'transformers'"), and two loads share the same cores and disk anyway."""
+
+
 def load_model(spec: ModelSpec, progress: Progress | None = None, api_key: str | None = None):
     """Load a causal LM and its tokenizer from local files only. Failures raise ModelLoadError.
 
     A spec whose path is an http(s) URL connects to an OpenAI-compatible server instead and returns
     a RemoteModel (the key comes from api_key, else DECODELAB_API_KEY; OPENAI_API_KEY only for api.openai.com).
+    Local loads happen one at a time (a second waits for the first).
     """
+    if spec.is_remote:
+        return _load_model(spec, progress, api_key)
+    with _LOADING:
+        return _load_model(spec, progress, api_key)
+
+
+def _load_model(spec: ModelSpec, progress: Progress | None, api_key: str | None):
     if spec.is_remote:
         from .remote import connect
 
