@@ -9,6 +9,9 @@ from decodelab.engine import DecodingConfig, generate_many
 from decodelab.engine.backends.pool import load_key, spec_from_text
 from decodelab.tui.widgets.pane import Pane
 
+THREE = [DecodingConfig(name="greedy", max_new_tokens=12, min_new_tokens=12),
+         DecodingConfig(name="warm", do_sample=True, temperature=0.8, seed=3, max_new_tokens=12, min_new_tokens=12),
+         DecodingConfig(name="third", max_new_tokens=12, min_new_tokens=12)]
 TWO = [DecodingConfig(name="greedy", max_new_tokens=12, min_new_tokens=12),
        DecodingConfig(name="other", max_new_tokens=12, min_new_tokens=12)]
 
@@ -20,6 +23,15 @@ async def wait_loaded(app, pilot, timeout: float = 120) -> None:
             await pilot.pause()
             return
     raise AssertionError("the pane's model did not load")
+
+
+async def wait_figures(pilot, pane, timeout: float = 60) -> None:
+    """Wait for the pane's agreement figures (measured on a worker after the run)."""
+    for _ in range(int(timeout / 0.05)):
+        await pilot.pause(0.05)
+        if pane.state.agreement is not None:
+            return
+    raise AssertionError("the pane was not measured against the reference")
 
 
 async def set_model(app, pilot, pane, text: str) -> None:
@@ -54,10 +66,7 @@ async def test_a_pane_on_its_own_model_runs_beside_the_others(demo, model_dirs, 
         first.focus()
         await pilot.press("R")
         await wait_idle(app, pilot)
-        for _ in range(200):
-            await pilot.pause(0.05)
-            if second.state.agreement is not None:
-                break
+        await wait_figures(pilot, second)
         assert app.reference is first.state and "★" in first.border_title
         assert "★other tokenizer" in plain(second.query_one(".pane--stats"))
         # back on the app's model: the pool unloads the llama model
@@ -80,10 +89,7 @@ async def test_same_tokenizer_panes_get_kl_figures_and_heatmap(llama, model_dirs
         first.focus()
         await pilot.press("R")
         await run_all(app, pilot)
-        for _ in range(200):
-            await pilot.pause(0.05)
-            if second.state.agreement is not None:
-                break
+        await wait_figures(pilot, second)
         figures = second.state.agreement
         assert figures.same_tokenizer and figures.kl_mean > 0 and len(second.state.kl_levels) == 12
         for _ in range(8):  # h reaches the kl measure (offered with a reference pane)
@@ -143,3 +149,20 @@ async def test_sessions_keep_each_panes_model(demo, model_dirs, tmp_path):
         second = list(again.query(Pane).results())[1]
         assert load_key(second.state.model_spec) == load_key(spec_from_text(llama))
         assert load_key(second.state.model_spec) in again.pool.models
+
+
+@pytest.mark.asyncio
+async def test_two_panes_on_one_pane_model_share_its_batch(demo, model_dirs, tiny_models):
+    """Panes on the same model of their own decode as one batch (one thread, one prefill)."""
+    llama = str(model_dirs["llama"])
+    app = make_app(demo, configs=THREE)
+    async with app.run_test(size=(160, 45)) as pilot:
+        await pilot.pause()
+        first, second, third = list(app.query(Pane).results())
+        await set_model(app, pilot, second, llama)
+        await set_model(app, pilot, third, llama)
+        assert app.backend_for(second.state) is app.backend_for(third.state)  # one object: one group in a run
+        await run_all(app, pilot)
+        together = generate_many(tiny_models["llama"], PROMPT, [THREE[1], THREE[2]])
+        assert [second.state.text, third.state.text] == [c.text for c in together]
+        assert len(app.runs.engine_threads) == 2  # the demo model's thread and the llama model's

@@ -319,7 +319,8 @@ class PaneActions:
         if self.loaded is None:
             self.notify("A sweep needs a loaded model and a pane to start from.", severity="warning")
             return
-        self.push_screen(SweepScreen(self.loaded, pane.state.config, self.comparison_prompt(pane)))
+        self.push_screen(SweepScreen(self.backend_for(pane.state) or self.loaded, pane.state.config,
+                                     self.comparison_prompt(pane)))
 
     def comparison_prompt(self, pane: Pane | None = None):
         """What A/B and sweeps run on: the prompt box (with the system prompt), or in a conversation the pane's

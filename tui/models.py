@@ -38,7 +38,11 @@ class ModelActions:
                                                 or bool(getattr(backend.tokenizer, "chat_template", None)))
         if backend.spec.is_remote or backend.spec.chat == chat:
             return backend
-        return dataclasses.replace(backend, spec=dataclasses.replace(backend.spec, chat=chat))
+        views = self.__dict__.setdefault("_chat_views", {})  # one object per model and chat mode: a run groups
+        key = (id(backend), chat)  # panes by it, so two panes on one model share its batch
+        if key not in views:
+            views[key] = dataclasses.replace(backend, spec=dataclasses.replace(backend.spec, chat=chat))
+        return views[key]
 
     def pane_label(self, state) -> str | None:
         """The pane's model for its title when the panes' models differ (None when they all share one)."""
@@ -202,7 +206,8 @@ class ModelActions:
         from decodelab.engine.backends.pool import load_key
 
         used = {load_key(p.state.model_spec) for p in self.panes() if p.state.model_spec is not None}
-        self.pool.keep(used | self.loading_models)
+        if self.pool.keep(used | self.loading_models):
+            self.__dict__.get("_chat_views", {}).clear()  # no view may keep an unloaded model alive
         if self.reference is not None and all(p.state is not self.reference for p in self.panes()):
             self.reference = None  # its pane was removed
         if self.loaded is not None:
