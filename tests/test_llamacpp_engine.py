@@ -19,6 +19,10 @@ from decodelab.engine.results import PromptError
 
 pytest.importorskip("llama_cpp")
 
+from pathlib import Path  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+
 PROMPTS = {"plain": ("The best way to learn a new language is", False),
            "chat": ("What is the capital of France? Answer in one short sentence.", True)}
 
@@ -116,3 +120,26 @@ def test_what_the_engine_cannot_do_is_said(smollm2_llamacpp, tmp_path):
     with pytest.raises(ModelLoadError, match="keeps its own quantization"):
         load_model(ModelSpec(path="smollm2", engine="llama.cpp", quantization="4bit"))
     assert "Q4_1 GGUF on llama.cpp" in smollm2_llamacpp.describe()
+
+
+def test_a_gguf_of_its_own_runs_and_its_tokenizer_is_cached_not_listed(tmp_path, monkeypatch):
+    """The demo model written as GGUF, on the llama.cpp engine: its tokenizer is read out of the file once and kept
+    in the cache (not listed as a model), and greedy equals llama.cpp's own greedy on that file too."""
+    import importlib.util
+
+    from decodelab.engine.backends.gguf import list_converted, tokenizer_folder
+    from decodelab.engine.backends.loading import ModelSpec, load_model
+
+    monkeypatch.setenv("DECODELAB_CACHE_DIR", str(tmp_path / "cache"))
+    spec = importlib.util.spec_from_file_location("demo_to_gguf", ROOT / "scripts" / "demo_to_gguf.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    from decodelab.engine.backends.loading import demo_model_path
+
+    path = module.write_gguf(demo_model_path(), tmp_path / "demo.gguf")
+    loaded = load_model(ModelSpec(path=str(path), engine="llama.cpp"))
+    folder = tokenizer_folder(path)
+    assert folder.is_dir() and tokenizer_folder(path) == folder and list_converted() == []
+    out = generate_many(loaded, "The for statement", [DecodingConfig(max_new_tokens=16, min_new_tokens=16)])[0]
+    theirs, _ = llama_cpp_greedy(str(path), encode_prompt(loaded, "The for statement").tolist(), 16)
+    assert [s.token_id for s in out.steps] == theirs[: len(out.steps)]

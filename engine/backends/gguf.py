@@ -260,6 +260,8 @@ def list_converted() -> list[dict]:
     for folder in sorted(root.iterdir()):
         with contextlib.suppress(OSError, ValueError, KeyError):
             manifest = json.loads((folder / MANIFEST).read_text())
+            if "config.json" not in manifest["files"]:
+                continue  # a tokenizer kept for the llama.cpp engine, not a model
             size = sum(entry[0] for entry in manifest["files"].values())
             out.append({"folder": folder, "source": manifest["source"], "size": size})
     return out
