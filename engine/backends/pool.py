@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import gc
 import json
+import math
 import os
 import threading
 from dataclasses import dataclass
@@ -115,22 +116,19 @@ def estimate(spec: ModelSpec, rows: int = 8, tokens: int = 1024) -> Estimate | N
     where = "cuda" if spec.device == "cuda" or (spec.device == "auto" and torch.cuda.is_available()) else "cpu"
     gguf = _gguf(spec)
     if gguf is not None:
-        params, layout = _gguf_layout(gguf)
+        params, kept, layout = _gguf_layout(gguf)
         if spec.engine == "llama.cpp":
             weights, how = gguf.stat().st_size, f"the {gguf.name} file as it is"
         else:
-            size = {"8bit": 1.0, "4bit": 0.5}.get(spec.quantization, _dtype_bytes(spec, where))
-            weights, how = int(params * size), f"{params / 1e6:.0f}M parameters de-quantized to {size:g} bytes each"
+            weights, how = _weights(spec, where, params, kept, "de-quantized to")
     else:
         folder = _folder(spec)
         if folder is None:
             return None
-        params, layout = _folder_layout(folder)
+        params, kept, layout = _folder_layout(folder)
         if not params:
             return None
-        per = {"8bit": 1.0, "4bit": 0.5}.get(spec.quantization, _dtype_bytes(spec, where))
-        weights = int(params * per)
-        how = f"{params / 1e6:.0f}M parameters at {per:g} bytes each"
+        weights, how = _weights(spec, where, params, kept, "at")
     kv = layout * rows * tokens * (2 if spec.engine == "llama.cpp" else _dtype_bytes(spec, where)) if layout else 0
     return Estimate(weights, kv, where, how)
 
@@ -208,6 +206,24 @@ class ModelPool:
         return gone
 
 
+def _weights(spec: ModelSpec, where: str, params: int, kept: int, verb: str) -> tuple[int, str]:
+    """Bytes of weights and how they were reckoned. bitsandbytes quantizes the linear layers only: embeddings, the
+    output layer and norms (`kept`) stay at the dtype."""
+    size = _dtype_bytes(spec, where)
+    per = {"8bit": 1.0, "4bit": 0.5}.get(spec.quantization)
+    if per is None:
+        return params * size, f"{params / 1e6:.0f}M parameters {verb} {size} bytes each"
+    return (int((params - kept) * per) + kept * size,
+            f"{(params - kept) / 1e6:.0f}M parameters at {per:g} bytes each and {kept / 1e6:.0f}M "
+            f"(embeddings, output, norms) at {size}")
+
+
+def _kept(name: str, shape) -> bool:
+    """Whether bitsandbytes leaves this tensor unquantized: not a 2-D linear weight, or an embedding / output layer."""
+    low = name.lower()
+    return len(shape) != 2 or any(k in low for k in ("embed", "lm_head", "wte", "wpe", "token_embd", "output.weight"))
+
+
 def _dtype_bytes(spec: ModelSpec, where: str) -> int:
     if spec.dtype == "auto":
         return 2 if where == "cuda" else 4
@@ -223,22 +239,23 @@ def _gguf(spec: ModelSpec) -> Path | None:
         return None
 
 
-def _gguf_layout(file: Path) -> tuple[int, int]:
-    """(parameters, key/value bytes per token per element size) from a GGUF header."""
+def _gguf_layout(file: Path) -> tuple[int, int, int]:
+    """(parameters, of them kept unquantized by bitsandbytes, key/value elements per token) from a GGUF header."""
     try:
         from gguf import GGUFReader
 
         reader = GGUFReader(str(file))
         params = sum(int(t.n_elements) for t in reader.tensors)
+        kept = sum(int(t.n_elements) for t in reader.tensors if _kept(t.name, [d for d in t.shape if d > 1]))
         arch = _field(reader, "general.architecture")
         layers = _field(reader, f"{arch}.block_count")
         heads = _field(reader, f"{arch}.attention.head_count")
         kv_heads = _field(reader, f"{arch}.attention.head_count_kv") or heads
         width = _field(reader, f"{arch}.embedding_length")
         layout = layers * 2 * kv_heads * (width // heads) if layers and heads and width else 0
-        return params, layout
+        return params, kept, layout
     except Exception:  # noqa: BLE001 - an unreadable header: the file size stands in for the parameters
-        return file.stat().st_size, 0
+        return file.stat().st_size, 0, 0
 
 
 def _field(reader, name: str):
@@ -265,19 +282,19 @@ def _folder(spec: ModelSpec) -> Path | None:
         return None
 
 
-def _folder_layout(folder: Path) -> tuple[int, int]:
-    """(parameters, key/value elements per token) of a transformers folder, from its weight files and config."""
-    params = 0
+def _folder_layout(folder: Path) -> tuple[int, int, int]:
+    """(parameters, of them kept unquantized by bitsandbytes, key/value elements per token) of a transformers folder,
+    from its weight files' headers and its config."""
+    params = kept = 0
     for file in folder.glob("*.safetensors"):
         try:
             with open(file, "rb") as handle:
                 header = json.loads(handle.read(int.from_bytes(handle.read(8), "little")))
             for name, entry in header.items():
                 if name != "__metadata__":
-                    count = 1
-                    for dim in entry["shape"]:
-                        count *= dim
+                    count = math.prod(entry["shape"])
                     params += count
+                    kept += count if _kept(name, entry["shape"]) else 0
         except (OSError, ValueError, KeyError):
             continue
     if not params:
@@ -289,9 +306,9 @@ def _folder_layout(folder: Path) -> tuple[int, int]:
         heads = config.get("num_attention_heads") or config.get("n_head")
         kv_heads = config.get("num_key_value_heads") or heads
         head_dim = config.get("head_dim") or (config.get("hidden_size") or config.get("n_embd")) // heads
-        return params, layers * 2 * kv_heads * head_dim
+        return params, kept, layers * 2 * kv_heads * head_dim
     except (OSError, ValueError, TypeError, KeyError, ZeroDivisionError):
-        return params, 0
+        return params, kept, 0
 
 
 def _gb(n: int) -> str:
