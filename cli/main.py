@@ -117,6 +117,7 @@ def run(prompt, prompt_file, system, messages_file, presets, sets, seed, referen
 
     specs = [spec_from_text(m, base) if m else base for m in pane_models] if names else [base] * len(configs)
     several = len(set(specs)) > 1
+    index = pick_pane(reference, [c.name for c in configs])  # a wrong --reference is said before anything loads
     pool = ModelPool()
     backends = {}
     for spec in dict.fromkeys(specs):  # each distinct model once, in pane order
@@ -138,7 +139,7 @@ def run(prompt, prompt_file, system, messages_file, presets, sets, seed, referen
     done = {spec: iter(out) for spec, out in zip(backends, results)}
     completions = [next(done[spec]) for spec in specs]
     labels = [spec_label(s) for s in specs] if several else None
-    agreement = pane_agreement(reference, completions, specs, backends, text) if several or reference else None
+    agreement = pane_agreement(index, completions, specs, backends, text) if several or reference else None
     if as_json:
         doc = {"model": " | ".join(b.describe() for b in backends.values()), "prompt": text,
                "completions": [completion_record(text, c, top, label) for c, label in
@@ -149,6 +150,8 @@ def run(prompt, prompt_file, system, messages_file, presets, sets, seed, referen
     elif as_jsonl:
         for c, label in zip(completions, labels or [None] * len(completions)):
             click.echo(json.dumps(completion_record(text, c, top, label), ensure_ascii=False))
+        if agreement is not None:  # the last line: the figures against the reference pane
+            click.echo(json.dumps({"agreement": agreement}, ensure_ascii=False))
     else:
         from rich.console import Console
 
@@ -165,12 +168,11 @@ def run(prompt, prompt_file, system, messages_file, presets, sets, seed, referen
         raise SystemExit(1)
 
 
-def pane_agreement(reference, completions, specs, backends, prompt) -> dict:
+def pane_agreement(index: int, completions, specs, backends, prompt) -> dict:
     """The agreement figures of every pane against the reference pane (experiments/agreement.py), as JSON."""
     from decodelab.engine.backends.pool import spec_label
     from decodelab.engine.experiments.agreement import compare, scorable
 
-    index = pick_pane(reference, completions)
     ref_backend = backends[specs[index]]
     panes = []
     for i, (c, spec) in enumerate(zip(completions, specs)):
@@ -189,16 +191,19 @@ def pane_agreement(reference, completions, specs, backends, prompt) -> dict:
             "reference_model": spec_label(specs[index]), "panes": panes}
 
 
-def pick_pane(reference, completions) -> int:
+def pick_pane(reference, names: list[str]) -> int:
+    """--reference: a pane's number (from 1) or its name, which must be one pane's."""
     if reference is None:
         return 0
-    if reference.isdigit() and 1 <= int(reference) <= len(completions):
+    if reference.isdigit() and 1 <= int(reference) <= len(names):
         return int(reference) - 1
-    names = [c.config.name for c in completions]
+    if names.count(reference) > 1:
+        raise click.BadParameter(f"{names.count(reference)} panes are called {reference!r}: give the pane's number "
+                                 f"(1 to {len(names)})", param_hint="--reference")
     if reference in names:
         return names.index(reference)
-    raise click.BadParameter(f"{reference!r} is not a pane: give a name ({', '.join(names)}) or a number from 1 to "
-                             f"{len(completions)}", param_hint="--reference")
+    raise click.BadParameter(f"{reference!r} is not a pane: give a name ({', '.join(dict.fromkeys(names))}) or a "
+                             f"number from 1 to {len(names)}", param_hint="--reference")
 
 
 @main.command()

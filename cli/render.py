@@ -92,7 +92,7 @@ def print_agreement(console: Console, agreement: dict) -> None:
     table = Table(title=f"against pane {agreement['reference']} ({agreement['reference_name']} · "
                         f"{agreement['reference_model']}), teacher-forced on its tokens", title_justify="left",
                   show_edge=False)
-    for column in ("pane", "KL/tok", "top-1", "parts at", "ppl on ref", "ref ppl on pane"):
+    for column in ("pane", "KL/tok", "top-1", "top-1 differs", "outputs part", "ppl on ref", "ref ppl on pane"):
         table.add_column(column, justify="left" if column == "pane" else "right")
 
     def cell(value, fmt="{:.3f}"):
@@ -101,10 +101,11 @@ def print_agreement(console: Console, agreement: dict) -> None:
     for entry in agreement["panes"]:
         if "kl_mean" not in entry:
             table.add_row(f"{entry['pane']} {entry['name']} · {entry['model']}", entry.get("note", "-"), "", "", "",
-                          "")
+                          "", "")
             continue
         table.add_row(f"{entry['pane']} {entry['name']} · {entry['model']}", cell(entry["kl_mean"], "{:.4f}"),
                       cell(entry["top1_agreement"], "{:.0%}"), cell(entry["first_disagreement"], "token {}"),
+                      cell(entry["first_divergence"], "token {}"),
                       cell(entry["perplexity_on_reference"], "{:.2f}"),
                       cell(entry["reference_perplexity_on_pane"], "{:.2f}"))
     console.print(table)

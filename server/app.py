@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import anyio
 from decodelab.engine.decoding.requests import Request
-from decodelab.engine.decoding.run import check_context
+from decodelab.engine.decoding.run import check_context, check_engine
 from decodelab.engine.decoding.token_bytes import TokenBytes
 from decodelab.engine.config import ConfigError
 from decodelab.engine.results import PromptError
@@ -371,6 +371,10 @@ class Api:
             param = "max_tokens" if context and length < context else ("messages" if chat else "prompt")
             raise ApiError(400, str(exc).replace("max_new_tokens", "max_tokens"), param=param) from None
         config = req.config(max_new)
+        try:
+            check_engine(self.loaded, [config])  # beams and guidance need the transformers engine
+        except PromptError as exc:
+            raise ApiError(400, str(exc), param="num_beams" if config.num_beams > 1 else "guidance_scale") from None
         self._check_tokens(config, req)
         self._check_memory(length, max_new, req)
         seeds = [(req.seed + j) % 2**64 if req.seed is not None else secrets.randbelow(2**32) for j in range(req.n)]

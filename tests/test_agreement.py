@@ -183,3 +183,42 @@ def test_serve_routes_by_model_and_lists_every_model(demo, tiny_models):
         assert tokens.json()["tokens"] == llama.tokenizer("The", add_special_tokens=False)["input_ids"]
     finally:
         server.stop()
+
+
+def test_walkthrough_findings_are_fixed(tmp_path):
+    """From a newcomer's walk: no traceback for CUDA on a CPU-only torch, mistakes said before anything loads,
+    no second copy of a model for a setting that only 4-bit reads, an ambiguous reference named."""
+    from click.testing import CliRunner
+
+    from decodelab.cli.main import main
+    from decodelab.engine.backends.pool import load_key
+
+    if not __import__("torch").cuda.is_available():
+        result = CliRunner().invoke(main, ["run", "--prompt", "x", "-p", "greedy", "-p", "greedy@demo,device=cuda"])
+        assert result.exit_code == 1 and "no CUDA GPU is visible" in result.output
+        assert "Traceback" not in result.output
+    with pytest.raises(ConfigError, match="engine=llama.cpp runs GGUF files, and demo is not one"):
+        spec_from_text("demo,engine=llama.cpp")
+    with pytest.raises(ConfigError, match="is for the transformers engine"):
+        spec_from_text("smollm2,engine=llama.cpp,dtype=bfloat16")
+    assert load_key(spec_from_text("demo,quant_type=fp4")) == load_key(spec_from_text("demo"))
+    result = CliRunner().invoke(main, ["run", "--prompt", "x", "-p", "greedy", "-p", "greedy@demo,dtype=float32",
+                                       "--reference", "greedy"])
+    assert result.exit_code == 2 and "2 panes are called 'greedy'" in result.output
+
+
+def test_serve_refuses_what_the_llama_cpp_engine_cannot_do(smollm2_llamacpp):
+    import httpx
+
+    from decodelab.server import Server
+
+    server = Server(smollm2_llamacpp, port=0).start()
+    try:
+        for field, value, word in (("num_beams", 2, "beam search"), ("guidance_scale", 1.5, "guidance")):
+            got = httpx.post(server.url + "/completions", json={"prompt": "Hi", "max_tokens": 4, field: value})
+            assert got.status_code == 400 and word in got.json()["error"]["message"]
+            assert got.json()["error"]["param"] == field
+        ok = httpx.post(server.url + "/completions", json={"prompt": "Hi", "max_tokens": 4, "temperature": 0})
+        assert ok.status_code == 200
+    finally:
+        server.stop()

@@ -117,8 +117,14 @@ def test_what_the_engine_cannot_do_is_said(smollm2_llamacpp, tmp_path):
         generate_many(smollm2_llamacpp, "Hi", [DecodingConfig(num_beams=2, max_new_tokens=4)])
     with pytest.raises(ModelLoadError, match="llama.cpp engine runs GGUF files"):
         load_model(ModelSpec(path="demo", engine="llama.cpp"))
-    with pytest.raises(ModelLoadError, match="keeps its own quantization"):
-        load_model(ModelSpec(path="smollm2", engine="llama.cpp", quantization="4bit"))
+    from decodelab.engine.config import ConfigError
+
+    with pytest.raises(ConfigError, match="keeps its own quantization"):
+        ModelSpec(path="smollm2", engine="llama.cpp", quantization="4bit")
+    with pytest.raises(ConfigError, match="dtype=bfloat16 .* is for the transformers engine"):
+        ModelSpec(path="smollm2", engine="llama.cpp", dtype="bfloat16")
+    with pytest.raises(PromptError, match="guidance .* the llama.cpp engine"):
+        generate_many(smollm2_llamacpp, "Hi", [DecodingConfig(guidance_scale=1.5, max_new_tokens=4)])
     assert "Q4_1 GGUF on llama.cpp" in smollm2_llamacpp.describe()
 
 

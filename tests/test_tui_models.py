@@ -57,6 +57,8 @@ async def test_a_pane_on_its_own_model_runs_beside_the_others(demo, model_dirs, 
         assert second.state.model_spec == spec_from_text(llama, app.loaded.spec)
         assert len(app.pool.models) == 1 and "panes also on" in str(app.query_one("#model-bar").render())
         assert model_dirs["llama"].name in second.border_title and "demo" in first.border_title
+        app.query_one("PaneStrip").layout_panes()  # a resize renumbers the panes: the titles keep their model
+        assert model_dirs["llama"].name in second.border_title
         await run_all(app, pilot)
         alone_demo = generate_many(demo, PROMPT, [TWO[0]])[0].text
         alone_llama = generate_many(tiny_models["llama"], PROMPT, [TWO[1]])[0].text
@@ -68,6 +70,8 @@ async def test_a_pane_on_its_own_model_runs_beside_the_others(demo, model_dirs, 
         await wait_idle(app, pilot)
         await wait_figures(pilot, second)
         assert app.reference is first.state and "★" in first.border_title
+        app.query_one("PaneStrip").layout_panes()
+        assert "★" in first.border_title
         assert "★other tokenizer" in plain(second.query_one(".pane--stats"))
         # back on the app's model: the pool unloads the llama model
         await set_model(app, pilot, second, "")

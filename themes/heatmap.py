@@ -31,7 +31,7 @@ MEASURES = {
     "entropy": Measure("entropy", "entropy (model's uncertainty)", "uncertain", "certain"),
     "surprisal": Measure("surprisal", "surprisal (-log2 p)", "surprising", "expected"),
     "constraint": Measure("constraint", "constraint (▁ forced)", "overruled", "agreed"),
-    "kl": Measure("kl", "KL vs the reference pane's model", "KL 10", "KL 0.001"),
+    "kl": Measure("kl", "KL of each pane's model from ★'s, on its own tokens", "KL 10", "KL 0.001"),
 }
 ORDER = list(MEASURES)
 

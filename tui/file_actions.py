@@ -156,7 +156,10 @@ class FileActions:
         if opened:  # the first pane is the current one and has focus (not the prompt: the keys act on panes)
             self.current_pane = opened[0]
             self.call_after_refresh(opened[0].focus)
-        self.reference = None
+        self.reference = None  # sessions keep outputs, not the reference: the kl colours go with it
+        if self.measure == "kl":
+            self.measure = "prob"
+            self.update_legend()
         self.call_after_refresh(self.refresh_panes)
         for spec in dict.fromkeys(s.model_spec for s in states if s.model_spec is not None):
             self.load_pane_model(spec)  # the panes' own models load now; their panes run once they are in

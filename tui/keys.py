@@ -37,7 +37,7 @@ KEYS: tuple[Key, ...] = (
     Key("a", "add_pane", "Add a pane from a preset", footer="Add"),
     Key("e", "edit", "Edit this pane's config", scope="pane", footer="Edit"),
     Key("h", "heatmap", "Next heatmap measure", "probability, processed, rank, entropy, surprisal, constraint "
-        "(when a pane has a json_schema, regex, choice or grammar), off",
+        "(when a pane has a json_schema, regex, choice or grammar), kl (with a reference pane, shift+r), off",
         footer="Heatmap"),
     Key("i", "inspector", "Toggle the token inspector", "← → walk a pane's tokens; esc in a pane closes it",
         footer="Inspect"),
@@ -86,8 +86,9 @@ KEYS: tuple[Key, ...] = (
     Key("M", "pane_model", "Put this pane on a model of its own", "a model and load settings, e.g. "
         "smollm2,dtype=bfloat16 or smollm2,engine=llama.cpp; loaded once, shared by its panes", scope="pane",
         shown="shift+m"),
-    Key("R", "reference", "Measure the panes against this one", "KL per token (h: kl heatmap), top-1 agreement, "
-        "where greedy outputs part, perplexity; again: off", scope="pane", shown="shift+r"),
+    Key("R", "reference", "Make this pane the reference (★): measure the others against it", "KL per token "
+        "(h: kl heatmap), top-1 agreement, where outputs part, perplexity; again: off", scope="pane",
+        shown="shift+r"),
     Key("p", "focus_prompt", "Back to the prompt", "esc leaves it again"),
     Key("t", "toggle_theme", "Toggle dark/light theme"),
     Key("A", "arena", "Blind A/B between the panes", "vote on shuffled outputs, tally saved", shown="shift+a"),

@@ -105,8 +105,8 @@ class ModelActions:
         self.push_screen(AskText(
             f"Pane {pane.number}'s model (empty: the app's, {self.model_label(self.loaded)})", current, check,
             detail="A folder, cached hub id, FILE.gguf, smollm2 or demo, then load settings after commas: "
-                   "dtype=bfloat16, quantization=4bit or 8bit, engine=llama.cpp, device=cpu. "
-                   "e.g. smollm2,dtype=bfloat16"), lambda text: self.set_pane_model(pane, text))
+                   "dtype=bfloat16, quantization=4bit or 8bit (quant_type=nf4|fp4), engine=llama.cpp, device=cpu, "
+                   "chat=false. e.g. smollm2,dtype=bfloat16"), lambda text: self.set_pane_model(pane, text))
 
     def set_pane_model(self, pane, text: str | None) -> None:
         from decodelab.engine.backends.pool import load_key, spec_from_text
@@ -205,7 +205,8 @@ class ModelActions:
         """Pane models changed: unload the unused, redraw titles and the bar, say what happened."""
         from decodelab.engine.backends.pool import load_key
 
-        used = {load_key(p.state.model_spec) for p in self.panes() if p.state.model_spec is not None}
+        states = [p.state for p in self.panes()] + [e[2] for e in self.undo_stack if e[0] == "remove"]
+        used = {load_key(s.model_spec) for s in states if s.model_spec is not None}  # u may bring a pane back
         if self.pool.keep(used | self.loading_models):
             self.__dict__.get("_chat_views", {}).clear()  # no view may keep an unloaded model alive
         if self.reference is not None and all(p.state is not self.reference for p in self.panes()):
@@ -308,7 +309,7 @@ def agreement_text(figures) -> str:
     if figures.kl_mean is not None:
         parts.append(f"★KL {figures.kl_mean:.3f}/tok")
         parts.append(f"top-1 {figures.top1_agreement:.0%}" if figures.top1_agreement is not None else "")
-        parts.append(f"parts @{figures.first_disagreement}" if figures.first_disagreement is not None else "")
+        parts.append(f"parts @{figures.first_divergence}" if figures.first_divergence is not None else "")
     else:
         parts.append("★other tokenizer")
     ppl = figures.perplexity_on_reference

@@ -210,8 +210,9 @@ def tokenizer_folder(file: Path, progress: Progress | None = None) -> Path:
     with quiet_loading():
         try:
             tokenizer = AutoTokenizer.from_pretrained(str(file.parent), gguf_file=file.name)
-        except (ValueError, KeyError, IndexError, TypeError, AssertionError, RuntimeError) as exc:
-            raise _explain(file, exc) from None
+        except (ValueError, KeyError, IndexError, TypeError, AssertionError, RuntimeError, OSError) as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise GGUFError(f"could not read the tokenizer of {file.name}: {first}") from None
     _publish(folder, file, start, (tokenizer,))
     _prune_stale(file, "tokenizer", keep=folder)
     return folder

@@ -220,13 +220,7 @@ def open_gguf_engine(spec, file: Path, progress=None) -> tuple[LlamaRuntime, obj
     wrong. loading.py wraps them in a LlamaCppModel."""
     from .gguf import GGUFError, tokenizer_folder
 
-    report = progress or (lambda stage, fraction: None)
-    if spec.quantization != "none":
-        raise ModelLoadError(f"--quantization {spec.quantization} is for the transformers engine: a GGUF file on "
-                             "llama.cpp keeps its own quantization (pick another file for another one)")
-    if spec.dtype not in ("auto", "float32"):
-        raise ModelLoadError(f"--dtype {spec.dtype} is for the transformers engine: llama.cpp computes in the GGUF "
-                             "file's own types (leave --dtype auto)")
+    report = progress or (lambda stage, fraction: None)  # ModelSpec refuses quantization and dtype here
     try:
         folder = tokenizer_folder(file, report)
     except GGUFError as exc:

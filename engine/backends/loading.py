@@ -73,6 +73,12 @@ class ModelSpec:
                 raise ConfigError(f"model {name}={value!r} is invalid: choose one of {', '.join(allowed)}")
         if self.engine not in ENGINES:
             raise ConfigError(f"engine={self.engine!r} is invalid: choose one of {', '.join(ENGINES)}")
+        if self.engine == "llama.cpp" and self.quantization != "none":
+            raise ConfigError(f"quantization={self.quantization} (-q) is for the transformers engine: a GGUF file on "
+                              "llama.cpp keeps its own quantization (pick another file for another one)")
+        if self.engine == "llama.cpp" and self.dtype not in ("auto", "float32"):
+            raise ConfigError(f"dtype={self.dtype} (--dtype) is for the transformers engine: llama.cpp computes in "
+                              "the GGUF file's own types (leave the dtype out)")
         if self.server_kind not in SERVER_KINDS:
             raise ConfigError(f"server_kind={self.server_kind!r} is invalid: choose {', '.join(SERVER_KINDS)}")
         if not isinstance(self.remote_model, str):

@@ -33,7 +33,7 @@ def spec_from_text(text: str, base: ModelSpec | None = None) -> ModelSpec:
     parts = [p.strip() for p in text.split(",")]
     path = parts[0]
     if not path or "=" in path:
-        raise ConfigError(f"pane model {text!r}: start with the model (a folder, a cached hub id, a .gguf file, "
+        raise ConfigError(f"model {text!r}: start with the model (a folder, a cached hub id, a .gguf file, "
                           "smollm2 or demo), then settings, e.g. smollm2,dtype=bfloat16")
     if base is not None and base.path == path:
         start = base
@@ -44,18 +44,24 @@ def spec_from_text(text: str, base: ModelSpec | None = None) -> ModelSpec:
         key, sep, value = part.partition("=")
         key = key.strip().replace("-", "_")
         if not sep or key not in PANE_MODEL_KEYS:
-            raise ConfigError(f"pane model {text!r}: {part!r} is not a load setting; use key=value with key one of "
+            raise ConfigError(f"model {text!r}: {part!r} is not a load setting; use key=value with key one of "
                               f"{', '.join(PANE_MODEL_KEYS)}")
         value = value.strip()
         changes[key] = {"true": True, "false": False}.get(value.lower(), value) if key == "chat" else value
     try:
-        return dataclasses.replace(start, path=path, **changes)
+        spec = dataclasses.replace(start, path=path, **changes)
     except ConfigError as exc:
-        raise ConfigError(f"pane model {text!r}: {exc}") from None
+        raise ConfigError(f"model {text!r}: {exc}") from None
+    if spec.engine == "llama.cpp" and not spec.is_remote and _gguf(spec) is None:
+        raise ConfigError(f"model {text!r}: engine=llama.cpp runs GGUF files, and {path} is not one: give a .gguf "
+                          "file (or smollm2), or leave engine out")
+    return spec
 
 
 def load_key(spec: ModelSpec) -> ModelSpec:
     """What makes two specs one load: everything but chat mode (a prompt-formatting choice, not a load setting)."""
+    if spec.quantization != "4bit" and (spec.quant_type, spec.compute_dtype) != ("nf4", "auto"):
+        spec = dataclasses.replace(spec, quant_type="nf4", compute_dtype="auto")  # 4-bit only: no other load
     if spec.is_remote or spec.chat is False:
         return spec
     return dataclasses.replace(spec, chat=False)
@@ -113,7 +119,9 @@ def estimate(spec: ModelSpec, rows: int = 8, tokens: int = 1024) -> Estimate | N
         return None
     import torch
 
-    where = "cuda" if spec.device == "cuda" or (spec.device == "auto" and torch.cuda.is_available()) else "cpu"
+    if spec.device == "cuda" and not torch.cuda.is_available():
+        return None  # the load itself says there is no CUDA GPU here
+    where = "cuda" if spec.device != "cpu" and torch.cuda.is_available() else "cpu"
     gguf = _gguf(spec)
     if gguf is not None:
         params, kept, layout = _gguf_layout(gguf)
@@ -178,11 +186,12 @@ class ModelPool:
         numbers, when it will not fit."""
         key = load_key(spec)
         with self.lock:
-            if key not in self.models:
-                check_fits(spec, rows, tokens)
-                backend = self.loader(spec, progress, api_key=api_key) if api_key else self.loader(spec, progress)
-                self.models[key] = backend
-            backend = self.models[key]
+            backend = self.models.get(key)
+        if backend is None:  # loaded without the lock held, so the pool answers the UI meanwhile (loading.py
+            check_fits(spec, rows, tokens)  # runs one load at a time)
+            loaded = self.loader(spec, progress, api_key=api_key) if api_key else self.loader(spec, progress)
+            with self.lock:
+                backend = self.models.setdefault(key, loaded)
         if getattr(backend, "spec", spec) != spec and dataclasses.is_dataclass(backend):
             return dataclasses.replace(backend, spec=spec)  # the same weights, another chat mode
         return backend

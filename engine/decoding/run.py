@@ -66,12 +66,23 @@ def tokens(n: int) -> str:
     return f"{n} token" if n == 1 else f"{n} tokens"
 
 
+def check_engine(loaded, configs: Sequence[DecodingConfig]) -> None:
+    """PromptError when a config needs what the model's engine does not have (the llama.cpp engine: beams run
+    through transformers' generate, and guidance rows join the batch on a negative prompt)."""
+    if hasattr(loaded.model, "generate"):
+        return
+    if any(c.num_beams > 1 for c in configs):
+        raise PromptError("beam search runs through transformers' generate, which the llama.cpp engine does not have: "
+                          "run beam configs on the transformers engine (engine=transformers)")
+    if any(c.guidance_scale != 1 for c in configs):
+        raise PromptError("classifier-free guidance (guidance_scale) is not available on the llama.cpp engine: set "
+                          "guidance_scale=1, or run it on the transformers engine (engine=transformers)")
+
+
 def new_request(loaded, prompt: Prompt, configs: Sequence[DecodingConfig], **fields) -> Request:
     """A checked Request for the prompt: encoded (chat template included) and within the context."""
     configs = check_configs(configs)
-    if any(c.num_beams > 1 for c in configs) and not hasattr(loaded.model, "generate"):
-        raise PromptError("beam search runs through transformers' generate, which this engine (llama.cpp) does not "
-                          "have: run beam configs on the transformers engine")
+    check_engine(loaded, configs)
     prompt_ids = encode_prompt(loaded, prompt)
     check_context(loaded, prompt_ids.numel(), max(c.max_new_tokens for c in configs))
     return Request(prompt_ids, configs, **fields)
@@ -133,5 +144,5 @@ def _run(loaded, requests: list[Request], max_rows: int = 64, pad: bool = True) 
         ) from None
 
 
-__all__ = ["Completion", "GenerationError", "StepEvent", "bucket_rows", "check_context", "encode_prompt",
+__all__ = ["Completion", "GenerationError", "StepEvent", "bucket_rows", "check_context", "check_engine", "encode_prompt",
            "generate_local", "generate_parts", "generate_prompts", "new_request"]

@@ -208,8 +208,7 @@ class Pane(Vertical, can_focus=True):
     def refresh_view(self, scroll: bool = False) -> None:
         """Redraw from state (called at most ~30 times a second while streaming)."""
         state = self.state
-        label = self.app.pane_label(state) if hasattr(self.app, "pane_label") else None
-        self.border_title = pane_title(state, self.number, label, getattr(self.app, "reference", None) is state)
+        self.refresh_title()
         self.refresh_subtitle()
         summary = self.query_one(".pane--summary", Label)
         summary.update(state.config.summary())  # cut with … in a short pane; whole in a tall one and the tooltip
@@ -227,6 +226,12 @@ class Pane(Vertical, can_focus=True):
             self.call_after_refresh(self.scroll_to_cursor)
         elif scroll:
             self.query_one(VerticalScroll).scroll_end(animate=False)
+
+    def refresh_title(self) -> None:
+        """Its number, name, model (when the panes' models differ), version, branch, and ★ for the reference."""
+        label = self.app.pane_label(self.state) if hasattr(self.app, "pane_label") else None
+        self.border_title = pane_title(self.state, self.number, label,
+                                       getattr(self.app, "reference", None) is self.state)
 
     def refresh_subtitle(self) -> None:
         ignored = f"⚠ server ignores {', '.join(self.state.ignored)}" if self.state.ignored else ""

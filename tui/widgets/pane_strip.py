@@ -5,7 +5,7 @@ from __future__ import annotations
 from textual import events
 from textual.containers import HorizontalScroll
 
-from .pane import Pane, pane_title
+from .pane import Pane
 
 MIN_PANE_WIDTH = 32
 """Narrower than this, a pane's text wraps too often to read: fewer panes show, the rest scroll."""
@@ -47,7 +47,7 @@ class PaneStrip(HorizontalScroll, can_focus=False):
                                                                          len(panes))), start=1):
             pane.styles.width = width
             pane.number = number
-            pane.border_title = pane_title(pane.state, number)
+            pane.refresh_title()
         self.call_after_refresh(self.mark_hidden)
 
     def show_whole(self, pane: Pane) -> None:
