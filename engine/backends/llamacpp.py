@@ -40,7 +40,8 @@ def _library():
     try:
         import llama_cpp
     except ImportError as exc:
-        raise ModelLoadError(f"the llama.cpp engine needs llama-cpp-python (`pip install llama-cpp-python`): {exc}") \
+        raise ModelLoadError("the llama.cpp engine needs llama-cpp-python: `pip install 'decodelab[llamacpp]'` (it "
+                             f"builds llama.cpp from source, 5-9 minutes on 2 cores; `make test` does it): {exc}") \
             from None
     global _LOG_CALLBACK
     if _LOG_CALLBACK is None:  # llama.cpp writes its load log to stderr, over a TUI: keep it quiet
