@@ -83,6 +83,10 @@ class DecodelabApp(ModelActions, ConversationActions, BranchActions, PaneActions
         """Pane models loaded while others still load (said in one note when the last is in)."""
         self.reference: PaneState | None = None
         """The pane the others are measured against (shift+r), or None."""
+        self.chat_views: dict = {}
+        """(id of a pane model, chat mode) -> that model in that mode: one object, so its panes share a batch."""
+        self.pane_token_bytes: dict = {}
+        """id of a pane model's tokenizer -> its TokenBytes (the app's model uses self.token_bytes)."""
 
     def compose(self) -> ComposeResult:
         yield Static("loading…", id="model-bar")

@@ -38,11 +38,10 @@ class ModelActions:
                                                 or bool(getattr(backend.tokenizer, "chat_template", None)))
         if backend.spec.is_remote or backend.spec.chat == chat:
             return backend
-        views = self.__dict__.setdefault("_chat_views", {})  # one object per model and chat mode: a run groups
-        key = (id(backend), chat)  # panes by it, so two panes on one model share its batch
-        if key not in views:
-            views[key] = dataclasses.replace(backend, spec=dataclasses.replace(backend.spec, chat=chat))
-        return views[key]
+        key = (id(backend), chat)  # one object per model and chat mode: a run groups panes by it, so two panes on
+        if key not in self.chat_views:  # one model share its batch
+            self.chat_views[key] = dataclasses.replace(backend, spec=dataclasses.replace(backend.spec, chat=chat))
+        return self.chat_views[key]
 
     def pane_label(self, state) -> str | None:
         """The pane's model for its title when the panes' models differ (None when they all share one)."""
@@ -62,10 +61,9 @@ class ModelActions:
             return self.token_bytes
         from decodelab.engine.decoding.token_bytes import TokenBytes
 
-        cache = self.__dict__.setdefault("_token_bytes", {})
-        if id(backend.tokenizer) not in cache:
-            cache[id(backend.tokenizer)] = TokenBytes(backend.tokenizer)
-        return cache[id(backend.tokenizer)]
+        if id(backend.tokenizer) not in self.pane_token_bytes:
+            self.pane_token_bytes[id(backend.tokenizer)] = TokenBytes(backend.tokenizer)
+        return self.pane_token_bytes[id(backend.tokenizer)]
 
     def written_by_other(self, state) -> str | None:
         """The model that wrote the pane's output when it is not the one the pane runs on now (its tokens then
@@ -208,7 +206,7 @@ class ModelActions:
         states = [p.state for p in self.panes()] + [e[2] for e in self.undo_stack if e[0] == "remove"]
         used = {load_key(s.model_spec) for s in states if s.model_spec is not None}  # u may bring a pane back
         if self.pool.keep(used | self.loading_models):
-            self.__dict__.get("_chat_views", {}).clear()  # no view may keep an unloaded model alive
+            self.chat_views.clear()  # no view may keep an unloaded model alive
         if self.reference is not None and all(p.state is not self.reference for p in self.panes()):
             self.reference = None  # its pane was removed
         if self.loaded is not None:
