@@ -324,9 +324,7 @@ class DecodelabApp(ModelActions, ConversationActions, BranchActions, PaneActions
 
     def run_problem(self, prompts: list, configs: list[DecodingConfig], backends: list) -> str | None:
         """Why the run would fail before producing anything, checked once per distinct model and prompt."""
-        import json
-
-        for rows in prompt_groups([json.dumps([id(b), p]) for b, p in zip(backends, prompts)]):
+        for rows in prompt_groups(prompts, backends):
             problem = run_error(backends[rows[0]], prompts[rows[0]], [configs[row] for row in rows])
             if problem:
                 several = len({id(b) for b in backends}) > 1

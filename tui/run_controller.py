@@ -17,11 +17,12 @@ from .messages import RunFailed, RunFinished
 from .state import PaneState
 
 
-def prompt_groups(prompts: list) -> list[list[int]]:
-    """The rows that share a prompt (text or messages), in order of first appearance: one part of a run each."""
+def prompt_groups(prompts: list, backends: list) -> list[list[int]]:
+    """The rows that share a model and a prompt (text or messages), in order of first appearance: one part of a run
+    each (a model's parts then decode in its one batch)."""
     groups: dict[str, list[int]] = {}
-    for row, prompt in enumerate(prompts):
-        groups.setdefault(json.dumps(prompt), []).append(row)
+    for row, (prompt, backend) in enumerate(zip(prompts, backends)):
+        groups.setdefault(json.dumps([id(backend), prompt]), []).append(row)
     return list(groups.values())
 
 
@@ -65,8 +66,7 @@ class RunController:
         self.running = True
         self.run_id += 1
         self.cancel_event, self.states = threading.Event(), states
-        keys = [json.dumps([id(b), p]) for b, p in zip(backends, prompts)]
-        self.parts = [(rows, set()) for rows in prompt_groups(keys)]
+        self.parts = [(rows, set()) for rows in prompt_groups(prompts, backends)]
         work = partial(self._work, backends, self.run_id, states, configs, prompts, list(prefix or []),
                        self.cancel_event, self.parts)
         self.app.run_worker(work, thread=True, exclusive=True, group="engine", name="engine")

@@ -17,13 +17,14 @@ import os
 import threading
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 
 from ..config import ConfigError
 from .base import ModelLoadError
-from .loading import ModelSpec, load_model
+from ..decoding.modelcalls import kv_elements_per_token
+from .loading import ModelSpec, load_model, resolve_dtype
 
 PANE_MODEL_KEYS = ("dtype", "device", "quantization", "quant_type", "engine", "chat")
-BYTES = {"float32": 4, "float16": 2, "bfloat16": 2}
 
 
 def spec_from_text(text: str, base: ModelSpec | None = None) -> ModelSpec:
@@ -234,9 +235,9 @@ def _kept(name: str, shape) -> bool:
 
 
 def _dtype_bytes(spec: ModelSpec, where: str) -> int:
-    if spec.dtype == "auto":
-        return 2 if where == "cuda" else 4
-    return BYTES[spec.dtype]
+    import torch
+
+    return resolve_dtype(spec.dtype, torch.device(where)).itemsize  # "auto" as the load resolves it
 
 
 def _gguf(spec: ModelSpec) -> Path | None:
@@ -311,12 +312,8 @@ def _folder_layout(folder: Path) -> tuple[int, int, int]:
     try:
         config = json.loads((folder / "config.json").read_text())
         config = config.get("text_config", config)
-        layers = config.get("num_hidden_layers") or config.get("n_layer")
-        heads = config.get("num_attention_heads") or config.get("n_head")
-        kv_heads = config.get("num_key_value_heads") or heads
-        head_dim = config.get("head_dim") or (config.get("hidden_size") or config.get("n_embd")) // heads
-        return params, kept, layers * 2 * kv_heads * head_dim
-    except (OSError, ValueError, TypeError, KeyError, ZeroDivisionError):
+        return params, kept, kv_elements_per_token(SimpleNamespace(**config)) or 0
+    except (OSError, ValueError, TypeError, AttributeError):
         return params, kept, 0
 
 

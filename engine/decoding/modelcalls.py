@@ -60,6 +60,13 @@ def kv_bytes_per_token(model) -> int | None:
     """Bytes of key/value cache one row keeps per token: layers x 2 x key/value heads x head size x the
     dtype's size; None when the config does not say (the budget is then not enforced)."""
     config = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
+    elements = kv_elements_per_token(config)
+    return elements * model.dtype.itemsize if elements else None
+
+
+def kv_elements_per_token(config) -> int | None:
+    """Key/value elements one row keeps per token (layers x 2 x key/value heads x head size), from a model config
+    (an object, or a config.json read as a SimpleNamespace); None when it does not say."""
     layers = getattr(config, "num_hidden_layers", None) or getattr(config, "n_layer", None)
     heads = getattr(config, "num_attention_heads", None) or getattr(config, "n_head", None)
     kv_heads = getattr(config, "num_key_value_heads", None) or heads
@@ -67,4 +74,4 @@ def kv_bytes_per_token(model) -> int | None:
     head_dim = getattr(config, "head_dim", None) or (hidden // heads if hidden and heads else None)
     if not (isinstance(layers, int) and isinstance(kv_heads, int) and isinstance(head_dim, int)):
         return None
-    return layers * 2 * kv_heads * head_dim * model.dtype.itemsize
+    return layers * 2 * kv_heads * head_dim
