@@ -37,7 +37,7 @@ def test_figures_equal_an_independent_hf_computation(tiny_models):
     a, b = tiny_models["llama"], tiny_models["qwen2"]  # two models, one tokenizer
     ref = generate_many(a, PROMPT, [DecodingConfig(name="ref", max_new_tokens=24, min_new_tokens=24)])[0]
     other = generate_many(b, PROMPT, [DecodingConfig(name="other", max_new_tokens=24, min_new_tokens=24)])[0]
-    got = compare(a, ref, b, other, PROMPT)
+    got = compare(a, ref, b, other, PROMPT, kl_on_pane=True)
     p_log, ppl_a_on_ref = hf_reference(a.model, a.tokenizer, PROMPT, list(ref.token_ids))
     q_log, ppl_b_on_ref = hf_reference(b.model, b.tokenizer, PROMPT, list(ref.token_ids))
     _, ppl_a_on_other = hf_reference(a.model, a.tokenizer, PROMPT, list(other.token_ids))
@@ -50,6 +50,10 @@ def test_figures_equal_an_independent_hf_computation(tiny_models):
     assert got.first_disagreement == (int((~agree).nonzero()[0]) if (~agree).any() else None)
     assert got.perplexity_on_reference == pytest.approx(ppl_b_on_ref, rel=1e-4)
     assert got.reference_perplexity_on_pane == pytest.approx(ppl_a_on_other, rel=1e-4)
+    a_on_other, _ = hf_reference(a.model, a.tokenizer, PROMPT, list(other.token_ids))
+    b_on_other, _ = hf_reference(b.model, b.tokenizer, PROMPT, list(other.token_ids))
+    own_kl = F.kl_div(a_on_other, b_on_other, log_target=True, reduction="none").sum(-1)  # KL(pane || reference)
+    assert got.kl_on_pane == pytest.approx(own_kl.tolist(), rel=1e-4, abs=1e-6)
     # the reference model on its own greedy text: top-1 is its own pick everywhere, so KL against itself is 0
     self_check = compare(a, ref, a, ref, PROMPT)
     assert self_check.kl_mean == pytest.approx(0.0, abs=1e-6) and self_check.top1_agreement == 1.0

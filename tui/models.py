@@ -270,7 +270,7 @@ class ModelActions:
 
     @work(thread=True, exclusive=True, group="agreement")
     def _agreement_worker(self, ref, ref_backend, jobs) -> None:
-        from decodelab.engine.experiments.agreement import compare, kl_on_own_tokens, scorable
+        from decodelab.engine.experiments.agreement import compare, scorable
 
         results = []
         for state, backend in jobs:
@@ -278,12 +278,12 @@ class ModelActions:
                 results.append((state, None, None, "a remote server gives no full distribution"))
                 continue
             try:
-                figures = compare(ref_backend, ref.completion, backend, state.completion, ref.prompt)
-                levels = kl_on_own_tokens(backend, state.completion, ref_backend, ref.prompt)
+                figures = compare(ref_backend, ref.completion, backend, state.completion, ref.prompt,
+                                  kl_on_pane=True)
             except Exception as exc:  # noqa: BLE001 - a measurement must never take the app down
                 results.append((state, None, None, f"{type(exc).__name__}: {exc}"))
                 continue
-            results.append((state, figures, levels, None))
+            results.append((state, figures, figures.kl_on_pane, None))
         self.post_message(AgreementReady(ref, results))
 
     def on_agreement_ready(self, message: AgreementReady) -> None:

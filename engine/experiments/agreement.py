@@ -45,6 +45,9 @@ class Agreement:
     bits_per_byte_on_reference: float | None = None
     reference_bits_per_byte_on_pane: float | None = None
     note: str = ""
+    kl_on_pane: list[float] | None = None
+    """KL(this pane's model || the reference's) at each of this pane's own tokens, when asked for (the TUI's kl
+    heatmap colours a pane's tokens by it); None across different tokenizers."""
 
     @property
     def kl_mean(self) -> float | None:
@@ -88,8 +91,9 @@ def same_tokenizer(a, b) -> bool:
     return all(large.get(token) == i for token, i in small.items())
 
 
-def compare(reference_backend, reference, backend, other, prompt) -> Agreement:
-    """`other` (a Completion of `backend`) against `reference` (a Completion of reference_backend), same prompt."""
+def compare(reference_backend, reference, backend, other, prompt, kl_on_pane: bool = False) -> Agreement:
+    """`other` (a Completion of `backend`) against `reference` (a Completion of reference_backend), same prompt;
+    kl_on_pane: also the KL on the pane's own tokens (one more forward, of the pane's model on its text)."""
     shared = same_tokenizer(reference_backend.tokenizer, backend.tokenizer)
     out = Agreement(pane=other.config.name, reference=reference.config.name, same_tokenizer=shared)
     ref_ids, ids = list(reference.token_ids), list(other.token_ids)
@@ -105,7 +109,11 @@ def compare(reference_backend, reference, backend, other, prompt) -> Agreement:
         out.first_disagreement = int(apart[0]) if apart.numel() else None
         out.first_divergence = next((i for i, (a, b) in enumerate(zip(ref_ids, ids)) if a != b), None)
         out.perplexity_on_reference = perplexity(other_on_ref, ref_ids)
-        out.reference_perplexity_on_pane = perplexity(token_logprobs(reference_backend, prompt, ids), ids)
+        ref_on_pane = token_logprobs(reference_backend, prompt, ids)
+        out.reference_perplexity_on_pane = perplexity(ref_on_pane, ids)
+        if kl_on_pane:
+            own = token_logprobs(backend, prompt, ids)
+            out.kl_on_pane = kl_divergence(own[:, :vocab], ref_on_pane[:, :vocab]).tolist() if ids else []
         scored = len(ref_ids), len(ids)
     else:
         out.note = ("different tokenizers: KL and top-1 need the same tokens, so only perplexities are given, each "
@@ -118,17 +126,6 @@ def compare(reference_backend, reference, backend, other, prompt) -> Agreement:
     out.bits_per_byte_on_reference = _bits_per_byte(out.perplexity_on_reference, scored[0], reference.text)
     out.reference_bits_per_byte_on_pane = _bits_per_byte(out.reference_perplexity_on_pane, scored[1], other.text)
     return out
-
-
-def kl_on_own_tokens(backend, completion, reference_backend, prompt) -> list[float] | None:
-    """KL(this model || the reference model) at each of this pane's own tokens, teacher-forced (the TUI's kl
-    heatmap colours a pane's tokens by it); None across different tokenizers."""
-    if not same_tokenizer(reference_backend.tokenizer, backend.tokenizer):
-        return None
-    ids = list(completion.token_ids)
-    own, ref = token_logprobs(backend, prompt, ids), token_logprobs(reference_backend, prompt, ids)
-    vocab = min(own.shape[-1], ref.shape[-1])
-    return kl_divergence(own[:, :vocab], ref[:, :vocab]).tolist() if ids else []
 
 
 def kl_divergence(p_log: torch.Tensor, q_log: torch.Tensor) -> torch.Tensor:
