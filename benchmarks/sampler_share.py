@@ -22,7 +22,7 @@ import torch
 from decodelab.engine import DecodingConfig
 from decodelab.engine.experiments.benchmark import BENCH_CONFIGS
 from decodelab.engine.backends.loading import ModelSpec, load_model
-from decodelab.engine.sampling import RowSettings, RowState, pick, process, step_statistics
+from decodelab.engine.sampling import Sampler, step_statistics
 from decodelab.engine.sampling.trace import StageTrace
 
 ALL_ON = [
@@ -42,18 +42,18 @@ ALL_ON = [
 def sampler_step(configs, vocab, tokenizer, steps: int, prompt_len: int = 48, trace: bool = False):
     """A function running one sampler step on given logits, with its own settings and state (trace: with the
     stage trace and its host transfer, as run --stages and the TUI's inspector record it)."""
-    settings = RowSettings.build(configs, [c.seed or 0 for c in configs], vocab, torch.device("cpu"), tokenizer)
-    state = RowState(settings, torch.randint(0, vocab, (prompt_len,)), vocab, steps + 4, torch.tensor([0]))
+    sampler = Sampler(configs, [c.seed or 0 for c in configs], vocab, "cpu", tokenizer=tokenizer,
+                      prompts=torch.randint(0, vocab, (prompt_len,)), max_new=steps + 4, eos_ids=torch.tensor([0]))
     counter = [0]
 
     def run(logits):
         tracer = StageTrace(logits) if trace else None
-        processed = process(logits, settings, state, counter[0], trace=tracer)
-        tokens = pick(processed, settings, counter[0])
-        step_statistics(logits, processed, tokens, 10, settings.named).cpu()
+        processed = sampler.process(logits, counter[0], tracer)
+        tokens = sampler.pick(processed, counter[0])
+        step_statistics(logits, processed, tokens, 10, sampler.named).cpu()
         if tracer is not None:
             tracer.pack(tokens, tracer.top_ids(10)).cpu()
-        state.update(tokens, processed)
+        sampler.accept(tokens, processed)
         counter[0] += 1
 
     return run

@@ -72,29 +72,16 @@ def measure(loaded, iters: int, prompt_len: int) -> dict[str, list[float]]:
     return interleaved(loaded, runners, iters, skip=2)
 
 
-def whole_run(loaded, tokens: int) -> tuple[float, float, float]:
-    """8 rows x tokens: no DRY; DRY on one row (its own rows only, as now); DRY on one row run over the whole
-    batch (how it ran before issue 20: the Stage's own_rows off), in that order."""
-    import dataclasses
-
-    from decodelab.engine.sampling import settings as row_settings
-
+def whole_run(loaded, tokens: int) -> tuple[float, float]:
+    """8 rows x tokens: no DRY, then DRY on one row (each stage runs on the rows that use it only)."""
     prompt = "Write a short story about a robot who learns to paint."
-    plain = configs_for({}, 0)
-    one_dry = configs_for({"dry_multiplier": 0.8}, 1)
-    own = row_settings.STAGES
-    whole = tuple(dataclasses.replace(st, own_rows=False) if st.name == "dry" else st for st in own)
     out = []
-    for configs, stages in ((plain, own), (one_dry, own), (one_dry, whole)):
+    for configs in (configs_for({}, 0), configs_for({"dry_multiplier": 0.8}, 1)):
         configs = [c.replace(max_new_tokens=tokens, min_new_tokens=tokens) for c in configs]
-        row_settings.STAGES = stages
-        try:
-            start = time.perf_counter()
-            generate_many(loaded, prompt, configs)
-            out.append(time.perf_counter() - start)
-        finally:
-            row_settings.STAGES = own
-    return out[0], out[1], out[2]
+        start = time.perf_counter()
+        generate_many(loaded, prompt, configs)
+        out.append(time.perf_counter() - start)
+    return out[0], out[1]
 
 
 def main() -> None:
@@ -122,10 +109,9 @@ def main() -> None:
     plain, traced = med["presets"], med["presets traced"]
     print(f"tracing the chain (benchmark presets): sampler {plain:.1f} -> {traced:.1f} ms; "
           f"+{(traced - plain) / (forward + plain):.1%} of a whole step")
-    no_dry, one_dry, before = whole_run(loaded, args.tokens)
+    no_dry, one_dry = whole_run(loaded, args.tokens)
     print(f"whole run, 8 rows x {args.tokens} tokens: no DRY {no_dry:.2f} s · DRY on 1 row {one_dry:.2f} s "
-          f"({one_dry / no_dry:.2f}x) · DRY on 1 row over the whole batch, as before {before:.2f} s "
-          f"({before / no_dry:.2f}x); load average at end {os.getloadavg()[0]:.2f}")
+          f"({one_dry / no_dry:.2f}x); load average at end {os.getloadavg()[0]:.2f}")
 
 
 if __name__ == "__main__":

@@ -6,9 +6,10 @@ as a per-row tensor, its label in the summary line, and its name in HF transform
 API, llama.cpp's server and text-generation-webui (None: that stack has no such setting).
 
 Everything else reads the table: DecodingConfig's fields and validation, the help texts, the one text
-parser every front end uses (engine/fieldtext.py), the summary line, the per-row tensors of the batch
-(engine/sampling/settings.py), sweeps, the server's request fields and the exports. A new setting is
-one row here, plus its stage (engine/sampling/stages.py) and tests.
+parser every front end uses (engine/fieldtext.py), the summary line, the sampler stages (each reads the rows
+whose `stage` names it: engine/sampling/stage.py), sweeps, the server's request fields and the dialects of
+the other stacks (engine/dialects/). STAGE_TABLE is the sampler chain's one ordered list. A new setting is
+one row here, plus the stage that reads it and tests; a new stage is also a STAGE_TABLE row and a class.
 """
 
 from __future__ import annotations
@@ -43,9 +44,8 @@ class Setting:
     low_open: bool = False
     high_open: bool = False
     stage: str | None = None
-    """The stage of engine/sampling/stages.py it feeds (None: it shapes the run, not the distribution)."""
-    per_row: bool = False
-    """Held as a per-row tensor in the batch (floats as [N, 1] columns, ints as [N])."""
+    """The stage (a row of STAGE_TABLE) that reads it: the stage's class finds its settings here (None: it shapes
+    the run, not the distribution; "sample", "beams" and "chain" are the run's own)."""
     warper: bool = False
     """Acts on sampling rows only; a greedy row sees the default (HF applies warpers only when sampling)."""
     label: str | None = None
@@ -75,8 +75,8 @@ def _row(name, kind, default, help, allowed="", **more) -> Setting:
 
 
 def _sampler(name, kind, default, help, allowed, stage, warper=True, **more) -> Setting:
-    """A setting the batch holds per row (a sampler stage's parameter)."""
-    return Setting(name, kind, default, help, allowed, stage=stage, per_row=True, warper=warper, **more)
+    """A sampler stage's parameter (a warper unless said: it acts on sampling rows only, as HF's warpers do)."""
+    return Setting(name, kind, default, help, allowed, stage=stage, warper=warper, **more)
 
 
 # fmt: off
@@ -96,6 +96,12 @@ SETTINGS: tuple[Setting, ...] = (
     _sampler("min_p", "float", 0.0, "drop tokens less likely than min_p x the top token's probability; 0 = off",
              "it must be in [0, 1]; 0 turns it off", "min_p", low=0, high=1, label="min_p",
              hf="min_p", vllm="min_p", llamacpp="min_p", webui="min_p"),
+    _sampler("p_less", "bool", False, "p-less (Tan, Wu and Howard, ICLR 2026): keep the tokens at least as likely as "
+             "the collision probability sum(p^2) of the distribution after temperature; nothing to tune, the top token "
+             "always stays", "it must be true or false", "p_less", label="p-less"),
+    _sampler("p_less_norm", "bool", False, "p-less-norm, the paper's relaxed variant: the threshold is (V sum(p^2) - 1) "
+             "/ (V - 1), V the vocabulary size, so it keeps more tokens than p-less", "it must be true or false",
+             "p_less", label="p-less-norm"),
     _sampler("typical_p", "float", 1.0, "keep tokens whose surprise is close to the entropy (locally typical "
              "sampling); 1 = off", "it must be in (0, 1]; 1 turns it off", "typical_p", low=0, high=1,
              low_open=True, label="typ", hf="typical_p", llamacpp="typical_p", webui="typical_p"),
@@ -235,12 +241,66 @@ STRING_LIST_FIELDS = frozenset(s.name for s in SETTINGS if s.kind == "strings")
 INT_FIELDS = frozenset(s.name for s in SETTINGS if s.kind == "int")
 NUMBER_FIELDS = frozenset(s.name for s in SETTINGS if s.kind in ("int", "float"))
 
-# The reorderable stages and their default order (engine/sampling/stages.py registers them in this order).
-# Kept here so the config can validate sampler_order without importing torch.
-SAMPLER_STAGES: tuple[str, ...] = (
-    "penalties", "dry", "no_repeat_ngram", "temperature", "smoothing", "top_h", "top_n_sigma", "top_k", "top_p",
-    "min_p", "typical_p", "epsilon_cutoff", "eta_cutoff", "tfs", "top_a", "xtc",
+
+
+@dataclass(frozen=True)
+class StageRow:
+    """One stage of the sampler chain, in its default place; its settings are the rows whose `stage` names it."""
+
+    name: str
+    place: str
+    """constraint (always first), chain (reorderable with sampler_order) or selection (always last)."""
+    llamacpp: str | None = None
+    """Its name in llama.cpp's sampler chain (--samplers, the server's "samplers"), or None."""
+    webui: tuple[str, ...] = ()
+    """Its names in text-generation-webui's sampler_priority (the webui lists some stages under several)."""
+
+
+# fmt: off
+STAGE_TABLE: tuple[StageRow, ...] = (
+    # guidance first, as HF runs it; then the constraints: masks commute with the penalties, and structured output
+    # comes last of them, so that where a ban leaves a finished grammar no token, the grammar's end wins
+    StageRow("cfg", "constraint"),
+    StageRow("logit_bias", "constraint"),
+    StageRow("banned_strings", "constraint"),
+    StageRow("min_new_tokens", "constraint"),
+    StageRow("grammar", "constraint"),
+    # the chain, in HF transformers 5.x's order for the processors it has (sampler_order reorders it); the stages HF
+    # lacks sit where text-generation-webui or llama.cpp puts them. Greedy rows see only the first three.
+    StageRow("penalties", "chain", "penalties", ("repetition_penalty", "presence_penalty", "frequency_penalty")),
+    StageRow("dry", "chain", "dry", ("dry",)),
+    StageRow("no_repeat_ngram", "chain", None, ("no_repeat_ngram",)),
+    StageRow("temperature", "chain", "temperature", ("temperature", "dynamic_temperature")),
+    StageRow("smoothing", "chain", None, ("quadratic_sampling",)),
+    StageRow("top_h", "chain"),
+    StageRow("top_n_sigma", "chain", "top_n_sigma", ("top_n_sigma",)),
+    StageRow("top_k", "chain", "top_k", ("top_k",)),
+    StageRow("top_p", "chain", "top_p", ("top_p",)),
+    StageRow("min_p", "chain", "min_p", ("min_p",)),
+    StageRow("p_less", "chain"),
+    StageRow("typical_p", "chain", "typ_p", ("typical_p",)),
+    StageRow("epsilon_cutoff", "chain", None, ("epsilon_cutoff",)),
+    StageRow("eta_cutoff", "chain", None, ("eta_cutoff",)),
+    StageRow("tfs", "chain", None, ("tfs",)),
+    StageRow("top_a", "chain", None, ("top_a",)),
+    StageRow("xtc", "chain", "xtc", ("xtc",)),
+    # selection: Mirostat or adaptive-p end the chain, as in llama.cpp; then the row draws (or takes the argmax)
+    StageRow("mirostat", "selection", None, ("mirostat",)),
+    StageRow("adaptive_p", "selection", "adaptive_p", ("adaptive_p",)),
 )
+# fmt: on
+STAGE: dict[str, StageRow] = {row.name: row for row in STAGE_TABLE}
+SAMPLER_STAGES: tuple[str, ...] = tuple(row.name for row in STAGE_TABLE if row.place == "chain")
+"""The reorderable stages, in their default order."""
+RUN_STAGES = ("sample", "beams", "chain")
+"""Values of a setting's `stage` that are the run's own, not a sampler stage."""
+assert all(s.stage in STAGE or s.stage in RUN_STAGES for s in SETTINGS if s.stage), "a setting names no stage"
+
+
+def settings_of(stage: str) -> tuple[str, ...]:
+    """The settings a stage reads: the table's rows whose `stage` names it, in table order."""
+    return tuple(s.name for s in SETTINGS if s.stage == stage)
+
 
 
 # -- DecodingConfig -------------------------------------------------------------------------------------
@@ -262,6 +322,9 @@ class _ConfigBehaviour:
             name = "dry_multiplier" if self.dry_multiplier else "repetition_penalty_last_n"
             raise _fail(name, getattr(self, name), "beams run through HF generate, which has no DRY or penalty "
                         "window: set it to 0 for beam configs, or num_beams=1")
+        if self.p_less and self.p_less_norm:
+            raise _fail("p_less_norm", self.p_less_norm, "p-less and p-less-norm are two thresholds of one stage: set "
+                        "one of p_less and p_less_norm")
         if self.mirostat and self.adaptive_target >= 0:
             raise _fail("adaptive_target", self.adaptive_target, "Mirostat and adaptive-p both pick the token at the "
                         "end of the chain: turn one off (adaptive_target=-1 or mirostat=0)")
@@ -309,6 +372,8 @@ class _ConfigBehaviour:
         value = getattr(self, s.name)
         if s.name == "xtc_probability" and self.xtc_threshold > 0.5:
             return f"xtc=off(threshold {self.xtc_threshold:g} > 0.5)"  # said, not silently dropped
+        if s.kind == "bool":
+            return s.label
         if "{" in s.label:
             return s.label.format(v=value, c=self, n=len(value) if isinstance(value, tuple) else value)
         return f"{s.label}={value:g}"

@@ -399,13 +399,10 @@ class Api:
         model's vocabulary now, so a bad one is a 400 naming its field, not a failed batch."""
         if not (config.logit_bias or config.banned_strings or config.dry_multiplier):
             return
-        import torch
-
-        from decodelab.engine.sampling import RowSettings
+        from decodelab.engine.sampling import check_tokens
 
         try:
-            RowSettings.build([config], [0], self.loaded.model.get_input_embeddings().num_embeddings,
-                              torch.device("cpu"), self.loaded.tokenizer)
+            check_tokens(config, self.loaded.model.get_input_embeddings().num_embeddings, self.loaded.tokenizer)
         except ConfigError as exc:  # vocab.py names the field; the 400 names it as the client sent it
             message, param = _as_request_error(exc, req._sent)
             raise ApiError(400, message, param=param) from None

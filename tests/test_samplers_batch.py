@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import dataclasses
-
 import pytest
 import torch
 
 from decodelab.engine import DecodingConfig, generate_many
-from decodelab.engine.sampling import RowSettings, RowState, pick, process
+from decodelab.engine.sampling import Sampler
 
 PROMPT = "The for statement"
 
@@ -64,14 +62,13 @@ def test_stages_no_row_uses_do_not_run(monkeypatch):
     from decodelab.engine.sampling import chain
 
     called = []
-    for name, stage in list(chain.CHAIN.items()):
-        spy = dataclasses.replace(stage, apply=lambda x, *a, _n=name, _f=stage.apply: called.append(_n) or _f(x, *a))
-        monkeypatch.setitem(chain.CHAIN, name, spy)
+    for cls in chain.STAGES:
+        monkeypatch.setattr(cls, "apply", lambda self, x, step, _f=cls.apply: called.append((self.name, self.n))
+                            or _f(self, x, step))
     configs = [DecodingConfig(), DecodingConfig(do_sample=True, temperature=0.7, top_p=0.9)]
-    settings = RowSettings.build(configs, [0, 1], 50, torch.device("cpu"))
-    state = RowState(settings, torch.tensor([1, 2]), 50, 4)
-    pick(process(torch.randn(2, 50), settings, state, 0), settings, 0)
-    assert called == ["temperature", "top_p"]
+    sampler = Sampler(configs, [0, 1], 50, prompts=torch.tensor([1, 2]), max_new=4)
+    sampler.pick(sampler.process(torch.randn(2, 50), 0), 0)
+    assert called == [("temperature", 1), ("top_p", 1)]  # each on the one row that uses it
 
 
 @pytest.mark.parametrize("bad", [dict(mirostat=3), dict(top_n_sigma=-1), dict(xtc_probability=1.5),
@@ -91,9 +88,9 @@ def test_unknown_token_ids_and_texts_without_a_tokenizer_are_config_errors():
     from decodelab.engine.config import ConfigError
 
     with pytest.raises(ConfigError, match="outside this model's vocabulary"):
-        RowSettings.build([DecodingConfig(logit_bias={"999": 1.0})], [0], 50, torch.device("cpu"))
+        Sampler([DecodingConfig(logit_bias={"999": 1.0})], [0], 50)
     with pytest.raises(ConfigError, match="tokenizer"):
-        RowSettings.build([DecodingConfig(banned_strings=("x",))], [0], 50, torch.device("cpu"))
+        Sampler([DecodingConfig(banned_strings=("x",))], [0], 50)
 
 
 def test_presets_and_set_carry_the_new_fields():

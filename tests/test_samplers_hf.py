@@ -14,15 +14,15 @@ from transformers.generation.logits_process import (
 )
 
 from decodelab.engine import DecodingConfig
-from decodelab.engine.sampling import RowSettings, RowState, process
+from decodelab.engine.sampling import Sampler
 
 V = 64
 
 
 def run(configs, logits, history=(1, 2, 3), tokenizer=None, step=0):
-    settings = RowSettings.build(configs, list(range(len(configs))), logits.shape[-1], torch.device("cpu"), tokenizer)
-    state = RowState(settings, torch.tensor(list(history)), logits.shape[-1], 16)
-    return process(logits.clone(), settings, state, step)
+    sampler = Sampler(configs, list(range(len(configs))), logits.shape[-1], tokenizer=tokenizer,
+                      prompts=torch.tensor(list(history)), max_new=16)
+    return sampler.process(logits.clone(), step)
 
 
 def same(a, b):

@@ -12,7 +12,7 @@ pytest.importorskip("llama_cpp", reason="llama-cpp-python is installed by `make 
 import llama_cpp as L  # noqa: E402
 
 from decodelab.engine import DecodingConfig  # noqa: E402
-from decodelab.engine.sampling import RowSettings, RowState, process, uniform_rows  # noqa: E402
+from decodelab.engine.sampling import Sampler, uniform_rows  # noqa: E402
 from decodelab.engine.sampling.noise import SALT_XTC  # noqa: E402
 from tests import llama_samplers as ref  # noqa: E402
 
@@ -20,12 +20,12 @@ V = 300
 
 
 def ours(config: DecodingConfig, logits: torch.Tensor, history=(0,), tokenizer=None, state=None, step=0):
-    """Our chain on one row; returns (processed [V], settings, state)."""
+    """Our chain on one row; returns (processed [V], the sampler, the sampler: pass it back as state to go on)."""
     config = config.replace(do_sample=True) if not config.do_sample else config
-    settings = RowSettings.build([config], [config.seed or 0], logits.shape[-1], torch.device("cpu"), tokenizer)
     if state is None:
-        state = RowState(settings, torch.tensor(list(history)), logits.shape[-1], 64)
-    return process(logits[None, :].clone(), settings, state, step)[0], settings, state
+        state = Sampler([config], [config.seed or 0], logits.shape[-1], tokenizer=tokenizer,
+                        prompts=torch.tensor(list(history)), max_new=64)
+    return state.process(logits[None, :].clone(), step)[0], state, state
 
 
 def same(a: torch.Tensor, b: torch.Tensor, tol=1e-5):
@@ -105,7 +105,7 @@ def test_mirostat_keeps_the_same_tokens_and_moves_mu_alike(version, tau, eta):
         same(got.isfinite().float(), expected["logits"].isfinite().float())
         kept = expected["p"] > 0
         torch.testing.assert_close(got.softmax(-1)[kept], expected["p"][kept], rtol=1e-4, atol=1e-6)
-        state.update(torch.tensor([expected["selected"]]), got[None, :])  # llama.cpp's draw moves both mus
+        state.accept(torch.tensor([expected["selected"]]), got[None, :])  # llama.cpp's draw moves both mus
 
 
 def test_logit_bias():

@@ -21,7 +21,7 @@ from transformers.generation import logits_process
 
 from decodelab.engine import DecodingConfig
 from decodelab.engine.config import ConfigError
-from decodelab.engine.sampling import RowSettings, RowState, pick, process
+from decodelab.engine.sampling import Sampler
 
 V = 300
 NEG = float("-inf")
@@ -30,10 +30,11 @@ needs_top_h = pytest.mark.skipif(TopHLogitsWarper is None, reason="this transfor
 
 
 def run(configs, logits, history=(1, 2, 3), step=0, state=None):
-    settings = RowSettings.build(configs, list(range(len(configs))), logits.shape[-1], torch.device("cpu"))
+    """Our chain on the rows: (processed, the sampler, the sampler); pass the sampler back as state to go on."""
     if state is None:
-        state = RowState(settings, torch.tensor(list(history)), logits.shape[-1], 64)
-    return process(logits.clone(), settings, state, step), settings, state
+        state = Sampler(configs, list(range(len(configs))), logits.shape[-1], prompts=torch.tensor(list(history)),
+                        max_new=64)
+    return state.process(logits.clone(), step), state, state
 
 
 def random_rows(seed, n=6, vocab=V, scale=3.0, masked=0, bf16=False):
@@ -176,7 +177,7 @@ def test_adaptive_p_matches_llamacpp_over_many_steps(target, decay):
         same(got[0], expected["logits"], tol=1e-4)
         token = expected["selected"]
         chain.accept([token])  # llama.cpp's draw moves both running averages
-        state.update(torch.tensor([token]), got)
+        state.accept(torch.tensor([token]), got)
 
 
 def test_adaptive_p_runs_after_filters_and_samples_seeded():
@@ -184,8 +185,8 @@ def test_adaptive_p_runs_after_filters_and_samples_seeded():
     config = DecodingConfig(do_sample=True, min_p=0.05, adaptive_target=0.4, seed=5)
     got, settings, _ = run([config], x)
     assert kept(got[0]) == kept(run([DecodingConfig(do_sample=True, min_p=0.05)], x)[0][0])
-    first = pick(got, settings, 0)
-    assert torch.equal(first, pick(run([config], x)[0], settings, 0))
+    first = settings.pick(got, 0)
+    assert torch.equal(first, settings.pick(run([config], x)[0], 0))
 
 
 def test_mirostat_and_adaptive_p_together_are_refused():

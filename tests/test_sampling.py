@@ -17,14 +17,7 @@ from transformers.generation.logits_process import (
 
 from decodelab.engine import DecodingConfig
 from decodelab.engine.decoding.hf_generate import FrequencyPresencePenalty
-from decodelab.engine.sampling import (
-    PenaltyState,
-    RowSettings,
-    banned_ngram_tokens,
-    pick,
-    process,
-    step_statistics,
-)
+from decodelab.engine.sampling import Sampler, banned_ngram_tokens, step_statistics
 
 V = 64
 EOS = 3
@@ -79,18 +72,18 @@ def _run_rows(configs, steps=6, seed=0):
     prompt = torch.randint(0, V, (8,), generator=gen).tolist()
     prompt[3:5] = prompt[0:2]  # a repeated bigram so no-repeat-ngram has work from the start
     n = len(configs)
-    settings = RowSettings.build(configs, list(range(n)), V, torch.device("cpu"))
-    state = PenaltyState(settings, torch.tensor(prompt), V, steps)
+    sampler = Sampler(configs, list(range(n)), V, prompts=torch.tensor(prompt), max_new=steps,
+                      eos_ids=torch.tensor([EOS]))
     generated = [[] for _ in range(n)]
     pairs = []
     for step in range(steps):
         logits = torch.randn(n, V, generator=gen) * 3
-        ours = process(logits, settings, state, step, torch.tensor([EOS]))
+        ours = sampler.process(logits, step)
         for r, config in enumerate(configs):
             pairs.append((ours[r], hf_reference(logits[r], config, prompt, generated[r], step), config))
         tokens = torch.randint(0, V, (n,), generator=gen)
         tokens[0] = prompt[0]  # make repeats happen
-        state.update(tokens)
+        sampler.accept(tokens)
         for r in range(n):
             generated[r].append(int(tokens[r]))
     return pairs
@@ -119,18 +112,17 @@ def test_a_row_does_not_depend_on_its_neighbours():
     prompt = torch.tensor([1, 2, 1, 2])
     results = []
     for configs in ([CONFIGS[-2]], [CONFIGS[-2]] + CONFIGS[1:5]):
-        settings = RowSettings.build(configs, [11] * len(configs), V, torch.device("cpu"))
-        state = PenaltyState(settings, prompt, V, 4)
-        state.update(torch.full((len(configs),), 7))
-        results.append(process(logits[: len(configs)], settings, state, 1, torch.tensor([EOS]))[0])
+        sampler = Sampler(configs, [11] * len(configs), V, prompts=prompt, max_new=4, eos_ids=torch.tensor([EOS]))
+        sampler.accept(torch.full((len(configs),), 7))
+        results.append(sampler.process(logits[: len(configs)], 1)[0])
     assert torch.equal(results[0], results[1])
 
 
 def test_neutral_settings_are_exact_no_ops():
     logits = torch.randn(4, V) * 5
-    settings = RowSettings.build([DecodingConfig(do_sample=True)] * 4, [1, 2, 3, 4], V, torch.device("cpu"))
-    state = PenaltyState(settings, torch.tensor([1, 2]), V, 4)
-    assert torch.equal(process(logits, settings, state, 0, torch.tensor([EOS])), logits)
+    sampler = Sampler([DecodingConfig(do_sample=True)] * 4, [1, 2, 3, 4], V, prompts=torch.tensor([1, 2]), max_new=4,
+                      eos_ids=torch.tensor([EOS]))
+    assert torch.equal(sampler.process(logits, 0), logits)
 
 
 def test_ngram_mask_with_mixed_sizes():
@@ -144,10 +136,9 @@ def test_ngram_mask_with_mixed_sizes():
 # -- sampling ----------------------------------------------------------------------------------------------
 
 def _draws(config, logits, n_rows=2000, steps=10):
-    settings = RowSettings.build([config] * n_rows, list(range(n_rows)), V, torch.device("cpu"))
-    state = PenaltyState(settings, torch.tensor([0]), V, 1)
-    processed = process(logits.expand(n_rows, V), settings, state, 0, None)
-    return torch.cat([pick(processed, settings, step) for step in range(steps)]), processed[0]
+    sampler = Sampler([config] * n_rows, list(range(n_rows)), V, prompts=torch.tensor([0]), max_new=1)
+    processed = sampler.process(logits.expand(n_rows, V), 0)
+    return torch.cat([sampler.pick(processed, step) for step in range(steps)]), processed[0]
 
 
 @pytest.mark.parametrize("config", [
@@ -182,8 +173,7 @@ def test_noise_depends_only_on_seed_and_step():
 def test_greedy_rows_take_the_argmax_of_penalised_logits():
     logits = torch.randn(3, V)
     configs = [DecodingConfig(), DecodingConfig(do_sample=True, temperature=0), DecodingConfig(do_sample=True)]
-    settings = RowSettings.build(configs, [1, 2, 3], V, torch.device("cpu"))
-    tokens = pick(logits, settings, 0)
+    tokens = Sampler(configs, [1, 2, 3], V).pick(logits, 0)
     assert tokens[:2].tolist() == logits[:2].argmax(-1).tolist()
 
 

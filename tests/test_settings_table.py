@@ -25,10 +25,12 @@ CHANGED = {
     "logit_bias": ((5, -1.0),), "banned_strings": ("bad",), "repetition_penalty_last_n": 32,
     "sampler_order": ("temperature",), "smoothing_factor": 0.2, "smoothing_curve": 2.0, "top_h": 0.5, "tfs": 0.95,
     "top_a": 0.1, "adaptive_target": -0.5, "adaptive_decay": 0.8, "logprob_tokens": (5, 6), "guidance_scale": 1.5,
-    "negative_prompt": "bad", "json_schema": '{"type":"object"}',
+    "negative_prompt": "bad", "json_schema": '{"type":"object"}', "p_less": True,
 }
 # A config takes one structured-output constraint at a time: the other three are changed one by one.
 OTHER_CONSTRAINTS = {"regex": "a+", "choice": ("yes", "no"), "grammar": 'root ::= "a"'}
+# p_less and p_less_norm are two thresholds of one stage: one at a time too.
+OTHER_VARIANTS = {"p_less_norm": True}
 
 
 def each_changed():
@@ -36,6 +38,7 @@ def each_changed():
     yield CHANGED
     for name, value in OTHER_CONSTRAINTS.items():
         yield {**CHANGED, "json_schema": "", name: value}
+    yield {**CHANGED, "p_less": False, **OTHER_VARIANTS}
 
 
 def test_the_config_has_exactly_the_table_s_fields_and_defaults():
@@ -43,7 +46,7 @@ def test_the_config_has_exactly_the_table_s_fields_and_defaults():
     assert [f.name for f in fields] == [s.name for s in SETTINGS] == list(FIELD_NAMES)
     assert all(f.default == SETTING[f.name].default for f in fields)
     assert set(FIELD_HELP) == set(FIELD_NAMES) and all(FIELD_HELP.values())
-    assert set(CHANGED) | set(OTHER_CONSTRAINTS) == set(FIELD_NAMES)
+    assert set(CHANGED) | set(OTHER_CONSTRAINTS) | set(OTHER_VARIANTS) == set(FIELD_NAMES)
 
 
 def test_every_row_is_checked_by_its_own_rule():
@@ -74,16 +77,27 @@ def test_lists_and_tables_read_with_or_without_brackets():
         parse_assignment("temprature=0.7")
 
 
-def test_the_batch_holds_every_per_row_setting(demo):
+def test_every_sampler_setting_is_read_by_the_stage_the_table_names(demo):
     import torch
 
-    from decodelab.engine.sampling.settings import _FLOATS, _INTS, RowSettings
+    from decodelab.engine.config import STAGE, STAGE_TABLE
+    from decodelab.engine.sampling import Sampler
+    from decodelab.engine.sampling.chain import CLASSES
 
+    assert set(CLASSES) == {row.name for row in STAGE_TABLE}
+    assert all(s.stage in STAGE or s.stage in ("sample", "beams", "chain") for s in SETTINGS if s.stage)
     vocab = demo.model.config.vocab_size
-    settings = RowSettings.build([DecodingConfig(**CHANGED)], [1], vocab, torch.device("cpu"), demo.tokenizer)
-    for name, _, _ in _FLOATS + _INTS:
-        assert name in settings.t
-    assert {n for n, _, _ in _FLOATS + _INTS} == {s.name for s in SETTINGS if s.per_row}
+    config = DecodingConfig(**{**CHANGED, "xtc_threshold": 0.4, "adaptive_target": -1.0, "mirostat": 0})
+    sampler = Sampler([config], [1], vocab, torch.device("cpu"), tokenizer=demo.tokenizer,
+                      prompts=torch.tensor([1, 2]), max_new=4)
+    (_, _, chain), = sampler.chains
+    built = {stage.name: stage for stage, _, _ in chain.stages}
+    for s in SETTINGS:
+        if s.stage in built and s.kind in ("float", "int") and s.stage not in ("top_k",):
+            stage = built[s.stage]
+            held = getattr(stage, s.name)
+            assert held.shape[0] == 1 and float(held.flatten()[0]) == pytest.approx(getattr(config, s.name)), s.name
+    assert set(built) >= {"penalties", "dry", "temperature", "top_k", "min_p", "xtc", "grammar", "logit_bias"}
 
 
 @pytest.mark.parametrize("stack, export", [("hf", to_hf), ("vllm", to_vllm), ("openai", to_openai),

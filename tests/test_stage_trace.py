@@ -16,25 +16,20 @@ from decodelab.engine import DecodingConfig, generate_many
 from decodelab.engine.config import ConfigError
 from decodelab.engine.experiments.stage_use import report_dict, stage_report
 from decodelab.engine.results import completion_from_dict, completion_to_dict
-from decodelab.engine.sampling import RowSettings, RowState, pick, process
-from decodelab.engine.sampling.stages import STAGES
+from decodelab.engine.sampling import Sampler
 from decodelab.engine.sampling.trace import StageTrace, unpack_stages
 
 V = 500
 
 
 def traced(configs, x, k=5):
-    settings = RowSettings.build(configs, list(range(len(configs))), V, torch.device("cpu"))
-    state = RowState(settings, torch.tensor([1, 2, 3]), V, 8)
+    sampler = Sampler(configs, list(range(len(configs))), V, prompts=torch.tensor([1, 2, 3]), max_new=8)
     trace = StageTrace(x)
-    processed = process(x.clone(), settings, state, 0, trace=trace)
-    tokens = pick(processed, settings, 0)
+    processed = sampler.process(x.clone(), 0, trace)
+    tokens = sampler.pick(processed, 0)
     top = torch.log_softmax(x, -1).topk(k).indices
     packed = trace.pack(tokens, top).tolist()
-    rows = []
-    for r, c in enumerate(configs):
-        active = frozenset(s.name for s in STAGES if s.active(c, c.samples))
-        rows.append(unpack_stages(packed[r], trace.names, active))
+    rows = [unpack_stages(packed[r], trace.names, sampler.active[r]) for r in range(len(configs))]
     return rows, tokens, top, processed
 
 

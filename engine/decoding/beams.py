@@ -15,7 +15,7 @@ import torch
 from ..config import DecodingConfig
 from ..grammars import constraint_of, matcher
 from ..results import Completion, StepEvent
-from ..sampling import RowSettings, RowState, process, step_statistics
+from ..sampling import Sampler, step_statistics
 from ..sampling.constraints import allowed_tokens, constrain
 from .hf_generate import hf_generate_kwargs
 from .modelcalls import eos_tensor, eos_token_ids, forward_last
@@ -124,13 +124,12 @@ def rescore(loaded, prompt_ids: torch.Tensor, new_ids: list[int], config: Decodi
     logits = forward_last(loaded.model, full, len(new_ids) + 1).logits[0, :-1].float()
     vocab = logits.shape[-1]
     k = min(max(k, 0), vocab)
-    settings = RowSettings.build([config], [seed], vocab, prompt_ids.device, loaded.tokenizer)
-    eos_t = eos_tensor(eos, prompt_ids.device)
-    state = RowState(settings, prompt_ids, vocab, len(new_ids), eos_t)
+    sampler = Sampler([config], [seed], vocab, prompt_ids.device, tokenizer=loaded.tokenizer, prompts=prompt_ids,
+                      max_new=len(new_ids), eos_ids=eos_tensor(eos, prompt_ids.device))
     rows = []
     for i in range(len(new_ids)):
         raw = logits[i : i + 1]
-        processed = process(raw, settings, state, i)
+        processed = sampler.process(raw, i)
         rows.append(step_statistics(raw, processed, new[i : i + 1], k))
-        state.update(new[i : i + 1], processed)
+        sampler.accept(new[i : i + 1], processed)
     return torch.cat(rows).cpu(), k

@@ -265,14 +265,14 @@ class DecodeLoop(Admission):
 
     def _named(self) -> torch.Tensor | None:
         """[N, m] the token ids each live row's logprob_tokens names (-1: none); None when no row names any."""
-        width = max((g.settings.named.shape[1] for g in self.groups if g.settings.named is not None), default=0)
+        width = max((g.sampler.named.shape[1] for g in self.groups if g.sampler.named is not None), default=0)
         if not width:
             return None
         parts = []
         for g in self.groups:
             part = torch.full((g.rows, width), -1, dtype=torch.long, device=self.device)
-            if g.settings.named is not None:
-                part[:, : g.settings.named.shape[1]] = g.settings.named
+            if g.sampler.named is not None:
+                part[:, : g.sampler.named.shape[1]] = g.sampler.named
             parts.append(part)
         return torch.cat(parts)
 

@@ -13,8 +13,7 @@ import torch
 
 from ..config import DecodingConfig
 from ..results import Completion, PromptError, StepEvent
-from ..sampling import RowSettings, RowState, pick, process
-from ..sampling.stages import STAGES
+from ..sampling import Sampler
 from ..sampling.trace import StageTrace, unpack_stages
 from .modelcalls import eos_tensor
 from .rows import RowTracker, build_steps
@@ -119,25 +118,24 @@ class Group:
     def __init__(self, requests: list[Request], vocab: int, device, eos: list[int], tokenizer=None):
         self.requests = requests
         self.owners = [(r, i) for r in requests for i in r.batch_rows]
-        self.tokenizer, self.vocab = tokenizer, vocab
-        self.settings = self._settings(device)
-        eos_t = eos_tensor(eos, device)
+        self.tokenizer, self.vocab, self.device = tokenizer, vocab, device
         configs = [r.configs[i] for r, i in self.owners]
-        self.state = RowState.for_prompts(self.settings, [r.prompt_ids for r, _ in self.owners], vocab,
-                                          max(c.max_new_tokens for c in configs), eos_t)
+        self.sampler = Sampler(configs, [r.seeds[i] for r, i in self.owners], vocab, device, tokenizer=tokenizer,
+                               prompts=[r.prompt_ids for r, _ in self.owners],
+                               max_new=max(c.max_new_tokens for c in configs), eos_ids=eos_tensor(eos, device))
         for row, (request, i) in enumerate(self.owners):
             tracker = request.trackers[i]
-            tracker.named = self.settings.named_lists[row] if self.settings.named_lists else []
-            tracker.active = frozenset(st.name for st in STAGES if st.active(tracker.config, tracker.config.samples))
+            tracker.named = self.sampler.named_lists[row] if self.sampler.named_lists else []
+            tracker.active = self.sampler.active[row]
         self.trace = any(r.trace for r in requests)
         self._trace: StageTrace | None = None
         self.guidance = self._guidance_pairs()
         self.step = len(requests[0].prefix)
         for at, token in enumerate(requests[0].prefix):  # the forced tokens count as generated for the penalties
-            self.state.update(torch.full((self.rows,), token, dtype=torch.long, device=device))
-            if self.state.rejected:  # and structured output's matchers replay them
-                row, _ = self.state.rejected[0]
-                field, _ = self.settings.constraints[row]
+            self.sampler.accept(torch.full((self.rows,), token, dtype=torch.long, device=device))
+            rejected = self.sampler.rejected()  # and structured output's matchers replay them
+            if rejected:
+                _, _, field = rejected[0]
                 text = tokenizer.decode([token]) if tokenizer is not None else f"id {token}"
                 raise PromptError(f"the forced token {text!r} (at token {at} of the output) "
                                   f"is not allowed by this config's {field}: branch from a token the constraint "
@@ -157,13 +155,8 @@ class Group:
                     guides.append(row)
         if not guided:
             return None
-        device = self.settings.seed_lo.device
-        return (torch.tensor(guided, dtype=torch.long, device=device),
-                torch.tensor(guides, dtype=torch.long, device=device))
-
-    def _settings(self, device) -> RowSettings:
-        return RowSettings.build([r.configs[i] for r, i in self.owners], [r.seeds[i] for r, i in self.owners],
-                                 self.vocab, device, self.tokenizer)
+        return (torch.tensor(guided, dtype=torch.long, device=self.device),
+                torch.tensor(guides, dtype=torch.long, device=self.device))
 
     @property
     def rows(self) -> int:
@@ -171,16 +164,17 @@ class Group:
 
     def sample(self, logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """This group's processed logits and picked tokens (its own step counter drives the seeded noise)."""
+        uncond = None
         if self.guidance is not None:  # classifier-free guidance: each guided row reads its guidance row's logits
             guided, guides = self.guidance
-            self.state.uncond = torch.zeros_like(logits)
-            self.state.uncond[guided] = logits[guides]
+            uncond = torch.zeros_like(logits)
+            uncond[guided] = logits[guides]
         self._trace = StageTrace(logits) if self.trace else None
-        processed = process(logits, self.settings, self.state, self.step, trace=self._trace)  # sampling/chain.py
-        tokens = pick(processed, self.settings, self.step)  # argmax, or the row's own seeded draw
+        processed = self.sampler.process(logits, self.step, self._trace, uncond)  # sampling/batch.py
+        tokens = self.sampler.pick(processed, self.step)  # argmax, or the row's own seeded draw
         if self.guidance is not None:
             tokens[self.guidance[1]] = tokens[self.guidance[0]]  # a guidance row follows its guided row
-        self.state.update(tokens, processed)  # history, penalty counts, Mirostat's mu
+        self.sampler.accept(tokens, processed)  # every stateful stage takes its rows' tokens
         return processed, tokens
 
     def take_trace(self, tokens: torch.Tensor, k: int):
@@ -234,7 +228,5 @@ class Group:
         live = {id(r) for r, _ in self.owners}
         self.requests = [r for r in self.requests if id(r) in live]
         if self.owners:
-            device = self.settings.seed_lo.device
-            self.settings = self._settings(device)
-            self.state.select(torch.tensor(rows, dtype=torch.long, device=device), self.settings)
+            self.sampler.select(rows)
             self.guidance = self._guidance_pairs()

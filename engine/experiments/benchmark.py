@@ -142,21 +142,20 @@ def _median_time(fn, repeats: int, device) -> float:
 
 def time_sampler(vocab: int, device, rows: int = 8, repeats: int = 50) -> float:
     """Milliseconds per step for process + pick + statistics (+ the host transfer) on [rows, vocab]."""
-    from ..sampling import PenaltyState, RowSettings, pick, process, step_statistics
+    from ..sampling import Sampler, step_statistics
 
     device = torch.device(device)
     configs = BENCH_CONFIGS[:rows]
-    settings = RowSettings.build(configs, [c.seed or 0 for c in configs], vocab, device)
     prompt = torch.randint(0, vocab, (64,), device=device)
-    state = PenaltyState(settings, prompt, vocab, repeats + 2)
+    sampler = Sampler(configs, [c.seed or 0 for c in configs], vocab, device, prompts=prompt, max_new=repeats + 2,
+                      eos_ids=torch.tensor([0], device=device))
     logits = torch.randn(rows, vocab, device=device) * 3
-    eos = torch.tensor([0], device=device)
 
     def one(step=[0]):  # noqa: B006 - a step counter
-        processed = process(logits, settings, state, step[0], eos)
-        tokens = pick(processed, settings, step[0])
+        processed = sampler.process(logits, step[0])
+        tokens = sampler.pick(processed, step[0])
         step_statistics(logits, processed, tokens, 10).cpu()
-        state.update(tokens)
+        sampler.accept(tokens, processed)
         step[0] += 1
 
     one()

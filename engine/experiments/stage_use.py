@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..config import SETTING, SETTINGS
-from ..sampling.stages import BY_NAME, STAGES
+from ..sampling.chain import BY_NAME, STAGES
 
 MOVED_EPS = 1e-6
 """A stage that moves less probability than this at a step did nothing there."""
@@ -53,7 +53,7 @@ def inert_settings(config) -> list[tuple[str, str]]:
         stage = BY_NAME.get(s.stage)
         if stage is None or getattr(config, s.name) == s.default or stage.active(config, config.samples):
             continue
-        switch = stage.fields[0]
+        switch = stage.switches[0]
         if not config.samples and stage.active(config, True):
             why = "the config is greedy (do_sample=false or temperature=0): set do_sample=true"
         elif getattr(config, switch) == SETTING[switch].default:

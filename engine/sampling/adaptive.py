@@ -1,29 +1,44 @@
 """Stages that adapt to the distribution or to the row's past: temperature with llama.cpp's dynamic
-temperature (temp_ext), and Mirostat v1/v2 (whose mu the RowState moves after each draw)."""
+temperature (temp_ext), and Mirostat v1/v2 (which keeps each row's mu and moves it after each draw)."""
 
 from __future__ import annotations
 
+import math
+
 import torch
 
-from .filters import on_rows
+from .stage import Stage, Step
 
 NEG_INF = float("-inf")
 MIROSTAT_M = 100  # llama.cpp's common sampler estimates Zipf's exponent from the top 100 tokens
 
 
-def temperature(x, s, state, step):
+class Temperature(Stage):
     """HF TemperatureLogitsWarper; rows with dynatemp_range use llama.cpp's entropy-scaled temperature."""
-    out = x / s.temperature if "temperature" in s.uses else x
-    rows = s.rows["dynatemp"]
-    if rows.numel():
-        out = out.clone() if out is x else out
-        out[rows] = _dynatemp(x[rows], s, rows)
-    return out
+
+    name, effect = "temperature", "reshape"
+    switches = ("temperature", "dynatemp_range")
+
+    def prepare(self) -> None:
+        super().prepare()
+        dynamic = [i for i, c in enumerate(self.rows.configs) if c.dynatemp_range > 0]
+        self.dynamic = torch.tensor(dynamic, dtype=torch.long, device=self.device) if dynamic else None
+
+    def select(self, keep: torch.Tensor) -> None:
+        super().select(keep)
+        self.prepare()
+
+    def apply(self, x: torch.Tensor, step: Step) -> torch.Tensor:
+        out = x / self.temperature
+        rows = self.dynamic
+        if rows is not None:
+            out[rows] = _dynatemp(x[rows], self.temperature[rows], self.dynatemp_range[rows],
+                                  self.dynatemp_exponent[rows])
+        return out
 
 
-def _dynatemp(x, s, rows):
+def _dynatemp(x, t, r, exponent):
     """llama.cpp temp_ext: T' = max(0, T - r) + 2r' (H / log n)^exponent, n the surviving candidates."""
-    t, r, exponent = s.temperature[rows], s.dynatemp_range[rows], s.dynatemp_exponent[rows]
     low, high = (t - r).clamp(min=0), t + r
     count = torch.isfinite(x).sum(dim=-1, keepdim=True)
     logp = torch.log_softmax(x, dim=-1)
@@ -37,19 +52,31 @@ def _dynatemp(x, s, rows):
     return torch.where(count > 1, scaled, x)
 
 
-def mirostat(x, s, state, step):
+class Mirostat(Stage):
     """llama.cpp Mirostat: v1 keeps the top k, k from an estimated Zipf exponent and mu; v2 drops tokens
-    whose surprise (bits) exceeds mu. The row then samples from what is left; RowState.update moves mu."""
-    def apply(rows, sub):
-        mu = state.mu[rows][:, None]
-        version = s.mirostat[rows][:, None]
-        probs = sub.softmax(dim=-1)
-        best = sub >= sub.amax(dim=-1, keepdim=True)
-        v2_drop = (-torch.log2(probs) > mu) & ~best
-        return sub.masked_fill(torch.where(version == 2, v2_drop, _mirostat_v1_drop(sub, probs, mu, s.vocab)),
-                               NEG_INF)
+    whose surprise (bits) exceeds mu. The row then samples from what is left, and accept() moves mu by the
+    surprise of the token it drew (mu starts at 2 tau, as in llama.cpp)."""
 
-    return on_rows(x, s.rows["mirostat"], apply)
+    name, effect, keeps_top = "mirostat", "mask", True
+
+    def prepare(self) -> None:
+        super().prepare()
+        self.hold(mu=2 * self.mirostat_tau[:, 0].clone())
+
+    def apply(self, x: torch.Tensor, step: Step) -> torch.Tensor:
+        mu = self.mu[:, None]
+        version = self.mirostat[:, None]
+        probs = x.softmax(dim=-1)
+        best = x >= x.amax(dim=-1, keepdim=True)
+        v2_drop = (-torch.log2(probs) > mu) & ~best
+        return x.masked_fill(torch.where(version == 2, v2_drop, _mirostat_v1_drop(x, probs, mu, self.vocab)), NEG_INF)
+
+    def accept(self, tokens: torch.Tensor, processed: torch.Tensor | None) -> None:
+        if processed is None:  # a forced token (a branch's prefix) was not drawn: mu stays
+            return
+        logp = torch.log_softmax(processed, dim=-1).gather(1, tokens[:, None])[:, 0]
+        surprise = -logp / math.log(2)
+        self.mu = self.mu - self.mirostat_eta[:, 0] * (surprise - self.mirostat_tau[:, 0])
 
 
 def _mirostat_v1_drop(x, probs, mu, vocab: int) -> torch.Tensor:

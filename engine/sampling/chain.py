@@ -1,93 +1,118 @@
-"""The sampler chain: the stages of stages.py in their order (a row's sampler_order reorders the middle).
+"""The sampler chain: every stage class, in the order of the settings table's STAGE_TABLE (engine/config.py).
 
-    constraints (always first)   cfg (classifier-free guidance, first as in HF) -> logit_bias -> banned_strings
-                                 -> min_new_tokens
-    reorderable (sampler_order)  penalties -> dry -> no_repeat_ngram
-                                 -- greedy rows stop here: warpers are neutral for them (HF) --
-                                 -> temperature (+ dynatemp) -> smoothing -> top_h -> top_n_sigma -> top_k
-                                 -> top_p -> min_p -> typical_p -> epsilon_cutoff -> eta_cutoff -> tfs
-                                 -> top_a -> xtc
-    selection (always last)      mirostat or adaptive_p -> pick (argmax, or a draw with the row's own
-                                 seeded uniform)
+    constraints (always first)   the table's "constraint" stages (guidance first, as in HF; the bans, then
+                                 structured output, whose end wins where a ban leaves it no token)
+    reorderable (sampler_order)  the "chain" stages, by default in HF transformers 5.x's order for the
+                                 processors it has, text-generation-webui's and llama.cpp's where HF has none
+                                 -- greedy rows stop after the penalties: warpers are neutral for them (HF) --
+    selection (always last)      Mirostat or adaptive-p; then pick() takes the argmax, or draws with the
+                                 row's own seeded uniform
 
-The default order is HF transformers 5.x's for the processors it has (repetition penalty ->
-no-repeat-ngram -> bad words -> min-new-tokens -> temperature -> top-h -> top-k -> top-p -> min-p ->
-typical-p -> epsilon -> eta); the text-generation-webui stages it lacks sit where the webui puts them. Masks (bans, min-new-tokens) commute with the penalties, so running
-them first changes nothing. A stage no row uses is skipped and costs nothing; every neutral value
-is an exact no-op, so rows never influence each other.
+A Chain holds one instance of each stage some of its rows use, built for exactly those rows (their
+per-row tensors and state), and runs it on those rows alone: a stage no row uses costs nothing, and no
+row's result depends on another row's settings. The batch (sampling/batch.py) keeps one Chain per
+distinct sampler_order among its rows.
 """
 
 from __future__ import annotations
 
 import torch
 
-from .filters import on_rows
-from .noise import sample_uniforms
-from .stages import STAGES
+from ..config import SAMPLER_STAGES, STAGE_TABLE, DecodingConfig, effective_order
+from .adaptive import Mirostat, Temperature
+from .constraints import Grammar
+from .filters import (XTC, EpsilonCutoff, EtaCutoff, MinP, PLess, TailFree, TopA, TopH, TopK, TopNSigma, TopP,
+                      TypicalP)
+from .penalties import BannedStrings, LogitBias, MinNewTokens, Penalties
+from .repetition import DRY, NoRepeatNgram
+from .shaping import AdaptiveP, Guidance, Smoothing
+from .stage import Rows, Stage, Step
 
-CONSTRAINTS = [s for s in STAGES if s.place == "constraint"]
-SELECTION = [s for s in STAGES if s.place == "selection"]
-CHAIN = {s.name: s for s in STAGES if s.place == "chain"}
+CLASSES: dict[str, type[Stage]] = {cls.name: cls for cls in (
+    Guidance, LogitBias, BannedStrings, MinNewTokens, Grammar, Penalties, DRY, NoRepeatNgram, Temperature, Smoothing,
+    TopH, TopNSigma, TopK, TopP, MinP, PLess, TypicalP, EpsilonCutoff, EtaCutoff, TailFree, TopA, XTC, Mirostat,
+    AdaptiveP)}
+"""Every stage class by name (its place in the chain comes from the table, not from this list)."""
 
+STAGES: tuple[type[Stage], ...] = tuple(CLASSES[row.name] for row in STAGE_TABLE)
+"""The stage classes in their default order."""
+BY_NAME = CLASSES
+CONSTRAINTS = tuple(s for s in STAGES if s.place == "constraint")
+SELECTION = tuple(s for s in STAGES if s.place == "selection")
 
-def process(logits: torch.Tensor, s, state, step: int, eos_ids: torch.Tensor | None = None,
-            trace=None) -> torch.Tensor:
-    """Every row's constraints, penalties, temperature and filters on float32 logits [N, V].
-
-    trace: a StageTrace (trace.py) that records each stage's output, or None (nothing is recorded)."""
-    if eos_ids is not None:
-        state.eos_ids = eos_ids
-    x = logits.float()
-    if not s.groups:
-        return _chain(x, s, state, step, s.order, trace, None)
-    out = x.clone()
-    for rows, sub in s.groups:  # rows whose sampler_order differs run their own chain
-        out[rows] = _chain(x[rows], sub, state.take(rows), step, sub.order, trace, rows)
-    return out
-
-
-def _chain(x, s, state, step, order, trace, rows):
-    for stage in CONSTRAINTS:
-        if stage.name in s.uses:
-            x = _traced(trace, stage.name, rows, x, stage.apply(x, s, state, step))
-    for name in order:
-        if name in s.uses:
-            x = _traced(trace, name, rows, x, _run(CHAIN[name].apply, s.views.get(name), x, s, state, step))
-    for stage in SELECTION:
-        if stage.name in s.uses:
-            x = _traced(trace, stage.name, rows, x, stage.apply(x, s, state, step))
-    return x
+assert set(CLASSES) == {row.name for row in STAGE_TABLE}, "every row of STAGE_TABLE needs its Stage class"
+assert tuple(s.name for s in STAGES if s.place == "chain") == SAMPLER_STAGES
 
 
-def _traced(trace, name, rows, before, after):
-    if trace is not None:
-        trace.add(name, rows, before, after)
-    return after
+def active_stages(config: DecodingConfig) -> frozenset[str]:
+    """The names of the stages a row with this config uses."""
+    return frozenset(cls.name for cls in STAGES if cls.active(config, config.samples))
 
 
-def _run(stage, view, x, s, state, step):
-    """Run a stage on the whole batch, or only on the rows that use it (its view)."""
-    if view is None:
-        return stage(x, s, state, step)
-    rows, sub = view
-    return on_rows(x, rows, lambda _, part: stage(part, sub, state.take(rows), step))
+class Chain:
+    """The stages of some rows that share one sampler order, each built for the rows that use it."""
+
+    def __init__(self, rows: Rows, order: tuple[str, ...]):
+        self.n = len(rows)
+        samples = [c.samples for c in rows.configs]
+        self.stages: list[tuple[Stage, list[int], torch.Tensor | None]] = []
+        """(stage, its rows as indices into the chain's rows, the same as a tensor or None when it is every row)."""
+        for cls in (*CONSTRAINTS, *(CLASSES[name] for name in order), *SELECTION):
+            members = [i for i, (c, w) in enumerate(zip(rows.configs, samples)) if cls.active(c, w)]
+            if members:
+                stage = cls(rows if len(members) == self.n else rows.subset(members))
+                self.stages.append((stage, members, self._index(members, rows.device)))
+
+    def _index(self, members: list[int], device) -> torch.Tensor | None:
+        return None if len(members) == self.n else torch.tensor(members, dtype=torch.long, device=device)
+
+    @property
+    def reads_history(self) -> bool:
+        return any(stage.reads_history for stage, _, _ in self.stages)
+
+    def process(self, x: torch.Tensor, step: int, history: torch.Tensor | None, uncond: torch.Tensor | None,
+                trace=None, trace_rows: torch.Tensor | None = None) -> torch.Tensor:
+        """Every stage on its rows of x [n, V] (float32); trace (a StageTrace) records each stage's output."""
+        for stage, _, index in self.stages:
+            context = Step(step)
+            if stage.reads_history and history is not None:
+                context.history = history if index is None else history[index]
+            if stage.name == "cfg" and uncond is not None:
+                context.uncond = uncond if index is None else uncond[index]
+            if index is None:
+                out = stage.apply(x, context)
+            else:
+                out = x.clone()
+                out[index] = stage.apply(x[index], context)
+            if trace is not None:
+                trace.add(stage.name, trace_rows, x, out)
+            x = out
+        return x
+
+    def accept(self, tokens: torch.Tensor, processed: torch.Tensor | None) -> None:
+        for stage, _, index in self.stages:
+            if index is None:
+                stage.accept(tokens, processed)
+            else:
+                stage.accept(tokens[index], None if processed is None else processed[index])
+
+    def select(self, keep: list[int], device) -> None:
+        """Keep these rows (indices into the chain's rows, in their new order)."""
+        kept = []
+        for stage, members, _ in self.stages:
+            where = {old: i for i, old in enumerate(members)}
+            local = [where[old] for old in keep if old in where]
+            if not local:
+                continue
+            if len(local) != len(members) or local != list(range(len(members))):
+                stage.select(torch.tensor(local, dtype=torch.long, device=device))
+            kept.append((stage, [new for new, old in enumerate(keep) if old in where]))
+        self.n = len(keep)
+        self.stages = [(stage, members, self._index(members, device)) for stage, members in kept]
+
+    def stage(self, name: str) -> tuple[Stage, list[int]] | None:
+        """The stage of that name and its rows, when some row uses it."""
+        return next(((s, m) for s, m, _ in self.stages if s.name == name), None)
 
 
-def pick(processed: torch.Tensor, s, step: int) -> torch.Tensor:
-    """Greedy rows take the argmax; a sampling row draws from its own distribution with its own uniform
-    number u (seed, step): the first token, in id order, whose cumulative probability passes u.
-
-    Zero-probability (filtered) tokens can never be drawn; the draw depends on nothing but the row's
-    processed logits, seed and step.
-    """
-    tokens = processed.argmax(dim=-1)
-    if "sample" not in s.uses:
-        return tokens
-    rows = s.rows["sample"]
-    sub = processed if rows.numel() == processed.shape[0] else processed[rows]
-    weights = (sub - sub.amax(dim=-1, keepdim=True)).exp_()  # unnormalised: the total scales u instead
-    cdf = weights.double().cumsum_(dim=-1)
-    u = sample_uniforms(s.seed_lo[rows], s.seed_hi[rows], step)
-    drawn = torch.searchsorted(cdf, u * cdf[:, -1:], right=True)[:, 0]
-    tokens[rows] = drawn.clamp_(max=processed.shape[1] - 1)
-    return tokens
+__all__ = ["BY_NAME", "CLASSES", "STAGES", "Chain", "active_stages", "effective_order"]

@@ -1,8 +1,7 @@
 """Structured output's stage: each constrained row's matcher (engine/grammars.py, llguidance) says which
 tokens may come next, and every other token's logit becomes -inf, before any other stage.
 
-The matchers live in RowState (one per row, None for rows without a constraint) and take each step's
-token in RowState.update. End-of-sequence is allowed exactly where the grammar accepts (llguidance puts
+The stage keeps one matcher per constrained row, and each takes its row's token in accept(). End-of-sequence is allowed exactly where the grammar accepts (llguidance puts
 it in the mask then). A row left with no token at all (its constraint is complete but min_new_tokens
 forbids the end, or a ban removed every token the grammar allows) may only end: the constraint wins.
 """
@@ -11,6 +10,10 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+
+from ..config import ConfigError
+from ..grammars import constraint_of, matcher
+from .stage import Stage, Step
 
 
 def allowed_tokens(matchers: list, vocab: int, device) -> torch.Tensor:
@@ -34,16 +37,37 @@ def constrain(x: torch.Tensor, allowed: torch.Tensor, eos) -> torch.Tensor:
     return out
 
 
-def grammar(x: torch.Tensor, s, state, step: int) -> torch.Tensor:
-    """The constraint's mask on the rows that have one."""
-    rows = [i for i, m in enumerate(state.matchers) if m is not None]
-    if not rows:
-        return x
-    allowed = allowed_tokens([state.matchers[i] for i in rows], x.shape[1], x.device)
-    eos = state.eos_ids[0] if state.eos_ids is not None else None  # a tensor: no host sync on a GPU
-    if len(rows) == x.shape[0]:  # every row is constrained: no copies
+class Grammar(Stage):
+    """The constraint's mask on the rows that have one; each row's matcher takes the row's token in accept()."""
+
+    name, effect = "grammar", "mask"
+
+    @classmethod
+    def active(cls, config, samples: bool) -> bool:
+        return constraint_of(config) is not None
+
+    def prepare(self) -> None:
+        rows = self.rows
+        if rows.tokenizer is None:
+            raise ConfigError("structured output (json_schema, regex, choice, grammar) needs the model's tokenizer")
+        eos = tuple(rows.eos_ids.tolist()) if rows.eos_ids is not None else (rows.tokenizer.eos_token_id,)
+        self.specs = [constraint_of(c) for c in rows.configs]
+        self.matchers = [matcher(*spec, rows.tokenizer, self.vocab, eos) for spec in self.specs]
+        self.rejected: list[tuple[int, int]] = []
+        """(row, token) pairs a matcher refused: a forced token the row's constraint does not allow."""
+
+    def select(self, keep: torch.Tensor) -> None:
+        index = keep.tolist()
+        self.specs = [self.specs[i] for i in index]
+        self.matchers = [self.matchers[i] for i in index]
+        super().select(keep)
+
+    def apply(self, x: torch.Tensor, step: Step) -> torch.Tensor:
+        allowed = allowed_tokens(self.matchers, x.shape[1], x.device)
+        eos = self.rows.eos_ids[0] if self.rows.eos_ids is not None else None  # a tensor: no host sync on a GPU
         return constrain(x, allowed, eos)
-    index = torch.tensor(rows, dtype=torch.long, device=x.device)
-    out = x.clone()
-    out[index] = constrain(x[index], allowed, eos)
-    return out
+
+    def accept(self, tokens: torch.Tensor, processed: torch.Tensor | None) -> None:
+        for row, (m, token) in enumerate(zip(self.matchers, tokens.tolist())):  # one host copy per step
+            if not m.is_stopped() and not m.consume_token(token):
+                self.rejected.append((row, token))

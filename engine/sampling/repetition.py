@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import torch
 
+from . import vocab as vocab_tools
+from .stage import Stage, Step
+
 NEG_INF = float("-inf")
 FLOAT_MAX_LOG = 88.7228391  # log of float32's largest value: DRY's exponent is clamped below it
-
-
-def no_repeat_ngram(x, s, state, step):
-    """HF NoRepeatNGramLogitsProcessor, per row n."""
-    return x.masked_fill(banned_ngram_tokens(state.history, s.no_repeat_ngram_size, x.shape[1]), NEG_INF)
 
 
 def banned_ngram_tokens(seq: torch.Tensor, sizes: torch.Tensor, vocab_size: int) -> torch.Tensor:
@@ -34,14 +32,40 @@ def banned_ngram_tokens(seq: torch.Tensor, sizes: torch.Tensor, vocab_size: int)
     return banned[:, :vocab_size]
 
 
-def dry(x, s, state, step):
+class NoRepeatNgram(Stage):
+    """HF NoRepeatNGramLogitsProcessor, per row n."""
+
+    name, effect, history = "no_repeat_ngram", "mask", True
+
+    def apply(self, x: torch.Tensor, step: Step) -> torch.Tensor:
+        return x.masked_fill(banned_ngram_tokens(step.history, self.no_repeat_ngram_size, x.shape[1]), NEG_INF)
+
+
+class DRY(Stage):
     """DRY: subtract multiplier x base^(L - allowed) from each token that would extend a repeat of length L.
 
     Same result as llama.cpp's sampler: look back over the last dry_penalty_last_n tokens (prompt
     included), stop at the latest sequence breaker, find every earlier place where the text's end
     already occurred, and penalise the token that followed it. Breaker tokens are never penalised.
     """
-    history = state.history
+
+    name, effect, history = "dry", "reshape", True
+
+    def prepare(self) -> None:
+        super().prepare()
+        self.breakers = vocab_tools.DryBreakers.build([c.dry_sequence_breakers for c in self.rows.configs],
+                                                      self.rows.tokenizer, self.vocab, self.device)
+
+    def select(self, keep: torch.Tensor) -> None:
+        super().select(keep)
+        self.breakers = self.breakers.subset(keep.tolist())
+
+    def apply(self, x: torch.Tensor, step: Step) -> torch.Tensor:
+        return dry(x, self, step.history)
+
+
+def dry(x: torch.Tensor, s: DRY, history: torch.Tensor) -> torch.Tensor:
+    """The DRY penalty of the rows of s (its per-row settings and breakers) given their history."""
     n_rows, length = history.shape
     last_n = s.dry_penalty_last_n
     real = (history >= 0).sum(dim=1)  # rows of a multi-prompt batch are left-padded with -1
@@ -52,7 +76,7 @@ def dry(x, s, state, step):
     inside = pos[None, :] < width[:, None]
     rev = torch.where(inside, rev, -1 - pos[None, :])  # outside the window: never matches
     allowed = s.dry_allowed_length
-    limit = _repeat_limit(rev, inside, width, s.dry.single, s.dry.tails)
+    limit = _repeat_limit(rev, inside, width, s.breakers.single, s.breakers.tails)
     matched = _suffix_matches(rev).minimum(limit[:, None])  # [N, span]: repeat length at shift k
     k = pos[1:]
     ends = (matched[:, 1:] >= allowed[:, None]) & (k[None, :] < width[:, None])
@@ -60,7 +84,7 @@ def dry(x, s, state, step):
     longest = torch.full((n_rows, s.vocab), -1, dtype=torch.long, device=x.device)
     longest.scatter_reduce_(1, follower, torch.where(ends, matched[:, 1:], -1), reduce="amax")
     active = (s.dry_multiplier[:, 0] > 0) & (width > allowed) & (limit >= allowed)
-    hit = (longest >= allowed[:, None]) & ~s.dry.single & active[:, None]
+    hit = (longest >= allowed[:, None]) & ~s.breakers.single & active[:, None]
     exponent = (longest - allowed[:, None]).clamp(min=0).float()
     base = s.dry_base
     max_exp = torch.where(base > 1.000001, torch.floor(FLOAT_MAX_LOG / base.log()), torch.inf)

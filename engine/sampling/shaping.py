@@ -6,9 +6,8 @@ from __future__ import annotations
 
 import torch
 
-from .filters import on_rows
+from .stage import NEG_INF, Stage, Step
 
-NEG_INF = float("-inf")
 # llama.cpp's adaptive-p constants: how wide the favoured band around the target is, the logit at the
 # target, and how fast logits fall off away from it
 ADAPTIVE_WIDTH = 0.3
@@ -16,47 +15,69 @@ ADAPTIVE_PEAK = 5.0
 ADAPTIVE_SHARPNESS = 10.0
 
 
-def guidance(x, s, state, step):
+class Guidance(Stage):
     """Classifier-free guidance as HF's UnbatchedClassifierFreeGuidanceLogitsProcessor: on log-probabilities,
     scale x (conditional - unconditional) + unconditional, the unconditional ones from the row's guidance row
-    (its negative prompt and the same tokens; RowState.uncond, set by the decode loop each step). Without
-    them (a branch's forced tokens rescored on their own) the stage leaves the logits as they are."""
-    uncond = state.uncond
-    if uncond is None:
-        return x
+    (its negative prompt and the same tokens; Step.uncond, set by the decode loop each step). Without them (a
+    branch's forced tokens rescored on their own) the stage leaves the logits as they are."""
 
-    def apply(rows, sub):
-        negative = torch.log_softmax(uncond[rows], dim=-1)
-        return s.guidance_scale[rows] * (torch.log_softmax(sub, dim=-1) - negative) + negative
+    name, effect = "cfg", "reshape"
 
-    return on_rows(x, s.rows["cfg"], apply)
+    def apply(self, x: torch.Tensor, step: Step) -> torch.Tensor:
+        if step.uncond is None:
+            return x
+        negative = torch.log_softmax(step.uncond, dim=-1)
+        return self.guidance_scale * (torch.log_softmax(x, dim=-1) - negative) + negative
 
 
-def smoothing(x, s, state, step):
+class Smoothing(Stage):
     """Quadratic sampling: with d = logit - max, the logit becomes max - k f d^2 + c f d^3, where
     k = (3 - curve) / 2 and c = (curve - 1) / 2 (curve 1: quadratic, 3: cubic). Removed tokens stay removed."""
-    factor, curve = s.smoothing_factor, s.smoothing_curve
-    top = x.amax(dim=-1, keepdim=True)
-    d = x - top
-    k, c = (3 - curve) / 2, (curve - 1) / 2
-    bent = top - k * factor * d * d + c * factor * d * d * d
-    return torch.where(torch.isfinite(x) & (factor > 0), bent, x)
+
+    name, effect = "smoothing", "reshape"
+
+    def apply(self, x: torch.Tensor, step: Step) -> torch.Tensor:
+        factor, curve = self.smoothing_factor, self.smoothing_curve
+        top = x.amax(dim=-1, keepdim=True)
+        d = x - top
+        k, c = (3 - curve) / 2, (curve - 1) / 2
+        bent = top - k * factor * d * d + c * factor * d * d * d
+        return torch.where(torch.isfinite(x), bent, x)
 
 
-def adaptive_p(x, s, state, step):
+class AdaptiveP(Stage):
     """llama.cpp adaptive-p: the target adapts as clamp(2 target - average, 0, 1), the average being the
     decayed mean of the probabilities (before this stage) of the tokens the row drew; each surviving
     token's logit becomes peak - sharpness d^2 / (1 + d), d = |p - target| / width. The row then draws from
-    the result; RowState.update moves the average with the drawn token's probability before this stage."""
-    rows = s.rows["adaptive_p"]
+    the result; accept() moves the average with the drawn token's probability before this stage."""
 
-    def apply(local, sub):
-        logp = torch.log_softmax(sub, dim=-1)
-        state.remember_before_adaptive(local, logp)
-        average = state.adaptive_sum[local][:, None] / state.adaptive_weight[local][:, None]
-        target = (2 * s.adaptive_target[local] - average).clamp(0, 1)
+    name, effect = "adaptive_p", "reshape"
+
+    @classmethod
+    def active(cls, config, samples: bool) -> bool:
+        return samples and config.adaptive_target >= 0  # negative = off, so 0 (neutral: -1) is a target too
+
+    def prepare(self) -> None:
+        super().prepare()
+        decay = self.adaptive_decay[:, 0]  # llama.cpp primes the average as if the target were already met
+        self.hold(total=self.adaptive_target[:, 0].clamp(0, 1) / (1 - decay), weight=1 / (1 - decay))
+        self.before: torch.Tensor | None = None
+        """This step's log-probabilities before the stage, for accept()."""
+
+    def apply(self, x: torch.Tensor, step: Step) -> torch.Tensor:
+        logp = torch.log_softmax(x, dim=-1)
+        self.before = logp
+        average = (self.total / self.weight)[:, None]
+        target = (2 * self.adaptive_target - average).clamp(0, 1)
         d = ((logp.exp() - target) / ADAPTIVE_WIDTH).abs()
         shaped = ADAPTIVE_PEAK - ADAPTIVE_SHARPNESS * d * d / (1 + d)
-        return torch.where(torch.isfinite(sub), shaped, NEG_INF)
+        return torch.where(torch.isfinite(x), shaped, NEG_INF)
 
-    return on_rows(x, rows, apply)
+    def accept(self, tokens: torch.Tensor, processed: torch.Tensor | None) -> None:
+        if self.before is None:  # forced tokens (a branch's prefix) were not drawn through it
+            return
+        drawn = self.before.gather(1, tokens[:, None])[:, 0].exp()
+        decay = self.adaptive_decay[:, 0]
+        self.total = drawn + decay * self.total
+        self.weight = 1 + decay * self.weight
+        self.before = None

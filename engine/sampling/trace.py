@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .stages import STAGES
+from .chain import STAGES
 
 MASKS = frozenset(stage.name for stage in STAGES if stage.effect == "mask")
 """Stages that only remove tokens (set logits to -inf) and leave the others' logits as they were."""

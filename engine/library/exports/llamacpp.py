@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import shlex
 
-from ...config import DecodingConfig
+from ...config import STAGE_TABLE, DecodingConfig
 from ...grammars import choice_gbnf
 from .common import Converted, id_biases, unsupported
 
@@ -58,10 +58,7 @@ def to_llamacpp(config: DecodingConfig) -> Converted:
 
 
 # llama.cpp's --samplers names for decodelab's reorderable stages (None: llama.cpp has no such stage).
-LLAMACPP_SAMPLERS = {"penalties": "penalties", "dry": "dry", "no_repeat_ngram": None, "temperature": "temperature",
-                     "top_n_sigma": "top_n_sigma", "top_k": "top_k", "top_p": "top_p", "min_p": "min_p",
-                     "typical_p": "typ_p", "epsilon_cutoff": None, "eta_cutoff": None, "xtc": "xtc",
-                     "smoothing": None, "top_h": None, "tfs": None, "top_a": None}
+LLAMACPP_SAMPLERS = {row.name: row.llamacpp for row in STAGE_TABLE if row.place == "chain"}
 
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import difflib
 import json
 
-from ...config import SAMPLER_STAGES, ConfigError, DecodingConfig
+from ...config import SAMPLER_STAGES, STAGE, ConfigError, DecodingConfig
 from ...grammars import choice_gbnf
 from .common import Converted, unsupported
 
@@ -35,11 +35,7 @@ HANDLED = {"epsilon_cutoff", "eta_cutoff", "dynamic_temperature", "dynatemp_low"
 CUTOFF_UNIT = 1e-4  # the webui writes epsilon_cutoff and eta_cutoff in units of 1e-4
 
 # decodelab stage -> the webui's sampler_priority names
-PRIORITY = {"penalties": ["repetition_penalty", "presence_penalty", "frequency_penalty"], "dry": ["dry"],
-            "no_repeat_ngram": ["no_repeat_ngram"], "temperature": ["temperature", "dynamic_temperature"],
-            "top_n_sigma": ["top_n_sigma"], "top_k": ["top_k"], "top_p": ["top_p"], "min_p": ["min_p"],
-            "typical_p": ["typical_p"], "epsilon_cutoff": ["epsilon_cutoff"], "eta_cutoff": ["eta_cutoff"],
-            "xtc": ["xtc"], "smoothing": ["quadratic_sampling"], "top_h": [], "tfs": ["tfs"], "top_a": ["top_a"]}
+PRIORITY = {name: list(STAGE[name].webui) for name in SAMPLER_STAGES}
 FROM_PRIORITY = {name: stage for stage, names in PRIORITY.items() for name in names}
 
 
