@@ -135,7 +135,7 @@ def path():
 @handle_errors
 def export_cmd(name, fmt, output, force):
     """Export a preset for another stack; settings it lacks are listed on stderr."""
-    from decodelab.engine.library.exports import export_preset
+    from decodelab.engine.dialects import export_preset
     from decodelab.engine.library.fileio import save_document
     from decodelab.engine.library.presets import find_preset
 
@@ -158,14 +158,14 @@ def export_cmd(name, fmt, output, force):
 @handle_errors
 def import_cmd(file, name, save, force):
     """Import a transformers generation_config.json or a text-generation-webui YAML preset."""
-    from decodelab.engine.library.exports import import_preset_text
+    from decodelab.engine.dialects import import_preset_text, preset_name
     from decodelab.engine.library.fileio import load_document
     from decodelab.engine.library.presets import check_preset_name, dumps_preset
 
     text = load_document(file, "file")
     stem = Path(file).stem
     default = Path(file).parent.name if stem == "generation_config" else stem
-    name = check_preset_name(name or default.replace(" ", "-"))
+    name = check_preset_name(name or preset_name(default))  # "Verbose (Beam Search).yaml" -> Verbose-Beam-Search
     converted = import_preset_text(text, file, name)
     for note in converted.notes:
         click.echo(f"note: {note}", err=True)

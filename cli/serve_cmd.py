@@ -111,7 +111,14 @@ def serve(host, port, serve_key, served_name, extra_models, max_rows, max_queue,
         from decodelab.engine.config import ConfigError
 
         raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
-    kv = f"key/value cache budget {budget / 2**30:.1f} GiB; " if budget else ""
+    per_token = loaded.runner.kv_bytes_per_token
+    if budget and per_token:
+        kv = (f"key/value cache budget {budget / 2**30:.1f} GiB, {budget // per_token:,} tokens at "
+              f"{per_token / 1024:.1f} KiB each on the {loaded.runner.engine} engine; ")
+    elif budget:
+        kv = "no key/value cache budget: this model does not say how large its cache is per token; "
+    else:
+        kv = ""
     click.echo(f"serving {loaded.describe()} at {server.url} ({kv}Ctrl-C stops)", err=True)
     for other, name, _budget in extra:
         click.echo(f"  and {other.describe()} as model {name!r}", err=True)

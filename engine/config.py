@@ -25,6 +25,44 @@ from .grammars import check_constraint
 
 DRY_BREAKERS_DEFAULT = ("\n", ":", "\"", "*")
 STACKS = ("hf", "vllm", "openai", "llamacpp", "webui")
+LLAMACPP_WHOLE = 131072
+"""llama.cpp's "whole context" for its penalty windows: current llama.cpp refuses -1 and reads 0 as "off", and
+allocates the window up front, so the largest context it serves stands for the whole of it."""
+
+
+class _Same:
+    def __repr__(self) -> str:
+        return "SAME"
+
+
+SAME: Any = _Same()
+"""A Spell's "written as decodelab writes it"."""
+
+
+@dataclass(frozen=True)
+class Spell:
+    """How another stack writes a setting: its name there, the values it spells differently, what differs."""
+
+    name: str | None
+    """Its name there (None: the stack has no such setting; the note then says why, or what to do)."""
+    off: Any = SAME
+    """What the stack writes for decodelab's neutral value (vLLM's top_k -1, llama.cpp's top_n_sigma -1)."""
+    whole: Any = SAME
+    """What it writes for decodelab's "the whole context" (a penalty window of 0)."""
+    none: Any = SAME
+    """What it writes for decodelab's None (a seed of -1: pick one)."""
+    unit: float = 1.0
+    """The stack counts in these units: it writes value / unit (the webui's cutoffs in 1e-4)."""
+    flag: str = ""
+    """llama.cpp's command-line flag, where it is not --name-with-dashes."""
+    note: str = ""
+    """What a user must know when the setting travels there (said whenever the setting is changed)."""
+    refused: tuple[tuple[Any, str], ...] = ()
+    """Values the stack sends that decodelab cannot take as they mean there, each with why."""
+
+
+def _spell(value) -> Spell | None:
+    return Spell(value) if isinstance(value, str) else value
 
 
 @dataclass(frozen=True)
@@ -50,15 +88,22 @@ class Setting:
     """Acts on sampling rows only; a greedy row sees the default (HF applies warpers only when sampling)."""
     label: str | None = None
     """Its part of the summary line when changed: "rep" gives rep=1.1; a format with {v} and {c} is used as is."""
-    hf: str | None = None
-    vllm: str | None = None
-    openai: str | None = None
-    llamacpp: str | None = None
-    webui: str | None = None
+    hf: str | Spell | None = None
+    vllm: str | Spell | None = None
+    openai: str | Spell | None = None
+    llamacpp: str | Spell | None = None
+    webui: str | Spell | None = None
+    elsewhere: str = ""
+    """Where no other stack has it: what a user should know (said in every export's "NOT carried over" note)."""
+
+    def spell(self, stack: str) -> Spell | None:
+        """How another stack (hf, vllm, openai, llamacpp, webui) writes this setting, or None (the table is silent)."""
+        return _spell(getattr(self, stack))
 
     def name_in(self, stack: str) -> str | None:
-        """This setting's name in another stack (hf, vllm, openai, llamacpp, webui), or None."""
-        return getattr(self, stack)
+        """This setting's name in another stack, or None when it has none."""
+        spell = self.spell(stack)
+        return spell.name if spell is not None else None
 
     def in_range(self, value: float) -> bool:
         if self.low is not None and (value < self.low or (self.low_open and value == self.low)):
@@ -79,6 +124,14 @@ def _sampler(name, kind, default, help, allowed, stage, warper=True, **more) -> 
     return Setting(name, kind, default, help, allowed, stage=stage, warper=warper, **more)
 
 
+LLAMACPP_COUNTS = ("llama.cpp's frequency/presence penalties count tokens in the penalty window (prompt included), "
+                   "not only generated ones as decodelab and OpenAI do")
+LLAMACPP_OFF = ((0, "switches the penalty off in llama.cpp, while decodelab's 0 means the whole context: send -1 for "
+                    "the whole context (or the window you want), or leave the penalty out"),)
+WEBUI_UNITS = "epsilon_cutoff and eta_cutoff are written in the webui's units of 1e-4"
+NO_PLESS = ("no peer has shipped p-less yet: llama.cpp #26035, vLLM #45288 and transformers #41798 are open pull "
+            "requests")
+
 # fmt: off
 SETTINGS: tuple[Setting, ...] = (
     _row("name", "text", "custom", "a short name for this config (shown as the pane title)"),
@@ -87,35 +140,36 @@ SETTINGS: tuple[Setting, ...] = (
          "distribution", stage="sample", hf="do_sample", webui="do_sample"),
     _sampler("temperature", "float", 1.0, "divides the logits: below 1 sharpens, above 1 flattens; 0 = greedy",
              "it must be >= 0 (0 means greedy)", "temperature", low=0,
-             hf="temperature", vllm="temperature", openai="temperature", llamacpp="temperature", webui="temperature"),
+             hf="temperature", vllm="temperature", openai="temperature", llamacpp=Spell("temperature", flag="--temp"),
+             webui="temperature"),
     _row("top_k", "int", 0, "keep only the k most likely tokens; 0 = off", "it must be an integer >= 0; 0 turns it off",
-         low=0, stage="top_k", warper=True, hf="top_k", vllm="top_k", llamacpp="top_k", webui="top_k"),
+         low=0, stage="top_k", warper=True, hf="top_k", vllm=Spell("top_k", off=-1), llamacpp="top_k", webui="top_k"),
     _sampler("top_p", "float", 1.0, "keep the smallest set of likeliest tokens whose probabilities add up to p; "
              "1 = off", "it must be in (0, 1]; 1 turns it off", "top_p", low=0, high=1, low_open=True,
              hf="top_p", vllm="top_p", openai="top_p", llamacpp="top_p", webui="top_p"),
     _sampler("min_p", "float", 0.0, "drop tokens less likely than min_p x the top token's probability; 0 = off",
              "it must be in [0, 1]; 0 turns it off", "min_p", low=0, high=1, label="min_p",
-             hf="min_p", vllm="min_p", llamacpp="min_p", webui="min_p"),
+             hf=Spell("min_p", off=None), vllm="min_p", llamacpp="min_p", webui="min_p"),
     _sampler("p_less", "bool", False, "p-less (Tan, Wu and Howard, ICLR 2026): keep the tokens at least as likely as "
              "the collision probability sum(p^2) of the distribution after temperature; nothing to tune, the top token "
-             "always stays", "it must be true or false", "p_less", label="p-less"),
+             "always stays", "it must be true or false", "p_less", label="p-less", elsewhere=NO_PLESS),
     _sampler("p_less_norm", "bool", False, "p-less-norm, the paper's relaxed variant: the threshold is (V sum(p^2) - 1) "
              "/ (V - 1), V the vocabulary size, so it keeps more tokens than p-less", "it must be true or false",
-             "p_less", label="p-less-norm"),
+             "p_less", label="p-less-norm", elsewhere=NO_PLESS),
     _sampler("typical_p", "float", 1.0, "keep tokens whose surprise is close to the entropy (locally typical "
              "sampling); 1 = off", "it must be in (0, 1]; 1 turns it off", "typical_p", low=0, high=1,
-             low_open=True, label="typ", hf="typical_p", llamacpp="typical_p", webui="typical_p"),
+             low_open=True, label="typ", hf="typical_p", llamacpp=Spell("typical_p", flag="--typical"), webui="typical_p"),
     _sampler("repetition_penalty", "float", 1.0, "tokens already in prompt or output: positive logits divided by "
              "it, negative multiplied; 1 = off", "it must be > 0; 1 turns it off", "penalties", warper=False, low=0,
              low_open=True, label="rep", hf="repetition_penalty", vllm="repetition_penalty",
              llamacpp="repeat_penalty", webui="repetition_penalty"),
     _sampler("frequency_penalty", "float", 0.0, "subtract penalty x (times the token was generated); 0 = off",
              "it must be in [-2, 2]; 0 turns it off", "penalties", warper=False, low=-2, high=2, label="freq",
-             vllm="frequency_penalty", openai="frequency_penalty", llamacpp="frequency_penalty",
+             vllm="frequency_penalty", openai="frequency_penalty", llamacpp=Spell("frequency_penalty", note=LLAMACPP_COUNTS),
              webui="frequency_penalty"),
     _sampler("presence_penalty", "float", 0.0, "subtract penalty once if the token was generated at all; 0 = off",
              "it must be in [-2, 2]; 0 turns it off", "penalties", warper=False, low=-2, high=2, label="pres",
-             vllm="presence_penalty", openai="presence_penalty", llamacpp="presence_penalty",
+             vllm="presence_penalty", openai="presence_penalty", llamacpp=Spell("presence_penalty", note=LLAMACPP_COUNTS),
              webui="presence_penalty"),
     _sampler("no_repeat_ngram_size", "int", 0, "forbid any n-gram of this size from appearing twice; 0 = off",
              "it must be an integer >= 0; 0 turns it off", "no_repeat_ngram", warper=False, low=0, label="ngram",
@@ -125,21 +179,26 @@ SETTINGS: tuple[Setting, ...] = (
     _row("length_penalty", "float", 1.0, "beams only: the score is divided by length^penalty; > 0 favours longer "
          "beams", "it must be a finite number", stage="beams", hf="length_penalty", webui="length_penalty"),
     _row("max_new_tokens", "int", 128, "the most tokens to generate", "it must be an integer >= 1", low=1,
-         hf="max_new_tokens", vllm="max_tokens", openai="max_tokens", llamacpp="n_predict", webui="max_new_tokens"),
+         hf="max_new_tokens", vllm="max_tokens", openai="max_tokens", llamacpp=Spell("n_predict", flag="-n"),
+         webui="max_new_tokens"),
     _sampler("min_new_tokens", "int", 0, "end-of-sequence is forbidden until this many tokens",
              "it must be an integer >= 0", "min_new_tokens", warper=False, low=0,
              hf="min_new_tokens", vllm="min_tokens", webui="min_length"),
     _row("stop_strings", "strings", (), "stop when the text contains one of these; it is trimmed from the output",
-         hf="stop_strings", vllm="stop", openai="stop", llamacpp="stop"),
+         hf=Spell("stop_strings", note="HF needs the tokenizer for stop_strings: pass tokenizer=... to generate()"),
+         vllm="stop", openai="stop", llamacpp=Spell("stop", flag="--reverse-prompt")),
     _row("seed", "seed", None, "seeds this config's own random stream; none = pick one and report it",
          f"it must be an integer in [0, {SEED_MAX}] or none", stage="sample",
-         vllm="seed", openai="seed", llamacpp="seed", webui="seed"),
+         hf=Spell(None, note="call torch.manual_seed(SEED) before generate; HF's sampling stream differs from "
+                  "decodelab's, so the text will differ anyway"),
+         vllm="seed", openai=Spell("seed", note="OpenAI treats seed as best effort: outputs may still vary"),
+         llamacpp=Spell("seed", none=-1), webui=Spell("seed", none=-1)),
     _row("early_stopping", "choice", False, "beams only (HF): true stops when num_beams finished; false (HF "
          "default) uses a heuristic; \"never\" searches on", 'it must be true, false or "never" (HF\'s values)',
          stage="beams", hf="early_stopping", webui="early_stopping"),
     _sampler("top_n_sigma", "float", 0.0, "keep tokens whose logit is at least max - n x std of the logits; 0 = off "
              "(llama.cpp's -1)", "it must be >= 0; 0 turns it off", "top_n_sigma", low=0, label="nsigma",
-             llamacpp="top_n_sigma", webui="top_n_sigma"),
+             llamacpp=Spell("top_n_sigma", off=-1, flag="--top-nsigma"), webui="top_n_sigma"),
     _sampler("xtc_probability", "float", 0.0, "XTC: with this chance per step, remove every token at or above "
              "xtc_threshold but the least likely of them; 0 = off", "it must be in [0, 1]; 0 turns it off", "xtc",
              low=0, high=1, label="xtc={c.xtc_probability:g}@{c.xtc_threshold:g}",
@@ -157,37 +216,46 @@ SETTINGS: tuple[Setting, ...] = (
              llamacpp="dry_allowed_length", webui="dry_allowed_length"),
     _sampler("dry_penalty_last_n", "int", 0, "DRY: how many recent tokens (prompt included) it scans; 0 or -1 = "
              "the whole context", "it must be an integer >= -1; 0 or -1 = the whole context", "dry", warper=False,
-             low=-1, llamacpp="dry_penalty_last_n"),
+             low=-1, llamacpp=Spell("dry_penalty_last_n", whole=LLAMACPP_WHOLE, refused=LLAMACPP_OFF),
+             webui=Spell(None, note="the webui's DRY scans the repetition_penalty_range window")),
     _row("dry_sequence_breakers", "strings", DRY_BREAKERS_DEFAULT, "DRY: texts that end a repeated sequence "
          "(llama.cpp default: newline, :, \", *)", stage="dry",
-         llamacpp="dry_sequence_breakers", webui="dry_sequence_breakers"),
+         llamacpp=Spell("dry_sequence_breakers", flag="--dry-sequence-breaker"), webui="dry_sequence_breakers"),
     _sampler("mirostat", "int", 0, "Mirostat adaptive sampling: 0 = off, 1 = v1, 2 = v2 (llama.cpp); steers "
              "surprise toward tau", "it must be 0 (off), 1 or 2", "mirostat", low=0, high=2,
-             label="mirostat{c.mirostat}(tau={c.mirostat_tau:g})", llamacpp="mirostat", webui="mirostat_mode"),
+             label="mirostat{c.mirostat}(tau={c.mirostat_tau:g})",
+             llamacpp=Spell("mirostat", note="llama.cpp ignores --samplers (top-k, top-p, typical, ...) when Mirostat is "
+                            "on, while decodelab applies them before Mirostat: set them neutral to match"),
+             webui=Spell("mirostat_mode", note="the webui's Transformers loader has Mirostat 2 only: mirostat=1 runs as "
+                         "Mirostat 2 there")),
     _sampler("mirostat_tau", "float", 5.0, "Mirostat: target surprise in bits (its state mu starts at 2 x tau)",
              "it must be > 0 (target surprise in bits)", "mirostat", low=0, low_open=True,
-             llamacpp="mirostat_tau", webui="mirostat_tau"),
+             llamacpp=Spell("mirostat_tau", flag="--mirostat-ent"), webui="mirostat_tau"),
     _sampler("mirostat_eta", "float", 0.1, "Mirostat: learning rate of mu", "it must be > 0 (learning rate)",
-             "mirostat", low=0, low_open=True, llamacpp="mirostat_eta", webui="mirostat_eta"),
+             "mirostat", low=0, low_open=True, llamacpp=Spell("mirostat_eta", flag="--mirostat-lr"), webui="mirostat_eta"),
     _sampler("dynatemp_range", "float", 0.0, "dynamic temperature: temperature +- range, scaled by the normalised "
              "entropy; 0 = off", "it must be >= 0; 0 turns it off", "temperature", low=0, label="dyT=+-{v:g}",
              llamacpp="dynatemp_range"),
     _sampler("dynatemp_exponent", "float", 1.0, "dynamic temperature: exponent on the normalised entropy",
-             "it must be >= 0", "temperature", low=0, llamacpp="dynatemp_exponent", webui="dynatemp_exponent"),
+             "it must be >= 0", "temperature", low=0, llamacpp=Spell("dynatemp_exponent", flag="--dynatemp-exp"),
+             webui="dynatemp_exponent"),
     _sampler("epsilon_cutoff", "float", 0.0, "drop tokens with probability below this (HF EpsilonLogitsWarper); "
              "0 = off", "it must be in [0, 1); 0 turns it off", "epsilon_cutoff", low=0, high=1, high_open=True,
-             label="eps", hf="epsilon_cutoff", webui="epsilon_cutoff"),
+             label="eps", hf="epsilon_cutoff", webui=Spell("epsilon_cutoff", unit=1e-4, note=WEBUI_UNITS)),
     _sampler("eta_cutoff", "float", 0.0, "drop tokens below min(eta, sqrt(eta) x exp(-entropy)) (HF "
              "EtaLogitsWarper); 0 = off", "it must be in [0, 1); 0 turns it off", "eta_cutoff", low=0, high=1,
-             high_open=True, label="eta", hf="eta_cutoff", webui="eta_cutoff"),
+             high_open=True, label="eta", hf="eta_cutoff", webui=Spell("eta_cutoff", unit=1e-4, note=WEBUI_UNITS)),
     _row("logit_bias", "bias", (), "token id or token text -> bias added to its logit (a text biases each of its "
          "tokens); -inf bans", stage="logit_bias", label="bias={n}",
          vllm="logit_bias", openai="logit_bias", llamacpp="logit_bias"),
     _row("banned_strings", "strings", (), "never emit these texts' token sequences (HF bad_words_ids: the text's "
-         "own tokens)", stage="banned_strings", label="banned={n}", vllm="bad_words"),
+         "own tokens)", stage="banned_strings", label="banned={n}",
+         vllm=Spell("bad_words", note="vLLM's bad_words also bans each word with a leading space; decodelab bans exactly "
+                    "the tokens of the text given")),
     _sampler("repetition_penalty_last_n", "int", 0, "the repetition penalty looks only at the last N tokens; 0 = "
              "the whole context", "it must be an integer >= 0; 0 = the whole context", "penalties", warper=False,
-             low=0, llamacpp="repeat_last_n", webui="repetition_penalty_range"),
+             low=0, llamacpp=Spell("repeat_last_n", whole=LLAMACPP_WHOLE, refused=LLAMACPP_OFF),
+             webui="repetition_penalty_range"),
     _sampler("smoothing_factor", "float", 0.0, "quadratic sampling: bend the logits around the top one by "
              "factor x (difference)^2 (text-generation-webui, KoboldCpp); higher is sharper; 0 = off",
              "it must be >= 0; 0 turns it off", "smoothing", low=0,
@@ -196,24 +264,27 @@ SETTINGS: tuple[Setting, ...] = (
              "it must be >= 1 (1 = quadratic)", "smoothing", low=1, webui="smoothing_curve"),
     _sampler("top_h", "float", 0.0, "top-H (HF): keep the likeliest of the top 100 tokens while their summed "
              "entropy stays within top_h x the entropy; 0 = off", "it must be in [0, 1]; 0 turns it off", "top_h",
-             low=0, high=1, label="top_h", hf="top_h"),
+             low=0, high=1, label="top_h", hf=Spell("top_h", off=None)),
     _sampler("tfs", "float", 1.0, "tail-free sampling (text-generation-webui; llama.cpp removed it in 2024): cut "
              "the tail where the sorted probabilities' second difference passes this share; 1 = off",
-             "it must be in [0, 1]; 1 turns it off", "tfs", low=0, high=1, label="tfs", webui="tfs"),
+             "it must be in [0, 1]; 1 turns it off", "tfs", low=0, high=1, label="tfs", webui="tfs",
+             llamacpp=Spell(None, note="llama.cpp removed tail-free sampling in 2024: use text-generation-webui")),
     _sampler("top_a", "float", 0.0, "drop tokens below top_a x (top probability)^2 (text-generation-webui); 0 = off",
              "it must be in [0, 1]; 0 turns it off", "top_a", low=0, high=1, label="top_a", webui="top_a"),
     _sampler("adaptive_target", "float", -1.0, "adaptive-p (llama.cpp): pick tokens near this probability, "
              "steering the average toward it; it ends the chain; pair it with a cut such as min_p=0.05 (alone it "
              "can pick from the whole vocabulary); negative = off",
              "it must be in [-1, 1]; a negative value turns it off", "adaptive_p", low=-1, high=1,
-             label="adaptive_p={c.adaptive_target:g}", llamacpp="adaptive_target", webui="adaptive_target"),
+             label="adaptive_p={c.adaptive_target:g}", llamacpp="adaptive_target",
+             webui=Spell("adaptive_target", note="the webui turns adaptive-p on only for a target above 0 (decodelab "
+                         "from 0 up)")),
     _sampler("adaptive_decay", "float", 0.9, "adaptive-p: how slowly its running average forgets (0 to 0.99)",
              "it must be in [0, 0.99]", "adaptive_p", low=0, high=0.99, llamacpp="adaptive_decay",
              webui="adaptive_decay"),
     _sampler("guidance_scale", "float", 1.0, "classifier-free guidance (HF, text-generation-webui): steer away from "
              "negative_prompt, logprobs' = scale x (logprobs - negative's) + negative's; 1 = off",
              "it must be in [0, 100]; 1 turns it off", "cfg", warper=False, low=0, high=100, label="cfg",
-             hf="guidance_scale", webui="guidance_scale"),
+             hf=Spell("guidance_scale", off=None), webui="guidance_scale"),
     _row("negative_prompt", "text", "", "classifier-free guidance: the text to steer away from (its own rows join "
          "the batch); empty = the prompt's last token, as HF does", stage="cfg", webui="negative_prompt"),
     _row("logprob_tokens", "tokens", (), "report these tokens' probabilities at every step, whatever their rank "
@@ -254,6 +325,10 @@ class StageRow:
     """Its name in llama.cpp's sampler chain (--samplers, the server's "samplers"), or None."""
     webui: tuple[str, ...] = ()
     """Its names in text-generation-webui's sampler_priority (the webui lists some stages under several)."""
+    switches: tuple[str, ...] = ()
+    """The settings whose value away from neutral turns it on (default: its first setting)."""
+    also: Any = None
+    """A further condition a config must meet for the stage to act (a function of the config), or None."""
 
 
 # fmt: off
@@ -264,29 +339,31 @@ STAGE_TABLE: tuple[StageRow, ...] = (
     StageRow("logit_bias", "constraint"),
     StageRow("banned_strings", "constraint"),
     StageRow("min_new_tokens", "constraint"),
-    StageRow("grammar", "constraint"),
+    StageRow("grammar", "constraint", switches=CONSTRAINT_FIELDS),
     # the chain, in HF transformers 5.x's order for the processors it has (sampler_order reorders it); the stages HF
     # lacks sit where text-generation-webui or llama.cpp puts them. Greedy rows see only the first three.
-    StageRow("penalties", "chain", "penalties", ("repetition_penalty", "presence_penalty", "frequency_penalty")),
+    StageRow("penalties", "chain", "penalties", ("repetition_penalty", "presence_penalty", "frequency_penalty"),
+             switches=("repetition_penalty", "frequency_penalty", "presence_penalty")),
     StageRow("dry", "chain", "dry", ("dry",)),
     StageRow("no_repeat_ngram", "chain", None, ("no_repeat_ngram",)),
-    StageRow("temperature", "chain", "temperature", ("temperature", "dynamic_temperature")),
+    StageRow("temperature", "chain", "temperature", ("temperature", "dynamic_temperature"),
+             switches=("temperature", "dynatemp_range")),
     StageRow("smoothing", "chain", None, ("quadratic_sampling",)),
     StageRow("top_h", "chain"),
     StageRow("top_n_sigma", "chain", "top_n_sigma", ("top_n_sigma",)),
     StageRow("top_k", "chain", "top_k", ("top_k",)),
     StageRow("top_p", "chain", "top_p", ("top_p",)),
     StageRow("min_p", "chain", "min_p", ("min_p",)),
-    StageRow("p_less", "chain"),
+    StageRow("p_less", "chain", switches=("p_less", "p_less_norm")),
     StageRow("typical_p", "chain", "typ_p", ("typical_p",)),
     StageRow("epsilon_cutoff", "chain", None, ("epsilon_cutoff",)),
     StageRow("eta_cutoff", "chain", None, ("eta_cutoff",)),
     StageRow("tfs", "chain", None, ("tfs",)),
     StageRow("top_a", "chain", None, ("top_a",)),
-    StageRow("xtc", "chain", "xtc", ("xtc",)),
+    StageRow("xtc", "chain", "xtc", ("xtc",), also=lambda c: c.xtc_threshold <= 0.5),  # above 0.5 XTC cannot act
     # selection: Mirostat or adaptive-p end the chain, as in llama.cpp; then the row draws (or takes the argmax)
     StageRow("mirostat", "selection", None, ("mirostat",)),
-    StageRow("adaptive_p", "selection", "adaptive_p", ("adaptive_p",)),
+    StageRow("adaptive_p", "selection", "adaptive_p", ("adaptive_p",), also=lambda c: c.adaptive_target >= 0),
 )
 # fmt: on
 STAGE: dict[str, StageRow] = {row.name: row for row in STAGE_TABLE}
@@ -300,6 +377,21 @@ assert all(s.stage in STAGE or s.stage in RUN_STAGES for s in SETTINGS if s.stag
 def settings_of(stage: str) -> tuple[str, ...]:
     """The settings a stage reads: the table's rows whose `stage` names it, in table order."""
     return tuple(s.name for s in SETTINGS if s.stage == stage)
+
+
+def switches_of(stage: str) -> tuple[str, ...]:
+    """The settings that turn a stage on (its row's switches, else its first setting)."""
+    return STAGE[stage].switches or settings_of(stage)[:1]
+
+
+def stage_active(stage: str, config, samples: bool | None = None) -> bool:
+    """Whether a row with this config uses the stage: a switch away from its neutral value (a warper only when the
+    row samples, as in HF), and the row's further condition. samples: None = the config's own."""
+    switches = switches_of(stage)
+    if SETTING[switches[0]].warper and not (config.samples if samples is None else samples):
+        return False
+    row = STAGE[stage]
+    return any(getattr(config, s) != SETTING[s].default for s in switches) and (row.also is None or row.also(config))
 
 
 

@@ -34,8 +34,12 @@ def parse_text(name: str, raw: str) -> Any:
         if not text:
             return []
         example = '"yes", "no"' if name == "choice" else '"\\n\\n", "END"'
-        return _toml(name, text if text.startswith("[") else f"[{text}]",
-                     f'write quoted strings separated by commas, e.g. {example}')
+        value = _toml(name, text if text.startswith("[") else f"[{text}]",
+                      f'write quoted strings separated by commas, e.g. {example}')
+        if name == "choice" and value == []:  # [] typed out would run unconstrained: said, not done
+            raise ConfigError(f"choice={text} lists no choices, so nothing would constrain the output: give at "
+                              f"least one (e.g. {example}), or leave choice empty for no constraint", field=name)
+        return value
     if kind == "tokens":
         if not text:
             return []

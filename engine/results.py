@@ -14,6 +14,10 @@ class GenerationError(RuntimeError):
     """A run could not start or finish; the message says why and what to do."""
 
 
+class ModelLoadError(RuntimeError):
+    """The model could not be loaded; the message says why and what to try."""
+
+
 class PromptError(GenerationError):
     """The run's input is unusable (prompt too long, empty, no configs): the user can fix it."""
 

@@ -386,23 +386,22 @@ class Api:
         if not batch.kv_per_token:
             return
         rows = req.n * (req.num_beams or 1)
-        need = batch.kv_bytes(rows, length + max_new)
+        need = batch.kv_bytes(rows, length + max_new, max_new)
         if need > batch.kv_budget:
-            gib = 2**30
+            gib, padded = 2**30, batch.padded_rows(rows)
+            pad = f", padded to {padded} rows" if padded != rows else ""
             raise ApiError(400, f"this request needs {need / gib:.2f} GiB of key/value cache ({rows} row(s) x "
-                           f"{length + max_new} tokens, padded to {batch.padded_rows(rows)} rows), over this server's "
+                           f"{length + max_new} tokens{pad}, on the {batch.runner.engine} engine), over this server's "
                            f"budget of {batch.kv_budget / gib:.2f} GiB (--kv-budget-gb): lower max_tokens or n, or "
                            "shorten the prompt", param="max_tokens")
 
     def _check_tokens(self, config, req) -> None:
         """Settings that name tokens (logit_bias ids or texts, banned strings, DRY breakers) resolved against this
         model's vocabulary now, so a bad one is a 400 naming its field, not a failed batch."""
-        if not (config.logit_bias or config.banned_strings or config.dry_multiplier):
-            return
         from decodelab.engine.sampling import check_tokens
 
         try:
-            check_tokens(config, self.loaded.model.get_input_embeddings().num_embeddings, self.loaded.tokenizer)
+            check_tokens(config, self.loaded.runner.vocab_size, self.loaded.tokenizer)
         except ConfigError as exc:  # vocab.py names the field; the 400 names it as the client sent it
             message, param = _as_request_error(exc, req._sent)
             raise ApiError(400, message, param=param) from None

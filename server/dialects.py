@@ -8,47 +8,40 @@ them with the same validation as everywhere else, and a 400 names the field as t
 
 from __future__ import annotations
 
-from decodelab.engine.config import SAMPLER_STAGES, SETTING, SETTINGS
+from decodelab.engine.config import SETTING, ConfigError
+from decodelab.engine.dialects import DIALECTS, Dialect
+from decodelab.engine.dialects.vllm import VLLM
 
 from .errors import ApiError
 
 HANDLED_ELSEWHERE = frozenset({"name", "description", "max_new_tokens", "stop_strings", "seed", "temperature",
                                "top_p", "top_k", "min_p", "typical_p", "repetition_penalty", "frequency_penalty",
                                "presence_penalty", "no_repeat_ngram_size", "num_beams", "length_penalty",
-                               "min_new_tokens", "logprob_tokens"})
+                               "logprob_tokens"})
 """Settings the request models declare themselves (OpenAI's and vLLM's own fields), or that need an answer
 format of their own (logprob_tokens)."""
+READ_ORDER = ("llamacpp", "vllm", "hf", "webui", "openai")
+"""Where two stacks use one field name, the first of them here says how its values are spelled."""
 
 
-def _aliases() -> dict[str, str]:
-    out: dict[str, str] = {}
-    for s in SETTINGS:
-        if s.name in HANDLED_ELSEWHERE:
-            continue
-        for name in (s.name, s.hf, s.vllm, s.llamacpp, s.webui):
-            if name:
-                out.setdefault(name, s.name)
-    out["repeat_penalty"] = "repetition_penalty"  # llama.cpp's name for a field Sampling declares as vLLM's
+def _aliases() -> dict[str, tuple[str, Dialect | None]]:
+    out: dict[str, tuple[str, Dialect | None]] = {}
+    for stack in READ_ORDER:
+        for theirs, ours in DIALECTS[stack].aliases().items():
+            if ours not in HANDLED_ELSEWHERE or theirs == "repeat_penalty":
+                out.setdefault(theirs, (ours, DIALECTS[stack]))  # a stack's spelling (llama.cpp's top_n_sigma -1)
+    for name in SETTING:
+        if name not in HANDLED_ELSEWHERE:
+            out.setdefault(name, (name, None))  # decodelab's own names, as decodelab spells them
     return out
 
 
 ALIASES = _aliases()
-"""Request field -> decodelab setting, e.g. repeat_last_n -> repetition_penalty_last_n, mirostat_mode -> mirostat."""
-
-# llama.cpp's --samplers / "samplers" names and text-generation-webui's sampler_priority names
-LLAMACPP_STAGES = {"penalties": "penalties", "dry": "dry", "temperature": "temperature", "top_n_sigma": "top_n_sigma",
-                   "top_k": "top_k", "top_p": "top_p", "min_p": "min_p", "typ_p": "typical_p",
-                   "typical_p": "typical_p", "xtc": "xtc"}
-LLAMACPP_LAST = frozenset({"adaptive_p", "dist", "mirostat", "mirostat_v2", "infill"})
-"""llama.cpp samplers that always end the chain (decodelab's selection stages): accepted, nothing to order."""
-WEBUI_STAGES = {"repetition_penalty": "penalties", "presence_penalty": "penalties", "frequency_penalty": "penalties",
-                "dry": "dry", "no_repeat_ngram": "no_repeat_ngram", "temperature": "temperature",
-                "dynamic_temperature": "temperature", "quadratic_sampling": "smoothing", "top_n_sigma": "top_n_sigma",
-                "top_k": "top_k", "top_p": "top_p", "min_p": "min_p", "typical_p": "typical_p",
-                "epsilon_cutoff": "epsilon_cutoff", "eta_cutoff": "eta_cutoff", "tfs": "tfs", "top_a": "top_a",
-                "xtc": "xtc"}
-WEBUI_NOT_HERE = frozenset({"encoder_repetition_penalty", "mirostat"})
-"""text-generation-webui stages decodelab does not order (Mirostat always ends the chain here)."""
+"""Request field -> (decodelab setting, the dialect that spells it), e.g. repeat_last_n -> repetition_penalty_last_n
+as llama.cpp writes it, mirostat_mode -> mirostat (the webui's)."""
+ORDERS = {DIALECTS["llamacpp"].name("sampler_order"): DIALECTS["llamacpp"],
+          DIALECTS["webui"].name("sampler_order"): DIALECTS["webui"]}
+"""The stage-order fields: llama.cpp's samplers, the webui's sampler_priority."""
 
 
 STRUCTURED_OUTPUTS = {"json": "json_schema", "regex": "regex", "choice": "choice", "grammar": "grammar"}
@@ -61,12 +54,12 @@ def take_settings(data: dict) -> tuple[dict, dict[str, str]]:
     sent: dict[str, str] = {}
     _take_structured(data, fields, sent)
     for key in [k for k in data if k in ALIASES]:
-        field, value = ALIASES[key], data.pop(key)
+        (field, dialect), value = ALIASES[key], data.pop(key)
         if value is None:
             continue  # null means the default, as OpenAI's SDKs send it
         if field in sent:
             raise ApiError(400, f"{key} and {sent[field]} are the same setting ({field}): send one of them", param=key)
-        fields[field], sent[field] = _translate(key, value), key
+        fields[field], sent[field] = _translate(key, field, dialect, value), key
     return fields, sent
 
 
@@ -106,35 +99,31 @@ def _take_structured(data: dict, fields: dict, sent: dict[str, str]) -> None:
             fields[field], sent[field] = outputs[key], "structured_outputs"
 
 
-def _translate(key: str, value):
-    """The few values another stack spells differently from decodelab."""
-    if key == "top_n_sigma" and isinstance(value, (int, float)) and not isinstance(value, bool) and value < 0:
-        return 0.0  # llama.cpp's -1 is off
-    if key in ("repeat_last_n", "dry_penalty_last_n") and value == -1:
-        return 0  # llama.cpp's -1 is the whole context, decodelab's 0
-    if key == "repeat_last_n" and value == 0:
-        raise ApiError(400, "repeat_last_n=0 switches llama.cpp's penalties off, while decodelab's 0 means the whole "
-                       "context: send -1 for the whole context, or leave repeat_penalty out", param=key)
-    if key == "samplers":
-        return _order(key, value, LLAMACPP_STAGES, LLAMACPP_LAST)
-    if key == "sampler_priority":
-        return _order(key, value, WEBUI_STAGES, WEBUI_NOT_HERE)
-    return value
+def _translate(key: str, field: str, dialect: Dialect | None, value):
+    """The value as decodelab's, from the spelling of the stack whose field name the client used."""
+    if key in ORDERS:
+        return _order(key, value, ORDERS[key])
+    if dialect is None or isinstance(value, bool) or not isinstance(value, (int, float)):
+        return value
+    try:
+        return dialect.read(field, value, refuse=key != field)  # decodelab's own field name: its own meaning of 0
+    except ConfigError as exc:
+        raise ApiError(400, str(exc), param=key) from None
 
 
-def _order(key: str, value, names: dict[str, str], skipped: frozenset[str]) -> list[str]:
+def _order(key: str, value, dialect: Dialect) -> list[str]:
     if isinstance(value, str):
         value = [v for v in value.replace(";", " ").replace(",", " ").replace("\n", " ").split() if v]
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
         raise ApiError(400, f"{key} must be a list of sampler names (or one text of names separated by ';')",
                        param=key)
-    unknown = [v for v in value if v not in names and v not in skipped and v not in SAMPLER_STAGES]
+    stages, unknown = dialect.read_order(value)
     if unknown:
         raise ApiError(400, f"{key}: {unknown[0]!r} is not a sampler decodelab knows; known: "
-                       f"{', '.join(sorted(set(names) | set(SAMPLER_STAGES)))}", param=key)
-    return list(dict.fromkeys(names.get(v, v) for v in value if v not in skipped))
+                       f"{', '.join(sorted(set(dialect.stage_of()) | dialect.inert_order))}", param=key)
+    return stages
 
 
 def sent_name(field: str, sent: dict[str, str]) -> str:
     """The name the client used for a decodelab setting (its vLLM or own name when it came another way)."""
-    return sent.get(field) or SETTING[field].vllm or field
+    return sent.get(field) or VLLM.name(field) or field

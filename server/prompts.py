@@ -22,11 +22,7 @@ def tokenize_prompt(loaded, tok, prompt: str | list[int]) -> torch.Tensor:
 
 def check_token_ids(loaded, ids: list[int]) -> list[int]:
     """The ids, or PromptError naming the first that is not one of the model's tokens."""
-    vocab = loaded.model.get_input_embeddings().num_embeddings
-    bad = [t for t in ids if not 0 <= t < vocab]
-    if bad:
-        raise PromptError(f"token id {bad[0]} is outside this model's vocabulary (0..{vocab - 1})")
-    return list(ids)
+    return loaded.runner.check_token_ids(ids)
 
 
 def tokenize_chat(loaded, tok, messages) -> torch.Tensor:
@@ -52,4 +48,4 @@ def _start(loaded, tok, ids: list[int]) -> torch.Tensor:
         if bos is None:
             raise PromptError("the prompt is empty and this model has no BOS token to start from; send some text")
         ids = [bos]
-    return torch.tensor(ids, dtype=torch.long, device=loaded.device)
+    return torch.tensor(ids, dtype=torch.long, device=loaded.runner.device)

@@ -16,7 +16,7 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 
-from decodelab.engine.decoding.caches import release_free_memory
+from decodelab.engine.memory import release_free_memory
 from decodelab.engine.decoding.loop import DecodeLoop
 from decodelab.engine.decoding.requests import Request
 

@@ -43,6 +43,10 @@ def take_ignored(data: dict) -> list[str]:
     return ignored
 
 
+DECLARED = {"min_new_tokens": "min_tokens"}
+"""Settings Sampling declares under another stack's name (vLLM's)."""
+
+
 class StreamOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
     include_usage: StrictBool = False
@@ -103,6 +107,7 @@ class Sampling(BaseModel):
             "stop_strings": [self.stop] if isinstance(self.stop, str) else list(self.stop or []),
             "seed": self.seed,
         }
+        declared: dict[str, str] = {}
         for name, value in (("min_p", self.min_p), ("typical_p", self.typical_p),
                             ("repetition_penalty", self.repetition_penalty),
                             ("frequency_penalty", self.frequency_penalty), ("presence_penalty", self.presence_penalty),
@@ -110,11 +115,12 @@ class Sampling(BaseModel):
                             ("length_penalty", self.length_penalty), ("min_new_tokens", self.min_tokens)):
             if value is not None:
                 fields[name] = value
+                declared[name] = DECLARED.get(name, name)
         if self.logit_bias:
             fields["logit_bias"] = self.logit_bias
         for name, value in self._settings.items():
-            if name in fields and name in ("repetition_penalty",):
-                raise ApiError(400, f"{self._sent[name]} and repetition_penalty are the same setting: send one of "
+            if name in declared:
+                raise ApiError(400, f"{self._sent[name]} and {declared[name]} are the same setting: send one of "
                                "them", param=self._sent[name])
             fields[name] = value
         try:
@@ -133,7 +139,7 @@ def _as_request_error(exc: ConfigError, sent: dict | None = None) -> tuple[str, 
     message = str(exc)
     if exc.field not in SETTING:
         return message, None
-    param = (sent or {}).get(exc.field) or SETTING[exc.field].vllm or exc.field
+    param = (sent or {}).get(exc.field) or SETTING[exc.field].name_in("vllm") or exc.field
     if message.startswith(exc.field):
         message = param + message[len(exc.field):]
     return message, param

@@ -97,12 +97,22 @@ def llama(tiny_models):
     return tiny_models["llama"]
 
 
+_DEMO = []
+
+
+def load_demo():
+    """The bundled demo model on the transformers engine, loaded once per session."""
+    from decodelab.engine.backends.loading import ModelSpec, load_model
+
+    if not _DEMO:
+        _DEMO.append(load_model(ModelSpec(device="cpu")))
+    return _DEMO[0]
+
+
 @pytest.fixture(scope="session")
 def demo():
     """The bundled demo model, loaded once."""
-    from decodelab.engine.backends.loading import ModelSpec, load_model
-
-    return load_model(ModelSpec(device="cpu"))
+    return load_demo()
 
 
 @pytest.fixture(scope="session")
@@ -133,3 +143,39 @@ def _load_smollm2(request, engine: str):
             del os.environ["DECODELAB_CACHE_DIR"]
         else:
             os.environ["DECODELAB_CACHE_DIR"] = previous
+
+
+@pytest.fixture(scope="session")
+def demo_llamacpp(tmp_path_factory):
+    """The bundled demo model written as a GGUF file and run on the llama.cpp engine (fast: 4 M parameters), so the
+    serve and run suites run on both engines. Skipped without llama-cpp-python."""
+    pytest.importorskip("llama_cpp", reason="llama-cpp-python is installed by `make test` / CI")
+    import importlib.util
+    from pathlib import Path
+
+    from decodelab.engine.backends.loading import ModelSpec, demo_model_path, load_model
+
+    script = Path(__file__).resolve().parents[1] / "scripts" / "demo_to_gguf.py"
+    spec = importlib.util.spec_from_file_location("demo_to_gguf", script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    folder = tmp_path_factory.mktemp("demo-gguf")
+    path = module.write_gguf(demo_model_path(), folder / "demo.gguf")
+    previous = os.environ.get("DECODELAB_CACHE_DIR")
+    os.environ["DECODELAB_CACHE_DIR"] = str(folder / "cache")
+    try:
+        return load_model(ModelSpec(path=str(path), device="cpu", engine="llama.cpp"))
+    finally:
+        if previous is None:
+            del os.environ["DECODELAB_CACHE_DIR"]
+        else:
+            os.environ["DECODELAB_CACHE_DIR"] = previous
+
+
+ENGINES = ("transformers", "llama.cpp")
+
+
+@pytest.fixture(params=ENGINES)
+def engine_model(request):
+    """The demo model on each engine in turn (transformers, then llama.cpp through its GGUF)."""
+    return request.getfixturevalue("demo" if request.param == "transformers" else "demo_llamacpp")

@@ -10,6 +10,7 @@ import httpx
 import openai
 import pytest
 
+from conftest import load_demo
 from decodelab.server import Server
 
 PROMPT = "The for statement"
@@ -57,11 +58,27 @@ def wait_idle(server, seconds=20):
 
 # -- fixtures shared by the serve test modules (each module gets its own server) ------------------------
 
-@pytest.fixture(scope="module")
-def server(demo):
-    server = Server(demo, port=0, header_timeout=1.0).start()
+@pytest.fixture(scope="module", params=("transformers", "llama.cpp"))
+def server(request):
+    """decodelab serve on the demo model, once per engine (transformers; llama.cpp on the demo's GGUF)."""
+    loaded = load_demo() if request.param == "transformers" else request.getfixturevalue("demo_llamacpp")
+    server = Server(loaded, port=0, header_timeout=1.0, model_name="demo").start()  # one name on both engines
+    server.engine, server.model = request.param, loaded
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="module")
+def demo(server):
+    """In the serve modules that import it: the model the server runs (the demo model on the server's engine), so
+    a test's local run is on the same engine as the server's."""
+    return server.model
+
+
+def transformers_only(server, why: str) -> None:
+    """Skip on the llama.cpp engine, saying why (its own test checks that the engine refuses it)."""
+    if server.engine != "transformers":
+        pytest.skip(f"the llama.cpp engine refuses this ({why}); test_serve_llamacpp.py checks the refusal")
 
 
 @pytest.fixture(scope="module")

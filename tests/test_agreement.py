@@ -92,8 +92,8 @@ def test_smollm2_on_llama_cpp_against_float32(smollm2, smollm2_llamacpp):
     p_log, _ = hf_reference(smollm2.model, smollm2.tokenizer, prompt, list(ref.token_ids))
     assert got.same_tokenizer
     assert 0 < got.kl_mean < 0.1 and got.top1_agreement >= 0.75
-    ours = smollm2_llamacpp.model(input_ids=torch.tensor([smollm2.tokenizer(prompt)["input_ids"] + list(ref.token_ids)]),
-                                  logits_to_keep=len(ref.token_ids) + 1, use_cache=False).logits[0, :-1]
+    ids = torch.tensor(smollm2.tokenizer(prompt)["input_ids"] + list(ref.token_ids))
+    ours = smollm2_llamacpp.runner.score(ids, len(ref.token_ids) + 1)[:-1]
     kl = F.kl_div(F.log_softmax(ours, -1), p_log, log_target=True, reduction="none").sum(-1)
     assert got.kl_per_token == pytest.approx(kl.tolist(), rel=1e-3, abs=1e-5)
 
@@ -130,7 +130,7 @@ def test_the_pool_shares_loads_and_unloads_what_no_pane_uses():
 
     class Fake:
         def __init__(self, spec):
-            self.spec, self.model = spec, type("M", (), {"close": lambda self: loads.append("closed")})()
+            self.spec, self.runner = spec, type("R", (), {"close": lambda self: loads.append("closed")})()
 
     pool = ModelPool(loader=lambda spec, progress=None: loads.append(spec) or Fake(spec))
     a, b = ModelSpec(path="demo"), ModelSpec(path="demo", dtype="float32")

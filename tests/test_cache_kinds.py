@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from decodelab.engine import DecodingConfig, generate_many
-from decodelab.engine.decoding.caches import batch_sizes, prefill
+from decodelab.engine.runners.hf_caches import batch_sizes, prefill
 from decodelab.engine.backends.loading import LoadedModel, ModelSpec
 from decodelab.engine.results import GenerationError
 
@@ -153,6 +153,9 @@ class _Broken(torch.nn.Module):
         self.config = inner.config
         self.calls = 0
 
+    def get_input_embeddings(self):
+        return self.inner.get_input_embeddings()
+
     def forward(self, input_ids, **kwargs):
         self.calls += 1
         if self.calls > 1:
@@ -165,6 +168,6 @@ def test_a_model_that_cannot_decode_batched_raises_generation_error(llama):
 
     broken = _Broken(llama.model)
     broken.generation_config = llama.model.generation_config
-    loaded = dataclasses.replace(llama, model=broken)
+    loaded = dataclasses.replace(llama, model=broken, runner=None)
     with pytest.raises(GenerationError, match="cannot decode 8 rows.*run one config at a time"):
         generate_many(loaded, PROMPT, [DecodingConfig(max_new_tokens=4)])

@@ -23,8 +23,18 @@ def test_help_everywhere():
         assert result.exit_code == 0 and "Usage" in result.output
 
 
-def test_run_json_records_everything():
-    result = invoke("run", "--prompt", PROMPT, "-p", "greedy", "-p", "balanced", "--seed", "7",
+@pytest.fixture(params=("transformers", "llama.cpp"))
+def on_engine(request, tmp_path, monkeypatch):
+    """run's arguments for the demo model on each engine (llama.cpp: the demo's GGUF)."""
+    if request.param == "transformers":
+        return []
+    loaded = request.getfixturevalue("demo_llamacpp")
+    monkeypatch.setenv("DECODELAB_CACHE_DIR", str(tmp_path / "cache"))
+    return ["--model", loaded.source, "--engine", "llama.cpp"]
+
+
+def test_run_json_records_everything(on_engine):
+    result = invoke("run", *on_engine, "--prompt", PROMPT, "-p", "greedy", "-p", "balanced", "--seed", "7",
                     "--set", "max_new_tokens=6", "--json", "--top", "3")
     assert result.exit_code == 0, result.output
     doc = json.loads(result.stdout)
@@ -38,16 +48,16 @@ def test_run_json_records_everything():
     assert "tokens_per_s" in first["timings"]
 
 
-def test_run_jsonl_and_seed_reproduces():
-    args = ("run", "--prompt", PROMPT, "--set", "do_sample=true", "--set", "max_new_tokens=8", "--seed", "3", "--jsonl")
+def test_run_jsonl_and_seed_reproduces(on_engine):
+    args = ("run", *on_engine, "--prompt", PROMPT, "--set", "do_sample=true", "--set", "max_new_tokens=8", "--seed", "3", "--jsonl")
     first, second = invoke(*args), invoke(*args)
     records = [json.loads(line) for line in first.stdout.splitlines()]
     assert len(records) == 1 and records[0]["config"]["name"] == "custom"
     assert first.stdout == second.stdout or json.loads(first.stdout)["text"] == json.loads(second.stdout)["text"]
 
 
-def test_run_panels_with_heatmap():
-    result = invoke("run", "--prompt", PROMPT, "-p", "greedy", "-p", "creative", "--set", "max_new_tokens=5",
+def test_run_panels_with_heatmap(on_engine):
+    result = invoke("run", *on_engine, "--prompt", PROMPT, "-p", "greedy", "-p", "creative", "--set", "max_new_tokens=5",
                     "--heatmap")
     assert result.exit_code == 0
     assert "greedy" in result.stdout and "heatmap: probability" in result.stdout

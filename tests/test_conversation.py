@@ -291,7 +291,14 @@ async def test_shift_p_sets_the_system_prompt_of_the_next_run(chat_demo):
         assert "system: Answer in French." in str(app.query_one("#model-bar").render())
 
 
-async def test_after_ctrl_n_typing_stays_in_the_prompt_and_esc_there_does_not_cancel(chat_demo):
+async def test_after_ctrl_n_typing_stays_in_the_prompt_and_esc_there_does_not_cancel(chat_demo, monkeypatch):
+    import time
+
+    from decodelab.engine.decoding.loop import DecodeLoop
+
+    real = DecodeLoop._forward
+    monkeypatch.setattr(DecodeLoop, "_forward", lambda self, tokens: time.sleep(0.01) or real(self, tokens))
+    # each step takes at least 10 ms, so the second turn (450 tokens) is still running while the keys are pressed
     app = chat_app(chat_demo, [DecodingConfig(name="long", max_new_tokens=4)])
     async with app.run_test(size=(80, 24)) as pilot:
         await pilot.press("ctrl+r")
@@ -357,7 +364,7 @@ async def test_shift_n_starts_a_new_conversation_and_u_brings_the_old_one_back(c
 
 def test_a_beam_only_part_waits_for_the_batch_instead_of_holding_it(chat_demo):
     """The walk-through: a beam pane on its own prompt kept the other panes at 0 tokens for 20 s."""
-    chat_demo.extra.pop("batching.mergeable", None)  # as on a fresh load: the cache kind is not known yet
+    chat_demo.runner.joins = None  # as on a fresh load: the cache kind is not known yet
     order = []
     greedy = Part(CHAT, [DecodingConfig(max_new_tokens=8)], on_step=lambda e: order.append("rows"))
     beams = Part(CHAT[:2], [DecodingConfig(num_beams=3, max_new_tokens=8)], on_step=lambda e: order.append("beam"))

@@ -9,7 +9,6 @@ import pytest
 import torch
 
 from decodelab.engine import DecodingConfig, generate_many
-from decodelab.engine.decoding.modelcalls import eos_token_ids
 
 PROMPT = "The for statement is used"
 
@@ -22,7 +21,7 @@ def variant(loaded, gen_eos, config_eos, tok_eos):
     model.config.eos_token_id = config_eos
     if tok_eos is not None:
         tokenizer.eos_token = tokenizer.convert_ids_to_tokens(tok_eos)
-    return dataclasses.replace(loaded, model=model, tokenizer=tokenizer)
+    return dataclasses.replace(loaded, model=model, tokenizer=tokenizer, runner=None)  # a runner of its own
 
 
 def greedy_ids(loaded, n):
@@ -49,7 +48,7 @@ def test_tokenizer_eos_is_ignored_when_generation_config_names_one(llama, free_r
     emitted = free_run[3]
     unused = next(t for t in range(len(llama.tokenizer)) if t not in free_run)
     loaded = variant(llama, unused, unused, emitted)
-    assert eos_token_ids(loaded) == [unused]
+    assert loaded.runner.eos_ids() == [unused]
     ours, reason = greedy_ids(loaded, 24)
     theirs = hf_ids(loaded, 24)
     assert emitted in theirs[:4] and len(theirs) == 24  # HF goes on past the tokenizer's EOS ...
@@ -60,7 +59,7 @@ def test_generation_config_eos_stops_like_hf(llama, free_run):
     emitted = free_run[3]
     first = free_run.index(emitted)
     loaded = variant(llama, [emitted, 10_000], None, 0)
-    assert eos_token_ids(loaded) == [emitted, 10_000]
+    assert loaded.runner.eos_ids() == [emitted, 10_000]
     ours, reason = greedy_ids(loaded, 24)
     theirs = hf_ids(loaded, 24)
     assert reason == "eos" and ours == free_run[: first + 1]
@@ -74,7 +73,7 @@ def test_generation_config_eos_stops_like_hf(llama, free_run):
     (3, 5, 7, [3]),
 ])
 def test_fallback_order(llama, gen, cfg, tok, expected):
-    assert eos_token_ids(variant(llama, gen, cfg, tok)) == expected
+    assert variant(llama, gen, cfg, tok).runner.eos_ids() == expected
 
 
 def test_min_new_tokens_masks_only_the_generation_config_eos(llama, free_run):

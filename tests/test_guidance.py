@@ -45,7 +45,7 @@ def test_guidance_equals_hf_across_architectures(tiny_models, arch):
     loaded = tiny_models[arch]
     config = DecodingConfig(max_new_tokens=8, guidance_scale=2.0, negative_prompt="is not")
     generate_many(loaded, "The for statement", [DecodingConfig(max_new_tokens=2)])  # the loop learns the cache kind
-    if loaded.extra.get("batching.mergeable") is False:  # sliding-window caches cannot take the guidance rows
+    if loaded.runner.joins is False:  # sliding-window caches cannot take the guidance rows
         with pytest.raises(PromptError, match="classifier-free guidance adds rows"):
             generate_many(loaded, "The for statement", [config])
         return

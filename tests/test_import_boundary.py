@@ -39,7 +39,7 @@ def engine_modules() -> list[str]:
 
 def test_every_engine_module_is_checked():
     names = engine_modules()
-    assert len(names) > 40 and "decodelab.engine.library.exports.webui" in names
+    assert len(names) > 40 and "decodelab.engine.dialects.webui" in names
     loaded = _modules_after("import importlib\n" + "\n".join(f"importlib.import_module({n!r})" for n in names))
     assert set(names) <= loaded
     assert not any(m.split(".")[0] in {"textual", "rich"} or m.startswith(("decodelab.tui", "decodelab.cli",

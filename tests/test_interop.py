@@ -7,7 +7,8 @@ import shlex
 import pytest
 
 from decodelab.engine import ConfigError, DecodingConfig, find_preset
-from decodelab.engine.library.exports import from_hf, from_webui_yaml, to_hf, to_llamacpp, to_openai, to_vllm
+from decodelab.engine.config import LLAMACPP_WHOLE
+from decodelab.engine.dialects import from_hf, from_webui_yaml, to_hf, to_llamacpp, to_openai, to_vllm
 
 FULL = DecodingConfig(name="full", do_sample=True, temperature=0.8, top_k=40, top_p=0.9, min_p=0.05, typical_p=0.95,
                       repetition_penalty=1.1, frequency_penalty=0.2, presence_penalty=0.1, no_repeat_ngram_size=3,
@@ -47,7 +48,7 @@ def test_vllm_export_field_names_and_ranges():
     data = to_vllm(DecodingConfig(do_sample=True, temperature=0.7)).data
     assert data["top_k"] == -1 and data["temperature"] == 0.7
     assert set(data) == {"temperature", "top_p", "top_k", "min_p", "repetition_penalty", "frequency_penalty",
-                         "presence_penalty", "max_tokens", "min_tokens", "stop", "seed"}
+                         "presence_penalty", "max_tokens", "min_tokens", "seed"}  # no stop strings: none written
     assert to_vllm(DecodingConfig()).data["temperature"] == 0.0  # greedy
     notes = to_vllm(FULL).notes
     assert any("typical_p" in n for n in notes) and any("no_repeat_ngram_size" in n for n in notes)
@@ -66,7 +67,8 @@ def test_llamacpp_flags_neutralise_its_defaults():
     flags = shlex.split(to_llamacpp(DecodingConfig(do_sample=True, temperature=0.7, seed=3)).data)
     pairs = dict(zip(flags[::2], flags[1::2]))
     assert pairs["--top-k"] == "0" and pairs["--top-p"] == "1" and pairs["--min-p"] == "0"
-    assert pairs["--repeat-last-n"] == "-1" and pairs["--temp"] == "0.7" and pairs["--seed"] == "3"
+    # the whole context as a count: current llama.cpp refuses -1 ("invalid repeat-last-n") and reads 0 as off
+    assert pairs["--repeat-last-n"] == str(LLAMACPP_WHOLE) and pairs["--temp"] == "0.7" and pairs["--seed"] == "3"
     assert "--reverse-prompt" in shlex.split(to_llamacpp(FULL).data)
 
 
@@ -89,7 +91,7 @@ def test_every_builtin_exports_everywhere(name):
 
 
 def test_llamacpp_flags_stay_on_one_line_and_bash_reads_back_the_newline_stop_strings():
-    from decodelab.engine.library.exports import export_preset
+    from decodelab.engine.dialects import export_preset
     from tests.test_interop_samplers import shell_words
 
     config = DecodingConfig(name="nl", stop_strings=("\n\n", "it's", "猫\t"), do_sample=True, temperature=0.7)

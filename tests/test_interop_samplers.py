@@ -7,8 +7,9 @@ import subprocess
 import pytest
 
 from decodelab.engine import DecodingConfig
-from decodelab.engine.library.exports import export_preset, from_hf, to_hf, to_llamacpp, to_openai, to_vllm
-from decodelab.engine.library.exports import from_webui_yaml, to_webui
+from decodelab.engine.config import LLAMACPP_WHOLE
+from decodelab.engine.dialects import export_preset, from_hf, to_hf, to_llamacpp, to_openai, to_vllm
+from decodelab.engine.dialects import from_webui_yaml, to_webui
 
 MODERN = DecodingConfig(name="modern", do_sample=True, temperature=0.9, top_n_sigma=1.5, xtc_probability=0.4,
                         xtc_threshold=0.15, dry_multiplier=0.8, dry_base=1.5, dry_allowed_length=3,
@@ -55,7 +56,8 @@ def test_llamacpp_neutral_values_switch_its_own_defaults_off():
     pairs = _flags(DecodingConfig(do_sample=True))
     assert pairs["--top-nsigma"] == ["-1"] and pairs["--xtc-probability"] == ["0"]
     assert pairs["--dry-multiplier"] == ["0"] and pairs["--mirostat"] == ["0"] and pairs["--dynatemp-range"] == ["0"]
-    assert pairs["--dry-penalty-last-n"] == ["-1"] and pairs["--repeat-last-n"] == ["-1"]
+    whole = [str(LLAMACPP_WHOLE)]  # current llama.cpp refuses -1 and reads 0 as off: the whole context as a count
+    assert pairs["--dry-penalty-last-n"] == whole and pairs["--repeat-last-n"] == whole
     assert pairs["--samplers"] == ["penalties;dry;temperature;top_n_sigma;top_k;top_p;min_p;typ_p;xtc"]
 
 
@@ -140,7 +142,7 @@ def test_remote_servers_list_the_new_samplers_as_ignored():
 
 
 def test_webui_import_suggests_the_name_a_typo_meant_and_says_what_dynamic_temperature_replaced():
-    from decodelab.engine.library.exports import from_webui_yaml
+    from decodelab.engine.dialects import from_webui_yaml
 
     converted = from_webui_yaml("top_aa: 0.2\ntemperature: 0.8\ndynamic_temperature: true\ndynatemp_low: 0.5\n"
                                 "dynatemp_high: 1.3\nepsilon_cutoff: 3\n")

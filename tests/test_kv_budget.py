@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from decodelab.engine import DecodingConfig
-from decodelab.engine.decoding import loop as loop_module
+from decodelab.engine.runners import transformers as loop_module  # the runner the loop prefills through
 from decodelab.engine.decoding.loop import DecodeLoop, bucket_rows
-from decodelab.engine.decoding.modelcalls import kv_bytes_per_token
+from decodelab.engine.runners.hf_calls import kv_bytes_per_token
 from decodelab.engine.decoding.run import new_request
 from serving import PROMPT, error_of
 
@@ -49,10 +49,10 @@ def test_requests_past_the_budget_wait_and_all_finish(demo):
 def test_a_request_whose_prefill_fails_fails_alone(demo, monkeypatch):
     real = loop_module.prefill_once
 
-    def failing(model, context):
+    def failing(model, context, keep=1):
         if context.numel() > 30:
             raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
-        return real(model, context)
+        return real(model, context, keep)
 
     monkeypatch.setattr(loop_module, "prefill_once", failing)
     loop = DecodeLoop(demo)
@@ -167,20 +167,19 @@ def test_a_step_that_runs_out_of_memory_lets_the_newest_group_go_and_the_rest_go
 
 
 def test_a_chunked_prefill_that_runs_out_of_memory_fails_alone(demo, monkeypatch):
-    from decodelab.engine.decoding import admission
 
     running = seeded(demo, PROMPT)
     loop = DecodeLoop(demo, prefill_chunk=8)
     loop.admit([running])
     loop.step()
-    real = admission.forward_last
+    real = loop_module.forward_last
 
     def failing(model, ids, *args, **kwargs):
-        if kwargs.get(loop.keyword) is not None:  # the second chunk onwards
+        if kwargs.get(loop.runner.keyword) is not None:  # the second chunk onwards
             raise RuntimeError(CPU_OOM)
         return real(model, ids, *args, **kwargs)
 
-    monkeypatch.setattr(admission, "forward_last", failing)
+    monkeypatch.setattr(loop_module, "forward_last", failing)
     long = seeded(demo, PROMPT + " and more" * 20)
     loop.admit([long])
     while loop.busy:
@@ -210,6 +209,6 @@ def test_an_emptied_batch_gives_its_memory_back(demo, monkeypatch):
         assert len(calls) == 2  # once per time the batch emptied, not on every idle poll
     finally:
         server.stop()
-    from decodelab.engine.decoding.caches import release_free_memory
+    from decodelab.engine.memory import release_free_memory
 
     release_free_memory()  # and the real one runs here (glibc) without error

@@ -64,7 +64,7 @@ def test_greedy_equals_llama_cpps_own_greedy(smollm2_llamacpp, name):
     assert [s.token_id for s in ours.steps] == theirs
     assert [s.logprob for s in ours.steps] == pytest.approx(logprobs, abs=1e-4)  # the model's own probabilities
     if on:
-        assert ours.stop_reason == "eos" and ours.steps[-1].token_id in loaded.model.generation_config.eos_token_id
+        assert ours.stop_reason == "eos" and ours.steps[-1].token_id in loaded.runner.eos_ids()
 
 
 def test_seeds_reproduce_alone_in_a_batch_and_again(smollm2_llamacpp):
@@ -113,7 +113,7 @@ def test_several_prompts_run_one_after_another(smollm2_llamacpp):
 def test_what_the_engine_cannot_do_is_said(smollm2_llamacpp, tmp_path):
     from decodelab.engine.backends.loading import ModelLoadError, ModelSpec, load_model
 
-    with pytest.raises(PromptError, match="beam search runs through transformers"):
+    with pytest.raises(PromptError, match="beam search .* not available on the llama.cpp engine: beam search runs through transformers"):
         generate_many(smollm2_llamacpp, "Hi", [DecodingConfig(num_beams=2, max_new_tokens=4)])
     with pytest.raises(ModelLoadError, match="llama.cpp engine runs GGUF files"):
         load_model(ModelSpec(path="demo", engine="llama.cpp"))

@@ -16,6 +16,7 @@ import pytest
 from decodelab.engine import DecodingConfig, generate_many
 from decodelab.engine.backends.loading import ModelLoadError, ModelSpec, load_model
 from decodelab.engine.backends.remote import RemoteModel, request_body
+from decodelab.engine.config import LLAMACPP_WHOLE
 from decodelab.engine.results import GenerationError
 from decodelab.server import Server
 
@@ -86,7 +87,8 @@ def test_each_server_kind_gets_its_own_names_and_reports_the_rest():
     assert set(openai.unsupported(config)) == {"top_k=20", "min_p=0.1", "typical_p=0.9", "no_repeat_ngram_size=3"}
     llama = RemoteModel(spec=spec, base_url="http://x/v1", model_name="m", kind="llamacpp")
     body = request_body(llama, PROMPT, DecodingConfig(do_sample=True), 1, 10)
-    assert body["top_k"] == 0 and body["min_p"] == 0.0 and body["repeat_last_n"] == -1  # its defaults neutralised
+    assert body["top_k"] == 0 and body["min_p"] == 0.0 and body["repeat_last_n"] == LLAMACPP_WHOLE  # its defaults
+    # neutralised, the whole context as a count: current llama-server refuses -1 (its schema's limit is 0)
     vllm = RemoteModel(spec=spec, base_url="http://x/v1", model_name="m", kind="vllm")
     assert request_body(vllm, PROMPT, DecodingConfig(do_sample=True), 1, 10)["top_k"] == -1
     assert vllm.unsupported(config) == ["typical_p=0.9", "no_repeat_ngram_size=3"]

@@ -10,7 +10,7 @@ import pytest
 
 from decodelab.engine import DecodingConfig, generate_many
 from decodelab.server import Server, exposure_warning
-from serving import PROMPT, PROMPTS, client, error_of, post, raw, server  # noqa: F401 - fixtures
+from serving import PROMPT, PROMPTS, client, demo, error_of, post, raw, server  # noqa: F401 - fixtures
 
 
 # -- the SDK: everything it sends that fits ---------------------------------------------------------

@@ -8,7 +8,7 @@ import httpx
 import pytest
 
 from decodelab.engine import DecodingConfig, generate_many
-from serving import PROMPT, client, error_of, server  # noqa: F401 - fixtures
+from serving import PROMPT, client, demo, error_of, server, transformers_only  # noqa: F401 - fixtures
 
 
 REPEATING = "def f(x):\n    return x\ndef f(x):\n    return"
@@ -45,7 +45,9 @@ def local(demo, prompt=PROMPT, **fields):
     ({"adaptive_target": 0.3, "min_p": 0.05, "seed": 8}, {"adaptive_target": 0.3, "min_p": 0.05, "do_sample": True,
                                                           "seed": 8}),
 ])
-def test_each_dialects_setting_decodes_as_the_engine_does(demo, client, sent, fields):
+def test_each_dialects_setting_decodes_as_the_engine_does(demo, server, client, sent, fields):
+    if "guidance_scale" in sent:
+        transformers_only(server, "classifier-free guidance")
     sent, fields = dict(sent), dict(fields)
     prompt = sent.pop("prompt", PROMPT)
     fields["prompt"] = fields.get("prompt", PROMPT)

@@ -13,7 +13,17 @@ import pytest
 
 from decodelab.engine import DecodingConfig, generate_many
 from decodelab.server import Limits, Server
-from serving import PROMPT, PROMPTS, client, error_of, post, server, wait_idle  # noqa: F401 - fixtures
+from serving import PROMPT, PROMPTS, client, error_of, post, wait_idle  # noqa: F401 - fixtures
+from conftest import load_demo
+
+
+@pytest.fixture(scope="module")
+def server():
+    """The HTTP limits and the shared batch on the transformers engine (one request at a time on llama.cpp, whose
+    serve tests are test_serve_llamacpp.py and the engine-parametrized serve modules)."""
+    server = Server(load_demo(), port=0, header_timeout=1.0).start()
+    yield server
+    server.stop()
 
 
 # -- limits -----------------------------------------------------------------------------------------

@@ -12,7 +12,7 @@ import jsonschema
 import pytest
 
 from decodelab.engine import DecodingConfig, generate_many
-from serving import PROMPT, client, error_of, server, wait_idle  # noqa: F401 - fixtures
+from serving import PROMPT, client, demo, error_of, server, wait_idle  # noqa: F401 - fixtures
 
 SCHEMA = {"type": "object", "properties": {"n": {"type": "integer", "minimum": 0, "maximum": 99},
                                           "ok": {"type": "boolean"}}, "required": ["n", "ok"]}

@@ -11,7 +11,7 @@ import yaml
 from decodelab.engine.config import (FIELD_HELP, FIELD_NAMES, SETTING, SETTINGS, STACKS, ConfigError,
                                      DecodingConfig)
 from decodelab.engine.fieldtext import format_text, parse_assignment, parse_text
-from decodelab.engine.library.exports import to_hf, to_openai, to_vllm, to_webui
+from decodelab.engine.dialects import to_hf, to_openai, to_vllm, to_webui
 
 # A valid value away from the default for every setting, so that each one is "changed".
 CHANGED = {

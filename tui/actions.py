@@ -248,7 +248,7 @@ class PaneActions:
         if self.loaded is not None and not self.loaded.can("raw_logprobs"):
             from decodelab.engine.backends.remote import KINDS
 
-            notes.append(f"logprobs: {KINDS[self.loaded.kind]['logprobs']}")
+            notes.append(f"logprobs: {KINDS[self.loaded.kind].logprobs}")
         self.query_one(Legend).show(self.measure, " · ".join(notes))
 
     # -- model, chat, theme -----------------------------------------------------------------------------

@@ -40,10 +40,10 @@ def context_error(loaded, prompt_len: int | None, max_new_tokens: int) -> str | 
 
 def vocab_error(loaded, config) -> str | None:
     """Why a logit_bias token id is not one of the model's tokens; None when every id is."""
-    model_config = getattr(getattr(loaded, "model", None), "config", None)
-    size = getattr(model_config, "vocab_size", None)
-    if not isinstance(size, int):
+    runner = loaded.runner  # a remote backend has none, and no vocabulary to check against
+    if runner is None:
         return None
+    size = runner.vocab_size
     outside = [key for key, _ in config.logit_bias if isinstance(key, int) and key >= size]
     if outside:
         return (f"logit_bias token id {outside[0]} is outside this model's vocabulary (ids 0-{size - 1}): "

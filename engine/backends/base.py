@@ -16,7 +16,7 @@ from typing import Any, Callable, Container, Sequence
 
 from ..config import DecodingConfig
 from ..conversation import Prompt
-from ..results import Completion
+from ..results import Completion, ModelLoadError  # noqa: F401 - ModelLoadError is re-exported
 
 CAPABILITIES = {
     "stop_rows": "stop one config of a running batch while the others go on",
@@ -29,10 +29,6 @@ CAPABILITIES = {
 }
 
 
-class ModelLoadError(RuntimeError):
-    """The model could not be loaded; the message says why and what to try."""
-
-
 class Backend(ABC):
     """Runs decoding configs on prompts and reports Completions with per-token statistics."""
 
@@ -42,6 +38,8 @@ class Backend(ABC):
     """The local tokenizer, or None (remote servers). Declared here, set by each backend."""
     spec: Any
     """The backends/loading.py ModelSpec this backend was loaded from."""
+    runner: Any = None
+    """The ModelRunner (engine/runners/) of a model in this process; None for a remote server."""
 
     def can(self, capability: str) -> bool:
         if capability not in CAPABILITIES:

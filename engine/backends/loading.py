@@ -14,7 +14,7 @@ from typing import Any, Callable
 import torch
 
 from ..config import ConfigError
-from ..decoding.caches import out_of_memory
+from ..memory import out_of_memory
 from ..results import Completion
 from .base import Backend, ModelLoadError
 from .catalog import demo_model_path  # noqa: F401 - also imported from here
@@ -115,19 +115,26 @@ class LoadedModel(Backend):
     load_seconds: float = 0.0
     source: str = ""
     extra: dict = field(default_factory=dict)
+    runner: Any = None
+    """The ModelRunner (engine/runners/) every run goes through: made from the model when not given."""
+
+    def __post_init__(self) -> None:
+        if self.runner is None:
+            from ..runners.transformers import TransformersRunner
+
+            self.runner = TransformersRunner(self.model, self.tokenizer, self.device)
 
     @property
     def name(self) -> str:
         return self.spec.display_name
 
     @property
+    def engine(self) -> str:
+        return self.runner.engine
+
+    @property
     def context_length(self) -> int | None:
-        cfg = self.model.config
-        for key in ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length"):
-            value = getattr(cfg, key, None)
-            if isinstance(value, int) and value > 0:
-                return value
-        return None
+        return self.runner.context_length
 
     def generate(self, prompt, configs, *, on_step=None, cancel=None, top_alternatives=10, prefix_ids=(),
                  stop_rows=(), batch_invariant=True, trace_stages=False) -> list[Completion]:
@@ -151,18 +158,13 @@ class LoadedModel(Backend):
 
     def describe(self) -> str:
         """One line: name, parameters, dtype, device, quantization, memory."""
+        if self.engine == "llama.cpp":
+            kind = self.runner.runtime.file_type()
+            return (f"{self.name} · {format_count(self.num_parameters)} params · {kind + ' ' if kind else ''}GGUF on "
+                    f"llama.cpp · {self.memory_bytes / 2**20:.1f} MiB")
         quant = "" if self.spec.quantization == "none" else f" {self.spec.quantization}"
         return (f"{self.name} · {format_count(self.num_parameters)} params · {str(self.dtype).removeprefix('torch.')}"
                 f"{quant} · {self.device} · {self.memory_bytes / 2**20:.1f} MiB")
-
-
-class LlamaCppModel(LoadedModel):
-    """A GGUF file on llama.cpp in this process (backends/llamacpp.py): the same decode loop, llama.cpp's logits."""
-
-    def describe(self) -> str:
-        kind = self.model.file_type()
-        return (f"{self.name} · {format_count(self.num_parameters)} params · {kind + ' ' if kind else ''}GGUF on "
-                f"llama.cpp · {self.memory_bytes / 2**20:.1f} MiB")
 
 
 def threads_for(value: str | int, cores: int | None = None, load: float | None = None, default: int | None = None) -> int:
@@ -332,14 +334,13 @@ def _load_model(spec: ModelSpec, progress: Progress | None, api_key: str | None)
         if gguf_file is None:
             raise ModelLoadError(f"the llama.cpp engine runs GGUF files, and {spec.path} is not one: pass a .gguf "
                                  "file (or 'smollm2'), or use --engine transformers")
-        from .llamacpp import open_gguf_engine
+        from .gguf import open_gguf_engine
 
-        runtime, tokenizer = open_gguf_engine(spec, gguf_file, outer)
-        return LlamaCppModel(model=runtime, tokenizer=tokenizer, spec=spec, device=torch.device("cpu"),
-                             dtype=torch.float32, num_parameters=runtime.parameters(),
-                             memory_bytes=runtime.describe_memory(), load_seconds=time.perf_counter() - start,
-                             source=str(gguf_file), extra={"gguf": str(gguf_file), "engine": "llama.cpp",
-                                                           "batching.mergeable": False, "batching.invariant": True})
+        runner, tokenizer = open_gguf_engine(spec, gguf_file, outer)
+        return LoadedModel(model=runner.runtime, tokenizer=tokenizer, spec=spec, device=torch.device("cpu"),
+                           dtype=torch.float32, num_parameters=runner.runtime.parameters(),
+                           memory_bytes=runner.runtime.describe_memory(), load_seconds=time.perf_counter() - start,
+                           source=str(gguf_file), extra={"gguf": str(gguf_file)}, runner=runner)
     device = resolve_device(spec)
     dtype = resolve_dtype(spec.dtype, device)
     report = outer

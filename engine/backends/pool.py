@@ -21,7 +21,7 @@ from types import SimpleNamespace
 
 from ..config import ConfigError
 from .base import ModelLoadError
-from ..decoding.modelcalls import kv_elements_per_token
+from ..runners.hf_calls import kv_elements_per_token
 from .loading import ModelSpec, load_model, resolve_dtype
 
 PANE_MODEL_KEYS = ("dtype", "device", "quantization", "quant_type", "engine", "chat")
@@ -204,12 +204,12 @@ class ModelPool:
             gone = [k for k in self.models if k not in keys]
             for key in gone:
                 backend = self.models.pop(key)
-                close = getattr(getattr(backend, "model", None), "close", None)
-                if close is not None:
-                    close()
+                runner = backend.runner  # a remote backend has none
+                if runner is not None:
+                    runner.close()
                 del backend
         if gone:
-            from ..decoding.caches import release_free_memory
+            from ..memory import release_free_memory
 
             gc.collect()
             release_free_memory()

@@ -21,7 +21,7 @@ from ..decoding.requests import draw_seeds
 from ..results import (Alternative, Completion, GenerationError, PromptError, StepEvent, Timings, TokenStep,
                        json_config)
 from .base import Backend, ModelLoadError  # noqa: F401 - ModelLoadError is raised below
-from .server_kinds import KINDS, NEUTRAL, PASSED_THROUGH, SETTINGS, constraint_fields  # noqa: F401 - KINDS read here
+from .server_kinds import KINDS, NEUTRAL, SETTINGS, constraint_fields, sampler_fields  # noqa: F401 - KINDS read here
 
 NAN = float("nan")
 
@@ -63,14 +63,14 @@ class RemoteModel(Backend):
 
     def overridden(self) -> list[str]:
         """The server's own non-neutral defaults that every request overrides (so they cannot leak in)."""
-        return [f"{name}={value!r}" for name, value in KINDS[self.kind].get("defaults", {}).items()]
+        return [f"{name}={value!r}" for name, value in KINDS[self.kind].defaults.items()]
 
     def unsupported(self, config: DecodingConfig) -> list[str]:
         """Settings of this config that this kind of server would not apply."""
-        fields = KINDS[self.kind]["fields"]
+        fields = KINDS[self.kind].fields
         out = [f"{name}={getattr(config, name)!r}" for name in SETTINGS
                if name not in fields and getattr(config, name) != getattr(NEUTRAL, name) and name != "seed"]
-        for name, why in KINDS[self.kind].get("caveat", {}).items():
+        for name, why in KINDS[self.kind].caveat.items():
             if getattr(config, name) != getattr(NEUTRAL, name):
                 out.append(f"{name}={getattr(config, name)!r} applies {why}")
         if config.seed is not None and "seed" not in fields:
@@ -190,35 +190,23 @@ def _server_message(body: str) -> str:
 
 
 def request_body(remote: RemoteModel, prompt: Prompt, config: DecodingConfig, seed: int, top: int) -> dict:
-    """The request for one config, in the server's own parameter names; unsupported settings left out."""
-    fields = KINDS[remote.kind]["fields"]
+    """The request for one config: OpenAI's fields, then the server's own sampler fields in its own names and
+    spellings (engine/dialects/), neutral values written out since servers' defaults are not; unsupported
+    settings left out (and listed by unsupported())."""
+    kind = KINDS[remote.kind]
     body = {"model": remote.model_name, "stream": True, "max_tokens": config.max_new_tokens,
-            "temperature": config.temperature if config.samples else 0.0}
-    optional = {
-        "top_p": config.top_p, "top_k": config.top_k if config.top_k else (-1 if remote.kind == "vllm" else 0),
-        "min_p": config.min_p, "typical_p": config.typical_p, "repetition_penalty": config.repetition_penalty,
-        "frequency_penalty": config.frequency_penalty, "presence_penalty": config.presence_penalty,
-        "no_repeat_ngram_size": config.no_repeat_ngram_size, "num_beams": config.num_beams,
-        "length_penalty": config.length_penalty, "min_new_tokens": config.min_new_tokens, "seed": seed,
-    }
-    rename = {"min_new_tokens": "min_tokens", **KINDS[remote.kind].get("rename", {})}
-    for name, value in optional.items():  # neutral values too: servers' defaults are not neutral
-        if name in fields:
-            body[rename.get(name, name)] = value
-    if KINDS[remote.kind].get("usage"):
+            "temperature": config.temperature if config.samples else 0.0, "seed": seed}
+    body.update(sampler_fields(remote.kind, config))
+    if kind.usage:
         body["stream_options"] = {"include_usage": True}  # so prompt_tokens is known, not guessed
     if remote.kind == "decodelab":
         body["decodelab_stats"] = True  # every token's full statistics, as the local engine gives them
-        data = json_config(config)  # -inf biases as "-inf"
-        for name in sorted(PASSED_THROUGH - set(optional) - {"stop_strings", "seed"}):
-            if getattr(config, name) != getattr(NEUTRAL, name):
-                body[name] = data[name]
-    body.update(constraint_fields(remote.kind, config))  # decodelab's own server took it above, by name
-    if remote.kind == "llamacpp":
-        body["repeat_last_n"] = -1  # penalise the whole context, as HF and decodelab do (llama.cpp: last 64)
-    if config.stop_strings and "stop_strings" in fields:
+        body.update({name: value for name, value in json_config(config).items()
+                     if name in ("json_schema", "regex", "choice", "grammar") and value not in ("", [], ())})
+    body.update(constraint_fields(remote.kind, config))
+    if config.stop_strings:
         body["stop"] = list(config.stop_strings)
-    top = min(top, KINDS[remote.kind]["max_logprobs"])
+    top = min(top, kind.max_logprobs)
     if remote.spec.chat:
         body["messages"] = prompt if isinstance(prompt, list) else [{"role": "user", "content": prompt}]
         body["logprobs"], body["top_logprobs"] = True, top
@@ -350,7 +338,7 @@ def generate_remote(remote: RemoteModel, prompt: Prompt, configs, *, on_step=Non
         done = Completion(config=config, seed=seed, text=text, token_ids=[s.token_id for s in steps], steps=steps,
                           stop_reason=reason, timings=Timings(None, elapsed, len(steps) / elapsed if elapsed else 0.0),
                           prompt_tokens=prompt_tokens if isinstance(prompt_tokens, int) else None,
-                          extra={"backend": remote.kind, "logprobs": KINDS[remote.kind]["logprobs"],
+                          extra={"backend": remote.kind, "logprobs": KINDS[remote.kind].logprobs,
                                  "ignored": remote.unsupported(config), "overridden": remote.overridden()})
         if error:
             done.extra["error"] = error + (" (partial text kept)" if text else "")
@@ -360,7 +348,7 @@ def generate_remote(remote: RemoteModel, prompt: Prompt, configs, *, on_step=Non
         return done
 
     try:
-        parallel = min(remote.max_parallel, KINDS[remote.kind].get("max_parallel", remote.max_parallel), len(configs))
+        parallel = min(remote.max_parallel, KINDS[remote.kind].max_parallel or remote.max_parallel, len(configs))
         with ThreadPoolExecutor(max_workers=parallel) as pool:
             results = list(pool.map(run, range(len(configs))))
     finally:

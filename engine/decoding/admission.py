@@ -16,8 +16,6 @@ from typing import Sequence
 import torch
 
 from ..results import GenerationError
-from .caches import output_cache, prefill_once, raise_if_out_of_memory
-from .modelcalls import forward_last
 from .requests import Group, Request
 
 PREFILL_CHUNK = 256
@@ -29,9 +27,8 @@ class ChunkedPrefill:
     """A long prompt being prefilled a chunk at a time between decode steps."""
 
     request: Request
-    out: object = None
-    """The model output of the chunks so far (its cache carries them)."""
-    done: int = 0
+    chunks: object = None
+    """The runner's PromptChunks: the slices prefilled so far."""
     start: float = field(default_factory=time.perf_counter)
 
 
@@ -60,36 +57,30 @@ class Admission:
             return None
         coming = list(joining) + [p.request for p in self.prefilling]
         rows = self.rows + sum(r.rows for r in joining)
-        width = max([self.mask.shape[1] if self.mask is not None else 0]
+        width = max([self.batch.width if self.batch is not None else 0]
                     + [r.prompt_ids.numel() + len(r.prefix) for r in coming])
         remaining = [t.config.max_new_tokens - len(t.token_ids) for g in self.groups for r, i in g.owners
                      for t in (r.trackers[i],) if not t.finished]
         remaining += [c.max_new_tokens for r in coming for c in r.configs]
-        return self.kv_bytes(rows, width + max(remaining, default=0))
+        longest = max(remaining, default=0)
+        return self.kv_bytes(rows, width + longest, longest)
 
-    def kv_bytes(self, rows: int, tokens: int) -> int:
-        """Bytes of key/value cache for `rows` rows of `tokens` tokens each, padded to the batch's bucket size."""
-        return self.padded_rows(rows) * tokens * self.kv_per_token
+    def kv_bytes(self, rows: int, tokens: int, new: int = 0) -> int:
+        """Bytes of key/value cache for `rows` rows of `tokens` tokens each (prompt and output; `new` of them
+        the output), padded to the batch's bucket size, as the runner keeps them."""
+        return self.runner.kv_bytes(self.padded_rows(rows), tokens - new, new) or 0
 
     def _chunks(self, request: Request) -> bool:
         """Whether this request's prompt is prefilled in chunks between decode steps: a long plain prompt (no
         branch, no guidance rows) arriving while rows decode, on a model whose cache rows can join."""
-        return bool(self.prefill_chunk and self.groups and self.mergeable and not request.prefix
-                    and not request.guided_rows and request.prompt_ids.numel() > self.prefill_chunk)
+        return bool(self.prefill_chunk and self.groups and self.runner.can("chunked_prefill")
+                    and not request.prefix and not request.guided_rows
+                    and request.prompt_ids.numel() > self.prefill_chunk)
 
     def _next_chunk(self, job: ChunkedPrefill) -> None:
-        context = job.request.prompt_ids
-        piece = context[job.done: job.done + self.prefill_chunk]
-        more = {self.keyword: output_cache(job.out)} if job.out is not None else {}
-        try:
-            job.out = forward_last(self.model, piece[None, :], 1, use_cache=True, **more)
-            job.done += piece.numel()
-        except torch.OutOfMemoryError:
-            raise
-        except (RuntimeError, ValueError, TypeError, AttributeError, IndexError, KeyError) as exc:
-            raise_if_out_of_memory(exc)
-            self.prefill_chunk = 0  # this model cannot take a prompt in pieces: the whole prompt in one go
-            job.out, job.done = prefill_once(self.model, context), context.numel()
+        if job.chunks is None:
+            job.chunks = self.runner.chunks(job.request.prompt_ids)
+        job.chunks.advance(self.prefill_chunk)
 
     def _fail_alone(self, request: Request, exc: BaseException) -> None:
         """A request whose own prefill or join failed (out of memory, a bad prompt) fails alone; the batch goes
@@ -106,10 +97,10 @@ class Admission:
             job = self.prefilling[0]
             try:
                 self._next_chunk(job)
-                if job.done >= job.request.prompt_ids.numel():
+                if job.chunks.done >= job.request.prompt_ids.numel():
                     self.prefilling.pop(0)
-                    self._prefill(job.request, job.out, job.start)
-                    self.groups.append(Group([job.request], self.logits.shape[-1], self.device, self.eos,
+                    self._prefill(job.request, job.chunks, job.start)
+                    self.groups.append(Group([job.request], self.runner.vocab_size, self.device, self.eos,
                                              self.tokenizer))
             except (torch.OutOfMemoryError, GenerationError) as exc:
                 if job in self.prefilling:

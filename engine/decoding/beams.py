@@ -18,7 +18,7 @@ from ..results import Completion, StepEvent
 from ..sampling import Sampler, step_statistics
 from ..sampling.constraints import allowed_tokens, constrain
 from .hf_generate import hf_generate_kwargs
-from .modelcalls import eos_tensor, eos_token_ids, forward_last
+from ..runners.base import eos_tensor
 from .rows import new_tracker, token_texts
 
 
@@ -63,8 +63,9 @@ def run_beam(loaded, prompt_ids: torch.Tensor, config: DecodingConfig, seed: int
              k: int) -> Completion:
     from transformers import StoppingCriteriaList
 
-    model, tokenizer = loaded.model, loaded.tokenizer
-    eos = eos_token_ids(loaded)
+    runner, tokenizer = loaded.runner, loaded.tokenizer
+    runner.require("beams")
+    eos = runner.eos_ids()
     prompt_len = prompt_ids.numel()
     start = time.perf_counter()
     kwargs = hf_generate_kwargs(config, prompt_len, tokenizer)  # early_stopping, stop strings in the search
@@ -72,10 +73,10 @@ def run_beam(loaded, prompt_ids: torch.Tensor, config: DecodingConfig, seed: int
     if spec is not None:  # structured output: the search only sees what the constraint allows
         from transformers import LogitsProcessorList
 
-        vocab = model.get_input_embeddings().num_embeddings
+        vocab = runner.vocab_size
         constrained = _Constrained(lambda: matcher(*spec, tokenizer, vocab, tuple(eos)), prompt_len, eos)
         kwargs["logits_processor"] = LogitsProcessorList([*kwargs.get("logits_processor", []), constrained])
-    out = model.generate(
+    out = runner.beam_search(
         input_ids=prompt_ids[None, :],
         attention_mask=torch.ones_like(prompt_ids)[None, :],
         **kwargs,
@@ -104,9 +105,11 @@ def run_beam(loaded, prompt_ids: torch.Tensor, config: DecodingConfig, seed: int
     return completion
 
 
-def replay(loaded, prompt_ids: torch.Tensor, ids: list[int], tracker, k: int, eos: list[int], now: float) -> None:
-    """Record the given tokens in a row's tracker, with their real statistics under its config, until it stops."""
-    stats, used_k = rescore(loaded, prompt_ids, ids, tracker.config, tracker.seed, k, eos)
+def replay(loaded, prompt_ids: torch.Tensor, ids: list[int], tracker, k: int, eos: list[int], now: float,
+           logits: torch.Tensor | None = None) -> None:
+    """Record the given tokens in a row's tracker, with their real statistics under its config, until it stops.
+    logits: the model's logits before each of the tokens [len(ids), V], when a prefill already gave them."""
+    stats, used_k = rescore(loaded, prompt_ids, ids, tracker.config, tracker.seed, k, eos, logits)
     names = token_texts(loaded.tokenizer)
     for values in stats.tolist():
         if tracker.finished:
@@ -115,13 +118,15 @@ def replay(loaded, prompt_ids: torch.Tensor, ids: list[int], tracker, k: int, eo
 
 
 def rescore(loaded, prompt_ids: torch.Tensor, new_ids: list[int], config: DecodingConfig, seed: int, k: int,
-            eos: list[int]) -> tuple[torch.Tensor, int]:
-    """Packed per-token statistics [n, 6 + 3k] of new_ids continuing the prompt under config, and k used."""
+            eos: list[int], logits: torch.Tensor | None = None) -> tuple[torch.Tensor, int]:
+    """Packed per-token statistics [n, 6 + 3k] of new_ids continuing the prompt under config, and k used. The
+    logits before each token come from the runner's scratch scoring unless given."""
     if not new_ids:
         return torch.zeros(0, 6), 0
     new = torch.tensor(new_ids, dtype=torch.long, device=prompt_ids.device)
-    full = torch.cat([prompt_ids, new])[None, :]
-    logits = forward_last(loaded.model, full, len(new_ids) + 1).logits[0, :-1].float()
+    if logits is None:
+        logits = loaded.runner.score(torch.cat([prompt_ids, new]), len(new_ids) + 1)[:-1]
+    logits = logits.float()
     vocab = logits.shape[-1]
     k = min(max(k, 0), vocab)
     sampler = Sampler([config], [seed], vocab, prompt_ids.device, tokenizer=loaded.tokenizer, prompts=prompt_ids,

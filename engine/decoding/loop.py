@@ -15,9 +15,10 @@ step counter (the seeded noise is indexed by it), settings and sampler state.
 Padding: the batch runs at a bucket size (8, 16, 32, 64, then multiples of 64; padding rows are copies
 whose output nobody reads), so a seeded config gives the same tokens alone and among others.
 
-Caches that can be edited (plain DynamicCache layers: full attention) let rows of different prompts
-join (left-padded, with an attention mask and per-row positions) and leave. Other caches (sliding
-window, recurrent state) decode one request at a time; its rows keep their slots until it is done.
+The model is reached only through its ModelRunner (engine/runners/): the runner prefills, gives the rows
+their cache (a RowBatch: step, select, join) and says what it can do. Where it can join (the transformers
+runner on caches that can be edited), rows of different prompts share the batch; elsewhere one request
+decodes at a time. A batch-invariant runner (llama.cpp) is never padded.
 """
 
 from __future__ import annotations
@@ -30,8 +31,6 @@ import torch
 from ..results import GenerationError, PromptError
 from ..sampling import step_statistics
 from .admission import PREFILL_CHUNK, Admission, ChunkedPrefill
-from .caches import cannot_batch, out_of_memory, output_cache, prefill_once, raise_if_out_of_memory, replicate
-from .modelcalls import cache_keyword, eos_token_ids, kv_bytes_per_token
 from .requests import Group, Request
 from .rows import new_tracker
 
@@ -44,53 +43,32 @@ def bucket_rows(n: int) -> int:
     return size if n <= size else -(-n // 64) * 64
 
 
-def _mergeable(cache) -> bool:
-    from transformers.cache_utils import DynamicLayer
-
-    layers = getattr(cache, "layers", None)
-    return bool(layers) and all(type(layer) is DynamicLayer and layer.is_initialized for layer in layers)
-
-
-def _left_pad(x: torch.Tensor, length: int) -> torch.Tensor:
-    """Zeros in front along the sequence axis (-2 of [B, H, T, D], -1 of [B, T] masks)."""
-    dim = -2 if x.dim() == 4 else -1
-    missing = length - x.shape[dim]
-    if missing <= 0:
-        return x
-    shape = list(x.shape)
-    shape[dim] = missing
-    return torch.cat([x.new_zeros(shape), x], dim=dim)
-
-
 class DecodeLoop(Admission):
     """The running decode batch. Not thread-safe: one thread calls admit() and step().
 
-    Physical rows: the cache's batch. Live rows (the groups' rows, in order) sit in `slots` of it; the
-    rest are padding (up to the bucket size) or, for caches that cannot be edited, finished rows.
+    The live rows (the groups' rows, in order) are the rows of `batch`, the runner's RowBatch, which may run
+    more physical rows (padding to the bucket size, or a one-request cache's finished rows).
     """
 
     def __init__(self, loaded, max_rows: int = 64, pad: bool = True, prefill_chunk: int = PREFILL_CHUNK,
                  kv_budget: int | None = None):
-        self.loaded, self.model, self.tokenizer = loaded, loaded.model, loaded.tokenizer
-        self.device = loaded.device
-        self.max_rows, self.eos = max_rows, eos_token_ids(loaded)
-        self.known = loaded.extra if isinstance(getattr(loaded, "extra", None), dict) else {}
-        self.pad = pad and not self.known.get("batching.invariant")
+        self.loaded, self.runner, self.tokenizer = loaded, loaded.runner, loaded.tokenizer
+        self.device = self.runner.device
+        self.max_rows, self.eos = max_rows, self.runner.eos_ids()
+        self.pad = pad and not self.runner.can("batch_invariant")
         """Pad to a bucket size, unless the engine's rows come out the same in any batch (llama.cpp's CPU kernels)."""
         self.groups: list[Group] = []
         self.searches: list[Request] = []
         """Beam-only requests waiting for the batch to finish (their search runs on this thread)."""
-        self.cache = self.mask = self.positions = self.logits = self.slots = None
-        self.mergeable: bool | None = self.known.get("batching.mergeable")
-        """Whether the model's cache can be edited (rows join and leave); None until the first prefill tells."""
+        self.batch = None
+        """The runner's RowBatch of the live rows (None when nothing decodes)."""
         self.forwards = 0
-        self.keyword = cache_keyword(self.model)
         self.prefill_chunk = prefill_chunk
         self.prefilling: list[ChunkedPrefill] = []
         """Long prompts being prefilled a chunk per step (their rows count as taken)."""
         self.kv_budget = kv_budget
         """Bytes the key/value cache may reach at its peak; a request that would pass it waits (None: no limit)."""
-        self.kv_per_token = kv_bytes_per_token(self.model) if kv_budget else None
+        self.kv_per_token = self.runner.kv_bytes_per_token if kv_budget else None
         self.failed: list[tuple[Request, str, BaseException]] = []
         """Requests whose prefill failed on their own (out of memory, a bad prompt), for the caller to report;
         the batch goes on without them."""
@@ -102,6 +80,11 @@ class DecodeLoop(Admission):
     @property
     def busy(self) -> bool:
         return bool(self.groups or self.searches or self.prefilling)
+
+    @property
+    def mergeable(self) -> bool:
+        """Rows of different requests may share the batch (the runner can join them)."""
+        return self.runner.can("join")
 
     def padded_rows(self, n: int) -> int:
         """The rows the batch runs for n live rows: its bucket size (or n when it does not pad)."""
@@ -122,7 +105,8 @@ class DecodeLoop(Admission):
                 else:
                     self._complete(request)
         if batched and (self.groups or len(batched) > 1) and not self.mergeable:
-            raise RuntimeError("this model's cache cannot be joined: add one request to an empty batch")
+            raise RuntimeError(f"the {self.runner.engine} engine cannot join this model's rows: add one request to "
+                               "an empty batch")
         guidance, chunked = [], [r for r in batched if self._chunks(r)]
         self.prefilling += [ChunkedPrefill(r) for r in chunked]
         batched = [r for r in batched if r not in chunked]
@@ -143,75 +127,42 @@ class DecodeLoop(Admission):
         batched += guidance
         for length in dict.fromkeys(len(r.prefix) for r in batched):
             members = [r for r in batched if len(r.prefix) == length]
-            self.groups.append(Group(members, self.logits.shape[-1], self.device, self.eos, self.tokenizer))
+            self.groups.append(Group(members, self.runner.vocab_size, self.device, self.eos, self.tokenizer))
 
-    def _prefill(self, request: Request, out=None, start: float | None = None) -> None:
-        """Prefill the prompt (and any forced prefix) once and copy its cache to the request's rows (out: the
-        prefill already done, in chunks)."""
+    def _prefill(self, request: Request, chunks=None, start: float | None = None) -> None:
+        """Prefill the prompt (and any forced prefix) once and give its cache to the request's rows (chunks: the
+        prefill already done a slice at a time). A branch's forced tokens are scored by the same pass."""
         request.trackers = {i: new_tracker(self.tokenizer, request.configs[i], request.seeds[i], self.eos)
                             for i in request.batch_rows}
-        if request.prefix and request.guides is None:  # a branch: the forced tokens are recorded with their
-            # statistics under each config
-            from .beams import replay
-
-            for tracker in request.trackers.values():
-                replay(self.loaded, request.prompt_ids, request.prefix, tracker, request.top, self.eos, 0.0)
         start = start or time.perf_counter()
         context = torch.cat([request.prompt_ids, request.prompt_ids.new_tensor(request.prefix)]) \
             if request.prefix else request.prompt_ids
         n = len(request.batch_rows)
-        reserve = getattr(self.model, "reserve", None)  # an engine that sizes its cache first (llama.cpp)
-        if out is None and reserve is not None:
-            reserve(context.numel(), self.padded_rows(n), max(request.configs[i].max_new_tokens
-                                                              for i in request.batch_rows))
-        out = out if out is not None else prefill_once(self.model, context)
-        if self.mergeable is None:  # the first prefill tells what kind of cache this model keeps
-            self.mergeable = self.known["batching.mergeable"] = _mergeable(output_cache(out))
-        physical = n if self.mergeable else self.padded_rows(n)
-        rows = replicate(self.model, out, context, physical)  # caches.py copies every kind of cache to the rows
-        logits = out.logits[:, -1, :].float().expand(physical, -1)
-        if self.mergeable:
-            ones = torch.ones(n, context.numel(), dtype=torch.long, device=self.device)
-            self._join(rows.cache, ones, torch.full((n,), context.numel(), dtype=torch.long, device=self.device),
-                       logits)
-        else:  # one request at a time: caches.py's RowCache steps it
-            self.cache, self.logits = rows, logits
-            self.slots = torch.arange(n, device=self.device)
+        if chunks is not None:
+            rows, prefilled = chunks.rows(n, self.padded_rows(n)), None
+        else:
+            max_new = max(request.configs[i].max_new_tokens for i in request.batch_rows)
+            keep = len(request.prefix) + 1 if request.prefix and request.guides is None else 1
+            rows, prefilled = self.runner.prefill(context, n, self.padded_rows(n), max_new, keep)
+        if request.prefix and request.guides is None:  # a branch: the forced tokens are recorded with their
+            from .beams import replay  # statistics under each config, from the prefill's own logits
+
+            for tracker in request.trackers.values():
+                replay(self.loaded, request.prompt_ids, request.prefix, tracker, request.top, self.eos, 0.0,
+                       logits=prefilled[:-1])
+        self._join(rows)
         _sync(self.device)
         request.prefill_s = time.perf_counter() - start
         request.start = time.perf_counter()
 
-    def _join(self, cache, mask, positions, logits) -> None:
-        """Append new rows (their cache, mask, positions, logits) to the batch. A failure part-way (out of
-        memory) leaves the batch as it was, less its padding rows, so the request fails alone (add())."""
-        if self.cache is None:
-            self.cache, self.mask, self.positions, self.logits = cache, mask, positions, logits
-            self.slots = torch.arange(logits.shape[0], device=self.device)
+    def _join(self, rows) -> None:
+        """Append new rows to the batch. A failure part-way (out of memory) leaves the batch as it was, less its
+        padding rows, so the request fails alone (add())."""
+        if self.batch is None:
+            self.batch = rows
         else:
-            n = self.slots.shape[0]  # live rows come first (_physical), so dropping the padding is a view
-            cut = int(self.mask[:n].argmax(dim=1).min())  # leading columns that are padding in every live row
-            old = self.mask.shape[1] - cut
-            length = max(old, mask.shape[1])
-            done = 0  # layers joined so far
-            try:
-                for layer, theirs in zip(self.cache.layers, cache.layers):
-                    keys = torch.cat([_left_pad(layer.keys[:n, :, cut:], length), _left_pad(theirs.keys, length)])
-                    values = torch.cat([_left_pad(layer.values[:n, :, cut:], length),
-                                        _left_pad(theirs.values, length)])
-                    layer.keys, layer.values = keys, values
-                    done += 1
-                joined = (torch.cat([_left_pad(self.mask[:n, cut:], length), _left_pad(mask, length)]),
-                          torch.cat([self.positions[:n], positions]), torch.cat([self.logits[:n], logits]))
-            except BaseException as exc:
-                for i, layer in enumerate(self.cache.layers):  # back to the live rows alone, as views: no memory
-                    start = length - old if i < done else cut
-                    layer.keys, layer.values = layer.keys[:n, :, start:], layer.values[:n, :, start:]
-                self.mask, self.positions, self.logits = self.mask[:n, cut:], self.positions[:n], self.logits[:n]
-                self.slots = torch.arange(n, device=self.device)
-                raise_if_out_of_memory(exc)
-                raise
-            self.mask, self.positions, self.logits = joined
-        self._physical(torch.arange(self.logits.shape[0], device=self.device))
+            self.batch.join(rows)
+        self.batch.select(torch.arange(self.batch.rows, device=self.device), self.padded_rows(self.batch.rows))
 
     # -- step --------------------------------------------------------------------------------------
     @torch.inference_mode()
@@ -225,7 +176,7 @@ class DecodeLoop(Admission):
             for request in searches:  # beam-only requests that waited for the batch
                 self._complete(request)
             return [r for r in done if r.guides is None] + searches
-        logits = self._live_logits()
+        logits = self.batch.logits
         picked, offset = [], 0
         for group in self.groups:
             picked.append(group.sample(logits[offset: offset + group.rows]))
@@ -258,7 +209,8 @@ class DecodeLoop(Admission):
         for request in group.requests:
             if request.guides is None:
                 self.failed.append((request, f"out of memory for a step beside {self.rows} other rows", exc))
-        self._physical(self.slots[: self.slots.shape[0] - group.rows])
+        self.batch.select(torch.arange(self.batch.rows - group.rows, device=self.device),
+                          self.padded_rows(self.batch.rows - group.rows))
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
         return group.rows
@@ -275,11 +227,6 @@ class DecodeLoop(Admission):
                 part[:, : g.sampler.named.shape[1]] = g.sampler.named
             parts.append(part)
         return torch.cat(parts)
-
-    def _live_logits(self) -> torch.Tensor:
-        if self.mergeable:  # live rows come first, then padding
-            return self.logits[: self.slots.shape[0]]
-        return self.logits.index_select(0, self.slots)
 
     # -- retire ------------------------------------------------------------------------------------
     def _retire(self, keep: list[int] | None = None) -> list[Request]:
@@ -298,64 +245,15 @@ class DecodeLoop(Admission):
         for request in done:
             self._complete(request)
         if not self.groups:
-            self.cache = self.mask = self.positions = self.logits = self.slots = None
+            self.batch = None
         elif len(keep) != offset:
-            self._physical(self.slots[torch.tensor(keep, dtype=torch.long, device=self.device)])
+            self.batch.select(torch.tensor(keep, dtype=torch.long, device=self.device), self.padded_rows(len(keep)))
         return done
 
-    def _physical(self, live: torch.Tensor, pad: bool = True) -> None:
-        """Make the rows at physical indices `live` the batch's live rows (then padding, if pad)."""
-        if not self.mergeable:  # rows keep their slots until the request is done
-            self.slots = live
-            return
-        n = live.shape[0]
-        extra = (self.padded_rows(n) if pad else n) - n
-        index = torch.cat([live, live[:1].expand(extra)]) if extra else live
-        if index.shape[0] != self.mask.shape[0] or not bool(
-                (index == torch.arange(index.shape[0], device=self.device)).all()):
-            try:
-                self.cache.batch_select_indices(index)
-                self.mask, self.positions, self.logits = self.mask[index], self.positions[index], self.logits[index]
-            except (RuntimeError, MemoryError) as exc:
-                if not (out_of_memory(exc) and bool((live == torch.arange(n, device=self.device)).all())):
-                    raise  # a reordering half done cannot be undone
-                for layer in self.cache.layers:  # only the padding failed: go on without it (views, no memory)
-                    layer.keys, layer.values = layer.keys[:n], layer.values[:n]
-                self.mask, self.positions, self.logits = self.mask[:n], self.positions[:n], self.logits[:n]
-            cut = int(self.mask.argmax(dim=1).min())  # leading columns that are padding in every row
-            if cut > 0:
-                self.mask = self.mask[:, cut:]
-                for layer in self.cache.layers:
-                    layer.keys, layer.values = layer.keys[..., cut:, :], layer.values[..., cut:, :]
-        self.slots = torch.arange(n, device=self.device)
-
     def _forward(self, tokens: torch.Tensor) -> None:
-        """Feed each live row its token (padding rows get token 0; nobody reads their output)."""
+        """One step of the runner for every live row."""
         self.forwards += 1
-        physical = self.logits.shape[0]
-        if physical != tokens.shape[0]:
-            full = tokens.new_zeros(physical)
-            full[self.slots] = tokens
-            tokens = full
-        if not self.mergeable:
-            self.logits = self.cache.step(tokens)  # caches.py: one forward for the request's rows
-            return
-        mask, length = self.mask, self.mask.shape[1]
-        self.mask = torch.cat([self.mask, self.mask.new_ones(physical, 1)], dim=1)
-        try:
-            out = self.model(input_ids=tokens[:, None], attention_mask=self.mask,
-                             position_ids=self.positions[:, None], use_cache=True, **{self.keyword: self.cache})
-        except BaseException as exc:
-            self.mask = mask  # the step did not happen: layers it reached give their new column back
-            for layer in self.cache.layers:
-                layer.keys, layer.values = layer.keys[..., :length, :], layer.values[..., :length, :]
-            if isinstance(exc, (RuntimeError, ValueError, TypeError, AttributeError, IndexError, KeyError)):
-                raise_if_out_of_memory(exc)
-                if not isinstance(exc, torch.OutOfMemoryError):
-                    raise cannot_batch(self.model, physical, exc) from None
-            raise
-        self.positions = self.positions + 1
-        self.logits = out.logits[:, -1, :].float()
+        self.batch.step(tokens)
 
     def _complete(self, request: Request) -> None:
         """Run the request's beam configs, then hand over every completion in config order."""

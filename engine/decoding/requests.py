@@ -15,7 +15,7 @@ from ..config import DecodingConfig
 from ..results import Completion, PromptError, StepEvent
 from ..sampling import Sampler
 from ..sampling.trace import StageTrace, unpack_stages
-from .modelcalls import eos_tensor
+from ..runners.base import eos_tensor
 from .rows import RowTracker, build_steps
 
 

@@ -45,7 +45,7 @@ def encode_prompt(loaded, prompt: Prompt) -> torch.Tensor:
         if tok.bos_token_id is None:
             raise PromptError("the prompt is empty and this model has no BOS token to start from; type a prompt")
         ids = [tok.bos_token_id]
-    return torch.tensor(ids, dtype=torch.long, device=loaded.device)
+    return torch.tensor(ids, dtype=torch.long, device=loaded.runner.device)
 
 
 def check_context(loaded, prompt_len: int, max_new: int) -> None:
@@ -67,16 +67,12 @@ def tokens(n: int) -> str:
 
 
 def check_engine(loaded, configs: Sequence[DecodingConfig]) -> None:
-    """PromptError when a config needs what the model's engine does not have (the llama.cpp engine: beams run
-    through transformers' generate, and guidance rows join the batch on a negative prompt)."""
-    if hasattr(loaded.model, "generate"):
-        return
+    """PromptError naming the engine when a config needs what the model's runner cannot do (the llama.cpp engine:
+    beams run through transformers' generate, and guidance rows join the batch on a negative prompt)."""
     if any(c.num_beams > 1 for c in configs):
-        raise PromptError("beam search runs through transformers' generate, which the llama.cpp engine does not have: "
-                          "run beam configs on the transformers engine (engine=transformers)")
+        loaded.runner.require("beams")
     if any(c.guidance_scale != 1 for c in configs):
-        raise PromptError("classifier-free guidance (guidance_scale) is not available on the llama.cpp engine: set "
-                          "guidance_scale=1, or run it on the transformers engine (engine=transformers)")
+        loaded.runner.require("guidance")
 
 
 def new_request(loaded, prompt: Prompt, configs: Sequence[DecodingConfig], **fields) -> Request:

@@ -20,7 +20,6 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ..decoding.modelcalls import forward_last
 from ..decoding.run import encode_prompt
 
 
@@ -67,7 +66,7 @@ class Agreement:
 
 def scorable(backend) -> bool:
     """Whether the backend can give full next-token distributions (a local model: transformers or llama.cpp)."""
-    return backend.can("raw_logprobs") and backend.can("tokenizer") and hasattr(backend, "model")
+    return backend.can("raw_logprobs") and backend.can("tokenizer") and backend.runner is not None
 
 
 def token_logprobs(backend, prompt, token_ids: list[int]) -> torch.Tensor:
@@ -76,10 +75,10 @@ def token_logprobs(backend, prompt, token_ids: list[int]) -> torch.Tensor:
     prompt_ids = encode_prompt(backend, prompt).cpu()
     if not token_ids:
         return torch.empty(0, 0)
-    full = torch.cat([prompt_ids, torch.tensor(token_ids, dtype=torch.long)]).to(backend.device)
+    full = torch.cat([prompt_ids, torch.tensor(token_ids, dtype=torch.long)]).to(backend.runner.device)
     with torch.inference_mode():
-        logits = forward_last(backend.model, full[None, :], len(token_ids) + 1, use_cache=False).logits
-    return torch.log_softmax(logits[0, :-1].float().cpu(), dim=-1)
+        logits = backend.runner.score(full, len(token_ids) + 1)  # a scratch context: no running row is touched
+    return torch.log_softmax(logits[:-1].float().cpu(), dim=-1)
 
 
 def same_tokenizer(a, b) -> bool:

@@ -193,12 +193,12 @@ def run_benchmark(loaded, new_tokens: int = 64, repeats: int = 3, prompt_tokens:
         for config in configs:
             if config.seed is not None:
                 torch.manual_seed(config.seed)
-            loaded.model.generate(**ids, **hf_generate_kwargs(config, ids["input_ids"].shape[1]),
-                                  pad_token_id=loaded.tokenizer.pad_token_id)
+            loaded.runner.beam_search(**ids, **hf_generate_kwargs(config, ids["input_ids"].shape[1]),
+                                      pad_token_id=loaded.tokenizer.pad_token_id)
 
     c = _median_time(sequential, repeats, device)
     progress(f"  (c) {c:.2f} s; timing the sampler ...")
-    vocab = loaded.model.config.vocab_size
+    vocab = loaded.runner.vocab_size
     sampler_ms = time_sampler(vocab, device)
     by_vocab = {v: time_sampler(v, device) for v in sorted({32000, vocab, 151936})}
     step_ms = b / new_tokens * 1000

@@ -54,7 +54,7 @@ def model_defaults(loaded) -> ModelDefaults | None:
         return None
     if not isinstance(data, dict) or not SAMPLING_KEYS & {k for k, v in data.items() if v is not None}:
         return None
-    from .exports.hf import from_hf
+    from ..dialects.hf import from_hf
 
     try:
         converted = from_hf(data, name=NAME)

@@ -5,7 +5,7 @@
     batch.py       Sampler: the chains of a batch, its history, the seeded pick (read this first)
     penalties.py   logit bias, banned strings, min-new-tokens, repetition/frequency/presence
     repetition.py  DRY, no-repeat-ngram
-    filters.py     top-k, top-p, min-p, p-less, typical-p, epsilon, eta, top-n-sigma, XTC, top-H, tfs, top-a
+    filters.py     top-k, top-p, min-p, p-less, typical-p, epsilon, eta, top-n-sigma, XTC, top-H, tail-free, top-a
     adaptive.py    temperature with dynamic temperature, Mirostat
     shaping.py     classifier-free guidance, quadratic sampling, adaptive-p
     constraints.py structured output (llguidance matchers)

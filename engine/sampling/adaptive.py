@@ -17,7 +17,6 @@ class Temperature(Stage):
     """HF TemperatureLogitsWarper; rows with dynatemp_range use llama.cpp's entropy-scaled temperature."""
 
     name, effect = "temperature", "reshape"
-    switches = ("temperature", "dynatemp_range")
 
     def prepare(self) -> None:
         super().prepare()

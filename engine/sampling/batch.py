@@ -176,10 +176,14 @@ class Sampler:
         return out
 
 
+TOKEN_STAGES = frozenset({"logit_bias", "banned_strings", "dry"})
+"""Stages whose settings name tokens (ids, or texts the tokenizer turns into ids)."""
+
+
 def check_tokens(config: DecodingConfig, vocab: int, tokenizer) -> None:
     """ConfigError naming the field when a setting names a token this vocabulary lacks, or a text its tokenizer
     cannot encode (logit_bias, banned_strings, DRY's breakers, logprob_tokens): the stages' own checks, run on
     one row on the CPU before anything is queued."""
-    if not (config.logit_bias or config.banned_strings or config.dry_multiplier or config.logprob_tokens):
+    if not (active_stages(config) & TOKEN_STAGES or config.logprob_tokens):
         return
     Sampler([config], [0], vocab, "cpu", tokenizer=tokenizer)

@@ -42,9 +42,6 @@ class Grammar(Stage):
 
     name, effect = "grammar", "mask"
 
-    @classmethod
-    def active(cls, config, samples: bool) -> bool:
-        return constraint_of(config) is not None
 
     def prepare(self) -> None:
         rows = self.rows

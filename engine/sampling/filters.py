@@ -108,11 +108,7 @@ class XTC(Stage):
     >= threshold except the least likely of them, when there are at least two."""
 
     name, effect = "xtc", "mask"
-    switches = ("xtc_probability",)
 
-    @classmethod
-    def active(cls, config, samples: bool) -> bool:
-        return super().active(config, samples) and config.xtc_threshold <= 0.5  # above 0.5 XTC can never act
 
     def prepare(self) -> None:
         super().prepare()
@@ -188,7 +184,6 @@ class PLess(Stage):
     empties the row."""
 
     name, effect, keeps_top = "p_less", "mask", True
-    switches = ("p_less", "p_less_norm")
 
     def prepare(self) -> None:
         self.hold(norm=torch.tensor([c.p_less_norm for c in self.rows.configs], device=self.device)[:, None])

@@ -73,7 +73,6 @@ class Penalties(Stage):
     repetition penalty and over the output alone for the other two."""
 
     name, effect = "penalties", "reshape"
-    switches = ("repetition_penalty", "frequency_penalty", "presence_penalty")
 
     def prepare(self) -> None:
         super().prepare()

@@ -53,9 +53,6 @@ class AdaptiveP(Stage):
 
     name, effect = "adaptive_p", "reshape"
 
-    @classmethod
-    def active(cls, config, samples: bool) -> bool:
-        return samples and config.adaptive_target >= 0  # negative = off, so 0 (neutral: -1) is a target too
 
     def prepare(self) -> None:
         super().prepare()

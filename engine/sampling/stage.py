@@ -24,7 +24,7 @@ from typing import ClassVar
 
 import torch
 
-from ..config import SETTING, STAGE, DecodingConfig, settings_of
+from ..config import SETTING, STAGE, DecodingConfig, settings_of, stage_active, switches_of
 
 NEG_INF = float("-inf")
 
@@ -69,7 +69,7 @@ class Stage:
 
     name: ClassVar[str]
     switches: ClassVar[tuple[str, ...]] = ()
-    """Settings whose value away from the table's neutral one turns the stage on (default: its first setting)."""
+    """From the table: the settings whose value away from neutral turns the stage on."""
     effect: ClassVar[str] = "mixed"
     keeps_top: ClassVar[bool] = False
     """A mask that always keeps the most likely token."""
@@ -87,17 +87,15 @@ class Stage:
         if "name" not in cls.__dict__:
             return
         cls.settings = settings_of(cls.name)
-        cls.switches = cls.switches or cls.settings[:1]
+        cls.switches = switches_of(cls.name)
         assert cls.switches and set(cls.switches) <= set(cls.settings), f"{cls.name}: switches outside its settings"
         cls.warper = SETTING[cls.switches[0]].warper
         cls.place = STAGE[cls.name].place
 
     @classmethod
     def active(cls, config: DecodingConfig, samples: bool) -> bool:
-        """Whether a row with this config (sampling or not) uses the stage: a switch away from neutral."""
-        if cls.warper and not samples:
-            return False
-        return any(getattr(config, s) != SETTING[s].default for s in cls.switches)
+        """Whether a row with this config (sampling or not) uses the stage (the table's rule: stage_active)."""
+        return stage_active(cls.name, config, samples)
 
     def __init__(self, rows: Rows):
         self.rows, self.n, self.vocab, self.device = rows, len(rows), rows.vocab, rows.device

@@ -7,10 +7,11 @@
     scoring   teacher-forced forwards (a branch's forced tokens, the agreement figures) run on a second
               context, so they never touch the running rows' cache
 
-The runtime answers the two calls decoding/ makes of a model, in transformers' words:
-model(input_ids=[1, T], logits_to_keep=k, use_cache=...) and model(input_ids=[N, 1], past_key_values=rows). So
-the decode loop, the sampler chain, the statistics, stops and branching are decodelab's own, unchanged; only
-the logits come from llama.cpp. The weights stay quantized (SmolLM2's Q4_1 file is 98 MB in memory here,
+    select    a row that leaves gives its sequence back (llama_memory_seq_rm): the others go on, each at its
+              own length, so a finished row costs nothing
+
+LlamaCppRunner is the ModelRunner (base.py) over it: the decode loop, the sampler chain, the statistics, stops
+and branching are decodelab's own, unchanged; only the logits come from llama.cpp. The weights stay quantized (SmolLM2's Q4_1 file is 98 MB in memory here,
 513 MB as the transformers engine's float32 copy).
 
 llama.cpp's CPU "extra buffer types" (weights repacked for AMX kernels) are turned off: with them
@@ -22,12 +23,11 @@ from __future__ import annotations
 import ctypes
 import threading
 from pathlib import Path
-from types import SimpleNamespace
 
 import torch
 
-from ..results import GenerationError
-from .base import ModelLoadError
+from ..results import GenerationError, ModelLoadError
+from .base import RunnerBase
 
 KV_BYTES = 2
 """The KV cache's element size: llama.cpp's default F16 cache (what llama-server uses)."""
@@ -36,7 +36,7 @@ _LOG_CALLBACK = None
 """llama.cpp's log callback (kept alive here: ctypes would free it and llama.cpp would call freed memory)."""
 
 
-def _library():
+def library():
     try:
         import llama_cpp
     except ImportError as exc:
@@ -52,10 +52,10 @@ def _library():
 
 
 class LlamaRuntime:
-    """One GGUF file loaded by llama.cpp, called like a transformers model by decoding/ (see the module docstring)."""
+    """One GGUF file loaded by llama.cpp: its model, a main context for the rows and a scratch one for scoring."""
 
     def __init__(self, path: Path, threads: int, gpu_layers: int = 0):
-        self.L = L = _library()
+        self.L = L = library()
         self.path, self.threads = path, threads
         params = L.llama_model_default_params()
         params.n_gpu_layers = gpu_layers
@@ -69,46 +69,30 @@ class LlamaRuntime:
         self.kv_per_token = (L.llama_model_n_layer(self.handle) * 2 * L.llama_model_n_head_kv(self.handle)
                              * (L.llama_model_n_embd(self.handle) // max(1, L.llama_model_n_head(self.handle)))
                              * KV_BYTES)
-        eog = [t for t in range(self.n_vocab) if L.llama_vocab_is_eog(self.vocab, t)]
-        self.config = SimpleNamespace(model_type="llama.cpp", vocab_size=self.n_vocab, eos_token_id=eog,
-                                      max_position_embeddings=self.n_ctx_train)
-        self.generation_config = SimpleNamespace(eos_token_id=eog)
-        self.device, self.dtype = torch.device("cpu"), torch.float32
+        self.eog = [t for t in range(self.n_vocab) if L.llama_vocab_is_eog(self.vocab, t)]
         self.lock = threading.RLock()
         self.main = self.scratch = None  # (context, cells, sequences)
         self.batch, self.batch_size = None, 0
 
-    # -- what decoding/ calls ------------------------------------------------------------------------
-    def forward(self, input_ids: torch.Tensor, logits_to_keep: int = 0, use_cache: bool = True,
-                past_key_values=None, **_ignored):
-        """The next-token logits, transformers-style: a prompt (batch 1), or one step of the rows."""
+    def reserve(self, cells: int, rows: int) -> None:
+        """Make room before a prefill: `cells` tokens of cache for `rows` sequences. A context too small is made
+        again (the batch is empty then: one request at a time)."""
         with self.lock:
-            if isinstance(past_key_values, LlamaRows):
-                logits = past_key_values.step(input_ids[:, -1].tolist())
-                return SimpleNamespace(logits=logits[:, None, :], past_key_values=past_key_values)
-            if input_ids.shape[0] != 1:
-                raise GenerationError("the llama.cpp engine prefills one prompt at a time")
-            ids = input_ids[0].tolist()
-            keep = logits_to_keep or len(ids)
-            if not use_cache:  # scoring: its own context, the rows' cache untouched
-                self.scratch = self._fit(self.scratch, len(ids), 1)
-                logits = self._decode_prompt(self.scratch[0], ids, keep)
-                self.L.llama_memory_clear(self.L.llama_get_memory(self.scratch[0]), True)
-                return SimpleNamespace(logits=logits[None], past_key_values=None)
-            if self.main is None or self.main[1] < len(ids) + 1:
-                self.reserve(len(ids), 1, 1)
-            memory = self.L.llama_get_memory(self.main[0])
-            self.L.llama_memory_clear(memory, True)
-            logits = self._decode_prompt(self.main[0], ids, keep)
-            return SimpleNamespace(logits=logits[None], past_key_values=LlamaRows(self, len(ids)))
+            self.main = self._fit(self.main, cells, rows)
 
-    __call__ = forward
-
-    def reserve(self, prompt_tokens: int, rows: int, max_new: int) -> None:
-        """Make room before a prefill: `rows` sequences of up to prompt + max_new tokens (the prompt's cells are
-        shared). A context too small is made again (the batch is empty then: one request at a time)."""
+    def prefill(self, ids: list[int], keep: int) -> torch.Tensor:
+        """The prompt on sequence 0 of a cleared main context; the logits of its last `keep` positions."""
         with self.lock:
-            self.main = self._fit(self.main, prompt_tokens + rows * max_new + 1, rows)
+            self.L.llama_memory_clear(self.L.llama_get_memory(self.main[0]), True)
+            return self._decode_prompt(self.main[0], ids, keep)
+
+    def score(self, ids: list[int], keep: int) -> torch.Tensor:
+        """Teacher-forced logits on the scratch context: the rows' cache is untouched."""
+        with self.lock:
+            self.scratch = self._fit(self.scratch, len(ids) + 1, 1)
+            logits = self._decode_prompt(self.scratch[0], ids, keep)
+            self.L.llama_memory_clear(self.L.llama_get_memory(self.scratch[0]), True)
+            return logits
 
     # -- llama.cpp ------------------------------------------------------------------------------------
     def _fit(self, held, cells: int, sequences: int):
@@ -190,56 +174,90 @@ class LlamaRuntime:
                 self.handle = None
 
 
+class LlamaCppRunner(RunnerBase):
+    """The ModelRunner over a LlamaRuntime: llama.cpp's rows come out the same alone or in a batch, so it never pads."""
+
+    engine = "llama.cpp"
+    capabilities = frozenset({"batch_invariant"})
+
+    def __init__(self, runtime: LlamaRuntime):
+        self.runtime = runtime
+        self.device = torch.device("cpu")
+        self.vocab_size = runtime.n_vocab
+        self.context_length = runtime.n_ctx_train
+        self.kv_bytes_per_token = runtime.kv_per_token
+
+    def eos_ids(self) -> list[int]:
+        return list(self.runtime.eog)
+
+    def kv_bytes(self, rows: int, context: int, new: int) -> int | None:
+        """One KV buffer for every sequence: the prompt's cells are shared, each row adds its own tokens."""
+        return (context + rows * new) * self.kv_bytes_per_token
+
+    def prefill(self, context: torch.Tensor, rows: int, pad_to: int, max_new: int = 0, keep: int = 1):
+        ids = context.tolist()
+        runtime = self.runtime
+        runtime.reserve(len(ids) + rows * max(max_new, 1) + 1, rows)
+        logits = runtime.prefill(ids, keep)
+        return LlamaRows(runtime, len(ids), rows, logits[-1:]), logits
+
+    def chunks(self, context: torch.Tensor):
+        raise GenerationError("the llama.cpp engine prefills a prompt in one go")
+
+    def score(self, ids: torch.Tensor, keep: int) -> torch.Tensor:
+        return self.runtime.score(ids.tolist(), keep)
+
+    def close(self) -> None:
+        self.runtime.close()
+
+
 class LlamaRows:
-    """The decoding rows' state in llama.cpp: sequence i is row i; every row's next position."""
+    """The decoding rows in llama.cpp: each live row is a sequence of the main context, at its own position."""
 
-    def __init__(self, runtime: LlamaRuntime, length: int):
-        self.runtime, self.rows, self.positions = runtime, 1, [length]
-
-    def copy_rows(self, rows: int) -> LlamaRows:
-        """Sequences 1..rows-1 get the prompt's cache (caches.py's replicate asks for this)."""
-        runtime = self.runtime
-        if runtime.main is None or rows > runtime.main[2]:
-            raise GenerationError(f"llama.cpp's context holds {runtime.main[2] if runtime.main else 0} rows, not "
-                                  f"{rows}: report this")
+    def __init__(self, runtime: LlamaRuntime, length: int, rows: int, logits: torch.Tensor):
+        if rows > runtime.main[2]:
+            raise GenerationError(f"llama.cpp's context holds {runtime.main[2]} rows, not {rows}: report this")
         memory = runtime.L.llama_get_memory(runtime.main[0])
-        for sequence in range(1, rows):
+        for sequence in range(1, rows):  # every row gets the prompt's cache (the cells are shared)
             runtime.L.llama_memory_seq_cp(memory, 0, sequence, -1, -1)
-        self.rows, self.positions = rows, self.positions[:1] * rows
-        return self
+        self.runtime, self.sequences, self.positions = runtime, list(range(rows)), [length] * rows
+        self._logits = logits.expand(rows, -1)
 
-    def step(self, tokens: list[int]) -> torch.Tensor:
-        """Each row's token at its position, in one llama_decode; the next-token logits [N, V]."""
+    @property
+    def logits(self) -> torch.Tensor:
+        return self._logits
+
+    @property
+    def rows(self) -> int:
+        return len(self.sequences)
+
+    @property
+    def width(self) -> int:
+        return max(self.positions, default=0)
+
+    def join(self, other) -> None:
+        raise RuntimeError("the llama.cpp engine decodes one request at a time: add it to an empty batch")
+
+    def select(self, index: torch.Tensor, pad_to: int) -> None:
+        """Keep these rows; a row that leaves gives its sequence's cells back. (No padding: llama.cpp's rows are
+        batch-invariant.)"""
+        keep = index.tolist()
         runtime = self.runtime
-        runtime.decode(runtime.main[0], tokens, self.positions, range(len(tokens)), [1] * len(tokens))
+        gone = set(range(len(self.sequences))) - set(keep)
+        with runtime.lock:
+            memory = runtime.L.llama_get_memory(runtime.main[0])
+            for row in gone:
+                runtime.L.llama_memory_seq_rm(memory, self.sequences[row], -1, -1)
+        self.sequences = [self.sequences[i] for i in keep]
+        self.positions = [self.positions[i] for i in keep]
+        self._logits = self._logits.index_select(0, index)
+
+    def step(self, tokens: torch.Tensor) -> None:
+        """Each row's token at its position, in one llama_decode; the next-token logits [n, V]."""
+        runtime = self.runtime
+        with runtime.lock:
+            runtime.decode(runtime.main[0], tokens.tolist(), self.positions, self.sequences, [1] * len(self.sequences))
+            self._logits = runtime._logits(runtime.main[0], len(self.sequences))
         self.positions = [p + 1 for p in self.positions]
-        return runtime._logits(runtime.main[0], len(tokens))
 
 
-def open_gguf_engine(spec, file: Path, progress=None) -> tuple[LlamaRuntime, object]:
-    """The runtime and tokenizer for the GGUF file (spec.engine == "llama.cpp"); ModelLoadError says what went
-    wrong. loading.py wraps them in a LlamaCppModel."""
-    from .gguf import GGUFError, tokenizer_folder
-
-    report = progress or (lambda stage, fraction: None)  # ModelSpec refuses quantization and dtype here
-    try:
-        folder = tokenizer_folder(file, report)
-    except GGUFError as exc:
-        raise ModelLoadError(str(exc)) from None
-    except OSError as exc:
-        raise ModelLoadError(f"could not write the tokenizer of {file.name} to the cache: {exc}") from None
-    from transformers import AutoTokenizer
-
-    report("loading the tokenizer", 0.4)
-    tokenizer = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
-    if tokenizer.pad_token_id is None and tokenizer.eos_token_id is not None:
-        tokenizer.pad_token = tokenizer.eos_token
-    report(f"loading {file.name} into llama.cpp", 0.6)
-    offload = _library().llama_supports_gpu_offload()
-    if spec.device == "cuda" and not offload:
-        raise ModelLoadError("this llama-cpp-python was built for the CPU only, so the llama.cpp engine cannot use "
-                             "the GPU: pass --device cpu, reinstall llama-cpp-python with CUDA, or use the "
-                             "transformers engine")
-    runtime = LlamaRuntime(file, torch.get_num_threads(), -1 if offload and spec.device != "cpu" else 0)
-    report("ready", 1.0)
-    return runtime, tokenizer

@@ -1,4 +1,4 @@
-"""Model-calling helpers shared by the decode loop and beams: the EOS set, the cache keyword, trimmed forwards."""
+"""What the transformers runner reads off a model: the EOS set, the cache keyword, trimmed forwards, KV sizes."""
 
 from __future__ import annotations
 
@@ -7,20 +7,15 @@ import inspect
 import torch
 
 
-def eos_token_ids(loaded) -> list[int]:
+def eos_token_ids(model, tokenizer) -> list[int]:
     """The ids HF `generate` stops on: generation_config's eos_token_id; the model config's, then the
     tokenizer's, only when the generation_config has none (never their union). Used for stops,
     min_new_tokens and beams alike."""
-    for source in (loaded.model.generation_config, loaded.model.config, loaded.tokenizer):
+    for source in (getattr(model, "generation_config", None), model.config, tokenizer):
         ids = _token_ids(getattr(source, "eos_token_id", None))
         if ids:
             return ids
     return []
-
-
-def eos_tensor(eos: list[int], device) -> torch.Tensor | None:
-    """The EOS ids as a tensor for the sampler's min_new_tokens mask (None when the model has none)."""
-    return torch.tensor(eos, dtype=torch.long, device=device) if eos else None
 
 
 def _token_ids(value) -> list[int]:

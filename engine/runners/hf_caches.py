@@ -17,8 +17,9 @@ from typing import Any
 
 import torch
 
+from ..memory import raise_if_out_of_memory
 from ..results import GenerationError
-from .modelcalls import forward_last
+from .hf_calls import forward_last
 
 CACHE_FIELDS = ("cache", "past_key_values", "cache_params")
 """Where a model output carries its cache, and the forward keyword that takes it back. transformers >= 5.24
@@ -69,10 +70,11 @@ def prefill(model, context: torch.Tensor, rows: int):
     return out, replicate(model, out, context, rows)
 
 
-def prefill_once(model, context: torch.Tensor):
-    """The batch-1 forward over the prompt `context` ([T]); a failure is a GenerationError saying so."""
+def prefill_once(model, context: torch.Tensor, keep: int = 1):
+    """The batch-1 forward over the prompt `context` ([T]), with the logits of its last `keep` positions; a failure
+    is a GenerationError saying so."""
     try:
-        return forward_last(model, context[None, :], 1, use_cache=True)
+        return forward_last(model, context[None, :], keep, use_cache=True)
     except torch.OutOfMemoryError:
         raise
     except (RuntimeError, ValueError, TypeError, AttributeError, IndexError, KeyError) as exc:
@@ -88,8 +90,6 @@ def replicate(model, prefill_out, context: torch.Tensor, rows: int) -> RowCache:
     cache = getattr(prefill_out, field)
     if rows == 1:
         return RowCache(model, rows, field, cache)
-    if hasattr(cache, "copy_rows"):  # an engine's own cache (backends/llamacpp.py) copies itself
-        return RowCache(model, rows, field, cache.copy_rows(rows))
     copied = _copy_rows(cache, rows)
     if copied is not None:
         return RowCache(model, rows, field, copied)
@@ -172,33 +172,6 @@ def _map_tensors(obj, fn):
 
 def _name(model) -> str:
     return getattr(getattr(model, "config", None), "model_type", None) or type(model).__name__
-
-
-def out_of_memory(exc: BaseException) -> bool:
-    """CUDA raises torch.OutOfMemoryError; a CPU allocation that fails is a plain RuntimeError (or MemoryError)."""
-    text = str(exc)
-    return (isinstance(exc, (torch.OutOfMemoryError, MemoryError)) or "can't allocate memory" in text
-            or "out of memory" in text.lower())
-
-
-def release_free_memory() -> None:
-    """Give memory the batch no longer holds back to the system: CUDA's cached blocks, and on Linux the free
-    pages glibc's malloc keeps after large CPU tensors are freed (a server's resident memory otherwise stays
-    near its peak: 5.1 GB of a 7.7 GB peak, 1.1 GB at the start, in benchmarks/serve_memory.py)."""
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
-    try:
-        import ctypes
-
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):  # not glibc: nothing to ask
-        pass
-
-
-def raise_if_out_of_memory(exc: BaseException) -> None:
-    """Every out-of-memory as torch.OutOfMemoryError, on CPU too, so callers can fail one request alone."""
-    if out_of_memory(exc) and not isinstance(exc, torch.OutOfMemoryError):
-        raise torch.OutOfMemoryError(_first_line(exc)) from exc
 
 
 def _first_line(exc: BaseException) -> str:

@@ -2,37 +2,24 @@
 
 from __future__ import annotations
 
-from ...config import ConfigError, DecodingConfig
-from ...grammars import constraint_of
-from .common import CONSTRAINTS, MODERN, Converted, id_biases, unsupported, without
+from ..config import ConfigError, DecodingConfig
+from ..grammars import constraint_of
+from .base import Dialect
+from .common import CONSTRAINTS, Converted, id_biases
+
+HF = Dialect("hf", "HF generate", greedy_temperature=1.0, greedy_warpers=False)
+
+HF_METADATA = {"bos_token_id", "eos_token_id", "pad_token_id", "decoder_start_token_id", "transformers_version",
+               "_from_model_config", "use_cache", "forced_bos_token_id", "forced_eos_token_id", "max_length",
+               "cache_implementation", "return_dict_in_generate", "output_scores", "output_logits"}
 
 
 def to_hf(config: DecodingConfig) -> Converted:
     """A transformers generation_config.json. Neutral values are explicit (HF's hidden top_k is 50)."""
-    data = {
-        "do_sample": config.samples,
-        "temperature": config.temperature if config.samples else 1.0,
-        "top_k": config.top_k,
-        "top_p": config.top_p,
-        "min_p": config.min_p if config.min_p else None,
-        "typical_p": config.typical_p,
-        "repetition_penalty": config.repetition_penalty,
-        "no_repeat_ngram_size": config.no_repeat_ngram_size,
-        "num_beams": config.num_beams,
-        "length_penalty": config.length_penalty,
-        "max_new_tokens": config.max_new_tokens,
-        "min_new_tokens": config.min_new_tokens,
-    }
-    data["epsilon_cutoff"] = config.epsilon_cutoff if config.samples else 0.0
-    data["eta_cutoff"] = config.eta_cutoff if config.samples else 0.0
-    data["early_stopping"] = config.early_stopping
-    data["top_h"] = config.top_h if config.samples and config.top_h else None
-    data["guidance_scale"] = config.guidance_scale if config.guidance_scale != 1 else None
+    data = HF.fields(config, skip={"stop_strings"})
     if config.stop_strings:
         data["stop_strings"] = list(config.stop_strings)
-    notes = unsupported(config, "HF generate", {"frequency_penalty": 0.0, "presence_penalty": 0.0,
-                                                 **without(MODERN, "epsilon_cutoff", "eta_cutoff", "top_h", "logprob_tokens",
-                                                          "guidance_scale", "negative_prompt"), **CONSTRAINTS})
+    notes = HF.notes(config, handled=CONSTRAINTS | {"logit_bias", "negative_prompt", "logprob_tokens"})
     if constraint_of(config):
         notes.append("HF generate has no built-in structured output: pass a LogitsProcessor from a grammar library "
                      "(llguidance, outlines, transformers-cfg) to generate()")
@@ -46,27 +33,9 @@ def to_hf(config: DecodingConfig) -> Converted:
     biases = id_biases(config, "HF sequence_bias", notes)
     if biases:
         data["sequence_bias"] = [[[token], bias] for token, bias in biases.items()]
-    if config.seed is not None:
-        notes.append(f"HF generation_config has no seed: call torch.manual_seed({config.seed}) before generate "
-                     "(HF's sampling stream differs from decodelab's, so the text will differ anyway)")
-    if config.stop_strings:
-        notes.append("HF needs the tokenizer for stop_strings: pass tokenizer=... to generate()")
     if not config.top_k:
         notes.append("top_k is written as 0 (off) on purpose: HF's default is 50")
     return Converted(data, notes)
-
-
-
-HF_METADATA = {"bos_token_id", "eos_token_id", "pad_token_id", "decoder_start_token_id", "transformers_version",
-               "_from_model_config", "use_cache", "forced_bos_token_id", "forced_eos_token_id", "max_length",
-               "cache_implementation", "return_dict_in_generate", "output_scores", "output_logits"}
-
-
-
-HF_FIELDS = {"do_sample", "temperature", "top_k", "top_p", "min_p", "typical_p", "repetition_penalty",
-             "no_repeat_ngram_size", "num_beams", "length_penalty", "max_new_tokens", "min_new_tokens",
-             "stop_strings", "epsilon_cutoff", "eta_cutoff", "early_stopping", "top_h", "guidance_scale"}
-
 
 
 def from_hf(data: dict, name: str = "imported") -> Converted:
@@ -75,9 +44,10 @@ def from_hf(data: dict, name: str = "imported") -> Converted:
         raise ConfigError("a generation_config.json must hold a JSON object")
     fields: dict = {"name": name}
     notes: list[str] = []
+    ours = HF.aliases()
     for key, value in data.items():
-        if key in HF_FIELDS and value is not None:
-            fields[key] = value
+        if key in ours and value is not None:
+            fields[ours[key]] = HF.read(ours[key], value)
         elif key in ("sequence_bias", "bad_words_ids") and value:
             _hf_biases(key, value, fields, notes)
         elif key not in HF_METADATA and value not in (None, False, 0, 1, 1.0, [], {}):
@@ -93,7 +63,6 @@ def from_hf(data: dict, name: str = "imported") -> Converted:
         fields["do_sample"] = False
         notes.append("beam sampling is not supported: imported as plain beam search (do_sample=false)")
     return Converted(DecodingConfig.from_dict(fields, where="generation_config.json"), notes)
-
 
 
 def _hf_biases(key: str, value, fields: dict, notes: list[str]) -> None:

@@ -1,0 +1,47 @@
+"""One Dialect per stack, read from the settings table's columns (base.py), and the exports and imports built on
+them: HF's generation_config.json, vLLM's SamplingParams, the OpenAI API, llama.cpp's command line and server,
+text-generation-webui's presets. Every export and import returns its notes: settings the other side lacks,
+defaults made explicit, semantics that differ. Nothing is dropped silently. A new target is a column of the
+table, a module here and a line in EXPORTERS.
+"""
+
+from __future__ import annotations
+
+import json
+
+from ..config import ConfigError, DecodingConfig
+from .base import Dialect
+from .common import Converted
+from .hf import HF, from_hf, to_hf
+from .llamacpp import LLAMACPP, llamacpp_samplers, to_llamacpp
+from .openai import OPENAI, to_openai
+from .vllm import VLLM, to_vllm
+from .webui import WEBUI, from_webui_yaml, preset_name, to_webui
+
+DIALECTS: dict[str, Dialect] = {"hf": HF, "vllm": VLLM, "openai": OPENAI, "llamacpp": LLAMACPP, "webui": WEBUI}
+EXPORTERS = {"hf": to_hf, "vllm": to_vllm, "openai": to_openai, "llamacpp": to_llamacpp, "webui": to_webui}
+FORMATS = tuple(EXPORTERS)
+
+
+def export_preset(config: DecodingConfig, fmt: str) -> Converted:
+    if fmt not in EXPORTERS:
+        raise ConfigError(f"unknown export format {fmt!r}: choose one of {', '.join(FORMATS)}")
+    return EXPORTERS[fmt](config)
+
+
+def import_preset_text(text: str, filename: str, name: str) -> Converted:
+    """Pick the importer by file name: .json is HF generation_config, .yaml/.yml is text-generation-webui."""
+    if filename.endswith(".json"):
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"{filename} is not valid JSON: {exc}") from None
+        return from_hf(data, name)
+    if filename.endswith((".yaml", ".yml")):
+        return from_webui_yaml(text, name)
+    raise ConfigError(f"cannot tell the format of {filename}: use a .json generation_config or a .yaml webui preset")
+
+
+__all__ = ["DIALECTS", "EXPORTERS", "FORMATS", "Converted", "Dialect", "export_preset", "from_hf", "from_webui_yaml",
+           "import_preset_text", "llamacpp_samplers", "preset_name", "to_hf", "to_llamacpp", "to_openai", "to_vllm",
+           "to_webui"]
