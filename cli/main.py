@@ -161,6 +161,9 @@ def run(prompt, prompt_file, system, messages_file, presets, sets, seed, referen
         print_completions(console, text, completions, heatmap, labels)
         if agreement is not None:
             print_agreement(console, agreement)
+    for c in completions:
+        if c.extra.get("incomplete"):
+            warn(f"pane {c.config.name!r}: {c.extra['incomplete']}")
     failed = [c for c in completions if c.stop_reason == "error" or c.extra.get("error")]
     for c in failed:
         warn(f"pane {c.config.name!r} ended in an error: {c.extra.get('error') or 'no reason given'}")

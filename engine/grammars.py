@@ -103,6 +103,15 @@ def _tokenizer(tokenizer, vocab_size: int, eos: tuple[int, ...]):
     return from_tokenizer(tokenizer, n_vocab=vocab_size, eos_token=list(eos))
 
 
+def complete(name: str, value: Any, tokenizer, vocab_size: int, eos: tuple[int, ...], ids) -> bool:
+    """Whether the tokens make a whole text of the constraint (a text cut at max_new_tokens often does not)."""
+    m = matcher(name, value, tokenizer, vocab_size, eos)
+    for token in ids:
+        if m.is_stopped() or not m.consume_token(int(token)):
+            break
+    return bool(m.is_accepting() or m.is_stopped())
+
+
 def matcher(name: str, value: Any, tokenizer, vocab_size: int, eos: tuple[int, ...]):
     """A fresh llguidance matcher for one row (the tokenizer's table is built once, about a second)."""
     from llguidance import LLMatcher

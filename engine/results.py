@@ -193,7 +193,8 @@ def completion_to_dict(c: Completion, top: int | None = None) -> dict:
             "timings": {"prefill_s": c.timings.prefill_s, "decode_s": c.timings.decode_s,
                         "tokens_per_s": c.timings.tokens_per_s},
             "tokens": [step(s) for s in c.steps],
-            "notes": {k: c.extra[k] for k in ("backend", "logprobs", "ignored", "overridden", "error") if k in c.extra}}
+            "notes": {k: c.extra[k] for k in ("backend", "logprobs", "ignored", "overridden", "error", "incomplete")
+                      if k in c.extra}}
 
 
 def _alternative(a: Alternative) -> dict:

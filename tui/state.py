@@ -69,6 +69,8 @@ class PaneState:
     completion: object | None = None
     running: bool = False
     error: str | None = None
+    incomplete: str | None = None
+    """A constrained output cut at max_new_tokens before its constraint was done (the status line says so)."""
     cursor: int | None = None
     branched_at: int | None = None
     parent: int | None = None
@@ -100,6 +102,7 @@ class PaneState:
 
     def reset(self) -> None:
         self.steps, self.text, self.stop_reason, self.completion, self.error = [], "", None, None, None
+        self.incomplete = None
         self.agreement, self.kl_levels = None, None
         self.cursor, self.branched_at, self.parent, self.viewing = None, None, None, None
 
@@ -127,6 +130,7 @@ class PaneState:
         self.seed = completion.seed
         self.running = False
         self.error = completion.extra.get("error")
+        self.incomplete = completion.extra.get("incomplete")
         self.record()
 
     def record(self) -> None:
@@ -180,6 +184,7 @@ class PaneState:
         self.viewing = None if index == len(self.history) - 1 else index
         self.steps, self.text, self.stop_reason = list(version.steps), version.text, version.stop_reason
         self.seed, self.completion, self.error = version.seed, version.completion, version.error
+        self.incomplete = version.completion.extra.get("incomplete") if version.completion is not None else None
         self.branched_at, self.parent, self.prompt = version.branched_at, version.parent, version.prompt
         if self.cursor is not None and self.cursor >= len(self.steps):
             self.cursor = len(self.steps) - 1 if self.steps else None

@@ -255,6 +255,17 @@ class DecodeLoop(Admission):
         self.forwards += 1
         self.batch.step(tokens)
 
+    def _note_incomplete(self, completion) -> None:
+        """A constrained output cut at max_new_tokens before its grammar was done is said in the completion's notes
+        (the JSON's notes, run's stderr, the pane's status), not only in its stop_reason."""
+        from ..grammars import complete, constraint_of
+
+        spec = constraint_of(completion.config)
+        if spec is None or completion.stop_reason != "max_new_tokens":
+            return
+        if not complete(*spec, self.tokenizer, self.runner.vocab_size, tuple(self.eos), completion.token_ids):
+            completion.extra["incomplete"] = incomplete_note(completion, spec)
+
     def _complete(self, request: Request) -> None:
         """Run the request's beam configs, then hand over every completion in config order."""
         from .beams import run_beam
@@ -265,9 +276,17 @@ class DecodeLoop(Admission):
         for i in request.beam_rows:
             results[i] = run_beam(self.loaded, request.prompt_ids, request.configs[i], request.seeds[i], i,
                                   request.emit, request.cancel, request.top)
+        for completion in results.values():
+            self._note_incomplete(completion)
         request.completions = [results[i] for i in range(len(request.configs))]
         if request.on_done is not None:
             request.on_done(request.completions)
+
+
+def incomplete_note(completion, spec) -> str:
+    field = spec[0]
+    return (f"the output was cut at max_new_tokens={completion.config.max_new_tokens} before the {field} constraint "
+            "was complete, so it does not parse as the constraint asks: raise max_new_tokens")
 
 
 def run_requests(loaded, requests: Sequence[Request], *, max_rows: int = 64, pad: bool = True) -> None:

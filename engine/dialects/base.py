@@ -156,15 +156,17 @@ class Dialect:
 
     def read_order(self, names: Iterable[str]) -> tuple[list[str], list[str]]:
         """(decodelab's sampler_order, the names that have no reorderable decodelab stage) from this stack's
-        order. A reorderable stage the stack has no name for keeps the place after its default predecessor."""
+        order. A stage the stack has no name for follows its nearest default predecessor the order lists, so an
+        exported order reads back as it was."""
         known = self.stage_of()
         stages = list(dict.fromkeys(known[n] for n in names if n in known and STAGE[known[n]].place == "chain"))
         dropped = [n for n in names if n not in known and n not in self.inert_order]
-        chain = [row.name for row in STAGE_TABLE if row.place == "chain"]
-        for index, stage in enumerate(chain):
-            if not self._stage_names(stage) and stage not in stages:
-                before = chain[index - 1] if index else None
-                stages.insert(stages.index(before) + 1 if before in stages else 0, stage)
+        if stages:
+            chain = [row.name for row in STAGE_TABLE if row.place == "chain"]
+            for index, stage in enumerate(chain):
+                if not self._stage_names(stage) and stage not in stages:
+                    before = next((s for s in reversed(chain[:index]) if s in stages), None)
+                    stages.insert(stages.index(before) + 1 if before is not None else 0, stage)
         return stages, dropped
 
 

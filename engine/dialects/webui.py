@@ -13,7 +13,7 @@ import difflib
 import json
 import re
 
-from ..config import ConfigError, DecodingConfig
+from ..config import STAGE_TABLE, ConfigError, DecodingConfig
 from ..grammars import choice_gbnf
 from .base import Dialect
 from .common import CONSTRAINTS, Converted
@@ -60,6 +60,10 @@ def from_webui_yaml(text: str, name: str = "imported") -> Converted:
     _import_shaped(data, fields, notes)
     if fields.get("num_beams", 1) > 1:
         fields["do_sample"] = False
+    if "max_new_tokens" not in fields and fields.get("min_new_tokens", 0) > DecodingConfig().max_new_tokens:
+        fields["max_new_tokens"] = fields["min_new_tokens"]  # the webui keeps max_new_tokens out of its presets
+        notes.append(f"min_length={fields['min_new_tokens']} is above decodelab's default max_new_tokens, so "
+                     f"max_new_tokens is {fields['min_new_tokens']} (the webui sets it outside its presets)")
     if fields.get("top_n_sigma", 0) < 0:
         fields["top_n_sigma"] = 0.0
     return Converted(DecodingConfig.from_dict(fields, where="text-generation-webui preset"), notes)
@@ -88,7 +92,7 @@ def _import_shaped(data: dict, fields: dict, notes: list[str]) -> None:
         if dropped:
             notes.append(f"sampler_priority entries {dropped} have no decodelab stage and are ignored")
     if data.get("temperature_last"):  # the webui moves temperature, dynamic temperature and quadratic sampling last
-        base = fields.get("sampler_order") or WEBUI.read_order([])[0]
+        base = fields.get("sampler_order") or [row.name for row in STAGE_TABLE if row.place == "chain"]
         last = [WEBUI.stage_of()[n] for n in ("temperature", "quadratic_sampling")]
         fields["sampler_order"] = [s for s in base if s not in last] + last
 

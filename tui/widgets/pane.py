@@ -31,6 +31,8 @@ def stats_text(state: PaneState, diverge_at: int | None) -> str:
     parts = [f"⚠ {state.error}"] if state.error else []  # e.g. a stream cut mid-way: the text is kept
     if state.stop_reason:  # a row that stopped says so at once, while the rest of the batch runs on
         parts.append(state.stop_reason)  # the engine's own word, as run --json writes it (eos, max_new_tokens, …)
+        if state.incomplete:
+            parts.append("⚠ constraint incomplete: raise max_new_tokens")
     elif state.running:
         parts.append("running…")
     parts.append(f"{len(state.steps)} tok")
