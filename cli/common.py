@@ -141,8 +141,8 @@ def resolve_configs(presets: tuple[str, ...], sets: tuple[str, ...], seed: int |
         sampling = [f for f in changes if SETTING[f].warper]
         if sampling:  # an ad-hoc config that names sampling settings means to sample (HF would ignore them)
             changes["do_sample"] = True
-            warn(f"no preset given: do_sample=true is set, since {', '.join(sampling)} only act when sampling "
-                 "(add --set do_sample=false for greedy)")
+    else:
+        sampling = []
     if changes:
         out = []
         for name, config in zip(names or ["custom"], configs):
@@ -151,6 +151,9 @@ def resolve_configs(presets: tuple[str, ...], sets: tuple[str, ...], seed: int |
             except ConfigError as exc:
                 raise ConfigError(f"preset {name!r} with --set: {exc}", field=exc.field) from None
         configs = out
+    if sampling:  # said once the settings are known to be valid: a bad value gets its one error line alone
+        warn(f"no preset given: do_sample=true is set, since {', '.join(sampling)} "
+             f"{'acts' if len(sampling) == 1 else 'act'} only when sampling (add --set do_sample=false for greedy)")
     if seed is not None:
         configs = [c.replace(seed=seed) for c in configs]
     return configs

@@ -78,6 +78,10 @@ def save(name, base, sets, force):
     config = config.replace(**changes, name=name)
     click.echo(f"saved {name} -> {save_forcing(config, name, force)}")
     note_shadowing(name)
+    from decodelab.engine.experiments.stage_use import inert_notes
+
+    for note in inert_notes(config):  # e.g. p_less on a greedy preset: saved as asked, and said
+        click.echo(f"note: {note}", err=True)
 
 
 @presets.command()

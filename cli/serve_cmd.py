@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from .common import handle_errors, load_with_progress, model_options, model_spec
+from .common import handle_errors, load_with_progress, model_options, model_spec, warn
 
 
 @click.command()
@@ -111,10 +111,16 @@ def serve(host, port, serve_key, served_name, extra_models, max_rows, max_queue,
         from decodelab.engine.config import ConfigError
 
         raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    from decodelab.server.app import size_text
+
     per_token = loaded.runner.kv_bytes_per_token
     if budget and per_token:
-        kv = (f"key/value cache budget {budget / 2**30:.1f} GiB, {budget // per_token:,} tokens at "
+        kv = (f"key/value cache budget {size_text(budget)}, {budget // per_token:,} tokens at "
               f"{per_token / 1024:.1f} KiB each on the {loaded.runner.engine} engine; ")
+        context = loaded.context_length
+        if context and budget // per_token < context:
+            warn(f"the key/value cache budget holds {budget // per_token:,} tokens, less than the model's context "
+                 f"of {context:,}: longer requests will be refused (raise --kv-budget-gb)")
     elif budget:
         kv = "no key/value cache budget: this model does not say how large its cache is per token; "
     else:

@@ -59,6 +59,9 @@ class Spell:
     """What a user must know when the setting travels there (said whenever the setting is changed)."""
     refused: tuple[tuple[Any, str], ...] = ()
     """Values the stack sends that decodelab cannot take as they mean there, each with why."""
+    when: Any = None
+    """For a note that matters for some values only: a function of the config that says when (None: whenever the
+    setting is changed)."""
 
 
 def _spell(value) -> Spell | None:
@@ -129,8 +132,8 @@ LLAMACPP_COUNTS = ("llama.cpp's frequency/presence penalties count tokens in the
 LLAMACPP_OFF = ((0, "switches the penalty off in llama.cpp, while decodelab's 0 means the whole context: send -1 for "
                     "the whole context (or the window you want), or leave the penalty out"),)
 WEBUI_UNITS = "epsilon_cutoff and eta_cutoff are written in the webui's units of 1e-4"
-NO_PLESS = ("no peer has shipped p-less yet: llama.cpp #26035, vLLM #45288 and transformers #41798 are open pull "
-            "requests")
+NO_PLESS = ("no stack decodelab exports to has shipped p-less yet: llama.cpp #26035, vLLM #45288 and transformers "
+            "#41798 are open pull requests (mlx-vlm has it)")
 
 # fmt: off
 SETTINGS: tuple[Setting, ...] = (
@@ -183,7 +186,9 @@ SETTINGS: tuple[Setting, ...] = (
          webui="max_new_tokens"),
     _sampler("min_new_tokens", "int", 0, "end-of-sequence is forbidden until this many tokens",
              "it must be an integer >= 0", "min_new_tokens", warper=False, low=0,
-             hf="min_new_tokens", vllm="min_tokens", webui="min_length"),
+             hf="min_new_tokens", vllm="min_tokens",
+             webui=Spell("min_length", note="the webui's min_length is HF's: it counts the prompt's tokens too, so it "
+                         "asks for fewer new tokens than min_new_tokens does")),
     _row("stop_strings", "strings", (), "stop when the text contains one of these; it is trimmed from the output",
          hf=Spell("stop_strings", note="HF needs the tokenizer for stop_strings: pass tokenizer=... to generate()"),
          vllm="stop", openai="stop", llamacpp=Spell("stop", flag="--reverse-prompt")),
@@ -224,10 +229,11 @@ SETTINGS: tuple[Setting, ...] = (
     _sampler("mirostat", "int", 0, "Mirostat adaptive sampling: 0 = off, 1 = v1, 2 = v2 (llama.cpp); steers "
              "surprise toward tau", "it must be 0 (off), 1 or 2", "mirostat", low=0, high=2,
              label="mirostat{c.mirostat}(tau={c.mirostat_tau:g})",
-             llamacpp=Spell("mirostat", note="llama.cpp ignores --samplers (top-k, top-p, typical, ...) when Mirostat is "
-                            "on, while decodelab applies them before Mirostat: set them neutral to match"),
+             llamacpp=Spell("mirostat", note="with Mirostat on, llama.cpp runs temperature and Mirostat alone: its "
+                            "penalties, DRY, top-k, top-p, min-p, typical-p, XTC and the --samplers order are skipped, "
+                            "while decodelab applies whatever else is set before Mirostat: set those neutral to match"),
              webui=Spell("mirostat_mode", note="the webui's Transformers loader has Mirostat 2 only: mirostat=1 runs as "
-                         "Mirostat 2 there")),
+                         "Mirostat 2 there", when=lambda c: c.mirostat == 1)),
     _sampler("mirostat_tau", "float", 5.0, "Mirostat: target surprise in bits (its state mu starts at 2 x tau)",
              "it must be > 0 (target surprise in bits)", "mirostat", low=0, low_open=True,
              llamacpp=Spell("mirostat_tau", flag="--mirostat-ent"), webui="mirostat_tau"),
@@ -250,8 +256,10 @@ SETTINGS: tuple[Setting, ...] = (
          vllm="logit_bias", openai="logit_bias", llamacpp="logit_bias"),
     _row("banned_strings", "strings", (), "never emit these texts' token sequences (HF bad_words_ids: the text's "
          "own tokens)", stage="banned_strings", label="banned={n}",
+         hf=Spell(None, note="HF's bad_words_ids takes token ids: pass tokenizer(text, add_special_tokens=False)"
+                  "['input_ids'] for each text, as decodelab bans exactly the text's own tokens"),
          vllm=Spell("bad_words", note="vLLM's bad_words also bans each word with a leading space; decodelab bans exactly "
-                    "the tokens of the text given")),
+                    "the tokens of the text given (decodelab serve reads a bad_words field as vLLM means it)")),
     _sampler("repetition_penalty_last_n", "int", 0, "the repetition penalty looks only at the last N tokens; 0 = "
              "the whole context", "it must be an integer >= 0; 0 = the whole context", "penalties", warper=False,
              low=0, llamacpp=Spell("repeat_last_n", whole=LLAMACPP_WHOLE, refused=LLAMACPP_OFF),
@@ -277,7 +285,7 @@ SETTINGS: tuple[Setting, ...] = (
              "it must be in [-1, 1]; a negative value turns it off", "adaptive_p", low=-1, high=1,
              label="adaptive_p={c.adaptive_target:g}", llamacpp="adaptive_target",
              webui=Spell("adaptive_target", note="the webui turns adaptive-p on only for a target above 0 (decodelab "
-                         "from 0 up)")),
+                         "from 0 up): adaptive_target=0 is off there", when=lambda c: c.adaptive_target == 0)),
     _sampler("adaptive_decay", "float", 0.9, "adaptive-p: how slowly its running average forgets (0 to 0.99)",
              "it must be in [0, 0.99]", "adaptive_p", low=0, high=0.99, llamacpp="adaptive_decay",
              webui="adaptive_decay"),

@@ -38,7 +38,7 @@ def parse_text(name: str, raw: str) -> Any:
                       f'write quoted strings separated by commas, e.g. {example}')
         if name == "choice" and value == []:  # [] typed out would run unconstrained: said, not done
             raise ConfigError(f"choice={text} lists no choices, so nothing would constrain the output: give at "
-                              f"least one (e.g. {example}), or leave choice empty for no constraint", field=name)
+                              f"least one (e.g. {example}), or leave choice out for no constraint", field=name)
         return value
     if kind == "tokens":
         if not text:

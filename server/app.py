@@ -388,12 +388,14 @@ class Api:
         rows = req.n * (req.num_beams or 1)
         need = batch.kv_bytes(rows, length + max_new, max_new)
         if need > batch.kv_budget:
-            gib, padded = 2**30, batch.padded_rows(rows)
+            padded = batch.padded_rows(rows)
             pad = f", padded to {padded} rows" if padded != rows else ""
-            raise ApiError(400, f"this request needs {need / gib:.2f} GiB of key/value cache ({rows} row(s) x "
+            asked = "" if req.wanted_tokens() is not None else f" (max_tokens was not given: this server's default " \
+                f"is {max_new})"
+            raise ApiError(400, f"this request needs {size_text(need)} of key/value cache ({rows} row(s) x "
                            f"{length + max_new} tokens{pad}, on the {batch.runner.engine} engine), over this server's "
-                           f"budget of {batch.kv_budget / gib:.2f} GiB (--kv-budget-gb): lower max_tokens or n, or "
-                           "shorten the prompt", param="max_tokens")
+                           f"budget of {size_text(batch.kv_budget)} (--kv-budget-gb){asked}: lower max_tokens or n, "
+                           "or shorten the prompt", param="max_tokens")
 
     def _check_tokens(self, config, req) -> None:
         """Settings that name tokens (logit_bias ids or texts, banned strings, DRY breakers) resolved against this
@@ -450,6 +452,14 @@ class Router(Api):
     async def detokenize(self, request: HttpRequest, data: dict | None = None) -> JSONResponse:
         data = await self._json(request)
         return await Api.detokenize(self._pick(data), request, data)
+
+
+def size_text(n: int) -> str:
+    """Bytes as GiB, or MiB/KiB when small (a budget of 0.001 GiB is not "0.00 GiB")."""
+    for unit, size in (("GiB", 2**30), ("MiB", 2**20)):
+        if n >= size:
+            return f"{n / size:.2f} {unit}"
+    return f"{n / 1024:.1f} KiB"
 
 
 def _piece(data: bytes):

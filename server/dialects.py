@@ -103,12 +103,25 @@ def _translate(key: str, field: str, dialect: Dialect | None, value):
     """The value as decodelab's, from the spelling of the stack whose field name the client used."""
     if key in ORDERS:
         return _order(key, value, ORDERS[key])
+    if key == VLLM.name("banned_strings") and isinstance(value, list):
+        return vllm_bad_words(value)
     if dialect is None or isinstance(value, bool) or not isinstance(value, (int, float)):
         return value
     try:
         return dialect.read(field, value, refuse=key != field)  # decodelab's own field name: its own meaning of 0
     except ConfigError as exc:
         raise ApiError(400, str(exc), param=key) from None
+
+
+def vllm_bad_words(words: list) -> list:
+    """vLLM's bad_words as it means them: each word banned as given and with a leading space (vLLM tokenizes both),
+    where decodelab's banned_strings bans exactly the text given."""
+    out = []
+    for word in words:
+        out.append(word)
+        if isinstance(word, str) and word and not word.startswith(" "):
+            out.append(" " + word)
+    return list(dict.fromkeys(out))
 
 
 def _order(key: str, value, dialect: Dialect) -> list[str]:

@@ -158,7 +158,7 @@ class CompletionRequest(Sampling):
         if isinstance(p, str):
             return [p]
         if not p:
-            raise ApiError(400, "prompt is an empty list: give a string or a list of strings", param="prompt")
+            raise ApiError(400, "prompt is an empty list: give a string, a list of strings, or a list of token ids", param="prompt")
         if all(isinstance(x, int) for x in p):
             return [list(p)]
         return list(p)

@@ -107,7 +107,11 @@ def test_webui_round_trip_and_units():
     from decodelab.engine.config import effective_order
 
     lost = {"dry_penalty_last_n", "banned_strings", "logit_bias", "sampler_order"}
-    assert effective_order(back) == effective_order(MODERN)
+    from decodelab.engine.dialects import DIALECTS
+
+    webui = DIALECTS["webui"]  # stages the webui has no name for keep decodelab's default place: off there anyway
+    assert [s for s in effective_order(back) if webui._stage_names(s)] == \
+        [s for s in effective_order(MODERN) if webui._stage_names(s)]
     for name in MODERN.to_dict():
         if name not in lost:
             assert getattr(back, name) == pytest.approx(getattr(MODERN, name)), name

@@ -23,8 +23,8 @@ class Dialect:
                  only: Iterable[str] | None = None, greedy_warpers: bool = True, inert_order: Iterable[str] = ()):
         self.stack, self.title = stack, title
         self.greedy_warpers = greedy_warpers
-        """False: a greedy config's warper settings are written neutral (HF warns about warpers beside
-        do_sample=false, and ignores them)."""
+        """False: a greedy config's warper settings are left out (HF warns about warpers beside do_sample=false,
+        and ignores them)."""
         self.inert_order = frozenset(inert_order)
         """Names this stack may list in its sampler order that order nothing decodelab runs (llama.cpp's "dist")."""
         self.greedy_temperature = greedy_temperature
@@ -65,7 +65,7 @@ class Dialect:
         if name == "temperature" and not config.samples and self.greedy_temperature is not None:
             return self.greedy_temperature
         if s.warper and not config.samples and not self.greedy_warpers:
-            value = s.default
+            return OMIT
         if value is None and spell.none is not SAME:
             return spell.none
         if spell.whole is not SAME and value in WHOLE.get(name, ()):
@@ -99,10 +99,12 @@ class Dialect:
         """Every setting this stack names, under its name and in its spelling, neutral values written out (the
         stacks' own defaults are not all neutral); `skip`: the settings the caller writes its own way."""
         skip = set(skip) | SPECIAL
-        return {spell.name: self.value(config, s.name) for s in SETTINGS
-                if s.name not in skip and (spell := self.spell(s.name)) is not None and spell.name
-                and not (s.kind in ("strings", "tokens") and not s.default and not getattr(config, s.name))}
-        # an empty list at its empty default overrides nothing: left out
+        out = {spell.name: self.value(config, s.name) for s in SETTINGS
+               if s.name not in skip and (spell := self.spell(s.name)) is not None and spell.name
+               and not (s.kind in ("strings", "tokens") and not s.default and not getattr(config, s.name))}
+        # an empty list at its empty default overrides nothing: left out; so are a greedy config's warpers where
+        # the stack warns about them (HF: "generation flags are not valid" beside do_sample=false)
+        return {k: v for k, v in out.items() if v is not OMIT}
 
     # -- notes ---------------------------------------------------------------------------------------------
     def changed(self, config: DecodingConfig, s: Setting) -> bool:
@@ -124,9 +126,10 @@ class Dialect:
                            f"carried over" + (f" ({why})" if why else ""))
         for s in SETTINGS:
             spell = self.spell(s.name)
-            if spell is not None and spell.name and spell.note and self.changed(config, s):
+            if spell is not None and spell.name and spell.note and self.changed(config, s) and (
+                    spell.when is None or spell.when(config)):
                 out.append(spell.note)
-        return out
+        return list(dict.fromkeys(out))  # one note said once (frequency and presence share one)
 
     # -- the sampler order -----------------------------------------------------------------------------------
     def order(self, config: DecodingConfig) -> list[str]:
@@ -156,20 +159,16 @@ class Dialect:
 
     def read_order(self, names: Iterable[str]) -> tuple[list[str], list[str]]:
         """(decodelab's sampler_order, the names that have no reorderable decodelab stage) from this stack's
-        order. A stage the stack has no name for follows its nearest default predecessor the order lists, so an
-        exported order reads back as it was."""
+        order. A stage the stack has no name for is not listed (that stack's preset cannot turn it on): it keeps
+        its default place after the listed ones."""
         known = self.stage_of()
         stages = list(dict.fromkeys(known[n] for n in names if n in known and STAGE[known[n]].place == "chain"))
         dropped = [n for n in names if n not in known and n not in self.inert_order]
-        if stages:
-            chain = [row.name for row in STAGE_TABLE if row.place == "chain"]
-            for index, stage in enumerate(chain):
-                if not self._stage_names(stage) and stage not in stages:
-                    before = next((s for s in reversed(chain[:index]) if s in stages), None)
-                    stages.insert(stages.index(before) + 1 if before is not None else 0, stage)
         return stages, dropped
 
 
+OMIT = object()
+"""value()'s "leave this setting out"."""
 WHOLE = {"repetition_penalty_last_n": (0,), "dry_penalty_last_n": (0, -1)}
 """Values meaning "the whole context" (decodelab's 0; DRY's -1 too), for the stacks that spell it otherwise."""
 SPECIAL = frozenset({"name", "description", "logit_bias", "sampler_order", "json_schema", "regex", "choice",

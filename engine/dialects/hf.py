@@ -33,7 +33,7 @@ def to_hf(config: DecodingConfig) -> Converted:
     biases = id_biases(config, "HF sequence_bias", notes)
     if biases:
         data["sequence_bias"] = [[[token], bias] for token, bias in biases.items()]
-    if not config.top_k:
+    if config.samples and not config.top_k:
         notes.append("top_k is written as 0 (off) on purpose: HF's default is 50")
     return Converted(data, notes)
 

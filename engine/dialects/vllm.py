@@ -39,6 +39,7 @@ def to_vllm(config: DecodingConfig) -> Converted:
     biases = id_biases(config, "vLLM", notes)
     if biases:
         data["logit_bias"] = {str(t): b for t, b in biases.items()}
-    notes.append("vLLM applies penalties -> temperature -> min-p -> top-k/top-p; decodelab (like HF) applies "
-                 "top-k -> top-p -> min-p, so combined filters can keep slightly different tokens")
+    if config.samples and sum((config.top_k > 0, config.top_p < 1, config.min_p > 0)) >= 2:
+        notes.append("vLLM applies penalties -> temperature -> min-p -> top-k/top-p; decodelab (like HF) applies "
+                     "top-k -> top-p -> min-p, so combined filters can keep slightly different tokens")
     return Converted(data, notes)

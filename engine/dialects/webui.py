@@ -23,6 +23,8 @@ WEBUI = Dialect("webui", "text-generation-webui", greedy_temperature=None, inert
 NEUTRAL = {"encoder_repetition_penalty": 1, "penalty_alpha": 0, "temperature_last": False, "dynamic_temperature": False,
            "dynatemp_low": 1, "dynatemp_high": 1, "custom_token_bans": "", "sampler_priority": None}
 """The webui's own settings decodelab has no row for, at the values that change nothing."""
+WEBUI_MAX_NEW = 512
+"""The webui's default max_new_tokens (a UI setting, not in its presets)."""
 SHAPED = {"dynamic_temperature", "dynatemp_low", "dynatemp_high", "dry_sequence_breakers", "custom_token_bans",
           "sampler_priority", "temperature_last", "grammar_string"}
 """The webui's keys read here by hand, not through the table."""
@@ -61,9 +63,10 @@ def from_webui_yaml(text: str, name: str = "imported") -> Converted:
     if fields.get("num_beams", 1) > 1:
         fields["do_sample"] = False
     if "max_new_tokens" not in fields and fields.get("min_new_tokens", 0) > DecodingConfig().max_new_tokens:
-        fields["max_new_tokens"] = fields["min_new_tokens"]  # the webui keeps max_new_tokens out of its presets
+        fields["max_new_tokens"] = max(WEBUI_MAX_NEW, fields["min_new_tokens"])  # set outside the webui's presets
         notes.append(f"min_length={fields['min_new_tokens']} is above decodelab's default max_new_tokens, so "
-                     f"max_new_tokens is {fields['min_new_tokens']} (the webui sets it outside its presets)")
+                     f"max_new_tokens is {fields['max_new_tokens']} (the webui's own default; it sets it outside "
+                     "its presets)")
     if fields.get("top_n_sigma", 0) < 0:
         fields["top_n_sigma"] = 0.0
     return Converted(DecodingConfig.from_dict(fields, where="text-generation-webui preset"), notes)
@@ -92,7 +95,8 @@ def _import_shaped(data: dict, fields: dict, notes: list[str]) -> None:
         if dropped:
             notes.append(f"sampler_priority entries {dropped} have no decodelab stage and are ignored")
     if data.get("temperature_last"):  # the webui moves temperature, dynamic temperature and quadratic sampling last
-        base = fields.get("sampler_order") or [row.name for row in STAGE_TABLE if row.place == "chain"]
+        base = fields.get("sampler_order") or [row.name for row in STAGE_TABLE if row.place == "chain"
+                                               and WEBUI._stage_names(row.name)]
         last = [WEBUI.stage_of()[n] for n in ("temperature", "quadratic_sampling")]
         fields["sampler_order"] = [s for s in base if s not in last] + last
 
@@ -114,8 +118,8 @@ def to_webui(config: DecodingConfig) -> Converted:
     dynamic = config.dynatemp_range > 0
     if dynamic:  # the webui's Transformers loader divides by temperature, then applies its dynamic temperature
         data["temperature"] = 1.0
-    data.update(dynamic_temperature=dynamic, dynatemp_low=max(0.0, config.temperature - config.dynatemp_range),
-                dynatemp_high=config.temperature + config.dynatemp_range,
+    data.update(dynamic_temperature=dynamic, dynatemp_low=round(max(0.0, config.temperature - config.dynatemp_range), 9),
+                dynatemp_high=round(config.temperature + config.dynatemp_range, 9),
                 dry_sequence_breakers=", ".join(json.dumps(b) for b in config.dry_sequence_breakers),
                 temperature_last=False,
                 grammar_string=config.grammar or (choice_gbnf(config.choice) if config.choice else ""),

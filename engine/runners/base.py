@@ -32,8 +32,9 @@ CAPABILITIES = {
 
 HOW_TO = {
     "beams": "beam search runs through transformers' generate; run beam configs on the transformers engine "
-             "(engine=transformers), or set num_beams=1",
-    "guidance": "set guidance_scale=1, or run it on the transformers engine (engine=transformers)",
+             "(--engine transformers, or engine=transformers on a pane's model), or set num_beams=1",
+    "guidance": "set guidance_scale=1, or run it on the transformers engine (--engine transformers, or "
+                "engine=transformers on a pane's model)",
 }
 
 
@@ -127,7 +128,7 @@ class RunnerBase:
         """PromptError naming the engine when it lacks the capability."""
         if not self.can(capability):
             raise PromptError(f"{CAPABILITIES[capability]} is not available on the {self.engine} engine: "
-                              f"{HOW_TO.get(capability, 'use the transformers engine (engine=transformers)')}")
+                              f"{HOW_TO.get(capability, 'use the transformers engine (--engine transformers)')}")
 
     def is_token(self, token: int) -> bool:
         return 0 <= token < self.vocab_size
