@@ -124,3 +124,17 @@ def test_n_probs_and_post_sampling_probs_as_llamacpp_asks_for_them(demo, server)
     assert len(chat["choices"][0]["logprobs"]["content"][0]["top_logprobs"]) == 2
     clash = httpx.post(f"{server.url}/completions", json={**body, "logprobs": 5}, timeout=60)
     assert clash.status_code == 400 and error_of(clash)["param"] == "n_probs"
+
+
+def test_vllms_bad_words_ban_the_word_with_its_leading_space_too(demo, server):
+    from decodelab.server.dialects import vllm_bad_words
+
+    assert vllm_bad_words(["the", " loop"]) == ["the", " the", " loop"]
+    word = generate_many(demo, PROMPT, [DecodingConfig(max_new_tokens=6)])[0].steps[0].text.strip()
+    for field in ("bad_words", "banned_strings"):
+        r = httpx.post(f"{server.url}/completions", json={"prompt": PROMPT, "max_tokens": 6, "temperature": 0,
+                                                           field: [word]}, timeout=60)
+        assert r.status_code == 200, r.text
+        first = r.json()["choices"][0]["text"]
+        if field == "bad_words":  # vLLM's meaning: " word" is banned as well
+            assert not first.startswith(" " + word), first
