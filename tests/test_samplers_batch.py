@@ -68,7 +68,8 @@ def test_stages_no_row_uses_do_not_run(monkeypatch):
     configs = [DecodingConfig(), DecodingConfig(do_sample=True, temperature=0.7, top_p=0.9)]
     sampler = Sampler(configs, [0, 1], 50, prompts=torch.tensor([1, 2]), max_new=4)
     sampler.pick(sampler.process(torch.randn(2, 50), 0), 0)
-    assert called == [("temperature", 1), ("top_p", 1)]  # each on the one row that uses it
+    # top_p on the one row that uses it; temperature, cheap and exact at 1, over both rows (the greedy one at 1)
+    assert called == [("temperature", 2), ("top_p", 1)]
 
 
 @pytest.mark.parametrize("bad", [dict(mirostat=3), dict(top_n_sigma=-1), dict(xtc_probability=1.5),

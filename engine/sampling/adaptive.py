@@ -16,7 +16,7 @@ MIROSTAT_M = 100  # llama.cpp's common sampler estimates Zipf's exponent from th
 class Temperature(Stage):
     """HF TemperatureLogitsWarper; rows with dynatemp_range use llama.cpp's entropy-scaled temperature."""
 
-    name, effect = "temperature", "reshape"
+    name, effect, whole_batch = "temperature", "reshape", True
 
     def prepare(self) -> None:
         super().prepare()

@@ -16,6 +16,8 @@ distinct sampler_order among its rows.
 
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 
 from ..config import SAMPLER_STAGES, STAGE_TABLE, DecodingConfig, effective_order
@@ -59,7 +61,11 @@ class Chain:
         """(stage, its rows as indices into the chain's rows, the same as a tensor or None when it is every row)."""
         for cls in (*CONSTRAINTS, *(CLASSES[name] for name in order), *SELECTION):
             members = [i for i, (c, w) in enumerate(zip(rows.configs, samples)) if cls.active(c, w)]
-            if members:
+            if members and cls.whole_batch and len(members) < self.n:  # the others run it at neutral values
+                neutral = DecodingConfig()
+                configs = [c if i in members else neutral for i, c in enumerate(rows.configs)]
+                self.stages.append((cls(dataclasses.replace(rows, configs=configs)), list(range(self.n)), None))
+            elif members:
                 stage = cls(rows if len(members) == self.n else rows.subset(members))
                 self.stages.append((stage, members, self._index(members, rows.device)))
 

@@ -42,7 +42,7 @@ class TopP(Stage):
 class MinP(Stage):
     """HF MinPLogitsWarper (the top token always passes, so no sort is needed)."""
 
-    name, effect, keeps_top = "min_p", "mask", True
+    name, effect, keeps_top, whole_batch = "min_p", "mask", True, True
 
     def apply(self, x: torch.Tensor, step: Step) -> torch.Tensor:
         probs = x.softmax(dim=-1)

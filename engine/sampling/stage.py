@@ -75,6 +75,9 @@ class Stage:
     """A mask that always keeps the most likely token."""
     history: ClassVar[bool] = False
     """apply() reads Step.history."""
+    whole_batch: ClassVar[bool] = False
+    """Cheap, and an exact no-op at its neutral values: built for every row of the chain (the rows that do not use
+    it hold neutral values), so it runs without picking rows out and putting them back."""
     settings: ClassVar[tuple[str, ...]] = ()
     """Filled from the table: every setting whose `stage` column names this stage."""
     warper: ClassVar[bool] = False
