@@ -208,3 +208,20 @@ def test_the_wheel_installs_only_decodelab(tmp_path):
         assert needed in names
     entry = next(n for n in names if n.endswith("entry_points.txt"))
     assert "decodelab = decodelab.cli.main:main" in zipfile.ZipFile(wheel).read(entry).decode()
+
+
+def test_a_plain_checkout_imports_as_decodelab_without_an_install():
+    """decodelab/engine, decodelab/tui, ... are links to the top-level folders, so an editor, a type checker and a plain
+    `python` in the checkout resolve decodelab.* with no install: here site-packages is on the path for the
+    dependencies, but not the editable install's finder (python -S skips the .pth that installs it)."""
+    import sysconfig
+
+    for folder in PACKAGES:
+        link = ROOT / "decodelab" / folder
+        assert link.is_symlink() and link.resolve() == (ROOT / folder).resolve(), folder
+    purelib = sysconfig.get_paths()["purelib"]
+    code = (f"import sys; sys.path.append({purelib!r}); import decodelab.engine.dialects as d, decodelab.server.schemas "
+            "as s, decodelab.cli.main as c; print(d.__file__); assert 'editable' not in repr(sys.meta_path)")
+    out = subprocess.run([sys.executable, "-S", "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().startswith(str(ROOT / "decodelab" / "engine"))
