@@ -51,3 +51,23 @@ def test_text_metrics_bundle():
     assert m["mean_logprob"] == pytest.approx(math.log(0.5)) and m["perplexity"] == pytest.approx(2.0)
     assert m["distinct_1"] == 0.5 and m["length"] == 4.0 and m["rouge_l"] > 0 and "chrf" in m
     assert "rouge_l" not in text_metrics("x", [0.0])
+
+
+def test_rouge_l_equals_rouge_score_on_the_issues_pairs_and_hundreds_more():
+    """The A/B and sweep metric against Google's rouge-score (rougeL, no stemmer), which counts no punctuation."""
+    import random
+
+    from rouge_score import rouge_scorer
+
+    scorer = rouge_scorer.RougeScorer(["rougeL"])
+    pairs = [("The cat sat on the mat.", "A cat was sitting on the mat."),
+             ("It rains a lot in Bergen, Norway.", "Bergen in Norway gets much rain.")]
+    assert rouge_l(*pairs[0]) == pytest.approx(0.615, abs=5e-4) and rouge_l(*pairs[1]) == pytest.approx(0.308, abs=5e-4)
+    vocab = ["the", "cat", "a", "mat", "on", "sat", ",", ".", "!", "Rain", "don't", "e-mail", "x2", "Ünï", "42", "'s",
+             "(", ")", "—", "and"]
+    rng = random.Random(7)
+    for _ in range(300):
+        pairs.append(tuple(" ".join(rng.choice(vocab) for _ in range(rng.randint(0, 14))) for _ in range(2)))
+    for candidate, reference in pairs:
+        expected = scorer.score(reference, candidate)["rougeL"].fmeasure  # rouge-score takes (target, prediction)
+        assert rouge_l(candidate, reference) == pytest.approx(expected, abs=1e-12), (candidate, reference)

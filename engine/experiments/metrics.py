@@ -12,6 +12,7 @@ from collections import Counter
 from itertools import combinations
 
 _WORD = re.compile(r"\w+|[^\w\s]")
+_ROUGE_DROP = re.compile(r"[^a-z0-9]+")
 
 
 def words(text: str) -> list[str]:
@@ -53,9 +54,15 @@ def _lcs(a: list[str], b: list[str]) -> int:
     return previous[-1]
 
 
+def rouge_words(text: str) -> list[str]:
+    """Words as rouge-score (Google's reference ROUGE) splits them: lower case, runs of a-z and 0-9 only; punctuation
+    (and any other character) separates and is not a word."""
+    return _ROUGE_DROP.sub(" ", text.lower()).split()
+
+
 def rouge_l(candidate: str, reference: str) -> float:
-    """ROUGE-L F1 over words (beta = 1)."""
-    c, r = words(candidate), words(reference)
+    """ROUGE-L F1 (beta = 1) over rouge-score's words, so it equals rouge_score's RougeScorer(["rougeL"]) (no stemmer)."""
+    c, r = rouge_words(candidate), rouge_words(reference)
     lcs = _lcs(c, r)
     if lcs == 0:
         return 0.0
