@@ -42,7 +42,8 @@ def main() -> None:
     args = parser.parse_args()
 
     from decodelab.engine import DecodingConfig, generate_many
-    from decodelab.engine.backends.pool import ModelPool, generate_groups, spec_from_text, spec_label
+    from decodelab.engine.backends.pool import ModelPool, spec_from_text, spec_label
+    from decodelab.engine.session import Job, Session
 
     torch.set_num_threads(args.threads)
     print(f"machine: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.2f} at the start; "
@@ -75,7 +76,8 @@ def main() -> None:
     for backend in backends:
         apart[spec_label(backend.spec)] = timed(lambda b=backend: generate_many(b, PROMPT, [config]))
         print(f"    1 pane on {spec_label(backend.spec):<22}  {apart[spec_label(backend.spec)]:6.2f} s", flush=True)
-    together = timed(lambda: generate_groups([(b, [config], None) for b in backends], PROMPT))
+    session = Session(pool)
+    together = timed(lambda: session.run([Job(b, PROMPT, [config]) for b in backends]))
     sequential = sum(apart.values())
     print(f"(b) 6 panes on 6 models, side by side   {together:6.2f} s")
     print(f"(c) the same one model after another    {sequential:6.2f} s (sum of the single-pane times)")

@@ -113,17 +113,18 @@ def run(prompt, prompt_file, system, messages_file, presets, sets, seed, referen
     configs = resolve_configs(names, sets, seed)
     quiet = as_json or as_jsonl
     base = model_spec(**model)
-    from decodelab.engine.backends.pool import ModelPool, generate_groups, spec_from_text, spec_label
+    from decodelab.engine.backends.pool import spec_from_text, spec_label
+    from decodelab.engine.session import Job, Session, completions_of
 
     specs = [spec_from_text(m, base) if m else base for m in pane_models] if names else [base] * len(configs)
     several = len(set(specs)) > 1
     index = pick_pane(reference, [c.name for c in configs])  # a wrong --reference is said before anything loads
-    pool = ModelPool()
+    session = Session()
     backends = {}
     for spec in dict.fromkeys(specs):  # each distinct model once, in pane order
         rows = sum(s == spec for s in specs)
         backends[spec] = load_with_progress(spec, quiet=quiet, api_key=model.get("api_key"),
-                                            loader=lambda sp, progress, api_key=None, rows=rows: pool.get(
+                                            loader=lambda sp, progress, api_key=None, rows=rows: session.model(
                                                 sp, progress, api_key, rows=rows,
                                                 tokens=max(c.max_new_tokens for c in configs) + 512))
     from decodelab.engine.experiments.stage_use import inert_notes
@@ -133,10 +134,11 @@ def run(prompt, prompt_file, system, messages_file, presets, sets, seed, referen
             warn(f"pane {config.name!r}: {note}")
     if stages and not all(b.can("stages") for b in backends.values()):
         warn("a remote server applies the sampler stages itself, so its panes have no trace")
-    groups = [(b, [c for c, s in zip(configs, specs) if s == spec], None) for spec, b in backends.items()]
-    results = generate_groups(groups, text, cancel=threading.Event(), top_alternatives=max(top, 10),
-                              trace_stages=stages)
-    done = {spec: iter(out) for spec, out in zip(backends, results)}
+    jobs = [Job(b, text, [c for c, s in zip(configs, specs) if s == spec]) for spec, b in backends.items()]
+    for job in jobs:  # every mistake said before anything runs, in the engine's one wording
+        session.check(job.backend, job.prompt, job.configs)
+    outcomes = session.run(jobs, cancel=threading.Event(), top_alternatives=max(top, 10), trace_stages=stages)
+    done = {spec: iter(completions_of(out)) for spec, out in zip(backends, outcomes)}
     completions = [next(done[spec]) for spec in specs]
     labels = [spec_label(s) for s in specs] if several else None
     agreement = pane_agreement(index, completions, specs, backends, text) if several or reference else None

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import anyio
 from decodelab.engine.decoding.requests import Request
-from decodelab.engine.decoding.run import check_context, check_engine
+from decodelab.engine.decoding.preflight import check_context, check_engine
 from decodelab.engine.decoding.token_bytes import TokenBytes
 from decodelab.engine.config import ConfigError
 from decodelab.engine.results import PromptError
@@ -400,10 +400,10 @@ class Api:
     def _check_tokens(self, config, req) -> None:
         """Settings that name tokens (logit_bias ids or texts, banned strings, DRY breakers) resolved against this
         model's vocabulary now, so a bad one is a 400 naming its field, not a failed batch."""
-        from decodelab.engine.sampling import check_tokens
+        from decodelab.engine.decoding.preflight import check_tokens
 
         try:
-            check_tokens(config, self.loaded.runner.vocab_size, self.loaded.tokenizer)
+            check_tokens(self.loaded, config)
         except ConfigError as exc:  # vocab.py names the field; the 400 names it as the client sent it
             message, param = _as_request_error(exc, req._sent)
             raise ApiError(400, message, param=param) from None

@@ -137,9 +137,9 @@ def test_rounds_over_a_prompt_file_run_as_one_multi_prompt_batch(llama, monkeypa
     from decodelab.engine.experiments import arena
 
     calls = []
-    real = batching.generate_prompts
-    monkeypatch.setattr(batching, "generate_prompts", lambda loaded, items, **kw: calls.append(len(items)) or
-                        real(loaded, items, **kw))
+    real = batching.generate_parts  # every local run's way in: one call is one batch
+    monkeypatch.setattr(batching, "generate_parts", lambda loaded, parts, **kw: calls.append(len(parts)) or
+                        real(loaded, parts, **kw))
     tally = Tally([DecodingConfig(name="g", max_new_tokens=6), DecodingConfig(name="s", do_sample=True, max_new_tokens=6)])
     prompts = ["The for statement", "A function", "x"]
     rounds = list(arena.play_rounds(llama, tally, prompts, 2, 5, chunk=4, rng=random.Random(3)))

@@ -69,15 +69,16 @@ def test_run_warns_about_an_empty_prompt_on_stdin():
 
 
 def test_run_exits_1_naming_the_pane_that_ended_in_an_error(monkeypatch):
-    import decodelab.engine.backends.pool as pool
-    real = pool.generate_groups
+    from decodelab.engine.session import Session
+    real = Session.run
 
-    def one_pane_fails(groups, prompt, **kwargs):
-        (done,) = real(groups, prompt, **kwargs)
-        broken = dataclasses.replace(done[1], stop_reason="error", extra={"error": "the stream was cut"})
-        return [[done[0], broken]]
+    def one_pane_fails(self, jobs, **kwargs):
+        (done,) = real(self, jobs, **kwargs)
+        broken = dataclasses.replace(done.completions[1], stop_reason="error", extra={"error": "the stream was cut"})
+        done.completions[1] = broken
+        return [done]
 
-    monkeypatch.setattr(pool, "generate_groups", one_pane_fails)
+    monkeypatch.setattr(Session, "run", one_pane_fails)
     result = invoke("run", "--prompt", "The for", "-p", "greedy", "-p", "balanced", "--set", "max_new_tokens=3")
     assert result.exit_code == 1
     assert "'balanced'" in result.stderr and "the stream was cut" in result.stderr

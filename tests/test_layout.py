@@ -30,7 +30,8 @@ FORBIDDEN = {
     "cli": {"decodelab.tui.screens", "decodelab.tui.widgets", "decodelab.tui.actions"},  # cli opens tui.app only
 }
 # engine's sub-packages, top to bottom: a module may import its own layer or the ones below it.
-ENGINE_LAYERS = ["experiments", "library", "backends", "dialects", "decoding", "runners", "sampling", "(core)"]
+ENGINE_LAYERS = ["experiments", "session", "library", "backends", "dialects", "decoding", "runners", "sampling",
+                 "(core)"]
 
 
 def module_name(path: Path) -> tuple[str, bool]:

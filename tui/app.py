@@ -74,9 +74,12 @@ class DecodelabApp(ModelActions, ConversationActions, BranchActions, PaneActions
         self.draft: str | None = None
         """The prompt box's text while { shows an earlier turn's message there (} at the newest puts it back)."""
         from decodelab.engine.backends.pool import ModelPool
+        from decodelab.engine.session import Session
 
         self.pool = ModelPool()
         """The panes' own models (shift+m), each loaded once; the app's model (m) is self.loaded."""
+        self.session = Session(self.pool)
+        """The one way into the engine: every run and every pane model's load goes through it."""
         self.loading_models: set = set()
         """The load keys of pane models being loaded."""
         self.models_loaded: list[str] = []

@@ -152,8 +152,8 @@ class ModelActions:
         rows = sum(p.state.model_spec == spec for p in self.panes()) or 1
         tokens = max((p.state.config.max_new_tokens for p in self.panes()), default=256) + 1024
         try:
-            self.pool.get(spec, lambda stage, f: self.post_message(PaneModelProgress(spec, stage, f)),
-                          api_key=self.api_key, rows=rows, tokens=tokens)
+            self.session.model(spec, lambda stage, f: self.post_message(PaneModelProgress(spec, stage, f)),
+                               api_key=self.api_key, rows=rows, tokens=tokens)
         except ModelLoadError as exc:
             self.post_message(PaneModelFailed(spec, str(exc)))
             return

@@ -1,4 +1,5 @@
-"""Checks against the loaded model made before a run starts or an edit is applied, so no pane's text is lost."""
+"""Checks against the loaded model made before a run starts or an edit is applied, so no pane's text is lost: the
+engine's preflight (engine/decoding/preflight.py), its one wording given back as text for a notification."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ def prompt_tokens(loaded, prompt: str) -> tuple[int | None, str | None]:
     """The prompt's length in tokens (through the chat template when on), or the reason it cannot be encoded."""
     if loaded is None or not loaded.can("tokenizer"):
         return None, None  # a remote server counts its own tokens
-    from decodelab.engine.decoding.run import encode_prompt
+    from decodelab.engine.decoding.preflight import encode_prompt
     from decodelab.engine.results import PromptError
 
     try:
@@ -23,39 +24,32 @@ def prompt_tokens(loaded, prompt: str) -> tuple[int | None, str | None]:
 
 
 def context_error(loaded, prompt_len: int | None, max_new_tokens: int) -> str | None:
-    """Why max_new_tokens does not fit in the model's context after this prompt; None when it fits."""
-    limit = getattr(loaded, "context_length", None) if loaded is not None else None
-    if limit is None or prompt_len is None:
+    """Why max_new_tokens does not fit in the model's context after this prompt (the engine's own wording); None when
+    it fits."""
+    if loaded is None or prompt_len is None or loaded.context_length is None:
         return None
-    room = limit - prompt_len
-    if room < 1:
-        from decodelab.engine.decoding.run import tokens
+    from decodelab.engine.decoding.preflight import check_context
+    from decodelab.engine.results import PromptError
 
-        return f"the prompt is {tokens(prompt_len)} but the model's context is {limit}: shorten the prompt"
-    if max_new_tokens > room:
-        return (f"max_new_tokens={max_new_tokens} does not fit: the model's context is {limit} tokens and the "
-                f"prompt takes {prompt_len}, so at most {room} new tokens; lower it or shorten the prompt")
+    try:
+        check_context(loaded, prompt_len, max_new_tokens)
+    except PromptError as exc:
+        return str(exc)
     return None
 
 
 def vocab_error(loaded, config) -> str | None:
-    """Why a logit_bias token id is not one of the model's tokens; None when every id is."""
-    runner = loaded.runner  # a remote backend has none, and no vocabulary to check against
-    if runner is None:
+    """Why a setting that names tokens (logit_bias, banned_strings, DRY's breakers, logprob_tokens) cannot be taken by
+    this model, in the engine's own wording; None when it can (a remote server checks its own)."""
+    if loaded is None or loaded.runner is None:
         return None
-    size = runner.vocab_size
-    outside = [key for key, _ in config.logit_bias if isinstance(key, int) and key >= size]
-    if outside:
-        return (f"logit_bias token id {outside[0]} is outside this model's vocabulary (ids 0-{size - 1}): "
-                "use an id below it, or the token's text")
-    if config.logprob_tokens and getattr(loaded, "tokenizer", None) is not None:
-        from decodelab.engine.config import ConfigError
-        from decodelab.engine.sampling.vocab import named_ids
+    from decodelab.engine.config import ConfigError
+    from decodelab.engine.decoding.preflight import check_tokens
 
-        try:
-            named_ids(config.logprob_tokens, loaded.tokenizer, size)
-        except ConfigError as exc:
-            return str(exc)
+    try:
+        check_tokens(loaded, config)
+    except ConfigError as exc:
+        return str(exc)
     return None
 
 
@@ -65,7 +59,22 @@ def run_error(loaded, prompt: str, configs) -> str | None:
     if error:
         return error
     for config in configs:
-        problem = context_error(loaded, length, config.max_new_tokens)
+        problem = context_error(loaded, length, config.max_new_tokens) or vocab_error(loaded, config) or \
+            engine_error(loaded, config)
         if problem:
             return f"pane {config.name}: {problem}"
+    return None
+
+
+def engine_error(loaded, config) -> str | None:
+    """What this pane's model's engine cannot do (beams, guidance), naming the engine; None when it can."""
+    if loaded is None or loaded.runner is None:
+        return None
+    from decodelab.engine.decoding.preflight import check_engine
+    from decodelab.engine.results import PromptError
+
+    try:
+        check_engine(loaded, [config])
+    except PromptError as exc:
+        return str(exc)
     return None

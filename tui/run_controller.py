@@ -72,21 +72,30 @@ class RunController:
         self.app.run_worker(work, thread=True, exclusive=True, group="engine", name="engine")
 
     def _work(self, backends, run_id, states, configs, prompts, prefix, cancel, parts) -> None:
-        """The worker thread: each model's parts decode on a thread of their own, handing each step over; the end
-        is reported as one message (a model that failed: its panes' errors)."""
+        """The worker thread: the app's Session runs each model's parts in its one batch, the models side by side,
+        each step handed over; the end is reported as one message (a model that failed: its panes' errors)."""
+        from decodelab.engine.results import GenerationError
+        from decodelab.engine.session import Job
+
+        def handler(rows):
+            def on_step(event) -> None:
+                self.pending.append((run_id, [states[r] for r in rows], event))
+            return on_step
+
+        jobs = [Job(backends[rows[0]], prompts[rows[0]], [configs[r] for r in rows], handler(rows), prefix, stop)
+                for rows, stop in parts]
+        outcomes = self.app.session.run(
+            jobs, cancel=cancel, trace_stages=self.app.trace_stages,
+            on_thread=lambda: self.engine_threads.add(threading.current_thread().name))
         completions: list = [None] * len(states)
         errors: dict[int, str] = {}
-        by_model: dict[int, list] = {}
-        for rows, stop in parts:
-            by_model.setdefault(id(backends[rows[0]]), []).append((rows, stop))
-        threads = [threading.Thread(target=self._model_work, name=f"engine-{i}", daemon=True,
-                                    args=(backends[group[0][0][0]], run_id, states, configs, prompts, prefix,
-                                          cancel, group, completions, errors))
-                   for i, group in enumerate(by_model.values())]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
+        for (rows, _), outcome in zip(parts, outcomes):
+            if outcome.error is not None:  # never let a run take the app down
+                exc = outcome.error
+                why = str(exc) if isinstance(exc, GenerationError) else f"{type(exc).__name__}: {exc}"
+                errors.update({row: why for row in rows})
+            for row, completion in zip(rows, outcome.completions or ()):
+                completions[row] = completion
         if len(errors) == len(states) and len(set(errors.values())) == 1:  # one failure for every pane
             self.app.post_message(RunFailed(run_id, states, next(iter(errors.values()))))
             return
@@ -94,32 +103,6 @@ class RunController:
             if completion is None and row not in errors:  # cancelled before its turn came (a backend runs in turn)
                 errors[row] = "cancelled before this pane's turn came"
         self.app.post_message(RunFinished(run_id, states, completions, errors))
-
-    def _model_work(self, backend, run_id, states, configs, prompts, prefix, cancel, parts, completions,
-                    errors) -> None:
-        """One model's parts, in its one batch (a thread of the run's worker)."""
-        from decodelab.engine.backends.base import Part, generate_parts
-        from decodelab.engine.results import GenerationError
-
-        def handler(rows):
-            def on_step(event) -> None:
-                self.engine_threads.add(threading.current_thread().name)
-                self.pending.append((run_id, [states[r] for r in rows], event))
-            return on_step
-
-        runs = [Part(prompts[rows[0]], [configs[r] for r in rows], handler(rows), prefix, stop)
-                for rows, stop in parts]
-        try:
-            results = generate_parts(backend, runs, cancel=cancel,
-                                     trace_stages=self.app.trace_stages and backend.can("stages"))
-        except Exception as exc:  # noqa: BLE001 - never let a run take the app down
-            why = str(exc) if isinstance(exc, GenerationError) else f"{type(exc).__name__}: {exc}"
-            for rows, _ in parts:
-                errors.update({row: why for row in rows})
-            return
-        for (rows, _), done in zip(parts, results):
-            for row, completion in zip(rows, done):
-                completions[row] = completion
 
     def drain(self) -> set[int]:
         """Apply every step that arrived; the ids of the states that changed."""

@@ -106,13 +106,3 @@ def generate_parts(backend: Backend, parts: Sequence[Part], *, cancel=None, top_
         if cancel is not None and cancel.is_set():
             break
     return out
-
-
-def generate_many(backend: Backend, prompt: Prompt, configs: Sequence[DecodingConfig], **kwargs) -> list[Completion]:
-    """Run prompt under every config on the backend; completions in the order of configs."""
-    return backend.generate(prompt, configs, **kwargs)
-
-
-def run_prompts(backend: Backend, items, **kwargs) -> list[list[Completion]]:
-    """Several prompts through the backend (rows of different prompts share batches when it can)."""
-    return backend.generate_prompts(items, **kwargs)

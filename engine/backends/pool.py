@@ -125,7 +125,7 @@ def estimate(spec: ModelSpec, rows: int = 8, tokens: int = 1024) -> Estimate | N
     where = "cuda" if spec.device != "cpu" and torch.cuda.is_available() else "cpu"
     gguf = _gguf(spec)
     if gguf is not None:
-        params, kept, layout = _gguf_layout(gguf)
+        params, kept, layout, context = _gguf_layout(gguf)
         if spec.engine == "llama.cpp":
             weights, how = gguf.stat().st_size, f"the {gguf.name} file as it is"
         else:
@@ -134,10 +134,12 @@ def estimate(spec: ModelSpec, rows: int = 8, tokens: int = 1024) -> Estimate | N
         folder = _folder(spec)
         if folder is None:
             return None
-        params, kept, layout = _folder_layout(folder)
+        params, kept, layout, context = _folder_layout(folder)
         if not params:
             return None
         weights, how = _weights(spec, where, params, kept, "at")
+    if context:  # no row holds more than the context (a huge max_new_tokens is the preflight's to refuse)
+        tokens = min(tokens, context)
     kv = layout * rows * tokens * (2 if spec.engine == "llama.cpp" else _dtype_bytes(spec, where)) if layout else 0
     return Estimate(weights, kv, where, how)
 
@@ -249,8 +251,9 @@ def _gguf(spec: ModelSpec) -> Path | None:
         return None
 
 
-def _gguf_layout(file: Path) -> tuple[int, int, int]:
-    """(parameters, of them kept unquantized by bitsandbytes, key/value elements per token) from a GGUF header."""
+def _gguf_layout(file: Path) -> tuple[int, int, int, int]:
+    """(parameters, of them kept unquantized by bitsandbytes, key/value elements per token, context length or 0) from
+    a GGUF header."""
     try:
         from gguf import GGUFReader
 
@@ -263,9 +266,9 @@ def _gguf_layout(file: Path) -> tuple[int, int, int]:
         kv_heads = _field(reader, f"{arch}.attention.head_count_kv") or heads
         width = _field(reader, f"{arch}.embedding_length")
         layout = layers * 2 * kv_heads * (width // heads) if layers and heads and width else 0
-        return params, kept, layout
+        return params, kept, layout, _field(reader, f"{arch}.context_length") or 0
     except Exception:  # noqa: BLE001 - an unreadable header: the file size stands in for the parameters
-        return file.stat().st_size, 0, 0
+        return file.stat().st_size, 0, 0, 0
 
 
 def _field(reader, name: str):
@@ -292,9 +295,9 @@ def _folder(spec: ModelSpec) -> Path | None:
         return None
 
 
-def _folder_layout(folder: Path) -> tuple[int, int, int]:
-    """(parameters, of them kept unquantized by bitsandbytes, key/value elements per token) of a transformers folder,
-    from its weight files' headers and its config."""
+def _folder_layout(folder: Path) -> tuple[int, int, int, int]:
+    """(parameters, of them kept unquantized by bitsandbytes, key/value elements per token, context length or 0) of a
+    transformers folder, from its weight files' headers and its config."""
     params = kept = 0
     for file in folder.glob("*.safetensors"):
         try:
@@ -312,37 +315,11 @@ def _folder_layout(folder: Path) -> tuple[int, int, int]:
     try:
         config = json.loads((folder / "config.json").read_text())
         config = config.get("text_config", config)
-        return params, kept, kv_elements_per_token(SimpleNamespace(**config)) or 0
+        context = config.get("max_position_embeddings") or config.get("n_positions") or 0
+        return params, kept, kv_elements_per_token(SimpleNamespace(**config)) or 0, int(context)
     except (OSError, ValueError, TypeError, AttributeError):
-        return params, kept, 0
+        return params, kept, 0, 0
 
 
 def _gb(n: int) -> str:
     return f"{n / 2**30:.1f} GB" if n >= 2**30 else f"{n / 2**20:.0f} MB"
-
-
-def generate_groups(groups, prompt, **kwargs) -> list[list]:
-    """Each (backend, configs, on_step) group decodes as one batch on its own model, the groups side by side in
-    threads, so a slow model does not hold back the others; completions per group, in order. A group that fails
-    raises after the others finish."""
-    results: list = [None] * len(groups)
-    errors: list = [None] * len(groups)
-
-    def run(i: int, backend, configs, on_step) -> None:
-        try:
-            results[i] = backend.generate(prompt, configs, on_step=on_step, **kwargs)
-        except BaseException as exc:  # noqa: BLE001 - handed to the caller below
-            errors[i] = exc
-
-    if len(groups) == 1:
-        run(0, *groups[0])
-    else:
-        threads = [threading.Thread(target=run, args=(i, *g), daemon=True) for i, g in enumerate(groups)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
-    for error in errors:
-        if error is not None:
-            raise error
-    return results

@@ -11,77 +11,20 @@ from typing import Callable, Container, Sequence
 
 import torch
 
-from ..config import ConfigError, DecodingConfig
-from ..conversation import Prompt, chat_token_ids, check_messages
-from ..results import Completion, GenerationError, PromptError, StepEvent
+from ..config import DecodingConfig
+from ..conversation import Prompt
+from ..results import Completion, GenerationError, StepEvent
 from .loop import bucket_rows, run_requests
+from .preflight import check_context, check_engine, encode_prompt, preflight, tokens  # noqa: F401 - re-exported
 from .requests import Request, check_configs
 
 OnStep = Callable[[StepEvent], None]
 
 
-def encode_prompt(loaded, prompt: Prompt) -> torch.Tensor:
-    """Token ids [T] of the prompt: a text (through the chat template when the model spec asks for it), or a
-    list of chat messages (always through the template; engine/conversation.py)."""
-    tok = loaded.tokenizer
-    if isinstance(prompt, list):
-        try:
-            messages = check_messages(prompt, "the prompt")
-        except ConfigError as exc:
-            raise PromptError(str(exc)) from None
-        if not getattr(tok, "chat_template", None):
-            raise PromptError("this model's tokenizer has no chat template, so it cannot take a conversation or a "
-                              "system prompt; send one text prompt")
-        ids = chat_token_ids(tok, messages)
-    elif not isinstance(prompt, str):
-        raise PromptError(f"the prompt must be text or a list of chat messages, not {type(prompt).__name__}")
-    elif loaded.spec.chat:
-        if not getattr(tok, "chat_template", None):
-            raise PromptError("this model's tokenizer has no chat template; turn chat mode off")
-        ids = chat_token_ids(tok, [{"role": "user", "content": prompt}])
-    else:
-        ids = tok(prompt)["input_ids"] if prompt else []
-    if not ids:
-        if tok.bos_token_id is None:
-            raise PromptError("the prompt is empty and this model has no BOS token to start from; type a prompt")
-        ids = [tok.bos_token_id]
-    return torch.tensor(ids, dtype=torch.long, device=loaded.runner.device)
-
-
-def check_context(loaded, prompt_len: int, max_new: int) -> None:
-    limit = loaded.context_length
-    if limit is None:
-        return
-    if prompt_len >= limit:
-        raise PromptError(f"the prompt is {tokens(prompt_len)} but the model's context is {limit}: shorten it")
-    if prompt_len + max_new > limit:
-        raise PromptError(
-            f"the prompt is {tokens(prompt_len)} and max_new_tokens is {max_new}, but the model's context is "
-            f"{limit}: lower max_new_tokens to {limit - prompt_len} or shorten the prompt"
-        )
-
-
-def tokens(n: int) -> str:
-    """'1 token', '2 tokens'."""
-    return f"{n} token" if n == 1 else f"{n} tokens"
-
-
-def check_engine(loaded, configs: Sequence[DecodingConfig]) -> None:
-    """PromptError naming the engine when a config needs what the model's runner cannot do (the llama.cpp engine:
-    beams run through transformers' generate, and guidance rows join the batch on a negative prompt)."""
-    if any(c.num_beams > 1 for c in configs):
-        loaded.runner.require("beams")
-    if any(c.guidance_scale != 1 for c in configs):
-        loaded.runner.require("guidance")
-
-
 def new_request(loaded, prompt: Prompt, configs: Sequence[DecodingConfig], **fields) -> Request:
     """A checked Request for the prompt: encoded (chat template included) and within the context."""
     configs = check_configs(configs)
-    check_engine(loaded, configs)
-    prompt_ids = encode_prompt(loaded, prompt)
-    check_context(loaded, prompt_ids.numel(), max(c.max_new_tokens for c in configs))
-    return Request(prompt_ids, configs, **fields)
+    return Request(preflight(loaded, prompt, configs), configs, **fields)
 
 
 def generate_local(loaded, prompt: Prompt, configs: Sequence[DecodingConfig], *, on_step: OnStep | None = None,

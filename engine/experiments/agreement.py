@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ..decoding.run import encode_prompt
+from ..decoding.preflight import encode_prompt
 
 
 @dataclass

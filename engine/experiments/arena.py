@@ -207,11 +207,11 @@ def load_tally(path) -> Tally:
 
 def play_round(loaded, tally: Tally, prompt: str, number: int, rng: random.Random | None = None, **kwargs) -> Round:
     """Run every config on the prompt with fresh seeds, in a shuffled order, as one batched call."""
-    from ..backends.base import generate_many
+    from ..session import default_session
 
     order = shuffled_order(len(tally.configs), rng)
     configs = [tally.configs[i].replace(seed=None) for i in order]
-    completions = generate_many(loaded, prompt, configs, **kwargs)
+    completions = default_session().generate(loaded, prompt, configs, **kwargs)
     return Round(number=number, prompt=prompt, order=order, texts=[c.text for c in completions],
                  seeds=[c.seed for c in completions])
 
@@ -223,13 +223,13 @@ def play_rounds(loaded, tally: Tally, prompts: list[str], first: int, count: int
     Each chunk of rounds runs as ONE multi-prompt batch (every config of every round's prompt is a
     row), so a prompt file is decoded in a fraction of the time of one round after another.
     """
-    from ..backends.base import run_prompts
+    from ..session import default_session
 
     for start in range(first, first + count, chunk):
         numbers = list(range(start, min(start + chunk, first + count)))
         orders = [shuffled_order(len(tally.configs), rng) for _ in numbers]
         texts = [prompts[n % len(prompts)] for n in numbers]
         items = [(text, [tally.configs[i].replace(seed=None) for i in order]) for text, order in zip(texts, orders)]
-        for number, text, order, completions in zip(numbers, texts, orders, run_prompts(loaded, items, **kwargs)):
+        for number, text, order, completions in zip(numbers, texts, orders, default_session().generate_prompts(loaded, items, **kwargs)):
             yield Round(number=number, prompt=text, order=order, texts=[c.text for c in completions],
                         seeds=[c.seed for c in completions])

@@ -169,7 +169,9 @@ def time_sampler(vocab: int, device, rows: int = 8, repeats: int = 50) -> float:
 
 def run_benchmark(loaded, new_tokens: int = 64, repeats: int = 3, prompt_tokens: int = 32,
                   progress=print) -> BenchResult:
-    from ..backends.base import generate_many
+    from ..session import default_session
+
+    generate_many = default_session().generate
     from ..decoding.hf_generate import hf_generate_kwargs
 
     if loaded.spec.chat:  # every contender gets the same plain prompt (HF generate and llama.cpp take raw text)

@@ -137,7 +137,7 @@ def random_points(spec: SweepSpec) -> list[dict]:
 def evaluate(loaded, spec: SweepSpec, points: list[dict], max_rows: int = 64, cancel=None,
              on_point: Callable[[PointResult], None] | None = None) -> list[PointResult]:
     """Run each point on every prompt with spec.seeds seeds, batched, and score it."""
-    from ..backends.base import run_prompts
+    from ..session import default_session
 
     configs = [spec.base.replace(**{k: _cast(k, v) for k, v in p.items()}, name=_point_name(p)) for p in points]
     seeds = [spec.seed * 1000 + s for s in range(spec.seeds)]
@@ -148,8 +148,8 @@ def evaluate(loaded, spec: SweepSpec, points: list[dict], max_rows: int = 64, ca
     for start in range(0, len(rows), chunk):
         part = rows[start : start + chunk]
         batch = [configs[i].replace(seed=s) for i, s in part]
-        every = run_prompts(loaded, [(case.text, batch) for case in spec.prompts], cancel=cancel,
-                            max_rows=max(max_rows, len(batch)))
+        every = default_session().generate_prompts(loaded, [(case.text, batch) for case in spec.prompts],
+                                                   cancel=cancel)  # rows join the batch as others finish
         for case, outs in zip(spec.prompts, every):  # all prompts decode together, max_rows rows at a time
             for (i, seed), out in zip(part, outs):
                 per_point[i].append({"prompt": case.text, "seed": seed, "text": out.text,
