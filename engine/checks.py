@@ -153,8 +153,26 @@ def _json(s, value: Any) -> str:
 
 CHECKS = {"text": _text, "bool": _bool, "float": _float, "int": _int, "strings": _strings, "seed": _seed,
            "choice": _choice, "bias": _bias, "tokens": _tokens, "json": _json}
-TYPES = {"text": str, "bool": bool, "float": float, "int": int, "strings": tuple[str, ...], "seed": int | None,
-          "choice": bool | str, "bias": tuple[tuple[int | str, float], ...],
-         "tokens": tuple[int | str, ...], "json": str}
+ANNOTATIONS = {"text": "str", "bool": "bool", "float": "float", "int": "int", "strings": "tuple[str, ...]",
+               "seed": "int | None", "choice": "bool | str", "bias": "tuple[tuple[int | str, float], ...]",
+               "tokens": "tuple[int | str, ...]", "json": "str"}
+"""Each kind's type, as DecodingConfig's declared fields write it (scripts/config_class.py)."""
+TYPES = {kind: eval(text) for kind, text in ANNOTATIONS.items()}  # noqa: S307 - the literal table above
+FIELDS_START = "    # -- fields: written by scripts/config_class.py from SETTINGS; tests/test_config.py keeps them in step --"
+FIELDS_END = "    # -- end of the written fields --"
+
+
+def fields_block(settings) -> str:
+    """DecodingConfig's field declarations for these settings, between their markers."""
+    lines = [FIELDS_START]
+    for s in settings:
+        lines.append(f"    {s.name}: {ANNOTATIONS[s.kind]} = {s.default!r}")
+    return "\n".join(lines + [FIELDS_END])
+
+
+def with_fields(source: str, settings) -> str:
+    """config.py's source with its written fields replaced by those of these settings."""
+    start, end = source.index(FIELDS_START), source.index(FIELDS_END) + len(FIELDS_END)
+    return source[:start] + fields_block(settings) + source[end:]
 
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from .checks import CHECKS, CONSTRAINT_FIELDS, SEED_MAX, TYPES, ConfigError, fail as _fail  # noqa: F401 - re-exported
@@ -404,8 +404,70 @@ def stage_active(stage: str, config, samples: bool | None = None) -> bool:
 
 
 # -- DecodingConfig -------------------------------------------------------------------------------------
-class _ConfigBehaviour:
-    """DecodingConfig's methods; its fields come from SETTINGS (see DecodingConfig below)."""
+@dataclass(frozen=True)
+class DecodingConfig:
+    """One decoding setup: a field per row of SETTINGS, validated on construction.
+
+    Every default is neutral: all filters and penalties are off. The fields are written from the table by
+    scripts/config_class.py (run it after adding a row), so that editors and type checkers see each one.
+    """
+
+    # -- fields: written by scripts/config_class.py from SETTINGS; tests/test_config.py keeps them in step --
+    name: str = 'custom'
+    description: str = ''
+    do_sample: bool = False
+    temperature: float = 1.0
+    top_k: int = 0
+    top_p: float = 1.0
+    min_p: float = 0.0
+    p_less: bool = False
+    p_less_norm: bool = False
+    typical_p: float = 1.0
+    repetition_penalty: float = 1.0
+    frequency_penalty: float = 0.0
+    presence_penalty: float = 0.0
+    no_repeat_ngram_size: int = 0
+    num_beams: int = 1
+    length_penalty: float = 1.0
+    max_new_tokens: int = 128
+    min_new_tokens: int = 0
+    stop_strings: tuple[str, ...] = ()
+    seed: int | None = None
+    early_stopping: bool | str = False
+    top_n_sigma: float = 0.0
+    xtc_probability: float = 0.0
+    xtc_threshold: float = 0.1
+    dry_multiplier: float = 0.0
+    dry_base: float = 1.75
+    dry_allowed_length: int = 2
+    dry_penalty_last_n: int = 0
+    dry_sequence_breakers: tuple[str, ...] = ('\n', ':', '"', '*')
+    mirostat: int = 0
+    mirostat_tau: float = 5.0
+    mirostat_eta: float = 0.1
+    dynatemp_range: float = 0.0
+    dynatemp_exponent: float = 1.0
+    epsilon_cutoff: float = 0.0
+    eta_cutoff: float = 0.0
+    logit_bias: tuple[tuple[int | str, float], ...] = ()
+    banned_strings: tuple[str, ...] = ()
+    repetition_penalty_last_n: int = 0
+    smoothing_factor: float = 0.0
+    smoothing_curve: float = 1.0
+    top_h: float = 0.0
+    tfs: float = 1.0
+    top_a: float = 0.0
+    adaptive_target: float = -1.0
+    adaptive_decay: float = 0.9
+    guidance_scale: float = 1.0
+    negative_prompt: str = ''
+    logprob_tokens: tuple[int | str, ...] = ()
+    json_schema: str = ''
+    regex: str = ''
+    choice: tuple[str, ...] = ()
+    grammar: str = ''
+    sampler_order: tuple[str, ...] = ()
+    # -- end of the written fields --
 
     def __post_init__(self) -> None:
         for s in SETTINGS:
@@ -506,13 +568,6 @@ class _ConfigBehaviour:
         return dataclasses.replace(self, **changes)
 
 
-DecodingConfig = dataclasses.make_dataclass(
-    "DecodingConfig", [(s.name, TYPES[s.kind], field(default=s.default)) for s in SETTINGS],
-    bases=(_ConfigBehaviour,), frozen=True,
-)
-DecodingConfig.__module__ = __name__  # make_dataclass takes module= only from Python 3.12
-DecodingConfig.__doc__ = """One decoding setup: a field per row of SETTINGS, validated on construction.
-Every default is neutral: all filters and penalties are off."""
 DEFAULTS = DecodingConfig()
 
 

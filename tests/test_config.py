@@ -149,3 +149,35 @@ def test_a_summary_says_when_xtc_is_off_because_of_its_threshold():
     off = on.replace(xtc_threshold=0.6)
     assert "xtc=0.5@0.1" in on.summary()
     assert "xtc=off(threshold 0.6 > 0.5)" in off.summary()
+
+
+def test_the_declared_fields_are_the_table_rows():
+    """Issue 31: DecodingConfig's fields are declared in code (for editors and type checkers), written from SETTINGS
+    by scripts/config_class.py; this fails when a row is added, renamed, retyped or given another default."""
+    import dataclasses
+    from pathlib import Path
+
+    from decodelab.engine.checks import ANNOTATIONS, with_fields
+    from decodelab.engine.config import SETTINGS
+
+    source = (Path(__file__).resolve().parents[1] / "engine" / "config.py").read_text(encoding="utf-8")
+    assert with_fields(source, SETTINGS) == source, "run: python scripts/config_class.py"
+    fields = dataclasses.fields(DecodingConfig)
+    assert [f.name for f in fields] == [s.name for s in SETTINGS]
+    for f, s in zip(fields, SETTINGS):
+        assert (f.type, f.default) == (ANNOTATIONS[s.kind], s.default), s.name
+
+
+def test_the_written_fields_follow_a_changed_table():
+    """The writer is not a constant: a table with a row more and a default changed writes both."""
+    import dataclasses
+
+    from decodelab.engine.checks import fields_block, with_fields
+    from decodelab.engine.config import SETTINGS
+
+    changed = [dataclasses.replace(SETTINGS[0], default="other"), *SETTINGS[1:],
+               dataclasses.replace(SETTINGS[3], name="new_knob", default=0.25)]
+    block = fields_block(changed)
+    assert "    name: str = 'other'" in block and block.rstrip().splitlines()[-2] == "    new_knob: float = 0.25"
+    source = "before\n" + fields_block(SETTINGS) + "\nafter\n"
+    assert with_fields(source, changed) == "before\n" + block + "\nafter\n"
