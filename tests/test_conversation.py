@@ -253,10 +253,11 @@ async def test_a_session_keeps_every_turn_and_version_and_the_system_prompt(chat
     other = chat_app(chat_demo)
     other_system = None
     async with other.run_test(size=(120, 30)) as pilot:
-        other.system_prompt = None
-        other.open_session(str(path))
+        await pilot.pause()  # the main screen's panes are mounted
+        other.workspace.system_prompt = None
+        other.files.open_session(str(path))
         await pilot.pause()
-        other_system = other.system_prompt
+        other_system = other.workspace.system_prompt
         opened = [(p.state.turn_label(), p.state.version_label(), p.state.text, [t.reply for t in p.state.turns])
                   for p in other.panes()]
         assert [len(p.state.history) for p in other.panes()] == [2, 2]
@@ -273,7 +274,7 @@ async def test_a_schema_1_session_still_opens(chat_demo, tmp_path):
                                            "completion": completion_to_dict(completion)}]}))
     app = chat_app(chat_demo)
     async with app.run_test(size=(120, 30)) as pilot:
-        app.open_session(str(path))
+        app.files.open_session(str(path))
         await pilot.pause()
         [pane] = app.panes()
         assert pane.state.text == completion.text and pane.state.prompt == "The for"
@@ -325,7 +326,7 @@ async def test_ab_and_sweeps_run_on_the_current_panes_conversation(chat_demo):
         await wait_idle(app, pilot)
         await say(app, pilot, "And while?")  # the box is empty now
         await pilot.press("escape", "2")
-        prompt = app.comparison_prompt()
+        prompt = app.panes_part.comparison_prompt()
         warm = app.panes()[1].state
         assert prompt == warm.prompt and prompt[-1] == {"role": "user", "content": "And while?"}
 
@@ -336,7 +337,7 @@ async def test_a_pane_added_mid_conversation_answers_the_latest_message_not_an_e
         await pilot.press("ctrl+r")
         await wait_idle(app, pilot)
         await say(app, pilot, "And while?")
-        app.add_pane(DecodingConfig(name="beam", num_beams=3, max_new_tokens=6))
+        app.panes_part.add_pane(DecodingConfig(name="beam", num_beams=3, max_new_tokens=6))
         await pilot.pause()
         await pilot.press("ctrl+r")  # the box is empty
         await wait_idle(app, pilot)
@@ -353,7 +354,7 @@ async def test_shift_n_starts_a_new_conversation_and_u_brings_the_old_one_back(c
         await say(app, pilot, "And while?")
         await pilot.press("escape", "N")
         assert all(not p.state.turns for p in app.panes())
-        app.system_prompt = None
+        app.workspace.system_prompt = None
         app.query_one("#prompt", TextArea).text = "The if"
         await pilot.press("ctrl+r")
         await wait_idle(app, pilot)

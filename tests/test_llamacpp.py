@@ -145,7 +145,7 @@ async def test_tui_against_llamacpp(llama_server):
     async with app.run_test() as pilot:
         for _ in range(200):
             await pilot.pause(0.05)
-            if app.loaded is not None:
+            if app.shelf.loaded is not None:
                 break
         await pilot.press("ctrl+r")
         for _ in range(400):

@@ -89,7 +89,7 @@ async def test_tui_model_dialog_offers_the_same_list(demo, tmp_path, monkeypatch
     app = DecodelabApp(spec=demo.spec, configs=[DecodingConfig(max_new_tokens=4)], prompt="x", loaded=demo)
     chosen = []
     async with app.run_test(size=(100, 30)) as pilot:
-        app.load_path = chosen.append
+        app.shelf.load_path = chosen.append
         await pilot.press("escape", "m")
         await pilot.pause()
         assert isinstance(app.screen, ModelPicker)

@@ -273,9 +273,9 @@ async def test_tui_against_the_server(server):
     async with app.run_test() as pilot:
         for _ in range(200):
             await pilot.pause(0.05)
-            if app.loaded is not None:
+            if app.shelf.loaded is not None:
                 break
-        assert "vllm server" in app.loaded.describe()  # declared, not discovered
+        assert "vllm server" in app.shelf.loaded.describe()  # declared, not discovered
         assert "logprobs: raw" in str(app.query_one("#legend").render())
         await pilot.press("ctrl+r")
         for _ in range(400):

@@ -41,7 +41,7 @@ async def test_run_streams_into_every_pane_off_the_ui_thread(demo):
         panes = app.panes()
         assert all(p.state.completion is not None and p.state.text for p in panes)
         assert [len(p.state.steps) for p in panes] == [12, 12]
-        assert app.engine_threads and threading.main_thread().name not in app.engine_threads
+        assert app.runs.engine_threads and threading.main_thread().name not in app.runs.engine_threads
         assert "12 tok" in str(panes[0].query_one(".pane--stats").render())
 
 
@@ -123,8 +123,8 @@ async def test_heatmap_modes_cycle_with_a_legend(demo):
         seen = []
         for _ in range(6):
             await pilot.press("h")
-            seen.append(app.measure)
-            assert app.panes()[0].measure == app.measure
+            seen.append(app.workspace.measure)
+            assert app.panes()[0].measure == app.workspace.measure
         assert seen == ["prob_processed", "rank", "entropy", "surprisal", "off", "prob"]
         assert "probability" in str(app.query_one("#legend").render())
 
@@ -231,7 +231,7 @@ async def test_bad_session_file_is_a_notification(demo, tmp_path):
     bad.write_text("{}")
     app = make_app(demo)
     async with app.run_test() as pilot:
-        app.open_session(str(bad))
+        app.files.open_session(str(bad))
         await pilot.pause()
         assert any("not a decodelab session" in n.message for n in app._notifications)
         assert len(app.panes()) == 2
@@ -251,9 +251,9 @@ async def test_failed_model_load_offers_another(tmp_path):
         await pilot.press("enter")
         for _ in range(200):
             await pilot.pause(0.05)
-            if app.loaded is not None:
+            if app.shelf.loaded is not None:
                 break
-        assert app.loaded is not None and app.loaded.name == "demo"
+        assert app.shelf.loaded is not None and app.shelf.loaded.name == "demo"
 
 
 async def test_a_run_that_cannot_fit_is_refused_and_the_app_survives(demo):
@@ -271,7 +271,7 @@ async def test_chat_toggle_and_theme(demo):
     app = make_app(demo)
     async with app.run_test() as pilot:
         await pilot.press("ctrl+t")  # the demo model has no chat template: chat stays off, and it says why
-        assert not app.loaded.spec.chat
+        assert not app.shelf.loaded.spec.chat
         assert any("no chat template" in n.message for n in app._notifications)
         await pilot.press("escape", "1", "t")
         assert app.theme == "decodelab-light"
@@ -302,8 +302,9 @@ def snapshot_app(demo, session_file):
     app = make_app(demo, [DecodingConfig(name="placeholder")])
 
     async def before(pilot):
+        await pilot.pause()  # the main screen's panes are mounted
         app.query_one("#prompt", TextArea).cursor_blink = False
-        app.open_session(session_file)
+        app.files.open_session(session_file)
         await pilot.pause()
         await pilot.pause()
         app.clear_notifications()
@@ -352,10 +353,10 @@ async def test_diff_marks_first_divergence_and_copy(demo):
         greedy, hot = app.panes()
         expected = next(i for i, (a, b) in enumerate(zip(greedy.state.token_ids, hot.state.token_ids)) if a != b)
         await pilot.press("escape", "v")
-        assert app.diff_mode == "greedy" and hot.diverge_at == expected and greedy.diverge_at is None
+        assert app.workspace.diff_mode == "greedy" and hot.diverge_at == expected and greedy.diverge_at is None
         assert f"diverges @{expected}" in str(hot.query_one(".pane--stats").render())
         await pilot.press("v")
-        assert app.diff_mode == "left" and hot.diverge_at == expected
+        assert app.workspace.diff_mode == "left" and hot.diverge_at == expected
         await pilot.press("2", "c")
         assert app.clipboard == hot.state.text
         await pilot.press("y")

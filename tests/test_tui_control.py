@@ -34,7 +34,7 @@ async def until(pilot, condition, timeout: float = 60) -> None:
 async def run_all(app, pilot) -> None:
     await pilot.press("ctrl+r")
     await pilot.pause()
-    await until(pilot, lambda: not app.running and not app.pending)
+    await until(pilot, lambda: not app.running and not app.runs.pending)
     await pilot.pause()
 
 
@@ -101,7 +101,7 @@ async def test_chat_template_is_not_turned_on_for_a_model_without_one(demo):
         await run_all(app, pilot)
         texts = [p.state.text for p in app.panes()]
         await pilot.press("ctrl+t")
-        assert not app.loaded.spec.chat
+        assert not app.shelf.loaded.spec.chat
         await run_all(app, pilot)
         assert all(p.state.text and not p.state.error for p in app.panes())
         assert [p.state.text for p in app.panes()][0] == texts[0]  # greedy: the same text again
@@ -137,7 +137,7 @@ async def test_a_failed_load_keeps_the_working_model(demo, tmp_path):
         app.screen.query_one(Input).value = str(tmp_path / "missing")
         await pilot.press("enter")
         await until(pilot, lambda: any("Could not load" in n.message for n in app._notifications))
-        assert app.loaded is demo and app.spec.path == "demo"
+        assert app.shelf.loaded is demo and app.shelf.spec.path == "demo"
         assert "demo" in str(app.query_one("#model-bar").render())
         await run_all(app, pilot)
         assert all(p.state.completion is not None for p in app.panes())
@@ -334,7 +334,7 @@ async def test_a_chat_run_on_a_model_without_a_template_is_refused_with_the_key_
         assert app.panes()[0].state.completion is None
         assert any("no chat template" in n.message and "ctrl+t" in n.message for n in app._notifications)
         await pilot.press("ctrl+t")  # turning it off is always allowed
-        assert not app.loaded.spec.chat
+        assert not app.shelf.loaded.spec.chat
         await run_all(app, pilot)
         assert app.panes()[0].state.completion is not None
 
@@ -355,16 +355,31 @@ async def test_the_sweep_form_says_trials_is_ignored_for_a_grid(demo):
 
 # -- one table for keys and the palette (tui/keys.py) ------------------------------------------------------
 
-def test_every_key_has_its_action_where_it_is_bound():
-    from decodelab.tui.keys import KEYS
-    from decodelab.tui.widgets.pane import Pane
+def test_every_key_names_a_part_and_a_method_that_exist():
+    """Issue 31: each key's action is "part.method(args)" on one of the App's named parts; a pane key's method
+    takes the pane first. The main keys are the main screen's (no dialog sees them)."""
+    import inspect
 
+    from textual.actions import parse
+
+    from decodelab.engine.backends.loading import ModelSpec
+    from decodelab.tui.app import PARTS
+    from decodelab.tui.keys import KEYS, bindings
+    from decodelab.tui.screens.main import MainScreen
+
+    app = DecodelabApp(spec=ModelSpec())
     for key in KEYS:
-        name = key.action.split("(")[0]
-        owner = Pane if key.scope == "pane" else DecodelabApp
-        assert callable(getattr(owner, f"action_{name}", None)), (key.scope, key.action)
-    keys = [k for key in KEYS for k in key.keys.split(",") if key.scope == "app"]
-    assert len(keys) == len(set(keys))  # no key bound twice on the App
+        part, method, params = parse(key.action)
+        assert part in PARTS, key.action
+        owner = app.panes_part if part == "panes" else getattr(app, part)
+        target = getattr(owner, method, None)
+        assert callable(target), key.action
+        wanted = len(params) + (key.scope == "pane")
+        inspect.signature(target).bind(*range(wanted))  # takes (pane,) + the action's arguments
+    keys = [k for key in KEYS for k in key.keys.split(",") if key.scope == "main"]
+    assert len(keys) == len(set(keys))  # no key bound twice on the main screen
+    assert [b.action for b in MainScreen.BINDINGS] == [b.action for b in bindings("main")]
+    assert not [b for b in DecodelabApp.BINDINGS if "do(" in str(b)]  # the App binds none: a dialog never runs one
 
 
 async def test_the_palette_lists_the_keys_and_runs_pane_commands_on_the_current_pane(demo):
@@ -471,8 +486,8 @@ async def test_coming_back_to_smollm2_with_m_turns_chat_on_again(demo):
     async with app.run_test(size=(120, 40)) as pilot:
         loads = []
         app.load = loads.append  # the spec that would be loaded
-        assert not app.spec.chat
-        app.load_path("smollm2")
+        assert not app.shelf.spec.chat
+        app.shelf.load_path("smollm2")
         await pilot.pause()
         assert loads and loads[-1].path == "smollm2" and loads[-1].chat
 

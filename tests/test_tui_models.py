@@ -19,7 +19,7 @@ TWO = [DecodingConfig(name="greedy", max_new_tokens=12, min_new_tokens=12),
 async def wait_loaded(app, pilot, timeout: float = 120) -> None:
     for _ in range(int(timeout / 0.05)):
         await pilot.pause(0.05)
-        if not app.loading_models:
+        if not app.shelf.loading_models:
             await pilot.pause()
             return
     raise AssertionError("the pane's model did not load")
@@ -54,8 +54,8 @@ async def test_a_pane_on_its_own_model_runs_beside_the_others(demo, model_dirs, 
         panes = app.query(Pane).results()
         first, second = list(panes)
         await set_model(app, pilot, second, llama)
-        assert second.state.model_spec == spec_from_text(llama, app.loaded.spec)
-        assert len(app.pool.models) == 1 and "panes also on" in str(app.query_one("#model-bar").render())
+        assert second.state.model_spec == spec_from_text(llama, app.shelf.loaded.spec)
+        assert len(app.shelf.pool.models) == 1 and "panes also on" in str(app.query_one("#model-bar").render())
         assert model_dirs["llama"].name in second.border_title and "demo" in first.border_title
         app.query_one("PaneStrip").layout_panes()  # a resize renumbers the panes: the titles keep their model
         assert model_dirs["llama"].name in second.border_title
@@ -69,13 +69,13 @@ async def test_a_pane_on_its_own_model_runs_beside_the_others(demo, model_dirs, 
         await pilot.press("R")
         await wait_idle(app, pilot)
         await wait_figures(pilot, second)
-        assert app.reference is first.state and "★" in first.border_title
+        assert app.workspace.reference is first.state and "★" in first.border_title
         app.query_one("PaneStrip").layout_panes()
         assert "★" in first.border_title
         assert "★other tokenizer" in plain(second.query_one(".pane--stats"))
         # back on the app's model: the pool unloads the llama model
         await set_model(app, pilot, second, "")
-        assert second.state.model_spec is None and not app.pool.models
+        assert second.state.model_spec is None and not app.shelf.pool.models
         assert "demo" not in second.border_title  # one model again: no model in the titles
 
 
@@ -97,12 +97,12 @@ async def test_same_tokenizer_panes_get_kl_figures_and_heatmap(llama, model_dirs
         figures = second.state.agreement
         assert figures.same_tokenizer and figures.kl_mean > 0 and len(second.state.kl_levels) == 12
         for _ in range(8):  # h reaches the kl measure (offered with a reference pane)
-            if app.measure == "kl":
+            if app.workspace.measure == "kl":
                 break
             await pilot.press("h")
-        assert app.measure == "kl"
+        assert app.workspace.measure == "kl"
         await pilot.press("R")  # off again: the kl measure goes with it
-        assert app.reference is None and app.measure != "kl" and second.state.agreement is None
+        assert app.workspace.reference is None and app.workspace.measure != "kl" and second.state.agreement is None
 
 
 @pytest.mark.asyncio
@@ -147,12 +147,12 @@ async def test_sessions_keep_each_panes_model(demo, model_dirs, tmp_path):
     again = make_app(demo, configs=TWO)
     async with again.run_test(size=(160, 45)) as pilot:
         await pilot.pause()
-        again.open_session(str(path))
+        again.files.open_session(str(path))
         await wait_loaded(again, pilot)
         await pilot.pause()
         second = list(again.query(Pane).results())[1]
         assert load_key(second.state.model_spec) == load_key(spec_from_text(llama))
-        assert load_key(second.state.model_spec) in again.pool.models
+        assert load_key(second.state.model_spec) in again.shelf.pool.models
 
 
 @pytest.mark.asyncio
@@ -165,7 +165,7 @@ async def test_two_panes_on_one_pane_model_share_its_batch(demo, model_dirs, tin
         first, second, third = list(app.query(Pane).results())
         await set_model(app, pilot, second, llama)
         await set_model(app, pilot, third, llama)
-        assert app.backend_for(second.state) is app.backend_for(third.state)  # one object: one group in a run
+        assert app.shelf.backend_for(second.state) is app.shelf.backend_for(third.state)  # one object: one group in a run
         await run_all(app, pilot)
         together = generate_many(tiny_models["llama"], PROMPT, [THREE[1], THREE[2]])
         assert [second.state.text, third.state.text] == [c.text for c in together]

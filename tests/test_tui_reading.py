@@ -37,7 +37,7 @@ async def test_heatmap_cells_on_screen_reach_contrast_in_both_themes(demo, theme
         await run_all(app, pilot)
         checked = 0
         for _ in ORDER:
-            if app.measure != "off":
+            if app.workspace.measure != "off":
                 for view in app.query(TokenView):
                     for y in range(view.size.height):
                         for segment in view.render_line(y):
@@ -45,7 +45,7 @@ async def test_heatmap_cells_on_screen_reach_contrast_in_both_themes(demo, theme
                             if segment.text.strip() and style and style.bgcolor and "token" in style.meta:
                                 fg = style.color.get_truecolor().hex
                                 bg = style.bgcolor.get_truecolor().hex
-                                assert contrast_ratio(fg, bg) >= 4.5, (theme, app.measure, segment.text, fg, bg)
+                                assert contrast_ratio(fg, bg) >= 4.5, (theme, app.workspace.measure, segment.text, fg, bg)
                                 checked += 1
             await pilot.press("h")
         assert checked > 100
@@ -70,7 +70,7 @@ async def test_walking_tokens_scrolls_the_selected_one_into_view(demo):
         line = view.token_line(60)
         assert line is not None and scroll.scroll_y <= line < scroll.scroll_y + scroll.size.height
         newline = max(i for i, s in enumerate(pane.state.steps) if "\n" in s.text)  # a bare line break, too
-        app.select_token(pane, newline)
+        app.tokens.select_token(pane, newline)
         await pilot.pause()
         await pilot.pause()
         line = view.token_line(newline)
@@ -175,7 +175,7 @@ async def test_panes_are_laid_out_again_on_every_resize(demo):
         await pilot.pause()
         await pilot.pause()
         assert sum(p.outer_size.width for p in whole_or_hidden(app)[0]) == 160
-        app.action_inspector()
+        app.tokens.toggle_inspector()
         await pilot.resize_terminal(80, 24)
         await pilot.pause()
         await pilot.pause()
@@ -232,7 +232,7 @@ async def test_pane_and_inspector_show_split_bytes_not_replacement_characters(de
         await pilot.pause()
         text = plain(pane.query_one(TokenView))
         assert "\ufffd" not in text and "<0xE2>outine<0xE2><0x80>" in text
-        app.select_token(pane, 0)
+        app.tokens.select_token(pane, 0)
         await pilot.pause()
         inspector = app.query_one(Inspector)
         assert "'<0xE2>'" in str(inspector.query_one("#inspector-info").render())
@@ -263,9 +263,10 @@ def opened(demo, session, *keys, theme="decodelab-dark"):
     app = make_app(demo, [DecodingConfig(name="placeholder")])
 
     async def before(pilot):
+        await pilot.pause()  # the main screen's panes are mounted
         app.theme = theme
         app.query_one("#prompt", TextArea).cursor_blink = False
-        app.open_session(session)
+        app.files.open_session(session)
         await pilot.pause()
         await pilot.pause()
         app.clear_notifications()
@@ -340,7 +341,7 @@ async def test_a_constrained_pane_shows_what_its_constraint_removed(demo):
         measures = []
         for _ in range(len(ORDER)):
             await pilot.press("escape", "h")
-            measures.append(app.measure)
+            measures.append(app.workspace.measure)
         assert "constraint" in measures
         await run_all(app, pilot)
         stats = str(app.panes()[0].query_one(".pane--stats", Static).render())
@@ -361,5 +362,5 @@ async def test_a_constrained_pane_shows_what_its_constraint_removed(demo):
         seen = set()
         for _ in range(len(ORDER) + 1):
             await pilot.press("escape", "h")
-            seen.add(app.measure)
+            seen.add(app.workspace.measure)
         assert "constraint" not in seen  # nothing to show without a constrained pane

@@ -63,9 +63,9 @@ async def test_p_returns_to_the_prompt_and_esc_mid_run_leaves_it(demo):
 
 async def test_ctrl_r_while_the_model_loads_says_it_is_loading(demo):
     app = DecodelabApp(spec=ModelSpec(), configs=[DecodingConfig(name="g")], prompt="x", loaded=None)
-    app.load = lambda spec: setattr(app, "loading", True)  # a load that is still under way
+    app.load = lambda spec: setattr(app.shelf, "loading", True)  # a load that is still under way
     async with app.run_test(size=(80, 24)) as pilot:
-        app.load(app.spec)
+        app.load(app.shelf.spec)
         await pilot.press("ctrl+r")
         await pilot.pause()
         messages = [n.message for n in app._notifications]
@@ -108,10 +108,10 @@ async def test_switching_to_a_model_without_a_chat_template_turns_chat_off(demo)
         from decodelab.tui.messages import ModelLoaded
 
         app.load = lambda spec: app.post_message(ModelLoaded(chatty))  # the spec keeps chat on, as m does
-        app.load_path("demo")
+        app.shelf.load_path("demo")
         await pilot.pause()
         await pilot.pause()
-        assert app.loaded.spec.chat is False
+        assert app.shelf.loaded.spec.chat is False
         assert any("no chat template" in n.message for n in app._notifications)
         await pilot.press("ctrl+r")
         await wait_idle(app, pilot)

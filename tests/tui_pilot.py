@@ -20,7 +20,7 @@ async def wait_idle(app, pilot, timeout: float = 600) -> None:
     """Wait until no run is in progress and every message is handled (a generous limit: the machine may be busy)."""
     for _ in range(int(timeout / 0.05)):
         await pilot.pause(0.05)
-        if not app.running and not app.pending:
+        if not app.running and not app.runs.pending:
             await pilot.pause()
             return
     raise AssertionError("the run did not finish")

@@ -1,4 +1,4 @@
-"""Walking tokens, the inspector, branching and each pane's history of versions (a mixin for DecodelabApp).
+"""The Tokens part: walking a pane's tokens, the inspector, branching, and each pane's history of versions.
 
 The inspector belongs to the pane whose token it shows (its owner): Enter on an alternative, or b,
 branches that pane and no other. Every refused action says why.
@@ -8,32 +8,35 @@ from __future__ import annotations
 
 from decodelab.engine.grammars import constraint_of
 from decodelab.engine.results import TokenStep
-from textual.widgets import OptionList, TextArea
+from textual.widgets import OptionList
 
+from .parts import Part
 from .widgets.inspector import Inspector, removed_by
 from .widgets.pane import Pane, stats_text
 from .widgets.pane_strip import PaneStrip
 from .widgets.token_view import TokenView
 
 
-class BranchActions:
+class Tokens(Part):
     # -- walking tokens -----------------------------------------------------------------------------
-    def action_inspector(self) -> None:
-        inspector = self.query_one(Inspector)
+    def toggle_inspector(self) -> None:
+        """i: the token inspector on or off."""
+        inspector = self.app.query_one(Inspector)
         inspector.toggle_class("-visible")
-        self.call_after_refresh(self.layout_panes)
+        self.later(self.app.layout_panes)
         pane = self.pane()
         if inspector.has_class("-visible") and pane is not None and pane.state.cursor is None and pane.state.steps:
             pane.state.cursor = 0
             pane.refresh_view()
         self.refresh_inspector()
 
-    def action_token(self, delta: int) -> None:
+    def token(self, delta: int) -> None:
         """← → in the inspector: walk the current pane's tokens."""
         if self.pane() is not None:
-            self.walk_tokens(self.pane(), delta)
+            self.walk(self.pane(), delta)
 
-    def walk_tokens(self, pane: Pane, delta: int) -> None:
+    def walk(self, pane: Pane, delta: int) -> None:
+        """← → Home End in a pane: select another of its tokens."""
         if not pane.state.steps:
             self.notify(f"{_name(pane)} has no tokens yet: ctrl+r runs every pane.", severity="warning")
             return
@@ -47,20 +50,20 @@ class BranchActions:
     def select_token(self, pane: Pane, index: int) -> None:
         pane.state.cursor = index
         pane.refresh_view()
-        self.current_pane = pane
-        if not self.query_one(Inspector).has_class("-visible"):
-            self.query_one(Inspector).add_class("-visible")
-            self.call_after_refresh(self.layout_panes)
+        self.app.panes_part.current = pane
+        if not self.app.query_one(Inspector).has_class("-visible"):
+            self.app.query_one(Inspector).add_class("-visible")
+            self.later(self.app.layout_panes)
         self.refresh_inspector()
 
-    def on_token_view_selected(self, event: TokenView.Selected) -> None:
+    def token_selected(self, event: TokenView.Selected) -> None:
         pane = next((p for p in event.view.ancestors if isinstance(p, Pane)), None)
         if pane is not None:
             self.select_token(pane, event.index)
 
     def refresh_inspector(self) -> None:
         """Show the current pane's selected token; never a token of an output that is gone."""
-        inspector = self.query_one(Inspector)
+        inspector = self.app.query_one(Inspector)
         pane = self.pane()
         if pane is None:
             inspector.clear()
@@ -80,47 +83,44 @@ class BranchActions:
             self.notify(f"{_name(pane)} has no tokens yet: ctrl+r runs every pane.", severity="warning")
             return
         self.select_token(pane, pane.state.cursor or 0)
-        options = self.query_one(Inspector).query_one(OptionList)
+        options = self.app.query_one(Inspector).query_one(OptionList)
         step = pane.state.steps[pane.state.cursor]
         others = [i for i, alt in enumerate(step.top, start=1) if alt.token_id != step.token_id]
         options.highlighted = others[0] if others else None  # the first real alternative, for every new entry
-        self.screen.set_focus(options)
+        self.app.screen.set_focus(options)
 
-    def action_back_to_pane(self, cancel: bool = False) -> None:
+    def back_to_pane(self, cancel: bool = False) -> None:
         """i or Esc in the alternatives: back to the pane they belong to; Esc also cancels a run, at once."""
         if cancel and self.running:
-            self.runs.cancel()
-        owner = self.query_one(Inspector).owner
+            self.app.runs.cancel()
+        owner = self.app.query_one(Inspector).owner
         if owner is not None and owner in self.panes():
-            self.screen.set_focus(owner, scroll_visible=False)  # show_whole scrolls
+            self.app.screen.set_focus(owner, scroll_visible=False)  # show_whole scrolls
         elif self.pane() is not None:
-            self.screen.set_focus(self.pane(), scroll_visible=False)
+            self.app.screen.set_focus(self.pane(), scroll_visible=False)
 
-    def on_descendant_focus(self, event) -> None:
+    def focused(self, event) -> None:
         """A pane that takes focus becomes the current one, and the inspector shows its token."""
         node = event.widget
         while node is not None and not isinstance(node, Pane):
             node = node.parent
         if node is not None:
-            self.current_pane = node
+            self.app.panes_part.current = node
             self.refresh_inspector()
-            strip = self.query_one(PaneStrip)
-            self.call_after_refresh(strip.show_whole, node)  # after Textual's own (centring) focus scroll
+            strip = self.app.query_one(PaneStrip)
+            self.later(strip.show_whole, node)  # after Textual's own (centring) focus scroll
 
     # -- branching ----------------------------------------------------------------------------------
-    def on_inspector_branch(self, event: Inspector.Branch) -> None:
-        self.branch_to(event.token_id)
-
-    def action_branch(self) -> None:
+    def branch(self) -> None:
         """b in the alternatives: branch the pane they belong to."""
-        inspector = self.query_one(Inspector)
+        inspector = self.app.query_one(Inspector)
         pane = inspector.owner if inspector.owner in self.panes() else self.pane()
         if pane is not None:
             self.branch_pane(pane)
 
     def branch_pane(self, pane: Pane) -> None:
         """b: branch the pane at its selected token, to the alternative highlighted in the inspector."""
-        inspector = self.query_one(Inspector)
+        inspector = self.app.query_one(Inspector)
         options = inspector.query_one(OptionList)
         if pane.state.cursor is None or not inspector.has_class("-visible") or inspector.owner is not pane:
             self.notify(f"{_name(pane)} has no selected token: walk its tokens with ← →, then ↓ for the alternatives.",
@@ -135,7 +135,7 @@ class BranchActions:
 
     def branch_to(self, token_id: int) -> None:
         """Rerun the inspector's pane forcing its tokens up to the cursor, then the chosen alternative."""
-        inspector = self.query_one(Inspector)
+        inspector = self.app.query_one(Inspector)
         pane = inspector.owner if inspector.owner in self.panes() else None
         why = self.branch_refusal(pane, token_id)
         if why:
@@ -149,11 +149,11 @@ class BranchActions:
                            rank, step.entropy, step.entropy_processed, step.top)
         prefix_steps = list(state.steps[:cursor]) + [forced]
         prompt = state.prompt
-        typed = self.query_one("#prompt", TextArea).text
+        typed = self.prompt_box.text
         if prompt is not None and typed.strip() and typed != state.user:  # an empty box is a conversation's normal
             self.notify("Branching from the message this output was made with (the prompt box has changed since).")
         # the branch reuses the seed of the output it continues, for that run only: a seed=auto pane stays auto
-        self.start_run([pane], keep_seeds=True, prefix=[s.token_id for s in prefix_steps], prefix_steps=prefix_steps,
+        self.app.runner.start([pane], keep_seeds=True, prefix=[s.token_id for s in prefix_steps], prefix_steps=prefix_steps,
                        prompt=prompt)
 
     def branch_refusal(self, pane: Pane | None, token_id: int) -> str | None:
@@ -164,13 +164,13 @@ class BranchActions:
         step = state.steps[state.cursor]
         if self.running:
             return "A run is in progress: wait for it, or Esc to cancel it, then branch."
-        backend = self.backend_for(state)
+        backend = self.shelf.backend_for(state)
         if backend is None:
             return f"{_name(pane)}'s model is not loaded yet: wait for it, then branch."
         if not backend.can("branch"):
             return "Branching from a token needs the local engine; this model is a remote server."
-        if self.written_by_other(state):
-            return (f"{_name(pane)} was written by {state.model}, and it runs on {self.model_label(backend)} now: "
+        if self.shelf.written_by_other(state):
+            return (f"{_name(pane)} was written by {state.model}, and it runs on {self.shelf.label(backend)} now: "
                     "its tokens mean nothing to this model. Rerun the pane (.) first, then branch.")
         if state.config.num_beams > 1:
             return "Beam panes cannot be branched; duplicate it (d) and edit it (e) to a greedy pane first."
@@ -196,7 +196,7 @@ class BranchActions:
             self.notify(f"{_name(pane)}: {why}.", severity="warning")
             return
         pane.diverge_at = None
-        self.refresh_panes()
+        self.app.panes_part.refresh()
         shown = pane.state.shown
         children = "".join(f"; v{v.number} branched from it @{v.branched_at}" for v in pane.state.children())
         self.notify(f"{_name(pane)}: showing {shown.label} of {pane.state.history[-1].number}{children}", timeout=4)

@@ -1,31 +1,75 @@
-"""Panes on models of their own (shift+m) and the agreement figures against a reference pane (shift+r).
+"""The ModelShelf (the loaded models: the app's, the panes' own, loads, frees, chat mode, the model bar's words)
+and the Reference part (shift+r: the agreement figures against a reference pane).
 
-Each distinct (model, load settings) is loaded once, in a worker, into the app's ModelPool and shared by its panes;
-a pane without a model of its own runs on the app's model (m). A model no pane uses any more is unloaded. With a
-reference pane, every finished run measures each other pane on the same prompt against it (engine/experiments/
-agreement.py) in a worker: KL per token (the "kl" heatmap), top-1 agreement, where greedy outputs part, perplexities.
+Each distinct (model, load settings) is loaded once, in a worker, into the shelf's ModelPool and shared by its
+panes; a pane without a model of its own runs on the app's model (m). A model no pane uses any more is unloaded.
+Workers post messages to the App, which hands them back here. With a reference pane, every finished run measures
+each other pane on the same prompt against it (engine/experiments/agreement.py) in a worker: KL per token (the
+"kl" heatmap), top-1 agreement, where greedy outputs part, perplexities.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
+from functools import partial
+from typing import TYPE_CHECKING, Any
 
-from textual import work
-from textual.widgets import Static
+from decodelab.engine.backends.pool import ModelPool, load_key, spec_label, spec_text
+from decodelab.engine.config import ConfigError
+from decodelab.engine.decoding.token_bytes import TokenBytes
+from decodelab.engine.session import Session
 
-from .messages import AgreementReady, PaneModelFailed, PaneModelLoaded, PaneModelProgress
+from .messages import (AgreementReady, LoadFailed, LoadProgress, ModelLoaded, PaneModelFailed, PaneModelLoaded,
+                       PaneModelProgress)
+from .parts import Part
+
+if TYPE_CHECKING:
+    from decodelab.engine.backends.loading import ModelSpec
+
+    from .app import DecodelabApp
+    from .state import PaneState
+    from .widgets.pane import Pane
+
+PANE_SPEC_HELP = ("A folder, cached hub id, FILE.gguf, smollm2 or demo, then load settings after commas: "
+                  "dtype=bfloat16, quantization=4bit or 8bit (quant_type=nf4|fp4), engine=llama.cpp, device=cpu, "
+                  "chat=false. e.g. smollm2,dtype=bfloat16")
 
 
-class ModelActions:
-    """The App's side of pane models and agreement (mixed into DecodelabApp)."""
+class ModelShelf(Part):
+    """The loaded models and their loads (every load goes through the engine's Session)."""
 
-    # -- which model a pane runs on -------------------------------------------------------------------
-    def backend_for(self, state):
+    def __init__(self, app: DecodelabApp, spec: ModelSpec, loaded: Any = None, api_key: str | None = None) -> None:
+        super().__init__(app)
+        self.spec = spec
+        """The app's model as asked for (m changes it; it becomes the loaded one's once that is in)."""
+        self.loaded = loaded
+        """The app's model, loaded (None until then): every pane without a model of its own runs on it."""
+        self.api_key = api_key
+        """For remote servers only; never written to a session."""
+        self.loading = False
+        """A load of the app's model is under way (ctrl+r says so instead of 'no model')."""
+        self.switched_model = False
+        """The model being loaded was picked with m (not given on the command line)."""
+        self.pool = ModelPool()
+        """The panes' own models (shift+m), each loaded once."""
+        self.session = Session(self.pool)
+        """The one way into the engine: every run and every pane model's load goes through it."""
+        self.loading_models: set = set()
+        """The load keys of pane models being loaded."""
+        self.models_loaded: list[str] = []
+        """Pane models loaded while others still load (said in one note when the last is in)."""
+        self.chat_views: dict = {}
+        """(id of a pane model, chat mode) -> that model in that mode: one object, so its panes share a batch."""
+        self.token_bytes: TokenBytes | None = None
+        """token id -> bytes for the app's model's tokenizer (shows tokens that hold part of a character)."""
+        self.pane_token_bytes: dict = {}
+        """id of a pane model's tokenizer -> its TokenBytes."""
+
+    # -- which model a pane runs on -----------------------------------------------------------------------
+    def backend_for(self, state: PaneState) -> Any:
         """The model a pane runs on: its own (from the pool), else the app's; None when its own is not loaded.
         Chat mode is the app's (ctrl+t), for each model that has a chat template."""
-        from decodelab.engine.backends.pool import load_key
-
         spec = state.model_spec
         if self.loaded is None:
             return None
@@ -43,46 +87,144 @@ class ModelActions:
             self.chat_views[key] = dataclasses.replace(backend, spec=dataclasses.replace(backend.spec, chat=chat))
         return self.chat_views[key]
 
-    def pane_label(self, state) -> str | None:
+    def pane_label(self, state: PaneState) -> str | None:
         """The pane's model for its title when the panes' models differ (None when they all share one)."""
-        from decodelab.engine.backends.pool import load_key, spec_label
-
         if self.loaded is None:
             return None
-        specs = {load_key(p.state.model_spec or self.loaded.spec) for p in self.panes()}
+        specs = {load_key(s.model_spec or self.loaded.spec) for s in self.ws.panes}
         if len(specs) < 2:
             return None
         return spec_label(state.model_spec or self.loaded.spec)
 
-    def token_bytes_for(self, state):
+    def token_bytes_for(self, state: PaneState) -> TokenBytes | None:
         """token id -> bytes in the pane's model's tokenizer (the app's TokenBytes for the app's model)."""
         backend = self.backend_for(state)
         if backend is None or backend.spec.path == self.loaded.spec.path or not backend.can("tokenizer"):
             return self.token_bytes
-        from decodelab.engine.decoding.token_bytes import TokenBytes
-
         if id(backend.tokenizer) not in self.pane_token_bytes:
             self.pane_token_bytes[id(backend.tokenizer)] = TokenBytes(backend.tokenizer)
         return self.pane_token_bytes[id(backend.tokenizer)]
 
-    def written_by_other(self, state) -> str | None:
+    def written_by_other(self, state: PaneState) -> str | None:
         """The model that wrote the pane's output when it is not the one the pane runs on now (its tokens then
         mean nothing to the pane's model); None otherwise."""
         backend = self.backend_for(state)
-        if state.model is None or backend is None or state.model == self.model_label(backend):
+        if state.model is None or backend is None or state.model == self.label(backend):
             return None
         return state.model
 
-    def model_label(self, backend) -> str:
-        from decodelab.engine.backends.pool import spec_label
-
+    def label(self, backend: Any) -> str:
         return spec_label(backend.spec)
 
-    # -- shift+m -----------------------------------------------------------------------------------------
-    def pane_model(self, pane) -> None:
-        """shift+m: put this pane on a model of its own (or back on the app's with an empty answer)."""
-        from decodelab.engine.backends.pool import spec_text
+    def has_template(self, backend: Any) -> bool:
+        return not backend.can("tokenizer") or bool(getattr(backend.tokenizer, "chat_template", None))
 
+    def bar_text(self) -> str:
+        """The model bar: the app's model, threads, chat mode, system prompt, the panes' other models."""
+        import torch
+
+        chat = " · chat" if self.loaded.spec.chat else ""
+        if self.ws.system_prompt:
+            system = " ".join(self.ws.system_prompt.split())
+            chat += f" · system: {system[:40]}{'…' if len(system) > 40 else ''}"
+        device = getattr(self.loaded, "device", None)
+        count = torch.get_num_threads()
+        threads = f" · {count} thread{'s' if count > 1 else ''}" if getattr(device, "type", "") == "cpu" else ""
+        others = list(dict.fromkeys(self.label(b) for b in self.pool.models.values()))
+        also = f" · panes also on {', '.join(others)}" if others else ""
+        return f"{self.loaded.describe()}{threads}{chat}{also}"
+
+    # -- the app's model (m) ---------------------------------------------------------------------------------
+    def load(self, spec: ModelSpec) -> None:
+        """Load the app's model in a worker (the one loaded keeps working until the new one is in)."""
+        self.loading = True
+        rows = max(1, len(self.ws.panes))
+        self.app.run_worker(partial(self._load_worker, spec, rows), thread=True, exclusive=True, group="load")
+
+    def _load_worker(self, spec: ModelSpec, rows: int) -> None:
+        from decodelab.engine.backends.loading import ModelLoadError, load_model
+        from decodelab.engine.backends.pool import check_fits
+
+        post = self.app.post_message
+        try:
+            check_fits(spec, rows=rows)  # refused, with the numbers, if it cannot fit
+            loaded = load_model(spec, lambda stage, f: post(LoadProgress(stage, f)), api_key=self.api_key)
+        except ModelLoadError as exc:
+            post(LoadFailed(str(exc)))
+            return
+        except Exception as exc:  # noqa: BLE001 - the app must survive any load failure
+            post(LoadFailed(f"{type(exc).__name__}: {exc}"))
+            return
+        post(ModelLoaded(loaded))
+
+    def loaded_now(self, loaded: Any) -> None:
+        """The app's model is in (ModelLoaded)."""
+        self.loading = False
+        self.loaded = loaded
+        if self.switched_model:
+            self.switched_model = False
+            self._chat_for_new_model()
+        self.spec = self.loaded.spec
+        tokenizer = getattr(self.loaded, "tokenizer", None)
+        self.token_bytes = TokenBytes(tokenizer) if tokenizer is not None else None
+
+    def load_failed(self) -> str | None:
+        """The app's model did not load (LoadFailed): the one it failed to load, when an older one stays."""
+        self.loading = False
+        if self.loaded is None:
+            return None
+        failed, self.spec = self.spec.path, self.loaded.spec
+        return failed
+
+    def load_path(self, path: str) -> None:
+        """m: load another model as the app's."""
+        try:
+            # chat follows the model: on for SmolLM2 (as on the command line), and off once it is in if the
+            # new model has no chat template (_chat_for_new_model)
+            self.spec = dataclasses.replace(self.spec, path=path, chat=self.spec.chat or path == "smollm2")
+        except ConfigError as exc:
+            self.notify(str(exc), severity="error")
+            return
+        self.switched_model = True
+        self.app.load(self.spec)
+
+    def change_model(self) -> None:
+        """m: pick from the list `decodelab models` prints, or type a model."""
+        from .screens.model_picker import ModelPicker
+
+        self.push_screen(ModelPicker(self.spec.path), lambda path: self.load_path(path) if path else None)
+
+    def toggle_chat(self) -> None:
+        """ctrl+t: the chat template on or off (off only for a model that has one)."""
+        if self.loaded is None:
+            return
+        if not self.loaded.spec.chat and not self.has_template(self.loaded):
+            self.notify(f"{self.loaded.name} has no chat template, so the prompt is sent as plain text.",
+                        title="Chat template stays off", severity="warning", timeout=8)
+            return
+        self._set_chat(not self.loaded.spec.chat)
+        self.app.update_model_bar()
+        self.notify(f"Chat template {'on' if self.spec.chat else 'off'}" + (
+            "" if self.spec.chat else ": a plain prompt goes as text; a conversation or system prompt still goes "
+            "through the template (shift+n starts anew)"))
+
+    def _set_chat(self, chat: bool) -> None:
+        spec = dataclasses.replace(self.loaded.spec, chat=chat)
+        self.loaded = dataclasses.replace(self.loaded, spec=spec)
+        self.spec = spec
+
+    def _chat_for_new_model(self) -> None:
+        """A model picked with m keeps chat mode only if it has a chat template (demo after smollm2 has none)."""
+        loaded = self.loaded
+        if loaded.spec.chat and loaded.can("tokenizer") \
+                and not getattr(getattr(loaded, "tokenizer", None), "chat_template", None):
+            self._set_chat(False)
+            self.notify(f"{loaded.name} has no chat template: chat mode is off, the prompt goes as plain text.",
+                        title="Chat template off", timeout=8)
+
+    # -- a pane's own model (shift+m) --------------------------------------------------------------------------
+    def pane_model(self, pane: Pane) -> None:
+        """shift+m: put this pane on a model of its own (or back on the app's with an empty answer)."""
         from .screens.ask import AskText
 
         if self.loaded is None:
@@ -92,7 +234,6 @@ class ModelActions:
 
         def check(text: str) -> str | None:
             from decodelab.engine.backends.pool import spec_from_text
-            from decodelab.engine.config import ConfigError
 
             try:
                 spec_from_text(text.strip(), self.loaded.spec) if text.strip() else None
@@ -100,15 +241,12 @@ class ModelActions:
                 return str(exc)
             return None
 
-        self.push_screen(AskText(
-            f"Pane {pane.number}'s model (empty: the app's, {self.model_label(self.loaded)})", current, check,
-            detail="A folder, cached hub id, FILE.gguf, smollm2 or demo, then load settings after commas: "
-                   "dtype=bfloat16, quantization=4bit or 8bit (quant_type=nf4|fp4), engine=llama.cpp, device=cpu, "
-                   "chat=false. e.g. smollm2,dtype=bfloat16"), lambda text: self.set_pane_model(pane, text))
+        self.push_screen(AskText(f"Pane {pane.number}'s model (empty: the app's, {self.label(self.loaded)})",
+                                 current, check, detail=PANE_SPEC_HELP),
+                         lambda text: self.set_pane_model(pane, text))
 
-    def set_pane_model(self, pane, text: str | None) -> None:
-        from decodelab.engine.backends.pool import load_key, spec_from_text
-        from decodelab.engine.config import ConfigError
+    def set_pane_model(self, pane: Pane, text: str | None) -> None:
+        from decodelab.engine.backends.pool import spec_from_text
 
         if text is None:
             return
@@ -118,7 +256,7 @@ class ModelActions:
             return
         if not text.strip():
             pane.state.model_spec = None
-            self.models_changed(f"Pane {pane.number} is back on {self.model_label(self.loaded)}.")
+            self.models_changed(f"Pane {pane.number} is back on {self.label(self.loaded)}.")
             return
         try:
             spec = spec_from_text(text.strip(), self.loaded.spec)
@@ -127,98 +265,79 @@ class ModelActions:
             return
         if load_key(spec) == load_key(self.loaded.spec):
             pane.state.model_spec = None
-            self.models_changed(f"Pane {pane.number} runs on the app's model, {self.model_label(self.loaded)}.")
+            self.models_changed(f"Pane {pane.number} runs on the app's model, {self.label(self.loaded)}.")
             return
         pane.state.model_spec = spec
         if load_key(spec) in self.pool.models:
-            self.models_changed(f"Pane {pane.number} runs on {self.model_label(self.pool.models[load_key(spec)])}.")
+            self.models_changed(f"Pane {pane.number} runs on {self.label(self.pool.models[load_key(spec)])}.")
             return
         self.load_pane_model(spec)
 
-    def load_pane_model(self, spec) -> None:
-        from decodelab.engine.backends.pool import load_key
-
+    def load_pane_model(self, spec: ModelSpec) -> None:
         if load_key(spec) in self.loading_models:
             return
         self.loading_models.add(load_key(spec))
-        self._pane_model_worker(spec)
-        self.call_after_refresh(self.refresh_panes)
+        states = self.ws.panes
+        rows = sum(s.model_spec == spec for s in states) or 1
+        tokens = max((s.config.max_new_tokens for s in states), default=256) + 1024
+        self.app.run_worker(partial(self._pane_model_worker, spec, rows, tokens), thread=True, group="pane-model")
+        self.later(self.app.panes_part.refresh)
 
-    @work(thread=True, group="pane-model")
-    def _pane_model_worker(self, spec) -> None:
+    def _pane_model_worker(self, spec: ModelSpec, rows: int, tokens: int) -> None:
         from decodelab.engine.backends.base import ModelLoadError
-        from decodelab.engine.backends.pool import spec_label
 
-        rows = sum(p.state.model_spec == spec for p in self.panes()) or 1
-        tokens = max((p.state.config.max_new_tokens for p in self.panes()), default=256) + 1024
+        post = self.app.post_message
         try:
-            self.session.model(spec, lambda stage, f: self.post_message(PaneModelProgress(spec, stage, f)),
+            self.session.model(spec, lambda stage, f: post(PaneModelProgress(spec, stage, f)),
                                api_key=self.api_key, rows=rows, tokens=tokens)
         except ModelLoadError as exc:
-            self.post_message(PaneModelFailed(spec, str(exc)))
+            post(PaneModelFailed(spec, str(exc)))
             return
         except Exception as exc:  # noqa: BLE001 - the app must survive any load failure
-            self.post_message(PaneModelFailed(spec, f"{type(exc).__name__}: {exc}"))
+            post(PaneModelFailed(spec, f"{type(exc).__name__}: {exc}"))
             return
-        self.post_message(PaneModelLoaded(spec, spec_label(spec)))
+        post(PaneModelLoaded(spec, spec_label(spec)))
 
-    def on_pane_model_progress(self, message: PaneModelProgress) -> None:
-        from decodelab.engine.backends.pool import spec_label
-
-        pct = f"{message.fraction * 100:.0f}% " if message.fraction is not None else ""
-        bar = self.query_one("#model-bar", Static)
-        bar.add_class("-loading")
-        bar.update(f"loading {spec_label(message.spec)} for a pane: {pct}{message.stage}…")
-
-    def on_pane_model_loaded(self, message: PaneModelLoaded) -> None:
-        from decodelab.engine.backends.pool import load_key
-
+    def pane_model_loaded(self, message: PaneModelLoaded) -> None:
         self.loading_models.discard(load_key(message.spec))
         self.models_loaded.append(message.label)
         if self.loading_models:  # one note once every model asked for is in
             return
         names, self.models_loaded = self.models_loaded, []
-        if self.run_at_start and self.loaded is not None:  # the command line's prompt runs once all are in
+        if self.app.run_at_start and self.loaded is not None:  # the command line's prompt runs once all are in
             self.models_changed()
-            self.on_model_loaded_run()
+            self.app.run_initial_prompt()
             return
-        self.models_changed(f"{', '.join(names)} {'is' if len(names) == 1 else 'are'} loaded: "
-                            f"{'its' if len(names) == 1 else 'their'} panes run on "
-                            f"{'it' if len(names) == 1 else 'them'} (ctrl+r).")
+        one = len(names) == 1
+        self.models_changed(f"{', '.join(names)} {'is' if one else 'are'} loaded: {'its' if one else 'their'} "
+                            f"panes run on {'it' if one else 'them'} (ctrl+r).")
 
-    def on_pane_model_failed(self, message: PaneModelFailed) -> None:
-        from decodelab.engine.backends.pool import load_key, spec_label
-
+    def pane_model_failed(self, message: PaneModelFailed) -> None:
         self.loading_models.discard(load_key(message.spec))
-        if not self.loading_models and self.run_at_start and self.loaded is not None:
-            self.call_after_refresh(self.on_model_loaded_run)
-        for pane in self.panes():
-            if pane.state.model_spec == message.spec:
-                pane.state.model_spec = None  # back on the app's model: the pane stays usable
+        if not self.loading_models and self.app.run_at_start and self.loaded is not None:
+            self.later(self.app.run_initial_prompt)
+        for state in self.ws.panes:
+            if state.model_spec == message.spec:
+                state.model_spec = None  # back on the app's model: the pane stays usable
         self.models_changed()
         self.notify(f"Could not load {spec_label(message.spec)}: {message.error}\nIts panes stay on the app's model.",
                     title="Model not loaded", severity="error", timeout=15)
 
     def models_changed(self, note: str | None = None) -> None:
         """Pane models changed: unload the unused, redraw titles and the bar, say what happened."""
-        from decodelab.engine.backends.pool import load_key
-
-        states = [p.state for p in self.panes()] + [e[2] for e in self.undo_stack if e[0] == "remove"]
-        used = {load_key(s.model_spec) for s in states if s.model_spec is not None}  # u may bring a pane back
+        states = self.ws.panes + self.ws.removed_states()  # u may bring a pane back
+        used = {load_key(s.model_spec) for s in states if s.model_spec is not None}
         if self.pool.keep(used | self.loading_models):
             self.chat_views.clear()  # no view may keep an unloaded model alive
-        if self.reference is not None and all(p.state is not self.reference for p in self.panes()):
-            self.reference = None  # its pane was removed
+        self.ws.drop_reference_if_gone()
         if self.loaded is not None:
-            self.update_model_bar()
-        self.refresh_panes()
+            self.app.update_model_bar()
+        self.app.panes_part.refresh()
         if note:
             self.notify(note, timeout=5)
 
-    def missing_models(self, panes) -> str | None:
+    def missing_models(self, panes: list[Pane]) -> str | None:
         """Why the panes cannot run yet: a pane model still loading (loaded now if it had been unloaded)."""
-        from decodelab.engine.backends.pool import load_key, spec_label
-
         waiting = []
         for pane in panes:
             spec = pane.state.model_spec
@@ -230,46 +349,44 @@ class ModelActions:
             return f"Loading the model of {', '.join(dict.fromkeys(waiting))}: press ctrl+r once it is in."
         return None
 
-    # -- shift+r: the reference pane and the agreement figures --------------------------------------------
-    def set_reference(self, pane) -> None:
+
+class Reference(Part):
+    """shift+r: the reference pane (Workspace.reference) and the figures of every other pane against it."""
+
+    def toggle(self, pane: Pane) -> None:
         """shift+r: measure every other pane against this one (again: no reference)."""
-        if self.reference is pane.state:
-            self.reference = None
-            for p in self.panes():
-                p.state.agreement, p.state.kl_levels = None, None
-            if self.measure == "kl":
-                self.measure = "prob"
-                self.update_legend()
-            self.refresh_panes()
+        if self.ws.reference is pane.state:
+            if self.ws.clear_reference():
+                self.app.panes_part.update_legend()
+            self.app.panes_part.refresh()
             self.notify("No reference pane: the agreement figures are off.", timeout=4)
             return
-        self.reference = pane.state
+        self.ws.reference = pane.state
         self.notify(f"Pane {pane.number} is the reference: each other pane on the same prompt is measured against "
                     "it after every run (h: the kl heatmap).", timeout=6)
-        self.measure_agreement()
+        self.measure()
 
-    def measure_agreement(self) -> None:
+    def measure(self) -> None:
         """Start measuring every pane against the reference (after a run, or when the reference is set)."""
-        ref = self.reference
+        ref = self.ws.reference
         if ref is None or ref.completion is None or self.running:
-            self.refresh_panes()
+            self.app.panes_part.refresh()
             return
-        ref_backend = self.backend_for(ref)
+        ref_backend = self.shelf.backend_for(ref)
         jobs = []
-        for pane in self.panes():
-            state = pane.state
+        for state in self.ws.panes:
             state.agreement, state.kl_levels = None, None
             if state is ref or state.completion is None or state.prompt != ref.prompt:
                 continue
-            backend = self.backend_for(state)
+            backend = self.shelf.backend_for(state)
             if backend is not None and ref_backend is not None:
                 jobs.append((state, backend))
         if jobs:
-            self._agreement_worker(ref, ref_backend, jobs)
-        self.refresh_panes()
+            self.app.run_worker(partial(self._worker, ref, ref_backend, jobs), thread=True, exclusive=True,
+                                group="agreement")
+        self.app.panes_part.refresh()
 
-    @work(thread=True, exclusive=True, group="agreement")
-    def _agreement_worker(self, ref, ref_backend, jobs) -> None:
+    def _worker(self, ref: PaneState, ref_backend: Any, jobs: list) -> None:
         from decodelab.engine.experiments.agreement import compare, scorable
 
         results = []
@@ -284,20 +401,20 @@ class ModelActions:
                 results.append((state, None, None, f"{type(exc).__name__}: {exc}"))
                 continue
             results.append((state, figures, figures.kl_on_pane, None))
-        self.post_message(AgreementReady(ref, results))
+        self.app.post_message(AgreementReady(ref, results))
 
-    def on_agreement_ready(self, message: AgreementReady) -> None:
-        if message.reference is not self.reference:
+    def ready(self, message: AgreementReady) -> None:
+        if message.reference is not self.ws.reference:
             return  # the reference changed meanwhile
         for state, figures, levels, problem in message.results:
             if state.completion is None:
                 continue
             state.agreement = figures if figures is not None else problem
             state.kl_levels = levels
-        self.refresh_panes()
+        self.app.panes_part.refresh()
 
 
-def agreement_text(figures) -> str:
+def agreement_text(figures: Any) -> str:
     """The pane's figures against the reference pane (★), for its status line ("★KL 0.012/tok · top-1 92% · …")."""
     if figures is None:
         return ""

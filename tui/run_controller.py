@@ -84,7 +84,7 @@ class RunController:
 
         jobs = [Job(backends[rows[0]], prompts[rows[0]], [configs[r] for r in rows], handler(rows), prefix, stop)
                 for rows, stop in parts]
-        outcomes = self.app.session.run(
+        outcomes = self.app.shelf.session.run(
             jobs, cancel=cancel, trace_stages=self.app.trace_stages,
             on_thread=lambda: self.engine_threads.add(threading.current_thread().name))
         completions: list = [None] * len(states)

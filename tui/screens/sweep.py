@@ -184,7 +184,7 @@ class SweepScreen(Screen):
     def action_use_best(self) -> None:
         top = self.best()
         if top is not None:
-            pane = self.app.add_pane(top.config.replace(seed=None))
+            pane = self.app.panes_part.add_pane(top.config.replace(seed=None))
             message = f"added pane {pane.state.config.name} ({top.config.summary()}): esc shows it beside the others"
             self.query_one("#sweep-status", Static).update(f"✓ {message}")
             self.notify(message[0].upper() + message[1:])

@@ -106,11 +106,11 @@ class Inspector(Vertical):
     """
 
     BINDINGS = [
-        Binding("escape", "app.back_to_pane(True)", "back to the pane (cancels a run)", show=False),
-        Binding("i", "app.back_to_pane", "back to the pane", show=False),
-        Binding("left", "app.token(-1)", "◀ token", show=False),
-        Binding("right", "app.token(1)", "token ▶", show=False),
-        Binding("b", "app.branch", "branch", show=False),
+        Binding("escape", "screen.do('tokens.back_to_pane(True)')", "back to the pane (cancels a run)", show=False),
+        Binding("i", "screen.do('tokens.back_to_pane')", "back to the pane", show=False),
+        Binding("left", "screen.do('tokens.token(-1)')", "◀ token", show=False),
+        Binding("right", "screen.do('tokens.token(1)')", "token ▶", show=False),
+        Binding("b", "screen.do('tokens.branch')", "branch", show=False),
     ]
 
     @dataclass

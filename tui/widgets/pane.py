@@ -179,8 +179,8 @@ class Pane(Vertical, can_focus=True):
     def token_bytes(self):
         """token id -> bytes, to show tokens holding part of a character (None without a local tokenizer); the
         pane's own model's when it has one."""
-        own = getattr(self.app, "token_bytes_for", None)
-        return own(self.state) if own is not None else getattr(self.app, "token_bytes", None)
+        shelf = getattr(self.app, "shelf", None)  # None in an App that is not decodelab's (widget tests)
+        return shelf.token_bytes_for(self.state) if shelf is not None else None
 
     def compose(self) -> ComposeResult:
         yield Label(self.state.config.summary(), classes="pane--summary")
@@ -231,13 +231,15 @@ class Pane(Vertical, can_focus=True):
 
     def refresh_title(self) -> None:
         """Its number, name, model (when the panes' models differ), version, branch, and ★ for the reference."""
-        label = self.app.pane_label(self.state) if hasattr(self.app, "pane_label") else None
+        shelf, workspace = getattr(self.app, "shelf", None), getattr(self.app, "workspace", None)
+        label = shelf.pane_label(self.state) if shelf is not None else None
         self.border_title = pane_title(self.state, self.number, label,
-                                       getattr(self.app, "reference", None) is self.state)
+                                       workspace is not None and workspace.reference is self.state)
 
     def refresh_subtitle(self) -> None:
         ignored = f"⚠ server ignores {', '.join(self.state.ignored)}" if self.state.ignored else ""
-        written = self.app.written_by_other(self.state) if hasattr(self.app, "written_by_other") else None
+        shelf = getattr(self.app, "shelf", None)
+        written = shelf.written_by_other(self.state) if shelf is not None else None
         other = f"by {written}" if written and not self.state.running else ""
         self.border_subtitle = " · ".join(p for p in (other, ignored, self.more) if p)
 
@@ -250,60 +252,7 @@ class Pane(Vertical, can_focus=True):
             self.query_one(VerticalScroll).scroll_to_region(Region(0, line, 1, 1), spacing=Spacing(1, 0, 1, 0),
                                                             animate=False, immediate=True)
 
-    # -- this pane's keys (tui/keys.py): each asks the app to act on this pane ---------------------------
-    def action_edit(self) -> None:
-        self.app.edit_pane(self)
-
-    def action_save_preset(self) -> None:
-        self.app.save_pane_preset(self)
-
-    def action_rerun_pane(self) -> None:
-        self.app.rerun_pane(self)
-
-    def action_duplicate(self) -> None:
-        self.app.duplicate_pane(self)
-
-    def action_remove(self) -> None:
-        self.app.remove_pane(self)
-
-    def action_stop_pane(self) -> None:
-        self.app.stop_pane(self)
-
-    def action_move(self, delta: int) -> None:
-        self.app.move_pane(self, delta)
-
-    def action_token(self, delta: int) -> None:
-        self.app.walk_tokens(self, delta)
-
-    def action_alternatives(self) -> None:
-        self.app.open_alternatives(self)
-
-    def action_branch(self) -> None:
-        self.app.branch_pane(self)
-
-    def action_history(self, delta: int) -> None:
-        self.app.show_version(self, delta)
-
-    def action_copy_text(self) -> None:
-        self.app.copy_pane_text(self)
-
-    def action_copy_config(self) -> None:
-        self.app.copy_pane_config(self)
-
-    def action_show_config(self) -> None:
-        self.app.show_pane_config(self)
-
-    def action_sweep(self) -> None:
-        self.app.sweep_pane(self)
-
-    def action_next_turn_pane(self) -> None:
-        self.app.next_turn_pane(self)
-
-    def action_continue_reply(self) -> None:
-        self.app.continue_pane(self)
-
-    def action_pane_model(self) -> None:
-        self.app.pane_model(self)
-
-    def action_reference(self) -> None:
-        self.app.set_reference(self)
+    # -- this pane's keys (tui/keys.py) -------------------------------------------------------------------
+    def action_do(self, action: str) -> None:
+        """Every pane key: the App's part named in the action does it, on this pane."""
+        self.app.do(action, self)
