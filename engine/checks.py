@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import json
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any, Iterable
+
+if TYPE_CHECKING:
+    from .config import Setting
 
 SEED_MAX = 2**63 - 1  # TOML integers are signed 64-bit
 CONSTRAINT_FIELDS = ("json_schema", "regex", "choice", "grammar")
@@ -117,7 +120,7 @@ def _bias(s: Setting, value: Any) -> tuple[tuple[int | str, float], ...]:
     return tuple(out)
 
 
-def _tokens(s, value: Any) -> tuple[int | str, ...]:
+def _tokens(s: Setting, value: Any) -> tuple[int | str, ...]:
     """Token ids (ints >= 0) or texts; a text must be one token, which the run checks against the tokenizer."""
     if isinstance(value, (str, int)) or not isinstance(value, (list, tuple)):
         raise fail(s.name, value, 'it must be a list of token ids or texts, e.g. [" Yes", " No"] or [9642, 2360]')
@@ -135,7 +138,7 @@ def _tokens(s, value: Any) -> tuple[int | str, ...]:
     return tuple(dict.fromkeys(out))
 
 
-def _json(s, value: Any) -> str:
+def _json(s: Setting, value: Any) -> str:
     """A JSON Schema given as JSON text, a TOML/JSON table or true/false -> its compact JSON text ('' = off)."""
     if isinstance(value, str):
         if not value.strip():
@@ -162,7 +165,7 @@ FIELDS_START = "    # -- fields: written by scripts/config_class.py from SETTING
 FIELDS_END = "    # -- end of the written fields --"
 
 
-def fields_block(settings) -> str:
+def fields_block(settings: Iterable[Setting]) -> str:
     """DecodingConfig's field declarations for these settings, between their markers."""
     lines = [FIELDS_START]
     for s in settings:
@@ -170,7 +173,7 @@ def fields_block(settings) -> str:
     return "\n".join(lines + [FIELDS_END])
 
 
-def with_fields(source: str, settings) -> str:
+def with_fields(source: str, settings: Iterable[Setting]) -> str:
     """config.py's source with its written fields replaced by those of these settings."""
     start, end = source.index(FIELDS_START), source.index(FIELDS_END) + len(FIELDS_END)
     return source[:start] + fields_block(settings) + source[end:]

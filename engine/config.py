@@ -18,7 +18,7 @@ import dataclasses
 import difflib
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Iterable
 
 from .checks import CHECKS, CONSTRAINT_FIELDS, SEED_MAX, TYPES, ConfigError, fail as _fail  # noqa: F401 - re-exported
 from .grammars import check_constraint
@@ -392,7 +392,7 @@ def switches_of(stage: str) -> tuple[str, ...]:
     return STAGE[stage].switches or settings_of(stage)[:1]
 
 
-def stage_active(stage: str, config, samples: bool | None = None) -> bool:
+def stage_active(stage: str, config: DecodingConfig, samples: bool | None = None) -> bool:
     """Whether a row with this config uses the stage: a switch away from its neutral value (a warper only when the
     row samples, as in HF), and the row's further condition. samples: None = the config's own."""
     switches = switches_of(stage)
@@ -532,6 +532,7 @@ class DecodingConfig:
 
     def _label(self, s: Setting) -> str:
         value = getattr(self, s.name)
+        assert s.label is not None  # summary() labels only the settings that have a label
         if s.name == "xtc_probability" and self.xtc_threshold > 0.5:
             return f"xtc=off(threshold {self.xtc_threshold:g} > 0.5)"  # said, not silently dropped
         if s.kind == "bool":
@@ -581,12 +582,12 @@ def unknown_key_error(key: str, where: str) -> ConfigError:
     return ConfigError(f"unknown key {key!r} in {where}.{hint}", field=str(key))
 
 
-def logit_bias_dict(pairs) -> dict[str, float]:
+def logit_bias_dict(pairs: Iterable[tuple[int | str, float]]) -> dict[str, float]:
     """logit_bias as a TOML/JSON table: token ids as digit keys, texts as themselves.
 
     A text made only of digits would read back as a token id, so such texts are refused here.
     """
-    out = {}
+    out: dict[str, float] = {}
     for key, bias in pairs:
         if isinstance(key, str) and key.strip().isdigit():
             raise ConfigError(f"logit_bias text {key!r} is all digits and would read back as a token id; "

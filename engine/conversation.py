@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Union
+from typing import Any, Sequence, Union
 
 from .config import ConfigError
 
@@ -16,7 +16,7 @@ Prompt = Union[str, list]
 ROLES = ("system", "user", "assistant")
 
 
-def check_messages(messages, where: str = "the conversation") -> list[dict]:
+def check_messages(messages: Any, where: str = "the conversation") -> list[dict]:
     """The messages as plain {"role", "content"} dicts, or a ConfigError saying which one is wrong and how.
 
     OpenAI's content parts ([{"type": "text", "text": ...}]) are joined into one text; other keys are dropped.
@@ -62,7 +62,7 @@ def load_messages(path: str | Path) -> list[dict]:
     return check_messages(data, where)
 
 
-def build(user: str | None, system: str | None = None, earlier: list[dict] = ()) -> Prompt:
+def build(user: str | None, system: str | None = None, earlier: Sequence[dict] = ()) -> Prompt:
     """The prompt for a turn: plain text when there is only one user message and no system prompt, else messages."""
     if not system and not earlier:
         return user or ""
@@ -90,7 +90,7 @@ def with_reply(prompt: Prompt, reply: str) -> list[dict]:
     return messages
 
 
-def chat_token_ids(tok, messages: list[dict], continue_final: bool = True) -> list[int]:
+def chat_token_ids(tok: Any, messages: list[dict], continue_final: bool = True) -> list[int]:
     """The messages through the tokenizer's chat template; a final assistant message is continued, not closed
     (unless continue_final is False: then a new assistant message follows, as OpenAI's API does)."""
     if continue_final and messages[-1]["role"] == "assistant":

@@ -10,27 +10,33 @@ from __future__ import annotations
 
 import functools
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any, Iterable
 
 from .checks import CONSTRAINT_FIELDS, ConfigError
 
-JSON_STYLE = {"whitespace_flexible": False, "item_separator": ", ", "key_separator": ": "}
+if TYPE_CHECKING:
+    from llguidance import LLMatcher
+    from llguidance._lib import JsonCompileOptions
+
+    from .config import DecodingConfig
+
+JSON_STYLE: JsonCompileOptions = {"whitespace_flexible": False, "item_separator": ", ", "key_separator": ": "}
 """JSON as Python's json.dumps writes it: no free whitespace, which a model fills with newlines and tabs (a
 schema's own "x-guidance" options override this, as in llguidance)."""
 
 
-def _set(config) -> list[str]:
+def _set(config: DecodingConfig) -> list[str]:
     """The constraint fields this config sets (empty text or list = not set)."""
     return [name for name in CONSTRAINT_FIELDS if getattr(config, name) not in ("", ())]
 
 
-def constraint_of(config) -> tuple[str, Any] | None:
+def constraint_of(config: DecodingConfig) -> tuple[str, Any] | None:
     """(field, value) of the config's constraint, or None."""
     names = _set(config)
     return (names[0], getattr(config, names[0])) if names else None
 
 
-def choice_gbnf(choices) -> str:
+def choice_gbnf(choices: Iterable[str]) -> str:
     """A choice as a GBNF grammar (for llama.cpp and the webui, which take grammars, not lists)."""
     return "root ::= " + " | ".join(json.dumps(c, ensure_ascii=False) for c in choices)
 
@@ -54,7 +60,7 @@ def closed(schema: Any) -> Any:
     return out
 
 
-def check_constraint(config) -> None:
+def check_constraint(config: DecodingConfig) -> None:
     """At most one constraint, and one that compiles; ConfigError naming the field otherwise."""
     names = _set(config)
     if len(names) > 1:
@@ -103,7 +109,7 @@ def _tokenizer(tokenizer, vocab_size: int, eos: tuple[int, ...]):
     return from_tokenizer(tokenizer, n_vocab=vocab_size, eos_token=list(eos))
 
 
-def complete(name: str, value: Any, tokenizer, vocab_size: int, eos: tuple[int, ...], ids) -> bool:
+def complete(name: str, value: Any, tokenizer: Any, vocab_size: int, eos: tuple[int, ...], ids: Iterable[int]) -> bool:
     """Whether the tokens make a whole text of the constraint (a text cut at max_new_tokens often does not)."""
     m = matcher(name, value, tokenizer, vocab_size, eos)
     for token in ids:
@@ -112,7 +118,7 @@ def complete(name: str, value: Any, tokenizer, vocab_size: int, eos: tuple[int, 
     return bool(m.is_accepting() or m.is_stopped())
 
 
-def matcher(name: str, value: Any, tokenizer, vocab_size: int, eos: tuple[int, ...]):
+def matcher(name: str, value: Any, tokenizer: Any, vocab_size: int, eos: tuple[int, ...]) -> LLMatcher:
     """A fresh llguidance matcher for one row (the tokenizer's table is built once, about a second)."""
     from llguidance import LLMatcher
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import Any
 
 from .config import DecodingConfig
 
@@ -154,7 +155,7 @@ class StepEvent:
     """Row index -> the row's full text so far (after stop-string trimming), for rows that changed."""
 
 
-def json_config(config) -> dict:
+def json_config(config: DecodingConfig) -> dict[str, Any]:
     """A config as JSON can hold it: a -inf logit_bias (a ban) is written "-inf", which from_dict reads back."""
     data = config.to_dict()
     if "logit_bias" in data:
@@ -162,7 +163,7 @@ def json_config(config) -> dict:
     return data
 
 
-def json_number(value):
+def json_number(value: Any) -> Any:
     """JSON has no infinities or NaN: a filtered-out token's -inf logprob becomes null; -0.0 is written 0.0."""
     if not isinstance(value, float):
         return value

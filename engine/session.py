@@ -17,7 +17,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Container
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from .backends import base as backend_base
 from .backends.base import Backend, Part
@@ -25,6 +25,11 @@ from .backends.pool import ModelPool
 from .config import DecodingConfig
 from .conversation import Prompt
 from .results import Completion, GenerationError, StepEvent
+
+if TYPE_CHECKING:
+    import torch
+
+    from .backends.loading import ModelSpec, Progress
 
 
 @dataclass
@@ -52,17 +57,18 @@ class Outcome:
 class Session:
     """Models loaded once and shared; every run and check goes through here."""
 
-    def __init__(self, pool: ModelPool | None = None):
+    def __init__(self, pool: ModelPool | None = None) -> None:
         self.pool = pool or ModelPool()
 
     # -- models -----------------------------------------------------------------------------------------------
-    def model(self, spec, progress=None, api_key: str | None = None, rows: int = 8, tokens: int = 1024) -> Backend:
+    def model(self, spec: ModelSpec, progress: Progress | None = None, api_key: str | None = None, rows: int = 8,
+              tokens: int = 1024) -> Backend:
         """The model for spec: loaded, or the one already loaded with the same load settings."""
         return self.pool.get(spec, progress, api_key, rows=rows, tokens=tokens)
 
     # -- checks -----------------------------------------------------------------------------------------------
     @staticmethod
-    def check(backend: Backend, prompt: Prompt, configs: Sequence[DecodingConfig]):
+    def check(backend: Backend, prompt: Prompt, configs: Sequence[DecodingConfig]) -> torch.Tensor | None:
         """The preflight for a local model (PromptError / ConfigError, one wording per mistake); the prompt's token
         ids. A remote server checks its own requests: None."""
         if backend.runner is None:
@@ -72,7 +78,7 @@ class Session:
         return preflight(backend, prompt, configs)
 
     @staticmethod
-    def encode(backend: Backend, prompt: Prompt):
+    def encode(backend: Backend, prompt: Prompt) -> torch.Tensor:
         """The prompt's token ids on this model (chat template included)."""
         from .decoding.preflight import encode_prompt
 
@@ -119,7 +125,7 @@ class Session:
                 thread.join()
         return outcomes
 
-    def generate(self, backend: Backend, prompt: Prompt, configs: Sequence[DecodingConfig], **kwargs
+    def generate(self, backend: Backend, prompt: Prompt, configs: Sequence[DecodingConfig], **kwargs: Any
                  ) -> list[Completion]:
         """One prompt under the configs on one model; its completions (its model's failure raised)."""
         on_step = kwargs.pop("on_step", None)
@@ -129,7 +135,7 @@ class Session:
         return completions_of(outcome)
 
     def generate_prompts(self, backend: Backend, items: Sequence[tuple[Prompt, Sequence[DecodingConfig]]],
-                         **kwargs) -> list[list[Completion]]:
+                         **kwargs: Any) -> list[list[Completion]]:
         """Several prompts, each under its own configs, in one batch on one model; completions per prompt."""
         return [completions_of(o) for o in self.run([Job(backend, p, list(c)) for p, c in items], **kwargs)]
 
@@ -152,12 +158,13 @@ def default_session() -> Session:
     return _DEFAULT[0]
 
 
-def generate_many(backend: Backend, prompt: Prompt, configs: Sequence[DecodingConfig], **kwargs) -> list[Completion]:
+def generate_many(backend: Backend, prompt: Prompt, configs: Sequence[DecodingConfig], **kwargs: Any
+                  ) -> list[Completion]:
     """The Python API's one call: every config on the prompt, on the backend, through the process's session."""
     return default_session().generate(backend, prompt, configs, **kwargs)
 
 
-def run_prompts(backend: Backend, items: Sequence[tuple[Prompt, Sequence[DecodingConfig]]], **kwargs
+def run_prompts(backend: Backend, items: Sequence[tuple[Prompt, Sequence[DecodingConfig]]], **kwargs: Any
                 ) -> list[list[Completion]]:
     """Several prompts, each under its own configs, sharing the backend's batch (the process's session)."""
     kwargs.pop("max_rows", None)  # rows join the one batch as others finish

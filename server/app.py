@@ -15,8 +15,10 @@ import re
 import secrets
 import threading
 from dataclasses import dataclass
+from typing import Any, Awaitable, Callable
 
 import anyio
+from decodelab.engine.backends.base import Backend
 from decodelab.engine.decoding.requests import Request
 from decodelab.engine.decoding.preflight import check_context, check_engine
 from decodelab.engine.decoding.token_bytes import TokenBytes
@@ -26,7 +28,7 @@ from pydantic import ValidationError
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request as HttpRequest
-from starlette.responses import JSONResponse, StreamingResponse
+from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from . import delivery, responses
@@ -67,7 +69,7 @@ class Limits:
 class Api:
     """The endpoints, bound to one model, scheduler and key."""
 
-    def __init__(self, loaded, scheduler: Scheduler, model_name: str, api_key: str | None, limits: Limits):
+    def __init__(self, loaded: Backend, scheduler: Scheduler, model_name: str, api_key: str | None, limits: Limits):
         self.loaded, self.scheduler, self.model_name = loaded, scheduler, model_name
         self.api_key, self.limits = api_key, limits
         self.local = threading.local()  # one tokenizer copy per worker thread: Rust tokenizers are not shared
@@ -84,7 +86,9 @@ class Api:
         routes += [Route(p, self.chat, methods=["POST"]) for p in ("/v1/chat/completions", "/chat/completions")]
         routes += [Route(p, self.tokenize, methods=["POST"]) for p in ("/tokenize", "/v1/tokenize")]
         routes += [Route(p, self.detokenize, methods=["POST"]) for p in ("/detokenize", "/v1/detokenize")]
-        handlers = {ApiError: self.api_error, HTTPException: self.http_error, Exception: self.crash}
+        # each handler takes its own exception type, which starlette's handler type cannot say: Callable[...]
+        handlers: dict[type[Exception], Callable[..., Awaitable[JSONResponse]]] = {
+            ApiError: self.api_error, HTTPException: self.http_error, Exception: self.crash}
         return Starlette(routes=routes, exception_handlers=handlers)
 
     # -- errors: always JSON, always after the body was read --------------------------------------
@@ -191,10 +195,10 @@ class Api:
             raise ApiError(404, f"the model {name!r} does not exist here; this server serves {self.model_name!r}",
                            param="model", code="model_not_found")
 
-    async def completions(self, request: HttpRequest):
+    async def completions(self, request: HttpRequest) -> Response:
         return await self._generate(request, CompletionRequest)
 
-    async def chat(self, request: HttpRequest):
+    async def chat(self, request: HttpRequest) -> Response:
         return await self._generate(request, ChatRequest)
 
     async def tokenize(self, request: HttpRequest, data: dict | None = None) -> JSONResponse:
@@ -323,7 +327,7 @@ class Api:
                                processed=req.post_sampling_probs)
 
     @property
-    def tokenizer(self):
+    def tokenizer(self) -> Any:
         """This thread's own copy of the model's tokenizer (the scheduler thread decodes with the original)."""
         tok = getattr(self.local, "tokenizer", None)
         if tok is None:
@@ -385,6 +389,7 @@ class Api:
         batch = self.scheduler.batch
         if not batch.kv_per_token:
             return
+        assert batch.kv_budget is not None  # kv_per_token is set only under a budget (decoding/loop.py)
         rows = req.n * (req.num_beams or 1)
         need = batch.kv_bytes(rows, length + max_new, max_new)
         if need > batch.kv_budget:
@@ -437,11 +442,11 @@ class Router(Api):
         self._authorise(request)
         return JSONResponse(self._pick({"model": request.path_params["name"]})._model_card())
 
-    async def completions(self, request: HttpRequest):
+    async def completions(self, request: HttpRequest) -> Response:
         data = await self._json(request)
         return await self._pick(data)._generate(request, CompletionRequest, data)
 
-    async def chat(self, request: HttpRequest):
+    async def chat(self, request: HttpRequest) -> Response:
         data = await self._json(request)
         return await self._pick(data)._generate(request, ChatRequest, data)
 

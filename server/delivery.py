@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from typing import Any, AsyncIterator, Callable
 
 from starlette.requests import Request as HttpRequest
 
@@ -59,7 +60,7 @@ async def wait(job: Job, request: HttpRequest, done: dict[int, list]) -> list:
     return _in_order(job, done)
 
 
-async def held(job: Job, done: dict[int, list], answer):
+async def held(job: Job, done: dict[int, list], answer: Callable[[list], Any]) -> AsyncIterator[bytes]:
     """The body of a non-streaming answer to a half-closed client: spaces while it is made, then answer(completions).
     Errors after the 200 has gone out can only be told in the body, in OpenAI's error shape."""
     try:
@@ -77,7 +78,8 @@ async def held(job: Job, done: dict[int, list], answer):
         job.cancel.set()  # a client that went away (the write failed) stops its rows at the next step
 
 
-async def stream(job: Job, shape, echos: list[str], n: int, prompt_tokens: int):
+async def stream(job: Job, shape: responses.Shape, echos: list[str], n: int,
+                 prompt_tokens: int) -> AsyncIterator[str]:
     """Server-sent events: each row's chunks as its tokens come, the usage when asked for, then [DONE]."""
     holds = [max((len(s) for s in c.stop_strings), default=1) - 1 for r in job.requests for c in r.configs]
     streams = [responses.ChoiceStream(shape, i, hold, echo) for i, (hold, echo) in enumerate(zip(holds, echos))]

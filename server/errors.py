@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from typing import Iterable
+
+from pydantic import ValidationError
 from starlette.responses import JSONResponse
 
 TYPES = {400: "invalid_request_error", 401: "invalid_request_error", 404: "invalid_request_error",
@@ -26,7 +29,7 @@ class ApiError(Exception):
         return JSONResponse(self.body(), status_code=self.status, headers=self.headers)
 
 
-def param_from_loc(loc) -> str | None:
+def param_from_loc(loc: Iterable[int | str]) -> str | None:
     """pydantic's error location ('messages', 0, 'content') as OpenAI writes a param (messages[0].content)."""
     out = ""
     for part in loc:
@@ -41,7 +44,7 @@ def param_from_loc(loc) -> str | None:
     return out or None
 
 
-def validation_error(exc) -> ApiError:
+def validation_error(exc: ValidationError) -> ApiError:
     """The first pydantic error, naming the field."""
     errors = exc.errors(include_url=False)
     first = next((e for e in errors if e["type"] == "value_error"), errors[0])  # our own words beat a union's

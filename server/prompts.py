@@ -6,12 +6,19 @@ can fail ("Already borrowed"), and the scheduler thread decodes with the model's
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any, Iterable
+
 import torch
 from decodelab.engine.conversation import chat_token_ids
 from decodelab.engine.results import PromptError
 
+if TYPE_CHECKING:
+    from decodelab.engine.backends.base import Backend
 
-def tokenize_prompt(loaded, tok, prompt: str | list[int]) -> torch.Tensor:
+    from .schemas import Message
+
+
+def tokenize_prompt(loaded: Backend, tok: Any, prompt: str | list[int]) -> torch.Tensor:
     """A completion prompt as given (text through the tokenizer, or token ids checked against the vocabulary)."""
     if isinstance(prompt, list):
         ids = check_token_ids(loaded, prompt)
@@ -20,12 +27,12 @@ def tokenize_prompt(loaded, tok, prompt: str | list[int]) -> torch.Tensor:
     return _start(loaded, tok, ids)
 
 
-def check_token_ids(loaded, ids: list[int]) -> list[int]:
+def check_token_ids(loaded: Backend, ids: list[int]) -> list[int]:
     """The ids, or PromptError naming the first that is not one of the model's tokens."""
     return loaded.runner.check_token_ids(ids)
 
 
-def tokenize_chat(loaded, tok, messages) -> torch.Tensor:
+def tokenize_chat(loaded: Backend, tok: Any, messages: Iterable[Message]) -> torch.Tensor:
     """Chat messages through the tokenizer's chat template (plain lines when it has none)."""
     plain = [{"role": m.template_role, "content": m.text()} for m in messages]
     if getattr(tok, "chat_template", None):
@@ -35,7 +42,7 @@ def tokenize_chat(loaded, tok, messages) -> torch.Tensor:
     return _start(loaded, tok, ids)
 
 
-def prompt_text(tok, prompt: str | list[int]) -> str:
+def prompt_text(tok: Any, prompt: str | list[int]) -> str:
     """The prompt as text (for echo)."""
     if isinstance(prompt, str):
         return prompt

@@ -6,6 +6,7 @@ import dataclasses
 import time
 import uuid
 from dataclasses import dataclass
+from typing import Callable, Iterable, Sequence
 
 from decodelab.engine.decoding.token_bytes import REPLACEMENT
 from decodelab.engine.results import Completion, TokenStep, json_number
@@ -22,12 +23,12 @@ class Shape:
     top: int | None  # logprobs alternatives per token; None = no logprobs at all
     stats: bool  # decodelab's full statistics per token
     include_usage: bool = False
-    bytes_of: object = None
+    bytes_of: Callable[[int], bytes | None] | None = None
     """token id -> the bytes it stands for (engine/decoding/token_bytes.py), for chat logprobs' `bytes`."""
     processed: bool = False
     """llama.cpp's post_sampling_probs: report each logprob after the sampler chain (null: a stage removed it)."""
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         self.id = f"{'chatcmpl' if self.chat else 'cmpl'}-{uuid.uuid4().hex[:16]}"
         self.created = int(time.time())
 
@@ -45,7 +46,7 @@ def stats_record(step: TokenStep, top: int | None = None) -> dict:
             "top": [[a.token_id, a.text, num(a.logprob), num(a.logprob_processed)] for a in step.top[:top]]}
 
 
-def token_bytes(token_id: int, text: str, bytes_of=None) -> list[int]:
+def token_bytes(token_id: int, text: str, bytes_of: Callable[[int], bytes | None] | None = None) -> list[int]:
     """OpenAI's `bytes` of a token: its text's UTF-8, or, for a token that holds part of a character (its text
     is "" or U+FFFD), the bytes it really stands for, from the tokenizer."""
     if bytes_of is not None and (not text or REPLACEMENT in text):
@@ -55,7 +56,8 @@ def token_bytes(token_id: int, text: str, bytes_of=None) -> list[int]:
     return list(text.encode("utf-8"))
 
 
-def logprobs(steps, top: int, chat: bool, offset: int = 0, bytes_of=None, processed: bool = False) -> dict:
+def logprobs(steps: Sequence[TokenStep], top: int, chat: bool, offset: int = 0,
+             bytes_of: Callable[[int], bytes | None] | None = None, processed: bool = False) -> dict:
     num = json_number
     if processed:  # llama.cpp's post_sampling_probs: the same tokens, their probabilities after the chain
         steps = [dataclasses.replace(s, logprob=s.logprob_processed,
@@ -81,7 +83,7 @@ def usage(prompt_tokens: int, completion_tokens: int) -> dict:
             "total_tokens": prompt_tokens + completion_tokens}
 
 
-def shown_steps(steps, reason: str | None):
+def shown_steps(steps: Iterable[TokenStep], reason: str | None) -> tuple[TokenStep, ...]:
     """The tokens logprobs list: the end-of-sequence token that ended a row writes no text, and OpenAI leaves it
     out (it came back as an extra "" entry)."""
     steps = tuple(steps)

@@ -7,25 +7,29 @@ import ipaddress
 import socket
 import threading
 import time
+import asyncio
 from typing import Sequence
 
 import h11
 import uvicorn
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
+from decodelab.engine.backends.base import Backend
+
 from .app import Api, Limits, Router
 from .delivery import HALF_CLOSED
 from .scheduler import Scheduler
 
 
-def timed_protocol(header_timeout: float):
+def timed_protocol(header_timeout: float) -> type[H11Protocol]:
     """uvicorn's h11 protocol, closing connections whose request (headers and body) takes over header_timeout."""
 
     class TimedH11Protocol(H11Protocol):
-        _request_timer = None
+        _request_timer: asyncio.TimerHandle | None = None
         _half_closed = False
 
-        def connection_made(self, transport):
+        # a Transport, as uvicorn's own override takes (it ignores the same narrowing of asyncio's BaseTransport)
+        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
             super().connection_made(transport)
             self._arm()
 
@@ -50,15 +54,16 @@ def timed_protocol(header_timeout: float):
             elif not self.transport.is_closing():
                 self._arm()  # the next request on this connection gets the same time
 
-        def eof_received(self):
+        # uvicorn says -> None; asyncio's Protocol.eof_received may return True to keep the transport open
+        def eof_received(self) -> bool | None:  # type: ignore[override]
             """A client that shuts its writing side after a whole request still gets its answer (delivery.py)."""
             if self.cycle is not None and not self.cycle.response_complete and self.conn.their_state is h11.DONE:
                 self._half_closed = True
-                self.cycle.scope[HALF_CLOSED] = True
+                self.cycle.scope[HALF_CLOSED] = True  # type: ignore[literal-required]  # our key; HTTPScope lacks it
                 return True  # keep the transport open for the answer
             return None  # otherwise asyncio closes it, as uvicorn does
 
-        def connection_lost(self, exc) -> None:
+        def connection_lost(self, exc: Exception | None) -> None:
             self._disarm()
             super().connection_lost(exc)
 
@@ -91,10 +96,10 @@ def exposure_warning(host: str, api_key: str | None) -> str | None:
 class Server:
     """A running `decodelab serve`: start() in a background thread (tests), or run() in the foreground."""
 
-    def __init__(self, loaded, host: str = "127.0.0.1", port: int = 8000, api_key: str | None = None,
+    def __init__(self, loaded: Backend, host: str = "127.0.0.1", port: int = 8000, api_key: str | None = None,
                  model_name: str | None = None, limits: Limits | None = None, max_queue: int = 32,
                  header_timeout: float = 10.0, idle_timeout: float = 5.0, max_connections: int = 128,
-                 extra: Sequence[tuple[object, str, int | None]] = ()):
+                 extra: Sequence[tuple[Backend, str, int | None]] = ()):
         """extra: more (loaded model, served name, key/value budget) to serve, routed by the request's `model`."""
         self.limits = dataclasses.replace(limits or Limits(), request_timeout=header_timeout)
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
@@ -114,7 +119,9 @@ class Server:
         self.schedulers = [api.scheduler for api in apis]
         self.scheduler = self.schedulers[0]
         self.api = apis[0] if len(apis) == 1 else Router(apis)
-        config = uvicorn.Config(self.api.app(), http=timed_protocol(header_timeout), timeout_keep_alive=idle_timeout,
+        # uvicorn annotates timeout_keep_alive as int, but it is call_later's delay: a float works
+        config = uvicorn.Config(self.api.app(), http=timed_protocol(header_timeout),
+                                timeout_keep_alive=idle_timeout,  # type: ignore[arg-type]
                                 h11_max_incomplete_event_size=64 * 1024, log_level="warning", lifespan="off",
                                 access_log=False, limit_concurrency=max_connections)  # beyond it: 503 at once
         self.uvicorn = uvicorn.Server(config)
@@ -151,7 +158,7 @@ class Server:
         self.sock.close()
 
 
-def auto_kv_budget(loaded) -> int | None:
+def auto_kv_budget(loaded: Backend) -> int | None:
     """The key/value cache budget when none is given: 90% of the GPU memory free after loading, or 80% of the
     memory the system has available on a CPU; None when neither can be read."""
     import torch

@@ -16,6 +16,7 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 
+from decodelab.engine.backends.base import Backend
 from decodelab.engine.memory import release_free_memory
 from decodelab.engine.decoding.loop import DecodeLoop
 from decodelab.engine.decoding.requests import Request
@@ -51,7 +52,7 @@ class Scheduler:
     """Admits jobs into one DecodeLoop and steps it; beyond the free rows, at most max_queue requests wait
     (then 429)."""
 
-    def __init__(self, loaded, max_rows: int = 64, max_queue: int = 32, window: float = 0.01, pad: bool = True,
+    def __init__(self, loaded: Backend, max_rows: int = 64, max_queue: int = 32, window: float = 0.01, pad: bool = True,
                  prefill_chunk: int = 256, kv_budget: int | None = None):
         self.loaded, self.max_rows, self.max_queue, self.pad = loaded, max_rows, max_queue, pad
         self.prefill_chunk, self.kv_budget = prefill_chunk, kv_budget

@@ -7,7 +7,7 @@ honour are accepted only at their neutral value.
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal, cast
 
 from decodelab.engine.config import SETTING, ConfigError, DecodingConfig
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, StrictBool, StrictInt, StrictStr, field_validator
@@ -99,7 +99,7 @@ class Sampling(BaseModel):
         """The DecodingConfig this request asks for (ApiError 400 naming the field if a value is out of range)."""
         temperature = 1.0 if self.temperature is None else self.temperature
         beams = self.num_beams or 1
-        fields = {
+        fields: dict[str, Any] = {
             "name": "request", "do_sample": temperature > 0 and beams == 1,
             "temperature": temperature if temperature > 0 else 1.0,
             "top_k": 0 if self.top_k in (None, -1) else self.top_k,
@@ -159,9 +159,9 @@ class CompletionRequest(Sampling):
             return [p]
         if not p:
             raise ApiError(400, "prompt is an empty list: give a string, a list of strings, or a list of token ids", param="prompt")
-        if all(isinstance(x, int) for x in p):
-            return [list(p)]
-        return list(p)
+        if all(isinstance(x, int) for x in p):  # pydantic gave one of the three list types: this one
+            return [list(cast("list[int]", p))]
+        return list(cast("list[str] | list[list[int]]", p))
 
 
 class TextPart(BaseModel):

@@ -178,7 +178,7 @@ class DecodelabApp(App):
         if failed is not None:  # the working model stays until a new one has loaded
             self.update_model_bar()
             self.notify(f"Could not load {failed}: {message.error}\nStill using {self.shelf.loaded.describe()}.",
-                        title="Model not loaded", severity="error", timeout=15, markup=False)
+                        title="Model not loaded", severity="error", timeout=15)
             return
         bar = self.query_one("#model-bar", Static)
         bar.remove_class("-loading")
@@ -209,6 +209,12 @@ class DecodelabApp(App):
 
     def on_run_failed(self, message: RunFailed) -> None:
         self.runner.failed(message)
+
+    def notify(self, message: str, *, title: str = "", severity: Any = "information", timeout: float | None = None,
+               markup: bool = False) -> None:
+        """Every notification is shown as written, never as markup (a path, a model spec or an error may hold
+        [brackets] that Textual would read as tags and fail on): the dialogs' own notify comes here too."""
+        super().notify(message, title=title, severity=severity, timeout=timeout, markup=False)
 
     # -- the App's own keys (ctrl+q, ctrl+p) -----------------------------------------------------------------------
     async def action_quit(self) -> None:

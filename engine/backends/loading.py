@@ -9,14 +9,15 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Container, Sequence
 
 import torch
 
-from ..config import ConfigError
+from ..config import ConfigError, DecodingConfig
+from ..conversation import Prompt
 from ..memory import out_of_memory
-from ..results import Completion
-from .base import Backend, ModelLoadError
+from ..results import Completion, StepEvent
+from .base import Backend, ModelLoadError, Part
 from .catalog import demo_model_path  # noqa: F401 - also imported from here
 
 DTYPES = ("auto", "float32", "float16", "bfloat16")
@@ -136,22 +137,27 @@ class LoadedModel(Backend):
     def context_length(self) -> int | None:
         return self.runner.context_length
 
-    def generate(self, prompt, configs, *, on_step=None, cancel=None, top_alternatives=10, prefix_ids=(),
-                 stop_rows=(), batch_invariant=True, trace_stages=False) -> list[Completion]:
+    def generate(self, prompt: Prompt, configs: Sequence[DecodingConfig], *,
+                 on_step: Callable[[StepEvent], None] | None = None, cancel: threading.Event | None = None,
+                 top_alternatives: int = 10, prefix_ids: Sequence[int] = (), stop_rows: Container[int] = (),
+                 batch_invariant: bool = True, trace_stages: bool = False) -> list[Completion]:
         from ..decoding.run import generate_local
 
         return generate_local(self, prompt, configs, on_step=on_step, cancel=cancel,
                               top_alternatives=top_alternatives, prefix_ids=prefix_ids, stop_rows=stop_rows,
                               batch_invariant=batch_invariant, trace_stages=trace_stages)
 
-    def generate_parts(self, parts, *, cancel=None, top_alternatives=10, batch_invariant=True,
-                       trace_stages=False) -> list[list[Completion]]:
+    def generate_parts(self, parts: Sequence[Part], *, cancel: threading.Event | None = None,
+                       top_alternatives: int = 10, batch_invariant: bool = True,
+                       trace_stages: bool = False) -> list[list[Completion]]:
         from ..decoding.run import generate_parts
 
         return generate_parts(self, parts, cancel=cancel, top_alternatives=top_alternatives,
                               batch_invariant=batch_invariant, trace_stages=trace_stages)
 
-    def generate_prompts(self, items, *, cancel=None, top_alternatives=10, max_rows=64) -> list[list[Completion]]:
+    def generate_prompts(self, items: Sequence[tuple[str, Sequence[DecodingConfig]]], *,
+                         cancel: threading.Event | None = None, top_alternatives: int = 10,
+                         max_rows: int = 64) -> list[list[Completion]]:
         from ..decoding.run import generate_prompts
 
         return generate_prompts(self, items, cancel=cancel, top_alternatives=top_alternatives, max_rows=max_rows)
@@ -302,7 +308,7 @@ _LOADING = threading.Lock()
 got "cannot import name 'AutoConfig' from 'transformers'"), and two loads share the same cores and disk anyway."""
 
 
-def load_model(spec: ModelSpec, progress: Progress | None = None, api_key: str | None = None):
+def load_model(spec: ModelSpec, progress: Progress | None = None, api_key: str | None = None) -> Backend:
     """Load a causal LM and its tokenizer from local files only. Failures raise ModelLoadError.
 
     A spec whose path is an http(s) URL connects to an OpenAI-compatible server instead and returns
@@ -377,7 +383,8 @@ def _load_model(spec: ModelSpec, progress: Progress | None, api_key: str | None)
     except (OSError, ValueError, KeyError, ImportError, RuntimeError) as exc:
         raise _explain(spec, exc) from None
     if device.type == "cpu" and quant is None and model.device.type != "cpu":
-        model.to(device)
+        # transformers wraps Module.to with functools.wraps, whose stub mypy binds to the wrong self
+        model.to(device)  # type: ignore[arg-type]
     model.eval()
     if tokenizer.pad_token_id is None and tokenizer.eos_token_id is not None:
         tokenizer.pad_token = tokenizer.eos_token

@@ -18,11 +18,12 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Callable, Container, Iterable
 
 from ..config import ConfigError
-from .base import ModelLoadError
+from .base import Backend, ModelLoadError
 from ..runners.hf_calls import kv_elements_per_token
-from .loading import ModelSpec, load_model, resolve_dtype
+from .loading import ModelSpec, Progress, load_model, resolve_dtype
 
 PANE_MODEL_KEYS = ("dtype", "device", "quantization", "quant_type", "engine", "chat")
 
@@ -89,7 +90,7 @@ def spec_label(spec: ModelSpec) -> str:
     return " ".join(bits)
 
 
-def served_name_of(spec: ModelSpec, taken) -> str:
+def served_name_of(spec: ModelSpec, taken: Container[str]) -> str:
     """The name a served model answers to: its label with dashes ("smollm2-bfloat16"), made unique among taken."""
     name = spec_label(spec).replace(" ", "-")
     unique, n = name, 2
@@ -179,12 +180,13 @@ def check_fits(spec: ModelSpec, rows: int = 8, tokens: int = 1024, free: int | N
 class ModelPool:
     """The loaded models, by load_key (chat mode aside); thread-safe (the TUI loads from workers)."""
 
-    def __init__(self, loader=load_model):
+    def __init__(self, loader: Callable[..., Backend] = load_model):
         self.loader = loader
-        self.models: dict[ModelSpec, object] = {}
+        self.models: dict[ModelSpec, Backend] = {}
         self.lock = threading.RLock()
 
-    def get(self, spec: ModelSpec, progress=None, api_key: str | None = None, rows: int = 8, tokens: int = 1024):
+    def get(self, spec: ModelSpec, progress: Progress | None = None, api_key: str | None = None, rows: int = 8,
+            tokens: int = 1024) -> Backend:
         """The model for spec (with spec's chat mode), loaded now unless it is in the pool; ModelLoadError, with the
         numbers, when it will not fit."""
         key = load_key(spec)
@@ -199,7 +201,7 @@ class ModelPool:
             return dataclasses.replace(backend, spec=spec)  # the same weights, another chat mode
         return backend
 
-    def keep(self, keys) -> list[ModelSpec]:
+    def keep(self, keys: Iterable[ModelSpec]) -> list[ModelSpec]:
         """Unload every model whose load_key is not in keys; returns the keys unloaded."""
         keys = {load_key(k) for k in keys}
         with self.lock:

@@ -14,6 +14,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Callable, Container, Sequence
 
 from ..config import ConfigError, DecodingConfig
 from ..conversation import Prompt, check_messages
@@ -22,6 +23,9 @@ from ..results import (Alternative, Completion, GenerationError, PromptError, St
                        json_config)
 from .base import Backend, ModelLoadError  # noqa: F401 - ModelLoadError is raised below
 from .server_kinds import KINDS, NEUTRAL, SETTINGS, constraint_fields, sampler_fields  # noqa: F401 - KINDS read here
+
+if TYPE_CHECKING:
+    import httpx
 
 NAN = float("nan")
 
@@ -34,7 +38,7 @@ class RemoteError(GenerationError):
 class RemoteModel(Backend):
     """A model behind an OpenAI-compatible endpoint: the remote backend (same interface as LoadedModel)."""
 
-    spec: object
+    spec: Any  # loading.py's ModelSpec (loading.py imports this module, so it is not imported here)
     base_url: str
     model_name: str
     kind: str
@@ -50,14 +54,16 @@ class RemoteModel(Backend):
         return self.model_name
 
     @property
-    def context_length(self):
+    def context_length(self) -> int | None:
         return None
 
     def describe(self) -> str:
         return f"{self.model_name} · {self.kind} server at {self.base_url}"
 
-    def generate(self, prompt, configs, *, on_step=None, cancel=None, top_alternatives=10, prefix_ids=(),
-                 stop_rows=(), batch_invariant=True, trace_stages=False) -> list[Completion]:
+    def generate(self, prompt: Prompt, configs: Sequence[DecodingConfig], *,
+                 on_step: Callable[[StepEvent], None] | None = None, cancel: threading.Event | None = None,
+                 top_alternatives: int = 10, prefix_ids: Sequence[int] = (), stop_rows: Container[int] = (),
+                 batch_invariant: bool = True, trace_stages: bool = False) -> list[Completion]:
         return generate_remote(self, prompt, configs, on_step=on_step, cancel=cancel,
                                top_alternatives=top_alternatives, prefix_ids=prefix_ids)
 
@@ -87,7 +93,7 @@ def is_openai_endpoint(base_url: str) -> bool:
     return url.scheme == "https" and url.host == OPENAI_HOST
 
 
-def httpx_url(base_url: str):
+def httpx_url(base_url: str) -> httpx.URL:
     import httpx
 
     return httpx.URL(base_url)
@@ -108,7 +114,8 @@ def _headers(api_key: str | None) -> dict:
     return headers
 
 
-def connect(spec, api_key: str | None = None, timeout: float = 10.0):
+# spec: loading.py's ModelSpec (Any: loading.py imports this module, so importing it here would be a cycle)
+def connect(spec: Any, api_key: str | None = None, timeout: float = 10.0) -> RemoteModel:
     """Ask the server which model it serves and what kind of server it is. Failures are ModelLoadError."""
     import httpx
 
@@ -133,7 +140,7 @@ def connect(spec, api_key: str | None = None, timeout: float = 10.0):
         models = response.json().get("data") or []
     except (ValueError, AttributeError):
         raise ModelLoadError(f"{base}/models did not answer with JSON: is this an OpenAI-compatible server?") from None
-    names = [m.get("id") for m in models if isinstance(m, dict)]
+    names: list[Any] = [m.get("id") for m in models if isinstance(m, dict)]  # the server's JSON
     wanted = getattr(spec, "remote_model", "") or ""
     if wanted and names and wanted not in names:
         raise ModelLoadError(f"{base} serves {', '.join(names)}, not {wanted!r}")
@@ -259,8 +266,9 @@ def _first_stop(text: str, stops) -> int | None:
     return min(hits) if hits else None
 
 
-def generate_remote(remote: RemoteModel, prompt: Prompt, configs, *, on_step=None, cancel=None,
-                    top_alternatives: int = 10, prefix_ids=()) -> list[Completion]:
+def generate_remote(remote: RemoteModel, prompt: Prompt, configs: Sequence[DecodingConfig], *,
+                    on_step: Callable[[StepEvent], None] | None = None, cancel: threading.Event | None = None,
+                    top_alternatives: int = 10, prefix_ids: Sequence[int] = ()) -> list[Completion]:
     """Run every config as its own streaming request, concurrently; completions in the order of configs."""
     import httpx
 

@@ -53,10 +53,12 @@ class Kind:
                 continue
             if self.dialect is None:
                 out[s.name] = (s.name, None)
-            elif self.dialect.name(s.name):
-                out[s.name] = (self.dialect.name(s.name), self.dialect)
+            elif theirs := self.dialect.name(s.name):
+                out[s.name] = (theirs, self.dialect)
         for name, dialect in self.borrowed:
-            out[name] = (dialect.name(name), dialect)
+            borrowed = dialect.name(name)
+            assert borrowed is not None  # a borrowed setting is named in the dialect it is borrowed from
+            out[name] = (borrowed, dialect)
         return out
 
     @property

@@ -11,12 +11,15 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import torch
 
 from ..results import GenerationError
 from .requests import Group, Request
+
+if TYPE_CHECKING:
+    from ..runners.base import PromptChunks, RowBatch
 
 PREFILL_CHUNK = 256
 """Tokens of a long prompt prefilled per decode step while other rows run (0: always in one go)."""
@@ -27,7 +30,7 @@ class ChunkedPrefill:
     """A long prompt being prefilled a chunk at a time between decode steps."""
 
     request: Request
-    chunks: object = None
+    chunks: PromptChunks | None = None
     """The runner's PromptChunks: the slices prefilled so far."""
     start: float = field(default_factory=time.perf_counter)
 
@@ -35,15 +38,44 @@ class ChunkedPrefill:
 class Admission:
     """DecodeLoop's admission: its rows, groups, cache budget and chunked prefills (see loop.py)."""
 
+    if TYPE_CHECKING:  # DecodeLoop's attributes and methods, which this mixin uses
+        runner: Any
+        tokenizer: Any
+        device: torch.device
+        eos: list[int]
+        max_rows: int
+        groups: list[Group]
+        batch: RowBatch | None
+        prefill_chunk: int
+        prefilling: list[ChunkedPrefill]
+        kv_budget: int | None
+        kv_per_token: int | None
+        failed: list[tuple[Request, str, BaseException]]
+
+        @property
+        def rows(self) -> int: ...
+
+        @property
+        def mergeable(self) -> bool: ...
+
+        def padded_rows(self, n: int) -> int: ...
+
+        def add(self, requests: Sequence[Request]) -> None: ...
+
+        def _prefill(self, request: Request, chunks: PromptChunks | None = None,
+                     start: float | None = None) -> None: ...
+
     def admit(self, waiting: list[Request]) -> list[Request]:
         """Take from the front of waiting what can join now (in order) and join it; returns what joined."""
-        joining, rows = [], self.rows
+        joining: list[Request] = []
+        rows = self.rows
         while waiting:
             takes_rows = any(r.rows for r in joining)  # a beam-only request joins no rows: it never blocks
             if waiting[0].rows and (self.groups or takes_rows):  # beside other rows, it must fit: rows, then cache
                 if not (self.mergeable and rows + waiting[0].rows <= self.max_rows):
                     break
-                if self.kv_per_token and self.kv_need(joining + [waiting[0]]) > self.kv_budget:
+                need = self.kv_need(joining + [waiting[0]]) if self.kv_per_token else None
+                if need is not None and self.kv_budget is not None and need > self.kv_budget:
                     break  # its cache would not fit beside the running rows': it waits for them to finish
             rows += waiting[0].rows
             joining.append(waiting.pop(0))
@@ -97,6 +129,7 @@ class Admission:
             job = self.prefilling[0]
             try:
                 self._next_chunk(job)
+                assert job.chunks is not None  # _next_chunk made them
                 if job.chunks.done >= job.request.prompt_ids.numel():
                     self.prefilling.pop(0)
                     self._prefill(job.request, job.chunks, job.start)

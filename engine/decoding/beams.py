@@ -8,7 +8,9 @@ alternatives, and logprob_processed under decodelab's own penalty pipeline.
 
 from __future__ import annotations
 
+import threading
 import time
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import torch
 
@@ -19,16 +21,21 @@ from ..sampling import Sampler, step_statistics
 from ..sampling.constraints import allowed_tokens, constrain
 from .hf_generate import hf_generate_kwargs
 from ..runners.base import eos_tensor
-from .rows import new_tracker, token_texts
+from .rows import RowTracker, new_tracker, token_texts
+
+if TYPE_CHECKING:
+    from ..runners.base import LocalModel
+    from llguidance import LLMatcher
+
 
 
 class _CancelCriteria:
     """A StoppingCriteria that ends generation when the cancel event is set."""
 
-    def __init__(self, cancel):
+    def __init__(self, cancel: threading.Event) -> None:
         self.cancel = cancel
 
-    def __call__(self, input_ids, scores, **kwargs):
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor, **kwargs: Any) -> torch.Tensor:
         return torch.full((input_ids.shape[0],), self.cancel.is_set(), dtype=torch.bool, device=input_ids.device)
 
 
@@ -37,11 +44,11 @@ class _Constrained:
     the constraint's matcher (kept per token prefix, so HF's reordering of beams needs nothing), and the tokens
     the constraint forbids get -inf, as the batch's grammar stage does for sampled rows."""
 
-    def __init__(self, make_matcher, prompt_len: int, eos: list[int]):
+    def __init__(self, make_matcher: Callable[[], LLMatcher], prompt_len: int, eos: list[int]) -> None:
         self.prompt_len, self.eos = prompt_len, eos
-        self.states = {(): make_matcher()}
+        self.states: dict[tuple[int, ...], LLMatcher] = {(): make_matcher()}
 
-    def __call__(self, input_ids, scores):
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
         keys = [tuple(row) for row in input_ids[:, self.prompt_len:].tolist()]
         matchers = [self._state(key) for key in keys]
         longest = max(len(key) for key in keys)
@@ -49,7 +56,7 @@ class _Constrained:
         return constrain(scores, allowed_tokens(matchers, scores.shape[1], scores.device),
                          self.eos[0] if self.eos else None)
 
-    def _state(self, key: tuple[int, ...]):
+    def _state(self, key: tuple[int, ...]) -> LLMatcher:
         m = self.states.get(key)
         if m is None:
             m = self._state(key[:-1]).deep_copy()
@@ -59,8 +66,8 @@ class _Constrained:
 
 
 @torch.inference_mode()
-def run_beam(loaded, prompt_ids: torch.Tensor, config: DecodingConfig, seed: int, row: int, emit, cancel,
-             k: int) -> Completion:
+def run_beam(loaded: LocalModel, prompt_ids: torch.Tensor, config: DecodingConfig, seed: int, row: int,
+             emit: Callable[[StepEvent], None], cancel: threading.Event, k: int) -> Completion:
     from transformers import StoppingCriteriaList
 
     runner, tokenizer = loaded.runner, loaded.tokenizer
@@ -97,6 +104,7 @@ def run_beam(loaded, prompt_ids: torch.Tensor, config: DecodingConfig, seed: int
     replay(loaded, prompt_ids, new_ids, tracker, k, eos, elapsed)
     if not tracker.finished:
         tracker.finish("cancelled" if cancel.is_set() else "max_new_tokens", elapsed)
+    assert tracker.stop_reason is not None  # finished just above, if not before
     emit(StepEvent(step=-1, tokens={row: tuple(tracker.steps)}, finished={row: tracker.stop_reason},
                    texts={row: tracker.text}))
     completion = tracker.completion(0.0, elapsed, prompt_len)
@@ -105,8 +113,8 @@ def run_beam(loaded, prompt_ids: torch.Tensor, config: DecodingConfig, seed: int
     return completion
 
 
-def replay(loaded, prompt_ids: torch.Tensor, ids: list[int], tracker, k: int, eos: list[int], now: float,
-           logits: torch.Tensor | None = None) -> None:
+def replay(loaded: LocalModel, prompt_ids: torch.Tensor, ids: Sequence[int], tracker: RowTracker, k: int, eos: list[int],
+           now: float, logits: torch.Tensor | None = None) -> None:
     """Record the given tokens in a row's tracker, with their real statistics under its config, until it stops.
     logits: the model's logits before each of the tokens [len(ids), V], when a prefill already gave them."""
     stats, used_k = rescore(loaded, prompt_ids, ids, tracker.config, tracker.seed, k, eos, logits)
@@ -117,8 +125,8 @@ def replay(loaded, prompt_ids: torch.Tensor, ids: list[int], tracker, k: int, eo
         tracker.add(values, used_k, names, now)
 
 
-def rescore(loaded, prompt_ids: torch.Tensor, new_ids: list[int], config: DecodingConfig, seed: int, k: int,
-            eos: list[int], logits: torch.Tensor | None = None) -> tuple[torch.Tensor, int]:
+def rescore(loaded: LocalModel, prompt_ids: torch.Tensor, new_ids: Sequence[int], config: DecodingConfig, seed: int,
+            k: int, eos: list[int], logits: torch.Tensor | None = None) -> tuple[torch.Tensor, int]:
     """Packed per-token statistics [n, 6 + 3k] of new_ids continuing the prompt under config, and k used. The
     logits before each token come from the runner's scratch scoring unless given."""
     if not new_ids:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class IncrementalText:
     """Turns a growing list of token ids into text pieces, one call per token.
@@ -10,7 +12,7 @@ class IncrementalText:
     piece that ends in an incomplete UTF-8 sequence is held back until the next token finishes it.
     """
 
-    def __init__(self, tokenizer, skip_ids: frozenset[int] = frozenset()):
+    def __init__(self, tokenizer: Any, skip_ids: frozenset[int] = frozenset()) -> None:
         self.tokenizer = tokenizer
         self.skip_ids = skip_ids
         self.ids: list[int] = []

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
 from ..config import DecodingConfig
@@ -13,12 +15,12 @@ class FrequencyPresencePenalty:
     It counts only generated tokens (those after prompt_length), as OpenAI and vLLM do.
     """
 
-    def __init__(self, frequency: float, presence: float, prompt_length: int):
+    def __init__(self, frequency: float, presence: float, prompt_length: int) -> None:
         self.frequency = frequency
         self.presence = presence
         self.prompt_length = prompt_length
 
-    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
         generated = input_ids[:, self.prompt_length :]
         counts = torch.zeros_like(scores)
         if generated.numel():
@@ -26,7 +28,7 @@ class FrequencyPresencePenalty:
         return scores - self.frequency * counts - self.presence * (counts > 0).to(scores.dtype)
 
 
-def hf_generate_kwargs(config: DecodingConfig, prompt_length: int, tokenizer=None) -> dict:
+def hf_generate_kwargs(config: DecodingConfig, prompt_length: int, tokenizer: Any = None) -> dict[str, Any]:
     """Keyword arguments for `model.generate` that reproduce this config's settings.
 
     Neutral values are written explicitly (top_k=0, not HF's hidden 50). Seeds are left to the caller
@@ -35,7 +37,7 @@ def hf_generate_kwargs(config: DecodingConfig, prompt_length: int, tokenizer=Non
     """
     from transformers import LogitsProcessorList
 
-    kwargs = {
+    kwargs: dict[str, Any] = {
         "do_sample": config.samples,
         "max_new_tokens": config.max_new_tokens,
         "min_new_tokens": config.min_new_tokens or None,
@@ -66,13 +68,13 @@ def hf_generate_kwargs(config: DecodingConfig, prompt_length: int, tokenizer=Non
     return kwargs
 
 
-def _ids(tokenizer, text: str) -> list[int]:
+def _ids(tokenizer: Any, text: str) -> list[int]:
     if tokenizer is None:
         raise ValueError(f"{text!r} is text: turning it into token ids needs the tokenizer")
     return list(tokenizer.encode(text, add_special_tokens=False))
 
 
-def token_biases(config: DecodingConfig, tokenizer=None) -> dict[tuple[int], float]:
+def token_biases(config: DecodingConfig, tokenizer: Any = None) -> dict[tuple[int], float]:
     """logit_bias as HF's sequence_bias: one-token sequences; a text biases each of its tokens (repeats add up)."""
     out: dict[tuple[int], float] = {}
     for key, bias in config.logit_bias:

@@ -24,7 +24,7 @@ decodes at a time. A batch-invariant runner (llama.cpp) is never padded.
 from __future__ import annotations
 
 import time
-from typing import Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import torch
 
@@ -33,6 +33,11 @@ from ..sampling import step_statistics
 from .admission import PREFILL_CHUNK, Admission, ChunkedPrefill
 from .requests import Group, Request
 from .rows import new_tracker
+
+if TYPE_CHECKING:
+    from ..runners.base import LocalModel
+    from ..results import Completion
+    from ..runners.base import PromptChunks, RowBatch
 
 
 def bucket_rows(n: int) -> int:
@@ -50,8 +55,8 @@ class DecodeLoop(Admission):
     more physical rows (padding to the bucket size, or a one-request cache's finished rows).
     """
 
-    def __init__(self, loaded, max_rows: int = 64, pad: bool = True, prefill_chunk: int = PREFILL_CHUNK,
-                 kv_budget: int | None = None):
+    def __init__(self, loaded: LocalModel, max_rows: int = 64, pad: bool = True, prefill_chunk: int = PREFILL_CHUNK,
+                 kv_budget: int | None = None) -> None:
         self.loaded, self.runner, self.tokenizer = loaded, loaded.runner, loaded.tokenizer
         self.device = self.runner.device
         self.max_rows, self.eos = max_rows, self.runner.eos_ids()
@@ -60,7 +65,7 @@ class DecodeLoop(Admission):
         self.groups: list[Group] = []
         self.searches: list[Request] = []
         """Beam-only requests waiting for the batch to finish (their search runs on this thread)."""
-        self.batch = None
+        self.batch: RowBatch | None = None
         """The runner's RowBatch of the live rows (None when nothing decodes)."""
         self.forwards = 0
         self.prefill_chunk = prefill_chunk
@@ -129,7 +134,7 @@ class DecodeLoop(Admission):
             members = [r for r in batched if len(r.prefix) == length]
             self.groups.append(Group(members, self.runner.vocab_size, self.device, self.eos, self.tokenizer))
 
-    def _prefill(self, request: Request, chunks=None, start: float | None = None) -> None:
+    def _prefill(self, request: Request, chunks: PromptChunks | None = None, start: float | None = None) -> None:
         """Prefill the prompt (and any forced prefix) once and give its cache to the request's rows (chunks: the
         prefill already done a slice at a time). A branch's forced tokens are scored by the same pass."""
         request.trackers = {i: new_tracker(self.tokenizer, request.configs[i], request.seeds[i], self.eos)
@@ -138,6 +143,7 @@ class DecodeLoop(Admission):
         context = torch.cat([request.prompt_ids, request.prompt_ids.new_tensor(request.prefix)]) \
             if request.prefix else request.prompt_ids
         n = len(request.batch_rows)
+        prefilled: torch.Tensor | None
         if chunks is not None:
             rows, prefilled = chunks.rows(n, self.padded_rows(n)), None
         else:
@@ -147,6 +153,7 @@ class DecodeLoop(Admission):
         if request.prefix and request.guides is None:  # a branch: the forced tokens are recorded with their
             from .beams import replay  # statistics under each config, from the prefill's own logits
 
+            assert prefilled is not None  # a chunked prompt has no prefix (_chunks)
             for tracker in request.trackers.values():
                 replay(self.loaded, request.prompt_ids, request.prefix, tracker, request.top, self.eos, 0.0,
                        logits=prefilled[:-1])
@@ -155,7 +162,7 @@ class DecodeLoop(Admission):
         request.prefill_s = time.perf_counter() - start
         request.start = time.perf_counter()
 
-    def _join(self, rows) -> None:
+    def _join(self, rows: RowBatch) -> None:
         """Append new rows to the batch. A failure part-way (out of memory) leaves the batch as it was, less its
         padding rows, so the request fails alone (add())."""
         if self.batch is None:
@@ -176,6 +183,7 @@ class DecodeLoop(Admission):
             for request in searches:  # beam-only requests that waited for the batch
                 self._complete(request)
             return [r for r in done if r.guides is None] + searches
+        assert self.batch is not None  # there are rows while there are groups
         logits = self.batch.logits
         picked, offset = [], 0
         for group in self.groups:
@@ -189,7 +197,7 @@ class DecodeLoop(Admission):
             traced = group.take_trace(chosen, k)
             group.record(stats[offset: offset + group.rows], k, traced)
             offset += group.rows
-        keep = []
+        keep: list[int] = []
         done += self._retire(keep)
         tokens = tokens[keep] if len(keep) != tokens.shape[0] else tokens
         while self.groups:
@@ -209,6 +217,7 @@ class DecodeLoop(Admission):
         for request in group.requests:
             if request.guides is None:
                 self.failed.append((request, f"out of memory for a step beside {self.rows} other rows", exc))
+        assert self.batch is not None  # a group was running
         self.batch.select(torch.arange(self.batch.rows - group.rows, device=self.device),
                           self.padded_rows(self.batch.rows - group.rows))
         if torch.cuda.is_available():
@@ -247,15 +256,17 @@ class DecodeLoop(Admission):
         if not self.groups:
             self.batch = None
         elif len(keep) != offset:
+            assert self.batch is not None  # there are rows while there are groups
             self.batch.select(torch.tensor(keep, dtype=torch.long, device=self.device), self.padded_rows(len(keep)))
         return done
 
     def _forward(self, tokens: torch.Tensor) -> None:
         """One step of the runner for every live row."""
         self.forwards += 1
+        assert self.batch is not None  # called while groups run
         self.batch.step(tokens)
 
-    def _note_incomplete(self, completion) -> None:
+    def _note_incomplete(self, completion: Completion) -> None:
         """A constrained output cut at max_new_tokens before its grammar was done is said in the completion's notes
         (the JSON's notes, run's stderr, the pane's status), not only in its stop_reason."""
         from ..grammars import complete, constraint_of
@@ -283,13 +294,13 @@ class DecodeLoop(Admission):
             request.on_done(request.completions)
 
 
-def incomplete_note(completion, spec) -> str:
+def incomplete_note(completion: Completion, spec: tuple[str, Any]) -> str:
     field = spec[0]
     return (f"the output was cut at max_new_tokens={completion.config.max_new_tokens} before the {field} constraint "
             "was complete, so it does not parse as the constraint asks: raise max_new_tokens")
 
 
-def run_requests(loaded, requests: Sequence[Request], *, max_rows: int = 64, pad: bool = True) -> None:
+def run_requests(loaded: LocalModel, requests: Sequence[Request], *, max_rows: int = 64, pad: bool = True) -> None:
     """Decode every request to the end through one DecodeLoop (each request's completions get set)."""
     loop = DecodeLoop(loaded, max_rows=max_rows, pad=pad)
     waiting = list(requests)

@@ -11,7 +11,7 @@ the TUI as a notification, serve as a 400 in OpenAI's error shape; none of them 
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import torch
 
@@ -19,8 +19,11 @@ from ..config import ConfigError, DecodingConfig
 from ..conversation import Prompt, chat_token_ids, check_messages
 from ..results import PromptError
 
+if TYPE_CHECKING:
+    from ..runners.base import LocalModel
 
-def encode_prompt(loaded, prompt: Prompt) -> torch.Tensor:
+
+def encode_prompt(loaded: LocalModel, prompt: Prompt) -> torch.Tensor:
     """Token ids [T] of the prompt: a text (through the chat template when the model spec asks for it), or a
     list of chat messages (always through the template; engine/conversation.py)."""
     tok = loaded.tokenizer
@@ -48,7 +51,7 @@ def encode_prompt(loaded, prompt: Prompt) -> torch.Tensor:
     return torch.tensor(ids, dtype=torch.long, device=loaded.runner.device)
 
 
-def check_context(loaded, prompt_len: int, max_new: int) -> None:
+def check_context(loaded: LocalModel, prompt_len: int, max_new: int) -> None:
     limit = loaded.context_length
     if limit is None:
         return
@@ -66,7 +69,7 @@ def tokens(n: int) -> str:
     return f"{n} token" if n == 1 else f"{n} tokens"
 
 
-def check_engine(loaded, configs: Sequence[DecodingConfig]) -> None:
+def check_engine(loaded: LocalModel, configs: Sequence[DecodingConfig]) -> None:
     """PromptError naming the engine when a config needs what the model's runner cannot do (the llama.cpp engine:
     beams run through transformers' generate, and guidance rows join the batch on a negative prompt)."""
     if any(c.num_beams > 1 for c in configs):
@@ -75,7 +78,7 @@ def check_engine(loaded, configs: Sequence[DecodingConfig]) -> None:
         loaded.runner.require("guidance")
 
 
-def check_tokens(loaded, config: DecodingConfig) -> None:
+def check_tokens(loaded: LocalModel, config: DecodingConfig) -> None:
     """ConfigError naming the field when a setting names a token or text this model cannot take (a remote server
     checks its own)."""
     if loaded.runner is None:
@@ -85,7 +88,7 @@ def check_tokens(loaded, config: DecodingConfig) -> None:
     stage_checks(config, loaded.runner.vocab_size, loaded.tokenizer)
 
 
-def preflight(loaded, prompt: Prompt, configs: Sequence[DecodingConfig]) -> torch.Tensor:
+def preflight(loaded: LocalModel, prompt: Prompt, configs: Sequence[DecodingConfig]) -> torch.Tensor:
     """Every check before a run of these configs on the prompt (the context before anything else); the prompt's
     token ids."""
     prompt_ids = encode_prompt(loaded, prompt)

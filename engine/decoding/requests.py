@@ -7,11 +7,12 @@ import threading
 import time
 from collections.abc import Container
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 
 from ..config import DecodingConfig
+from ..conversation import Prompt
 from ..results import Completion, PromptError, StepEvent
 from ..sampling import Sampler
 from ..sampling.trace import StageTrace, unpack_stages
@@ -31,6 +32,17 @@ def check_configs(configs: Sequence[DecodingConfig]) -> list[DecodingConfig]:
 def draw_seeds(configs: Sequence[DecodingConfig], limit: int = 2**32) -> list[int]:
     """Each config's seed, or a fresh random one below limit (reported in its Completion) where it has none."""
     return [c.seed if c.seed is not None else secrets.randbelow(limit) for c in configs]
+
+
+@dataclass
+class Part:
+    """One prompt's share of a streamed run: its configs, where its steps go, a forced prefix, rows to stop."""
+
+    prompt: Prompt
+    configs: list[DecodingConfig]
+    on_step: Callable | None = None
+    prefix_ids: Sequence[int] = ()
+    stop_rows: Container[int] = ()
 
 
 @dataclass(eq=False)
@@ -62,7 +74,7 @@ class Request:
     start: float = 0.0
     """When decoding began (after the prefill); row times are measured from here."""
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         self.configs = check_configs(self.configs)
         self.prefix = [int(t) for t in self.prefix]
         if self.prefix and self.beam_rows:
@@ -92,7 +104,7 @@ class Request:
         """The batch rows this request takes: its configs' rows and their guidance rows."""
         return len(self.batch_rows) + len(self.guided_rows)
 
-    def guidance_requests(self, tokenizer) -> list[Request]:
+    def guidance_requests(self, tokenizer: Any) -> list[Request]:
         """One hidden request per distinct negative prompt of the guided configs: its rows decode the
         negative prompt (or, when empty, the prompt's last token, as HF does) and get the guided rows' tokens."""
         by_text: dict[str, list[int]] = {}
@@ -115,7 +127,8 @@ class Request:
 class Group:
     """Requests that joined at the same step with the same prefix: one step counter, settings and state."""
 
-    def __init__(self, requests: list[Request], vocab: int, device, eos: list[int], tokenizer=None):
+    def __init__(self, requests: list[Request], vocab: int, device: torch.device, eos: list[int],
+                 tokenizer: Any = None) -> None:
         self.requests = requests
         self.owners = [(r, i) for r in requests for i in r.batch_rows]
         self.tokenizer, self.vocab, self.device = tokenizer, vocab, device
@@ -177,7 +190,7 @@ class Group:
         self.sampler.accept(tokens, processed)  # every stateful stage takes its rows' tokens
         return processed, tokens
 
-    def take_trace(self, tokens: torch.Tensor, k: int):
+    def take_trace(self, tokens: torch.Tensor, k: int) -> tuple[list[str], list[list[list[float]]]] | None:
         """This step's stage trace as (stage names, [rows][E][4 + k] values), or None when not tracing. The
         alternatives are the raw top k, as in the step's statistics."""
         trace, self._trace = self._trace, None
@@ -185,7 +198,8 @@ class Group:
             return None
         return trace.names, trace.pack(tokens, trace.top_ids(k)).cpu().tolist()
 
-    def record(self, stats: list[list[float]], k: int, traced=None) -> None:
+    def record(self, stats: list[list[float]], k: int,
+               traced: tuple[list[str], list[list[list[float]]]] | None = None) -> None:
         """Record each row's token from its packed statistics (and stage trace); one StepEvent per request."""
         now = time.perf_counter()
         rows_of: dict[int, list[int]] = {}  # one pass over the rows, not one per request
@@ -204,7 +218,8 @@ class Group:
 
     def running_rows(self) -> list[int]:
         """Rows (indices into this group) still running; rows the caller stopped or cancelled finish here."""
-        alive, stopped = [], {}
+        alive: list[int] = []
+        stopped: dict[int, tuple[Request, dict[int, str]]] = {}
         for row, (request, i) in enumerate(self.owners):
             tracker = request.trackers[i]
             if request.guides is not None and not tracker.finished:  # a guidance row ends with its guided row

@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import dataclasses
+from typing import Any, Sequence
 
 from ..config import DecodingConfig
-from ..results import Alternative, Completion, StepEvent, Timings, TokenStep
+from ..results import Alternative, Completion, StageStep, StepEvent, Timings, TokenStep
 from .detokenize import IncrementalText
 
 
 class TokenTexts:
     """Cached display text of single token ids (for the alternatives list)."""
 
-    def __init__(self, tokenizer):
+    def __init__(self, tokenizer: Any) -> None:
         self.tokenizer = tokenizer
         self.cache: dict[int, str] = {}
 
@@ -24,7 +25,7 @@ class TokenTexts:
         return text
 
 
-def token_texts(tokenizer) -> TokenTexts:
+def token_texts(tokenizer: Any) -> TokenTexts:
     cached = getattr(tokenizer, "_decodelab_token_texts", None)
     if cached is None:
         cached = TokenTexts(tokenizer)
@@ -35,8 +36,8 @@ def token_texts(tokenizer) -> TokenTexts:
     return cached
 
 
-def unpack_step(values: list[float], k: int, text: str, token_text: TokenTexts, named: list[int] = (),
-                stages: tuple = ()) -> TokenStep:
+def unpack_step(values: list[float], k: int, text: str, token_text: TokenTexts, named: Sequence[int] = (),
+                stages: tuple[StageStep, ...] = ()) -> TokenStep:
     """A TokenStep from one row of `sampling.step_statistics` (named: the ids its logprob_tokens name)."""
     top = tuple(
         Alternative(int(values[6 + j]), token_text(int(values[6 + j])), values[6 + k + j], values[6 + 2 * k + j])
@@ -51,7 +52,7 @@ def unpack_step(values: list[float], k: int, text: str, token_text: TokenTexts, 
                      stages=stages)
 
 
-def new_tracker(tokenizer, config: DecodingConfig, seed: int, eos: list[int]) -> "RowTracker":
+def new_tracker(tokenizer: Any, config: DecodingConfig, seed: int, eos: list[int]) -> "RowTracker":
     """A RowTracker whose text skips EOS and the tokenizer's special tokens."""
     skip = frozenset(eos) | frozenset(getattr(tokenizer, "all_special_ids", []) or [])
     return RowTracker(config, seed, IncrementalText(tokenizer, skip), eos)
@@ -60,7 +61,7 @@ def new_tracker(tokenizer, config: DecodingConfig, seed: int, eos: list[int]) ->
 class RowTracker:
     """One config's growing output: its tokens, text, and whether and why it stopped."""
 
-    def __init__(self, config: DecodingConfig, seed: int, detok: IncrementalText, eos: list[int]):
+    def __init__(self, config: DecodingConfig, seed: int, detok: IncrementalText, eos: list[int]) -> None:
         self.config = config
         self.seed = seed
         self.detok = detok
@@ -80,7 +81,8 @@ class RowTracker:
     def finished(self) -> bool:
         return self.stop_reason is not None
 
-    def add(self, values: list[float], k: int, token_text: TokenTexts, now: float, stages: tuple = ()) -> TokenStep:
+    def add(self, values: list[float], k: int, token_text: TokenTexts, now: float,
+            stages: tuple[StageStep, ...] = ()) -> TokenStep:
         """Record one token; sets stop_reason when this token ends the row."""
         token_id = int(values[0])
         piece = self.detok.add(token_id)
@@ -137,16 +139,18 @@ class RowTracker:
                           timings=Timings(prefill_s, decode_s, rate), prompt_tokens=prompt_tokens)
 
 
-def build_steps(trackers: list[RowTracker], stats: list[list[float]], k: int, tokenizer, step: int, now: float,
-                row_ids: list[int], stages: list[tuple] | None = None) -> StepEvent:
+def build_steps(trackers: list[RowTracker], stats: list[list[float]], k: int, tokenizer: Any, step: int, now: float,
+                row_ids: list[int], stages: list[tuple[StageStep, ...]] | None = None) -> StepEvent:
     """Record this step's token for every running row and describe it as one StepEvent."""
     names = token_texts(tokenizer)
-    tokens, finished, texts = {}, {}, {}
+    tokens: dict[int, tuple[TokenStep, ...]] = {}
+    finished: dict[int, str] = {}
+    texts: dict[int, str] = {}
     for i, (tracker, values) in enumerate(zip(trackers, stats)):
         if tracker.finished:
             continue
         tokens[row_ids[i]] = (tracker.add(values, k, names, now, stages[i] if stages else ()),)
         texts[row_ids[i]] = tracker.text
-        if tracker.finished:
+        if tracker.stop_reason is not None:  # tracker.finished
             finished[row_ids[i]] = tracker.stop_reason
     return StepEvent(step=step, tokens=tokens, finished=finished, texts=texts)

@@ -7,7 +7,7 @@ are several requests sharing the batch. Beam configs run inside the same loop (l
 from __future__ import annotations
 
 import threading
-from typing import Callable, Container, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Container, Sequence
 
 import torch
 
@@ -18,17 +18,21 @@ from .loop import bucket_rows, run_requests
 from .preflight import check_context, check_engine, encode_prompt, preflight, tokens  # noqa: F401 - re-exported
 from .requests import Request, check_configs
 
+if TYPE_CHECKING:
+    from ..runners.base import LocalModel
+    from .requests import Part
+
 OnStep = Callable[[StepEvent], None]
 
 
-def new_request(loaded, prompt: Prompt, configs: Sequence[DecodingConfig], **fields) -> Request:
+def new_request(loaded: LocalModel, prompt: Prompt, configs: Sequence[DecodingConfig], **fields: Any) -> Request:
     """A checked Request for the prompt: encoded (chat template included) and within the context."""
     configs = check_configs(configs)
     return Request(preflight(loaded, prompt, configs), configs, **fields)
 
 
-def generate_local(loaded, prompt: Prompt, configs: Sequence[DecodingConfig], *, on_step: OnStep | None = None,
-                   cancel: threading.Event | None = None, top_alternatives: int = 10,
+def generate_local(loaded: LocalModel, prompt: Prompt, configs: Sequence[DecodingConfig], *,
+                   on_step: OnStep | None = None, cancel: threading.Event | None = None, top_alternatives: int = 10,
                    batch_invariant: bool = True, prefix_ids: Sequence[int] = (),
                    stop_rows: Container[int] = (), trace_stages: bool = False) -> list[Completion]:
     """Every config on one prompt in one batch; completions in the order of configs.
@@ -41,23 +45,24 @@ def generate_local(loaded, prompt: Prompt, configs: Sequence[DecodingConfig], *,
     request = new_request(loaded, prompt, configs, on_step=on_step, cancel=cancel or threading.Event(),
                           top=top_alternatives, prefix=prefix_ids, stop_rows=stop_rows, trace=trace_stages)
     _run(loaded, [request], pad=batch_invariant)
-    return request.completions
+    return _completions(request)
 
 
-def generate_parts(loaded, parts, *, cancel=None, top_alternatives: int = 10,
-                   batch_invariant: bool = True, trace_stages: bool = False) -> list[list[Completion]]:
-    """Several prompts streamed in one batch (backends/base.py's Part: prompt, configs, on_step, prefix,
+def generate_parts(loaded: LocalModel, parts: Sequence[Part], *, cancel: threading.Event | None = None,
+                   top_alternatives: int = 10, batch_invariant: bool = True,
+                   trace_stages: bool = False) -> list[list[Completion]]:
+    """Several prompts streamed in one batch (decoding/requests.py's Part: prompt, configs, on_step, prefix,
     stop_rows); each prompt is prefilled once. A cancelled run stops every part."""
     cancel = cancel or threading.Event()
     requests = [new_request(loaded, part.prompt, part.configs, on_step=part.on_step, cancel=cancel,
                             top=top_alternatives, prefix=part.prefix_ids, stop_rows=part.stop_rows,
                             trace=trace_stages) for part in parts]
     _run(loaded, requests, pad=batch_invariant)
-    return [request.completions for request in requests]
+    return [_completions(request) for request in requests]
 
 
-def generate_prompts(loaded, items: Sequence[tuple[str, Sequence[DecodingConfig]]], *, cancel=None,
-                     top_alternatives: int = 10, max_rows: int = 64,
+def generate_prompts(loaded: LocalModel, items: Sequence[tuple[str, Sequence[DecodingConfig]]], *,
+                     cancel: threading.Event | None = None, top_alternatives: int = 10, max_rows: int = 64,
                      batch_invariant: bool = True) -> list[list[Completion]]:
     """Several prompts, each under its own configs, sharing decode batches; results in item order.
 
@@ -67,10 +72,16 @@ def generate_prompts(loaded, items: Sequence[tuple[str, Sequence[DecodingConfig]
     cancel = cancel or threading.Event()
     requests = [new_request(loaded, prompt, configs, cancel=cancel, top=top_alternatives) for prompt, configs in items]
     _run(loaded, requests, max_rows=max_rows, pad=batch_invariant)
-    return [request.completions for request in requests]
+    return [_completions(request) for request in requests]
 
 
-def _run(loaded, requests: list[Request], max_rows: int = 64, pad: bool = True) -> None:
+def _completions(request: Request) -> list[Completion]:
+    """The completions of a request that the run has decoded to the end (run_requests sets them)."""
+    assert request.completions is not None
+    return request.completions
+
+
+def _run(loaded: LocalModel, requests: list[Request], max_rows: int = 64, pad: bool = True) -> None:
     try:
         run_requests(loaded, requests, max_rows=max_rows, pad=pad)
     except torch.OutOfMemoryError:

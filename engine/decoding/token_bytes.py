@@ -4,6 +4,10 @@ for the server's logprobs (OpenAI's `bytes`)."""
 from __future__ import annotations
 
 import re
+from typing import TYPE_CHECKING, Any, Callable, Sequence
+
+if TYPE_CHECKING:
+    from ..results import TokenStep
 
 REPLACEMENT = "\ufffd"
 _BYTE_TOKEN = re.compile(r"<0x([0-9A-Fa-f]{2})>")  # SentencePiece byte fallback
@@ -27,7 +31,7 @@ BYTE_DECODER = _byte_level_alphabet()
 class TokenBytes:
     """token id -> the raw bytes it stands for (None for special tokens or when they cannot be known)."""
 
-    def __init__(self, tokenizer):
+    def __init__(self, tokenizer: Any) -> None:
         self.tokenizer = tokenizer
         self.special = set(getattr(tokenizer, "all_special_ids", None) or [])
         self.cache: dict[int, bytes | None] = {}
@@ -113,11 +117,13 @@ def readable(data: bytes) -> str:
     return split_utf8([data])[0][0]
 
 
-def display_pieces(steps, text_len: int, token_bytes=None) -> list[tuple[str, bool]]:
+def display_pieces(steps: Sequence[TokenStep], text_len: int,
+                   token_bytes: Callable[[int], bytes | None] | None = None) -> list[tuple[str, bool]]:
     """What each step shows in a pane: its text piece (cut at text_len, the text after stop-string
     trimming), except around split characters: a token holding bytes of an incomplete or invalid
     character shows them (<0xE2>) and the token after it loses the U+FFFD they decoded to."""
-    pieces, remaining = [], text_len
+    pieces: list[tuple[str, bool]] = []
+    remaining = text_len
     for step in steps:
         pieces.append((step.text[: max(remaining, 0)], False))
         remaining -= len(step.text)
@@ -136,7 +142,8 @@ def display_pieces(steps, text_len: int, token_bytes=None) -> list[tuple[str, bo
     return pieces
 
 
-def _fix_group(steps, pieces, start: int, end: int, token_bytes) -> None:
+def _fix_group(steps: Sequence[TokenStep], pieces: list[tuple[str, bool]], start: int, end: int,
+               token_bytes: Callable[[int], bytes | None]) -> None:
     chunks = [token_bytes(s.token_id) for s in steps[start:end]]
     if chunks[-1] is None and REPLACEMENT in steps[end - 1].text:
         return  # the completing token's bytes are unknown: keep the engine's text

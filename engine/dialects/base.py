@@ -49,7 +49,7 @@ class Dialect:
 
     def names(self) -> dict[str, str]:
         """decodelab setting -> its name here, for every setting this stack has."""
-        return {s.name: self.name(s.name) for s in SETTINGS if self.name(s.name)}
+        return {s.name: theirs for s in SETTINGS if (theirs := self.name(s.name))}
 
     def aliases(self) -> dict[str, str]:
         """This stack's field name -> the decodelab setting it is."""

@@ -21,15 +21,16 @@ class Converted:
         return self.data if isinstance(self.data, str) else json.dumps(self.data, indent=2) + "\n"
 
 
-def id_biases(config: DecodingConfig, target: str, notes: list[str], low=None, high=None) -> dict[int, float]:
+def id_biases(config: DecodingConfig, target: str, notes: list[str], low: float | None = None,
+              high: float | None = None) -> dict[int, float]:
     """logit_bias entries keyed by token id; text keys and out-of-range biases noted."""
-    out = {}
+    out: dict[int, float] = {}
     for key, bias in config.logit_bias:
         if not isinstance(key, int):
             notes.append(f"{target} takes token ids in logit_bias: the text key {key!r} is NOT carried over "
                          "(bias its token ids instead)")
             continue
-        if low is not None and not low <= bias <= high:
+        if low is not None and high is not None and not low <= bias <= high:  # both or neither are given
             notes.append(f"{target} accepts logit_bias in [{low}, {high}]: {bias} for token {key} is clamped")
             bias = min(max(bias, low), high)
         out[key] = out.get(key, 0.0) + bias

@@ -41,12 +41,15 @@ def request_fields(config: DecodingConfig) -> dict:
     """llama-server's request fields for the config (every sampler field written out: its defaults are not
     neutral), the sampler order included."""
     data = LLAMACPP.fields(config)
-    data[LLAMACPP.name("sampler_order")] = LLAMACPP.order(config)
+    name = LLAMACPP.name("sampler_order")
+    assert name is not None  # the table names it for llama.cpp
+    data[name] = LLAMACPP.order(config)
     return data
 
 
 def _flag(name: str) -> str:
     spell = LLAMACPP.spell(name)
+    assert spell is not None and spell.name is not None  # called for settings llama.cpp names
     return spell.flag or "--" + spell.name.replace("_", "-")
 
 

@@ -27,7 +27,9 @@ def to_openai(config: DecodingConfig) -> Converted:
     notes = OPENAI.notes(config, handled={"json_schema", "logit_bias"})
     form = response_format(config)
     if form is not None:
-        data[OPENAI.name("json_schema")] = form
+        name = OPENAI.name("json_schema")
+        assert name is not None  # the table names it for OpenAI
+        data[name] = form
         if form["type"] == "json_schema":
             notes.append("OpenAI's strict mode also wants every property listed in required and "
                          "additionalProperties: false; decodelab closes objects without additionalProperties too")

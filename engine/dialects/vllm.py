@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any, Callable
 
 from ..config import DecodingConfig
 from .base import Dialect
@@ -10,7 +11,7 @@ from .common import CONSTRAINTS, Converted, id_biases
 
 VLLM = Dialect("vllm", "vLLM SamplingParams", greedy_temperature=0.0)
 
-GUIDED = {"json_schema": json.loads, "regex": str, "choice": list, "grammar": str}
+GUIDED: dict[str, Callable[[Any], Any]] = {"json_schema": json.loads, "regex": str, "choice": list, "grammar": str}
 """How each constraint is written in its guided_* field (the table names the field)."""
 
 
@@ -26,7 +27,9 @@ def to_vllm(config: DecodingConfig) -> Converted:
     notes = VLLM.notes(config, handled=CONSTRAINTS | {"logit_bias", "logprob_tokens"})
     if config.logprob_tokens:
         ids = [t for t in config.logprob_tokens if isinstance(t, int)]
-        data[VLLM.name("logprob_tokens")] = ids
+        name = VLLM.name("logprob_tokens")
+        assert name is not None  # the table names it for vLLM
+        data[name] = ids
         if len(ids) < len(config.logprob_tokens):
             notes.append("vLLM's logprob_token_ids takes token ids: the texts in logprob_tokens are NOT carried "
                          "over (name their ids instead)")

@@ -17,10 +17,16 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from ..decoding.preflight import encode_prompt
+
+if TYPE_CHECKING:
+    from ..backends.base import Backend
+    from ..conversation import Prompt
+    from ..results import Completion
 
 
 @dataclass
@@ -64,12 +70,12 @@ class Agreement:
                 **({"note": self.note} if self.note else {})}
 
 
-def scorable(backend) -> bool:
+def scorable(backend: Backend) -> bool:
     """Whether the backend can give full next-token distributions (a local model: transformers or llama.cpp)."""
     return backend.can("raw_logprobs") and backend.can("tokenizer") and backend.runner is not None
 
 
-def token_logprobs(backend, prompt, token_ids: list[int]) -> torch.Tensor:
+def token_logprobs(backend: Backend, prompt: Prompt, token_ids: list[int]) -> torch.Tensor:
     """[T, V] the model's raw log-probabilities before each of token_ids, teacher-forced after the prompt (one
     forward, no cache); its prompt goes through its own tokenizer and chat template."""
     prompt_ids = encode_prompt(backend, prompt).cpu()
@@ -81,7 +87,7 @@ def token_logprobs(backend, prompt, token_ids: list[int]) -> torch.Tensor:
     return torch.log_softmax(logits[:-1].float().cpu(), dim=-1)
 
 
-def same_tokenizer(a, b) -> bool:
+def same_tokenizer(a: Any, b: Any) -> bool:
     """Whether the two tokenizers give every token of the smaller vocabulary the same id (one may add special
     tokens of its own on top, as Qwen2's class adds <|endoftext|>)."""
     if a is b:
@@ -90,7 +96,8 @@ def same_tokenizer(a, b) -> bool:
     return all(large.get(token) == i for token, i in small.items())
 
 
-def compare(reference_backend, reference, backend, other, prompt, kl_on_pane: bool = False) -> Agreement:
+def compare(reference_backend: Backend, reference: Completion, backend: Backend, other: Completion, prompt: Prompt,
+            kl_on_pane: bool = False) -> Agreement:
     """`other` (a Completion of `backend`) against `reference` (a Completion of reference_backend), same prompt;
     kl_on_pane: also the KL on the pane's own tokens (one more forward, of the pane's model on its text)."""
     shared = same_tokenizer(reference_backend.tokenizer, backend.tokenizer)

@@ -11,8 +11,13 @@ import random
 import secrets
 import string
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
 from ..config import ConfigError, DecodingConfig
+
+if TYPE_CHECKING:
+    from ..backends.base import Backend
 
 TALLY_SCHEMA = 1
 LABELS = string.ascii_uppercase
@@ -183,7 +188,7 @@ class Tally:
         return cls(configs=configs, votes=votes)
 
 
-def save_tally(tally: Tally, path) -> None:
+def save_tally(tally: Tally, path: str | Path) -> None:
     """Saved after every vote: atomic, replacing the previous state of the same tally."""
     import json
 
@@ -192,7 +197,7 @@ def save_tally(tally: Tally, path) -> None:
     save_document(path, json.dumps(tally.to_dict(), ensure_ascii=False, indent=1) + "\n", "tally", overwrite=True)
 
 
-def load_tally(path) -> Tally:
+def load_tally(path: str | Path) -> Tally:
     import json
 
     from ..library.fileio import load_document
@@ -205,7 +210,8 @@ def load_tally(path) -> Tally:
     return Tally.from_dict(data, where=f"tally {path}")
 
 
-def play_round(loaded, tally: Tally, prompt: str, number: int, rng: random.Random | None = None, **kwargs) -> Round:
+def play_round(loaded: Backend, tally: Tally, prompt: str, number: int, rng: random.Random | None = None,
+               **kwargs: Any) -> Round:
     """Run every config on the prompt with fresh seeds, in a shuffled order, as one batched call."""
     from ..session import default_session
 
@@ -216,8 +222,8 @@ def play_round(loaded, tally: Tally, prompt: str, number: int, rng: random.Rando
                  seeds=[c.seed for c in completions])
 
 
-def play_rounds(loaded, tally: Tally, prompts: list[str], first: int, count: int, chunk: int = 8,
-                rng: random.Random | None = None, **kwargs):
+def play_rounds(loaded: Backend, tally: Tally, prompts: Sequence[str], first: int, count: int, chunk: int = 8,
+                rng: random.Random | None = None, **kwargs: Any) -> Iterator[Round]:
     """Rounds first .. first+count-1 over prompts (cycled), yielded one at a time for voting.
 
     Each chunk of rounds runs as ONE multi-prompt batch (every config of every round's prompt is a

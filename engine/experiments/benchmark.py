@@ -15,13 +15,19 @@ import statistics
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import torch
 
 from ..config import DecodingConfig
 
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerFast
+
+    from ..backends.loading import LoadedModel
+
 # Model shapes with random weights (nothing is downloaded). "cpu-40m" is the CPU goal's ~30-50M model.
-SHAPES = {
+SHAPES: dict[str, dict[str, Any]] = {
     "cpu-40m": dict(hidden_size=512, intermediate_size=1408, num_hidden_layers=6, num_attention_heads=8,
                     num_key_value_heads=8, vocab_size=32000, tie_word_embeddings=True),
     "llama-1b": dict(hidden_size=2048, intermediate_size=8192, num_hidden_layers=16, num_attention_heads=32,
@@ -45,7 +51,7 @@ BENCH_CONFIGS = [
 ]
 
 
-def synthetic_tokenizer(vocab_size: int):
+def synthetic_tokenizer(vocab_size: int) -> PreTrainedTokenizerFast:
     """A word-level tokenizer with exactly vocab_size tokens ("w0", "w1", ...), for random-weight models."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
@@ -57,7 +63,7 @@ def synthetic_tokenizer(vocab_size: int):
     return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="w0", pad_token="w0", bos_token="w0")
 
 
-def random_model(shape: str, device: str = "auto", dtype: str = "auto"):
+def random_model(shape: str, device: str = "auto", dtype: str = "auto") -> LoadedModel:
     """A LoadedModel of the given shape with seeded random weights."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
@@ -69,7 +75,8 @@ def random_model(shape: str, device: str = "auto", dtype: str = "auto"):
     config = LlamaConfig(max_position_embeddings=4096, bos_token_id=0, eos_token_id=0, pad_token_id=0, **SHAPES[shape])
     torch.manual_seed(0)
     with torch.device(dev):
-        model = LlamaForCausalLM(config).to(torch_dtype).eval()
+        # transformers wraps Module.to with functools.wraps, whose stub mypy binds to the wrong self
+        model = LlamaForCausalLM(config).to(torch_dtype).eval()  # type: ignore[arg-type]
     return LoadedModel(model=model, tokenizer=synthetic_tokenizer(config.vocab_size), spec=spec, device=dev,
                        dtype=torch_dtype, num_parameters=sum(p.numel() for p in model.parameters()),
                        memory_bytes=int(model.get_memory_footprint()), source=shape)
@@ -140,7 +147,7 @@ def _median_time(fn, repeats: int, device) -> float:
     return statistics.median(times)
 
 
-def time_sampler(vocab: int, device, rows: int = 8, repeats: int = 50) -> float:
+def time_sampler(vocab: int, device: str | torch.device, rows: int = 8, repeats: int = 50) -> float:
     """Milliseconds per step for process + pick + statistics (+ the host transfer) on [rows, vocab]."""
     from ..sampling import Sampler, step_statistics
 
@@ -151,7 +158,7 @@ def time_sampler(vocab: int, device, rows: int = 8, repeats: int = 50) -> float:
                       eos_ids=torch.tensor([0], device=device))
     logits = torch.randn(rows, vocab, device=device) * 3
 
-    def one(step=[0]):  # noqa: B006 - a step counter
+    def one(step: list[int] = [0]) -> None:  # noqa: B006 - a step counter
         processed = sampler.process(logits, step[0])
         tokens = sampler.pick(processed, step[0])
         step_statistics(logits, processed, tokens, 10).cpu()
@@ -167,8 +174,8 @@ def time_sampler(vocab: int, device, rows: int = 8, repeats: int = 50) -> float:
     return (time.perf_counter() - start) / repeats * 1000
 
 
-def run_benchmark(loaded, new_tokens: int = 64, repeats: int = 3, prompt_tokens: int = 32,
-                  progress=print) -> BenchResult:
+def run_benchmark(loaded: LoadedModel, new_tokens: int = 64, repeats: int = 3, prompt_tokens: int = 32,
+                  progress: Callable[[str], object] = print) -> BenchResult:
     from ..session import default_session
 
     generate_many = default_session().generate
@@ -191,7 +198,7 @@ def run_benchmark(loaded, new_tokens: int = 64, repeats: int = 3, prompt_tokens:
     b = _median_time(lambda: generate_many(loaded, prompt, configs), repeats, device)
     progress(f"  (b) {b:.2f} s; timing (c) 8 sequential HF generate calls ...")
 
-    def sequential():
+    def sequential() -> None:
         for config in configs:
             if config.seed is not None:
                 torch.manual_seed(config.seed)
@@ -213,7 +220,7 @@ def run_benchmark(loaded, new_tokens: int = 64, repeats: int = 3, prompt_tokens:
                        model=loaded.describe(), new_tokens=new_tokens, peer=peer)
 
 
-def time_llamacpp(path: str, prompt: str, configs, repeats: int) -> dict | None:
+def time_llamacpp(path: str, prompt: str, configs: Sequence[DecodingConfig], repeats: int) -> dict | None:
     """Seconds for 8 sequential llama-cpp-python completions of the configs, without and with top-10 logprobs."""
     try:
         from .peers import completion_kwargs, open_gguf
@@ -224,9 +231,10 @@ def time_llamacpp(path: str, prompt: str, configs, repeats: int) -> dict | None:
 
     tokens = []
 
-    def sequential(logprobs):
+    def sequential(logprobs: int | None) -> None:
         for config in configs:
             out = llm.create_completion(prompt, logprobs=logprobs, **completion_kwargs(config, eos))
+            assert isinstance(out, dict)  # not streamed: one response
             tokens.append(out["usage"]["completion_tokens"])
 
     llm.create_completion(prompt, max_tokens=4)  # warm-up
@@ -241,7 +249,7 @@ def time_llamacpp(path: str, prompt: str, configs, repeats: int) -> dict | None:
     return {**timings, "file": Path(path).name, "tokens_per_completion": sorted(set(tokens))}
 
 
-def describe_machine(device) -> str:
+def describe_machine(device: str | torch.device) -> str:
     device = torch.device(device)
     if device.type == "cuda":
         return f"{torch.cuda.get_device_name(device)}, torch {torch.__version__}"

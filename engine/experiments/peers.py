@@ -10,10 +10,18 @@ from __future__ import annotations
 
 import contextlib
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, Container
+
+if TYPE_CHECKING:
+    import llama_cpp
+    import numpy as np
+    from numpy.typing import NDArray
+
+    from ..config import DecodingConfig
 
 
 def open_gguf(path: Path | str, n_ctx: int = 1024, logits_all: bool = False, n_threads: int | None = None,
-              f32_kv: bool = True, flash_attn: bool = False):
+              f32_kv: bool = True, flash_attn: bool = False) -> llama_cpp.Llama:
     """A llama_cpp.Llama on `path` with the extra buffer types off (and an F32 KV cache by default). flash_attn:
     as llama-server and decodelab's llama.cpp engine run on a CPU (llama.cpp's "auto" turns it on there)."""
     import llama_cpp
@@ -21,12 +29,13 @@ def open_gguf(path: Path | str, n_ctx: int = 1024, logits_all: bool = False, n_t
 
     original = llama_cpp.llama_model_default_params
 
-    def plain_buffers():
+    def plain_buffers() -> llama_cpp.llama_model_params:
         params = original()
         with contextlib.suppress(AttributeError):
             params.use_extra_bufts = False
         return params
 
+    kwargs: dict[str, Any]
     kwargs = dict(model_path=str(path), n_ctx=n_ctx, logits_all=logits_all, verbose=False, seed=0,
                   flash_attn=flash_attn)
     if n_threads:
@@ -40,7 +49,7 @@ def open_gguf(path: Path | str, n_ctx: int = 1024, logits_all: bool = False, n_t
         llama_module.llama_cpp.llama_model_default_params = original
 
 
-def last_logits(llm):
+def last_logits(llm: llama_cpp.Llama) -> NDArray[np.float64]:
     """The logits [V] (numpy float64) after the last evaluated token."""
     import numpy as np
 
@@ -48,7 +57,8 @@ def last_logits(llm):
     return np.ctypeslib.as_array(pointer, shape=(llm.n_vocab(),)).astype(np.float64)
 
 
-def greedy(llm, prompt_ids: list[int], n: int, stop: set[int] = frozenset()) -> tuple[list[int], list[float]]:
+def greedy(llm: llama_cpp.Llama, prompt_ids: list[int], n: int,
+           stop: Container[int] = frozenset()) -> tuple[list[int], list[float]]:
     """Greedy continuation of prompt_ids: the token ids and each chosen token's logprob."""
     import numpy as np
 
@@ -67,10 +77,11 @@ def greedy(llm, prompt_ids: list[int], n: int, stop: set[int] = frozenset()) -> 
     return ids, logprobs
 
 
-def completion_kwargs(config, eos: int | None) -> dict:
+def completion_kwargs(config: DecodingConfig, eos: int | None) -> dict[str, Any]:
     """create_completion arguments for a DecodingConfig, with llama.cpp's non-neutral defaults overridden
     (top-k 40, top-p 0.95, min-p 0.05, repeat penalty 1.1). No-repeat-ngram has no llama.cpp equivalent.
     When config.min_new_tokens is set, EOS is banned for the whole completion (the benchmark's fixed length)."""
+    kwargs: dict[str, Any]
     kwargs = dict(max_tokens=config.max_new_tokens, temperature=config.temperature if config.samples else 0.0,
                   top_k=config.top_k if config.samples else 1, top_p=config.top_p if config.samples else 1.0,
                   min_p=config.min_p if config.samples else 0.0, typical_p=config.typical_p if config.samples else 1.0,

@@ -9,9 +9,13 @@ because another filter always kept fewer ("top_k=40 ... min_p=0.1 always kept fe
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from ..config import SETTING, SETTINGS
+from ..config import SETTING, SETTINGS, DecodingConfig
 from ..sampling.chain import BY_NAME, STAGES
+
+if TYPE_CHECKING:
+    from ..results import Completion
 
 MOVED_EPS = 1e-6
 """A stage that moves less probability than this at a step did nothing there."""
@@ -45,12 +49,12 @@ class StageUse:
     dead: bool
 
 
-def inert_settings(config) -> list[tuple[str, str]]:
+def inert_settings(config: DecodingConfig) -> list[tuple[str, str]]:
     """The settings this config changes that cannot act, each with why (a warper on a greedy config, a
     partner setting whose switch is off): no stage of the chain reads them."""
     out = []
     for s in SETTINGS:
-        stage = BY_NAME.get(s.stage)
+        stage = BY_NAME.get(s.stage) if s.stage is not None else None
         if stage is None or getattr(config, s.name) == s.default or stage.active(config, config.samples):
             continue
         switch = stage.switches[0]
@@ -64,7 +68,7 @@ def inert_settings(config) -> list[tuple[str, str]]:
     return out
 
 
-def inert_notes(config) -> list[str]:
+def inert_notes(config: DecodingConfig) -> list[str]:
     """inert_settings as sentences, one per reason: "temperature=0.9, top_p=0.95 have no effect: ..."."""
     by_reason: dict[str, list[str]] = {}
     for name, why in inert_settings(config):
@@ -73,7 +77,7 @@ def inert_notes(config) -> list[str]:
             for why, names in by_reason.items()]
 
 
-def stage_report(completion) -> list[StageUse]:
+def stage_report(completion: Completion) -> list[StageUse]:
     """For each stage the completion's config used (from its traced steps): how often it mattered, and a note;
     then the settings that could not act at all."""
     inert = [StageUse(stage="", setting="", steps=0, acted=0, cut=0, decided=0, top_changed=0, mean_moved=0.0,
@@ -133,7 +137,7 @@ def _why_idle(name, rows, per_stage, order) -> str:
     return " (it never cut anything)"
 
 
-def setting_text(stage: str, config) -> str:
+def setting_text(stage: str, config: DecodingConfig) -> str:
     """The stage's changed settings as written in a config, e.g. "top_k=40" or "repetition_penalty=1.1"."""
     parts = [_value_text(s.name, getattr(config, s.name)) for s in SETTINGS
              if s.stage == stage and getattr(config, s.name) != SETTING[s.name].default]
@@ -146,7 +150,7 @@ def _value_text(field: str, value) -> str:
     return f"{field}={value:g}" if isinstance(value, float) else f"{field}={value}"
 
 
-def report_dict(completion) -> list[dict]:
+def report_dict(completion: Completion) -> list[dict]:
     """stage_report as JSON-ready data."""
     return [{"stage": u.stage, "setting": u.setting, "steps": u.steps, "acted": u.acted, "cut": u.cut,
              "decided": u.decided, "top_changed": u.top_changed, "mean_moved": round(u.mean_moved, 6),

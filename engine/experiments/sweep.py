@@ -14,10 +14,15 @@ import math
 import random
 import tomllib
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import TYPE_CHECKING, Callable, Literal, Sequence, cast
 
 from ..config import INT_FIELDS, NUMBER_FIELDS, SETTINGS, ConfigError, DecodingConfig
 from .metrics import METRICS, self_similarity, text_metrics
+
+if TYPE_CHECKING:
+    import threading
+
+    from ..backends.base import Backend
 
 STRATEGIES = ("grid", "random", "bayes")
 SWEEPABLE = NUMBER_FIELDS  # every int or float setting of the table (engine/config.py)
@@ -126,6 +131,7 @@ def grid_points(spec: SweepSpec) -> list[dict]:
 def random_points(spec: SweepSpec) -> list[dict]:
     rng = random.Random(spec.seed)
     points = []
+    assert spec.trials is not None  # validate(): a random sweep has a budget
     for _ in range(spec.trials):
         point = {name: rng.choice(values) for name, values in spec.grid.items()}
         for name, (low, high) in spec.ranges.items():
@@ -134,7 +140,8 @@ def random_points(spec: SweepSpec) -> list[dict]:
     return points
 
 
-def evaluate(loaded, spec: SweepSpec, points: list[dict], max_rows: int = 64, cancel=None,
+def evaluate(loaded: Backend, spec: SweepSpec, points: list[dict], max_rows: int = 64,
+             cancel: threading.Event | None = None,
              on_point: Callable[[PointResult], None] | None = None) -> list[PointResult]:
     """Run each point on every prompt with spec.seeds seeds, batched, and score it."""
     from ..session import default_session
@@ -178,7 +185,7 @@ def _score(params: dict, config: DecodingConfig, samples: list[dict], spec: Swee
                        objective=objective_value(metrics, spec.objective), samples=samples)
 
 
-def _mean(values: list[float]) -> float:
+def _mean(values: Sequence[float | None]) -> float:
     finite = [v for v in values if v is not None and math.isfinite(v)]
     return sum(finite) / len(finite) if finite else float("nan")
 
@@ -187,7 +194,8 @@ def _point_name(params: dict) -> str:
     return "sweep-" + "-".join(f"{k}{v:g}" if isinstance(v, float) else f"{k}{v}" for k, v in params.items())
 
 
-def run_sweep(loaded, spec: SweepSpec, cancel=None, on_point=None, batch_trials: int = 8) -> list[PointResult]:
+def run_sweep(loaded: Backend, spec: SweepSpec, cancel: threading.Event | None = None,
+              on_point: Callable[[PointResult], None] | None = None, batch_trials: int = 8) -> list[PointResult]:
     """Run the sweep's strategy within its budget; on cancel, the points finished so far are returned."""
     spec.validate()
     if spec.strategy == "grid":
@@ -201,8 +209,10 @@ def _bayes(loaded, spec: SweepSpec, cancel, on_point, batch_trials: int) -> list
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    assert spec.trials is not None  # validate(): a bayes sweep has a budget
+    direction = cast(Literal["minimize", "maximize"], spec.direction)  # validate() checked it is one of the two
     sampler = optuna.samplers.TPESampler(seed=spec.seed, n_startup_trials=min(8, spec.trials))
-    study = optuna.create_study(direction=spec.direction, sampler=sampler)
+    study = optuna.create_study(direction=direction, sampler=sampler)
     results: list[PointResult] = []
     while len(results) < spec.trials and not (cancel is not None and cancel.is_set()):
         trials = [study.ask() for _ in range(min(batch_trials, spec.trials - len(results)))]

@@ -8,8 +8,12 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..config import ConfigError, DecodingConfig
+
+if TYPE_CHECKING:
+    from ..backends.base import Backend
 
 NAME = "model defaults"
 SAMPLING_KEYS = {"do_sample", "temperature", "top_k", "top_p", "min_p", "typical_p", "repetition_penalty",
@@ -25,7 +29,7 @@ class ModelDefaults:
     """Settings in the file that decodelab cannot apply (listed, not dropped silently)."""
 
 
-def generation_config_file(loaded) -> Path | None:
+def generation_config_file(loaded: Backend) -> Path | None:
     """The model's generation_config.json on disk: in its folder, or in the local HF cache for a hub id."""
     source = getattr(loaded, "source", "") or ""
     if not source:  # a remote server has no files here
@@ -43,7 +47,7 @@ def generation_config_file(loaded) -> Path | None:
     return Path(found) if isinstance(found, str) else None
 
 
-def model_defaults(loaded) -> ModelDefaults | None:
+def model_defaults(loaded: Backend) -> ModelDefaults | None:
     """The model's own recommended decoding settings, or None when it ships none (only ids, say)."""
     path = generation_config_file(loaded)
     if path is None:
@@ -60,5 +64,6 @@ def model_defaults(loaded) -> ModelDefaults | None:
         converted = from_hf(data, name=NAME)
     except ConfigError:
         return None
+    assert isinstance(converted.data, DecodingConfig)  # from_hf converts to a config
     config = converted.data.replace(description=f"{loaded.name}'s generation_config.json ({path})")
     return ModelDefaults(config=config, origin=str(path), notes=tuple(converted.notes))

@@ -10,10 +10,15 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..config import ConfigError, DecodingConfig
+from ..conversation import Prompt
 from ..results import Completion, completion_from_dict, completion_to_dict
 from .fileio import load_document, save_document
+
+if TYPE_CHECKING:
+    import datetime
 
 SESSION_SCHEMA = 2
 READABLE = (1, 2)
@@ -30,7 +35,7 @@ def user_data_dir(kind: str) -> Path:
     return Path(platformdirs.user_data_dir("decodelab", appauthor=False)) / kind
 
 
-def new_session_path(now=None) -> Path:
+def new_session_path(now: datetime.datetime | None = None) -> Path:
     """A fresh file name in the sessions folder: session-2026-12-01-0753.json."""
     import datetime
 
@@ -76,8 +81,8 @@ class Session:
                 "model": self.model, "panes": panes}
 
 
-def version_record(number: int, config: DecodingConfig, completion: Completion, prompt, branched_at, parent,
-                   error) -> dict:
+def version_record(number: int, config: DecodingConfig, completion: Completion, prompt: Prompt | None,
+                   branched_at: int | None, parent: int | None, error: str | None) -> dict:
     """One version of one turn of a pane: what it ran (config, prompt: text or messages) and what it made."""
     return {"number": number, "config": config.to_dict(), "prompt": prompt, "branched_at": branched_at,
             "parent": parent, "error": error, "completion": completion_to_dict(completion)}

@@ -16,7 +16,7 @@ engine's name in the message (require()).
 
 from __future__ import annotations
 
-from typing import Protocol, Sequence
+from typing import Any, Protocol, Sequence
 
 import torch
 
@@ -106,9 +106,27 @@ class ModelRunner(Protocol):
     def close(self) -> None: ...
 
 
-def eos_tensor(eos: list[int], device) -> torch.Tensor | None:
+def eos_tensor(eos: Sequence[int], device: torch.device | str) -> torch.Tensor | None:
     """The EOS ids as a tensor for the sampler's min_new_tokens mask (None when the model has none)."""
     return torch.tensor(eos, dtype=torch.long, device=device) if eos else None
+
+
+class LocalModel(Protocol):
+    """What the decode loop needs of a model loaded in this process (backends' LoadedModel is one): its runner, its
+    tokenizer, its load spec and its context. Declared here, below the decoding layer, so that decoding names the
+    type without reaching up into backends/."""
+
+    @property
+    def runner(self) -> Any: ...
+
+    @property
+    def tokenizer(self) -> Any: ...
+
+    @property
+    def spec(self) -> Any: ...
+
+    @property
+    def context_length(self) -> int | None: ...
 
 
 class RunnerBase:

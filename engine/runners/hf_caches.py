@@ -13,7 +13,7 @@ A model that cannot run batched this way raises GenerationError saying why, neve
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
@@ -28,7 +28,7 @@ forward accepts only `cache_params` as an old name and silently drops `past_key_
 first. Before 5.24: past_key_values, or cache_params (Mamba)."""
 
 
-def output_cache(out) -> Any:
+def output_cache(out: Any) -> Any:
     """The cache a model output carries (None when it returns none)."""
     return next((c for c in (getattr(out, f, None) for f in CACHE_FIELDS) if c is not None), None)
 
@@ -36,8 +36,8 @@ def output_cache(out) -> Any:
 class RowCache:
     """The decode state of N rows and the one forward that advances all of them by a token."""
 
-    def __init__(self, model, rows: int, field: str | None, cache: Any = None, ids: torch.Tensor | None = None,
-                 how: str = "copied"):
+    def __init__(self, model: Any, rows: int, field: str | None, cache: Any = None, ids: torch.Tensor | None = None,
+                 how: str = "copied") -> None:
         self.model = model
         self.rows = rows
         self.field = field
@@ -50,6 +50,7 @@ class RowCache:
         """Feed one token per row ([N]); returns the next-token logits [N, V] in float32."""
         try:
             if self.field is None:  # no cache: run the whole sequence again
+                assert self.ids is not None  # replicate() gives a cache-less RowCache the prompt's ids
                 self.ids = torch.cat([self.ids, tokens[:, None]], dim=1)
                 out = forward_last(self.model, self.ids, 1, use_cache=False)
             else:
@@ -64,13 +65,13 @@ class RowCache:
         return out.logits[:, -1, :].float()
 
 
-def prefill(model, context: torch.Tensor, rows: int):
+def prefill(model: Any, context: torch.Tensor, rows: int) -> tuple[Any, RowCache]:
     """Run the prompt `context` ([T]) once and give `rows` rows its cache: (the batch-1 output, RowCache)."""
     out = prefill_once(model, context)
     return out, replicate(model, out, context, rows)
 
 
-def prefill_once(model, context: torch.Tensor, keep: int = 1):
+def prefill_once(model: Any, context: torch.Tensor, keep: int = 1) -> Any:
     """The batch-1 forward over the prompt `context` ([T]), with the logits of its last `keep` positions; a failure
     is a GenerationError saying so."""
     try:
@@ -82,7 +83,7 @@ def prefill_once(model, context: torch.Tensor, keep: int = 1):
         raise GenerationError(f"the {_name(model)} model failed on the prompt: {_first_line(exc)}") from None
 
 
-def replicate(model, prefill_out, context: torch.Tensor, rows: int) -> RowCache:
+def replicate(model: Any, prefill_out: Any, context: torch.Tensor, rows: int) -> RowCache:
     """A RowCache for `rows` rows from the batch-1 prefill output `prefill_out` over `context` ([T])."""
     field = next((f for f in CACHE_FIELDS if getattr(prefill_out, f, None) is not None), None)
     if field is None:
@@ -96,7 +97,7 @@ def replicate(model, prefill_out, context: torch.Tensor, rows: int) -> RowCache:
     return RowCache(model, rows, field, _prefill_rows(model, context, rows, field), how="prefilled")
 
 
-def _copy_rows(cache, rows: int):
+def _copy_rows(cache: Any, rows: int) -> Any:
     """The cache with every batch-carrying tensor copied to `rows` rows, or None when that cannot be done."""
     before = batch_sizes(cache)
     if not before or any(size != 1 for size in before.values()):
@@ -121,7 +122,7 @@ def _copy_rows(cache, rows: int):
     return cache
 
 
-def _prefill_rows(model, context: torch.Tensor, rows: int, field: str):
+def _prefill_rows(model: Any, context: torch.Tensor, rows: int, field: str) -> Any:
     try:
         out = forward_last(model, context[None, :].expand(rows, -1).contiguous(), 1, use_cache=True)
     except torch.OutOfMemoryError:
@@ -135,14 +136,14 @@ def _prefill_rows(model, context: torch.Tensor, rows: int, field: str):
     return cache
 
 
-def batch_sizes(cache) -> dict[str, int]:
+def batch_sizes(cache: Any) -> dict[str, int]:
     """The leading (batch) size of every tensor of rank >= 2 the cache holds, by attribute path."""
     found: dict[str, int] = {}
     _walk(cache, "cache", found, set(), 0)
     return found
 
 
-def _walk(obj, path: str, found: dict[str, int], seen: set[int], depth: int) -> None:
+def _walk(obj: Any, path: str, found: dict[str, int], seen: set[int], depth: int) -> None:
     if depth > 6 or id(obj) in seen:
         return
     if isinstance(obj, torch.Tensor):
@@ -162,7 +163,7 @@ def _walk(obj, path: str, found: dict[str, int], seen: set[int], depth: int) -> 
         _walk(value, f"{path}.{key}", found, seen, depth + 1)
 
 
-def _map_tensors(obj, fn):
+def _map_tensors(obj: Any, fn: Callable[[torch.Tensor], torch.Tensor]) -> Any:
     if isinstance(obj, torch.Tensor):
         return fn(obj)
     if isinstance(obj, (tuple, list)):
@@ -170,7 +171,7 @@ def _map_tensors(obj, fn):
     return obj
 
 
-def _name(model) -> str:
+def _name(model: Any) -> str:
     return getattr(getattr(model, "config", None), "model_type", None) or type(model).__name__
 
 
@@ -178,6 +179,6 @@ def _first_line(exc: BaseException) -> str:
     return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
 
 
-def cannot_batch(model, rows: int, exc: BaseException) -> GenerationError:
+def cannot_batch(model: Any, rows: int, exc: BaseException) -> GenerationError:
     return GenerationError(f"the {_name(model)} model cannot decode {rows} rows from one prompt "
                            f"({_first_line(exc)}); run one config at a time, or report this model")

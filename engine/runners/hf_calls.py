@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import inspect
+from typing import Any
 
 import torch
 
 
-def eos_token_ids(model, tokenizer) -> list[int]:
+def eos_token_ids(model: Any, tokenizer: Any) -> list[int]:
     """The ids HF `generate` stops on: generation_config's eos_token_id; the model config's, then the
     tokenizer's, only when the generation_config has none (never their union). Used for stops,
     min_new_tokens and beams alike."""
@@ -18,7 +19,7 @@ def eos_token_ids(model, tokenizer) -> list[int]:
     return []
 
 
-def _token_ids(value) -> list[int]:
+def _token_ids(value: object) -> list[int]:
     if isinstance(value, bool):
         return []
     if isinstance(value, int):
@@ -28,7 +29,7 @@ def _token_ids(value) -> list[int]:
     return []
 
 
-def forward_last(model, input_ids: torch.Tensor, keep: int, **kwargs):
+def forward_last(model: Any, input_ids: torch.Tensor, keep: int, **kwargs: Any) -> Any:
     """A forward pass computing logits for the last `keep` positions only, where the model supports it
     (older or remote-code models without `logits_to_keep` compute them all; the result is the same)."""
     try:
@@ -41,7 +42,7 @@ def forward_last(model, input_ids: torch.Tensor, keep: int, **kwargs):
         return out
 
 
-def cache_keyword(model) -> str:
+def cache_keyword(model: Any) -> str:
     """The forward keyword that takes a key/value cache back: `cache` from transformers 5.24 on (where
     `past_key_values` is deprecated), `past_key_values` before."""
     try:
@@ -51,7 +52,7 @@ def cache_keyword(model) -> str:
     return "cache" if "cache" in params else "past_key_values"
 
 
-def kv_bytes_per_token(model) -> int | None:
+def kv_bytes_per_token(model: Any) -> int | None:
     """Bytes of key/value cache one row keeps per token: layers x 2 x key/value heads x head size x the
     dtype's size; None when the config does not say (the budget is then not enforced)."""
     config = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
@@ -59,7 +60,7 @@ def kv_bytes_per_token(model) -> int | None:
     return elements * model.dtype.itemsize if elements else None
 
 
-def kv_elements_per_token(config) -> int | None:
+def kv_elements_per_token(config: Any) -> int | None:
     """Key/value elements one row keeps per token (layers x 2 x key/value heads x head size), from a model config
     (an object, or a config.json read as a SimpleNamespace); None when it does not say."""
     layers = getattr(config, "num_hidden_layers", None) or getattr(config, "n_layer", None)

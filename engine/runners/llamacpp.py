@@ -23,11 +23,13 @@ from __future__ import annotations
 import ctypes
 import threading
 from pathlib import Path
+from types import ModuleType
+from typing import Any, Sequence
 
 import torch
 
 from ..results import GenerationError, ModelLoadError
-from .base import RunnerBase
+from .base import PromptChunks, RowBatch, RunnerBase
 
 KV_BYTES = 2
 """The KV cache's element size: llama.cpp's default F16 cache (what llama-server uses)."""
@@ -36,7 +38,7 @@ _LOG_CALLBACK = None
 """llama.cpp's log callback (kept alive here: ctypes would free it and llama.cpp would call freed memory)."""
 
 
-def library():
+def library() -> ModuleType:
     try:
         import llama_cpp
     except ImportError as exc:
@@ -54,7 +56,14 @@ def library():
 class LlamaRuntime:
     """One GGUF file loaded by llama.cpp: its model, a main context for the rows and a scratch one for scoring."""
 
-    def __init__(self, path: Path, threads: int, gpu_layers: int = 0):
+    main: tuple[Any, int, int] | None
+    """The rows' context: (llama_context pointer, cells, sequences); None until reserve() makes it."""
+    scratch: tuple[Any, int, int] | None
+    """The scoring context, the same way; None until the first score()."""
+    batch: Any
+    """The llama_batch decode() fills (None until the first decode)."""
+
+    def __init__(self, path: Path, threads: int, gpu_layers: int = 0) -> None:
         self.L = L = library()
         self.path, self.threads = path, threads
         params = L.llama_model_default_params()
@@ -83,6 +92,7 @@ class LlamaRuntime:
     def prefill(self, ids: list[int], keep: int) -> torch.Tensor:
         """The prompt on sequence 0 of a cleared main context; the logits of its last `keep` positions."""
         with self.lock:
+            assert self.main is not None  # reserve() made it before the prefill
             self.L.llama_memory_clear(self.L.llama_get_memory(self.main[0]), True)
             return self._decode_prompt(self.main[0], ids, keep)
 
@@ -95,7 +105,7 @@ class LlamaRuntime:
             return logits
 
     # -- llama.cpp ------------------------------------------------------------------------------------
-    def _fit(self, held, cells: int, sequences: int):
+    def _fit(self, held: tuple[Any, int, int] | None, cells: int, sequences: int) -> tuple[Any, int, int]:
         if held is not None and held[1] >= cells and held[2] >= sequences:
             return held
         if held is not None:
@@ -113,14 +123,15 @@ class LlamaRuntime:
                 f"({cells * self.kv_per_token / 2**20:.0f} MiB of cache): run fewer configs or lower max_new_tokens")
         return context, cells, sequences
 
-    def _batch(self, size: int):
+    def _batch(self, size: int) -> Any:
         if size > self.batch_size:
             if self.batch is not None:
                 self.L.llama_batch_free(self.batch)
             self.batch, self.batch_size = self.L.llama_batch_init(max(size, 512), 0, 1), max(size, 512)
         return self.batch
 
-    def decode(self, context, tokens, positions, sequences, outputs) -> None:
+    def decode(self, context: Any, tokens: Sequence[int], positions: Sequence[int], sequences: Sequence[int],
+               outputs: Sequence[int]) -> None:
         batch = self._batch(len(tokens))
         batch.n_tokens = len(tokens)
         for i, (token, position, sequence, output) in enumerate(zip(tokens, positions, sequences, outputs)):
@@ -131,7 +142,7 @@ class LlamaRuntime:
             why = {1: "its cache is full", 2: "it was aborted", -1: "the batch was invalid"}.get(code, f"code {code}")
             raise GenerationError(f"llama.cpp could not decode ({why})")
 
-    def _decode_prompt(self, context, ids: list[int], keep: int) -> torch.Tensor:
+    def _decode_prompt(self, context: Any, ids: list[int], keep: int) -> torch.Tensor:
         """Decode ids on sequence 0 (512 at a time); the logits of the last `keep` positions [keep, V]."""
         rows = []
         for start in range(0, len(ids), 512):
@@ -142,7 +153,7 @@ class LlamaRuntime:
                 rows.append(self._logits(context, sum(outputs)))
         return torch.cat(rows)
 
-    def _logits(self, context, n: int) -> torch.Tensor:
+    def _logits(self, context: Any, n: int) -> torch.Tensor:
         import numpy as np
 
         pointer = self.L.llama_get_logits(context)
@@ -179,8 +190,9 @@ class LlamaCppRunner(RunnerBase):
 
     engine = "llama.cpp"
     capabilities = frozenset({"batch_invariant"})
+    kv_bytes_per_token: int  # always known: set from the runtime
 
-    def __init__(self, runtime: LlamaRuntime):
+    def __init__(self, runtime: LlamaRuntime) -> None:
         self.runtime = runtime
         self.device = torch.device("cpu")
         self.vocab_size = runtime.n_vocab
@@ -194,14 +206,15 @@ class LlamaCppRunner(RunnerBase):
         """One KV buffer for every sequence: the prompt's cells are shared, each row adds its own tokens."""
         return (context + rows * new) * self.kv_bytes_per_token
 
-    def prefill(self, context: torch.Tensor, rows: int, pad_to: int, max_new: int = 0, keep: int = 1):
+    def prefill(self, context: torch.Tensor, rows: int, pad_to: int, max_new: int = 0,
+                keep: int = 1) -> tuple[LlamaRows, torch.Tensor]:
         ids = context.tolist()
         runtime = self.runtime
         runtime.reserve(len(ids) + rows * max(max_new, 1) + 1, rows)
         logits = runtime.prefill(ids, keep)
         return LlamaRows(runtime, len(ids), rows, logits[-1:]), logits
 
-    def chunks(self, context: torch.Tensor):
+    def chunks(self, context: torch.Tensor) -> PromptChunks:
         raise GenerationError("the llama.cpp engine prefills a prompt in one go")
 
     def score(self, ids: torch.Tensor, keep: int) -> torch.Tensor:
@@ -214,7 +227,8 @@ class LlamaCppRunner(RunnerBase):
 class LlamaRows:
     """The decoding rows in llama.cpp: each live row is a sequence of the main context, at its own position."""
 
-    def __init__(self, runtime: LlamaRuntime, length: int, rows: int, logits: torch.Tensor):
+    def __init__(self, runtime: LlamaRuntime, length: int, rows: int, logits: torch.Tensor) -> None:
+        assert runtime.main is not None  # reserve() made it before the prefill
         if rows > runtime.main[2]:
             raise GenerationError(f"llama.cpp's context holds {runtime.main[2]} rows, not {rows}: report this")
         memory = runtime.L.llama_get_memory(runtime.main[0])
@@ -235,7 +249,7 @@ class LlamaRows:
     def width(self) -> int:
         return max(self.positions, default=0)
 
-    def join(self, other) -> None:
+    def join(self, other: RowBatch) -> None:
         raise RuntimeError("the llama.cpp engine decodes one request at a time: add it to an empty batch")
 
     def select(self, index: torch.Tensor, pad_to: int) -> None:
@@ -245,6 +259,7 @@ class LlamaRows:
         runtime = self.runtime
         gone = set(range(len(self.sequences))) - set(keep)
         with runtime.lock:
+            assert runtime.main is not None  # the rows live in it
             memory = runtime.L.llama_get_memory(runtime.main[0])
             for row in gone:
                 runtime.L.llama_memory_seq_rm(memory, self.sequences[row], -1, -1)
@@ -256,6 +271,7 @@ class LlamaRows:
         """Each row's token at its position, in one llama_decode; the next-token logits [n, V]."""
         runtime = self.runtime
         with runtime.lock:
+            assert runtime.main is not None  # the rows live in it
             runtime.decode(runtime.main[0], tokens.tolist(), self.positions, self.sequences, [1] * len(self.sequences))
             self._logits = runtime._logits(runtime.main[0], len(self.sequences))
         self.positions = [p + 1 for p in self.positions]

@@ -12,11 +12,12 @@ Which of the two a model gets is known after its first prefill (the kind of cach
 from __future__ import annotations
 
 import functools
+from typing import Any
 
 import torch
 
 from ..memory import out_of_memory, raise_if_out_of_memory
-from .base import RunnerBase
+from .base import RowBatch, RunnerBase
 from .hf_caches import RowCache, cannot_batch, output_cache, prefill_once, replicate
 from .hf_calls import cache_keyword, eos_token_ids, forward_last, kv_bytes_per_token
 
@@ -32,17 +33,19 @@ def _left_pad(x: torch.Tensor, length: int) -> torch.Tensor:
     return torch.cat([x.new_zeros(shape), x], dim=dim)
 
 
-def _mergeable(cache) -> bool:
+def _mergeable(cache: Any) -> bool:
     from transformers.cache_utils import DynamicLayer
 
     layers = getattr(cache, "layers", None)
-    return bool(layers) and all(type(layer) is DynamicLayer and layer.is_initialized for layer in layers)
+    if not layers:
+        return False
+    return all(type(layer) is DynamicLayer and layer.is_initialized for layer in layers)
 
 
 class TransformersRunner(RunnerBase):
     engine = "transformers"
 
-    def __init__(self, model, tokenizer, device: torch.device):
+    def __init__(self, model: Any, tokenizer: Any, device: torch.device) -> None:
         self.model, self.tokenizer, self.device = model, tokenizer, device
         self.vocab_size = model.get_input_embeddings().num_embeddings
         self.context_length = _context_length(model.config)
@@ -54,11 +57,11 @@ class TransformersRunner(RunnerBase):
         self._eos = eos_token_ids(model, tokenizer)
 
     @functools.cached_property
-    def kv_bytes_per_token(self) -> int | None:
+    def kv_bytes_per_token(self) -> int | None:  # type: ignore[override]  # RunnerBase's default, computed once
         return kv_bytes_per_token(self.model)
 
     @property
-    def capabilities(self) -> frozenset[str]:
+    def capabilities(self) -> frozenset[str]:  # type: ignore[override]  # RunnerBase's default, known after a prefill
         can = {"beams", "guidance"}
         if self.joins:  # known after the first prefill (until then one request at a time, as for any cache)
             can.add("join")
@@ -70,11 +73,12 @@ class TransformersRunner(RunnerBase):
         return list(self._eos)
 
     # -- prefill -------------------------------------------------------------------------------------------
-    def prefill(self, context: torch.Tensor, rows: int, pad_to: int, max_new: int = 0, keep: int = 1):
+    def prefill(self, context: torch.Tensor, rows: int, pad_to: int, max_new: int = 0,
+                keep: int = 1) -> tuple[PaddedRows | FixedRows, torch.Tensor]:
         out = prefill_once(self.model, context, keep)
         return self.rows_from(out, context, rows, pad_to), out.logits[0].float()
 
-    def rows_from(self, out, context: torch.Tensor, rows: int, pad_to: int):
+    def rows_from(self, out: Any, context: torch.Tensor, rows: int, pad_to: int) -> PaddedRows | FixedRows:
         """The batch of `rows` rows from a batch-1 prefill output over context."""
         if self.joins is None:  # the first prefill tells what kind of cache this model keeps
             self.joins = _mergeable(output_cache(out))
@@ -94,12 +98,12 @@ class TransformersRunner(RunnerBase):
     def score(self, ids: torch.Tensor, keep: int) -> torch.Tensor:
         return forward_last(self.model, ids[None, :], keep, use_cache=False).logits[0].float()
 
-    def beam_search(self, **kwargs):
+    def beam_search(self, **kwargs: Any) -> Any:
         """transformers' own generate (beam search)."""
         return self.model.generate(**kwargs)
 
 
-def _context_length(config) -> int | None:
+def _context_length(config: Any) -> int | None:
     for key in ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length"):
         value = getattr(config, key, None)
         if isinstance(value, int) and value > 0:
@@ -110,13 +114,16 @@ def _context_length(config) -> int | None:
 class HFChunks:
     """A long prompt prefilled a slice at a time; its cache carries the slices so far."""
 
-    def __init__(self, runner: TransformersRunner, context: torch.Tensor):
+    out: Any
+    """The latest forward's output (a transformers ModelOutput, carrying the cache); None before the first slice."""
+
+    def __init__(self, runner: TransformersRunner, context: torch.Tensor) -> None:
         self.runner, self.context, self.out, self.done = runner, context, None, 0
 
     def advance(self, tokens: int) -> None:
         runner = self.runner
         piece = self.context[self.done: self.done + tokens]
-        more = {runner.keyword: output_cache(self.out)} if self.out is not None else {}
+        more: dict[str, Any] = {runner.keyword: output_cache(self.out)} if self.out is not None else {}
         try:
             self.out = forward_last(runner.model, piece[None, :], 1, use_cache=True, **more)
             self.done += piece.numel()
@@ -127,15 +134,15 @@ class HFChunks:
             runner.chunked = False  # this model cannot take a prompt in pieces: the whole prompt in one go
             self.out, self.done = prefill_once(runner.model, self.context), self.context.numel()
 
-    def rows(self, n: int, pad_to: int):
+    def rows(self, n: int, pad_to: int) -> PaddedRows | FixedRows:
         return self.runner.rows_from(self.out, self.context, n, pad_to)
 
 
 class PaddedRows:
     """Rows of a DynamicCache, left-padded to a common width, live rows first then padding (bucket copies)."""
 
-    def __init__(self, runner: TransformersRunner, cache, mask: torch.Tensor, positions: torch.Tensor,
-                 logits: torch.Tensor):
+    def __init__(self, runner: TransformersRunner, cache: Any, mask: torch.Tensor, positions: torch.Tensor,
+                 logits: torch.Tensor) -> None:
         self.runner, self.cache, self.mask, self.positions, self._logits = runner, cache, mask, positions, logits
         self.n = logits.shape[0]
 
@@ -229,7 +236,7 @@ class FixedRows:
     """One prompt's rows in a cache that cannot be edited: all physical rows step together until the request is
     done; the live ones sit in `slots` (finished rows keep theirs and are fed token 0)."""
 
-    def __init__(self, cache: RowCache, logits: torch.Tensor, live: int, context: int):
+    def __init__(self, cache: RowCache, logits: torch.Tensor, live: int, context: int) -> None:
         self.cache, self._logits = cache, logits
         self.slots = torch.arange(live, device=logits.device)
         self.context = context
@@ -246,7 +253,7 @@ class FixedRows:
     def width(self) -> int:
         return self.context
 
-    def join(self, other) -> None:
+    def join(self, other: RowBatch) -> None:
         raise RuntimeError("this model's cache cannot be joined: add one request to an empty batch")
 
     def select(self, index: torch.Tensor, pad_to: int) -> None:

@@ -17,6 +17,9 @@ class Temperature(Stage):
     """HF TemperatureLogitsWarper; rows with dynatemp_range use llama.cpp's entropy-scaled temperature."""
 
     name, effect, whole_batch = "temperature", "reshape", True
+    temperature: torch.Tensor  # [n, 1] per row
+    dynatemp_range: torch.Tensor  # [n, 1] per row
+    dynatemp_exponent: torch.Tensor  # [n, 1] per row
 
     def prepare(self) -> None:
         super().prepare()
@@ -36,7 +39,7 @@ class Temperature(Stage):
         return out
 
 
-def _dynatemp(x, t, r, exponent):
+def _dynatemp(x: torch.Tensor, t: torch.Tensor, r: torch.Tensor, exponent: torch.Tensor) -> torch.Tensor:
     """llama.cpp temp_ext: T' = max(0, T - r) + 2r' (H / log n)^exponent, n the surviving candidates."""
     low, high = (t - r).clamp(min=0), t + r
     count = torch.isfinite(x).sum(dim=-1, keepdim=True)
@@ -57,6 +60,10 @@ class Mirostat(Stage):
     surprise of the token it drew (mu starts at 2 tau, as in llama.cpp)."""
 
     name, effect, keeps_top = "mirostat", "mask", True
+    mirostat: torch.Tensor  # [n] per row: the version, 1 or 2
+    mirostat_tau: torch.Tensor  # [n, 1] per row
+    mirostat_eta: torch.Tensor  # [n, 1] per row
+    mu: torch.Tensor  # [n] per row: the surprise limit, moved by accept()
 
     def prepare(self) -> None:
         super().prepare()
@@ -78,7 +85,7 @@ class Mirostat(Stage):
         self.mu = self.mu - self.mirostat_eta[:, 0] * (surprise - self.mirostat_tau[:, 0])
 
 
-def _mirostat_v1_drop(x, probs, mu, vocab: int) -> torch.Tensor:
+def _mirostat_v1_drop(x: torch.Tensor, probs: torch.Tensor, mu: torch.Tensor, vocab: int) -> torch.Tensor:
     m = min(MIROSTAT_M, x.shape[1])
     top = probs.topk(m, dim=-1).values  # [R, m], descending
     finite = torch.isfinite(x).sum(dim=-1, keepdim=True)

@@ -11,15 +11,19 @@ Everything else a stage needs per row it holds itself (engine/sampling/stage.py)
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import torch
 
 from ..config import DecodingConfig, effective_order
 from . import vocab as vocab_tools
 from .chain import Chain, active_stages
+from .constraints import Grammar
 from .noise import sample_uniforms
 from .stage import Rows
+
+if TYPE_CHECKING:
+    from .trace import StageTrace
 
 _M32 = 0xFFFFFFFF
 
@@ -28,43 +32,43 @@ class Sampler:
     """The sampler of N rows. Not thread-safe: the decode loop's thread drives it."""
 
     def __init__(self, configs: Sequence[DecodingConfig | None], seeds: Sequence[int], vocab: int,
-                 device: torch.device | str = "cpu", *, tokenizer=None,
+                 device: torch.device | str = "cpu", *, tokenizer: Any = None,
                  prompts: torch.Tensor | Sequence[torch.Tensor] | None = None, max_new: int = 0,
-                 eos_ids: torch.Tensor | None = None):
+                 eos_ids: torch.Tensor | None = None) -> None:
         """configs: one per row (None: a neutral greedy row); prompts: one tensor for every row, or one per row."""
         device = torch.device(device)
         neutral = DecodingConfig()
-        configs = [c if c is not None else neutral for c in configs]
-        n = len(configs)
+        filled = [c if c is not None else neutral for c in configs]
+        n = len(filled)
         if prompts is None:
             prompts = [torch.zeros(0, dtype=torch.long, device=device)] * n
         elif isinstance(prompts, torch.Tensor):
             prompts = [prompts] * n
         self.n, self.vocab, self.device = n, vocab, device
-        self.rows = Rows(list(configs), [int(s) for s in seeds], list(prompts), vocab, device, tokenizer, eos_ids,
+        self.rows = Rows(list(filled), [int(s) for s in seeds], list(prompts), vocab, device, tokenizer, eos_ids,
                          max_new)
-        self.active = [active_stages(c) for c in configs]
+        self.active = [active_stages(c) for c in filled]
         """Each row's stage names (what its trace shows)."""
-        self.uses = frozenset().union(*self.active) | ({"sample"} if any(c.samples for c in configs) else set())
-        orders = [effective_order(c) for c in configs]
+        self.uses = frozenset().union(*self.active) | ({"sample"} if any(c.samples for c in filled) else set())
+        orders = [effective_order(c) for c in filled]
         self.chains: list[tuple[list[int], torch.Tensor | None, Chain]] = []
         for order in dict.fromkeys(orders):
             members = [i for i, o in enumerate(orders) if o == order]
             index = None if len(members) == n else torch.tensor(members, dtype=torch.long, device=device)
             self.chains.append((members, index, Chain(self.rows if index is None else self.rows.subset(members),
                                                       order)))
-        self._sampling(configs)
-        self._named(configs, tokenizer)
+        self._sampling(filled)
+        self._named(filled, tokenizer)
         self._history(prompts, max_new)
 
-    def _sampling(self, configs) -> None:
+    def _sampling(self, configs: Sequence[DecodingConfig]) -> None:
         seeds = self.rows.seeds
         self.seed_lo = torch.tensor([s & _M32 for s in seeds], dtype=torch.int64, device=self.device)
         self.seed_hi = torch.tensor([(s >> 32) & _M32 for s in seeds], dtype=torch.int64, device=self.device)
         self.sample_rows = torch.tensor([i for i, c in enumerate(configs) if c.samples], dtype=torch.long,
                                         device=self.device)
 
-    def _named(self, configs, tokenizer) -> None:
+    def _named(self, configs: Sequence[DecodingConfig], tokenizer: Any) -> None:
         """logprob_tokens: the token ids each row names, for the statistics (not a stage: it changes nothing)."""
         self.named_lists: list[list[int]] = []
         self.named: torch.Tensor | None = None
@@ -75,7 +79,7 @@ class Sampler:
             self.named = torch.tensor([ids + [-1] * (width - len(ids)) for ids in self.named_lists],
                                       dtype=torch.long, device=self.device)
 
-    def _history(self, prompts, max_new: int) -> None:
+    def _history(self, prompts: Sequence[torch.Tensor], max_new: int) -> None:
         self.seq: torch.Tensor | None = None
         self.length = max((p.numel() for p in prompts), default=0)
         if any(chain.reads_history for _, _, chain in self.chains):
@@ -90,7 +94,8 @@ class Sampler:
         return None if self.seq is None else self.seq[:, : self.length]
 
     # -- a step ---------------------------------------------------------------------------------------------
-    def process(self, logits: torch.Tensor, step: int, trace=None, uncond: torch.Tensor | None = None) -> torch.Tensor:
+    def process(self, logits: torch.Tensor, step: int, trace: StageTrace | None = None,
+                uncond: torch.Tensor | None = None) -> torch.Tensor:
         """Every row's stages on its logits [N, V] (as float32). trace: a StageTrace (trace.py) recording each
         stage's output, or None. uncond: [N, V] the guided rows' guidance logits (classifier-free guidance)."""
         x = logits.float()
@@ -171,6 +176,7 @@ class Sampler:
             if found is None:
                 continue
             stage, rows = found
+            assert isinstance(stage, Grammar)  # the stage named "grammar"
             out += [(members[rows[r]], token, stage.specs[r][0]) for r, token in stage.rejected]
             stage.rejected.clear()
         return out
@@ -180,7 +186,7 @@ TOKEN_STAGES = frozenset({"logit_bias", "banned_strings", "dry"})
 """Stages whose settings name tokens (ids, or texts the tokenizer turns into ids)."""
 
 
-def check_tokens(config: DecodingConfig, vocab: int, tokenizer) -> None:
+def check_tokens(config: DecodingConfig, vocab: int, tokenizer: Any) -> None:
     """ConfigError naming the field when a setting names a token this vocabulary lacks, or a text its tokenizer
     cannot encode (logit_bias, banned_strings, DRY's breakers, logprob_tokens): the stages' own checks, run on
     one row on the CPU before anything is queued."""

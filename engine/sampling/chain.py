@@ -17,6 +17,7 @@ distinct sampler_order among its rows.
 from __future__ import annotations
 
 import dataclasses
+from typing import TYPE_CHECKING, Sequence
 
 import torch
 
@@ -29,6 +30,9 @@ from .penalties import BannedStrings, LogitBias, MinNewTokens, Penalties
 from .repetition import DRY, NoRepeatNgram
 from .shaping import AdaptiveP, Guidance, Smoothing
 from .stage import Rows, Stage, Step
+
+if TYPE_CHECKING:
+    from .trace import StageTrace
 
 CLASSES: dict[str, type[Stage]] = {cls.name: cls for cls in (
     Guidance, LogitBias, BannedStrings, MinNewTokens, Grammar, Penalties, DRY, NoRepeatNgram, Temperature, Smoothing,
@@ -54,7 +58,7 @@ def active_stages(config: DecodingConfig) -> frozenset[str]:
 class Chain:
     """The stages of some rows that share one sampler order, each built for the rows that use it."""
 
-    def __init__(self, rows: Rows, order: tuple[str, ...]):
+    def __init__(self, rows: Rows, order: tuple[str, ...]) -> None:
         self.n = len(rows)
         samples = [c.samples for c in rows.configs]
         self.stages: list[tuple[Stage, list[int], torch.Tensor | None]] = []
@@ -69,7 +73,7 @@ class Chain:
                 stage = cls(rows if len(members) == self.n else rows.subset(members))
                 self.stages.append((stage, members, self._index(members, rows.device)))
 
-    def _index(self, members: list[int], device) -> torch.Tensor | None:
+    def _index(self, members: list[int], device: torch.device) -> torch.Tensor | None:
         return None if len(members) == self.n else torch.tensor(members, dtype=torch.long, device=device)
 
     @property
@@ -77,7 +81,7 @@ class Chain:
         return any(stage.reads_history for stage, _, _ in self.stages)
 
     def process(self, x: torch.Tensor, step: int, history: torch.Tensor | None, uncond: torch.Tensor | None,
-                trace=None, trace_rows: torch.Tensor | None = None) -> torch.Tensor:
+                trace: StageTrace | None = None, trace_rows: torch.Tensor | None = None) -> torch.Tensor:
         """Every stage on its rows of x [n, V] (float32); trace (a StageTrace) records each stage's output."""
         for stage, _, index in self.stages:
             context = Step(step)
@@ -102,7 +106,7 @@ class Chain:
             else:
                 stage.accept(tokens[index], None if processed is None else processed[index])
 
-    def select(self, keep: list[int], device) -> None:
+    def select(self, keep: Sequence[int], device: torch.device) -> None:
         """Keep these rows (indices into the chain's rows, in their new order)."""
         kept = []
         for stage, members, _ in self.stages:

@@ -8,15 +8,20 @@ forbids the end, or a ban removed every token the grammar allows) may only end: 
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any, Sequence
+
 import numpy as np
 import torch
 
-from ..config import ConfigError
+from ..config import ConfigError, DecodingConfig
 from ..grammars import constraint_of, matcher
 from .stage import Stage, Step
 
+if TYPE_CHECKING:
+    from llguidance import LLMatcher
 
-def allowed_tokens(matchers: list, vocab: int, device) -> torch.Tensor:
+
+def allowed_tokens(matchers: Sequence[LLMatcher], vocab: int, device: torch.device | str) -> torch.Tensor:
     """[n, vocab] bool: the tokens each matcher allows next (from llguidance's bitmasks, one bit per token:
     token t is bit t % 8 of byte t // 8)."""
     packed = np.frombuffer(b"".join(m.compute_bitmask() for m in matchers), dtype=np.uint8)
@@ -27,7 +32,7 @@ def allowed_tokens(matchers: list, vocab: int, device) -> torch.Tensor:
     return allowed.to(device, non_blocking=True)
 
 
-def constrain(x: torch.Tensor, allowed: torch.Tensor, eos) -> torch.Tensor:
+def constrain(x: torch.Tensor, allowed: torch.Tensor, eos: int | torch.Tensor | None) -> torch.Tensor:
     """x with the tokens `allowed` forbids at -inf; a row left with nothing may only end (eos, an id or a 0-d
     tensor, at 0; None: no end token)."""
     out = x.masked_fill(~allowed, float("-inf"))
@@ -37,18 +42,26 @@ def constrain(x: torch.Tensor, allowed: torch.Tensor, eos) -> torch.Tensor:
     return out
 
 
+def _constraint(config: DecodingConfig) -> tuple[str, Any]:
+    """The row's (field, value) constraint: the stage is built only for rows that have one (Grammar.active)."""
+    spec = constraint_of(config)
+    assert spec is not None, "a structured-output row without a constraint"
+    return spec
+
+
 class Grammar(Stage):
     """The constraint's mask on the rows that have one; each row's matcher takes the row's token in accept()."""
 
     name, effect = "grammar", "mask"
-
+    matchers: list[LLMatcher]
+    """One llguidance matcher per row."""
 
     def prepare(self) -> None:
         rows = self.rows
         if rows.tokenizer is None:
             raise ConfigError("structured output (json_schema, regex, choice, grammar) needs the model's tokenizer")
         eos = tuple(rows.eos_ids.tolist()) if rows.eos_ids is not None else (rows.tokenizer.eos_token_id,)
-        self.specs = [constraint_of(c) for c in rows.configs]
+        self.specs = [_constraint(c) for c in rows.configs]
         self.matchers = [matcher(*spec, rows.tokenizer, self.vocab, eos) for spec in self.specs]
         self.rejected: list[tuple[int, int]] = []
         """(row, token) pairs a matcher refused: a forced token the row's constraint does not allow."""

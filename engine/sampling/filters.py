@@ -17,6 +17,7 @@ class TopK(Stage):
     """HF TopKLogitsWarper: keep logits >= the k-th largest (so ties with it stay); k >= V keeps everything."""
 
     name, effect, keeps_top = "top_k", "mask", True
+    k: torch.Tensor  # [n] per row: top_k, at most the vocabulary
 
     def prepare(self) -> None:
         self.hold(k=self.column("top_k").clamp(max=self.vocab))
@@ -31,6 +32,7 @@ class TopP(Stage):
     """HF TopPLogitsWarper, with the very sort call HF makes (ascending, not stable), so ties keep the ids HF keeps."""
 
     name, effect, keeps_top = "top_p", "mask", True
+    top_p: torch.Tensor  # [n, 1] per row
 
     def apply(self, x: torch.Tensor, step: Step) -> torch.Tensor:
         sorted_x, order = torch.sort(x, descending=False)
@@ -43,6 +45,7 @@ class MinP(Stage):
     """HF MinPLogitsWarper (the top token always passes, so no sort is needed)."""
 
     name, effect, keeps_top, whole_batch = "min_p", "mask", True, True
+    min_p: torch.Tensor  # [n, 1] per row
 
     def apply(self, x: torch.Tensor, step: Step) -> torch.Tensor:
         probs = x.softmax(dim=-1)
@@ -53,6 +56,7 @@ class TypicalP(Stage):
     """HF TypicalLogitsWarper."""
 
     name, effect = "typical_p", "mask"
+    typical_p: torch.Tensor  # [n, 1] per row
 
     def apply(self, x: torch.Tensor, step: Step) -> torch.Tensor:
         logp = torch.log_softmax(x, dim=-1)
@@ -70,6 +74,7 @@ class EpsilonCutoff(Stage):
     """HF EpsilonLogitsWarper: drop p < epsilon, always keeping the top token."""
 
     name, effect, keeps_top = "epsilon_cutoff", "mask", True
+    epsilon_cutoff: torch.Tensor  # [n, 1] per row
 
     def apply(self, x: torch.Tensor, step: Step) -> torch.Tensor:
         probs = x.softmax(dim=-1)
@@ -80,6 +85,7 @@ class EtaCutoff(Stage):
     """HF EtaLogitsWarper: drop p < min(eta, sqrt(eta) exp(-entropy)), always keeping the top token."""
 
     name, effect, keeps_top = "eta_cutoff", "mask", True
+    eta_cutoff: torch.Tensor  # [n, 1] per row
 
     def apply(self, x: torch.Tensor, step: Step) -> torch.Tensor:
         logp = torch.log_softmax(x, dim=-1)
@@ -93,6 +99,7 @@ class TopNSigma(Stage):
     """llama.cpp top-n-sigma: keep logits >= max - n * std, the std over the finite logits."""
 
     name, effect, keeps_top = "top_n_sigma", "mask", True
+    top_n_sigma: torch.Tensor  # [n, 1] per row
 
     def apply(self, x: torch.Tensor, step: Step) -> torch.Tensor:
         finite = torch.isfinite(x)
@@ -108,7 +115,10 @@ class XTC(Stage):
     >= threshold except the least likely of them, when there are at least two."""
 
     name, effect = "xtc", "mask"
-
+    xtc_probability: torch.Tensor  # [n, 1] per row
+    xtc_threshold: torch.Tensor  # [n, 1] per row
+    seed_lo: torch.Tensor  # [n] int64: the low 32 bits of each row's seed (the coin's key)
+    seed_hi: torch.Tensor  # [n] int64: the high 32 bits
 
     def prepare(self) -> None:
         super().prepare()
@@ -134,6 +144,7 @@ class TopH(Stage):
     their summed entropy terms -p log p stay within top_h x those tokens' entropy; the top token always stays."""
 
     name, effect, keeps_top = "top_h", "mask", True
+    top_h: torch.Tensor  # [n, 1] per row
 
     def apply(self, x: torch.Tensor, step: Step) -> torch.Tensor:
         n = min(TOP_H_CANDIDATES, x.shape[1])
@@ -154,6 +165,7 @@ class TailFree(Stage):
     token always stays and the last one always goes (the 'centred' cut of the original)."""
 
     name, effect, keeps_top = "tfs", "mask", True
+    tfs: torch.Tensor  # [n, 1] per row
 
     def apply(self, x: torch.Tensor, step: Step) -> torch.Tensor:
         sorted_x, order = torch.sort(x, descending=True)
@@ -169,6 +181,7 @@ class TopA(Stage):
     """text-generation-webui's top-a: drop tokens whose probability is below top_a x (top probability)^2."""
 
     name, effect, keeps_top = "top_a", "mask", True
+    top_a: torch.Tensor  # [n, 1] per row
 
     def apply(self, x: torch.Tensor, step: Step) -> torch.Tensor:
         probs = x.softmax(dim=-1)
@@ -184,6 +197,7 @@ class PLess(Stage):
     empties the row."""
 
     name, effect, keeps_top = "p_less", "mask", True
+    norm: torch.Tensor  # [n, 1] bool per row: p_less_norm
 
     def prepare(self) -> None:
         self.hold(norm=torch.tensor([c.p_less_norm for c in self.rows.configs], device=self.device)[:, None])

@@ -13,6 +13,7 @@ class LogitBias(Stage):
     """OpenAI / vLLM / llama.cpp logit_bias: add each row's bias; -inf bans. A text key biases each of its tokens."""
 
     name = "logit_bias"
+    bias: torch.Tensor  # [n, V] per row
 
     def prepare(self) -> None:
         self.hold(bias=vocab_tools.bias_matrix([c.logit_bias for c in self.rows.configs], self.rows.tokenizer,
@@ -40,6 +41,7 @@ class BannedStrings(Stage):
         if self.banned.groups:
             banned = banned.clone()
             history = step.history
+            assert history is not None  # the stage reads the history (history = True): the chain gives it
             length = history.shape[1]
             for rows, prefixes, last in self.banned.groups:
                 if prefixes.shape[1] > length:
@@ -56,6 +58,7 @@ class MinNewTokens(Stage):
     """HF MinNewTokensLengthLogitsProcessor: EOS is forbidden before min_new_tokens tokens."""
 
     name, effect = "min_new_tokens", "mask"
+    min_new_tokens: torch.Tensor  # [n] per row
 
     def apply(self, x: torch.Tensor, step: Step) -> torch.Tensor:
         eos = self.rows.eos_ids
@@ -73,6 +76,12 @@ class Penalties(Stage):
     repetition penalty and over the output alone for the other two."""
 
     name, effect = "penalties", "reshape"
+    repetition_penalty: torch.Tensor  # [n, 1] per row
+    frequency_penalty: torch.Tensor  # [n, 1] per row
+    presence_penalty: torch.Tensor  # [n, 1] per row
+    repetition_penalty_last_n: torch.Tensor  # [n] per row (0: every token)
+    seen: torch.Tensor | None  # [n, V] bool: tokens in the prompt or output (None: no row has the penalty)
+    counts: torch.Tensor | None  # [n, V] float32: each token's count in the output (None: no row counts)
 
     def prepare(self) -> None:
         super().prepare()
@@ -93,7 +102,10 @@ class Penalties(Stage):
 
     def apply(self, x: torch.Tensor, step: Step) -> torch.Tensor:
         if self.seen is not None:
-            seen = self._recent(step.history) if self.windowed else self.seen
+            seen = self.seen
+            if self.windowed:
+                assert step.history is not None  # a windowed penalty reads the history (reads_history)
+                seen = self._recent(step.history)
             x = torch.where(seen, torch.where(x < 0, x * self.repetition_penalty, x / self.repetition_penalty), x)
         if self.counts is not None:
             x = x - self.frequency_penalty * self.counts - self.presence_penalty * (self.counts > 0)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Sequence
+
 import torch
 
 from . import vocab as vocab_tools
@@ -36,8 +38,10 @@ class NoRepeatNgram(Stage):
     """HF NoRepeatNGramLogitsProcessor, per row n."""
 
     name, effect, history = "no_repeat_ngram", "mask", True
+    no_repeat_ngram_size: torch.Tensor  # [n] per row (0: off)
 
     def apply(self, x: torch.Tensor, step: Step) -> torch.Tensor:
+        assert step.history is not None  # the stage reads the history (history = True): the chain gives it
         return x.masked_fill(banned_ngram_tokens(step.history, self.no_repeat_ngram_size, x.shape[1]), NEG_INF)
 
 
@@ -50,6 +54,10 @@ class DRY(Stage):
     """
 
     name, effect, history = "dry", "reshape", True
+    dry_multiplier: torch.Tensor  # [n, 1] per row
+    dry_base: torch.Tensor  # [n, 1] per row
+    dry_allowed_length: torch.Tensor  # [n] per row
+    dry_penalty_last_n: torch.Tensor  # [n] per row (0: the whole text)
 
     def prepare(self) -> None:
         super().prepare()
@@ -61,6 +69,7 @@ class DRY(Stage):
         self.breakers = self.breakers.subset(keep.tolist())
 
     def apply(self, x: torch.Tensor, step: Step) -> torch.Tensor:
+        assert step.history is not None  # the stage reads the history (history = True): the chain gives it
         return dry(x, self, step.history)
 
 
@@ -108,7 +117,8 @@ def _suffix_matches(rev: torch.Tensor) -> torch.Tensor:
     return lengths
 
 
-def _repeat_limit(rev, inside, width, single, tails) -> torch.Tensor:
+def _repeat_limit(rev: torch.Tensor, inside: torch.Tensor, width: torch.Tensor, single: torch.Tensor,
+                  tails: Sequence[tuple[int, int, tuple[int, ...]]]) -> torch.Tensor:
     """[N] how far back a repeat may reach: up to the latest sequence breaker (llama.cpp's rep_limit)."""
     n_rows, span = rev.shape
     hit_len = torch.where(inside & single.gather(1, rev.clamp(min=0)), 0, -1)

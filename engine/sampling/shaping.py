@@ -22,6 +22,7 @@ class Guidance(Stage):
     branch's forced tokens rescored on their own) the stage leaves the logits as they are."""
 
     name, effect = "cfg", "reshape"
+    guidance_scale: torch.Tensor  # [n, 1] per row
 
     def apply(self, x: torch.Tensor, step: Step) -> torch.Tensor:
         if step.uncond is None:
@@ -35,6 +36,8 @@ class Smoothing(Stage):
     k = (3 - curve) / 2 and c = (curve - 1) / 2 (curve 1: quadratic, 3: cubic). Removed tokens stay removed."""
 
     name, effect = "smoothing", "reshape"
+    smoothing_factor: torch.Tensor  # [n, 1] per row
+    smoothing_curve: torch.Tensor  # [n, 1] per row
 
     def apply(self, x: torch.Tensor, step: Step) -> torch.Tensor:
         factor, curve = self.smoothing_factor, self.smoothing_curve
@@ -52,7 +55,10 @@ class AdaptiveP(Stage):
     the result; accept() moves the average with the drawn token's probability before this stage."""
 
     name, effect = "adaptive_p", "reshape"
-
+    adaptive_target: torch.Tensor  # [n, 1] per row
+    adaptive_decay: torch.Tensor  # [n, 1] per row
+    total: torch.Tensor  # [n] per row: the decayed sum of the drawn tokens' probabilities
+    weight: torch.Tensor  # [n] per row: the decayed count they are averaged over
 
     def prepare(self) -> None:
         super().prepare()

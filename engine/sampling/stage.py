@@ -20,7 +20,7 @@ A new sampler: its settings as rows of the table (stage=its name), a stage row i
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar, Sequence
 
 import torch
 
@@ -39,7 +39,8 @@ class Rows:
     """Each row's prompt token ids [T_i] (the repetition penalty and the history start from it)."""
     vocab: int
     device: torch.device
-    tokenizer: object = None
+    tokenizer: Any = None
+    """The model's tokenizer (a transformers tokenizer), or None."""
     eos_ids: torch.Tensor | None = None
     max_new: int = 0
     """The most tokens any row may generate (the history's room)."""
@@ -47,7 +48,7 @@ class Rows:
     def __len__(self) -> int:
         return len(self.configs)
 
-    def subset(self, members: list[int]) -> Rows:
+    def subset(self, members: Sequence[int]) -> Rows:
         return Rows([self.configs[i] for i in members], [self.seeds[i] for i in members],
                     [self.prompts[i] for i in members], self.vocab, self.device, self.tokenizer, self.eos_ids,
                     self.max_new)
@@ -85,7 +86,7 @@ class Stage:
     place: ClassVar[str] = "chain"
     """From the table's STAGE_TABLE: constraint (first), chain (reorderable) or selection (last)."""
 
-    def __init_subclass__(cls, **kwargs) -> None:
+    def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         if "name" not in cls.__dict__:
             return
@@ -100,7 +101,7 @@ class Stage:
         """Whether a row with this config (sampling or not) uses the stage (the table's rule: stage_active)."""
         return stage_active(cls.name, config, samples)
 
-    def __init__(self, rows: Rows):
+    def __init__(self, rows: Rows) -> None:
         self.rows, self.n, self.vocab, self.device = rows, len(rows), rows.vocab, rows.device
         self._per_row: list[str] = []
         self.prepare()

@@ -14,10 +14,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Sequence
 
 import torch
 
 from .chain import STAGES
+
+if TYPE_CHECKING:
+    from ..results import StageStep
 
 MASKS = frozenset(stage.name for stage in STAGES if stage.effect == "mask")
 """Stages that only remove tokens (set logits to -inf) and leave the others' logits as they were."""
@@ -35,10 +39,10 @@ class StageTrace:
     probability at the last reshaping stage divided by the mass still kept, so only its mask is read.
     """
 
-    def __init__(self, raw: torch.Tensor):
+    def __init__(self, raw: torch.Tensor) -> None:
         self.n = raw.shape[0]
         self.entries: list[tuple[str, torch.Tensor | None, tuple]] = []
-        self._last = None
+        self._last: tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor] | None = None
         """(latest output, base logprobs, base probs, mass of the base still kept or None when the output is the
         base itself, argmax): the next stage's input, so nothing is computed twice."""
         self.add("raw", None, None, raw.float())
@@ -100,7 +104,8 @@ class StageTrace:
         return out
 
 
-def unpack_stages(values: list[list[float]], names: list[str], active: frozenset[str]):
+def unpack_stages(values: Sequence[Sequence[float]], names: Sequence[str],
+                  active: frozenset[str]) -> tuple[StageStep, ...]:
     """A row's StageSteps from its [E, 4 + k] slice of StageTrace.pack: the raw entry, then each stage the row
     itself uses, in the order they ran."""
     from ..results import StageStep

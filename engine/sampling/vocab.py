@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any, Iterable, Sequence
 
 import torch
 
@@ -11,8 +12,11 @@ from ..config import ConfigError
 DRY_MAX_CHARS = 40  # llama.cpp truncates a breaker to 40 characters ...
 DRY_MAX_TAIL = 20  # ... and the tokens after its head to 20
 
+_BreakerTable = tuple[list[int], list[tuple[int, tuple[int, ...]]]]
+"""(one-token breaker ids, [(head id, tail ids)]): one tokenizer's table for some breakers."""
 
-def _encode(tokenizer, text: str, what: str, field: str) -> list[int]:
+
+def _encode(tokenizer: Any, text: str, what: str, field: str) -> list[int]:
     if tokenizer is None:
         raise ConfigError(f"{what} {text!r} is text: it needs the model's tokenizer (give a token id instead)",
                           field=field)
@@ -29,7 +33,7 @@ def _check_id(token: int, vocab: int, field: str) -> int:
     return token
 
 
-def named_ids(items, tokenizer, vocab: int) -> list[int]:
+def named_ids(items: Iterable[int | str], tokenizer: Any, vocab: int) -> list[int]:
     """logprob_tokens as token ids: ids as they are, each text its one token (a text of several tokens is refused)."""
     out = []
     for item in items:
@@ -44,7 +48,8 @@ def named_ids(items, tokenizer, vocab: int) -> list[int]:
     return list(dict.fromkeys(out))
 
 
-def bias_matrix(per_row, tokenizer, vocab: int, device) -> torch.Tensor:
+def bias_matrix(per_row: Sequence[Iterable[tuple[int | str, float]]], tokenizer: Any, vocab: int,
+                device: torch.device | str) -> torch.Tensor:
     """[N, V] biases. A text key biases each of its tokens (as llama.cpp's server does); repeats add up."""
     bias = torch.zeros(len(per_row), vocab)
     for r, pairs in enumerate(per_row):
@@ -64,7 +69,8 @@ class BannedSequences:
     groups: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]  # (rows [S], prefixes [S, L], last [S])
 
     @classmethod
-    def build(cls, per_row, tokenizer, vocab: int, device) -> BannedSequences:
+    def build(cls, per_row: Sequence[Iterable[str]], tokenizer: Any, vocab: int,
+              device: torch.device | str) -> BannedSequences:
         always = torch.zeros(len(per_row), vocab, dtype=torch.bool)
         by_length: dict[int, list[tuple[int, list[int]]]] = {}
         for r, texts in enumerate(per_row):
@@ -95,7 +101,7 @@ class DryBreakers:
     single: torch.Tensor  # [N, V] bool
     tails: list[tuple[int, int, tuple[int, ...]]]  # (row, head token, tail tokens)
 
-    def subset(self, members: list[int]) -> DryBreakers:
+    def subset(self, members: Sequence[int]) -> DryBreakers:
         """The breakers of these rows only, renumbered in this order (a stage view of the rows using DRY)."""
         new = {old: i for i, old in enumerate(members)}
         index = torch.tensor(members, dtype=torch.long, device=self.single.device)
@@ -103,7 +109,8 @@ class DryBreakers:
                            [(new[row], head, tail) for row, head, tail in self.tails if row in new])
 
     @classmethod
-    def build(cls, per_row, tokenizer, vocab: int, device) -> DryBreakers:
+    def build(cls, per_row: Sequence[Iterable[str]], tokenizer: Any, vocab: int,
+              device: torch.device | str) -> DryBreakers:
         single = torch.zeros(len(per_row), vocab, dtype=torch.bool)
         tails = []
         for r, breakers in enumerate(per_row):
@@ -115,7 +122,7 @@ class DryBreakers:
         return cls(single.to(device), tails)
 
 
-def _token_strings(tokenizer, vocab: int) -> list[str]:
+def _token_strings(tokenizer: Any, vocab: int) -> list[str]:
     cached = getattr(tokenizer, "_decodelab_token_strings", None)
     if cached is None or len(cached) != vocab:
         size = min(vocab, len(tokenizer))
@@ -128,7 +135,7 @@ def _token_strings(tokenizer, vocab: int) -> list[str]:
     return cached
 
 
-def _breaker_table(tokenizer, breakers: tuple[str, ...], vocab: int):
+def _breaker_table(tokenizer: Any, breakers: tuple[str, ...], vocab: int) -> _BreakerTable:
     """(one-token breaker ids, [(head id, tail ids)]) as llama.cpp's get_overlapping_token_sequences builds them."""
     if tokenizer is None:
         raise ConfigError("dry_sequence_breakers are texts: DRY needs the model's tokenizer",
@@ -139,7 +146,7 @@ def _breaker_table(tokenizer, breakers: tuple[str, ...], vocab: int):
     return cache[(breakers, vocab)]
 
 
-def _scan_breakers(tokenizer, breakers: tuple[str, ...], vocab: int):
+def _scan_breakers(tokenizer: Any, breakers: tuple[str, ...], vocab: int) -> _BreakerTable:
     words = _token_strings(tokenizer, vocab)
     heads, tails = set(), set()
     for breaker in breakers:
