@@ -153,8 +153,8 @@ class Tokens(Part):
         if prompt is not None and typed.strip() and typed != state.user:  # an empty box is a conversation's normal
             self.notify("Branching from the message this output was made with (the prompt box has changed since).")
         # the branch reuses the seed of the output it continues, for that run only: a seed=auto pane stays auto
-        self.app.runner.start([pane], keep_seeds=True, prefix=[s.token_id for s in prefix_steps], prefix_steps=prefix_steps,
-                       prompt=prompt)
+        self.app.runner.start([pane], keep_seeds=True, prefix=[s.token_id for s in prefix_steps],
+                              prefix_steps=prefix_steps, prompt=prompt)
 
     def branch_refusal(self, pane: Pane | None, token_id: int) -> str | None:
         """Why a branch cannot start, in words the user can act on (None when it can)."""

@@ -40,7 +40,8 @@ KEYS: tuple[Key, ...] = (
     Key("h", "panes.heatmap", "Next heatmap measure", "probability, processed, rank, entropy, surprisal, constraint "
         "(when a pane has a json_schema, regex, choice or grammar), kl (with a reference pane, shift+r), off",
         footer="Heatmap"),
-    Key("i", "tokens.toggle_inspector", "Toggle the token inspector", "← → walk a pane's tokens; esc in a pane closes it",
+    Key("i", "tokens.toggle_inspector", "Toggle the token inspector",
+        "← → walk a pane's tokens; esc in a pane closes it",
         footer="Inspect"),
     Key("s", "files.save_preset", "Save this pane as a preset", scope="pane", footer="Save"),
     Key("ctrl+g", "runner.rerun_same", "Rerun with the same seeds", "reproduce the last run exactly"),
@@ -59,12 +60,15 @@ KEYS: tuple[Key, ...] = (
     Key("end", "tokens.walk(100000)", "", scope="pane"),
     Key("down,i", "tokens.open_alternatives", "Into the alternatives", "esc or i goes back to the pane", scope="pane",
         shown="↓ or i in a pane"),
-    Key("b", "tokens.branch_pane", "Branch from the chosen alternative", "reruns that pane from the alternative highlighted "
+    Key("b", "tokens.branch_pane", "Branch from the chosen alternative",
+        "reruns that pane from the alternative highlighted "
         "in the inspector (Enter there does the same)", scope="pane"),
-    Key("left_square_bracket", "tokens.show_version(-1)", "Show the pane's older version", "earlier runs and branches are kept",
+    Key("left_square_bracket", "tokens.show_version(-1)", "Show the pane's older version",
+        "earlier runs and branches are kept",
         scope="pane", shown="["),
     Key("right_square_bracket", "tokens.show_version(1)", "Show the pane's newer version", scope="pane", shown="]"),
-    Key("ctrl+n", "talk.next_turn", "Send the next message to every pane", "the prompt box's text becomes the next user "
+    Key("ctrl+n", "talk.next_turn", "Send the next message to every pane",
+        "the prompt box's text becomes the next user "
         "message; each pane answers after its own reply"),
     Key("n", "talk.next_turn_pane", "Send the next message to this pane", "only this pane's conversation goes on",
         scope="pane"),
@@ -74,7 +78,8 @@ KEYS: tuple[Key, ...] = (
     Key("right_curly_bracket", "talk.turn(1)", "Show the next turn", shown="}"),
     Key("N", "talk.new_conversation", "Start a new conversation", "every pane's earlier turns are set aside; u brings "
         "them back", shown="shift+n"),
-    Key("P", "talk.system_prompt", "Set the system prompt", "every pane's conversation starts with it", shown="shift+p"),
+    Key("P", "talk.system_prompt", "Set the system prompt", "every pane's conversation starts with it",
+        shown="shift+p"),
     Key("v", "panes.diff", "Mark where panes diverge", "cycles off, vs greedy, vs the left neighbour"),
     Key("c", "files.copy_text", "Copy this pane's text", scope="pane"),
     Key("y", "files.copy_config", "Copy this pane's config (TOML)", scope="pane"),

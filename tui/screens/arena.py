@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from decodelab.engine.config import ConfigError
 from decodelab.engine.experiments.arena import LABELS, Tally, load_tally, play_round, save_tally
+from textual.content import Content  # a title with [brackets] is text, not markup
 from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -57,9 +58,9 @@ class ArenaScreen(Screen):
         return Tally(list(configs))
 
     def compose(self) -> ComposeResult:
-        yield Static("", id="arena-status")
+        yield Static("", id="arena-status", markup=False)
         yield Horizontal(id="arena-outputs")
-        yield Static("", id="arena-tally")
+        yield Static("", id="arena-tally", markup=False)
         yield Footer()
 
     def on_mount(self) -> None:
@@ -99,8 +100,8 @@ class ArenaScreen(Screen):
         outputs = self.query_one("#arena-outputs", Horizontal)
         outputs.remove_children()
         for label, text in self.round.shown():
-            box = VerticalScroll(Static(text or "(empty)"), classes="arena-output")
-            box.border_title = label
+            box = VerticalScroll(Static(text or "(empty)", markup=False), classes="arena-output")
+            box.border_title = Content(label)
             outputs.mount(box)
         keys = "/".join(label.lower() for label in self.round.labels)
         self.query_one("#arena-status", Static).update(
@@ -120,7 +121,7 @@ class ArenaScreen(Screen):
         except ConfigError as exc:
             self.notify(str(exc), severity="error")
         for box, line in zip(self.query(".arena-output"), self.tally.reveal(self.round)):
-            box.border_title = line
+            box.border_title = Content(line)
         self.query_one("#arena-status", Static).update(
             f"voted {choice} · revealed · n next round · w save the leader · esc back")
         self.show_tally()

@@ -34,11 +34,11 @@ class AskText(ModalScreen[str | None]):
 
     def compose(self) -> ComposeResult:
         with Vertical():
-            yield Static(self.title_text, classes="ask-title")
+            yield Static(self.title_text, classes="ask-title", markup=False)
             if self.detail:
-                yield Static(self.detail)
+                yield Static(self.detail, markup=False)
             yield Input(self.value, id="ask-input")
-            yield Static("", id="ask-error")
+            yield Static("", id="ask-error", markup=False)
             with Horizontal():
                 yield Button("OK", variant="primary", id="ok")
                 yield Button("Cancel", id="cancel")
@@ -82,7 +82,7 @@ class Confirm(ModalScreen[bool]):
 
     def compose(self) -> ComposeResult:
         with Vertical():
-            yield Label(self.question)
+            yield Label(self.question, markup=False)
             with Horizontal():
                 yield Button(self.yes, variant="warning", id="yes")
                 yield Button("Cancel", id="no")

@@ -6,6 +6,7 @@ from typing import Callable
 
 from decodelab.engine.config import FIELD_HELP, FIELD_NAMES, ConfigError, DecodingConfig
 from decodelab.engine.fieldtext import format_text, parse_text
+from textual.content import Content  # a title with [brackets] is text, not markup
 from textual import on
 from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical, VerticalScroll
@@ -44,21 +45,21 @@ class ConfigEditor(ModalScreen[DecodingConfig | None]):
 
     def compose(self) -> ComposeResult:
         with Vertical() as box:
-            box.border_title = f"edit {self.original.name or 'pane'}"
+            box.border_title = Content(f"edit {self.original.name or 'pane'}")
             yield Static("Enter or ctrl+s applies · Esc cancels · Tab / shift+Tab move between fields · "
-                         "ctrl+f finds a field", id="editor-keys")
+                         "ctrl+f finds a field", id="editor-keys", markup=False)
             yield Input(placeholder="find a field: part of its name, then Enter (max, top_p, dry…)",
                         id="find")
             with VerticalScroll():
                 for name in FIELD_NAMES:
                     with Horizontal(classes="row"):
-                        yield Label(name)
+                        yield Label(name, markup=False)
                         if name == "do_sample":
                             yield Switch(value=self.original.do_sample, id="f-do_sample")
                         else:
                             yield Input(format_text(self.original, name), id=f"f-{name}")
-                    yield Static(FIELD_HELP[name], classes="help")
-            yield Static("", id="editor-error")
+                    yield Static(FIELD_HELP[name], classes="help", markup=False)
+            yield Static("", id="editor-error", markup=False)
             with Horizontal(id="buttons"):
                 yield Button("Apply", variant="primary", id="apply")
                 yield Button("Cancel", id="cancel")

@@ -30,7 +30,7 @@ class MainScreen(Screen):
         self.initial_prompt = prompt
 
     def compose(self) -> ComposeResult:
-        yield Static("loading…", id="model-bar")
+        yield Static("loading…", id="model-bar", markup=False)
         yield TextArea(self.initial_prompt, id="prompt", soft_wrap=True, show_line_numbers=False)
         with Horizontal(id="workspace"):
             with PaneStrip(id="panes"):

@@ -29,10 +29,10 @@ class ModelPicker(ModalScreen[str | None]):
 
     def compose(self) -> ComposeResult:
         with Vertical():
-            yield Label("Load a model: pick one (↓, Enter) or type a folder, hub id, .gguf or URL")
+            yield Label("Load a model: pick one (↓, Enter) or type a folder, hub id, .gguf or URL", markup=False)
             yield Input(self.current, placeholder="path, hub id, FILE.gguf, http://host:port/v1", id="model-path")
             yield OptionList(Option("looking for models…", disabled=True), id="models")
-            yield Label("", id="model-hint")
+            yield Label("", id="model-hint", markup=False)
 
     def on_mount(self) -> None:
         self.query_one("#model-path", Input).focus()

@@ -33,7 +33,7 @@ class PresetPicker(ModalScreen[DecodingConfig | None]):
 
     def compose(self) -> ComposeResult:
         with Vertical():
-            yield Label("Add a pane from a preset (type to filter, Enter to add)")
+            yield Label("Add a pane from a preset (type to filter, Enter to add)", markup=False)
             yield Input(placeholder="filter…", id="filter")
             yield OptionList(id="presets")
 

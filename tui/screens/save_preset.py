@@ -60,14 +60,14 @@ class SavePreset(ModalScreen[SaveRequest | None]):
 
     def compose(self) -> ComposeResult:
         with Vertical():
-            yield Static("Save this pane's config as a preset named:", classes="save-title")
+            yield Static("Save this pane's config as a preset named:", classes="save-title", markup=False)
             yield Input(suggested_name(self.config), id="save-name")
-            yield Static("", id="save-note")
+            yield Static("", id="save-note", markup=False)
             if self.last_seed is not None:
                 yield PinBox(f"pin the last run's seed ({self.last_seed})", id="save-pin")
                 yield Static("Unticked, the preset keeps seed=auto: a fresh seed every run. Ticked, every run "
-                             "repeats the output you just saw.", classes="save-hint")
-            yield Static("", id="save-error")
+                             "repeats the output you just saw.", classes="save-hint", markup=False)
+            yield Static("", id="save-error", markup=False)
             with Horizontal():
                 yield Button("Save", variant="primary", id="ok")
                 yield Button("Cancel", id="cancel")

@@ -72,19 +72,20 @@ class SweepScreen(Screen):
                     "objective": "distinct_2=1,mean_logprob=0.5", "direction": "maximize"}
         with VerticalScroll(id="sweep-body"):  # the form is tall: at 80x24 everything scrolls together
             with Vertical(id="sweep-form"):
-                yield Label(f"Sweep around {self.base.name} ({self.base.summary()}) on the current prompt")
+                yield Label(f"Sweep around {self.base.name} ({self.base.summary()}) on the current prompt",
+                            markup=False)
                 if self.greedy_base:
                     yield Label(f"{self.base.name} decodes greedily, so the sweep samples around it (do_sample on)",
-                                classes="sweep-note")
+                                classes="sweep-note", markup=False)
                 for key, label, placeholder in FIELDS:
                     with Horizontal(classes="row"):
-                        yield Label(label)
+                        yield Label(label, markup=False)
                         yield Input(defaults.get(key, ""), placeholder=placeholder, id=f"s-{key}")
                 with Horizontal(id="sweep-buttons"):
                     yield Button("Run sweep", variant="primary", id="run")
             yield ProgressBar(id="sweep-progress", show_eta=True)
-            yield Static("", id="sweep-status")
-            yield Static("", id="sweep-table")
+            yield Static("", id="sweep-status", markup=False)
+            yield Static("", id="sweep-table", markup=False)
         yield Footer()
 
     def build_spec(self):

@@ -10,6 +10,7 @@ from decodelab.engine.decoding.token_bytes import REPLACEMENT, readable
 from decodelab.engine.grammars import constraint_of
 from rich.cells import cell_len, set_cell_size
 from rich.text import Text
+from textual.content import Content  # a title with [brackets] is text, not markup
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical
@@ -123,7 +124,7 @@ class Inspector(Vertical):
     """The pane whose token this shows (None when it shows none)."""
 
     def compose(self) -> ComposeResult:
-        yield Static(HINT, id="inspector-info")
+        yield Static(HINT, id="inspector-info", markup=False)
         yield OptionList(id="alternatives")
 
     def on_mount(self) -> None:
@@ -133,7 +134,7 @@ class Inspector(Vertical):
         """Show token `index` of pane `owner` (the pane a branch from here will rerun), under the pane's
         full status line (which a narrow pane cuts)."""
         self.owner = owner
-        self.border_title = f"{_pane_name(owner)} · token {index}"
+        self.border_title = Content(f"{_pane_name(owner)} · token {index}")
         self.border_subtitle = "⏎ branch · esc back"
         label, as_bytes = token_label(step.token_id, step.text, token_bytes)
         info = Text()
@@ -182,7 +183,7 @@ class Inspector(Vertical):
 
     def clear(self, owner=None, message: str = HINT) -> None:
         self.owner = owner
-        self.border_title = f"{_pane_name(owner)}" if owner is not None else "inspector"
+        self.border_title = Content(f"{_pane_name(owner)}" if owner is not None else "inspector")
         self.border_subtitle = ""
         self.query_one("#inspector-info", Static).update(message)
         self.query_one(OptionList).clear_options()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 from rich.text import Text
+from textual.content import Content  # a title with [brackets] is text, not markup
 from textual import events
 from textual.app import ComposeResult
 from textual.containers import Vertical, VerticalScroll
@@ -183,13 +184,13 @@ class Pane(Vertical, can_focus=True):
         return shelf.token_bytes_for(self.state) if shelf is not None else None
 
     def compose(self) -> ComposeResult:
-        yield Label(self.state.config.summary(), classes="pane--summary")
+        yield Label(self.state.config.summary(), classes="pane--summary", markup=False)
         scroll = VerticalScroll()
         scroll.can_focus = False
         with scroll:
             yield TokenView()
-        yield Static("", classes="pane--error")
-        yield Static("", classes="pane--stats")
+        yield Static("", classes="pane--error", markup=False)
+        yield Static("", classes="pane--stats", markup=False)
         yield Sparkline([], summary_function=max)
 
     def on_mount(self) -> None:
@@ -233,15 +234,15 @@ class Pane(Vertical, can_focus=True):
         """Its number, name, model (when the panes' models differ), version, branch, and ★ for the reference."""
         shelf, workspace = getattr(self.app, "shelf", None), getattr(self.app, "workspace", None)
         label = shelf.pane_label(self.state) if shelf is not None else None
-        self.border_title = pane_title(self.state, self.number, label,
-                                       workspace is not None and workspace.reference is self.state)
+        self.border_title = Content(pane_title(self.state, self.number, label,
+                                               workspace is not None and workspace.reference is self.state))
 
     def refresh_subtitle(self) -> None:
         ignored = f"⚠ server ignores {', '.join(self.state.ignored)}" if self.state.ignored else ""
         shelf = getattr(self.app, "shelf", None)
         written = shelf.written_by_other(self.state) if shelf is not None else None
         other = f"by {written}" if written and not self.state.running else ""
-        self.border_subtitle = " · ".join(p for p in (other, ignored, self.more) if p)
+        self.border_subtitle = Content(" · ".join(p for p in (other, ignored, self.more) if p))
 
     def scroll_to_cursor(self) -> None:
         """Bring the selected token into view (with a line of context) when the text is taller than the pane."""
