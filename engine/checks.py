@@ -160,7 +160,6 @@ ANNOTATIONS = {"text": "str", "bool": "bool", "float": "float", "int": "int", "s
                "seed": "int | None", "choice": "bool | str", "bias": "tuple[tuple[int | str, float], ...]",
                "tokens": "tuple[int | str, ...]", "json": "str"}
 """Each kind's type, as DecodingConfig's declared fields write it (scripts/config_class.py)."""
-TYPES = {kind: eval(text) for kind, text in ANNOTATIONS.items()}  # noqa: S307 - the literal table above
 FIELDS_START = "    # -- fields: written by scripts/config_class.py from SETTINGS; tests/test_config.py keeps them in step --"
 FIELDS_END = "    # -- end of the written fields --"
 

@@ -8,9 +8,11 @@ when they and SETTINGS part (a row added, renamed, retyped or given another defa
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
-from decodelab.engine.checks import with_fields
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's decodelab, not an installed one
+from decodelab.engine.checks import with_fields  # noqa: E402
 from decodelab.engine.config import SETTINGS
 
 CONFIG = Path(__file__).resolve().parents[1] / "engine" / "config.py"

@@ -27,8 +27,7 @@ class Talk(Part):
             self.ws.system_prompt = text or None
             self.app.update_model_bar()
             self.notify(f"System prompt set: {text}" if text else "No system prompt.", timeout=5)
-            if text and self.shelf.loaded is not None and self.shelf.loaded.can("tokenizer") \
-                    and not getattr(self.shelf.loaded.tokenizer, "chat_template", None):
+            if text and self.shelf.loaded is not None and not self.shelf.has_template(self.shelf.loaded):
                 self.notify(f"{self.shelf.loaded.name} has no chat template, so a system prompt cannot be sent to it.",
                             severity="warning", timeout=8)
 

@@ -127,9 +127,7 @@ class Files(Part):
         if opened:  # the first pane is the current one and has focus (not the prompt: the keys act on panes)
             self.app.panes_part.current = opened[0]
             self.later(opened[0].focus)
-        self.ws.reference = None  # sessions keep outputs, not the reference: the kl colours go with it
-        if self.ws.measure == "kl":
-            self.ws.measure = "prob"
+        if self.ws.clear_reference():  # sessions keep outputs, not the reference: the kl colours go with it
             self.app.panes_part.update_legend()
         self.later(self.app.panes_part.refresh)
         for spec in dict.fromkeys(s.model_spec for s in states if s.model_spec is not None):

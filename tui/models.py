@@ -78,8 +78,7 @@ class ModelShelf(Part):
         backend = self.pool.models.get(load_key(spec))
         if backend is None:
             return None
-        chat = bool(self.loaded.spec.chat) and (not backend.can("tokenizer")
-                                                or bool(getattr(backend.tokenizer, "chat_template", None)))
+        chat = bool(self.loaded.spec.chat) and self.has_template(backend)
         if backend.spec.is_remote or backend.spec.chat == chat:
             return backend
         key = (id(backend), chat)  # one object per model and chat mode: a run groups panes by it, so two panes on
@@ -117,6 +116,7 @@ class ModelShelf(Part):
         return spec_label(backend.spec)
 
     def has_template(self, backend: Any) -> bool:
+        """Whether the model can take a conversation: it has a chat template, or it is a server that applies one."""
         return not backend.can("tokenizer") or bool(getattr(backend.tokenizer, "chat_template", None))
 
     def bar_text(self) -> str:
@@ -216,8 +216,7 @@ class ModelShelf(Part):
     def _chat_for_new_model(self) -> None:
         """A model picked with m keeps chat mode only if it has a chat template (demo after smollm2 has none)."""
         loaded = self.loaded
-        if loaded.spec.chat and loaded.can("tokenizer") \
-                and not getattr(getattr(loaded, "tokenizer", None), "chat_template", None):
+        if loaded.spec.chat and not self.has_template(loaded):
             self._set_chat(False)
             self.notify(f"{loaded.name} has no chat template: chat mode is off, the prompt goes as plain text.",
                         title="Chat template off", timeout=8)
