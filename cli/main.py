@@ -36,14 +36,18 @@ from .common import (
 @click.option("--no-stages", "no_stages", is_flag=True,
               help="Do not record what each sampler stage did (the inspector's chain, f's dead settings); "
                    "saves about a tenth of each decode step on a CPU.")
+@click.option("--fresh", is_flag=True,
+              help="Start with the default panes instead of restoring the last workspace (the app keeps it in an "
+                   "autosave; it is set aside, and ctrl+o opens it).")
 @click.pass_context
 @handle_errors
-def main(ctx, presets, prompt, prompt_file, system, sets, no_stages, **model):
+def main(ctx, presets, prompt, prompt_file, system, sets, no_stages, fresh, **model):
     """decodelab: one prompt, many decoding configs, side by side.
 
     With no command, opens the playground TUI on SmolLM2 when installed, else the demo model (or --model):
     ctrl+r runs every pane, ctrl+n sends the next message of a conversation, Esc cancels a run, ctrl+p lists
-    every action, ctrl+q quits.
+    every action, ? shows every key, ctrl+q quits. The workspace is autosaved and comes back on the next start
+    (unless the command line names presets, a prompt, a system prompt or --set, or gives --fresh).
     Each command below has its own --help.
     """
     if ctx.invoked_subcommand is not None:
@@ -59,7 +63,8 @@ def main(ctx, presets, prompt, prompt_file, system, sets, no_stages, **model):
     from decodelab.tui.app import run_app
 
     run_app(spec=spec, configs=configs, prompt=text, run_at_start=text is not None, api_key=model.get("api_key"),
-            system=system, trace_stages=not no_stages, pane_models=specs)
+            system=system, trace_stages=not no_stages, pane_models=specs,
+            restore=not (fresh or presets or text is not None or system or sets))
 
 
 @main.command()

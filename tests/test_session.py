@@ -67,3 +67,32 @@ def test_the_context_is_checked_before_the_memory(demo):
     result = CliRunner().invoke(main, ["run", "--model", "demo", "--prompt", "hi", "--set",
                                        "max_new_tokens=10000000000"])
     assert result.exit_code == 2 and "context is 512" in result.stderr and "GB" not in result.stderr
+
+
+@pytest.mark.parametrize("engine", ["transformers", "llama.cpp"])
+def test_serve_checks_the_context_before_the_memory(engine, request):
+    from decodelab.server import Server
+
+    model = request.getfixturevalue("demo" if engine == "transformers" else "demo_llamacpp")
+    server = Server(model, port=0).start()
+    try:
+        for route, body in (("completions", {"prompt": "hi"}),
+                            ("chat/completions", {"messages": [{"role": "user", "content": "hi"}]})):
+            r = httpx.post(f"{server.url}/{route}", json={**body, "max_tokens": 10**10}, timeout=60)
+            assert r.status_code == 400, r.text
+            message = r.json()["error"]["message"]
+            assert "context is 512" in message and "GB" not in message
+    finally:
+        server.stop()
+
+
+async def test_the_app_checks_the_context_before_the_memory(demo):
+    from tests.tui_pilot import make_app, messages, wait_idle
+
+    app = make_app(demo, [DecodingConfig(name="huge", max_new_tokens=10**10)], prompt="hi")
+    async with app.run_test() as pilot:
+        await pilot.press("ctrl+r")
+        await wait_idle(app, pilot)
+        said = [m for m in messages(app) if "context" in m]
+        assert said and "context is 512" in said[-1] and "GB" not in said[-1], messages(app)
+        assert app.panes()[0].state.text == ""

@@ -9,6 +9,7 @@ hands the workers' messages to the part they concern.
     tokens      tui/branching.py      walking tokens, the inspector, branching, versions
     talk        tui/conversation.py   conversations: system prompt, next turns, continuing, earlier turns
     files       tui/file_actions.py   presets, copying, a pane's whole config, sessions
+    autosave    tui/autosave.py       the workspace kept between starts (restored; shift+f starts fresh)
     compare     tui/models.py         the reference pane and the agreement figures
 The main screen (tui/screens/main.py) composes the widgets and owns the main keys; each dialog owns its own.
 """
@@ -25,6 +26,7 @@ from textual.content import Content
 from textual.widgets import Static
 
 from .actions import Panes
+from .autosave import Autosave, fresh
 from .branching import Tokens
 from .conversation import Talk
 from .file_actions import Files
@@ -42,7 +44,7 @@ from .widgets.pane_strip import PaneStrip
 from .workspace import Workspace
 
 REPAINT_HZ = 30
-PARTS = ("panes", "tokens", "talk", "files", "compare", "runner", "shelf")
+PARTS = ("panes", "tokens", "talk", "files", "compare", "runner", "shelf", "autosave")
 """The parts a key's action may name (tui/keys.py): "panes.move(-1)" runs Panes.move."""
 
 
@@ -54,7 +56,8 @@ class DecodelabApp(App):
 
     def __init__(self, spec: Any = None, configs: list[DecodingConfig] | None = None, prompt: str | None = None,
                  run_at_start: bool = False, loaded: Any = None, api_key: str | None = None,
-                 system: str | None = None, trace_stages: bool = True, pane_models: list | None = None) -> None:
+                 system: str | None = None, trace_stages: bool = True, pane_models: list | None = None,
+                 autosave: bool = False, restore: bool = False) -> None:
         super().__init__()
         from decodelab.engine.backends.loading import ModelSpec
 
@@ -67,6 +70,9 @@ class DecodelabApp(App):
         self.talk = Talk(self)
         self.files = Files(self)
         self.compare = Reference(self)
+        self.autosave = Autosave(self, autosave, restore)
+        self.initial_system = system or None
+        """The command line's system prompt (shift+f starts fresh with it)."""
         self.trace_stages = trace_stages
         """Runs record what each sampler stage did (the inspector's chain view, the f dialog's dead settings)."""
         self.run_at_start = run_at_start
@@ -75,6 +81,10 @@ class DecodelabApp(App):
         models = list(pane_models or []) + [None] * (len(configs) - len(pane_models or []))
         self.initial_states = [PaneState(config, model_spec=model) for config, model in zip(configs, models)]
         self.initial_prompt = prompt or ""
+
+    def fresh_states(self) -> list[PaneState]:
+        """The command line's panes, new (shift+f)."""
+        return fresh(self.initial_states)
 
     def get_default_screen(self) -> MainScreen:
         return MainScreen(self.initial_states, self.initial_prompt)
@@ -108,6 +118,7 @@ class DecodelabApp(App):
             self.panes_part.current = panes[0]
             if self.run_at_start:
                 panes[0].focus()
+        self.autosave.start()
 
     def do(self, action: str, pane: Pane | None = None) -> None:
         """Run a key's action (tui/keys.py): "part.method(args)", on the pane first for a pane key."""
@@ -169,6 +180,7 @@ class DecodelabApp(App):
         self.panes_part.update_legend()
         self.panes_part.refresh()  # a pane written by the previous model says so on its border
         if not self.shelf.loading_models:  # else once the panes' own models are in too
+            self.compare.measure_if_missing()
             self.run_initial_prompt()
 
     def on_load_failed(self, message: LoadFailed) -> None:
@@ -220,6 +232,7 @@ class DecodelabApp(App):
     async def action_quit(self) -> None:
         """ctrl+q: cancel what is generating (the run, an A/B round, a sweep) so the process ends at once."""
         self.runs.cancel()
+        self.autosave.save(force=True)  # what the panes hold now; a streaming run's partial output is not kept
         for screen in self.screen_stack:
             cancel = getattr(screen, "cancel_work", None)
             if cancel is not None:
@@ -234,12 +247,13 @@ class DecodelabApp(App):
 
 def run_app(spec: Any = None, configs: list[DecodingConfig] | None = None, prompt: str | None = None,
             run_at_start: bool = False, api_key: str | None = None, system: str | None = None,
-            trace_stages: bool = True, pane_models: list | None = None) -> None:
+            trace_stages: bool = True, pane_models: list | None = None, restore: bool = False) -> None:
     import os
     import sys
 
     app = DecodelabApp(spec=spec, configs=configs, prompt=prompt, run_at_start=run_at_start, api_key=api_key,
-                       system=system, trace_stages=trace_stages, pane_models=pane_models)
+                       system=system, trace_stages=trace_stages, pane_models=pane_models, autosave=True,
+                       restore=restore)
     app.run()
     # The terminal is restored and every file the app writes is written (atomically) when its dialog closes, so
     # leave now: a worker may still be inside a forward pass or a model load that cannot be interrupted, and

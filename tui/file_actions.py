@@ -108,14 +108,16 @@ class Files(Part):
             return
         try:
             session = load_session(path)
+            self.apply_session(session, f"session {path}")
         except ConfigError as exc:
             self.notify(str(exc), severity="error", timeout=10)
             return
-        try:
-            states = self.ws.states_from(session, f"session {path}")
-        except ConfigError as exc:
-            self.notify(str(exc), severity="error", timeout=10)
-            return
+        self.ws.last_session = path
+        self.notify(f"Opened {path}")
+
+    def apply_session(self, session, where: str) -> None:
+        """Replace the workspace with a session record's (ConfigError, with nothing changed, when it is damaged)."""
+        states = self.ws.states_from(session, where)
         self.prompt_box.text = session.prompt
         self.ws.system_prompt, self.ws.draft = session.system, None
         for pane in self.panes():
@@ -123,12 +125,16 @@ class Files(Part):
         opened = []
         for state in states:
             opened.append(self.app.panes_part.mount(state))
-        self.ws.last_session = path
         if opened:  # the first pane is the current one and has focus (not the prompt: the keys act on panes)
             self.app.panes_part.current = opened[0]
             self.later(opened[0].focus)
-        if self.ws.clear_reference():  # sessions keep outputs, not the reference: the kl colours go with it
+        if self.ws.clear_reference():
             self.app.panes_part.update_legend()
+        if session.reference is not None:  # its figures are measured again once the models are in
+            self.ws.reference = states[session.reference]
+            self.notify(f"Pane {session.reference + 1} is the reference (★): the others are measured against it "
+                        "again once the models are in.", timeout=8)
+            self.later(self.app.compare.measure)
         self.later(self.app.panes_part.refresh)
         for spec in dict.fromkeys(s.model_spec for s in states if s.model_spec is not None):
             self.shelf.load_pane_model(spec)  # the panes' own models load now; their panes run once they are in
@@ -138,4 +144,3 @@ class Files(Part):
             self.notify(f"This session was made with model {model!r}; press m to load it.", timeout=10)
         if self.shelf.loaded is not None:
             self.app.update_model_bar()  # its system prompt
-        self.notify(f"Opened {path}")

@@ -87,6 +87,8 @@ KEYS: tuple[Key, ...] = (
         "its last run", scope="pane"),
     Key("ctrl+s", "files.save_session", "Save the session"),
     Key("ctrl+o", "files.open_session_dialog", "Open a session"),
+    Key("F", "autosave.start_fresh", "Start fresh", "the command line's panes and an empty prompt; the workspace "
+        "so far is set aside (ctrl+o opens it)", shown="shift+f"),
     Key("ctrl+t", "shelf.toggle_chat", "Toggle the chat template"),
     Key("m", "shelf.change_model", "Load another model", "every pane without a model of its own runs on it"),
     Key("M", "shelf.pane_model", "Put this pane on a model of its own", "a model and load settings, e.g. "

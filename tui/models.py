@@ -303,6 +303,7 @@ class ModelShelf(Part):
         if self.loading_models:  # one note once every model asked for is in
             return
         names, self.models_loaded = self.models_loaded, []
+        self.app.compare.measure_if_missing()
         if self.app.run_at_start and self.loaded is not None:  # the command line's prompt runs once all are in
             self.models_changed()
             self.app.run_initial_prompt()
@@ -384,6 +385,15 @@ class Reference(Part):
             self.app.run_worker(partial(self._worker, ref, ref_backend, jobs), thread=True, exclusive=True,
                                 group="agreement")
         self.app.panes_part.refresh()
+
+    def measure_if_missing(self) -> None:
+        """A model came in: measure against the reference again where a pane has output but no figures (an opened
+        or restored session keeps the reference, not its figures, which need the models)."""
+        ref = self.ws.reference
+        if ref is None or self.shelf.loaded is None or self.shelf.loading_models:
+            return
+        if any(s is not ref and s.completion is not None and s.agreement is None for s in self.ws.panes):
+            self.measure()
 
     def _worker(self, ref: PaneState, ref_backend: Any, jobs: list) -> None:
         from decodelab.engine.experiments.agreement import compare, scorable

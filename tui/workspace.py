@@ -107,7 +107,8 @@ class Workspace:
         return Session(prompt=prompt, model=dataclasses.asdict(model), configs=[s.config for s in states],
                        completions=[s.completion for s in states], system=self.system_prompt,
                        conversations=[conversation_record(s) for s in states],
-                       pane_models=[dataclasses.asdict(s.model_spec) if s.model_spec else None for s in states])
+                       pane_models=[dataclasses.asdict(s.model_spec) if s.model_spec else None for s in states],
+                       reference=next((i for i, s in enumerate(states) if s is self.reference), None))
 
     @staticmethod
     def states_from(session: Session, where: str) -> list[PaneState]:

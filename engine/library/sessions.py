@@ -63,6 +63,8 @@ class Session:
     """Per pane, its turns and versions (a conversation record), or None for just the output above."""
     pane_models: list[dict | None] = field(default_factory=list)
     """Per pane, its own model and load settings (a ModelSpec as a dict), or None for the session's model."""
+    reference: int | None = None
+    """The reference pane (★, shift+r) by its index, or None. Its figures are measured again on load."""
 
     def to_dict(self) -> dict:
         n = len(self.configs)
@@ -77,8 +79,11 @@ class Session:
             if model is not None:
                 pane["model"] = model
             panes.append(pane)
-        return {"schema": SESSION_SCHEMA, "kind": "decodelab-session", "prompt": self.prompt, "system": self.system,
-                "model": self.model, "panes": panes}
+        doc = {"schema": SESSION_SCHEMA, "kind": "decodelab-session", "prompt": self.prompt, "system": self.system,
+               "model": self.model, "panes": panes}
+        if self.reference is not None:
+            doc["reference"] = self.reference
+        return doc
 
 
 def version_record(number: int, config: DecodingConfig, completion: Completion, prompt: Prompt | None,
@@ -130,6 +135,9 @@ def loads_session(text: str, where: str = "session") -> Session:
             raise ConfigError(f"{where} is damaged: a pane's model is not a table of load settings")
         if not all(c is None or isinstance(c, dict) for c in conversations):
             raise ValueError("a pane's conversation must be an object")
+        reference = data.get("reference")
+        if reference is not None and not (type(reference) is int and 0 <= reference < len(panes)):
+            raise ValueError(f"reference {reference!r} is not one of the {len(panes)} panes")
     except ConfigError:
         raise
     except (KeyError, TypeError, ValueError) as exc:
@@ -137,8 +145,55 @@ def loads_session(text: str, where: str = "session") -> Session:
     if not isinstance(prompt, str) or not isinstance(model, dict) or not isinstance(system, (str, type(None))):
         raise ConfigError(f"{where} is damaged (prompt, system or model has the wrong type)")
     return Session(prompt=prompt, model=model, configs=configs, completions=completions, system=system,
-                   pane_models=pane_models,
-                   conversations=conversations)
+                   pane_models=pane_models, conversations=conversations, reference=reference)
+
+
+# -- the autosave: the TUI's workspace, kept between starts ---------------------------------------------------
+AUTOSAVE_LIMIT = 16 * 2**20
+"""The most bytes the autosave takes: beyond it, tokens keep fewer alternatives, then none (autosave_text)."""
+
+
+def autosave_path() -> Path:
+    """Where the TUI keeps its workspace between starts (restored on the next `decodelab` without --fresh)."""
+    return user_data_dir("autosave") / "workspace.json"
+
+
+def previous_workspace_path() -> Path:
+    """Where a workspace set aside goes (shift+f, or a start with panes named on the command line)."""
+    return user_data_dir("autosave") / "previous-workspace.json"
+
+
+def autosave_text(session: Session, limit: int = AUTOSAVE_LIMIT) -> tuple[str | None, str]:
+    """The autosave of a session, at most limit bytes, and what it left out ("" for nothing). Over the limit, each
+    token first loses its stage trace and all but 5 alternatives, then every alternative; None when even that is
+    too big (the outputs' text and token ids alone)."""
+    doc = session.to_dict()
+    text = json.dumps(doc, ensure_ascii=False, allow_nan=False)
+    if len(text.encode()) <= limit:
+        return text + "\n", ""
+    for keep, said in ((5, "the stage traces and all but 5 alternatives per token"),
+                       (0, "the stage traces and every token's alternatives")):
+        _slim(doc, keep)
+        text = json.dumps(doc, ensure_ascii=False, allow_nan=False)
+        if len(text.encode()) <= limit:
+            return text + "\n", said
+    return None, f"everything: even without alternatives it is over {limit / 2**20:.0f} MB"
+
+
+def _slim(node: object, keep: int) -> None:
+    """Cut every token record below node to `keep` alternatives, without its stage trace or named tokens."""
+    if isinstance(node, dict):
+        tokens = node.get("tokens")
+        if isinstance(tokens, list) and tokens and isinstance(tokens[0], dict) and "alternatives" in tokens[0]:
+            for step in tokens:
+                step.pop("stages", None)
+                step.pop("named", None)
+                step["alternatives"] = step["alternatives"][:keep]
+        for value in node.values():
+            _slim(value, keep)
+    elif isinstance(node, list):
+        for value in node:
+            _slim(value, keep)
 
 
 def save_session(session: Session, path: str | os.PathLike, overwrite: bool = False) -> Path:
