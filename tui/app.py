@@ -22,6 +22,7 @@ from typing import Any
 from decodelab.engine.config import DecodingConfig
 from textual.actions import parse
 from textual.app import App, SystemCommand
+from textual.binding import Binding
 from textual.content import Content
 from textual.widgets import Static
 
@@ -53,6 +54,8 @@ class DecodelabApp(App):
 
     CSS_PATH = str(resources.files("decodelab.themes") / "app.tcss")
     TITLE = "decodelab"
+    BINDINGS = [Binding("f1", "help", "Help", key_display="? F1", priority=True),  # priority: in dialogs too
+                Binding("question_mark", "help", "Help", show=False)]  # a text box takes ? as text: F1 there
 
     def __init__(self, spec: Any = None, configs: list[DecodingConfig] | None = None, prompt: str | None = None,
                  run_at_start: bool = False, loaded: Any = None, api_key: str | None = None,
@@ -238,6 +241,15 @@ class DecodelabApp(App):
             if cancel is not None:
                 cancel()
         self.exit()
+
+    def action_help(self) -> None:
+        """? or F1: every key, the current screen's first (again: closes it)."""
+        from .screens.help import HelpScreen
+
+        if isinstance(self.screen, HelpScreen):
+            self.screen.dismiss(None)
+            return
+        self.push_screen(HelpScreen(self.screen))
 
     def get_system_commands(self, screen: Any) -> Any:
         yield from super().get_system_commands(screen)

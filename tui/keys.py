@@ -54,10 +54,10 @@ KEYS: tuple[Key, ...] = (
     Key("k", "runner.stop_pane", "Stop this pane's run", "the other panes go on", scope="pane"),
     Key("less_than_sign", "panes.move(-1)", "Move this pane left", scope="pane", shown="<"),
     Key("greater_than_sign", "panes.move(1)", "Move this pane right", scope="pane", shown=">"),
-    Key("left", "tokens.walk(-1)", "", scope="pane"),
-    Key("right", "tokens.walk(1)", "", scope="pane"),
-    Key("home", "tokens.walk(-100000)", "", scope="pane"),
-    Key("end", "tokens.walk(100000)", "", scope="pane"),
+    Key("left", "tokens.walk(-1)", "", "walk the pane's tokens: the previous one", scope="pane", shown="←"),
+    Key("right", "tokens.walk(1)", "", "the next token", scope="pane", shown="→"),
+    Key("home", "tokens.walk(-100000)", "", "the first token", scope="pane", shown="Home"),
+    Key("end", "tokens.walk(100000)", "", "the last token", scope="pane", shown="End"),
     Key("down,i", "tokens.open_alternatives", "Into the alternatives", "esc or i goes back to the pane", scope="pane",
         shown="↓ or i in a pane"),
     Key("b", "tokens.branch_pane", "Branch from the chosen alternative",
@@ -102,8 +102,45 @@ KEYS: tuple[Key, ...] = (
     Key("A", "panes.arena", "Blind A/B between the panes", "vote on shuffled outputs, tally saved", shown="shift+a"),
     Key("S", "panes.sweep", "Sweep around this pane's config", "grid, random or Bayesian search", scope="pane",
         shown="shift+s"),
-    *(Key(str(n), f"panes.focus({n - 1})", "", footer=None) for n in range(1, 10)),
+    Key("1", "panes.focus(0)", "", "focus pane N (and bring it into view)", shown="1–9"),
+    *(Key(str(n), f"panes.focus({n - 1})", "", footer=None) for n in range(2, 10)),
 )
+
+
+GROUPS = {"runner": "Running", "panes": "Panes", "tokens": "Tokens, alternatives, branches and versions",
+          "talk": "Conversations", "files": "Presets, copying, sessions", "autosave": "Presets, copying, sessions",
+          "shelf": "Models", "compare": "Comparing against a reference pane"}
+"""The help screen's groups (?, F1): a key's group is the part that does it."""
+
+KEY_NAMES = {"escape": "esc", "question_mark": "?", "full_stop": ".", "equals_sign": "=", "less_than_sign": "<",
+             "greater_than_sign": ">", "left_square_bracket": "[", "right_square_bracket": "]",
+             "left_curly_bracket": "{", "right_curly_bracket": "}", "left": "←", "right": "→", "up": "↑",
+             "down": "↓", "enter": "Enter", "space": "space", "delete": "Delete", "home": "Home", "end": "End",
+             "f1": "F1", "tab": "Tab"}
+
+
+def key_name(keys: str) -> str:
+    """How the help writes Textual key names: "escape" is esc, "R" is shift+r, "down,i" is "↓ or i"."""
+    def one(k: str) -> str:
+        if len(k) == 1 and k.isupper():
+            return f"shift+{k.lower()}"
+        return KEY_NAMES.get(k, k)
+
+    return " or ".join(one(k) for k in keys.split(","))
+
+
+def help_groups() -> list[tuple[str, list[tuple[str, str, bool]]]]:
+    """Every main-screen key, grouped by what it does: (group, [(key, what it does, acts on the pane)])."""
+    groups: dict[str, list[tuple[str, str, bool]]] = {}
+    for key in KEYS:
+        text = key.title or key.help
+        if not text:
+            continue
+        if key.title and key.help:
+            text = f"{key.title}: {key.help}"
+        part = key.action.split(".")[0]
+        groups.setdefault(GROUPS[part], []).append((key.shown or key_name(key.keys), text, key.scope == "pane"))
+    return list(groups.items())
 
 
 def bindings(scope: str) -> list[Binding]:

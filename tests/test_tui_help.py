@@ -1,0 +1,91 @@
+"""Issue 36 item 6: ? and F1 open a help screen with every key, grouped, named in the footer; every key the
+README lists for the TUI is in it."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from textual.widgets import Static, TextArea
+
+from decodelab.tui.keys import KEYS
+from decodelab.tui.screens.help import HelpScreen, help_text
+from tests.tui_pilot import make_app
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+NOT_KEYS = {"┃"}
+"""Bold in the README's TUI section but not a key (the branch marker)."""
+
+
+def readme_keys() -> set[str]:
+    """Every bold key in the README's TUI section, one key each ("c / y" is c and y, "A" is shift+a)."""
+    text = README.read_text()
+    section = text[text.index("### In the TUI"):text.index("### Blind A/B")]
+    keys = set()
+    for bold in re.findall(r"\*\*(.+?)\*\*", section):
+        for atom in re.split(r" / | or | ", bold):
+            atom = atom.strip()
+            if not atom:
+                continue
+            if len(atom) == 1 and atom.isupper():
+                atom = f"shift+{atom.lower()}"
+            keys.add({"Esc": "esc"}.get(atom, atom))
+    return keys - NOT_KEYS
+
+
+def help_keys(text: str) -> set[str]:
+    keys = set()
+    for line in text.splitlines():
+        m = re.match(r"^  (\S.*?)(\s{2,}|$)", line)
+        if m:
+            keys.update(a for a in re.split(r" or | ", m.group(1)) if a)
+    return keys
+
+
+def test_every_readme_key_is_in_the_help():
+    listed = readme_keys()
+    assert {"ctrl+r", "shift+a", "esc", "1–9", "←", "Home", "[", "{", "Enter", "ctrl+f", "?", "F1"} <= listed
+    missing = listed - help_keys(help_text())
+    assert not missing, f"README keys not in the help screen: {sorted(missing)}"
+
+
+def test_every_bound_key_with_a_title_or_help_is_in_the_help():
+    shown = help_text()
+    for key in KEYS:
+        if key.title:
+            assert key.title in shown, key.title
+
+
+async def test_question_mark_and_f1_open_it_and_the_footer_names_it(demo):
+    app = make_app(demo)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.pause()
+        footer = [b.binding.description for b in app.screen.active_bindings.values() if b.binding.show]
+        assert "Help" in footer
+        box = app.query_one("#prompt", TextArea)
+        box.focus()
+        await pilot.press("?")  # a text box takes ? as text
+        assert not isinstance(app.screen, HelpScreen) and "?" in box.text
+        await pilot.press("f1")
+        await pilot.pause()
+        assert isinstance(app.screen, HelpScreen)
+        body = str(app.screen.query(Static).last().render())
+        assert "Conversations" in body and "ctrl+n" in body
+        await pilot.press("escape")
+        await pilot.press("escape")  # to the panes
+        await pilot.press("?")
+        await pilot.pause()
+        assert isinstance(app.screen, HelpScreen)
+        await pilot.press("?")  # again: closes
+        await pilot.pause()
+        assert not isinstance(app.screen, HelpScreen)
+        await pilot.press("e")  # the editor: its own keys come first
+        await pilot.pause()
+        await pilot.press("f1")
+        await pilot.pause()
+        assert isinstance(app.screen, HelpScreen)
+        body = str(app.screen.query(Static).last().render())
+        assert body.startswith("Here (ConfigEditor)") and "Find a field" in body.split("\n\n")[0]
+        await pilot.press("escape")
+        await pilot.pause()
+        assert type(app.screen).__name__ == "ConfigEditor"
