@@ -71,8 +71,9 @@ class Autosave(Part):
                         severity="warning", timeout=15)
             return
         turns = sum(len(s.turns) + 1 for s in self.ws.panes if s.history)
-        self.notify(f"Restored your workspace from {saved_at(path)}: {plural(len(session.configs), 'pane')}, "
-                    f"{plural(turns, 'turn')} in all. shift+f starts fresh (--fresh skips this).", timeout=10)
+        held = f", {plural(turns, 'turn')} in all" if turns else " (no output yet)"
+        self.notify(f"Restored your workspace from {saved_at(path)}: {plural(len(session.configs), 'pane')}{held}. "
+                    "shift+f starts fresh (--fresh skips this).", timeout=10)
 
     def set_aside(self, path: Path) -> Path | None:
         """Move the autosave to previous-workspace.json (replacing an older one there); None when it cannot."""

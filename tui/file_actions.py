@@ -9,13 +9,14 @@ from .parts import Part
 
 class Files(Part):
     # -- saving and copying -----------------------------------------------------------------------------
-    def save_preset(self, pane) -> None:
+    def save_preset(self, pane, name: str | None = None, pinned: bool = False) -> None:
         """s: name the preset and choose whether it pins the last run's seed (it keeps seed=auto by default)."""
         from .screens.save_preset import SavePreset
 
-        self.push_screen(SavePreset(pane.state.config, pane.state.seed), self.write_preset)
+        self.push_screen(SavePreset(pane.state.config, pane.state.seed, name, pinned),
+                         lambda request: self.write_preset(request, pane))
 
-    def write_preset(self, request, overwrite: bool = False) -> None:
+    def write_preset(self, request, pane, overwrite: bool = False) -> None:
         from decodelab.engine.library.presets import PresetExistsError, save_user_preset
 
         from .screens.ask import Confirm
@@ -25,8 +26,16 @@ class Files(Part):
         try:
             path = save_user_preset(request.config, request.name, overwrite=overwrite)
         except PresetExistsError:
-            self.push_screen(Confirm(f"You already have a preset named {request.name!r}. Overwrite it?", "Overwrite"),
-                             lambda yes: self.write_preset(request, True) if yes else self.notify("Not saved."))
+            pinned = request.config.seed is not None and pane.state.config.seed is None
+
+            def answer(yes: bool) -> None:  # no (or esc) goes back to the name, as typed
+                if yes:
+                    self.write_preset(request, pane, True)
+                else:
+                    self.save_preset(pane, request.name, pinned)
+
+            self.push_screen(Confirm(f"You already have a preset named {request.name!r}. Overwrite it?",
+                                     "Overwrite"), answer)
             return
         except ConfigError as exc:
             self.notify(str(exc), severity="error")
@@ -78,18 +87,20 @@ class Files(Part):
             try:
                 save_session(session, path, overwrite=overwrite)
             except ConfigError as exc:
-                if "already exists" in str(exc) and not overwrite:
+                if "already exists" in str(exc) and not overwrite:  # no (or esc) goes back to the path
                     self.push_screen(Confirm(f"{path} exists. Overwrite it?", "Overwrite"),
-                                     lambda yes: save(path, True) if yes else None)
+                                     lambda yes: save(path, True) if yes else ask(path))
                     return
                 self.notify(str(exc), severity="error")
                 return
             self.ws.last_session = path
             self.notify(f"Saved session → {path}")
 
-        default = self.ws.last_session or str(new_session_path())
-        self.push_screen(AskText("Save the session (prompts, configs, seeds, every turn and version) to:", default),
-                         save)
+        def ask(default: str) -> None:
+            self.push_screen(AskText("Save the session (prompts, configs, seeds, every turn and version) to:",
+                                     default), save)
+
+        ask(self.ws.last_session or str(new_session_path()))
 
     def open_session_dialog(self) -> None:
         from decodelab.engine.library.sessions import last_session_path

@@ -32,7 +32,20 @@ class ConfigEditor(ModalScreen[DecodingConfig | None]):
     ConfigEditor #buttons { height: 3; align-horizontal: right; }
     ConfigEditor #editor-keys { color: $text-muted; padding: 0 1; height: auto; }
     ConfigEditor #find { margin: 0 1; }
+    ConfigEditor.-compact > Vertical { height: 100%; width: 100%; max-width: 100; border: round $primary; }
+    ConfigEditor.-compact .row { height: 1; }
+    ConfigEditor.-compact .row > Label { padding: 0 1 0 0; }
+    ConfigEditor.-compact .row > Input { border: none; height: 1; padding: 0 1; background: $boost; }
+    ConfigEditor.-compact .row > Input:focus { background: $primary 35%; }
+    ConfigEditor.-compact .row > Switch { border: none; height: 1; padding: 0; }
+    ConfigEditor.-compact .help { display: none; }
+    ConfigEditor.-compact .help.-current { display: block; color: $text; }
+    ConfigEditor.-compact #find { border: none; height: 1; margin: 0 1; padding: 0 1; background: $boost; }
+    ConfigEditor.-compact #buttons { height: 1; }
+    ConfigEditor.-compact #buttons > Button { height: 1; border: none; min-width: 10; }
     """
+    COMPACT_BELOW = 50
+    """Screens fewer rows high get one line per field, with only the focused field's help (80x24 shows ~12)."""
 
     BINDINGS = [("escape", "cancel", "Cancel"), ("ctrl+s", "save", "Apply"), ("ctrl+f", "find", "Find a field")]
 
@@ -58,13 +71,23 @@ class ConfigEditor(ModalScreen[DecodingConfig | None]):
                             yield Switch(value=self.original.do_sample, id="f-do_sample")
                         else:
                             yield Input(format_text(self.original, name), id=f"f-{name}")
-                    yield Static(FIELD_HELP[name], classes="help", markup=False)
+                    yield Static(FIELD_HELP[name], classes="help", id=f"h-{name}", markup=False)
             yield Static("", id="editor-error", markup=False)
             with Horizontal(id="buttons"):
                 yield Button("Apply", variant="primary", id="apply")
                 yield Button("Cancel", id="cancel")
 
+    def on_resize(self, event) -> None:
+        self.set_class(event.size.height < self.COMPACT_BELOW, "-compact")
+
+    def on_descendant_focus(self, event) -> None:
+        """The focused field's help shows (in the compact layout only that one does)."""
+        name = (event.widget.id or "").removeprefix("f-")
+        for help_line in self.query(".help"):
+            help_line.set_class(help_line.id == f"h-{name}", "-current")
+
     def on_mount(self) -> None:
+        self.set_class(self.app.size.height < self.COMPACT_BELOW, "-compact")
         self.query_one("#find", Input).focus()  # type part of a field's name and Enter jumps there
         self.validate_form()
 
@@ -148,9 +171,30 @@ class ConfigEditor(ModalScreen[DecodingConfig | None]):
             return
         self.dismiss(config)
 
+    def changed_fields(self) -> list[str]:
+        """The fields whose text (or switch) differs from what the editor opened with."""
+        changed = []
+        for name in FIELD_NAMES:
+            if name == "do_sample":
+                if self.query_one("#f-do_sample", Switch).value != self.original.do_sample:
+                    changed.append(name)
+            elif self.query_one(f"#f-{name}", Input).value != format_text(self.original, name):
+                changed.append(name)
+        return changed
+
     @on(Button.Pressed, "#cancel")
     def action_cancel(self) -> None:
-        self.dismiss(None)
+        """Esc or Cancel: with changes, ask first (no, or esc again, goes back to the fields)."""
+        changed = self.changed_fields()
+        if not changed:
+            self.dismiss(None)
+            return
+        from .ask import Confirm
+
+        n = len(changed)
+        names = ", ".join(changed[:4]) + (" …" if n > 4 else "")
+        self.app.push_screen(Confirm(f"Discard {n} change{'s' if n > 1 else ''} ({names})?", "Discard"),
+                             lambda yes: self.dismiss(None) if yes else None)
 
 
 __all__ = ["ConfigEditor"]

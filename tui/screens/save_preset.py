@@ -53,18 +53,22 @@ class SavePreset(ModalScreen[SaveRequest | None]):
     """
     BINDINGS = [("escape", "cancel", "Cancel"), ("enter", "save", "Save")]
 
-    def __init__(self, config: DecodingConfig, last_seed: int | None) -> None:
+    def __init__(self, config: DecodingConfig, last_seed: int | None, name: str | None = None,
+                 pinned: bool = False) -> None:
+        """name, pinned: what the dialog showed before (an overwrite question answered no comes back to them)."""
         super().__init__()
         self.config = config
         self.last_seed = last_seed if config.seed is None and config.samples else None
+        self.typed = name
+        self.pinned = pinned
 
     def compose(self) -> ComposeResult:
         with Vertical():
             yield Static("Save this pane's config as a preset named:", classes="save-title", markup=False)
-            yield Input(suggested_name(self.config), id="save-name")
+            yield Input(self.typed or suggested_name(self.config), id="save-name")
             yield Static("", id="save-note", markup=False)
             if self.last_seed is not None:
-                yield PinBox(f"pin the last run's seed ({self.last_seed})", id="save-pin")
+                yield PinBox(f"pin the last run's seed ({self.last_seed})", self.pinned, id="save-pin")
                 yield Static("Unticked, the preset keeps seed=auto: a fresh seed every run. Ticked, every run "
                              "repeats the output you just saw.", classes="save-hint", markup=False)
             yield Static("", id="save-error", markup=False)

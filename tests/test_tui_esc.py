@@ -1,0 +1,104 @@
+"""Issue 36 item 8: Esc steps back one level and never drops typed input without asking; item 9's compact
+settings editor at 80x24."""
+
+from __future__ import annotations
+
+from textual.widgets import Checkbox, Input
+
+from decodelab.engine import DecodingConfig, find_preset
+from decodelab.engine.library.presets import save_user_preset
+from decodelab.tui.screens.ask import AskText, Confirm
+from decodelab.tui.screens.config_editor import ConfigEditor
+from decodelab.tui.screens.save_preset import SavePreset
+from tests.tui_pilot import make_app, run_all
+
+PINNABLE = [DecodingConfig(name="warm", do_sample=True, temperature=0.8, max_new_tokens=8)]
+
+
+async def test_esc_on_the_overwrite_question_returns_to_the_name_as_typed(demo):
+    save_user_preset(DecodingConfig(name="old", temperature=0.5, do_sample=True), "taken")
+    app = make_app(demo, PINNABLE)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await run_all(app, pilot)
+        await pilot.press("1", "s")
+        app.screen.query_one(Input).value = "taken"
+        app.screen.query_one(Checkbox).value = True  # pin the last run's seed
+        await pilot.press("enter")
+        await pilot.pause()
+        assert isinstance(app.screen, Confirm)
+        await pilot.press("escape")
+        await pilot.pause()
+        assert isinstance(app.screen, SavePreset)  # one level back, not out of the dialog
+        assert app.screen.query_one(Input).value == "taken" and app.screen.query_one(Checkbox).value
+        app.screen.query_one(Input).value = "free"
+        await pilot.press("enter")
+        await pilot.pause()
+        assert find_preset("free").seed == app.panes()[0].state.seed
+        assert find_preset("taken").temperature == 0.5  # untouched
+
+
+async def test_esc_on_overwriting_a_session_returns_to_the_path(demo, tmp_path):
+    path = tmp_path / "s.json"
+    path.write_text("{}")
+    app = make_app(demo)
+    async with app.run_test() as pilot:
+        await pilot.press("escape", "ctrl+s")
+        await pilot.pause()
+        app.screen.query_one(Input).value = str(path)
+        await pilot.press("enter")
+        await pilot.pause()
+        assert isinstance(app.screen, Confirm)
+        await pilot.press("escape")
+        await pilot.pause()
+        assert isinstance(app.screen, AskText) and app.screen.query_one(Input).value == str(path)
+        assert path.read_text() == "{}"
+
+
+async def test_leaving_the_editor_with_changes_asks_first(demo):
+    app = make_app(demo)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.press("escape", "1", "e")
+        await pilot.pause()
+        editor = app.screen
+        assert isinstance(editor, ConfigEditor)
+        await pilot.press("escape")  # no change: it just closes
+        await pilot.pause()
+        assert not isinstance(app.screen, (ConfigEditor, Confirm))
+        await pilot.press("e")
+        await pilot.pause()
+        app.screen.query_one("#f-top_k", Input).value = "7"
+        app.screen.query_one("#f-max_new_tokens", Input).value = "9"
+        await pilot.pause()
+        await pilot.press("escape")
+        await pilot.pause()
+        assert isinstance(app.screen, Confirm)
+        assert "Discard 2 changes (top_k, max_new_tokens)?" in str(app.screen.query_one("Label").render())
+        await pilot.press("escape")  # no: back to the fields, the edits kept
+        await pilot.pause()
+        assert isinstance(app.screen, ConfigEditor) and app.screen.query_one("#f-top_k", Input).value == "7"
+        await pilot.press("escape", "y")
+        await pilot.pause()
+        assert not isinstance(app.screen, (ConfigEditor, Confirm))
+        assert app.panes()[0].state.config.top_k == 0  # discarded, as asked
+
+
+async def test_the_editor_shows_a_dozen_fields_at_80x24(demo):
+    app = make_app(demo)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.press("escape", "1", "e")
+        await pilot.pause()
+        await pilot.pause()
+        editor = app.screen
+        assert editor.has_class("-compact")
+        scroll = editor.query_one("VerticalScroll")
+        visible = [row for row in editor.query(".row") if scroll.region.contains_region(row.region)]
+        assert len(visible) >= 12, len(visible)
+        field = editor.query_one("#f-top_p", Input)
+        field.focus()
+        await pilot.pause()
+        assert editor.query_one("#h-top_p").display and not editor.query_one("#h-top_k").display
+    wide = make_app(demo)
+    async with wide.run_test(size=(160, 60)) as pilot:
+        await pilot.press("escape", "1", "e")
+        await pilot.pause()
+        assert not wide.screen.has_class("-compact") and wide.screen.query_one("#h-top_k").display
