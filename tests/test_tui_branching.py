@@ -26,8 +26,11 @@ async def test_down_enters_the_alternatives_and_enter_branches_that_pane(demo):
         assert app.focused is options and inspector.owner is second
         assert "pane 2 warm" in str(inspector.border_title)
         chosen = second.state.steps[2]
+        if any(a.token_id == chosen.token_id for a in chosen.top):  # it starts on the token the pane chose
+            assert chosen.top[options.highlighted - 1].token_id == chosen.token_id
+        await pilot.press("down" if options.highlighted < len(chosen.top) else "up")
         target = chosen.top[options.highlighted - 1]
-        assert target.token_id != chosen.token_id  # the first row that is a real alternative
+        assert target.token_id != chosen.token_id
         await pilot.press("enter")
         await wait_idle(app, pilot)
         assert second.state.branched_at == 2 and second.state.token_ids[2] == target.token_id
@@ -84,7 +87,7 @@ async def test_branching_keeps_the_old_text_to_step_back_to(demo):
         await run_all(app, pilot)
         pane = app.panes()[0]
         original = pane.state.text
-        await pilot.press("1", "right", "right", "right", "right", "down", "enter")
+        await pilot.press("1", "right", "right", "right", "right", "down", "down", "enter")
         await wait_idle(app, pilot)
         branched = pane.state.text
         assert branched != original and "v2/2" in str(pane.border_title) and "┃@3" in str(pane.border_title)
@@ -92,7 +95,9 @@ async def test_branching_keeps_the_old_text_to_step_back_to(demo):
         await pilot.press("escape", "left_square_bracket")
         await pilot.pause()
         assert pane.state.text == original and "v1/2" in str(pane.border_title)
-        assert "┃" in plain(pane.query_one(TokenView))  # where v2 branched from it
+        assert "┃" not in str(pane.border_title) and "╎@3" in str(pane.border_title)  # v1 is no branch
+        shown = plain(pane.query_one(TokenView))
+        assert "╎" in shown and "┃" not in shown  # where v2 branched from it, fainter
         assert any("v2 branched from it @3" in m for m in messages(app))
         await pilot.press("left_square_bracket")
         assert any("oldest version" in m for m in messages(app))
@@ -107,7 +112,7 @@ async def test_a_branch_rerun_keeps_its_prefix_on_show_and_no_stale_token(demo):
         pane = app.panes()[0]
         prefix_text = "".join(s.text for s in pane.state.steps[:5])
         app.runs._work = lambda *args, **kwargs: None  # hold the engine: the screen as the rerun starts
-        await pilot.press("1", *["right"] * 6, "down", "enter")
+        await pilot.press("1", *["right"] * 6, "down", "down", "enter")
         await pilot.pause()
         assert app.running and pane.state.running and pane.state.branched_at == 5
         shown = plain(pane.query_one(TokenView)).replace("\n", "")
@@ -150,7 +155,7 @@ async def test_branching_an_auto_seed_pane_reuses_its_seed_for_that_run_only(dem
         await run_all(app, pilot)
         pane = app.panes()[0]
         seed = pane.state.seed
-        await pilot.press("1", "right", "right", "down", "enter")
+        await pilot.press("1", "right", "right", "down", "down", "enter")
         await wait_idle(app, pilot)
         assert pane.state.branched_at == 1 and pane.state.seed == seed
         assert pane.state.config.seed is None  # still seed=auto: the next run draws a new seed
@@ -171,7 +176,7 @@ async def test_a_failed_branch_gives_the_previous_output_back(demo, monkeypatch)
             raise GenerationError("the model failed on the prompt: index out of range in self")
 
         monkeypatch.setattr(backend_base, "generate_parts", fail)
-        await pilot.press("1", "right", "right", "down", "enter")
+        await pilot.press("1", "right", "right", "down", "down", "enter")
         await wait_idle(app, pilot)
         assert (pane.state.token_ids, pane.state.text) == before and pane.state.branched_at is None
         assert "index out of range" in (pane.state.error or "")
@@ -183,7 +188,7 @@ async def test_an_output_of_another_model_is_not_branched(demo):
         await run_all(app, pilot)
         pane = app.panes()[0]
         pane.state.model = "smollm2"  # as if written before m switched the model
-        await pilot.press("1", "right", "right", "down", "enter")
+        await pilot.press("1", "right", "right", "down", "down", "enter")
         await pilot.pause()
         assert pane.state.branched_at is None and not app.running
         assert any("was written by smollm2" in m for m in messages(app))

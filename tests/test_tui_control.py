@@ -182,7 +182,7 @@ async def test_save_keeps_seed_auto_unless_pinned_and_warns_about_builtins(demo)
         assert find_preset("mine").seed is None  # seed=auto kept
         await pilot.press("s")
         app.screen.query_one(Input).value = "mine-pinned"
-        await pilot.press("tab", "space")  # tick "pin the last run's seed"; Enter there saves
+        await pilot.press("tab", "tab", "space")  # tick "pin the last run's seed"; Enter there saves
         assert app.screen.query_one(Checkbox).value
         await pilot.press("enter")
         await pilot.pause()

@@ -10,7 +10,7 @@ from decodelab.engine.library.presets import save_user_preset
 from decodelab.tui.screens.ask import AskText, Confirm
 from decodelab.tui.screens.config_editor import ConfigEditor
 from decodelab.tui.screens.save_preset import SavePreset
-from tests.tui_pilot import make_app, run_all
+from tests.tui_pilot import make_app, messages, run_all
 
 PINNABLE = [DecodingConfig(name="warm", do_sample=True, temperature=0.8, max_new_tokens=8)]
 
@@ -102,3 +102,31 @@ async def test_the_editor_shows_a_dozen_fields_at_80x24(demo):
         await pilot.press("escape", "1", "e")
         await pilot.pause()
         assert not wide.screen.has_class("-compact") and wide.screen.query_one("#h-top_k").display
+
+
+async def test_a_preset_saved_after_an_edit_says_it_was_edited(demo):
+    schema = '{"type": "object", "properties": {"a": {"type": "integer"}}, "required": ["a"]}'
+    edited = find_preset("balanced").replace(json_schema=schema, max_new_tokens=8)
+    app = make_app(demo, [edited])
+    async with app.run_test(size=(100, 30)) as pilot:
+        await pilot.press("escape", "1", "s")
+        await pilot.pause()
+        description = app.screen.query_one("#save-description", Input)
+        assert description.value.startswith(find_preset("balanced").description)
+        assert "(edited: max_new_tokens, json_schema)" in description.value
+        app.screen.query_one("#save-name", Input).value = "schema-balanced"
+        await pilot.press("enter")
+        await pilot.pause()
+    assert "edited: max_new_tokens, json_schema" in find_preset("schema-balanced").description
+
+
+async def test_an_empty_prompt_is_warned_about_and_still_runs(demo):
+    app = make_app(demo, [DecodingConfig(name="greedy", max_new_tokens=4)], prompt="")
+    async with app.run_test() as pilot:
+        await run_all(app, pilot)
+        assert any("The prompt is empty" in m for m in messages(app))
+        assert app.panes()[0].state.completion is not None
+    typed = make_app(demo, [DecodingConfig(name="greedy", max_new_tokens=4)], prompt="The for")
+    async with typed.run_test() as pilot:
+        await run_all(typed, pilot)
+        assert not any("The prompt is empty" in m for m in messages(typed))

@@ -89,3 +89,21 @@ async def test_question_mark_and_f1_open_it_and_the_footer_names_it(demo):
         await pilot.press("escape")
         await pilot.pause()
         assert type(app.screen).__name__ == "ConfigEditor"
+
+
+async def test_the_footer_keeps_whole_keys_and_help_at_any_width(demo):
+    from textual.widgets._footer import FooterKey
+
+    from decodelab.tui.widgets.footer import FittingFooter, key_width
+
+    for width in (40, 60, 80, 160):
+        app = make_app(demo)
+        async with app.run_test(size=(width, 24)) as pilot:
+            await pilot.press("escape")
+            await pilot.pause()
+            await pilot.pause()
+            keys = list(app.screen.query_one(FittingFooter).query(FooterKey))
+            assert any(k.action == "help" for k in keys)
+            assert sum(key_width(k) for k in keys) <= width, (width, [k.description for k in keys])
+            if width == 160:
+                assert {"Edit", "Save", "Run", "Add", "Heatmap", "Help"} <= {k.description for k in keys}

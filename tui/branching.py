@@ -85,8 +85,9 @@ class Tokens(Part):
         self.select_token(pane, pane.state.cursor or 0)
         options = self.app.query_one(Inspector).query_one(OptionList)
         step = pane.state.steps[pane.state.cursor]
-        others = [i for i, alt in enumerate(step.top, start=1) if alt.token_id != step.token_id]
-        options.highlighted = others[0] if others else None  # the first real alternative, for every new entry
+        rows = [i for i, alt in enumerate(step.top, start=1)]
+        chosen = [i for i, alt in enumerate(step.top, start=1) if alt.token_id == step.token_id]
+        options.highlighted = (chosen or rows or [None])[0]  # on the token it chose; ↓ ↑ go to its neighbours
         self.app.screen.set_focus(options)
 
     def back_to_pane(self, cancel: bool = False) -> None:

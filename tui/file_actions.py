@@ -9,11 +9,11 @@ from .parts import Part
 
 class Files(Part):
     # -- saving and copying -----------------------------------------------------------------------------
-    def save_preset(self, pane, name: str | None = None, pinned: bool = False) -> None:
+    def save_preset(self, pane, name: str | None = None, pinned: bool = False, description: str | None = None) -> None:
         """s: name the preset and choose whether it pins the last run's seed (it keeps seed=auto by default)."""
         from .screens.save_preset import SavePreset
 
-        self.push_screen(SavePreset(pane.state.config, pane.state.seed, name, pinned),
+        self.push_screen(SavePreset(pane.state.config, pane.state.seed, name, pinned, description),
                          lambda request: self.write_preset(request, pane))
 
     def write_preset(self, request, pane, overwrite: bool = False) -> None:
@@ -32,7 +32,7 @@ class Files(Part):
                 if yes:
                     self.write_preset(request, pane, True)
                 else:
-                    self.save_preset(pane, request.name, pinned)
+                    self.save_preset(pane, request.name, pinned, request.config.description)
 
             self.push_screen(Confirm(f"You already have a preset named {request.name!r}. Overwrite it?",
                                      "Overwrite"), answer)

@@ -61,6 +61,9 @@ class Runner(Part):
                 pane.state.pop_turn()
             self.notify(problem, title="Not run", severity="error", timeout=15)
             return False
+        if prompt is None and any(isinstance(p, str) and not p.strip() for p in prompts):
+            self.notify("The prompt is empty, so the model writes from nothing: type one in the prompt box (p goes "
+                        "there).", severity="warning", timeout=6)  # as the CLI warns; the run goes on
         self.app.runs.start(backends, [p.state for p in panes], configs, prompts, prefix, prefix_steps)
         self.show_cancel(True)
         for pane in panes:

@@ -266,11 +266,13 @@ class PaneState:
         shown = self.shown
         return [v for v in self.history if shown is not None and v.parent == shown.number and v.branched_at is not None]
 
-    def branch_marks(self) -> set[int]:
-        """Token indices to mark: where this output was branched, and where later versions branched from it."""
-        marks = {v.branched_at for v in self.children()}
+    def branch_marks(self) -> dict[int, str]:
+        """Token index -> its mark: ┃ where this output was branched, ╎ where later versions branched from it."""
+        from .widgets.token_view import BRANCH_MARK, CHILD_MARK
+
+        marks = {v.branched_at: CHILD_MARK for v in self.children() if v.branched_at is not None}
         if self.branched_at is not None:
-            marks.add(self.branched_at)
+            marks[self.branched_at] = BRANCH_MARK
         return marks
 
     def version_label(self) -> str:

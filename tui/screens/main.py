@@ -10,10 +10,11 @@ from textual import events
 from textual.app import ComposeResult
 from textual.containers import Horizontal
 from textual.screen import Screen
-from textual.widgets import Footer, Static, TextArea
+from textual.widgets import Static, TextArea
 
 from ..keys import bindings
 from ..state import PaneState
+from ..widgets.footer import FittingFooter
 from ..widgets.inspector import Inspector
 from ..widgets.legend import Legend
 from ..widgets.pane import Pane
@@ -38,7 +39,7 @@ class MainScreen(Screen):
                     yield Pane(state)
             yield Inspector(id="inspector")
         yield Legend(id="legend")
-        yield Footer()
+        yield FittingFooter()
 
     def on_mount(self) -> None:
         self.call_after_refresh(self.app.main_mounted)  # type: ignore[attr-defined]  # every widget is in then

@@ -30,6 +30,30 @@ def suggested_name(config: DecodingConfig) -> str:
     return f"my-{config.name}" if config.name in builtin_names() else config.name
 
 
+def edited_since(config: DecodingConfig) -> list[str]:
+    """The fields the pane changed from the preset it is named after (none when no preset has its name)."""
+    from decodelab.engine.library.presets import list_presets, load_preset
+
+    entry = next((e for e in list_presets() if e.name == config.name), None)
+    if entry is None:
+        return []
+    try:
+        base = load_preset(entry.path).to_dict()
+    except ConfigError:
+        return []
+    now = config.to_dict()
+    return [k for k in now if k not in ("name", "description", "seed") and now[k] != base.get(k)]
+
+
+def suggested_description(config: DecodingConfig) -> str:
+    """The pane's description, marked edited (with what changed) when the pane no longer is the preset it was."""
+    changed = edited_since(config)
+    if not changed or not config.description:
+        return config.description
+    listed = ", ".join(changed[:4]) + (" …" if len(changed) > 4 else "")
+    return f"{config.description} (edited: {listed})"
+
+
 class PinBox(Checkbox, inherit_bindings=False):
     """Space ticks it; Enter saves the dialog, as it does from the name."""
 
@@ -54,19 +78,22 @@ class SavePreset(ModalScreen[SaveRequest | None]):
     BINDINGS = [("escape", "cancel", "Cancel"), ("enter", "save", "Save")]
 
     def __init__(self, config: DecodingConfig, last_seed: int | None, name: str | None = None,
-                 pinned: bool = False) -> None:
+                 pinned: bool = False, description: str | None = None) -> None:
         """name, pinned: what the dialog showed before (an overwrite question answered no comes back to them)."""
         super().__init__()
         self.config = config
         self.last_seed = last_seed if config.seed is None and config.samples else None
         self.typed = name
         self.pinned = pinned
+        self.description = suggested_description(config) if description is None else description
 
     def compose(self) -> ComposeResult:
         with Vertical():
             yield Static("Save this pane's config as a preset named:", classes="save-title", markup=False)
             yield Input(self.typed or suggested_name(self.config), id="save-name")
             yield Static("", id="save-note", markup=False)
+            yield Input(self.description, placeholder="a description: what this config is for (optional)",
+                        id="save-description")
             if self.last_seed is not None:
                 yield PinBox(f"pin the last run's seed ({self.last_seed})", self.pinned, id="save-pin")
                 yield Static("Unticked, the preset keeps seed=auto: a fresh seed every run. Ticked, every run "
@@ -77,12 +104,12 @@ class SavePreset(ModalScreen[SaveRequest | None]):
                 yield Button("Cancel", id="cancel")
 
     def on_mount(self) -> None:
-        self.query_one(Input).focus()
+        self.query_one("#save-name", Input).focus()
         self.note()
 
-    @on(Input.Changed)
+    @on(Input.Changed, "#save-name")
     def note(self) -> None:
-        name = self.query_one(Input).value.strip()
+        name = self.query_one("#save-name", Input).value.strip()
         shadow = name in builtin_names()
         self.query_one("#save-note", Static).update(
             f"⚠ {name!r} is a built-in preset: your copy would replace it everywhere "
@@ -90,14 +117,15 @@ class SavePreset(ModalScreen[SaveRequest | None]):
 
     def chosen_config(self) -> DecodingConfig:
         pinned = self.last_seed is not None and self.query_one("#save-pin", Checkbox).value
-        return self.config.replace(seed=self.last_seed) if pinned else self.config
+        config = self.config.replace(description=self.query_one("#save-description", Input).value.strip())
+        return config.replace(seed=self.last_seed) if pinned else config
 
     @on(Input.Submitted)
     @on(Button.Pressed, "#ok")
     def action_save(self) -> None:
         from decodelab.engine.library.presets import check_preset_name
 
-        name = self.query_one(Input).value.strip()
+        name = self.query_one("#save-name", Input).value.strip()
         try:
             check_preset_name(name)
         except ConfigError as exc:

@@ -63,7 +63,8 @@ def stats_text(state: PaneState, diverge_at: int | None) -> str:
 
 def pane_title(state: PaneState, number: int | None, model: str | None = None, reference: bool = False) -> str:
     """"1 greedy · smollm2 bfloat16 · v2/3 ┃@12": the pane's key, its name, its model (when the panes' differ),
-    which version shows and where it branched; ★ marks the reference pane."""
+    which version shows and where it branched (╎@12 on a version others branched from); ★ marks the reference
+    pane."""
     name = state.config.name if len(state.config.name) <= NAME_WIDTH else state.config.name[:NAME_WIDTH - 1] + "…"
     parts = [("★" if reference else "") + (f"{number} {name}" if number is not None else name)]
     if model:
@@ -76,6 +77,9 @@ def pane_title(state: PaneState, number: int | None, model: str | None = None, r
         parts.append(version)
     if state.branched_at is not None:
         parts.append(f"┃@{state.branched_at}")
+    children = sorted({v.branched_at for v in state.children() if v.branched_at is not None})
+    if children and state.branched_at is None:  # v1 of a branched pane: where its branches start, not a branch
+        parts.append("╎@" + ",".join(map(str, children[:3])) + ("…" if len(children) > 3 else ""))
     return " · ".join(parts)
 
 

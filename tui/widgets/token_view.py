@@ -15,6 +15,8 @@ from textual.widgets import Static
 
 BRANCH_MARK = "┃"
 """Drawn before the token a pane was branched to (not part of the text: copy and save never see it)."""
+CHILD_MARK = "╎"
+"""Drawn, dimmer, before a token where a later version branched from the one on show (v1 of a branched pane)."""
 
 
 def render_tokens(steps, text_len: int, measure: str, cursor: int | None, diverge_at: int | None,
@@ -23,19 +25,22 @@ def render_tokens(steps, text_len: int, measure: str, cursor: int | None, diverg
 
     Each span carries `token` meta (not `@click`, whose link style would replace the heatmap's
     black-or-white text colour). token_bytes(token_id) -> bytes | None lets a token holding part of
-    a UTF-8 character show its bytes (<0xE2>) instead of U+FFFD. branch_marks: token indices where
-    this output was branched, or where later versions branched from it (marked with BRANCH_MARK). kl: the KL
+    a UTF-8 character show its bytes (<0xE2>) instead of U+FFFD. branch_marks: token index -> the mark drawn
+    before it: BRANCH_MARK where this output was branched, CHILD_MARK where a later version branched from it
+    (a set marks each with BRANCH_MARK). kl: the KL
     against the reference pane's model at each token, which the "kl" measure colours by.
     """
     out = Text()
+    marks = branch_marks if isinstance(branch_marks, dict) else dict.fromkeys(branch_marks, BRANCH_MARK)
     pieces = display_pieces(steps, text_len, token_bytes)
     for i, (step, (piece, raw)) in enumerate(zip(steps, pieces)):
         if not piece:
             if i != cursor:
                 continue
             piece = "⏎"  # keep an empty-text token (e.g. EOS) selectable and visible
-        if i in branch_marks:
-            out.append(BRANCH_MARK, Style(bold=True, color="#ff8c00", meta={"token": i}))
+        if i in marks:
+            own = marks[i] == BRANCH_MARK
+            out.append(marks[i], Style(bold=own, dim=not own, color="#ff8c00", meta={"token": i}))
         style = Style(meta={"token": i})
         value = kl_level(kl[i]) if measure == "kl" and kl is not None and i < len(kl) else level(step, measure)
         if value is not None:
