@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -128,8 +129,55 @@ def test_a_changed_file_is_converted_again(demo_gguf, cache_dir, conversions, tm
     load_model(ModelSpec(path=str(copy), device="cpu"))
     os.utime(copy, ns=(copy.stat().st_atime_ns, copy.stat().st_mtime_ns + 10**9))
     load_model(ModelSpec(path=str(copy), device="cpu"))
+    assert len(conversions) == 1  # touched, not changed: the content key is the same
+    with open(copy, "ab") as handle:
+        handle.write(b"\0" * 64)  # new content (trailing bytes the reader ignores)
+    load_model(ModelSpec(path=str(copy), device="cpu"))
     assert len(conversions) == 2
     assert len(list(cache_dir.glob("copy-*"))) == 1  # the stale conversion was dropped
+
+
+def test_the_same_file_elsewhere_reuses_the_conversion(demo_gguf, cache_dir, conversions, tmp_path):
+    """Issue 36 item 7: a reinstall (the same GGUF in another virtualenv) converts nothing and leaves no "gone"."""
+    first, second = tmp_path / "venv1" / "demo.gguf", tmp_path / "venv2" / "renamed.gguf"
+    for path in (first, second):
+        path.parent.mkdir()
+        path.write_bytes(demo_gguf.read_bytes())
+    load_model(ModelSpec(path=str(first), device="cpu"))
+    first.unlink()
+    shutil.rmtree(first.parent)  # the old virtualenv is gone
+    loaded = load_model(ModelSpec(path=str(second), device="cpu"))
+    assert len(conversions) == 1 and loaded.num_parameters > 0
+    [entry] = gguf_mod.list_converted()
+    assert entry["source"] == str(second.resolve()) and gguf_mod.is_complete(entry["folder"])
+    assert gguf_mod.prunable() == []
+
+
+def test_prune_lists_then_deletes_what_is_gone(demo_gguf, cache_dir, conversions, tmp_path):
+    from click.testing import CliRunner
+
+    from decodelab.cli.main import main
+
+    gone, kept = tmp_path / "gone.gguf", tmp_path / "kept.gguf"
+    gone.write_bytes(demo_gguf.read_bytes())
+    kept.write_bytes(demo_gguf.read_bytes() + b"\0" * 64)  # other content: a conversion of its own
+    load_model(ModelSpec(path=str(gone), device="cpu"))
+    load_model(ModelSpec(path=str(kept), device="cpu"))
+    gone.unlink()
+    (cache_dir / "half-float32-0123").mkdir()  # as a conversion killed before its manifest
+    (cache_dir / "half-float32-0123" / "model.safetensors").write_bytes(b"x" * 1000)
+    dry = CliRunner().invoke(main, ["models", "--prune", "--dry-run"])
+    assert dry.exit_code == 0, dry.output
+    assert "gone.gguf (gone)" in dry.output and "unfinished" in dry.output and "would free" in dry.output
+    assert len([p for p in cache_dir.iterdir() if not p.name.startswith(".")]) == 3  # nothing deleted
+    done = CliRunner().invoke(main, ["models", "--prune", "--json"])
+    report = json.loads(done.output)
+    assert done.exit_code == 0 and len(report["folders"]) == 2 and report["freed_bytes"] > 1000
+    [left] = gguf_mod.list_converted()
+    assert left["source"] == str(kept.resolve())
+    again = CliRunner().invoke(main, ["models", "--prune"])
+    assert "nothing to prune" in again.output
+    assert CliRunner().invoke(main, ["models", "--dry-run"]).exit_code == 2
 
 
 def test_unsupported_architecture_says_what_to_do(tmp_path, cache_dir):
@@ -174,3 +222,48 @@ def test_bench_times_llamacpp_on_the_same_gguf(demo_gguf):
     peer = time_llamacpp(str(demo_gguf), "The for statement", configs, repeats=1)
     assert peer["plain_s"] > 0 and peer["logprobs_s"] > 0
     assert peer["tokens_per_completion"] == [5]  # EOS banned: every completion runs its full length
+
+
+async def test_delete_in_the_model_dialog_removes_a_converted_copy(demo_gguf, cache_dir, tmp_path, demo):
+    from textual.widgets import OptionList
+
+    from decodelab.tui.app import DecodelabApp
+    from decodelab.tui.screens.ask import Confirm
+    from decodelab.tui.screens.model_picker import ModelPicker
+    from tests.tui_pilot import messages
+
+    gone = tmp_path / "old.gguf"
+    gone.write_bytes(demo_gguf.read_bytes())
+    load_model(ModelSpec(path=str(gone), device="cpu"))
+    gone.unlink()
+    [entry] = gguf_mod.list_converted()
+    app = DecodelabApp(spec=demo.spec, configs=[DecodingConfig(max_new_tokens=4)], prompt="x", loaded=demo)
+    async with app.run_test(size=(120, 30)) as pilot:
+        await pilot.press("escape", "m")
+        await pilot.pause()
+        picker = app.screen
+        assert isinstance(picker, ModelPicker)
+        for _ in range(200):
+            await pilot.pause(0.05)
+            if picker.names:
+                break
+        options = picker.query_one("#models", OptionList)
+        await pilot.press("down")
+        options.highlighted = picker.names.index("demo")
+        await pilot.press("delete")  # not a conversion: said, nothing removed
+        await pilot.pause()
+        assert any("not a converted copy" in m for m in messages(app))
+        options.highlighted = picker.names.index(str(entry["folder"]))
+        await pilot.press("delete")
+        await pilot.pause()
+        assert isinstance(app.screen, Confirm)
+        await pilot.press("escape")  # no: kept
+        await pilot.pause()
+        assert entry["folder"].is_dir() and app.screen is picker
+        await pilot.press("delete", "y")
+        for _ in range(100):
+            await pilot.pause(0.05)
+            if str(entry["folder"]) not in picker.names:
+                break
+        assert not entry["folder"].exists() and str(entry["folder"]) not in picker.names
+        assert any("freed" in m for m in messages(app))

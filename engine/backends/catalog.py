@@ -19,9 +19,14 @@ class ModelEntry:
     """bundled, package, hf-cache or gguf."""
     size_bytes: int
     detail: str = ""
+    conversion: str | None = None
+    """For a converted GGUF: the cached folder (the m dialog's Delete removes it)."""
 
     def to_dict(self) -> dict:
-        return {"name": self.name, "kind": self.kind, "size_bytes": self.size_bytes, "detail": self.detail}
+        out = {"name": self.name, "kind": self.kind, "size_bytes": self.size_bytes, "detail": self.detail}
+        if self.conversion is not None:
+            out["conversion"] = self.conversion
+        return out
 
 
 def demo_model_path() -> Path:
@@ -48,9 +53,12 @@ def available_models(hf_cache_dir: str | None = None) -> list[ModelEntry]:
         if smol is not None and source == smol.resolve():
             continue
         if source.is_file():
-            entries.append(ModelEntry(str(source), "gguf", item["size"], f"converted: {item['folder']}"))
+            entries.append(ModelEntry(str(source), "gguf", item["size"], f"converted: {item['folder']}",
+                                      str(item["folder"])))
         else:  # the converted folder is a plain HF folder and loads by itself
-            entries.append(ModelEntry(str(item["folder"]), "gguf", item["size"], f"converted from {source} (gone)"))
+            entries.append(ModelEntry(str(item["folder"]), "gguf", item["size"],
+                                      f"converted from {source} (gone; `decodelab models --prune` deletes it)",
+                                      str(item["folder"])))
     return entries
 
 

@@ -1,8 +1,8 @@
 """GGUF files: find them, convert them once through transformers' GGUF support, cache the result.
 
     some.gguf --(first load: dequantize, save)--> <user cache>/gguf/<stem>-<key>/  (a plain HF folder)
-The key hashes the file's path, size, modification time, the dtype and the transformers version, so a
-changed file is converted again. A conversion is written to a temporary folder, fsynced, given a
+The key hashes the file's content (its size and first and last MiB), the dtype and the transformers version,
+so a changed file is converted again and the same file in another virtualenv is not. A conversion is written to a temporary folder, fsynced, given a
 manifest (every file's size and SHA-256) as its last file, then renamed into place: a conversion killed
 mid-write never has the final name, and a folder whose manifest is missing or does not match its files
 is deleted and converted again, never loaded.
@@ -81,16 +81,39 @@ def cache_root() -> Path:
     return Path(platformdirs.user_cache_dir("decodelab", appauthor=False)) / "gguf"
 
 
+SAMPLE = 1 << 20
+"""Bytes read from each end of a GGUF file for its content key (its header, tensor table and last weights)."""
+
+
+def content_digest(file: Path) -> str:
+    """The file's content key: its size and the SHA-256 of its first and last MiB. The same GGUF in another
+    virtualenv (or renamed) gets the same key, so a reinstall reuses the conversion; a changed file does not."""
+    size = file.stat().st_size
+    digest = hashlib.sha256(str(size).encode())
+    with open(file, "rb") as handle:
+        digest.update(handle.read(SAMPLE))
+        if size > 2 * SAMPLE:
+            handle.seek(size - SAMPLE)
+            digest.update(handle.read(SAMPLE))
+    return digest.hexdigest()
+
+
 def cache_key(file: Path, dtype_name: str) -> str:
     import transformers
 
-    stat = file.stat()
-    identity = f"{file.resolve()}|{stat.st_size}|{stat.st_mtime_ns}|{dtype_name}|{transformers.__version__}"
+    identity = f"{content_digest(file)}|{dtype_name}|{transformers.__version__}"
     return hashlib.sha256(identity.encode()).hexdigest()[:16]
 
 
 def cache_folder(file: Path, dtype_name: str) -> Path:
-    return cache_root() / f"{file.stem}-{dtype_name}-{cache_key(file, dtype_name)}"
+    """The conversion's folder: one made from a file with the same content (under any name) when there is one."""
+    key = cache_key(file, dtype_name)
+    root = cache_root()
+    if root.is_dir():
+        for existing in sorted(root.glob(f"*-{dtype_name}-{key}")):
+            if not existing.name.startswith("."):
+                return existing
+    return root / f"{file.stem}-{dtype_name}-{key}"
 
 
 def is_complete(folder: Path, required: str = "config.json") -> bool:
@@ -117,6 +140,7 @@ def converted(file: Path, dtype_name: str, progress: Progress | None = None) -> 
     report(f"checking the converted copy of {file.name}", 0.02)
     if folder.exists():
         if is_complete(folder):
+            _claim(folder, file)
             return folder
         shutil.rmtree(folder, ignore_errors=True)  # corrupt or tampered with: convert again
     _convert(file, dtype_name, folder, report)
@@ -204,6 +228,7 @@ def tokenizer_folder(file: Path, progress: Progress | None = None) -> Path:
     report = progress or (lambda stage, fraction: None)
     folder = cache_folder(file, "tokenizer")
     if folder.exists() and is_complete(folder, "tokenizer_config.json"):
+        _claim(folder, file)
         return folder
     shutil.rmtree(folder, ignore_errors=True)
     from transformers import AutoTokenizer
@@ -256,8 +281,24 @@ def _prune_stale(file: Path, dtype_name: str, keep: Path) -> None:
                 shutil.rmtree(other, ignore_errors=True)
 
 
-def list_converted() -> list[dict]:
-    """Every finished conversion in the cache: folder, source file, size in bytes."""
+def _claim(folder: Path, file: Path) -> None:
+    """A conversion reused for a file at another path (a reinstall) now names that path as its source, so it is
+    not listed as gone. The manifest is replaced atomically; its "files" (what is verified) stay as they were."""
+    target = folder / MANIFEST
+    with contextlib.suppress(OSError, ValueError, KeyError):
+        manifest = json.loads(target.read_text())
+        if manifest["source"] == str(file.resolve()):
+            return
+        manifest["source"] = str(file.resolve())
+        fd, tmp = tempfile.mkstemp(prefix=f".{MANIFEST}.", dir=folder)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(json.dumps(manifest, indent=1))
+        os.replace(tmp, target)
+
+
+def list_converted(tokenizers: bool = False) -> list[dict]:
+    """Every finished conversion in the cache: folder, source file, size in bytes (tokenizers: also the
+    tokenizer folders kept for the llama.cpp engine, with "tokenizer": True)."""
     out: list[dict] = []
     root = cache_root()
     if not root.is_dir():
@@ -265,11 +306,44 @@ def list_converted() -> list[dict]:
     for folder in sorted(root.iterdir()):
         with contextlib.suppress(OSError, ValueError, KeyError):
             manifest = json.loads((folder / MANIFEST).read_text())
-            if "config.json" not in manifest["files"]:
+            model = "config.json" in manifest["files"]
+            if not model and not tokenizers:
                 continue  # a tokenizer kept for the llama.cpp engine, not a model
             size = sum(entry[0] for entry in manifest["files"].values())
-            out.append({"folder": folder, "source": manifest["source"], "size": size})
+            out.append({"folder": folder, "source": manifest["source"], "size": size, "tokenizer": not model})
     return out
+
+
+def folder_size(folder: Path) -> int:
+    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+
+
+def prunable() -> list[tuple[Path, int, str]]:
+    """What `decodelab models --prune` removes: (folder, bytes, why) for each conversion or tokenizer copy whose
+    GGUF file is gone, and each unfinished conversion (no manifest: killed mid-write)."""
+    root = cache_root()
+    if not root.is_dir():
+        return []
+    listed = {item["folder"]: item for item in list_converted(tokenizers=True)}
+    out = []
+    for folder in sorted(root.iterdir()):
+        if not folder.is_dir():
+            continue
+        item = listed.get(folder)
+        if item is None:
+            out.append((folder, folder_size(folder), "unfinished or damaged (no manifest)"))
+        elif not Path(item["source"]).is_file():
+            kind = "tokenizer copy" if item["tokenizer"] else "conversion"
+            out.append((folder, folder_size(folder), f"{kind} of {item['source']} (gone)"))
+    return out
+
+
+def remove_conversion(folder: Path) -> None:
+    """Delete one cached conversion (GGUFError unless it is a folder in the cache)."""
+    folder = Path(folder)
+    if folder.parent.resolve() != cache_root().resolve() or not folder.is_dir():
+        raise GGUFError(f"{folder} is not a conversion in decodelab's cache ({cache_root()})")
+    shutil.rmtree(folder)
 
 
 def gguf_architecture(file: Path) -> str | None:

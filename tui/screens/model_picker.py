@@ -20,16 +20,18 @@ class ModelPicker(ModalScreen[str | None]):
     ModelPicker OptionList { height: 1fr; }
     ModelPicker #model-hint { color: $text-muted; }
     """
-    BINDINGS = [("escape", "cancel", "Cancel")]
+    BINDINGS = [("escape", "cancel", "Cancel"), ("delete", "delete_conversion", "Delete a converted copy")]
 
     def __init__(self, current: str = "") -> None:
         super().__init__()
         self.current = current
         self.names: list[str] = []
+        self.entries: list = []
 
     def compose(self) -> ComposeResult:
         with Vertical():
-            yield Label("Load a model: pick one (↓, Enter) or type a folder, hub id, .gguf or URL", markup=False)
+            yield Label("Load a model: pick one (↓, Enter) or type a folder, hub id, .gguf or URL · Delete on a "
+                        "converted GGUF removes its cached copy", markup=False)
             yield Input(self.current, placeholder="path, hub id, FILE.gguf, http://host:port/v1", id="model-path")
             yield OptionList(Option("looking for models…", disabled=True), id="models")
             yield Label("", id="model-hint", markup=False)
@@ -54,6 +56,7 @@ class ModelPicker(ModalScreen[str | None]):
 
         options = self.query_one("#models", OptionList)
         options.clear_options()
+        self.entries = list(entries)
         self.names = [e.name for e in entries]
         width = max(len(n) for n in self.names) if self.names else 10
         for i, e in enumerate(entries):
@@ -80,6 +83,38 @@ class ModelPicker(ModalScreen[str | None]):
     @on(OptionList.OptionSelected, "#models")
     def _chosen(self, event: OptionList.OptionSelected) -> None:
         self.dismiss(self.names[int(event.option.id)])
+
+    def action_delete_conversion(self) -> None:
+        """Delete on a converted GGUF: remove its cached copy (after asking; the GGUF file itself stays)."""
+        options = self.query_one("#models", OptionList)
+        if self.focused is not options or options.highlighted is None or options.highlighted >= len(self.entries):
+            self.app.notify("Pick a converted GGUF in the list (↓), then Delete removes its cached copy.",
+                            severity="warning")
+            return
+        entry = self.entries[options.highlighted]
+        if entry.conversion is None:
+            self.app.notify(f"{entry.name} is not a converted copy: only cached GGUF conversions can be deleted "
+                            "here.", severity="warning")
+            return
+        from decodelab.engine.backends.catalog import format_size
+
+        from .ask import Confirm
+
+        self.app.push_screen(Confirm(f"Delete the converted copy {entry.conversion} ({format_size(entry.size_bytes)})"
+                                     "? The GGUF file stays; loading it again converts it again.", "Delete"),
+                             lambda yes: self.delete(entry) if yes else None)
+
+    def delete(self, entry) -> None:
+        from decodelab.engine.backends.catalog import format_size
+        from decodelab.engine.backends.gguf import GGUFError, remove_conversion
+
+        try:
+            remove_conversion(entry.conversion)
+        except (OSError, GGUFError) as exc:
+            self.app.notify(f"Not deleted: {exc}", severity="error", timeout=10)
+            return
+        self.app.notify(f"Deleted {entry.conversion}: {format_size(entry.size_bytes)} freed.")
+        self.find_models()
 
     def action_cancel(self) -> None:
         self.dismiss(None)
