@@ -139,18 +139,17 @@ def path():
 @handle_errors
 def export_cmd(name, fmt, output, force):
     """Export a preset for another stack; settings it lacks are listed on stderr."""
-    from decodelab.engine.dialects import export_preset
+    from decodelab.engine.dialects import export_text
     from decodelab.engine.library.fileio import save_document
     from decodelab.engine.library.presets import find_preset
 
-    converted = export_preset(find_preset(name), fmt)
-    text = converted.text() if fmt != "llamacpp" else converted.data + "\n"
+    text, notes = export_text(find_preset(name), fmt)
     if output:
         save_document(output, text, "output file", overwrite=force, hint="pass --force to overwrite it")
         click.echo(f"wrote {output}", err=True)
     else:
         click.echo(text, nl=False)
-    for note in converted.notes:
+    for note in notes:
         click.echo(f"note: {note}", err=True)
 
 

@@ -43,6 +43,25 @@ class Files(Part):
         seed = "auto" if request.config.seed is None else request.config.seed
         self.notify(f"Saved preset {request.name} (seed={seed}) → {path}")
 
+    def export(self, pane, highlighted: str | None = None) -> None:
+        """shift+e: the pane's config for another stack (transformers, vLLM, OpenAI, llama.cpp, the webui)."""
+        from .screens.export import ExportPicker, ShowExport
+
+        title = f"pane {pane.number} {pane.state.config.name}"
+        config = pane.state.config
+
+        def chosen(fmt: str | None) -> None:
+            if fmt is None:
+                return
+            try:
+                screen = ShowExport(config, fmt, title)
+            except ConfigError as exc:
+                self.notify(f"Cannot export to {fmt}: {exc}", severity="error", timeout=10)
+                return
+            self.push_screen(screen, lambda result: self.export(pane, fmt) if result == "back" else None)
+
+        self.push_screen(ExportPicker(config, title, highlighted), chosen)
+
     def copy_text(self, pane) -> None:
         self.app.copy_to_clipboard(pane.state.text)
         self.notify("Copied the pane's text (where the terminal supports OSC 52).")

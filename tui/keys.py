@@ -85,6 +85,8 @@ KEYS: tuple[Key, ...] = (
     Key("y", "files.copy_config", "Copy this pane's config (TOML)", scope="pane"),
     Key("f", "files.show_config", "Show this pane's whole config", "every field it sets, and which of them mattered in "
         "its last run", scope="pane"),
+    Key("E", "files.export", "Export this pane's config for another stack", "transformers, vLLM, OpenAI, llama.cpp "
+        "or the webui, saying what each drops; y copies, w writes a file", scope="pane", shown="shift+e"),
     Key("ctrl+s", "files.save_session", "Save the session"),
     Key("ctrl+o", "files.open_session_dialog", "Open a session"),
     Key("F", "autosave.start_fresh", "Start fresh", "the command line's panes and an empty prompt; the workspace "

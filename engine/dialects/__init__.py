@@ -23,10 +23,26 @@ EXPORTERS = {"hf": to_hf, "vllm": to_vllm, "openai": to_openai, "llamacpp": to_l
 FORMATS = tuple(EXPORTERS)
 
 
+EXPORT_NAMES = {"hf": ("transformers", "generation_config.json", "{name}.generation_config.json"),
+                "vllm": ("vLLM", "SamplingParams keyword arguments (JSON)", "{name}.vllm.json"),
+                "openai": ("OpenAI", "request parameters (JSON)", "{name}.openai.json"),
+                "llamacpp": ("llama.cpp", "command-line flags", "{name}.llamacpp.txt"),
+                "webui": ("text-generation-webui", "a preset (YAML)", "{name}.yaml")}
+"""Per export format: the stack, what the export is, and a file name for it."""
+
+
 def export_preset(config: DecodingConfig, fmt: str) -> Converted:
     if fmt not in EXPORTERS:
         raise ConfigError(f"unknown export format {fmt!r}: choose one of {', '.join(FORMATS)}")
     return EXPORTERS[fmt](config)
+
+
+def export_text(config: DecodingConfig, fmt: str) -> tuple[str, list[str]]:
+    """The export as the text a file holds (JSON, YAML or flags, ending in a newline) and the notes on what the
+    target does not carry over."""
+    converted = export_preset(config, fmt)
+    text = converted.text() if fmt != "llamacpp" else str(converted.data) + "\n"
+    return text, converted.notes
 
 
 def import_preset_text(text: str, filename: str, name: str) -> Converted:
@@ -42,6 +58,6 @@ def import_preset_text(text: str, filename: str, name: str) -> Converted:
     raise ConfigError(f"cannot tell the format of {filename}: use a .json generation_config or a .yaml webui preset")
 
 
-__all__ = ["DIALECTS", "EXPORTERS", "FORMATS", "Converted", "Dialect", "export_preset", "from_hf", "from_webui_yaml",
+__all__ = ["DIALECTS", "EXPORTERS", "EXPORT_NAMES", "FORMATS", "Converted", "Dialect", "export_preset", "export_text", "from_hf", "from_webui_yaml",
            "import_preset_text", "llamacpp_samplers", "preset_name", "to_hf", "to_llamacpp", "to_openai", "to_vllm",
            "to_webui"]
