@@ -71,7 +71,11 @@ async def test_quit_and_restart_restores_panes_turns_and_prompt_then_shift_f_sta
         assert [p.state.config.name for p in again.panes()] == ["other"]
         assert again.panes()[0].state.text == "" and again.query_one("#prompt", TextArea).text == ""
         assert any("Started fresh" in m and str(previous_workspace_path()) in m for m in messages(again))
-        kept = load_session(previous_workspace_path())  # the restored work is one ctrl+o away
+        await pilot.press("ctrl+o")  # the restored work is one ctrl+o away: offered first
+        await pilot.pause()
+        assert again.screen.query_one(Input).value == str(previous_workspace_path())
+        await pilot.press("escape")
+        kept = load_session(previous_workspace_path())
         assert [c.name for c in kept.configs] == [name for name, _, _ in before]
         await pilot.press("ctrl+q")
     assert [c.name for c in load_session(autosave_path()).configs] == ["other"]

@@ -69,7 +69,7 @@ async def test_question_mark_and_f1_open_it_and_the_footer_names_it(demo):
         await pilot.press("f1")
         await pilot.pause()
         assert isinstance(app.screen, HelpScreen)
-        body = str(app.screen.query(Static).last().render())
+        body = app.screen.body
         assert "Conversations" in body and "ctrl+n" in body
         await pilot.press("escape")
         await pilot.press("escape")  # to the panes
@@ -84,7 +84,7 @@ async def test_question_mark_and_f1_open_it_and_the_footer_names_it(demo):
         await pilot.press("f1")
         await pilot.pause()
         assert isinstance(app.screen, HelpScreen)
-        body = str(app.screen.query(Static).last().render())
+        body = app.screen.body
         assert body.startswith("Here (ConfigEditor)") and "Find a field" in body.split("\n\n")[0]
         await pilot.press("escape")
         await pilot.pause()

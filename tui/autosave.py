@@ -73,7 +73,7 @@ class Autosave(Part):
         turns = sum(len(s.turns) + 1 for s in self.ws.panes if s.history)
         held = f", {plural(turns, 'turn')} in all" if turns else " (no output yet)"
         self.notify(f"Restored your workspace from {saved_at(path)}: {plural(len(session.configs), 'pane')}{held}. "
-                    "shift+f starts fresh (--fresh skips this).", timeout=10)
+                    "shift+f starts fresh (--fresh skips this).", timeout=20)
 
     def set_aside(self, path: Path) -> Path | None:
         """Move the autosave to previous-workspace.json (replacing an older one there); None when it cannot."""
@@ -87,6 +87,7 @@ class Autosave(Part):
                         "autosave is off for this start.", severity="warning", timeout=15)
             self.enabled = False
             return None
+        self.ws.set_aside = str(target)  # ctrl+o offers it
         return target
 
     # -- writing --------------------------------------------------------------------------------------------
@@ -132,6 +133,7 @@ class Autosave(Part):
             self.notify(f"Not started fresh: could not keep this workspace in {target} ({exc.strerror or exc}). "
                         "ctrl+s saves it first.", severity="error", timeout=10)
             return
+        self.ws.set_aside = str(target)
         for pane in self.panes():
             pane.remove()
         self.ws.undo.clear()

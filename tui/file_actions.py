@@ -126,7 +126,7 @@ class Files(Part):
 
         from .screens.ask import AskText
 
-        default = self.ws.last_session or str(last_session_path() or "")
+        default = self.ws.set_aside or self.ws.last_session or str(last_session_path() or "")
         self.push_screen(AskText("Open a session file:", default),
                          lambda path: self.open_session(path) if path else None)
 
@@ -142,7 +142,7 @@ class Files(Part):
         except ConfigError as exc:
             self.notify(str(exc), severity="error", timeout=10)
             return
-        self.ws.last_session = path
+        self.ws.last_session, self.ws.set_aside = path, None
         self.notify(f"Opened {path}")
 
     def apply_session(self, session, where: str) -> None:

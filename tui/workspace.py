@@ -71,6 +71,8 @@ class Workspace:
     """What u undoes, newest last."""
     last_session: str | None = None
     """The session file saved or opened last: ctrl+s and ctrl+o offer it."""
+    set_aside: str | None = None
+    """A workspace set aside at start or by shift+f: ctrl+o offers it first."""
 
     @property
     def panes(self) -> list[PaneState]:

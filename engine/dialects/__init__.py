@@ -24,8 +24,8 @@ FORMATS = tuple(EXPORTERS)
 
 
 EXPORT_NAMES = {"hf": ("transformers", "generation_config.json", "{name}.generation_config.json"),
-                "vllm": ("vLLM", "SamplingParams keyword arguments (JSON)", "{name}.vllm.json"),
-                "openai": ("OpenAI", "request parameters (JSON)", "{name}.openai.json"),
+                "vllm": ("vLLM", "SamplingParams (JSON)", "{name}.vllm.json"),
+                "openai": ("OpenAI", "request fields (JSON)", "{name}.openai.json"),
                 "llamacpp": ("llama.cpp", "command-line flags", "{name}.llamacpp.txt"),
                 "webui": ("text-generation-webui", "a preset (YAML)", "{name}.yaml")}
 """Per export format: the stack, what the export is, and a file name for it."""

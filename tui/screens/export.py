@@ -54,10 +54,10 @@ class ExportPicker(ModalScreen[str | None]):
                 try:
                     _, notes = export_text(self.config, fmt)
                     said = f"{len(notes)} note{'s' if len(notes) != 1 else ''} on what it drops" if notes else \
-                        "carries every setting"
+                        "all carried"
                 except Exception as exc:  # noqa: BLE001 - one target that cannot take it must not hide the rest
                     said = f"cannot: {exc}"
-                options.append(Option(Text.assemble((f"{stack:<22}", "bold"), f"{what} · {said}"), id=fmt))
+                options.append(Option(Text.assemble((f"{stack:<22}", "bold"), f"{what:<23} {said}"), id=fmt))
             yield OptionList(*options, id="targets")
             yield Static("Enter shows it (y copies, w writes a file) · esc cancels", classes="export-hint",
                          markup=False)

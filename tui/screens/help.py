@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from textual.binding import Binding
 from textual.screen import Screen
+from textual.widgets import Static
 
 from ..keys import help_groups, key_name
 from .ask import ShowText
@@ -48,28 +49,58 @@ def other_screens() -> list[tuple[str, list[tuple[str, str]]]]:
             ("Sweeps (shift+s)", screen_keys(SweepScreen.BINDINGS))]
 
 
+MAIN_NOTE = "Main screen (* acts on the current pane; the rest on every pane or the app)"
+
+
+def help_sections(here: Screen | None = None) -> list[tuple[str, list[tuple[str, str]]]]:
+    """(title, [(key, what it does)]) in the help's order; `here` is the screen it was opened on (its keys come
+    first unless it is the main one)."""
+    out = []
+    if here is not None and type(here).__name__ != "MainScreen":
+        out.append((f"Here ({type(here).__name__})", screen_keys(type(here).BINDINGS) or [("esc", "close")]))
+    for group, rows in help_groups():
+        out.append((group, [(key, f"{'* ' if pane else ''}{text}") for key, text, pane in rows]))
+    out.extend(other_screens())
+    out.append(("Dialogs", DIALOG_KEYS))
+    out.append(("Everywhere", APP_KEYS))
+    return out
+
+
 def help_text(here: Screen | None = None) -> str:
-    """The help's body; `here` is the screen it was opened on (its keys come first unless it is the main one)."""
+    """The help as plain text (y copies it)."""
     width = 18
     lines: list[str] = []
-
-    def section(title: str, rows: list[tuple[str, str]]) -> None:
+    sections = help_sections(here)
+    for i, (title, rows) in enumerate(sections):
+        if not title.startswith("Here") and (i == 0 or sections[i - 1][0].startswith("Here")):
+            lines += [MAIN_NOTE, ""]
         lines.append(title)
         for key, text in rows:
             lines.append(f"  {key:<{width}} {text}" if len(key) < width else f"  {key}\n  {'':<{width}} {text}")
         lines.append("")
-
-    if here is not None and type(here).__name__ != "MainScreen":
-        section(f"Here ({type(here).__name__})", screen_keys(type(here).BINDINGS) or [("esc", "close")])
-    lines.append("Main screen (* acts on the current pane; the rest on every pane or the app)")
-    lines.append("")
-    for group, rows in help_groups():
-        section(group, [(key, f"{'* ' if pane else ''}{text}") for key, text, pane in rows])
-    for title, rows in other_screens():
-        section(title, rows)
-    section("Dialogs", DIALOG_KEYS)
-    section("Everywhere", APP_KEYS)
     return "\n".join(lines).rstrip() + "\n"
+
+
+def help_renderable(here: Screen | None = None):
+    """The help on screen: each group a two-column grid, so a long line wraps under its text, not its key."""
+    from rich.console import Group
+    from rich.table import Table
+    from rich.text import Text
+
+    parts: list = []
+    sections = help_sections(here)
+    for i, (title, rows) in enumerate(sections):
+        if not title.startswith("Here") and (i == 0 or sections[i - 1][0].startswith("Here")):
+            parts.append(Text(MAIN_NOTE, style="dim"))
+        parts.append(Text(title, style="bold"))
+        grid = Table.grid(padding=(0, 1))
+        grid.add_column(width=18, no_wrap=True)
+        grid.add_column(ratio=1)
+        for key, text in rows:
+            grid.add_row(Text("  " + key, style="bold"), Text(text))
+        parts.append(grid)
+        parts.append(Text(""))
+    return Group(*parts)
 
 
 class HelpScreen(ShowText):
@@ -79,3 +110,8 @@ class HelpScreen(ShowText):
 
     def __init__(self, here: Screen | None = None) -> None:
         super().__init__("Keys", help_text(here))
+        self.here = here
+
+    def on_mount(self) -> None:
+        super().on_mount()
+        self.query(Static).last().update(help_renderable(self.here))
