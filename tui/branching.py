@@ -85,9 +85,9 @@ class Tokens(Part):
         self.select_token(pane, pane.state.cursor or 0)
         options = self.app.query_one(Inspector).query_one(OptionList)
         step = pane.state.steps[pane.state.cursor]
-        rows = [i for i, alt in enumerate(step.top, start=1)]
-        chosen = [i for i, alt in enumerate(step.top, start=1) if alt.token_id == step.token_id]
-        options.highlighted = (chosen or rows or [None])[0]  # on the token it chose; ↓ ↑ go to its neighbours
+        chosen = next((i for i, alt in enumerate(step.top, start=1) if alt.token_id == step.token_id), None)
+        # on the token it chose (row 0 is the header), else the first alternative; ↓ ↑ go to its neighbours
+        options.highlighted = chosen if chosen is not None else (1 if step.top else None)
         self.app.screen.set_focus(options)
 
     def back_to_pane(self, cancel: bool = False) -> None:
