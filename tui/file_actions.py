@@ -94,26 +94,19 @@ class Files(Part):
                     "set-clipboard on). f shows it here.")
 
     def save_session(self) -> None:
-        from decodelab.engine.library.sessions import new_session_path, save_session
+        from decodelab.engine.library.sessions import dumps_session, new_session_path
 
-        from .screens.ask import AskText, Confirm
+        from .screens.ask import AskText, save_asking
 
-        session = self.ws.record(self.prompt_box.text, self.shelf.spec)
+        text = dumps_session(self.ws.record(self.prompt_box.text, self.shelf.spec))
 
-        def save(path: str | None, overwrite: bool = False) -> None:
-            if not path:
-                return
-            try:
-                save_session(session, path, overwrite=overwrite)
-            except ConfigError as exc:
-                if "already exists" in str(exc) and not overwrite:  # no (or esc) goes back to the path
-                    self.push_screen(Confirm(f"{path} exists. Overwrite it?", "Overwrite"),
-                                     lambda yes: save(path, True) if yes else ask(path))
-                    return
-                self.notify(str(exc), severity="error")
-                return
+        def saved(path: str) -> None:
             self.ws.last_session = path
             self.notify(f"Saved session → {path}")
+
+        def save(path: str | None) -> None:
+            if path:
+                save_asking(self.app, path, text, "session file", ask, saved)
 
         def ask(default: str) -> None:
             self.push_screen(AskText("Save the session (prompts, configs, seeds, every turn and version) to:",

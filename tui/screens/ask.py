@@ -136,3 +136,30 @@ class ShowText(ModalScreen[None]):
     def action_copy(self) -> None:
         self.app.copy_to_clipboard(self.body)
         self.app.notify("Copied (through the terminal, OSC 52).")
+
+
+def save_asking(app, path: str, text: str, what: str, again: Callable[[str], None],
+                done: Callable[[str], None]) -> None:
+    """Write text to path, atomically; when the file exists, ask first: no (or esc) calls again(path), so the
+    question steps back to the path as typed. done(path) runs once it is written; any other failure is said."""
+    import os
+
+    from decodelab.engine.config import ConfigError
+    from decodelab.engine.library.fileio import save_document
+
+    class Exists(ConfigError):
+        pass
+
+    def attempt(overwrite: bool) -> None:
+        try:
+            save_document(os.path.expanduser(path), text, what, overwrite=overwrite, exists_error=Exists)
+        except Exists:
+            app.push_screen(Confirm(f"{path} exists. Overwrite it?", "Overwrite"),
+                            lambda yes: attempt(True) if yes else again(path))
+            return
+        except ConfigError as exc:
+            app.notify(str(exc), severity="error", timeout=10)
+            return
+        done(path)
+
+    attempt(False)

@@ -114,24 +114,13 @@ class ShowExport(ShowText):
         default = path or os.path.join(os.getcwd(), export_file_name(self.config, self.fmt))
         self.app.push_screen(AskText(f"Write the {EXPORT_NAMES[self.fmt][0]} export to:", default), self.write)
 
-    def write(self, path: str | None, overwrite: bool = False) -> None:
-        from decodelab.engine.config import ConfigError
-        from decodelab.engine.library.fileio import save_document
+    def write(self, path: str | None) -> None:
+        from .ask import save_asking
 
-        from .ask import Confirm
+        if path:
+            save_asking(self.app, path, self.export, "export file", self.action_write, self.written)
 
-        if not path:
-            return
-        try:
-            save_document(os.path.expanduser(path), self.export, "export file", overwrite=overwrite)
-        except ConfigError as exc:
-            if "already exists" in str(exc) and not overwrite:  # no (or esc) goes back to the path
-                self.app.push_screen(Confirm(f"{path} exists. Overwrite it?", "Overwrite"),
-                                     lambda yes: self.write(path, True) if yes else self.action_write(path))
-                return
-            self.app.notify(str(exc), severity="error", timeout=10)
-            return
+    def written(self, path: str) -> None:
         more = f" ({len(self.notes)} note{'s' if len(self.notes) != 1 else ''} on what it drops: shown here)" \
             if self.notes else ""
         self.app.notify(f"Wrote {path}{more}")
-
