@@ -151,7 +151,32 @@ def _json(s: Setting, value: Any) -> str:
     if not isinstance(value, (dict, bool)):
         raise ConfigError(f"{s.name} must be a JSON Schema: an object such as {{\"type\": \"object\"}} ({{}} = any "
                           f"JSON value), not {type(value).__name__}", field=s.name)
+    if json_depth(value) > MAX_JSON_DEPTH:
+        raise ConfigError(f"{s.name} nests more than {MAX_JSON_DEPTH} levels deep; decodelab takes schemas nested at most "
+                          f"{MAX_JSON_DEPTH} levels (objects and arrays inside each other): flatten it, or use $defs",
+                          field=s.name)
     return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
+MAX_JSON_DEPTH = 100
+"""How deeply a JSON Schema may nest (llguidance and Python's own recursion give out in the hundreds)."""
+
+
+def json_depth(value: Any) -> int:
+    """How many objects and arrays deep a JSON value nests (counted without recursion)."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            children = list(item.values())
+        elif isinstance(item, list):
+            children = item
+        else:
+            continue
+        deepest = max(deepest, depth)
+        if depth <= MAX_JSON_DEPTH:  # past the limit the answer is known
+            stack += [(child, depth + 1) for child in children]
+    return deepest
 
 
 CHECKS = {"text": _text, "bool": _bool, "float": _float, "int": _int, "strings": _strings, "seed": _seed,

@@ -189,9 +189,19 @@ SETTINGS: tuple[Setting, ...] = (
              hf="min_new_tokens", vllm="min_tokens",
              webui=Spell("min_length", note="the webui's min_length is HF's: it counts the prompt's tokens too, so it "
                          "asks for fewer new tokens than min_new_tokens does")),
+    _sampler("ignore_eos", "bool", False, "end-of-sequence never ends the row: EOS is forbidden up to max_new_tokens "
+             "(llama.cpp's ignore_eos)", "it must be true or false", "min_new_tokens", warper=False, label="no-eos",
+             llamacpp="ignore_eos", vllm=Spell("ignore_eos", note="vLLM's ignore_eos lets EOS be sampled and goes on "
+                                               "past it; decodelab forbids EOS, as llama.cpp does")),
     _row("stop_strings", "strings", (), "stop when the text contains one of these; it is trimmed from the output",
          hf=Spell("stop_strings", note="HF needs the tokenizer for stop_strings: pass tokenizer=... to generate()"),
          vllm="stop", openai="stop", llamacpp=Spell("stop", flag="--reverse-prompt")),
+    _row("stop_token_ids", "tokens", (), "stop when one of these tokens is generated (token ids, or texts of one "
+         "token each); the token stays in the output", label="stop-ids={n}",
+         vllm=Spell("stop_token_ids", note="vLLM's stop_token_ids takes token ids: texts in stop_token_ids are NOT "
+                    "carried over", when=lambda c: any(isinstance(t, str) for t in c.stop_token_ids)),
+         hf=Spell(None, note="HF stops on the ids in generation_config.eos_token_id: add stop_token_ids to the "
+                  "model's own EOS ids there")),
     _row("seed", "seed", None, "seeds this config's own random stream; none = pick one and report it",
          f"it must be an integer in [0, {SEED_MAX}] or none", stage="sample",
          hf=Spell(None, note="call torch.manual_seed(SEED) before generate; HF's sampling stream differs from "
@@ -346,7 +356,7 @@ STAGE_TABLE: tuple[StageRow, ...] = (
     StageRow("cfg", "constraint"),
     StageRow("logit_bias", "constraint"),
     StageRow("banned_strings", "constraint"),
-    StageRow("min_new_tokens", "constraint"),
+    StageRow("min_new_tokens", "constraint", switches=("min_new_tokens", "ignore_eos")),
     StageRow("grammar", "constraint", switches=CONSTRAINT_FIELDS),
     # the chain, in HF transformers 5.x's order for the processors it has (sampler_order reorders it); the stages HF
     # lacks sit where text-generation-webui or llama.cpp puts them. Greedy rows see only the first three.
@@ -431,7 +441,9 @@ class DecodingConfig:
     length_penalty: float = 1.0
     max_new_tokens: int = 128
     min_new_tokens: int = 0
+    ignore_eos: bool = False
     stop_strings: tuple[str, ...] = ()
+    stop_token_ids: tuple[int | str, ...] = ()
     seed: int | None = None
     early_stopping: bool | str = False
     top_n_sigma: float = 0.0

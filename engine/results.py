@@ -8,7 +8,7 @@ from typing import Any
 
 from .config import DecodingConfig
 
-STOP_REASONS = ("eos", "stop_string", "max_new_tokens", "cancelled")
+STOP_REASONS = ("eos", "stop_string", "stop_token", "max_new_tokens", "cancelled")
 
 
 class GenerationError(RuntimeError):

@@ -1,4 +1,5 @@
-"""The Starlette app: /v1/models, /v1/completions, /v1/chat/completions (OpenAI-compatible), /health.
+"""The Starlette app: /v1/models, /v1/completions, /v1/chat/completions, /v1/responses (OpenAI-compatible),
+/metrics (Prometheus), /health.
 
 Every error is JSON in OpenAI's shape, and every request's body is read (up to the size limit)
 before the answer, so a kept-alive connection stays in step. Tokenizing runs in a worker thread,
@@ -31,7 +32,7 @@ from starlette.requests import Request as HttpRequest
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from . import delivery, responses
+from . import delivery, responses, responses_api
 from .errors import ApiError, validation_error
 from .prompts import check_token_ids, prompt_text, tokenize_chat, tokenize_prompt
 from .scheduler import Job, Scheduler
@@ -42,6 +43,10 @@ from .schemas import (ChatRequest, CompletionRequest, DetokenizeRequest, Tokeniz
 
 SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
 """A JSON escape of a UTF-16 surrogate: only bodies holding one are checked for a lone surrogate."""
+
+
+DISCARD_LIMIT = 64 * 2**20
+"""A body over the limit is still read (and dropped) up to this size, so its sender sees the 413."""
 
 
 @dataclass
@@ -84,6 +89,7 @@ class Api:
         routes += [Route(p, self.health, methods=["GET"]) for p in ("/health", "/v1/health")]
         routes += [Route(p, self.completions, methods=["POST"]) for p in ("/v1/completions", "/completions")]
         routes += [Route(p, self.chat, methods=["POST"]) for p in ("/v1/chat/completions", "/chat/completions")]
+        routes += [Route(p, self.responses, methods=["POST"]) for p in ("/v1/responses", "/responses")]
         routes += [Route(p, self.tokenize, methods=["POST"]) for p in ("/tokenize", "/v1/tokenize")]
         routes += [Route(p, self.detokenize, methods=["POST"]) for p in ("/detokenize", "/v1/detokenize")]
         # each handler takes its own exception type, which starlette's handler type cannot say: Callable[...]
@@ -105,8 +111,28 @@ class Api:
             return True
         return True
 
+    async def _discard(self, request: HttpRequest) -> None:
+        """Read and drop the rest of a too-large body (up to DISCARD_LIMIT, within the body timeout) before the 413,
+        so the client has finished sending when the connection closes: closing on unread data resets the
+        connection, and the client sees that instead of the 413 (3 in 10 fresh connections did)."""
+        declared = request.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > DISCARD_LIMIT:
+            return  # too much to wait for: close at once
+        seen = 0
+        try:
+            async with asyncio.timeout(self.limits.request_timeout):
+                while seen <= DISCARD_LIMIT:
+                    message = await request.receive()
+                    seen += len(message.get("body", b""))
+                    if message["type"] != "http.request" or not message.get("more_body", False):
+                        return
+        except (TimeoutError, Exception):  # noqa: BLE001 - a slow or vanished client: close all the same
+            return
+
     async def api_error(self, request: HttpRequest, exc: ApiError) -> JSONResponse:
         response = exc.response()
+        if exc.status == 413:
+            await self._discard(request)
         if exc.status in (408, 413) or not await self._drain(request):  # a late body is not waited for again
             response.headers["Connection"] = "close"
         return response
@@ -130,10 +156,13 @@ class Api:
     def _authorise(self, request: HttpRequest) -> None:
         if not self.api_key:
             return
-        given = request.headers.get("authorization", "")
-        token = given[7:] if given[:7].lower() == "bearer " else ""
-        if not hmac.compare_digest(token.encode(), self.api_key.encode()):  # constant time
-            raise ApiError(401, "missing or wrong API key: send it as 'Authorization: Bearer KEY'",
+        given = request.headers.get("authorization")
+        keys = [given[7:] if given[:7].lower() == "bearer " else ""] if given is not None else []
+        if "x-api-key" in request.headers:  # the header some clients send instead (Anthropic's, many proxies')
+            keys.append(request.headers["x-api-key"])
+        # every key sent must be the key (constant time); none sent is as wrong as a wrong one
+        if not keys or not all([hmac.compare_digest(k.encode(), self.api_key.encode()) for k in keys]):
+            raise ApiError(401, "missing or wrong API key: send it as 'Authorization: Bearer KEY' (or 'X-Api-Key: KEY')",
                            code="invalid_api_key")
 
     async def _json(self, request: HttpRequest) -> dict:
@@ -246,9 +275,17 @@ class Api:
             req.tokens, skip_special_tokens=False, clean_up_tokenization_spaces=False))
         return JSONResponse({"content": text, "prompt": text})
 
-    async def _generate(self, request: HttpRequest, kind, data: dict | None = None):
+    async def responses(self, request: HttpRequest, data: dict | None = None) -> Response:
+        """OpenAI's Responses API: the chat endpoint's work, answered as a response object (responses_api.py)."""
         data = data if data is not None else await self._json(request)
-        ignored = take_ignored(data)
+        chat, asked, ignored = responses_api.translate(data)
+        return await self._generate(request, ChatRequest, chat, asked=asked, ignored=ignored)
+
+    async def _generate(self, request: HttpRequest, kind, data: dict | None = None,
+                        asked: responses_api.Asked | None = None, ignored: list[str] | None = None):
+        """A completion, chat completion, or (asked: what a Responses request said) a response."""
+        data = data if data is not None else await self._json(request)
+        ignored = (ignored or []) + take_ignored(data)
         settings, sent = take_settings(data)  # every decodelab setting, in any stack's name (dialects.py)
         try:
             req = kind.model_validate(data).with_settings(settings, sent)
@@ -258,9 +295,10 @@ class Api:
         self._check_model(req.model)
         shape = self._shape(req, chat)
         prompts = [req.messages] if chat else req.prompts()
-        if len(prompts) * req.n > self.limits.max_rows:
-            raise ApiError(400, f"{len(prompts)} prompts x n={req.n} is over {self.limits.max_rows} rows",
-                           param="n")
+        if len(prompts) * req.candidates() > self.limits.max_rows:
+            many = f"best_of={req.best_of}" if req.candidates() > req.n else f"n={req.n}"
+            raise ApiError(400, f"{len(prompts)} prompts x {many} is over {self.limits.max_rows} rows",
+                           param="best_of" if req.candidates() > req.n else "n")
         if len(prompts) * (req.num_beams or 1) > self.limits.max_rows:  # each beam is a row of the cache
             raise ApiError(400, f"{len(prompts)} prompts x num_beams={req.num_beams} is over this server's "
                            f"{self.limits.max_rows} rows: lower num_beams", param="num_beams")
@@ -270,22 +308,68 @@ class Api:
         wanted = req.wanted_tokens()
         if wanted == 0:
             return self._echo_only(req, chat, shape, ids, echos)
-        engine_requests = [self._request(req, prompt_ids, wanted, chat, shape) for prompt_ids in ids]
+        scored = echo and shape.top is not None  # echo with logprobs: the prompt's own logprobs too
+        engine_requests = [self._request(req, prompt_ids, wanted, chat, shape, scored) for prompt_ids in ids]
         job = Job(asyncio.get_running_loop(), engine_requests, stream=req.stream)
         self.scheduler.submit(job)
         prompt_tokens = sum(r.prompt_ids.numel() for r in engine_requests)
         echo_rows = [e for e in echos for _ in range(req.n)]
         said = {"X-Decodelab-Ignored": ", ".join(ignored)} if ignored else {}
+        if asked is not None:
+            return await self._respond(request, job, responses_api.ResponseShape(self.model_name, asked, shape),
+                                       req.stream, prompt_tokens, said)
         if req.stream:
             return StreamingResponse(delivery.stream(job, shape, echo_rows, req.n, prompt_tokens),
                                      media_type="text/event-stream", headers={"Cache-Control": "no-cache", **said})
         done: dict[int, list] = {}
+
+        def answer(completions: list) -> dict:
+            body = responses.whole(shape, self._best(req, completions), echo_rows, prompt_tokens,
+                                   self._prompt_logprobs(engine_requests, req.n, shape) if scored else ())
+            body["usage"]["completion_tokens"] = sum(len(c.token_ids) for c in completions)  # every candidate
+            body["usage"]["total_tokens"] = prompt_tokens + body["usage"]["completion_tokens"]
+            return body
+
         try:
             completions = await delivery.wait(job, request, done)
         except delivery.HalfClosed:  # answer all the same, checking with spaces that the client is still there
-            answer = lambda completions: responses.whole(shape, completions, echo_rows, prompt_tokens)  # noqa: E731
             return StreamingResponse(delivery.held(job, done, answer), media_type="application/json", headers=said)
-        return JSONResponse(responses.whole(shape, completions, echo_rows, prompt_tokens), headers=said)
+        return JSONResponse(answer(completions), headers=said)
+
+    async def _respond(self, request: HttpRequest, job: Job, form: responses_api.ResponseShape, stream: bool,
+                       prompt_tokens: int, said: dict) -> Response:
+        if stream:
+            return StreamingResponse(form.stream(job, prompt_tokens), media_type="text/event-stream",
+                                     headers={"Cache-Control": "no-cache", **said})
+        done: dict[int, list] = {}
+        answer = lambda completions: form.whole(completions[0], prompt_tokens)  # noqa: E731 - one row
+        try:
+            completions = await delivery.wait(job, request, done)
+        except delivery.HalfClosed:
+            return StreamingResponse(delivery.held(job, done, answer), media_type="application/json", headers=said)
+        return JSONResponse(answer(completions), headers=said)
+
+    @staticmethod
+    def _best(req, completions: list) -> list:
+        """best_of: of each prompt's candidates, the n with the highest summed logprob (vLLM's and OpenAI's rule),
+        best first; otherwise the completions as they are."""
+        per = req.candidates()
+        if per == req.n:
+            return completions
+        out = []
+        for start in range(0, len(completions), per):
+            ranked = sorted(completions[start: start + per], key=lambda c: -sum(s.logprob for s in c.steps))
+            out += ranked[: req.n]
+        return out
+
+    def _prompt_logprobs(self, engine_requests: list, n: int, shape) -> list[dict]:
+        """Each choice's echoed-prompt logprobs (one per prompt, repeated for its n choices)."""
+        out = []
+        for r in engine_requests:
+            ids = r.prompt_ids.tolist()
+            first = self.tokenizer.decode(ids[:1], skip_special_tokens=True) if ids else ""
+            out += [responses.prompt_logprobs(first, r.prompt_steps, shape.top or 0)] * n
+        return out
 
     def _echo_only(self, req, chat: bool, shape, ids, echos) -> JSONResponse:
         """max_tokens=0: only echo=true (non-streaming) makes sense of it; it gives the prompt back."""
@@ -314,9 +398,19 @@ class Api:
                 raise ApiError(400, "top_logprobs needs logprobs=true", param="top_logprobs")
             top = (req.top_logprobs or 0) if req.logprobs else None
         else:
-            if req.echo and req.logprobs is not None:
-                raise ApiError(400, "echo with logprobs would need the prompt's own logprobs, which decodelab "
-                               "serve does not compute: drop one of them", param="echo")
+            if req.echo and req.logprobs is not None and req.stream:
+                raise ApiError(400, "echo with logprobs is answered whole, not streamed: set stream=false (or drop "
+                               "logprobs)", param="echo")
+            if (req.best_of or 1) > 1:
+                if req.stream:
+                    raise ApiError(400, "best_of > 1 cannot be streamed (the best candidates are known only at the end): "
+                                   "set stream=false, or best_of=1", param="best_of")
+                if req.best_of < req.n:
+                    raise ApiError(400, f"best_of={req.best_of} must be at least n={req.n}: best_of is how many "
+                                   "candidates the n returned are chosen from", param="best_of")
+                if (req.num_beams or 1) > 1:
+                    raise ApiError(400, "best_of > 1 with num_beams > 1 is not supported: beam search returns one "
+                                   "sequence", param="best_of")
             top = req.logprobs
         if (req.num_beams or 1) > 1 and req.n > 1:
             raise ApiError(400, "n > 1 with num_beams > 1 is not supported: beam search returns one sequence",
@@ -361,7 +455,7 @@ class Api:
         except PromptError as exc:
             raise ApiError(400, str(exc), param="messages" if chat else "prompt") from None
 
-    def _request(self, req, prompt_ids, wanted: int | None, chat: bool, shape) -> Request:
+    def _request(self, req, prompt_ids, wanted: int | None, chat: bool, shape, scored: bool = False) -> Request:
         length = prompt_ids.numel()
         context = self.loaded.context_length
         max_new = wanted if wanted is not None else min(self.limits.default_max_tokens,
@@ -381,8 +475,10 @@ class Api:
             raise ApiError(400, str(exc), param="num_beams" if config.num_beams > 1 else "guidance_scale") from None
         self._check_tokens(config, req)
         self._check_memory(length, max_new, req)
-        seeds = [(req.seed + j) % 2**64 if req.seed is not None else secrets.randbelow(2**32) for j in range(req.n)]
-        return Request(prompt_ids, [config] * req.n, top=shape.top or 0, seeds=seeds)
+        rows = req.candidates()
+        seeds = [(req.seed + j) % 2**64 if req.seed is not None else secrets.randbelow(2**32) for j in range(rows)]
+        return Request(prompt_ids, [config] * rows, top=shape.top or 0, seeds=seeds,
+                       prompt_top=(shape.top or 0) if scored else None)
 
     def _check_memory(self, length: int, max_new: int, req) -> None:
         """A request whose key/value cache alone would pass this server's budget can never run: 400 now."""
@@ -390,7 +486,7 @@ class Api:
         if not batch.kv_per_token:
             return
         assert batch.kv_budget is not None  # kv_per_token is set only under a budget (decoding/loop.py)
-        rows = req.n * (req.num_beams or 1)
+        rows = req.candidates() * (req.num_beams or 1)
         need = batch.kv_bytes(rows, length + max_new, max_new)
         if need > batch.kv_budget:
             padded = batch.padded_rows(rows)
@@ -405,10 +501,11 @@ class Api:
     def _check_tokens(self, config, req) -> None:
         """Settings that name tokens (logit_bias ids or texts, banned strings, DRY breakers) resolved against this
         model's vocabulary now, so a bad one is a 400 naming its field, not a failed batch."""
-        from decodelab.engine.decoding.preflight import check_tokens
+        from decodelab.engine.decoding.preflight import check_constraint, check_tokens
 
         try:
             check_tokens(self.loaded, config)
+            check_constraint(self.loaded, config)
         except ConfigError as exc:  # vocab.py names the field; the 400 names it as the client sent it
             message, param = _as_request_error(exc, req._sent)
             raise ApiError(400, message, param=param) from None
@@ -449,6 +546,10 @@ class Router(Api):
     async def chat(self, request: HttpRequest) -> Response:
         data = await self._json(request)
         return await self._pick(data)._generate(request, ChatRequest, data)
+
+    async def responses(self, request: HttpRequest, data: dict | None = None) -> Response:
+        data = await self._json(request)
+        return await Api.responses(self._pick(data), request, data)
 
     async def tokenize(self, request: HttpRequest, data: dict | None = None) -> JSONResponse:
         data = await self._json(request)

@@ -8,7 +8,9 @@ them with the same validation as everywhere else, and a 400 names the field as t
 
 from __future__ import annotations
 
-from decodelab.engine.config import SETTING, ConfigError
+import math
+
+from decodelab.engine.config import CONSTRAINT_FIELDS, SETTING, ConfigError
 from decodelab.engine.dialects import DIALECTS, Dialect
 from decodelab.engine.dialects.vllm import VLLM
 
@@ -60,25 +62,69 @@ def take_settings(data: dict) -> tuple[dict, dict[str, str]]:
         if field in sent:
             raise ApiError(400, f"{key} and {sent[field]} are the same setting ({field}): send one of them", param=key)
         fields[field], sent[field] = _translate(key, field, dialect, value), key
+    if "logit_bias" in fields:
+        check_bias(fields["logit_bias"], sent["logit_bias"])
+    for field in CONSTRAINT_FIELDS:
+        if field in fields and fields[field] in ("", [], ()):  # decodelab's "off", which nobody sends to mean it
+            raise ApiError(400, f"{sent[field]} is empty, so nothing would constrain the output: give "
+                           f"{EXAMPLES[field]}, or leave {sent[field]} out", param=sent[field])
     return fields, sent
 
 
+EXAMPLES = {"choice": "at least one choice (e.g. [\"yes\", \"no\"])", "regex": "a pattern (e.g. \"[0-9]+\")",
+            "grammar": "a grammar (e.g. root ::= \"yes\" | \"no\")", "json_schema": "a schema (e.g. {\"type\": \"object\"})"}
+
+
+RESPONSE_FORMAT_KEYS = {"type", "json_schema", "schema"}
+"""OpenAI's response_format keys, and llama.cpp's "schema" beside type (its shape without the json_schema wrapper)."""
+JSON_SCHEMA_KEYS = {"name", "description", "schema", "strict"}
+
+
+def unknown_parameter(path: str) -> ApiError:
+    """OpenAI's 400 for a key it does not know inside an object."""
+    return ApiError(400, f"Unknown parameter: '{path}'.", param=path, code="unknown_parameter")
+
+
 def _take_structured(data: dict, fields: dict, sent: dict[str, str]) -> None:
-    """OpenAI's response_format and vLLM's structured_outputs, as decodelab's constraint settings."""
+    """OpenAI's response_format (and llama.cpp's shape of it) and vLLM's structured_outputs, as decodelab's
+    constraint settings."""
     form = data.pop("response_format", None)
     if form is not None:
-        kind = form.get("type") if isinstance(form, dict) else None
-        if kind == "json_object":
-            fields["json_schema"], sent["json_schema"] = {"type": "object"}, "response_format"
-        elif kind == "json_schema":
-            spec = form.get("json_schema")
-            if not isinstance(spec, dict) or not isinstance(spec.get("schema"), (dict, bool)):
-                raise ApiError(400, "response_format.json_schema.schema must be a JSON Schema object",
-                               param="response_format")
-            fields["json_schema"], sent["json_schema"] = spec["schema"], "response_format"
-        elif kind not in (None, "text") or not isinstance(form, dict):
-            raise ApiError(400, "response_format.type must be text, json_object or json_schema",
+        if not isinstance(form, dict):
+            raise ApiError(400, "response_format must be an object such as {\"type\": \"json_object\"}",
                            param="response_format")
+        for key in form:
+            if key not in RESPONSE_FORMAT_KEYS:
+                raise unknown_parameter(f"response_format.{key}")
+        kind = form.get("type")
+        if kind not in ("text", "json_object", "json_schema"):
+            raise ApiError(400, f"response_format.type must be text, json_object or json_schema (got {kind!r})",
+                           param="response_format.type")
+        spec = form.get("json_schema")
+        if spec is not None:
+            if kind != "json_schema" or not isinstance(spec, dict):
+                raise ApiError(400, "response_format.json_schema goes with type json_schema and must be an object "
+                               "holding the schema", param="response_format.json_schema")
+            for key in spec:
+                if key not in JSON_SCHEMA_KEYS:
+                    raise unknown_parameter(f"response_format.json_schema.{key}")
+            if "schema" in form:
+                raise ApiError(400, "response_format has a schema both in json_schema (OpenAI's shape) and beside type "
+                               "(llama.cpp's): send one of them", param="response_format.schema")
+        schema = spec.get("schema") if spec is not None else form.get("schema")
+        if kind == "text":
+            if "schema" in form:
+                raise ApiError(400, "response_format type text takes no schema: use type json_schema",
+                               param="response_format.schema")
+        elif kind == "json_object" and schema is None:
+            fields["json_schema"], sent["json_schema"] = {"type": "object"}, "response_format"
+        else:
+            if not isinstance(schema, (dict, bool)):
+                where = "response_format.json_schema.schema" if spec is not None else "response_format.schema"
+                raise ApiError(400, f"{where} must be a JSON Schema object (OpenAI's shape is "
+                               "{\"type\": \"json_schema\", \"json_schema\": {\"name\": ..., \"schema\": {...}}}; "
+                               "llama.cpp's is {\"type\": \"json_schema\", \"schema\": {...}})", param="response_format")
+            fields["json_schema"], sent["json_schema"] = schema, "response_format"
     outputs = data.pop("structured_outputs", None)
     if outputs is None:
         return
@@ -140,3 +186,18 @@ def _order(key: str, value, dialect: Dialect) -> list[str]:
 def sent_name(field: str, sent: dict[str, str]) -> str:
     """The name the client used for a decodelab setting (its vLLM or own name when it came another way)."""
     return sent.get(field) or VLLM.name(field) or field
+
+
+def check_bias(bias, name: str) -> None:
+    """OpenAI bounds each bias to [-100, 100] and says so in its own words (llama.cpp's [[id, bias]] pairs too);
+    a text value is the setting's to check (decodelab's "-inf", llama.cpp's false, ban the token)."""
+    pairs = bias.items() if isinstance(bias, dict) else (
+        [tuple(p) for p in bias if isinstance(p, (list, tuple)) and len(p) == 2] if isinstance(bias, list) else [])
+    for key, value in pairs:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            continue
+        if not math.isfinite(value) or not -100 <= value <= 100:
+            above = not value < -100
+            raise ApiError(400, f"Invalid '{name}.{key}': number {'above maximum' if above else 'below minimum'} "
+                           f"value. Expected a value {'<= 100' if above else '>= -100'}, but got {value:g} instead.",
+                           param=f"{name}.{key}", code="decimal_above_max_value" if above else "decimal_below_min_value")

@@ -11,7 +11,7 @@ from typing import Callable, Iterable, Sequence
 from decodelab.engine.decoding.token_bytes import REPLACEMENT
 from decodelab.engine.results import Completion, TokenStep, json_number
 
-FINISH = {"eos": "stop", "stop_string": "stop", "max_new_tokens": "length", "cancelled": "stop"}
+FINISH = {"eos": "stop", "stop_string": "stop", "stop_token": "stop", "max_new_tokens": "length", "cancelled": "stop"}
 
 
 @dataclass
@@ -92,8 +92,24 @@ def shown_steps(steps: Iterable[TokenStep], reason: str | None) -> tuple[TokenSt
     return steps
 
 
-def whole(shape: Shape, completions: list[Completion], echos: list[str], prompt_tokens: int) -> dict:
-    """The non-streaming response: one choice per completion, in index order (echos: one per completion)."""
+def prompt_logprobs(first: str, steps: Sequence[TokenStep], top: int) -> dict:
+    """The echoed prompt's part of a legacy completion's logprobs (OpenAI's echo with logprobs): the first token has
+    none (nothing came before it), each later one its logprob and top alternatives under the model alone."""
+    num = json_number
+    texts = [first] + [s.text for s in steps]
+    offsets, position = [], 0
+    for text in texts:
+        offsets.append(position)
+        position += len(text)
+    return {"tokens": texts, "token_logprobs": [None] + [num(s.logprob) for s in steps],
+            "top_logprobs": [None] + [{a.text: num(a.logprob) for a in s.top[:top]} for s in steps],
+            "text_offset": offsets}
+
+
+def whole(shape: Shape, completions: list[Completion], echos: list[str], prompt_tokens: int,
+          prompts: Sequence[dict | None] = ()) -> dict:
+    """The non-streaming response: one choice per completion, in index order (echos: one per completion; prompts:
+    the echoed prompt's logprobs per completion, when echo asked for logprobs)."""
     choices = []
     for index, (c, echo) in enumerate(zip(completions, echos)):
         choice = {"index": index, "finish_reason": FINISH.get(c.stop_reason, "stop"), "seed": c.seed,
@@ -101,6 +117,9 @@ def whole(shape: Shape, completions: list[Completion], echos: list[str], prompt_
                                        shape.bytes_of, processed=shape.processed)
                   if shape.top is not None
                   else None}
+        before = prompts[index] if index < len(prompts) else None
+        if before is not None and choice["logprobs"] is not None:
+            choice["logprobs"] = {key: before[key] + choice["logprobs"][key] for key in before}
         if shape.chat:
             choice["message"] = {"role": "assistant", "content": c.text}
         else:

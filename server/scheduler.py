@@ -79,8 +79,10 @@ class Scheduler:
         """Queue a job, or ApiError 429 (with Retry-After) when too many requests are waiting."""
         with self.lock:
             if self.queued + len(job.requests) > self.max_queue + self.free_rows():
-                raise ApiError(429, f"the server is busy ({self.queued} requests waiting); retry shortly",
-                               code="queue_full", headers={"Retry-After": "1"})
+                running = len({id(r) for g in self.batch.groups for r in g.requests if r.guides is None})
+                raise ApiError(429, f"the server is busy: {running} request(s) decoding in {self.batch.rows} of "
+                               f"{self.max_rows} rows and {self.queued} waiting, and at most {self.max_queue} may wait "
+                               "beyond the free rows; retry shortly", code="queue_full", headers={"Retry-After": "1"})
             self.queued += len(job.requests)
         self.inbox.put(job)
 

@@ -13,6 +13,7 @@ from decodelab.engine.config import SETTING, ConfigError, DecodingConfig
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, StrictBool, StrictInt, StrictStr, field_validator
 
 from .errors import ApiError
+from .dialects import check_bias
 
 MAX_N = 16
 MAX_TOP_LOGPROBS = 20
@@ -117,6 +118,7 @@ class Sampling(BaseModel):
                 fields[name] = value
                 declared[name] = DECLARED.get(name, name)
         if self.logit_bias:
+            check_bias(self.logit_bias, "logit_bias")
             fields["logit_bias"] = self.logit_bias
         for name, value in self._settings.items():
             if name in declared:
@@ -128,6 +130,10 @@ class Sampling(BaseModel):
         except ConfigError as exc:
             message, param = _as_request_error(exc, self._sent)
             raise ApiError(400, message, param=param) from None
+
+    def candidates(self) -> int:
+        """Rows per prompt: n, or best_of when that asks for more candidates to choose the n from."""
+        return max(self.n, getattr(self, "best_of", None) or 1)
 
     def wanted_tokens(self) -> int | None:
         return self.max_completion_tokens if self.max_completion_tokens is not None else self.max_tokens
@@ -149,7 +155,9 @@ class CompletionRequest(Sampling):
     prompt: StrictStr | list[StrictStr] | list[int] | list[list[int]] = ""
     echo: StrictBool = False
     logprobs: Annotated[int, Field(ge=0, le=MAX_TOP_LOGPROBS)] | None = None
-    best_of: Literal[1] | None = None
+    best_of: Annotated[StrictInt, Field(ge=1, le=MAX_N)] | None = None
+    """OpenAI's legacy (and vLLM's): decode this many candidates per prompt, return the n with the highest summed
+    logprob."""
     suffix: None = None
 
     def prompts(self) -> list[str | list[int]]:

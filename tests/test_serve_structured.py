@@ -53,7 +53,7 @@ def test_every_dialect_s_constraint_field(server, body, check):
 
 @pytest.mark.parametrize("body, param, words", [
     ({"response_format": {"type": "json_schema", "json_schema": {"name": "x"}}}, "response_format", "schema"),
-    ({"response_format": {"type": "xml"}}, "response_format", "json_object"),
+    ({"response_format": {"type": "xml"}}, "response_format.type", "json_object"),
     ({"grammar": 'root ::= ("a"'}, "grammar", "line 1"),
     ({"guided_json": '{"type": "object",'}, "guided_json", "not valid JSON"),
     ({"guided_regex": "a+", "guided_choice": ["a"]}, "guided_choice", "at most one constraint"),

@@ -106,7 +106,7 @@ class Admission:
         """Whether this request's prompt is prefilled in chunks between decode steps: a long plain prompt (no
         branch, no guidance rows) arriving while rows decode, on a model whose cache rows can join."""
         return bool(self.prefill_chunk and self.groups and self.runner.can("chunked_prefill")
-                    and not request.prefix and not request.guided_rows
+                    and not request.prefix and not request.guided_rows and request.prompt_top is None
                     and request.prompt_ids.numel() > self.prefill_chunk)
 
     def _next_chunk(self, job: ChunkedPrefill) -> None:

@@ -88,15 +88,16 @@ def run_beam(loaded: LocalModel, prompt_ids: torch.Tensor, config: DecodingConfi
         attention_mask=torch.ones_like(prompt_ids)[None, :],
         **kwargs,
         tokenizer=tokenizer if config.stop_strings else None,
-        eos_token_id=eos or None,
+        eos_token_id=_stops(config, tokenizer, eos) or None,
         pad_token_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (eos[0] if eos else 0),
         return_dict_in_generate=True,
         output_scores=True,
         stopping_criteria=StoppingCriteriaList([_CancelCriteria(cancel)]),
     )
     new_ids = out.sequences[0, prompt_len:].tolist()
-    for i, token in enumerate(new_ids):  # drop the padding after the first EOS
-        if token in eos:
+    ends = set(_stops(config, tokenizer, eos))
+    for i, token in enumerate(new_ids):  # drop the padding after the first EOS (or stop token)
+        if token in ends:
             new_ids = new_ids[: i + 1]
             break
     elapsed = time.perf_counter() - start
@@ -111,6 +112,15 @@ def run_beam(loaded: LocalModel, prompt_ids: torch.Tensor, config: DecodingConfi
     scores = getattr(out, "sequences_scores", None)
     completion.sequence_score = float(scores[0]) if scores is not None else None
     return completion
+
+
+def _stops(config: DecodingConfig, tokenizer: Any, eos: list[int]) -> list[int]:
+    """The ids that end a beam: the model's EOS and the config's stop_token_ids (HF's eos_token_id list)."""
+    if not config.stop_token_ids:
+        return list(eos)
+    from ..sampling.vocab import named_ids
+
+    return list(dict.fromkeys([*eos, *named_ids(config.stop_token_ids, tokenizer, 2**62, "stop_token_ids")]))
 
 
 def replay(loaded: LocalModel, prompt_ids: torch.Tensor, ids: Sequence[int], tracker: RowTracker, k: int, eos: list[int],

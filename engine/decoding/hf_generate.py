@@ -40,7 +40,7 @@ def hf_generate_kwargs(config: DecodingConfig, prompt_length: int, tokenizer: An
     kwargs: dict[str, Any] = {
         "do_sample": config.samples,
         "max_new_tokens": config.max_new_tokens,
-        "min_new_tokens": config.min_new_tokens or None,
+        "min_new_tokens": (config.max_new_tokens if config.ignore_eos else config.min_new_tokens) or None,
         "repetition_penalty": config.repetition_penalty,
         "no_repeat_ngram_size": config.no_repeat_ngram_size,
         "num_beams": config.num_beams,

@@ -149,7 +149,11 @@ class DecodeLoop(Admission):
         else:
             max_new = max(request.configs[i].max_new_tokens for i in request.batch_rows)
             keep = len(request.prefix) + 1 if request.prefix and request.guides is None else 1
+            if request.prompt_top is not None:  # the prompt's own logprobs come from the same pass
+                keep = context.numel()
             rows, prefilled = self.runner.prefill(context, n, self.padded_rows(n), max_new, keep)
+        if request.prompt_top is not None:
+            request.prompt_steps = self._prompt_steps(request, prefilled)
         if request.prefix and request.guides is None:  # a branch: the forced tokens are recorded with their
             from .beams import replay  # statistics under each config, from the prefill's own logits
 
@@ -161,6 +165,23 @@ class DecodeLoop(Admission):
         _sync(self.device)
         request.prefill_s = time.perf_counter() - start
         request.start = time.perf_counter()
+
+    def _prompt_steps(self, request: Request, prefilled: torch.Tensor | None) -> list:
+        """The prompt's tokens after the first, each with its logprob and top alternatives under the model alone
+        (a neutral config: only raw figures mean anything for a prompt), from the prefill's logits when it kept
+        them all, else from the runner's scratch scoring."""
+        from ..config import DecodingConfig
+        from .beams import replay
+        from .rows import new_tracker
+
+        ids = request.prompt_ids.tolist()
+        if len(ids) < 2:
+            return []
+        logits = prefilled[: len(ids) - 1] if prefilled is not None and prefilled.shape[0] == len(ids) else None
+        tracker = new_tracker(self.tokenizer, DecodingConfig(max_new_tokens=len(ids), do_sample=False), 0, [])
+        tracker.detok.add(ids[0])  # the first token gives the second its context, as the text reads
+        replay(self.loaded, request.prompt_ids[:1], ids[1:], tracker, request.prompt_top or 0, [], 0.0, logits=logits)
+        return list(tracker.steps)
 
     def _join(self, rows: RowBatch) -> None:
         """Append new rows to the batch. A failure part-way (out of memory) leaves the batch as it was, less its
@@ -253,6 +274,7 @@ class DecodeLoop(Admission):
         done = [r for r in candidates if r.completions is None and all(t.finished for t in r.trackers.values())]
         for request in done:
             self._complete(request)
+        done = [r for r in done if r.failure is None]  # a failed request is the caller's through self.failed
         if not self.groups:
             self.batch = None
         elif len(keep) != offset:
@@ -281,6 +303,10 @@ class DecodeLoop(Admission):
         """Run the request's beam configs, then hand over every completion in config order."""
         from .beams import run_beam
 
+        if request.failure is not None:  # it stopped part-way: the caller reports why (self.failed)
+            self.failed.append((request, str(request.failure), request.failure))
+            request.completions = []  # over: never reported twice
+            return
         decode_s = time.perf_counter() - request.start
         results = {i: t.completion(request.prefill_s, decode_s, request.prompt_ids.numel())
                    for i, t in request.trackers.items()}
@@ -309,6 +335,8 @@ def run_requests(loaded: LocalModel, requests: Sequence[Request], *, max_rows: i
         if loop.failed:  # one caller, one run: its failure is the run's (run.py words an out-of-memory)
             raise loop.failed[0][2]
         loop.step()
+    if loop.failed:  # a request that failed part-way (a constraint llguidance gave up on)
+        raise loop.failed[0][2]
 
 
 def _sync(device: torch.device) -> None:

@@ -4,8 +4,9 @@ the TUI as a notification, serve as a 400 in OpenAI's error shape; none of them 
     encode_prompt    a text (through the chat template when chat is on) or chat messages -> token ids
     check_context    the context is checked first: a prompt or max_new_tokens that cannot fit is said as such
     check_engine     what the model's runner cannot do (beams, guidance), naming the engine
-    check_tokens     settings that name tokens (logit_bias, banned_strings, DRY's breakers, logprob_tokens) against
-                     the vocabulary and tokenizer, by the sampler stages' own checks
+    check_tokens     settings that name tokens (logit_bias, banned_strings, DRY's breakers, logprob_tokens,
+                     stop_token_ids) against the vocabulary and tokenizer, by the sampler stages' own checks
+    check_constraint a constraint llguidance compiles but gives up on with this model's tokenizer (a{1000000})
     preflight        all of them, for a prompt and its configs; returns the prompt's ids
 """
 
@@ -88,6 +89,27 @@ def check_tokens(loaded: LocalModel, config: DecodingConfig) -> None:
     stage_checks(config, loaded.runner.vocab_size, loaded.tokenizer)
 
 
+def check_constraint(loaded: LocalModel, config: DecodingConfig) -> None:
+    """ConfigError naming the field when llguidance cannot hold this config's constraint with this model's tokenizer:
+    it compiles (DecodingConfig checked that) but the matcher gives up on its first steps (a resource limit, such as
+    a{1000000}'s lexer). Probed on the first token the mask allows; a later give-up fails the run (ConstraintFailed)."""
+    from ..grammars import constraint_of, matcher
+    from ..sampling.constraints import ConstraintFailed, allowed_on_host, gave_up_message
+
+    spec = constraint_of(config)
+    if spec is None or loaded.runner is None or loaded.tokenizer is None:
+        return
+    eos = loaded.runner.eos_ids()
+    vocab = loaded.runner.vocab_size
+    m = matcher(*spec, loaded.tokenizer, vocab, tuple(eos))
+    allowed = allowed_on_host([m], vocab)[0]
+    if not m.is_error():
+        first = next((t for t in allowed.nonzero().flatten().tolist() if t not in eos), None)
+        if first is None or m.consume_token(first):
+            return
+    raise ConstraintFailed(gave_up_message(spec[0], 0, m), field=spec[0])
+
+
 def preflight(loaded: LocalModel, prompt: Prompt, configs: Sequence[DecodingConfig]) -> torch.Tensor:
     """Every check before a run of these configs on the prompt (the context before anything else); the prompt's
     token ids."""
@@ -96,4 +118,5 @@ def preflight(loaded: LocalModel, prompt: Prompt, configs: Sequence[DecodingConf
     check_engine(loaded, configs)
     for config in configs:
         check_tokens(loaded, config)
+        check_constraint(loaded, config)
     return prompt_ids

@@ -12,9 +12,11 @@ from typing import Any, Callable, Sequence
 import torch
 
 from ..config import DecodingConfig
+from ..grammars import constraint_of
 from ..conversation import Prompt
 from ..results import Completion, PromptError, StepEvent
 from ..sampling import Sampler
+from ..sampling.constraints import ConstraintFailed
 from ..sampling.trace import StageTrace, unpack_stages
 from ..runners.base import eos_tensor
 from .rows import RowTracker, build_steps
@@ -70,6 +72,13 @@ class Request:
     """A guidance request (classifier-free guidance): (the request it guides, its config index per row). Its
     rows read the negative prompt and are fed the guided rows' tokens; nobody sees its output."""
     trackers: dict[int, RowTracker] = field(default_factory=dict)
+    prompt_top: int | None = None
+    """Score the prompt's own tokens too, with this many alternatives each (OpenAI's echo with logprobs, vLLM's
+    prompt_logprobs): prompt_steps gets one TokenStep per prompt token after the first, from the prefill's logits."""
+    prompt_steps: list = field(default_factory=list)
+    failure: Exception | None = None
+    """Why the request failed part-way (a constraint llguidance gave up on): its rows stop, and the loop reports
+    it in DecodeLoop.failed instead of completing it."""
     prefill_s: float = 0.0
     start: float = 0.0
     """When decoding began (after the prefill); row times are measured from here."""
@@ -84,6 +93,10 @@ class Request:
                               "raise max_new_tokens")
         if not self.seeds:
             self.seeds = draw_seeds(self.configs)
+
+    def cancel_rows(self) -> None:
+        """Every row of this request ends at the next step (its other requests' rows go on)."""
+        self.stop_rows = set(range(len(self.configs)))
 
     @property
     def batch_rows(self) -> list[int]:
@@ -188,6 +201,12 @@ class Group:
         if self.guidance is not None:
             tokens[self.guidance[1]] = tokens[self.guidance[0]]  # a guidance row follows its guided row
         self.sampler.accept(tokens, processed)  # every stateful stage takes its rows' tokens
+        for row, message in self.sampler.gave_up():  # a constraint llguidance could not hold: the request fails
+            request, _ = self.owners[row]
+            if request.failure is None:
+                spec = constraint_of(request.configs[self.owners[row][1]])
+                request.failure = ConstraintFailed(message, field=spec[0] if spec else None)
+                request.cancel_rows()
         return processed, tokens
 
     def take_trace(self, tokens: torch.Tensor, k: int) -> tuple[list[str], list[list[list[float]]]] | None:
@@ -232,7 +251,8 @@ class Group:
             if not tracker.finished:
                 alive.append(row)
         for request, finished in stopped.values():
-            request.emit(StepEvent(step=self.step, tokens={}, finished=finished))
+            if request.failure is None:  # a failed request says so through DecodeLoop.failed, not as finished rows
+                request.emit(StepEvent(step=self.step, tokens={}, finished=finished))
         return alive
 
     def keep(self, rows: list[int]) -> None:

@@ -55,7 +55,12 @@ def unpack_step(values: list[float], k: int, text: str, token_text: TokenTexts, 
 def new_tracker(tokenizer: Any, config: DecodingConfig, seed: int, eos: list[int]) -> "RowTracker":
     """A RowTracker whose text skips EOS and the tokenizer's special tokens."""
     skip = frozenset(eos) | frozenset(getattr(tokenizer, "all_special_ids", []) or [])
-    return RowTracker(config, seed, IncrementalText(tokenizer, skip), eos)
+    tracker = RowTracker(config, seed, IncrementalText(tokenizer, skip), eos)
+    if config.stop_token_ids:  # checked against the vocabulary in the preflight
+        from ..sampling.vocab import named_ids
+
+        tracker.stop_ids = frozenset(named_ids(config.stop_token_ids, tokenizer, 2**62, "stop_token_ids"))
+    return tracker
 
 
 class RowTracker:
@@ -66,6 +71,8 @@ class RowTracker:
         self.seed = seed
         self.detok = detok
         self.eos = frozenset(eos)
+        self.stop_ids: frozenset[int] = frozenset()
+        """stop_token_ids as ids: generating one ends the row ("stop_token"), the token kept in the output."""
         self.steps: list[TokenStep] = []
         self.token_ids: list[int] = []
         self.text = ""
@@ -93,6 +100,8 @@ class RowTracker:
         self.text += piece
         if token_id in self.eos:
             self.finish("eos", now)
+        elif token_id in self.stop_ids:
+            self.finish("stop_token", now)
         elif self.config.stop_strings and self._trim_stop(searched_from):
             self.finish("stop_string", now)
         elif len(self.token_ids) >= self.config.max_new_tokens:

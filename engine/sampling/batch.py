@@ -181,6 +181,19 @@ class Sampler:
             stage.rejected.clear()
         return out
 
+    def gave_up(self) -> list[tuple[int, str]]:
+        """(row, message) for each row whose constraint's matcher gave up since the last call (ConstraintFailed)."""
+        out = []
+        for members, _, chain in self.chains:
+            found = chain.stage("grammar")
+            if found is None:
+                continue
+            stage, rows = found
+            assert isinstance(stage, Grammar)  # the stage named "grammar"
+            out += [(members[rows[r]], message) for r, message in stage.gave_up]
+            stage.gave_up.clear()
+        return out
+
 
 TOKEN_STAGES = frozenset({"logit_bias", "banned_strings", "dry"})
 """Stages whose settings name tokens (ids, or texts the tokenizer turns into ids)."""
@@ -190,6 +203,8 @@ def check_tokens(config: DecodingConfig, vocab: int, tokenizer: Any) -> None:
     """ConfigError naming the field when a setting names a token this vocabulary lacks, or a text its tokenizer
     cannot encode (logit_bias, banned_strings, DRY's breakers, logprob_tokens): the stages' own checks, run on
     one row on the CPU before anything is queued."""
+    if config.stop_token_ids:
+        vocab_tools.named_ids(config.stop_token_ids, tokenizer, vocab, "stop_token_ids")
     if not (active_stages(config) & TOKEN_STAGES or config.logprob_tokens):
         return
     Sampler([config], [0], vocab, "cpu", tokenizer=tokenizer)

@@ -55,10 +55,15 @@ class BannedStrings(Stage):
 
 
 class MinNewTokens(Stage):
-    """HF MinNewTokensLengthLogitsProcessor: EOS is forbidden before min_new_tokens tokens."""
+    """HF MinNewTokensLengthLogitsProcessor: EOS is forbidden before min_new_tokens tokens; with ignore_eos
+    (llama.cpp's), before max_new_tokens, so never."""
 
     name, effect = "min_new_tokens", "mask"
     min_new_tokens: torch.Tensor  # [n] per row
+
+    def prepare(self) -> None:
+        self.hold(min_new_tokens=torch.tensor([c.max_new_tokens if c.ignore_eos else c.min_new_tokens
+                                               for c in self.rows.configs], dtype=torch.long, device=self.device))
 
     def apply(self, x: torch.Tensor, step: Step) -> torch.Tensor:
         eos = self.rows.eos_ids

@@ -33,18 +33,19 @@ def _check_id(token: int, vocab: int, field: str) -> int:
     return token
 
 
-def named_ids(items: Iterable[int | str], tokenizer: Any, vocab: int) -> list[int]:
-    """logprob_tokens as token ids: ids as they are, each text its one token (a text of several tokens is refused)."""
+def named_ids(items: Iterable[int | str], tokenizer: Any, vocab: int, field: str = "logprob_tokens") -> list[int]:
+    """A "tokens" setting (logprob_tokens, stop_token_ids) as token ids: ids as they are, each text its one token
+    (a text of several tokens is refused)."""
     out = []
     for item in items:
         if isinstance(item, int):
-            out.append(_check_id(item, vocab, "logprob_tokens"))
+            out.append(_check_id(item, vocab, field))
             continue
-        ids = _encode(tokenizer, item, "logprob_tokens entry", "logprob_tokens")
+        ids = _encode(tokenizer, item, f"{field} entry", field)
         if len(ids) != 1:
-            raise ConfigError(f"logprob_tokens entry {item!r} is {len(ids)} tokens with this model's tokenizer "
-                              f"({ids}): name one token (its text or id)", field="logprob_tokens")
-        out.append(_check_id(ids[0], vocab, "logprob_tokens"))
+            raise ConfigError(f"{field} entry {item!r} is {len(ids)} tokens with this model's tokenizer "
+                              f"({ids}): name one token (its text or id)", field=field)
+        out.append(_check_id(ids[0], vocab, field))
     return list(dict.fromkeys(out))
 
 
