@@ -34,6 +34,7 @@ from starlette.routing import Route
 
 from . import delivery, responses, responses_api
 from .errors import ApiError, validation_error
+from .metrics import CONTENT_TYPE as METRICS_TYPE, HttpCounter, Metrics
 from .prompts import check_token_ids, prompt_text, tokenize_chat, tokenize_prompt
 from .scheduler import Job, Scheduler
 from .dialects import take_settings
@@ -74,9 +75,13 @@ class Limits:
 class Api:
     """The endpoints, bound to one model, scheduler and key."""
 
-    def __init__(self, loaded: Backend, scheduler: Scheduler, model_name: str, api_key: str | None, limits: Limits):
+    def __init__(self, loaded: Backend, scheduler: Scheduler, model_name: str, api_key: str | None, limits: Limits,
+                 metrics: Metrics | None = None):
         self.loaded, self.scheduler, self.model_name = loaded, scheduler, model_name
         self.api_key, self.limits = api_key, limits
+        self.metrics = metrics or Metrics()
+        """The server's /metrics registry (one for all its models; each model's scheduler is watched)."""
+        self.metrics.watch(model_name, scheduler)
         self.local = threading.local()  # one tokenizer copy per worker thread: Rust tokenizers are not shared
         longest = max((len(t) for t in loaded.tokenizer.get_vocab()), default=64)
         context = loaded.context_length
@@ -87,15 +92,17 @@ class Api:
         routes = [Route(p, self.models, methods=["GET"]) for p in ("/v1/models", "/models")]
         routes += [Route(p, self.model, methods=["GET"]) for p in ("/v1/models/{name:path}", "/models/{name:path}")]
         routes += [Route(p, self.health, methods=["GET"]) for p in ("/health", "/v1/health")]
+        routes += [Route("/metrics", self.prometheus, methods=["GET"])]
         routes += [Route(p, self.completions, methods=["POST"]) for p in ("/v1/completions", "/completions")]
         routes += [Route(p, self.chat, methods=["POST"]) for p in ("/v1/chat/completions", "/chat/completions")]
-        routes += [Route(p, self.responses, methods=["POST"]) for p in ("/v1/responses", "/responses")]
+        routes += [Route(p, self.create_response, methods=["POST"]) for p in ("/v1/responses", "/responses")]
         routes += [Route(p, self.tokenize, methods=["POST"]) for p in ("/tokenize", "/v1/tokenize")]
         routes += [Route(p, self.detokenize, methods=["POST"]) for p in ("/detokenize", "/v1/detokenize")]
         # each handler takes its own exception type, which starlette's handler type cannot say: Callable[...]
         handlers: dict[type[Exception], Callable[..., Awaitable[JSONResponse]]] = {
             ApiError: self.api_error, HTTPException: self.http_error, Exception: self.crash}
-        return Starlette(routes=routes, exception_handlers=handlers)
+        app = Starlette(routes=routes, exception_handlers=handlers)
+        return HttpCounter(app, self.metrics)  # type: ignore[return-value]  # an ASGI app, as Starlette is
 
     # -- errors: always JSON, always after the body was read --------------------------------------
 
@@ -219,6 +226,11 @@ class Api:
     async def health(self, request: HttpRequest) -> JSONResponse:
         return JSONResponse({"status": "ok"})
 
+    async def prometheus(self, request: HttpRequest) -> Response:
+        """Prometheus' text format (metrics.py); open without the API key, as vLLM's /metrics is, so a scraper
+        needs no secret: it shows counts and times, never a prompt or an output."""
+        return Response(self.metrics.text(), media_type=METRICS_TYPE)
+
     def _check_model(self, name: str | None) -> None:
         if name is not None and name != self.model_name:
             raise ApiError(404, f"the model {name!r} does not exist here; this server serves {self.model_name!r}",
@@ -275,7 +287,7 @@ class Api:
             req.tokens, skip_special_tokens=False, clean_up_tokenization_spaces=False))
         return JSONResponse({"content": text, "prompt": text})
 
-    async def responses(self, request: HttpRequest, data: dict | None = None) -> Response:
+    async def create_response(self, request: HttpRequest, data: dict | None = None) -> Response:
         """OpenAI's Responses API: the chat endpoint's work, answered as a response object (responses_api.py)."""
         data = data if data is not None else await self._json(request)
         chat, asked, ignored = responses_api.translate(data)
@@ -310,7 +322,8 @@ class Api:
             return self._echo_only(req, chat, shape, ids, echos)
         scored = echo and shape.top is not None  # echo with logprobs: the prompt's own logprobs too
         engine_requests = [self._request(req, prompt_ids, wanted, chat, shape, scored) for prompt_ids in ids]
-        job = Job(asyncio.get_running_loop(), engine_requests, stream=req.stream)
+        job = Job(asyncio.get_running_loop(), engine_requests, stream=req.stream,
+                  clock=self.metrics.clock(self.model_name, engine_requests))
         self.scheduler.submit(job)
         prompt_tokens = sum(r.prompt_ids.numel() for r in engine_requests)
         echo_rows = [e for e in echos for _ in range(req.n)]
@@ -517,7 +530,7 @@ class Router(Api):
 
     def __init__(self, apis: list[Api]):
         first = apis[0]
-        super().__init__(first.loaded, first.scheduler, first.model_name, first.api_key, first.limits)
+        super().__init__(first.loaded, first.scheduler, first.model_name, first.api_key, first.limits, first.metrics)
         self.apis = {api.model_name: api for api in apis}
 
     def _pick(self, data: dict) -> Api:
@@ -547,9 +560,9 @@ class Router(Api):
         data = await self._json(request)
         return await self._pick(data)._generate(request, ChatRequest, data)
 
-    async def responses(self, request: HttpRequest, data: dict | None = None) -> Response:
+    async def create_response(self, request: HttpRequest, data: dict | None = None) -> Response:
         data = await self._json(request)
-        return await Api.responses(self._pick(data), request, data)
+        return await Api.create_response(self._pick(data), request, data)
 
     async def tokenize(self, request: HttpRequest, data: dict | None = None) -> JSONResponse:
         data = await self._json(request)

@@ -6,7 +6,7 @@ import dataclasses
 import time
 import uuid
 from dataclasses import dataclass
-from typing import Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 from decodelab.engine.decoding.token_bytes import REPLACEMENT
 from decodelab.engine.results import Completion, TokenStep, json_number
@@ -112,7 +112,7 @@ def whole(shape: Shape, completions: list[Completion], echos: list[str], prompt_
     the echoed prompt's logprobs per completion, when echo asked for logprobs)."""
     choices = []
     for index, (c, echo) in enumerate(zip(completions, echos)):
-        choice = {"index": index, "finish_reason": FINISH.get(c.stop_reason, "stop"), "seed": c.seed,
+        choice: dict[str, Any] = {"index": index, "finish_reason": FINISH.get(c.stop_reason, "stop"), "seed": c.seed,
                   "logprobs": logprobs(shown_steps(c.steps, c.stop_reason), shape.top, shape.chat, len(echo),
                                        shape.bytes_of, processed=shape.processed)
                   if shape.top is not None

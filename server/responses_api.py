@@ -225,12 +225,13 @@ class ResponseShape:
 
     async def stream(self, job: Job, prompt_tokens: int) -> AsyncIterator[str]:
         """The typed events of one response: created, in_progress, the item and its part opened, a delta per step
-        of text, then everything closed and response.completed (or response.incomplete at max_output_tokens). An
+        of text, then everything closed and response.completed (its status incomplete at max_output_tokens). An
         engine error mid-way is an `error` event then response.failed."""
         hold = max((len(s) for s in job.requests[0].configs[0].stop_strings), default=1) - 1
         text_stream = responses.ChoiceStream(self.shape, 0, hold)
         where = {"item_id": self.item_id, "output_index": 0, "content_index": 0}
-        text, tokens, listed = "", 0, []
+        text, tokens = "", 0
+        listed: list[TokenStep] = []
         try:
             yield self.event("response.created", response=self.body("in_progress", []))
             yield self.event("response.in_progress", response=self.body("in_progress", []))
@@ -267,7 +268,9 @@ class ResponseShape:
             yield self.event("response.content_part.done", part=part, **where)
             item = self.item(status, [part])
             yield self.event("response.output_item.done", output_index=0, item=item)
-            yield self.event(f"response.{status}", response=self.body(
+            # response.completed even when cut at max_output_tokens (the status inside says incomplete): the openai
+            # SDK's stream helper waits for that event alone, and vLLM sends it so
+            yield self.event("response.completed", response=self.body(
                 status, [item], self.usage(prompt_tokens, tokens), "max_output_tokens" if cut else None))
         finally:
             job.cancel.set()  # a client that went away stops its row at the next step

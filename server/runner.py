@@ -18,6 +18,7 @@ from decodelab.engine.backends.base import Backend
 
 from .app import Api, Limits, Router
 from .delivery import HALF_CLOSED
+from .metrics import Metrics
 from .scheduler import Scheduler
 
 
@@ -110,12 +111,13 @@ class Server:
         except OSError:
             self.sock.close()
             raise
-        apis = []
+        apis: list[Api] = []
+        metrics = Metrics()  # one /metrics for every model served
         for model, name, budget in [(loaded, model_name or loaded.name, self.limits.kv_budget), *extra]:
             scheduler = Scheduler(model, max_rows=self.limits.max_rows, max_queue=max_queue,  # one batch per model
                                   pad=self.limits.batch_invariant, prefill_chunk=self.limits.prefill_chunk,
                                   kv_budget=budget)
-            apis.append(Api(model, scheduler, name, api_key, self.limits))
+            apis.append(Api(model, scheduler, name, api_key, self.limits, metrics))
         self.schedulers = [api.scheduler for api in apis]
         self.scheduler = self.schedulers[0]
         self.api = apis[0] if len(apis) == 1 else Router(apis)

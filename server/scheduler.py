@@ -22,6 +22,7 @@ from decodelab.engine.decoding.loop import DecodeLoop
 from decodelab.engine.decoding.requests import Request
 
 from .errors import ApiError
+from .metrics import RequestClock
 
 log = logging.getLogger("decodelab.serve")
 
@@ -29,14 +30,28 @@ log = logging.getLogger("decodelab.serve")
 class Job:
     """One HTTP request's work. Events arrive on `events` as (kind, request index, payload)."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, requests: list[Request], stream: bool = True):
-        self.loop, self.requests = loop, requests
+    def __init__(self, loop: asyncio.AbstractEventLoop, requests: list[Request], stream: bool = True,
+                 clock: RequestClock | None = None):
+        """clock: the /metrics figures this job feeds (its first token, its tokens and times)."""
+        self.loop, self.requests, self.clock = loop, requests, clock
         self.events: asyncio.Queue = asyncio.Queue()
         self.cancel = threading.Event()
         for index, request in enumerate(requests):
             request.cancel = self.cancel
-            request.on_step = partial(self._post, "step", index) if stream else None  # whole answers need no steps
-            request.on_done = partial(self._post, "done", index)
+            post = partial(self._post, "step", index) if stream else None  # whole answers need no steps
+            request.on_step = post if clock is None else partial(self._step, post)
+            request.on_done = partial(self._done, index)
+
+    def _step(self, post, event) -> None:
+        assert self.clock is not None  # _step is hooked only with a clock
+        self.clock.step(bool(event.tokens))
+        if post is not None:
+            post(event)
+
+    def _done(self, index: int, completions: list) -> None:
+        if self.clock is not None:
+            self.clock.done(completions)
+        self._post("done", index, completions)
 
     def _post(self, kind: str, index: int, payload) -> None:
         try:
@@ -85,6 +100,19 @@ class Scheduler:
                                "beyond the free rows; retry shortly", code="queue_full", headers={"Retry-After": "1"})
             self.queued += len(job.requests)
         self.inbox.put(job)
+
+    def figures(self) -> tuple[float, ...]:
+        """For /metrics, read from the HTTP side (a moment old at worst): requests running, requests waiting, rows in
+        the batch, key/value bytes the rows hold, the budget (0: none), and the share of it in use."""
+        batch = self.batch
+        running = len({id(r) for g in list(batch.groups) for r in g.requests if r.guides is None})
+        rows = batch.rows
+        used = 0
+        live = batch.batch
+        if live is not None and rows:
+            used = batch.runner.kv_bytes(batch.padded_rows(rows), live.width, 0) or 0
+        budget = batch.kv_budget or 0
+        return running, self.queued, rows, used, budget, (used / budget if budget else 0.0)
 
     def free_rows(self) -> int:
         """Rows the batch can still take (read from the HTTP side: a moment old at worst). A burst fills free rows

@@ -97,3 +97,35 @@ def test_beams_stop_on_the_same_set(llama, free_run):
     with torch.no_grad():
         theirs = hf_ids(loaded, 10, num_beams=2, length_penalty=1.0, early_stopping=True)
     assert [s.token_id for s in c.steps] == theirs
+
+
+def test_stop_token_ids_stop_as_hf_s_extra_eos_ids_do(llama, free_run):
+    """vLLM's stop_token_ids: the row ends on the token, which stays in the output; HF's reference is the same id
+    added to eos_token_id (beams too)."""
+    emitted = free_run[4]
+    first = free_run.index(emitted)
+    plain = variant(llama, None, None, None)
+    plain.tokenizer.eos_token = None
+    (c,) = generate_many(plain, PROMPT, [DecodingConfig(max_new_tokens=24, stop_token_ids=(emitted,))])
+    assert [s.token_id for s in c.steps] == free_run[: first + 1] and c.stop_reason == "stop_token"
+    assert hf_ids(plain, 24, eos_token_id=[emitted])[: first + 1] == [s.token_id for s in c.steps]
+    texts = {t: plain.tokenizer.decode([t]) for t in free_run}
+    named = next(t for t in free_run if plain.tokenizer.encode(texts[t], add_special_tokens=False) == [t])
+    (by_text,) = generate_many(plain, PROMPT, [DecodingConfig(max_new_tokens=24, stop_token_ids=(texts[named],))])
+    assert by_text.token_ids == free_run[: free_run.index(named) + 1]  # a one-token text names its token
+    (beam,) = generate_many(plain, PROMPT, [DecodingConfig(num_beams=2, max_new_tokens=10, stop_token_ids=(emitted,))])
+    with torch.no_grad():
+        theirs = hf_ids(plain, 10, num_beams=2, length_penalty=1.0, early_stopping=True, eos_token_id=[emitted])
+    assert [s.token_id for s in beam.steps] == theirs
+
+
+def test_ignore_eos_is_hf_s_min_new_tokens_at_max_new_tokens(llama, free_run):
+    """llama.cpp's ignore_eos forbids every end token for the whole run; HF says the same with min_new_tokens equal to
+    max_new_tokens."""
+    emitted = free_run[1]
+    loaded = variant(llama, emitted, None, 0)
+    (c,) = generate_many(loaded, PROMPT, [DecodingConfig(max_new_tokens=12, ignore_eos=True)])
+    assert len(c.steps) == 12 and c.stop_reason == "max_new_tokens" and emitted not in c.token_ids
+    assert [s.token_id for s in c.steps] == hf_ids(loaded, 12, min_new_tokens=12)
+    (beam,) = generate_many(loaded, PROMPT, [DecodingConfig(num_beams=2, max_new_tokens=8, ignore_eos=True)])
+    assert len(beam.steps) == 8 and emitted not in beam.token_ids

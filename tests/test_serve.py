@@ -99,7 +99,7 @@ def test_statistics_only_for_clients_that_ask(server):
     ("/v1/completions", {"prompt": PROMPT, "max_tokens": 10**9}, "max_tokens"),
     ("/v1/completions", {"prompt": PROMPT, "top_p": 3}, "top_p"),
     ("/v1/completions", {"prompt": PROMPT, "frobnicate": 1}, "frobnicate"),
-    ("/v1/completions", {"prompt": PROMPT, "echo": True, "logprobs": 2}, "echo"),
+    ("/v1/completions", {"prompt": PROMPT, "best_of": 2, "n": 3}, "best_of"),
 ])
 def test_bad_fields_get_400_naming_the_field_then_the_connection_works(server, path, body, param):
     (status, error), (status2, models) = raw(server, post(path, json.dumps(body).encode())

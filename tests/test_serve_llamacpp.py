@@ -132,3 +132,26 @@ def test_a_branch_prefills_its_context_once(smollm2_llamacpp, monkeypatch):
     assert calls == ["prefill"]  # prompt + forced tokens in one pass; their statistics come from it
     assert branch.token_ids == full.token_ids
     assert [s.logprob for s in branch.steps[:3]] == pytest.approx([s.logprob for s in full.steps[:3]], abs=1e-4)
+
+
+def test_issue_35_fields_and_the_responses_api_on_smollm2(server, smollm2_llamacpp):
+    """The real model through the openai SDK's Responses API (chat template and all), and the peers' fields."""
+    client = openai.OpenAI(base_url=server.url, api_key="unused", max_retries=0)
+    chat = client.chat.completions.create(model="smollm2", messages=[{"role": "user", "content": PROMPT}],
+                                          max_tokens=8, temperature=0)
+    r = client.responses.create(model="smollm2", input=PROMPT, max_output_tokens=8, temperature=0)
+    assert r.output_text == chat.choices[0].message.content and r.output_text
+    with client.responses.stream(model="smollm2", input=PROMPT, max_output_tokens=8, temperature=0) as stream:
+        deltas = "".join(e.delta for e in stream if e.type == "response.output_text.delta")
+    assert deltas == r.output_text
+    local = generate_many(smollm2_llamacpp, PROMPT, [DecodingConfig(max_new_tokens=6, do_sample=False)])[0]
+    stop_at = local.token_ids[2]
+    first = local.token_ids.index(stop_at)
+    stopped = _complete(server, prompt=PROMPT, stop_token_ids=[stop_at]).json()
+    assert stopped["usage"]["completion_tokens"] == first + 1
+    assert stopped["choices"][0]["text"] == smollm2_llamacpp.tokenizer.decode(local.token_ids[: first + 1])
+    long = _complete(server, prompt=PROMPT, max_tokens=40, ignore_eos=True).json()
+    assert long["usage"]["completion_tokens"] == 40
+    echo = client.completions.create(model="smollm2", prompt=PROMPT, max_tokens=2, echo=True, logprobs=1)
+    assert echo.choices[0].logprobs.token_logprobs[0] is None and echo.choices[0].text.startswith(PROMPT)
+    assert error_of(_complete(server, prompt=PROMPT, guided_regex="a{1000000}"))["param"] == "guided_regex"
