@@ -191,8 +191,9 @@ SETTINGS: tuple[Setting, ...] = (
                          "asks for fewer new tokens than min_new_tokens does")),
     _sampler("ignore_eos", "bool", False, "end-of-sequence never ends the row: EOS is forbidden up to max_new_tokens "
              "(llama.cpp's ignore_eos)", "it must be true or false", "min_new_tokens", warper=False, label="no-eos",
-             llamacpp="ignore_eos", vllm=Spell("ignore_eos", note="vLLM's ignore_eos lets EOS be sampled and goes on "
-                                               "past it; decodelab forbids EOS, as llama.cpp does")),
+             llamacpp=Spell("ignore_eos", flag="--ignore-eos"), webui="ban_eos_token",
+             vllm=Spell("ignore_eos", note="vLLM's ignore_eos lets EOS be sampled and goes on past it; decodelab "
+                        "forbids EOS, as llama.cpp does")),
     _row("stop_strings", "strings", (), "stop when the text contains one of these; it is trimmed from the output",
          hf=Spell("stop_strings", note="HF needs the tokenizer for stop_strings: pass tokenizer=... to generate()"),
          vllm="stop", openai="stop", llamacpp=Spell("stop", flag="--reverse-prompt")),

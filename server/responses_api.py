@@ -6,7 +6,8 @@ every setting, constraint and refusal the chat endpoint takes; only the answer's
 object with one assistant `message` item holding one `output_text` part, or its stream of typed events
 (response.created ... response.output_text.delta ... response.completed).
 
-decodelab keeps no responses: `previous_response_id`, `background` and `store: true` are refused, not dropped.
+decodelab keeps no responses: `previous_response_id` and `background` are refused, not dropped; `store` changes
+nothing and is named in X-Decodelab-Ignored, as on the chat endpoint (a later previous_response_id gets the 400).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from . import responses
 from .errors import ApiError
 from .scheduler import Job
 
-IGNORED = ("metadata", "reasoning", "parallel_tool_calls", "tool_choice", "truncation", "include", "service_tier",
+IGNORED = ("store", "metadata", "reasoning", "parallel_tool_calls", "tool_choice", "truncation", "include", "service_tier",
            "prompt_cache_key", "safety_identifier", "max_tool_calls", "prompt", "conversation")
 """Responses fields that change nothing a text-only sampler does: accepted and named in X-Decodelab-Ignored (tools
 are refused when non-empty, by the chat endpoint's own check)."""
@@ -135,9 +136,6 @@ def translate(data: dict) -> tuple[dict, Asked, list[str]]:
     if data.get("background"):
         raise ApiError(400, "background responses are not supported: decodelab serve answers while you wait (send "
                        "stream=true for tokens as they come)", param="background")
-    if data.get("store"):
-        raise ApiError(400, "store=true is not supported: decodelab serve keeps no responses (send store=false)",
-                       param="store")
     if "input" not in data:
         raise ApiError(400, "input is required", param="input")
     data = dict(data)
@@ -161,7 +159,7 @@ def translate(data: dict) -> tuple[dict, Asked, list[str]]:
     metadata = data.get("metadata")
     if isinstance(metadata, dict):
         asked.metadata = metadata
-    for name in (*ignored, "store", "background", "previous_response_id", "conversation"):
+    for name in (*ignored, "background", "previous_response_id", "conversation"):
         data.pop(name, None)
     asked.temperature, asked.top_p, asked.user = data.get("temperature"), data.get("top_p"), data.get("user")
     chat.update(data)  # model, stream, temperature, top_p, seed, user, tools, and every decodelab setting

@@ -48,7 +48,7 @@ def test_vllm_export_field_names_and_ranges():
     data = to_vllm(DecodingConfig(do_sample=True, temperature=0.7)).data
     assert data["top_k"] == -1 and data["temperature"] == 0.7
     assert set(data) == {"temperature", "top_p", "top_k", "min_p", "repetition_penalty", "frequency_penalty",
-                         "presence_penalty", "max_tokens", "min_tokens", "seed"}  # no stop strings: none written
+                         "presence_penalty", "max_tokens", "min_tokens", "ignore_eos", "seed"}  # no stop strings
     assert to_vllm(DecodingConfig()).data["temperature"] == 0.0  # greedy
     notes = to_vllm(FULL).notes
     assert any("typical_p" in n for n in notes) and any("no_repeat_ngram_size" in n for n in notes)

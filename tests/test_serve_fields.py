@@ -302,6 +302,13 @@ def test_the_responses_api_streams_typed_events(client):
     assert final.output_text == whole.output_text
 
 
+def test_the_responses_api_names_what_it_ignores(server):
+    r = httpx.post(f"{server.url}/responses", json={"input": PROMPT, "max_output_tokens": 2, "store": True,
+                                                    "metadata": {"a": "b"}, "truncation": "auto"}, timeout=30)
+    assert r.status_code == 200 and r.headers["X-Decodelab-Ignored"] == "store, metadata, truncation"
+    assert r.json()["metadata"] == {"a": "b"}
+
+
 def test_the_responses_api_takes_text_format_logprobs_and_settings(client):
     r = client.responses.create(model="demo", input=PROMPT, max_output_tokens=30, temperature=0,
                                 text={"format": {"type": "json_schema", "name": "n", "schema": SCHEMA,
@@ -316,7 +323,7 @@ def test_the_responses_api_takes_text_format_logprobs_and_settings(client):
 
 @pytest.mark.parametrize("body, param, words", [
     ({"input": "x", "previous_response_id": "resp_1"}, "previous_response_id", "keeps no responses"),
-    ({"input": "x", "store": True}, "store", "store=false"),
+    ({"input": "x", "background": True}, "background", "answers while you wait"),
     ({"input": "x", "n": 2}, "n", "chat completions field"),
     ({"input": "x", "max_tokens": 2}, "max_tokens", "max_output_tokens"),
     ({"input": [{"type": "function_call", "name": "f"}]}, "input[0].type", "message items only"),

@@ -19,7 +19,10 @@ def to_hf(config: DecodingConfig) -> Converted:
     data = HF.fields(config, skip={"stop_strings"})
     if config.stop_strings:
         data["stop_strings"] = list(config.stop_strings)
-    notes = HF.notes(config, handled=CONSTRAINTS | {"logit_bias", "negative_prompt", "logprob_tokens"})
+    notes = HF.notes(config, handled=CONSTRAINTS | {"logit_bias", "negative_prompt", "logprob_tokens", "ignore_eos"})
+    if config.ignore_eos:  # HF forbids EOS the same way: min_new_tokens as long as the run
+        data["min_new_tokens"] = config.max_new_tokens
+        notes.append("ignore_eos is written as min_new_tokens = max_new_tokens, HF's way to forbid the end")
     if constraint_of(config):
         notes.append("HF generate has no built-in structured output: pass a LogitsProcessor from a grammar library "
                      "(llguidance, outlines, transformers-cfg) to generate()")

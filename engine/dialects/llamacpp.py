@@ -60,6 +60,9 @@ def to_llamacpp(config: DecodingConfig) -> Converted:
     for name, theirs in LLAMACPP.names().items():
         if theirs in values and not (name == "seed" and values[theirs] == -1):
             value = values[theirs]
+            if isinstance(value, bool):  # a switch (--ignore-eos): given when on, absent when off
+                flags += [_flag(name)] if value else []
+                continue
             flags += [_flag(name), f"{value:g}" if isinstance(value, float) else str(value)]
     flags += ["--samplers", llamacpp_samplers(config)]
     for stop in config.stop_strings:

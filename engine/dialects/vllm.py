@@ -23,7 +23,7 @@ def constraint_fields(config: DecodingConfig) -> dict:
 
 def to_vllm(config: DecodingConfig) -> Converted:
     """vLLM SamplingParams keyword arguments."""
-    data = VLLM.fields(config, skip={"logprob_tokens"})
+    data = VLLM.fields(config, skip={"logprob_tokens", "stop_token_ids"})
     notes = VLLM.notes(config, handled=CONSTRAINTS | {"logit_bias", "logprob_tokens"})
     if config.logprob_tokens:
         ids = [t for t in config.logprob_tokens if isinstance(t, int)]
@@ -33,6 +33,8 @@ def to_vllm(config: DecodingConfig) -> Converted:
         if len(ids) < len(config.logprob_tokens):
             notes.append("vLLM's logprob_token_ids takes token ids: the texts in logprob_tokens are NOT carried "
                          "over (name their ids instead)")
+    if config.stop_token_ids:  # ids only (the table's note says the texts stay behind)
+        data[VLLM.name("stop_token_ids") or "stop_token_ids"] = [t for t in config.stop_token_ids if isinstance(t, int)]
     for field, value in constraint_fields(config).items():
         data[field] = value
         note = f"newer vLLM takes {field} as structured_outputs={{\"{field[7:]}\": ...}}"
