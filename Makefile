@@ -12,7 +12,8 @@ PIN := $(if $(CONSTRAINTS),-c $(CONSTRAINTS))
 .PHONY: run test setup clean bench constraints
 
 # With no ARGS: SmolLM2 (chat on) and a prompt whose answers differ visibly between greedy and sampling.
-RUN_DEFAULT := --prompt "Write a short poem about a cat who wants to become a pilot." -p greedy -p balanced -p creative -p precise
+# --resume: a later `make run` brings back the workspace the last one left (the autosave) instead of these panes.
+RUN_DEFAULT := --resume --prompt "Write a short poem about a cat who wants to become a pilot." -p greedy -p balanced -p creative -p precise
 
 run: $(STAMP)
 	$(VENV)/bin/decodelab $(if $(ARGS),$(ARGS),$(RUN_DEFAULT))

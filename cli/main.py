@@ -39,15 +39,19 @@ from .common import (
 @click.option("--fresh", is_flag=True,
               help="Start with the default panes instead of restoring the last workspace (the app keeps it in an "
                    "autosave; it is set aside, and ctrl+o opens it).")
+@click.option("--resume", is_flag=True,
+              help="Restore the last workspace when there is one, even when the command line names panes or a prompt "
+                   "(they are used only when there is nothing to restore). `make run` passes it.")
 @click.pass_context
 @handle_errors
-def main(ctx, presets, prompt, prompt_file, system, sets, no_stages, fresh, **model):
+def main(ctx, presets, prompt, prompt_file, system, sets, no_stages, fresh, resume, **model):
     """decodelab: one prompt, many decoding configs, side by side.
 
     With no command, opens the playground TUI on SmolLM2 when installed, else the demo model (or --model):
     ctrl+r runs every pane, ctrl+n sends the next message of a conversation, Esc cancels a run, ctrl+p lists
     every action, ? shows every key, ctrl+q quits. The workspace is autosaved and comes back on the next start
-    (unless the command line names presets, a prompt, a system prompt or --set, or gives --fresh).
+    (unless the command line names presets, a prompt, a system prompt or --set, or gives --fresh; --resume restores
+    it even then). A workspace not restored is set aside, never overwritten: ctrl+o offers the last ten.
     Each command below has its own --help.
     """
     if ctx.invoked_subcommand is not None:
@@ -60,11 +64,16 @@ def main(ctx, presets, prompt, prompt_file, system, sets, no_stages, fresh, **mo
     specs = [spec_from_text(m, spec) if m else None for m in pane_models]
     specs = [s if s is None or load_key(s) != load_key(spec) else None for s in specs]
     text = read_prompt(prompt, prompt_file, required=False)
+    from decodelab.engine.library.sessions import autosave_path
     from decodelab.tui.app import run_app
 
+    if fresh and resume:
+        raise click.UsageError("--fresh and --resume ask for opposite starts: give one of them")
+    restore = not (fresh or presets or text is not None or system or sets)
+    if resume and autosave_path().exists():  # the last workspace wins over the command line's panes and prompt
+        restore, text = True, None
     run_app(spec=spec, configs=configs, prompt=text, run_at_start=text is not None, api_key=model.get("api_key"),
-            system=system, trace_stages=not no_stages, pane_models=specs,
-            restore=not (fresh or presets or text is not None or system or sets))
+            system=system, trace_stages=not no_stages, pane_models=specs, restore=restore)
 
 
 @main.command()

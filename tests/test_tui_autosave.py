@@ -10,8 +10,13 @@ from textual.widgets import Input, TextArea
 
 from decodelab.engine import DecodingConfig
 from decodelab.engine.backends.loading import ModelSpec, load_model
-from decodelab.engine.library.sessions import (Session, autosave_path, autosave_text, load_session,
-                                               previous_workspace_path)
+from decodelab.engine.library.sessions import (KEEP_PREVIOUS, Session, autosave_path, autosave_text, load_session,
+                                               previous_workspaces)
+
+
+def last_aside():
+    """The newest workspace set aside."""
+    return previous_workspaces()[0]
 from decodelab.tui.app import DecodelabApp
 from tests.test_conversation import TEMPLATE
 from tests.tui_pilot import messages, wait_idle
@@ -70,12 +75,12 @@ async def test_quit_and_restart_restores_panes_turns_and_prompt_then_shift_f_sta
         await pilot.pause()
         assert [p.state.config.name for p in again.panes()] == ["other"]
         assert again.panes()[0].state.text == "" and again.query_one("#prompt", TextArea).text == ""
-        assert any("Started fresh" in m and str(previous_workspace_path()) in m for m in messages(again))
+        assert any("Started fresh" in m and str(last_aside()) in m for m in messages(again))
         await pilot.press("ctrl+o")  # the restored work is one ctrl+o away: offered first
         await pilot.pause()
-        assert again.screen.query_one(Input).value == str(previous_workspace_path())
+        assert again.screen.query_one(Input).value == str(last_aside())
         await pilot.press("escape")
-        kept = load_session(previous_workspace_path())
+        kept = load_session(last_aside())
         assert [c.name for c in kept.configs] == [name for name, _, _ in before]
         await pilot.press("ctrl+q")
     assert [c.name for c in load_session(autosave_path()).configs] == ["other"]
@@ -92,8 +97,28 @@ async def test_a_start_that_names_its_panes_sets_the_last_workspace_aside(chat_m
     async with second.run_test() as pilot:
         await pilot.pause()
         assert [p.state.config.name for p in second.panes()] == ["named"]
-        assert previous_workspace_path().read_text() == saved  # moved, not overwritten
+        assert last_aside().read_text() == saved  # moved, not overwritten
         assert any("set aside" in m and "ctrl+o" in m for m in messages(second))
+        await pilot.press("ctrl+q")
+    untouched = autosave_path().read_text()
+    third = app_for(chat_model, configs=[DecodingConfig(name="again")], restore=False)
+    async with third.run_test() as pilot:  # a second such start (the walk-through's make run, twice) keeps both
+        await pilot.pause()
+    kept = [path.read_text() for path in previous_workspaces()]
+    assert kept == [untouched, saved]
+
+
+def test_setting_aside_keeps_the_last_ten(tmp_path):
+    from decodelab.engine.library.sessions import previous_workspace_path, prune_previous
+
+    made = []
+    for i in range(KEEP_PREVIOUS + 3):
+        path = previous_workspace_path()
+        assert not path.exists() and path not in made
+        path.write_text(str(i))
+        made.append(path)
+    gone = prune_previous()
+    assert len(gone) == 3 and len(previous_workspaces()) == KEEP_PREVIOUS
 
 
 async def test_the_autosave_follows_changes_without_quitting(chat_model):
@@ -118,7 +143,7 @@ async def test_a_damaged_autosave_is_kept_aside_and_the_start_is_fresh(chat_mode
         await pilot.pause()
         assert [p.state.config.name for p in app.panes()] == ["greedy", "warm"]
         assert any("could not be restored" in m for m in messages(app))
-        assert previous_workspace_path().read_text().startswith('{"kind"')
+        assert last_aside().read_text().startswith('{"kind"')
 
 
 def test_the_autosave_is_bounded(demo):
@@ -201,3 +226,26 @@ def test_a_session_with_a_reference_out_of_range_is_damaged():
     doc["reference"] = 3
     with pytest.raises(ConfigError, match="reference 3 is not one of the 1 panes"):
         loads_session(json.dumps(doc))
+
+
+@pytest.mark.parametrize("args, restore, prompt", [
+    (["--resume", "-p", "greedy", "--prompt", "Hi"], True, None),  # make run's start: the workspace wins
+    (["-p", "greedy", "--prompt", "Hi"], False, "Hi"),
+    ([], True, None),
+    (["--fresh"], False, None),
+])
+def test_resume_restores_even_a_start_that_names_its_panes(monkeypatch, args, restore, prompt):
+    from click.testing import CliRunner
+
+    import decodelab.tui.app as tui_app
+    from decodelab.cli.main import main
+
+    autosave_path().parent.mkdir(parents=True, exist_ok=True)
+    autosave_path().write_text("{}")
+    seen = {}
+    monkeypatch.setattr(tui_app, "run_app", lambda **kw: seen.update(kw))
+    result = CliRunner().invoke(main, ["--model", "demo", *args])
+    assert result.exit_code == 0, result.output
+    assert seen["restore"] is restore and seen["prompt"] == prompt and seen["run_at_start"] is (prompt is not None)
+    both = CliRunner().invoke(main, ["--model", "demo", "--fresh", "--resume"])
+    assert both.exit_code == 2 and "opposite" in both.output

@@ -4,7 +4,8 @@ Every few seconds (and on quit) the Workspace's session record is written, atomi
 (engine/library/sessions.py: autosave_path), at most AUTOSAVE_LIMIT bytes. The next plain `decodelab` restores it
 and says so in one line; shift+f starts fresh, setting the restored workspace aside (ctrl+o opens it again), and
 `decodelab --fresh` skips the restore. A start that names its panes or prompt on the command line begins with
-those, and sets the last workspace aside the same way, so no start overwrites work.
+those (unless --resume), and sets the last workspace aside the same way, each in a file of its own (the last ten
+are kept), so no start overwrites work.
 """
 
 from __future__ import annotations
@@ -76,12 +77,14 @@ class Autosave(Part):
                     "shift+f starts fresh (--fresh skips this).", timeout=20)
 
     def set_aside(self, path: Path) -> Path | None:
-        """Move the autosave to previous-workspace.json (replacing an older one there); None when it cannot."""
-        from decodelab.engine.library.sessions import previous_workspace_path
+        """Move the autosave to a new previous-workspace-<time>.json (the last KEEP_PREVIOUS are kept; none is ever
+        overwritten); None when it cannot."""
+        from decodelab.engine.library.sessions import previous_workspace_path, prune_previous
 
         target = previous_workspace_path()
         try:
             os.replace(path, target)
+            prune_previous()
         except OSError as exc:
             self.notify(f"Could not set the last workspace aside ({exc.strerror or exc}); it stays in {path} and the "
                         "autosave is off for this start.", severity="warning", timeout=15)
@@ -123,12 +126,12 @@ class Autosave(Part):
             self.notify("A run is in progress: Esc cancels it.", severity="warning")
             return
         from decodelab.engine.library.fileio import atomic_write_text
-        from decodelab.engine.library.sessions import dumps_session, previous_workspace_path
+        from decodelab.engine.library.sessions import dumps_session, previous_workspace_path, prune_previous
 
         target = previous_workspace_path()
         try:
-            atomic_write_text(target, dumps_session(self.ws.record(self.prompt_box.text, self.shelf.spec)),
-                              overwrite=True)
+            atomic_write_text(target, dumps_session(self.ws.record(self.prompt_box.text, self.shelf.spec)))
+            prune_previous()
         except OSError as exc:
             self.notify(f"Not started fresh: could not keep this workspace in {target} ({exc.strerror or exc}). "
                         "ctrl+s saves it first.", severity="error", timeout=10)

@@ -158,9 +158,41 @@ def autosave_path() -> Path:
     return user_data_dir("autosave") / "workspace.json"
 
 
+KEEP_PREVIOUS = 10
+"""How many workspaces set aside are kept (the oldest beyond it are deleted)."""
+
+
 def previous_workspace_path() -> Path:
-    """Where a workspace set aside goes (shift+f, or a start with panes named on the command line)."""
-    return user_data_dir("autosave") / "previous-workspace.json"
+    """A new file for a workspace set aside (shift+f, or a start with panes named on the command line):
+    previous-workspace-<date>-<time>.json, never one that exists, so setting aside never overwrites an earlier one."""
+    import datetime
+
+    folder = user_data_dir("autosave")
+    folder.mkdir(parents=True, exist_ok=True)
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    path, n = folder / f"previous-workspace-{stamp}.json", 1
+    while path.exists():
+        n += 1
+        path = folder / f"previous-workspace-{stamp}-{n}.json"
+    return path
+
+
+def previous_workspaces() -> list[Path]:
+    """The workspaces set aside, newest first."""
+    folder = user_data_dir("autosave")
+    return sorted(folder.glob("previous-workspace*.json"), key=lambda p: (p.stat().st_mtime_ns, p.name),
+                  reverse=True)
+
+
+def prune_previous(keep: int = KEEP_PREVIOUS) -> list[Path]:
+    """Delete the workspaces set aside beyond the newest `keep`; the ones deleted."""
+    gone = previous_workspaces()[keep:]
+    for path in gone:
+        try:
+            path.unlink()
+        except OSError:
+            pass
+    return gone
 
 
 def autosave_text(session: Session, limit: int = AUTOSAVE_LIMIT) -> tuple[str | None, str]:
