@@ -364,3 +364,24 @@ async def test_a_constrained_pane_shows_what_its_constraint_removed(demo):
             await pilot.press("escape", "h")
             seen.add(app.workspace.measure)
         assert "constraint" not in seen  # nothing to show without a constrained pane
+
+
+async def test_a_stop_string_s_trimmed_tokens_show_nothing_in_the_pane(demo):
+    """The walk-through's `stop_strings="as silver"`: the pane drew the trimmed tokens' bytes (`a tail  silver`)
+    after the text the output ends with."""
+    from decodelab.engine import generate_many
+
+    free = generate_many(demo, PROMPT, [DecodingConfig(max_new_tokens=20)])[0]
+    pieces = [demo.tokenizer.decode([t]) for t in free.token_ids]
+    at = next(i for i in range(3, len(pieces) - 1) if pieces[i].strip() and pieces[i + 1].strip())
+    stop = pieces[i := at][1:] + pieces[i + 1]  # starts inside one token, ends in the next
+    config = DecodingConfig(name="cut", max_new_tokens=20, stop_strings=(stop,))
+    want = generate_many(demo, PROMPT, [config])[0]
+    assert want.stop_reason == "stop_string" and stop not in want.text
+    app = make_app(demo, configs=[config])
+    async with app.run_test(size=(100, 30)) as pilot:
+        await run_all(app, pilot)
+        shown = plain(app.panes()[0].query_one(TokenView))
+        assert shown.rstrip() == want.text.rstrip() and stop[-3:] not in shown
+        assert "".join(p for p, _ in display_pieces(want.steps, len(want.text), app.panes()[0].token_bytes, True)) \
+            == want.text

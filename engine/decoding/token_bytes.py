@@ -118,10 +118,13 @@ def readable(data: bytes) -> str:
 
 
 def display_pieces(steps: Sequence[TokenStep], text_len: int,
-                   token_bytes: Callable[[int], bytes | None] | None = None) -> list[tuple[str, bool]]:
+                   token_bytes: Callable[[int], bytes | None] | None = None,
+                   cut: bool = False) -> list[tuple[str, bool]]:
     """What each step shows in a pane: its text piece (cut at text_len, the text after stop-string
     trimming), except around split characters: a token holding bytes of an incomplete or invalid
-    character shows them (<0xE2>) and the token after it loses the U+FFFD they decoded to."""
+    character shows them (<0xE2>) and the token after it loses the U+FFFD they decoded to. cut: the output
+    ended on a stop string, so the empty tokens at its end are the trimmed ones, not a character still coming
+    (their bytes once showed there as text the output does not hold)."""
     pieces: list[tuple[str, bool]] = []
     remaining = text_len
     for step in steps:
@@ -137,7 +140,7 @@ def display_pieces(steps: Sequence[TokenStep], text_len: int,
         if REPLACEMENT in step.text and pieces[i][0] == step.text:
             _fix_group(steps, pieces, start if start is not None else i, i + 1, token_bytes)
         start = None
-    if start is not None and remaining >= 0:  # an incomplete character at the end of the output so far
+    if start is not None and remaining >= 0 and not cut:  # an incomplete character at the end of the output so far
         _fix_group(steps, pieces, start, len(steps), token_bytes)
     return pieces
 

@@ -221,7 +221,8 @@ class Pane(Vertical, can_focus=True):
         summary.update(state.config.summary())  # cut with … in a short pane; whole in a tall one and the tooltip
         summary.tooltip = state.config.summary()
         text = render_tokens(state.steps, len(state.text), self.measure, state.cursor, self.diverge_at,
-                             branch_marks=state.branch_marks(), token_bytes=self.token_bytes, kl=state.kl_levels)
+                             branch_marks=state.branch_marks(), token_bytes=self.token_bytes, kl=state.kl_levels,
+                             cut=state.stop_reason == "stop_string")
         self.query_one(TokenView).update(conversation_text(state, text))
         stats = self.query_one(".pane--stats", Static)
         stats.update(stats_text(state, self.diverge_at))

@@ -20,7 +20,7 @@ CHILD_MARK = "╎"
 
 
 def render_tokens(steps, text_len: int, measure: str, cursor: int | None, diverge_at: int | None,
-                  scale: str = "viridis", branch_marks=(), token_bytes=None, kl=None) -> Text:
+                  scale: str = "viridis", branch_marks=(), token_bytes=None, kl=None, cut: bool = False) -> Text:
     """Text for a pane: each token's piece, styled by measure, cursor and divergence, clickable.
 
     Each span carries `token` meta (not `@click`, whose link style would replace the heatmap's
@@ -28,11 +28,12 @@ def render_tokens(steps, text_len: int, measure: str, cursor: int | None, diverg
     a UTF-8 character show its bytes (<0xE2>) instead of U+FFFD. branch_marks: token index -> the mark drawn
     before it: BRANCH_MARK where this output was branched, CHILD_MARK where a later version branched from it
     (a set marks each with BRANCH_MARK). kl: the KL
-    against the reference pane's model at each token, which the "kl" measure colours by.
+    against the reference pane's model at each token, which the "kl" measure colours by. cut: the output ended on a
+    stop string (its trimmed tokens show nothing).
     """
     out = Text()
     marks = branch_marks if isinstance(branch_marks, dict) else dict.fromkeys(branch_marks, BRANCH_MARK)
-    pieces = display_pieces(steps, text_len, token_bytes)
+    pieces = display_pieces(steps, text_len, token_bytes, cut)
     for i, (step, (piece, raw)) in enumerate(zip(steps, pieces)):
         if not piece:
             if i != cursor:
