@@ -39,6 +39,19 @@ async def test_down_enters_the_alternatives_and_enter_branches_that_pane(demo):
         assert app.focused is second  # and back
 
 
+async def test_esc_in_the_alternatives_goes_back_without_cancelling_the_branch(demo):
+    """The walk-through: Enter on an alternative, then Esc while the branch streamed, cancelled the branch."""
+    app = make_app(demo, configs=[DecodingConfig(name="long", max_new_tokens=120)])
+    async with app.run_test(size=(120, 40)) as pilot:
+        await run_all(app, pilot)
+        pane = app.panes()[0]
+        await pilot.press("1", "right", "right", "down", "down", "enter", "escape")
+        assert app.focused is pane
+        await wait_idle(app, pilot)
+        assert pane.state.stop_reason == "max_new_tokens" and pane.state.branched_at == 1
+        assert not any("cancelled" in m for m in messages(app))
+
+
 async def test_tab_moves_the_inspector_with_the_pane_and_refusals_say_why(demo):
     app = make_app(demo)
     async with app.run_test(size=(160, 45)) as pilot:

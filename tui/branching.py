@@ -90,10 +90,9 @@ class Tokens(Part):
         options.highlighted = chosen if chosen is not None else (1 if step.top else None)
         self.app.screen.set_focus(options)
 
-    def back_to_pane(self, cancel: bool = False) -> None:
-        """i or Esc in the alternatives: back to the pane they belong to; Esc also cancels a run, at once."""
-        if cancel and self.running:
-            self.app.runs.cancel()
+    def back_to_pane(self) -> None:
+        """i or Esc in the alternatives: back to the pane they belong to. A run goes on (Esc cancelled it once, and a
+        newcomer lost the branch they had just started from the list); Esc in the pane cancels it."""
         owner = self.app.query_one(Inspector).owner
         if owner is not None and owner in self.panes():
             self.app.screen.set_focus(owner, scroll_visible=False)  # show_whole scrolls

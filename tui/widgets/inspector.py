@@ -107,7 +107,8 @@ class Inspector(Vertical):
     """
 
     BINDINGS = [
-        Binding("escape", "screen.do('tokens.back_to_pane(True)')", "back to the pane (cancels a run)", show=False),
+        Binding("escape", "screen.do('tokens.back_to_pane')", "back to the pane (a run goes on: Esc there cancels it)",
+                show=False),
         Binding("i", "screen.do('tokens.back_to_pane')", "back to the pane", show=False),
         Binding("left", "screen.do('tokens.token(-1)')", "◀ token", show=False),
         Binding("right", "screen.do('tokens.token(1)')", "token ▶", show=False),
