@@ -130,3 +130,46 @@ async def test_an_empty_prompt_is_warned_about_and_still_runs(demo):
     async with typed.run_test() as pilot:
         await run_all(typed, pilot)
         assert not any("The prompt is empty" in m for m in messages(typed))
+
+
+async def test_a_failed_open_save_or_tally_keeps_the_dialog_and_the_text(demo, tmp_path):
+    """The walk-through: a bad session path, a folder to save into, a tally of other panes closed the dialog and
+    threw the text away (the next keys then landed on the main screen)."""
+    from textual.widgets import Input
+
+    from decodelab.tui.screens.ask import AskText
+    from tests.tui_pilot import make_app, messages, run_all
+
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    app = make_app(demo)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await run_all(app, pilot)
+        for key, path, words in (("ctrl+o", str(bad), "not valid JSON"), ("ctrl+o", str(tmp_path / "none.json"),
+                                                                             "does not exist")):
+            await pilot.press(key)
+            await pilot.pause()
+            app.screen.query_one(Input).value = path
+            await pilot.press("enter")
+            await pilot.pause()
+            assert isinstance(app.screen, AskText) and app.screen.query_one(Input).value == path
+            assert words in str(app.screen.query_one("#ask-error").render())
+            await pilot.press("escape")
+        await pilot.press("ctrl+s")
+        await pilot.pause()
+        app.screen.query_one(Input).value = str(folder)
+        await pilot.press("enter")
+        for _ in range(5):
+            await pilot.pause()
+        assert isinstance(app.screen, AskText) and app.screen.query_one(Input).value == str(folder)
+        assert any("is a folder" in m for m in messages(app))
+        await pilot.press("escape")
+        await pilot.press("A")  # a tally that cannot be resumed
+        await pilot.pause()
+        app.screen.query_one(Input).value = str(bad)
+        await pilot.press("enter")
+        await pilot.pause()
+        assert isinstance(app.screen, AskText) and "not valid JSON" in str(app.screen.query_one("#ask-error").render())
+        await pilot.press("escape")

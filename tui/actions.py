@@ -289,24 +289,32 @@ class Panes(Part):
             self.notify("Blind A/B needs a loaded model and at least 2 panes.", severity="warning")
             return
         prompt = self.comparison_prompt()
+        screens: dict = {}
+
+        def check(path: str) -> str | None:
+            """The tally is opened while the dialog is up: one of other panes leaves the path to change."""
+            try:
+                screens[path] = ArenaScreen(self.shelf.loaded, configs, prompt, path)
+            except ConfigError as exc:
+                return str(exc)
+            return None
 
         def start(path: str | None) -> None:
-            if not path:
+            if not path or path not in screens:
                 return
-            try:
-                self.push_screen(ArenaScreen(self.shelf.loaded, configs, prompt, path))
-                if isinstance(prompt, list):
-                    from decodelab.engine.conversation import last_user
+            self.push_screen(screens[path])
+            if isinstance(prompt, list):
+                from decodelab.engine.conversation import last_user
 
-                    pane = self.the_pane()
-                    users = sum(m["role"] == "user" for m in prompt)
-                    self.notify(f"A/B on pane {pane.number if pane else 1}'s conversation ({users} user messages), "
-                                f"answering: {last_user(prompt)[:60]}", timeout=8)
-            except ConfigError as exc:
-                self.notify(str(exc), severity="error", timeout=10)
+                from .autosave import plural
+
+                pane = self.the_pane()
+                users = sum(m["role"] == "user" for m in prompt)
+                self.notify(f"A/B on pane {pane.number if pane else 1}'s conversation "
+                            f"({plural(users, 'user message')}), answering: {last_user(prompt)[:60]}", timeout=8)
 
         self.push_screen(AskText("Blind A/B between the current panes. Tally file (resumed if it exists):",
-                                 str(user_data_dir("ab") / "decodelab-ab.json")), start)
+                                 str(user_data_dir("ab") / "decodelab-ab.json"), check=check), start)
 
     def sweep(self, pane: Pane) -> None:
         """shift+s: a sweep around this pane's config."""

@@ -120,18 +120,37 @@ class Files(Part):
         from .screens.ask import AskText
 
         default = self.ws.set_aside or self.ws.last_session or str(last_session_path() or "")
-        self.push_screen(AskText("Open a session file:", default),
-                         lambda path: self.open_session(path) if path else None)
+        read: dict = {}
 
-    def open_session(self, path: str) -> None:
+        def check(path: str) -> str | None:
+            """The file is read (and checked) while the dialog is open, so a mistake leaves the path to put right."""
+            if self.running:
+                return "A run is in progress: Esc (twice) cancels it."
+            try:
+                read[path] = self.read_session(path)
+            except ConfigError as exc:
+                return str(exc)
+            return None
+
+        self.push_screen(AskText("Open a session file:", default, check=check),
+                         lambda path: self.open_session(path, read.get(path)) if path else None)
+
+    def read_session(self, path: str):
+        """The session in a file, checked as apply_session would (ConfigError naming what is wrong)."""
+        import os
+
         from decodelab.engine.library.sessions import load_session
 
+        session = load_session(os.path.expanduser(path))
+        self.ws.states_from(session, f"session {path}")
+        return session
+
+    def open_session(self, path: str, session=None) -> None:
         if self.running:
             self.notify("A run is in progress: Esc cancels it.", severity="warning")
             return
         try:
-            session = load_session(path)
-            self.apply_session(session, f"session {path}")
+            self.apply_session(session if session is not None else self.read_session(path), f"session {path}")
         except ConfigError as exc:
             self.notify(str(exc), severity="error", timeout=10)
             return

@@ -157,9 +157,16 @@ def save_asking(app, path: str, text: str, what: str, again: Callable[[str], Non
             app.push_screen(Confirm(f"{path} exists. Overwrite it?", "Overwrite"),
                             lambda yes: attempt(True) if yes else again(path))
             return
-        except ConfigError as exc:
+        except ConfigError as exc:  # the path as typed comes back, to be put right (or esc)
             app.notify(str(exc), severity="error", timeout=10)
+            again(path)
             return
         done(path)
 
+    if os.path.isdir(os.path.expanduser(path)):  # not "exists: overwrite it?", then "Is a directory"
+        app.notify(f"{path} is a folder: give the {what}'s name in it, e.g. "
+                   f"{os.path.join(path, 'decodelab.json' if 'session' in what else 'export.txt')}",
+                   severity="error", timeout=10)
+        again(path)
+        return
     attempt(False)
