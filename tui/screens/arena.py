@@ -11,7 +11,7 @@ from textual.content import Content  # a title with [brackets] is text, not mark
 from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import Horizontal, VerticalScroll
+from textual.containers import VerticalScroll
 from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import Footer, Static
@@ -22,8 +22,8 @@ class ArenaScreen(Screen):
 
     DEFAULT_CSS = """
     ArenaScreen #arena-status { height: auto; padding: 0 1; background: $panel; }
-    ArenaScreen #arena-outputs { height: 1fr; }
-    ArenaScreen .arena-output { width: 1fr; min-width: 30; border: round $secondary; padding: 0 1; }
+    ArenaScreen #arena-outputs { height: 1fr; layout: grid; grid-size: 2; grid-rows: auto; grid-gutter: 0 1; }
+    ArenaScreen .arena-output { width: 1fr; height: auto; border: round $secondary; padding: 0 1; }
     ArenaScreen #arena-tally { height: auto; max-height: 12; }
     """
     BINDINGS = [Binding("t", "vote('tie')", "Tie"), Binding("s", "vote('skip')", "Skip"),
@@ -59,7 +59,7 @@ class ArenaScreen(Screen):
 
     def compose(self) -> ComposeResult:
         yield Static("", id="arena-status", markup=False)
-        yield Horizontal(id="arena-outputs")
+        yield VerticalScroll(id="arena-outputs")  # a grid of as many columns as fit; it scrolls (PageDown) for more
         yield Static("", id="arena-tally", markup=False)
         yield Footer()
 
@@ -97,15 +97,31 @@ class ArenaScreen(Screen):
 
     def on_arena_screen_round_ready(self, message: RoundReady) -> None:
         self.round = message.round
-        outputs = self.query_one("#arena-outputs", Horizontal)
+        outputs = self.query_one("#arena-outputs", VerticalScroll)
         outputs.remove_children()
         for label, text in self.round.shown():
-            box = VerticalScroll(Static(text or "(empty)", markup=False), classes="arena-output")
+            box = Static(text or "(empty)", markup=False, classes="arena-output")
             box.border_title = Content(label)
             outputs.mount(box)
+        self.fit_columns()
+        outputs.focus()  # PageDown / ↓ reach the candidates below the first row
         keys = "/".join(label.lower() for label in self.round.labels)
         self.query_one("#arena-status", Static).update(
             f"round {self.round.number + 1} · which is best? {keys} · t tie · s skip (identities hidden)")
+
+    MIN_WIDTH = 34
+    """The narrowest a candidate's box gets: fewer columns (and more rows to scroll) below it."""
+
+    def fit_columns(self) -> None:
+        """As many candidates side by side as fit MIN_WIDTH each (all of them when they do; one per row at 40
+        columns); the rest below, in view with PageDown. Side by side in one row, six went off the screen's right
+        edge at 80 and 160 columns, unreachable."""
+        shown = len(self.round.labels) if self.round is not None else 2
+        columns = max(1, min(shown, self.size.width // self.MIN_WIDTH))
+        self.query_one("#arena-outputs").styles.grid_size_columns = columns
+
+    def on_resize(self) -> None:
+        self.fit_columns()
 
     def on_arena_screen_round_failed(self, message: RoundFailed) -> None:
         self.query_one("#arena-status", Static).update(f"the round failed: {message.error}")
