@@ -178,3 +178,21 @@ def test_the_new_samplers_sweep_like_any_setting(demo):
     points = random_points(spec(strategy="random", trials=4, ranges=parse_ranges(["tfs=0.5:1", "top_h=0.1:0.9",
                                                                                     "adaptive_target=0.1:0.9"])))
     assert all(0.5 <= p["tfs"] <= 1 and 0.1 <= p["adaptive_target"] <= 0.9 for p in points)
+
+
+def test_a_sweep_on_a_conversation_runs(demo):
+    """The TUI sweeps a pane's own turns (chat messages): it failed with "unhashable type: 'list'"."""
+    from decodelab.engine.experiments.sweep import PromptCase
+    from tests.test_conversation import TEMPLATE
+
+    import copy
+
+    chat = copy.copy(demo)
+    chat.tokenizer = copy.deepcopy(demo.tokenizer)
+    chat.tokenizer.chat_template = TEMPLATE
+    messages = [{"role": "user", "content": "The for"}, {"role": "assistant", "content": " statement"},
+                {"role": "user", "content": "And while?"}]
+    s = spec(grid={"temperature": [0.3, 0.9]})
+    s.prompts = [PromptCase(messages)]
+    results = run_sweep(chat, s)
+    assert len(results) == 2 and all(r.samples and "self_similarity" in r.metrics for r in results)

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Callable, Literal, Sequence, cast
 
 from ..config import INT_FIELDS, NUMBER_FIELDS, SETTINGS, ConfigError, DecodingConfig
+from ..conversation import Prompt
 from .metrics import METRICS, self_similarity, text_metrics
 
 if TYPE_CHECKING:
@@ -32,7 +33,8 @@ WARPERS = frozenset(s.name for s in SETTINGS if s.warper)
 
 @dataclass(frozen=True)
 class PromptCase:
-    text: str
+    text: Prompt
+    """A text, or a conversation (chat messages: the TUI sweeps a pane's own turns)."""
     reference: str | None = None
 
 
@@ -176,8 +178,9 @@ def _score(params: dict, config: DecodingConfig, samples: list[dict], spec: Swee
     names = samples[0]["metrics"].keys()
     metrics = {m: _mean([s["metrics"][m] for s in samples]) for m in names}
     by_prompt: dict[str, list[str]] = {}
-    for s in samples:
-        by_prompt.setdefault(s["prompt"], []).append(s["text"])
+    for s in samples:  # a conversation (a list of messages) groups by its JSON text: a list is no dict key
+        key = s["prompt"] if isinstance(s["prompt"], str) else json.dumps(s["prompt"], sort_keys=True)
+        by_prompt.setdefault(key, []).append(s["text"])
     similarity = [self_similarity(texts) for texts in by_prompt.values()]
     if all(v is not None for v in similarity):
         metrics["self_similarity"] = _mean(similarity)
