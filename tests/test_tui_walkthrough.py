@@ -147,3 +147,23 @@ async def test_every_ab_candidate_can_be_seen_at_80x24_and_160x45(demo, tmp_path
             await pilot.pause()
             last = boxes[-1]
             assert outputs.region.contains_region(last.region) or last.region.y < outputs.region.bottom
+
+
+async def test_the_sweep_screen_fits_80x24_with_its_feedback_in_view(demo):
+    """The walk-through: at 80x24 the Run button, progress and messages were below the edge, so a bad grid seemed
+    to do nothing until eight Tabs down."""
+    from decodelab.tui.screens.sweep import SweepScreen
+
+    app = make_app(demo)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.press("escape", "S")
+        await pilot.pause()
+        screen = app.screen
+        assert isinstance(screen, SweepScreen) and screen.has_class("-compact")
+        screen.query_one("#s-grid", Input).value = "temperature=[bold]x"
+        await pilot.press("ctrl+r")
+        await pilot.pause()
+        status = screen.query_one("#sweep-status")
+        assert "[bold]x" in str(status.render()) and "not a number" in str(status.render())
+        assert status.region.bottom <= 24 and status.region.height >= 1
+        assert screen.query_one("#run").region.bottom <= 24  # the whole form is on the screen

@@ -41,10 +41,19 @@ class SweepScreen(Screen):
     SweepScreen .row > Label { width: 24; padding: 1 1 0 0; text-align: right; }
     SweepScreen .row > Input { width: 1fr; }
     SweepScreen #sweep-buttons { height: 3; }
-    SweepScreen #sweep-status { height: auto; padding: 0 1; }
+    SweepScreen #sweep-status { height: auto; max-height: 4; padding: 0 1; background: $panel; }
+    SweepScreen #sweep-feedback { dock: bottom; height: auto; }
     SweepScreen #sweep-body { height: 1fr; }
     SweepScreen #sweep-table { height: auto; }
+    SweepScreen.-compact .row { height: 1; }
+    SweepScreen.-compact .row > Label { padding: 0 1 0 0; }
+    SweepScreen.-compact .row > Input { height: 1; border: none; padding: 0 1; }
+    SweepScreen.-compact #sweep-buttons { height: 1; }
+    SweepScreen.-compact #sweep-buttons > Button { height: 1; min-width: 12; border: none; }
     """
+    COMPACT_BELOW = 36
+    """Rows below which the form's fields take one line each (at 80x24 the Run button and the feedback were below
+    the bottom edge, so a mistake seemed to do nothing)."""
     BINDINGS = [Binding("ctrl+r", "start", "Run sweep"), Binding("escape", "back", "Back / stop"),
                 Binding("ctrl+b", "use_best", "Best → pane"), Binding("ctrl+s", "save_best", "Save best")]
 
@@ -72,8 +81,8 @@ class SweepScreen(Screen):
                     "objective": "distinct_2=1,mean_logprob=0.5", "direction": "maximize"}
         with VerticalScroll(id="sweep-body"):  # the form is tall: at 80x24 everything scrolls together
             with Vertical(id="sweep-form"):
-                yield Label(f"Sweep around {self.base.name} ({self.base.summary()}) on the current prompt",
-                            markup=False)
+                yield Static(f"Sweep around {self.base.name} ({self.base.summary()}) on the current prompt",
+                             markup=False)  # wraps where a Label was cut at 80 columns
                 if self.greedy_base:
                     yield Label(f"{self.base.name} decodes greedily, so the sweep samples around it (do_sample on)",
                                 classes="sweep-note", markup=False)
@@ -83,10 +92,14 @@ class SweepScreen(Screen):
                         yield Input(defaults.get(key, ""), placeholder=placeholder, id=f"s-{key}")
                 with Horizontal(id="sweep-buttons"):
                     yield Button("Run sweep", variant="primary", id="run")
-            yield ProgressBar(id="sweep-progress", show_eta=True)
-            yield Static("", id="sweep-status", markup=False)
             yield Static("", id="sweep-table", markup=False)
+        with Vertical(id="sweep-feedback"):  # always in view, whatever the form's scroll
+            yield ProgressBar(id="sweep-progress", show_eta=True)
+            yield Static("ctrl+r runs the sweep · esc back", id="sweep-status", markup=False)
         yield Footer()
+
+    def on_resize(self) -> None:
+        self.set_class(self.size.height < self.COMPACT_BELOW, "-compact")
 
     def build_spec(self):
         from decodelab.engine.experiments.sweep import PromptCase, SweepSpec, parse_grid, parse_objective, parse_ranges
