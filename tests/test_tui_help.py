@@ -85,7 +85,7 @@ async def test_question_mark_and_f1_open_it_and_the_footer_names_it(demo):
         await pilot.pause()
         assert isinstance(app.screen, HelpScreen)
         body = app.screen.body
-        assert body.startswith("Here (ConfigEditor)") and "Find a field" in body.split("\n\n")[0]
+        assert body.startswith("Here (the settings editor)") and "Find a field" in body.split("\n\n")[0]
         await pilot.press("escape")
         await pilot.pause()
         assert type(app.screen).__name__ == "ConfigEditor"
@@ -107,3 +107,22 @@ async def test_the_footer_keeps_whole_keys_and_help_at_any_width(demo):
             assert sum(key_width(k) for k in keys) <= width, (width, [k.description for k in keys])
             if width == 160:
                 assert {"Edit", "Save", "Run", "Add", "Heatmap", "Help"} <= {k.description for k in keys}
+
+
+def test_the_help_names_every_screen_in_words_not_its_class():
+    """The walk-through saw "Here (SavePreset)", "Here (AskText)": names a newcomer cannot know."""
+    from textual.screen import Screen
+
+    from decodelab.tui.screens import arena, ask, config_editor, export, model_picker, preset_picker, save_preset, sweep
+    from decodelab.tui.screens.help import here_name
+
+    classes = [c for module in (arena, ask, config_editor, export, model_picker, preset_picker, save_preset, sweep)
+               for c in vars(module).values() if isinstance(c, type) and issubclass(c, Screen)
+               and c.__module__ == module.__name__]
+    assert len(classes) >= 9
+    for cls in classes:
+        fake = cls.__new__(cls)  # its name only: no app needed
+        if cls is ask.AskText or issubclass(cls, ask.ShowText) or cls is ask.Confirm:
+            fake.title_text = "Open a session file:"
+        name = here_name(fake)
+        assert name != cls.__name__ and not any(c.isupper() for c in name[1:].replace("A/B", "")), (cls, name)

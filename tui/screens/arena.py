@@ -19,6 +19,8 @@ from textual.widgets import Footer, Static
 
 class ArenaScreen(Screen):
     """Rounds on the current prompt with the current panes' configs; the tally is saved after every vote."""
+    HELP_NAME = "blind A/B"
+    """What the help (F1) calls this screen."""
 
     DEFAULT_CSS = """
     ArenaScreen #arena-status { height: auto; padding: 0 1; background: $panel; }

@@ -16,6 +16,8 @@ from textual.widgets import Button, Input, Label, Static, Switch
 
 class ConfigEditor(ModalScreen[DecodingConfig | None]):
     """A form over every field. Save is disabled while the config is invalid, and the reason is shown."""
+    HELP_NAME = "the settings editor"
+    """What the help (F1) calls this screen."""
 
     DEFAULT_CSS = """
     ConfigEditor { align: center middle; }

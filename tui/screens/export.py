@@ -29,6 +29,8 @@ def export_file_name(config: DecodingConfig, fmt: str) -> str:
 
 class ExportPicker(ModalScreen[str | None]):
     """Which stack to export to; each entry says what it drops."""
+    HELP_NAME = "export a config"
+    """What the help (F1) calls this screen."""
 
     DEFAULT_CSS = """
     ExportPicker { align: center middle; }

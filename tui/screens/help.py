@@ -52,12 +52,22 @@ def other_screens() -> list[tuple[str, list[tuple[str, str]]]]:
 MAIN_NOTE = "Main screen (* acts on the current pane; the rest on every pane or the app)"
 
 
+def here_name(screen: Screen) -> str:
+    """What the help calls the screen it was opened on: its HELP_NAME, else a dialog's own title (cut), never the
+    class name a newcomer cannot know (it said "Here (SavePreset)")."""
+    named = getattr(screen, "HELP_NAME", None)
+    if named:
+        return named
+    title = " ".join(str(getattr(screen, "title_text", "") or "").split())
+    return (title[:48].rstrip() + "…" if len(title) > 49 else title) or "this dialog"
+
+
 def help_sections(here: Screen | None = None) -> list[tuple[str, list[tuple[str, str]]]]:
     """(title, [(key, what it does)]) in the help's order; `here` is the screen it was opened on (its keys come
     first unless it is the main one)."""
     out = []
     if here is not None and type(here).__name__ != "MainScreen":
-        out.append((f"Here ({type(here).__name__})", screen_keys(type(here).BINDINGS) or [("esc", "close")]))
+        out.append((f"Here ({here_name(here)})", screen_keys(type(here).BINDINGS) or [("esc", "close")]))
     for group, rows in help_groups():
         out.append((group, [(key, f"{'* ' if pane else ''}{text}") for key, text, pane in rows]))
     out.extend(other_screens())

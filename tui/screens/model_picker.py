@@ -11,6 +11,8 @@ from textual.widgets.option_list import Option
 
 
 class ModelPicker(ModalScreen[str | None]):
+    HELP_NAME = "load a model"
+    """What the help (F1) calls this screen."""
     DEFAULT_CSS = """
     ModelPicker { align: center middle; }
     ModelPicker > Vertical {

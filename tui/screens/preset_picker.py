@@ -16,6 +16,8 @@ from textual.widgets.option_list import Option
 
 
 class PresetPicker(ModalScreen[DecodingConfig | None]):
+    HELP_NAME = "add a pane from a preset"
+    """What the help (F1) calls this screen."""
     DEFAULT_CSS = """
     PresetPicker { align: center middle; }
     PresetPicker > Vertical {

@@ -62,6 +62,8 @@ class PinBox(Checkbox, inherit_bindings=False):
 
 class SavePreset(ModalScreen[SaveRequest | None]):
     """The seed stays auto (a fresh one each run) unless the user ticks "pin the last run's seed"."""
+    HELP_NAME = "save a preset"
+    """What the help (F1) calls this screen."""
 
     DEFAULT_CSS = """
     SavePreset { align: center middle; }

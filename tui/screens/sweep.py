@@ -35,6 +35,8 @@ def form_words(message: str) -> str:
 
 
 class SweepScreen(Screen):
+    HELP_NAME = "the sweep"
+    """What the help (F1) calls this screen."""
     DEFAULT_CSS = """
     SweepScreen #sweep-form { height: auto; padding: 0 1; }
     SweepScreen .row { height: 3; }
