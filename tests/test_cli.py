@@ -157,10 +157,14 @@ def test_import_bad_files(tmp_path):
     broken.write_text("{not json")
     unknown = tmp_path / "g.txt"
     unknown.write_text("x")
+    yaml = tmp_path / "bad.yaml"
+    yaml.write_text("temperature: [0.5, 1\n")
     for path, needle in ((broken, "not valid JSON"), (unknown, "cannot tell the format"),
-                         (tmp_path / "missing.json", "does not exist")):
+                         (tmp_path / "missing.json", "does not exist"),
+                         (yaml, f"{yaml} is not valid YAML: expected ',' or ']', but got '<stream end>' at line 2")):
         result = invoke("presets", "import", str(path))
         assert result.exit_code == 2 and needle in result.output
+        assert result.output.startswith("decodelab: error:") and result.output.count("\n") == 1  # one line
 
 
 def test_bench_runs_and_prints_ratios():

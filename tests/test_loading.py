@@ -132,3 +132,16 @@ def test_run_threads_option_sets_torch_threads():
     assert torch.get_num_threads() == 1  # (conftest restores it after this test)
     bad = CliRunner().invoke(main, ["run", "--model", "demo", "--prompt", "x", "--threads", "none"])
     assert bad.exit_code != 0 and "threads='none' is invalid" in bad.output and "Traceback" not in bad.output
+
+
+def test_a_spec_that_is_no_path_and_no_hub_id_is_said_in_decodelab_s_words():
+    """The walk-through's `[bold]x`: HF's own "Repo id must use alphanumeric chars", after "could not load" twice."""
+    from decodelab.engine.backends.loading import ModelLoadError, ModelSpec, load_model
+    from decodelab.tui.models import load_failure
+
+    with pytest.raises(ModelLoadError) as caught:
+        load_model(ModelSpec(path="[bold]x"))
+    said = str(caught.value)
+    assert said.startswith("'[bold]x' is not a local folder") and "Repo id" not in said
+    assert load_failure("[bold]x", said) == f"Could not load [bold]x: {said}"
+    assert load_failure("y", "could not load y: broken").count("ould not load") == 1

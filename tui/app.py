@@ -192,7 +192,9 @@ class DecodelabApp(App):
         failed = self.shelf.load_failed()
         if failed is not None:  # the working model stays until a new one has loaded
             self.update_model_bar()
-            self.notify(f"Could not load {failed}: {message.error}\nStill using {self.shelf.loaded.describe()}.",
+            from .models import load_failure
+
+            self.notify(f"{load_failure(failed, message.error)}\nStill using {self.shelf.loaded.describe()}.",
                         title="Model not loaded", severity="error", timeout=15)
             return
         bar = self.query_one("#model-bar", Static)

@@ -320,7 +320,7 @@ class ModelShelf(Part):
             if state.model_spec == message.spec:
                 state.model_spec = None  # back on the app's model: the pane stays usable
         self.models_changed()
-        self.notify(f"Could not load {spec_label(message.spec)}: {message.error}\nIts panes stay on the app's model.",
+        self.notify(f"{load_failure(spec_label(message.spec), message.error)}\nIts panes stay on the app's model.",
                     title="Model not loaded", severity="error", timeout=15)
 
     def models_changed(self, note: str | None = None) -> None:
@@ -440,3 +440,12 @@ def agreement_text(figures: Any) -> str:
     if ppl is not None and math.isfinite(ppl):
         parts.append(f"ppl on ★ {ppl:.1f}")
     return " · ".join(p for p in parts if p)
+
+
+def load_failure(spec: str, error: object) -> str:
+    """ "Could not load SPEC: why", said once: the loader's own message often begins the same way (it read "Could not
+    load [bold]x: could not load [bold]x: ...")."""
+    text = str(error)
+    if text.lower().startswith("could not load"):
+        return text[0].upper() + text[1:]
+    return f"Could not load {spec}: {text}"

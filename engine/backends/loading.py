@@ -418,6 +418,11 @@ def _explain(spec: ModelSpec, exc: BaseException) -> ModelLoadError:
             "downloads. Download it on a machine with network (e.g. `hf download ORG/NAME`), then pass "
             "the folder or cached id with --model."
         )
+    if type(exc).__name__ in ("HFValidationError", "RepositoryNotFoundError") or "repo id must" in low:
+        return ModelLoadError(
+            f"{spec.path!r} is not a local folder, a .gguf file, smollm2 or demo, nor a Hugging Face hub id (ORG/NAME) "
+            "in the local cache: check the spelling, or give the folder's path (decodelab models lists what is here)"
+        )
     if "trust_remote_code" in low:
         return ModelLoadError(f"{spec.path} ships its own code; pass --trust-remote-code only if you trust its source")
     if "bitsandbytes" in low or "quantiz" in low:

@@ -54,7 +54,12 @@ def import_preset_text(text: str, filename: str, name: str) -> Converted:
             raise ConfigError(f"{filename} is not valid JSON: {exc}") from None
         return from_hf(data, name)
     if filename.endswith((".yaml", ".yml")):
-        return from_webui_yaml(text, name)
+        try:
+            return from_webui_yaml(text, name)
+        except ConfigError as exc:
+            if str(exc).startswith("not valid YAML"):
+                raise ConfigError(f"{filename} is {exc}", field=exc.field) from None
+            raise
     raise ConfigError(f"cannot tell the format of {filename}: use a .json generation_config or a .yaml webui preset")
 
 

@@ -43,8 +43,11 @@ def from_webui_yaml(text: str, name: str = "imported") -> Converted:
 
     try:
         data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"not valid YAML: {exc}") from None
+    except yaml.YAMLError as exc:  # one line: the problem and where (PyYAML's own text is five, with a caret)
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"not valid YAML: {problem}{where}") from None
     if not isinstance(data, dict):
         raise ConfigError("a text-generation-webui preset must be a YAML mapping of setting: value")
     fields: dict = {"name": name, "do_sample": True}
