@@ -188,7 +188,7 @@ def sent_name(field: str, sent: dict[str, str]) -> str:
     return sent.get(field) or VLLM.name(field) or field
 
 
-def check_bias(bias, name: str) -> None:
+def check_bias(bias: object, name: str) -> None:
     """OpenAI bounds each bias to [-100, 100] and says so in its own words (llama.cpp's [[id, bias]] pairs too);
     a text value is the setting's to check (decodelab's "-inf", llama.cpp's false, ban the token)."""
     pairs = bias.items() if isinstance(bias, dict) else (

@@ -26,6 +26,7 @@ CHANGED = {
     "sampler_order": ("temperature",), "smoothing_factor": 0.2, "smoothing_curve": 2.0, "top_h": 0.5, "tfs": 0.95,
     "top_a": 0.1, "adaptive_target": -0.5, "adaptive_decay": 0.8, "logprob_tokens": (5, 6), "guidance_scale": 1.5,
     "negative_prompt": "bad", "json_schema": '{"type":"object"}', "p_less": True,
+    "ignore_eos": True, "stop_token_ids": (5, 6),
 }
 # A config takes one structured-output constraint at a time: the other three are changed one by one.
 OTHER_CONSTRAINTS = {"regex": "a+", "choice": ("yes", "no"), "grammar": 'root ::= "a"'}
@@ -87,7 +88,8 @@ def test_every_sampler_setting_is_read_by_the_stage_the_table_names(demo):
     assert set(CLASSES) == {row.name for row in STAGE_TABLE}
     assert all(s.stage in STAGE or s.stage in ("sample", "beams", "chain") for s in SETTINGS if s.stage)
     vocab = demo.model.config.vocab_size
-    config = DecodingConfig(**{**CHANGED, "xtc_threshold": 0.4, "adaptive_target": -1.0, "mirostat": 0})
+    config = DecodingConfig(**{**CHANGED, "xtc_threshold": 0.4, "adaptive_target": -1.0, "mirostat": 0,
+                               "ignore_eos": False})  # on, the stage holds max_new_tokens (tests/test_eos.py)
     sampler = Sampler([config], [1], vocab, torch.device("cpu"), tokenizer=demo.tokenizer,
                       prompts=torch.tensor([1, 2]), max_new=4)
     (_, _, chain), = sampler.chains
