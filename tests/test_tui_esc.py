@@ -173,3 +173,33 @@ async def test_a_failed_open_save_or_tally_keeps_the_dialog_and_the_text(demo, t
         await pilot.pause()
         assert isinstance(app.screen, AskText) and "not valid JSON" in str(app.screen.query_one("#ask-error").render())
         await pilot.press("escape")
+
+
+async def test_the_save_dialog_offers_the_seed_only_where_it_repeats_the_output(demo):
+    """The walk-through: saving greedy said "(seed=auto)", and after editing temperature the dialog still offered
+    to pin the seed of a run made at the old temperature, promising it would repeat what was seen."""
+    from textual.widgets import Checkbox
+
+    from decodelab.tui.screens.save_preset import SavePreset
+    from tests.tui_pilot import make_app, messages, run_all
+
+    configs = [DecodingConfig(name="g", max_new_tokens=6),
+               DecodingConfig(name="warm", do_sample=True, temperature=1.1, max_new_tokens=6)]
+    app = make_app(demo, configs=configs)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await run_all(app, pilot)
+        await pilot.press("escape", "2", "s")
+        await pilot.pause()
+        assert isinstance(app.screen, SavePreset) and app.screen.query(Checkbox)  # just run: offered
+        await pilot.press("escape")
+        app.panes()[1].state.config = app.panes()[1].state.config.replace(temperature=0.2)
+        await pilot.press("s")
+        await pilot.pause()
+        assert isinstance(app.screen, SavePreset) and not app.screen.query(Checkbox)  # edited since: not offered
+        await pilot.press("escape", "1", "s")
+        await pilot.pause()
+        app.screen.query_one("#save-name").value = "walk-greedy"
+        await pilot.press("enter")
+        await pilot.pause()
+        said = [m for m in messages(app) if m.startswith("Saved preset walk-greedy")]
+        assert said and "seed" not in said[0]

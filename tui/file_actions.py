@@ -13,7 +13,11 @@ class Files(Part):
         """s: name the preset and choose whether it pins the last run's seed (it keeps seed=auto by default)."""
         from .screens.save_preset import SavePreset
 
-        self.push_screen(SavePreset(pane.state.config, pane.state.seed, name, pinned, description),
+        state = pane.state
+        ran = state.completion.config if state.completion is not None else None
+        # the last run's seed repeats its output only under the settings it ran with: after an edit it is not offered
+        same = ran is not None and ran.replace(seed=None) == state.config.replace(seed=None)
+        self.push_screen(SavePreset(state.config, state.seed if same else None, name, pinned, description),
                          lambda request: self.write_preset(request, pane))
 
     def write_preset(self, request, pane, overwrite: bool = False) -> None:
@@ -41,7 +45,8 @@ class Files(Part):
             self.notify(str(exc), severity="error")
             return
         seed = "auto" if request.config.seed is None else request.config.seed
-        self.notify(f"Saved preset {request.name} (seed={seed}) → {path}")
+        said = f" (seed={seed})" if request.config.samples else ""  # greedy has no seed to speak of
+        self.notify(f"Saved preset {request.name}{said} → {path}")
 
     def export(self, pane, highlighted: str | None = None) -> None:
         """shift+e: the pane's config for another stack (transformers, vLLM, OpenAI, llama.cpp, the webui)."""
