@@ -73,6 +73,18 @@ async def test_a_pane_on_its_own_model_runs_beside_the_others(demo, model_dirs, 
         app.query_one("PaneStrip").layout_panes()
         assert "★" in first.border_title
         assert "★other tokenizer" in plain(second.query_one(".pane--stats"))
+        # removed, the pane's model stays for u, and the bar says so (it said "panes also on" a model no pane used)
+        second.focus()
+        await pilot.press("x")
+        await pilot.pause()
+        await pilot.pause()
+        bar = str(app.query_one("#model-bar").render())
+        assert "panes also on" not in bar and "kept for u" in bar, bar
+        await pilot.press("u")
+        await pilot.pause()
+        await pilot.pause()
+        second = app.panes()[1]
+        assert "panes also on" in str(app.query_one("#model-bar").render())
         # back on the app's model: the pool unloads the llama model
         await set_model(app, pilot, second, "")
         assert second.state.model_spec is None and not app.shelf.pool.models

@@ -148,6 +148,7 @@ class Panes(Part):
             panes = self.panes()
             pane = self.mount(entry.state, before=panes[entry.index] if entry.index < len(panes) else None)
             self.later(pane.focus)
+            self.later(self.shelf.models_changed)  # its model is a live pane's again (the bar says so)
             self.notify(f"Restored pane {entry.state.config.name}.")
 
     def set_everywhere(self) -> None:

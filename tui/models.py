@@ -130,8 +130,12 @@ class ModelShelf(Part):
         device = getattr(self.loaded, "device", None)
         count = torch.get_num_threads()
         threads = f" · {count} thread{'s' if count > 1 else ''}" if getattr(device, "type", "") == "cpu" else ""
-        others = list(dict.fromkeys(self.label(b) for b in self.pool.models.values()))
+        live = {load_key(st.model_spec) for st in self.ws.panes if st.model_spec is not None}
+        others = list(dict.fromkeys(self.label(b) for k, b in self.pool.models.items() if k in live))
+        kept = list(dict.fromkeys(self.label(b) for k, b in self.pool.models.items() if k not in live))
         also = f" · panes also on {', '.join(others)}" if others else ""
+        if kept:  # a removed pane's model stays loaded while u can bring the pane back
+            also += f" · {', '.join(kept)} kept for u"
         return f"{self.loaded.describe()}{threads}{chat}{also}"
 
     # -- the app's model (m) ---------------------------------------------------------------------------------

@@ -213,7 +213,10 @@ class Pane(Vertical, can_focus=True):
         error.set_class(not self.state.error, "-empty")
 
     def refresh_view(self, scroll: bool = False) -> None:
-        """Redraw from state (called at most ~30 times a second while streaming)."""
+        """Redraw from state (called at most ~30 times a second while streaming). A pane still being mounted (u
+        brings one back) draws itself once composed: its children are not there to update yet."""
+        if not self.query(TokenView):
+            return
         state = self.state
         self.refresh_title()
         self.refresh_subtitle()
