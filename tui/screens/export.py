@@ -55,14 +55,13 @@ class ExportPicker(ModalScreen[str | None]):
                 stack, what, _ = EXPORT_NAMES[fmt]
                 try:
                     _, notes = export_text(self.config, fmt)
-                    said = f"{len(notes)} note{'s' if len(notes) != 1 else ''} on what it drops" if notes else \
-                        "all carried"
+                    said = f"{len(notes)} note{'s' if len(notes) != 1 else ''}" if notes else "all carried"
                 except Exception as exc:  # noqa: BLE001 - one target that cannot take it must not hide the rest
                     said = f"cannot: {exc}"
                 options.append(Option(Text.assemble((f"{stack:<22}", "bold"), f"{what:<23} {said}"), id=fmt))
             yield OptionList(*options, id="targets")
-            yield Static("Enter shows it (y copies, w writes a file) · esc cancels", classes="export-hint",
-                         markup=False)
+            yield Static("Enter shows it, with its notes on what does not carry over (y copies, w writes a file) · "
+                         "esc cancels", classes="export-hint", markup=False)
 
     def on_mount(self) -> None:
         options = self.query_one(OptionList)

@@ -6,7 +6,7 @@ from textual import on, work
 from textual.app import ComposeResult
 from textual.containers import Vertical
 from textual.screen import ModalScreen
-from textual.widgets import Input, Label, OptionList
+from textual.widgets import Input, Label, OptionList, Static
 from textual.widgets.option_list import Option
 
 
@@ -32,8 +32,8 @@ class ModelPicker(ModalScreen[str | None]):
 
     def compose(self) -> ComposeResult:
         with Vertical():
-            yield Label("Load a model: pick one (↓, Enter) or type a folder, hub id, .gguf or URL · Delete on a "
-                        "converted GGUF removes its cached copy", markup=False)
+            yield Static("Load a model: pick one (↓, Enter) or type a folder, hub id, .gguf or URL · Delete on a "
+                         "converted GGUF removes its cached copy", markup=False)  # wraps at 80 columns
             yield Input(self.current, placeholder="path, hub id, FILE.gguf, http://host:port/v1", id="model-path")
             yield OptionList(Option("looking for models…", disabled=True), id="models")
             yield Label("", id="model-hint", markup=False)
