@@ -26,7 +26,7 @@ class ArenaScreen(Screen):
     ArenaScreen #arena-status { height: auto; padding: 0 1; background: $panel; }
     ArenaScreen #arena-outputs { height: 1fr; layout: grid; grid-size: 2; grid-rows: auto; grid-gutter: 0 1; }
     ArenaScreen .arena-output { width: 1fr; height: auto; border: round $secondary; padding: 0 1; }
-    ArenaScreen #arena-tally { height: auto; max-height: 12; }
+    ArenaScreen #arena-tally { height: auto; max-height: 30%; overflow-y: auto; }
     """
     BINDINGS = [Binding("t", "vote('tie')", "Tie"), Binding("s", "vote('skip')", "Skip"),
                 Binding("n", "next_round", "Next round"), Binding("w", "save_winner", "Save winner"),

@@ -44,7 +44,7 @@ class SweepScreen(Screen):
     SweepScreen .row > Input { width: 1fr; }
     SweepScreen #sweep-buttons { height: 3; }
     SweepScreen #sweep-status { height: auto; max-height: 4; padding: 0 1; background: $panel; }
-    SweepScreen #sweep-feedback { dock: bottom; height: auto; }
+    SweepScreen #sweep-feedback { height: auto; }
     SweepScreen #sweep-body { height: 1fr; }
     SweepScreen #sweep-table { height: auto; }
     SweepScreen.-compact .row { height: 1; }
