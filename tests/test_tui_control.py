@@ -414,8 +414,9 @@ async def test_moving_a_pane_renumbers_the_titles_and_the_digit_keys(demo):
         assert app.focused.state.config.name == "b"
 
 
-async def test_ctrl_r_from_the_prompt_moves_to_the_panes_and_esc_in_the_alternatives_cancels(demo):
-    """Issue 17: after ctrl+r the prompt kept focus (typing 1 went into it); Esc in the alternatives took two."""
+async def test_ctrl_r_from_the_prompt_moves_to_the_panes_and_esc_from_the_alternatives_cancels(demo):
+    """Issue 17: after ctrl+r the prompt kept focus (typing 1 went into it). Esc in the alternatives goes back to
+    the pane and leaves the run going (issue 36's walk-through lost a branch to it), saying so; Esc there cancels."""
     from decodelab.engine import DecodingConfig as Config
 
     app = make_app(demo, [Config(name="long", max_new_tokens=400), Config(name="other", max_new_tokens=400)])
@@ -428,6 +429,10 @@ async def test_ctrl_r_from_the_prompt_moves_to_the_panes_and_esc_in_the_alternat
         await pilot.press("1", "right", "down")  # into the alternatives while it runs
         await pilot.pause()
         assert app.query_one("#prompt", TextArea).text == prompt
+        await pilot.press("escape")
+        await pilot.pause()
+        assert app.running and app.focused is app.panes()[0]
+        assert any("Esc again cancels" in n.message for n in app._notifications)
         await pilot.press("escape")
         await until(pilot, lambda: not app.running)
         assert app.panes()[0].state.stop_reason == "cancelled" and len(app.panes()[0].state.steps) < 400

@@ -93,6 +93,8 @@ class Tokens(Part):
     def back_to_pane(self) -> None:
         """i or Esc in the alternatives: back to the pane they belong to. A run goes on (Esc cancelled it once, and a
         newcomer lost the branch they had just started from the list); Esc in the pane cancels it."""
+        if self.running:
+            self.notify("The run goes on: Esc again cancels it.", timeout=4)
         owner = self.app.query_one(Inspector).owner
         if owner is not None and owner in self.panes():
             self.app.screen.set_focus(owner, scroll_visible=False)  # show_whole scrolls
