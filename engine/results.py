@@ -188,7 +188,9 @@ def completion_to_dict(c: Completion, top: int | None = None) -> dict:
                 "entropy_processed": json_number(s.entropy_processed),
                 "alternatives": [_alternative(a) for a in alts], **more}
 
-    return {"config": json_config(c.config), "seed": c.seed, "text": c.text, "stop_reason": c.stop_reason,
+    # a config that does not sample draws nothing: no seed to report (a random number there misled a newcomer)
+    return {"config": json_config(c.config), "seed": c.seed if c.config.samples else None, "text": c.text,
+            "stop_reason": c.stop_reason,
             "token_ids": list(c.token_ids), "prompt_tokens": c.prompt_tokens,
             "mean_logprob": c.mean_logprob, "perplexity": c.perplexity, "sequence_score": c.sequence_score,
             "timings": {"prefill_s": c.timings.prefill_s, "decode_s": c.timings.decode_s,
@@ -232,7 +234,7 @@ def completion_from_dict(data: dict) -> Completion:
                        stages=tuple(_read_stage(g) for g in t.get("stages", ())))
              for t in data["tokens"]]
     timings = data["timings"]
-    return Completion(config=DecodingConfig.from_dict(data["config"]), seed=int(data["seed"]), text=str(data["text"]),
+    return Completion(config=DecodingConfig.from_dict(data["config"]), seed=int(data.get("seed") or 0), text=str(data["text"]),
                       token_ids=[int(i) for i in data["token_ids"]], steps=steps,
                       stop_reason=str(data["stop_reason"]),
                       timings=Timings(_maybe(timings["prefill_s"], float), float(timings["decode_s"]),

@@ -97,8 +97,10 @@ async def stream(job: Job, shape: responses.Shape, echos: list[str], n: int,
                 remaining -= 1
                 continue
             for row in sorted(set(payload.tokens) | set(payload.finished)):
+                request = job.requests[index]
+                seed = request.seeds[row] if request.configs[row].samples else None  # greedy draws no seed
                 chunk = streams[index * n + row].step(payload.tokens.get(row, ()), payload.texts.get(row),
-                                                      payload.finished.get(row), job.requests[index].seeds[row])
+                                                      payload.finished.get(row), seed)
                 if chunk is not None:
                     yield sse(chunk)
         else:

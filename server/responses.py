@@ -112,7 +112,8 @@ def whole(shape: Shape, completions: list[Completion], echos: list[str], prompt_
     the echoed prompt's logprobs per completion, when echo asked for logprobs)."""
     choices = []
     for index, (c, echo) in enumerate(zip(completions, echos)):
-        choice: dict[str, Any] = {"index": index, "finish_reason": FINISH.get(c.stop_reason, "stop"), "seed": c.seed,
+        choice: dict[str, Any] = {"index": index, "finish_reason": FINISH.get(c.stop_reason, "stop"),
+                                  "seed": c.seed if c.config.samples else None,
                   "logprobs": logprobs(shown_steps(c.steps, c.stop_reason), shape.top, shape.chat, len(echo),
                                        shape.bytes_of, processed=shape.processed)
                   if shape.top is not None

@@ -236,3 +236,14 @@ def test_a_setting_typed_as_an_option_or_in_capitals_points_to_its_set_form():
     assert capitals.exit_code == 2 and "Did you mean 'top_k'?" in capitals.output
     partial = CliRunner().invoke(main, ["run", "--prompt", "hi", "--set", "smoothing=0.3"])
     assert "Did you mean 'smoothing_factor'?" in partial.output
+
+
+def test_a_greedy_completion_reports_no_seed():
+    """A config that does not sample draws nothing: `run --json` gave it a random seed all the same."""
+    import json
+
+    result = invoke("run", "--prompt", "The for", "-p", "greedy", "-p", "creative", "--set", "max_new_tokens=3",
+                    "--json")
+    assert result.exit_code == 0, result.output
+    greedy, creative = json.loads(result.stdout)["completions"]
+    assert greedy["seed"] is None and isinstance(creative["seed"], int)

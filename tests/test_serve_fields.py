@@ -75,7 +75,7 @@ def matcher_gives_up(monkeypatch):
 
 
 def test_a_constraint_given_up_mid_run_fails_the_request_naming_it(server, matcher_gives_up):
-    r = complete(server, guided_regex="[a-z ]{20}", max_tokens=10, temperature=0)
+    r = complete(server, guided_regex="[a-z ]{200}", max_tokens=10, temperature=0)
     assert r.status_code == 500, r.text
     message = error_of(r)["message"]
     assert "regex constraint could not be enforced" in message and "output token 4" in message
@@ -83,7 +83,7 @@ def test_a_constraint_given_up_mid_run_fails_the_request_naming_it(server, match
     assert wait_idle(server)
     assert complete(server, max_tokens=3).status_code == 200  # the server goes on
     with httpx.stream("POST", f"{server.url}/completions", json={"prompt": PROMPT, "max_tokens": 10, "stream": True,
-                                                                 "guided_regex": "[a-z ]{20}"}, timeout=60) as s:
+                                                                 "guided_regex": "[a-z ]{200}"}, timeout=60) as s:
         events = [line for line in s.iter_lines() if line.startswith("data: {")]
     last = json.loads(events[-1][6:])
     assert "regex constraint could not be enforced" in last["error"]["message"]
@@ -92,7 +92,7 @@ def test_a_constraint_given_up_mid_run_fails_the_request_naming_it(server, match
 
 def test_a_constraint_given_up_mid_run_fails_a_local_run(demo, matcher_gives_up):
     with pytest.raises(ConfigError, match="regex constraint could not be enforced") as caught:
-        generate_many(demo, PROMPT, [DecodingConfig(regex="[a-z ]{20}", max_new_tokens=10, do_sample=False)])
+        generate_many(demo, PROMPT, [DecodingConfig(regex="[a-z ]{200}", max_new_tokens=10, do_sample=False)])
     assert caught.value.field == "regex"
 
 
@@ -394,3 +394,12 @@ def test_metrics_show_the_running_batch(keyed):
     assert seen[("decodelab:num_requests_running", model)] == 1
     assert seen[("decodelab:num_batch_rows", model)] == 1
     assert seen[("decodelab:kv_cache_usage_bytes", model)] > 0
+
+
+def test_a_greedy_choice_has_no_seed_whole_or_streamed(server):
+    assert complete(server, temperature=0, max_tokens=2).json()["choices"][0]["seed"] is None
+    assert isinstance(complete(server, temperature=1, max_tokens=2).json()["choices"][0]["seed"], int)
+    with httpx.stream("POST", f"{server.url}/completions", json={"prompt": PROMPT, "max_tokens": 2, "stream": True,
+                                                                 "temperature": 0}, timeout=60) as s:
+        last = [json.loads(line[6:]) for line in s.iter_lines() if line.startswith("data: {")][-1]
+    assert last["choices"][0]["finish_reason"] and last["choices"][0]["seed"] is None

@@ -328,7 +328,7 @@ def generate_remote(remote: RemoteModel, prompt: Prompt, configs: Sequence[Decod
                         reason = {"length": "max_new_tokens"}.get(finish, "stop_string" if choice.get("stop_reason")
                                                                   and isinstance(choice.get("stop_reason"), str)
                                                                   else "eos")
-                        seed = choice.get("seed", seed)
+                        seed = choice.get("seed") if choice.get("seed") is not None else seed
         except RemoteError as exc:
             error = str(exc)
         except httpx.TimeoutException:
