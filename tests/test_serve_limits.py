@@ -70,7 +70,7 @@ def test_full_queue_gets_429_with_retry_after_and_the_rest_complete(demo):
 
 
 def test_tokenizing_runs_off_the_scheduler_thread(server, client, monkeypatch):
-    import decodelab.server.app as app
+    import decodelab.server.generation as app  # where the generating endpoints tokenize
     threads = []
     real = app.tokenize_prompt
     monkeypatch.setattr(app, "tokenize_prompt", lambda *a: threads.append(threading.current_thread()) or real(*a))
@@ -189,7 +189,7 @@ def test_huge_max_tokens_is_refused_even_without_a_known_context(server, monkeyp
 
 
 def test_a_huge_prompt_is_refused_without_tokenizing_and_does_not_hold_others(server, client, monkeypatch):
-    import decodelab.server.app as app
+    import decodelab.server.generation as app  # where the generating endpoints tokenize
     calls = []
     real = app.tokenize_prompt
     monkeypatch.setattr(app, "tokenize_prompt", lambda *a: calls.append(len(str(a[2]))) or real(*a))
