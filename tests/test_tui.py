@@ -365,21 +365,12 @@ async def test_diff_marks_first_divergence_and_copy(demo):
 
 async def test_blind_ab_screen_votes_reveals_and_saves(demo, tmp_path):
     from decodelab.engine.experiments.arena import load_tally
-    from decodelab.tui.screens.arena import ArenaScreen
 
     tally_path = tmp_path / "ab.json"
     app = make_app(demo, [DecodingConfig(name="cool", do_sample=True, temperature=0.3, max_new_tokens=8),
                           DecodingConfig(name="hot", do_sample=True, temperature=1.4, max_new_tokens=8)])
     async with app.run_test(size=(120, 40)) as pilot:
-        await pilot.press("escape", "A")
-        app.screen.query_one(Input).value = str(tally_path)
-        await pilot.press("enter")
-        screen = app.screen
-        assert isinstance(screen, ArenaScreen)
-        for _ in range(200):
-            await pilot.pause(0.05)
-            if screen.round is not None:
-                break
+        screen = await tui_pilot.open_ab(app, pilot, str(tally_path))
         titles = [box.border_title for box in screen.query(".arena-output")]
         assert titles == ["A", "B"]  # identities hidden
         await pilot.press("a")

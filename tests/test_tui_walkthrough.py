@@ -120,24 +120,14 @@ async def test_switching_to_a_model_without_a_chat_template_turns_chat_off(demo)
 
 async def test_every_ab_candidate_can_be_seen_at_80x24_and_160x45(demo, tmp_path):
     """Issue 36's walk-through: with six panes, A/B drew only A; B-F sat off the screen's right edge."""
-    from decodelab.tui.screens.arena import ArenaScreen
+    from tui_pilot import open_ab
 
     configs = [DecodingConfig(name=f"c{i}", do_sample=True, temperature=0.5 + i / 10, seed=i, max_new_tokens=20)
                for i in range(6)]
     for size in ((80, 24), (160, 45)):
         app = make_app(demo, configs=configs)
         async with app.run_test(size=size) as pilot:
-            await pilot.press("escape", "A")
-            await pilot.pause()
-            app.screen.query_one(Input).value = str(tmp_path / f"ab-{size[0]}.json")
-            await pilot.press("enter")
-            screen = app.screen
-            assert isinstance(screen, ArenaScreen)
-            for _ in range(200):
-                await pilot.pause(0.05)
-                if screen.round is not None:
-                    break
-            await pilot.pause()
+            screen = await open_ab(app, pilot, str(tmp_path / f"ab-{size[0]}.json"))
             boxes = list(screen.query(".arena-output"))
             assert [str(b.border_title) for b in boxes] == list("ABCDEF")
             assert all(b.region.right <= size[0] for b in boxes), [b.region for b in boxes]  # none off the edge

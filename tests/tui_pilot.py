@@ -41,3 +41,23 @@ def plain(widget) -> str:
 
 def messages(app) -> list[str]:
     return [n.message for n in app._notifications]
+
+
+async def open_ab(app, pilot, tally: str):
+    """shift+a from the panes with this tally file; the A/B screen once its first round is drawn."""
+    from textual.widgets import Input
+
+    from decodelab.tui.screens.arena import ArenaScreen
+
+    await pilot.press("escape", "A")
+    await pilot.pause()
+    app.screen.query_one(Input).value = tally
+    await pilot.press("enter")
+    screen = app.screen
+    assert isinstance(screen, ArenaScreen)
+    for _ in range(200):
+        await pilot.pause(0.05)
+        if screen.round is not None:
+            break
+    await pilot.pause()
+    return screen

@@ -171,12 +171,7 @@ class Sampler:
     def rejected(self) -> list[tuple[int, int, str]]:
         """(row, token, constraint field) for each forced token a row's constraint refused, then forgets them."""
         out = []
-        for members, _, chain in self.chains:
-            found = chain.stage("grammar")
-            if found is None:
-                continue
-            stage, rows = found
-            assert isinstance(stage, Grammar)  # the stage named "grammar"
+        for members, rows, stage in self._grammars():
             out += [(members[rows[r]], token, stage.specs[r][0]) for r, token in stage.rejected]
             stage.rejected.clear()
         return out
@@ -184,14 +179,20 @@ class Sampler:
     def gave_up(self) -> list[tuple[int, str]]:
         """(row, message) for each row whose constraint's matcher gave up since the last call (ConstraintFailed)."""
         out = []
-        for members, _, chain in self.chains:
-            found = chain.stage("grammar")
-            if found is None:
-                continue
-            stage, rows = found
-            assert isinstance(stage, Grammar)  # the stage named "grammar"
+        for members, rows, stage in self._grammars():
             out += [(members[rows[r]], message) for r, message in stage.gave_up]
             stage.gave_up.clear()
+        return out
+
+    def _grammars(self) -> list[tuple[list[int], Any, Grammar]]:
+        """Each chain's structured-output stage, with its members and rows (stage row r is members[rows[r]])."""
+        out = []
+        for members, _, chain in self.chains:
+            found = chain.stage("grammar")
+            if found is not None:
+                stage, rows = found
+                assert isinstance(stage, Grammar)  # the stage named "grammar"
+                out.append((members, rows, stage))
         return out
 
 
