@@ -262,10 +262,11 @@ def bench(shape, real, new_tokens, repeats, **model):
 
 
 from .ab_cmd import ab  # noqa: E402 - the commands live in their own modules
+from .check_cmd import check  # noqa: E402
 from .models_cmd import models  # noqa: E402
 from .presets_cmd import presets  # noqa: E402
 from .serve_cmd import serve  # noqa: E402
 from .sweep_cmd import sweep  # noqa: E402
 
-for command in (presets, ab, sweep, serve, models):
+for command in (presets, ab, sweep, serve, models, check):
     main.add_command(command)

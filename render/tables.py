@@ -1,4 +1,4 @@
-"""Rich tables both front ends draw: the blind A/B tally and a sweep's points, best first."""
+"""Rich tables both front ends draw: the blind A/B tally, a sweep's points (best first), the determinism check."""
 
 from __future__ import annotations
 
@@ -41,4 +41,24 @@ def results_table(results, spec, limit: int = 30):
     for r in ordered[:limit]:
         values = [r.params[n] for n in names] + [r.objective] + [r.metrics.get(m) for m in metrics[1:]]
         table.add_row(*[fmt(v) for v in values])
+    return table
+
+
+def determinism_table(report):
+    """`check determinism`: a row per round (engine/experiments/determinism.py's Report)."""
+    from rich.table import Table
+
+    table = Table(title=f"{report.target} · {report.concurrency} requests at once", title_justify="left")
+    for name in ("round", "others", "tokens equal", "first difference", "tokens alone / busy", "max |Δ logprob|"):
+        table.add_column(name, justify="right" if name != "tokens equal" else "center")
+    for r in report.rounds:
+        delta = "n/a" if math.isnan(r.max_logprob_difference) else f"{r.max_logprob_difference:.3g}"  # no logprobs
+        equal = "yes" if r.equal else "[bold red]cut short[/]" if r.cut_short else "[bold red]NO[/]"
+        table.add_row(str(r.number), str(r.others), equal,
+                      "-" if r.first_difference is None else f"token {r.first_difference}",
+                      f"{r.tokens_alone} / {r.tokens_busy}", delta)
+    errors = dict.fromkeys(r.error for r in report.rounds if r.error)
+    if errors:
+        table.caption = "the server: " + "; ".join(errors)
+        table.caption_justify = "left"
     return table
