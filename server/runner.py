@@ -58,7 +58,10 @@ def timed_protocol(header_timeout: float) -> type[H11Protocol]:
         # uvicorn says -> None; asyncio's Protocol.eof_received may return True to keep the transport open
         def eof_received(self) -> bool | None:  # type: ignore[override]
             """A client that shuts its writing side after a whole request still gets its answer (delivery.py)."""
-            if self.cycle is not None and not self.cycle.response_complete and self.conn.their_state is h11.DONE:
+            # DONE, or MUST_CLOSE when the request said Connection: close or came as HTTP/1.0 (nc -N's usual case:
+            # such a client once got nothing back at all)
+            if self.cycle is not None and not self.cycle.response_complete and \
+                    self.conn.their_state in (h11.DONE, h11.MUST_CLOSE):
                 self._half_closed = True
                 self.cycle.scope[HALF_CLOSED] = True  # type: ignore[literal-required]  # our key; HTTPScope lacks it
                 return True  # keep the transport open for the answer

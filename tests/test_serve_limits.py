@@ -437,6 +437,25 @@ def test_a_client_that_half_closes_after_its_request_gets_the_answer(server, dem
     assert "".join(texts) == expected.text
 
 
+@pytest.mark.parametrize("tokens", [3, 120])
+@pytest.mark.parametrize("how", ["connection-close", "http/1.0"])
+def test_a_half_closing_client_that_asks_to_close_gets_the_answer_too(server, demo, tokens, how, monkeypatch):
+    """The serve walk-through: with Connection: close, or over HTTP/1.0 (printf ... | nc -N), the answer was 0 bytes."""
+    from decodelab.server import delivery
+
+    assert wait_idle(server)
+    monkeypatch.setattr(delivery, "POLL", 30 if tokens < 10 else 0.005)
+    body = json.dumps({"prompt": PROMPT, "max_tokens": tokens, "min_tokens": tokens, "seed": 5,
+                       "temperature": 0.9}).encode()
+    data = post("/v1/completions", body, "Connection: close\r\n")
+    if how == "http/1.0":
+        data = data.replace(b"HTTP/1.1", b"HTTP/1.0", 1)
+    status, answer = _half_closed(server, data)
+    expected = generate_many(demo, PROMPT, [DecodingConfig(do_sample=True, temperature=0.9, seed=5,
+                                                           max_new_tokens=tokens, min_new_tokens=tokens)])[0]
+    assert status == 200 and json.loads(answer)["choices"][0]["text"] == expected.text
+
+
 def test_a_client_that_closes_for_good_still_cancels_its_work(server):
     """The other side of half-closing: the server cannot tell the two apart by the FIN, so the held answer's
     first write must find a client that is really gone, and stop its rows."""
