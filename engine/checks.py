@@ -152,9 +152,9 @@ def _json(s: Setting, value: Any) -> str:
         raise ConfigError(f"{s.name} must be a JSON Schema: an object such as {{\"type\": \"object\"}} ({{}} = any "
                           f"JSON value), not {type(value).__name__}", field=s.name)
     if json_depth(value) > MAX_JSON_DEPTH:
-        raise ConfigError(f"{s.name} nests more than {MAX_JSON_DEPTH} levels deep; decodelab takes schemas nested at most "
-                          f"{MAX_JSON_DEPTH} levels (objects and arrays inside each other): flatten it, or use $defs",
-                          field=s.name)
+        raise ConfigError(f"{s.name} nests more than {MAX_JSON_DEPTH} JSON levels deep; decodelab takes schemas nested at "
+                          f"most {MAX_JSON_DEPTH} levels (each object or array counts, so a property's schema inside "
+                          "'properties' is two: about 50 nested properties): flatten it, or use $defs", field=s.name)
     return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
 
 

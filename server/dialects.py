@@ -137,6 +137,10 @@ def _take_structured(data: dict, fields: dict, sent: dict[str, str]) -> None:
     if unknown:
         raise ApiError(400, f"structured_outputs.{sorted(unknown)[0]} is not supported; decodelab takes "
                        f"{', '.join(STRUCTURED_OUTPUTS)}", param="structured_outputs")
+    if not any(outputs.get(key) is not None for key in STRUCTURED_OUTPUTS):  # {} or {"json": null}: no constraint
+        raise ApiError(400, "structured_outputs names no constraint, so nothing would constrain the output: give one "
+                       f"of {', '.join(STRUCTURED_OUTPUTS)} (e.g. {{\"choice\": [\"yes\", \"no\"]}}), or leave "
+                       "structured_outputs out", param="structured_outputs")
     for key, field in STRUCTURED_OUTPUTS.items():
         if outputs.get(key) is not None:
             if field in sent:
@@ -194,6 +198,9 @@ def check_bias(bias: object, name: str) -> None:
     pairs = bias.items() if isinstance(bias, dict) else (
         [tuple(p) for p in bias if isinstance(p, (list, tuple)) and len(p) == 2] if isinstance(bias, list) else [])
     for key, value in pairs:
+        if isinstance(key, str) and key.strip() and not key.strip().isdigit() and _number(key):
+            raise ApiError(400, f"Invalid key in '{name}': {key!r} is a number but no token id: give a token id "
+                           "(an integer >= 0), or a text to bias its tokens", param=name)
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             continue
         if not math.isfinite(value) or not -100 <= value <= 100:
@@ -201,3 +208,11 @@ def check_bias(bias: object, name: str) -> None:
             raise ApiError(400, f"Invalid '{name}.{key}': number {'above maximum' if above else 'below minimum'} "
                            f"value. Expected a value {'<= 100' if above else '>= -100'}, but got {value:g} instead.",
                            param=f"{name}.{key}", code="decimal_above_max_value" if above else "decimal_below_min_value")
+
+
+def _number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True

@@ -44,14 +44,27 @@ def param_from_loc(loc: Iterable[int | str]) -> str | None:
     return out or None
 
 
+INSTEAD = {
+    "max_new_tokens": "send max_tokens (OpenAI's name for it)", "n_predict": "send max_tokens (llama.cpp's n_predict "
+    "is max_tokens over OpenAI's API)", "stop_strings": "send stop (OpenAI's name for it)",
+    "prompt_logprobs": "send echo: true with logprobs on /v1/completions for the prompt's own logprobs",
+    "logprob_tokens": "named-token logprobs are not served over HTTP (decodelab run takes logprob_tokens)",
+    "logprob_token_ids": "named-token logprobs are not served over HTTP (decodelab run takes logprob_tokens)",
+    "max_output_tokens": "that is the Responses API's name: POST /v1/responses, or send max_tokens here",
+    "input": "that is the Responses API's field: POST /v1/responses, or send messages (chat) or prompt here",
+}
+"""Fields a client may send from another API or stack, and what to send here instead."""
+
+
 def validation_error(exc: ValidationError) -> ApiError:
     """The first pydantic error, naming the field."""
     errors = exc.errors(include_url=False)
     first = next((e for e in errors if e["type"] == "value_error"), errors[0])  # our own words beat a union's
     param = param_from_loc(first["loc"])
     if first["type"] == "extra_forbidden":
-        return ApiError(400, f"unrecognised request field: {param}; decodelab serve does not support it",
-                        param=param, code="unrecognized_field")
+        instead = INSTEAD.get(str(param))
+        said = f": {instead}" if instead else "; decodelab serve does not support it"
+        return ApiError(400, f"unrecognised request field: {param}{said}", param=param, code="unrecognized_field")
     if first["type"] == "missing":
         return ApiError(400, f"{param} is required", param=param)
     what = first["msg"].removeprefix("Value error, ")

@@ -8,6 +8,7 @@ A mixin of app.Api, which holds the model, scheduler, limits, metrics and the pe
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import secrets
 from typing import TYPE_CHECKING, Any
 
@@ -15,6 +16,7 @@ import anyio
 from decodelab.engine.config import ConfigError
 from decodelab.engine.decoding.preflight import check_context, check_engine
 from decodelab.engine.decoding.requests import Request
+from decodelab.engine.experiments.stage_use import inert_notes
 from decodelab.engine.results import PromptError
 from pydantic import ValidationError
 from starlette.requests import Request as HttpRequest
@@ -88,9 +90,11 @@ class Generation:
         echo = not chat and req.echo
         ids, echos = await anyio.to_thread.run_sync(self._tokenize, prompts, chat, echo)  # off loop and scheduler
         wanted = req.wanted_tokens()
-        if wanted == 0:
-            return self._echo_only(req, chat, shape, ids, echos)
         scored = echo and shape.top is not None  # echo with logprobs: the prompt's own logprobs too
+        score_only = wanted == 0 and scored and not req.stream  # the classic scoring request: the prompt alone
+        if wanted == 0 and not score_only:
+            return self._echo_only(req, chat, shape, ids, echos)
+        wanted = 1 if score_only else wanted  # one token decoded beside the prefill, then dropped
         engine_requests = [self._request(req, prompt_ids, wanted, chat, shape, scored) for prompt_ids in ids]
         job = Job(asyncio.get_running_loop(), engine_requests, stream=req.stream,
                   clock=self.metrics.clock(self.model_name, engine_requests))
@@ -98,6 +102,9 @@ class Generation:
         prompt_tokens = sum(r.prompt_ids.numel() for r in engine_requests)
         echo_rows = [e for e in echos for _ in range(req.n)]
         said = {"X-Decodelab-Ignored": ", ".join(ignored)} if ignored else {}
+        inert = inert_notes(engine_requests[0].configs[0]) if engine_requests and engine_requests[0].configs else []
+        if inert:  # settings that cannot act with the rest (xtc_threshold without xtc_probability): said, as run does
+            said["X-Decodelab-Inert"] = "; ".join(inert).encode("latin-1", "replace").decode("latin-1")
         if asked is not None:
             return await self._respond(request, job, responses_api.ResponseShape(self.model_name, asked, shape),
                                        req.stream, prompt_tokens, said)
@@ -107,6 +114,9 @@ class Generation:
         done: dict[int, list] = {}
 
         def answer(completions: list) -> dict:
+            if score_only:  # max_tokens=0: nothing generated is answered, only the prompt and its logprobs
+                completions = [dataclasses.replace(c, text="", token_ids=[], steps=[], stop_reason="max_new_tokens")
+                               for c in completions]
             body = responses.whole(shape, self._best(req, completions), echo_rows, prompt_tokens,
                                    self._prompt_logprobs(engine_requests, req.n, shape) if scored else ())
             body["usage"]["completion_tokens"] = sum(len(c.token_ids) for c in completions)  # every candidate

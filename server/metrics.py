@@ -6,9 +6,11 @@ HTTP counts, prometheus-fastapi-instrumentator's http_requests_total{handler, me
     http_requests_total                       counter    requests by route (handler), method and status
     decodelab:prompt_tokens_total             counter    prompt tokens prefilled
     decodelab:generation_tokens_total         counter    tokens generated
-    decodelab:request_success_total           counter    finished requests by finished_reason (stop, length)
+    decodelab:request_success_total           counter    finished requests (a prompt of n rows is one) by the
+                                                         finished_reason of its first row (stop, length, abort)
     decodelab:time_to_first_token_seconds     histogram  from the request reaching the scheduler to its first token
-    decodelab:time_per_output_token_seconds   histogram  mean time between a request's tokens after the first
+    decodelab:time_per_output_token_seconds   histogram  a request's mean time between its tokens after the first
+                                                         (one observation per request)
     decodelab:e2e_request_latency_seconds     histogram  from the scheduler taking it to its last token
     decodelab:num_requests_running            gauge      requests with rows in the batch
     decodelab:num_requests_waiting            gauge      requests queued for rows
@@ -91,8 +93,8 @@ class RequestClock:
         now = time.perf_counter()
         tokens = sum(len(c.token_ids) for c in completions)
         self.metrics.generation_tokens.labels(self.model).inc(tokens)
-        for c in completions:
-            reason = {"max_new_tokens": "length", "cancelled": "abort"}.get(c.stop_reason, "stop")
+        if completions:  # once per request (as vLLM counts), by how its first row ended, like its histograms
+            reason = {"max_new_tokens": "length", "cancelled": "abort"}.get(completions[0].stop_reason, "stop")
             self.metrics.success.labels(self.model, reason).inc()
         self.metrics.e2e.labels(self.model).observe(now - self.start)
         per_row = tokens / len(completions) if completions else 0

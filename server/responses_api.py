@@ -25,7 +25,7 @@ from .errors import ApiError
 from .scheduler import Job
 
 IGNORED = ("store", "metadata", "reasoning", "parallel_tool_calls", "tool_choice", "truncation", "include", "service_tier",
-           "prompt_cache_key", "safety_identifier", "max_tool_calls", "prompt", "conversation")
+           "prompt_cache_key", "safety_identifier", "max_tool_calls")
 """Responses fields that change nothing a text-only sampler does: accepted and named in X-Decodelab-Ignored (tools
 are refused when non-empty, by the chat endpoint's own check)."""
 TEXT_KEYS = {"format", "verbosity"}
@@ -130,9 +130,15 @@ def translate(data: dict) -> tuple[dict, Asked, list[str]]:
             hint = f"the Responses API calls it {instead}" if instead else "the Responses API has no such field"
             raise ApiError(400, f"{name} is a chat completions field: {hint} (or POST /v1/chat/completions)",
                            param=name, code="unknown_parameter")
-    if data.get("previous_response_id") is not None or data.get("conversation") is not None:
-        raise ApiError(400, "decodelab serve keeps no responses, so previous_response_id and conversation cannot be "
-                       "followed: send the whole conversation in input", param="previous_response_id")
+    for name in ("previous_response_id", "conversation"):
+        if data.get(name) is not None:
+            raise ApiError(400, f"decodelab serve keeps no responses or conversations, so {name} cannot be followed: "
+                           "send the whole conversation in input", param=name)
+    if data.get("prompt") is not None:
+        raise ApiError(400, "decodelab serve keeps no stored prompts, so a prompt reference cannot be used: send the "
+                       "text in instructions and input", param="prompt")
+    if data.get("max_output_tokens") == 0:
+        raise ApiError(400, "max_output_tokens=0 generates nothing: ask for at least 1 token", param="max_output_tokens")
     if data.get("background"):
         raise ApiError(400, "background responses are not supported: decodelab serve answers while you wait (send "
                        "stream=true for tokens as they come)", param="background")
@@ -159,7 +165,7 @@ def translate(data: dict) -> tuple[dict, Asked, list[str]]:
     metadata = data.get("metadata")
     if isinstance(metadata, dict):
         asked.metadata = metadata
-    for name in (*ignored, "background", "previous_response_id", "conversation"):
+    for name in (*ignored, "background", "previous_response_id", "conversation", "prompt"):
         data.pop(name, None)
     asked.temperature, asked.top_p, asked.user = data.get("temperature"), data.get("top_p"), data.get("user")
     chat.update(data)  # model, stream, temperature, top_p, seed, user, tools, and every decodelab setting
@@ -184,7 +190,8 @@ class ResponseShape:
                 "parallel_tool_calls": False, "previous_response_id": None,
                 "reasoning": {"effort": None, "summary": None}, "store": False,
                 "temperature": 1.0 if a.temperature is None else a.temperature, "text": a.text, "tool_choice": "none",
-                "tools": [], "top_p": 1.0 if a.top_p is None else a.top_p, "truncation": "disabled", "usage": usage,
+                "tools": [], "top_p": 1.0 if a.top_p is None else a.top_p, "top_logprobs": a.top_logprobs,
+                "truncation": "disabled", "usage": usage,
                 "user": a.user, "metadata": a.metadata}
 
     def part(self, text: str, steps: tuple[TokenStep, ...] | None) -> dict:

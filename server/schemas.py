@@ -136,6 +136,9 @@ class Sampling(BaseModel):
         return max(self.n, getattr(self, "best_of", None) or 1)
 
     def wanted_tokens(self) -> int | None:
+        if self.max_completion_tokens is not None and self.max_tokens is not None:
+            raise ApiError(400, "max_tokens and max_completion_tokens are the same setting (max_tokens is OpenAI's "
+                           "older name): send one of them", param="max_completion_tokens")
         return self.max_completion_tokens if self.max_completion_tokens is not None else self.max_tokens
 
 

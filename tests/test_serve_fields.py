@@ -266,7 +266,7 @@ def test_a_schema_nested_too_deeply_says_how_deep_schemas_may_go(server):
     body = '{"prompt": "x", "max_tokens": 2, "response_format": {"type": "json_schema", "json_schema": ' \
            '{"name": "d", "schema": ' + deep + "}}}"
     r = httpx.post(f"{server.url}/completions", content=body, headers={"content-type": "application/json"}, timeout=30)
-    refused(r, "response_format", "nests more than 100 levels")
+    refused(r, "response_format", "nests more than 100 JSON levels")
     very = '{"a": ' * 900 + "1" + "}" * 900
     r = complete(server, guided_json=very)
     assert r.status_code == 400 and "100 levels" in error_of(r)["message"], r.text
@@ -403,3 +403,53 @@ def test_a_greedy_choice_has_no_seed_whole_or_streamed(server):
                                                                  "temperature": 0}, timeout=60) as s:
         last = [json.loads(line[6:]) for line in s.iter_lines() if line.startswith("data: {")][-1]
     assert last["choices"][0]["finish_reason"] and last["choices"][0]["seed"] is None
+
+
+@pytest.mark.parametrize("path, body, param, words", [
+    ("/completions", {"structured_outputs": {}}, "structured_outputs", "names no constraint"),
+    ("/completions", {"structured_outputs": {"json": None}}, "structured_outputs", "names no constraint"),
+    ("/completions", {"max_tokens": 2, "max_completion_tokens": 3}, "max_completion_tokens", "same setting"),
+    ("/completions", {"max_new_tokens": 3}, "max_new_tokens", "send max_tokens"),
+    ("/completions", {"n_predict": 3}, "n_predict", "send max_tokens"),
+    ("/completions", {"prompt_logprobs": 1}, "prompt_logprobs", "echo"),
+    ("/completions", {"logit_bias": {"-1": 100}}, "logit_bias", "no token id"),
+    ("/completions", {"logit_bias": {"1.5": 100}}, "logit_bias", "no token id"),
+    ("/responses", {"input": "x", "max_output_tokens": 0}, "max_output_tokens", "generates nothing"),
+    ("/responses", {"input": "x", "conversation": "c"}, "conversation", "keeps no"),
+    ("/responses", {"input": "x", "prompt": {"id": "p"}}, "prompt", "stored prompts"),
+])
+def test_what_the_serve_walk_through_found_refused(server, path, body, param, words):
+    """The second newcomer walk (serve): each of these ran, or was refused without saying what to send."""
+    data = {"prompt": PROMPT, "max_tokens": 2, **body} if path == "/completions" else body
+    if "max_completion_tokens" in body or "max_new_tokens" in body or "n_predict" in body:
+        data = {k: v for k, v in data.items() if k != "max_tokens"} | body
+    refused(httpx.post(f"{server.url}{path}", json=data, timeout=30), param, words)
+
+
+def test_the_response_echoes_top_logprobs(client):
+    r = client.responses.create(model="demo", input=PROMPT, max_output_tokens=2, top_logprobs=2)
+    assert r.top_logprobs == 2
+
+
+@pytest.mark.parametrize("body, words", [
+    ({"xtc_threshold": 0.3}, "xtc_threshold=0.3 has no effect"),
+    ({"negative_prompt": "x"}, "negative_prompt"),
+    ({"do_sample": False, "temperature": 0.8}, "temperature=0.8 has no effect"),
+])
+def test_a_setting_that_cannot_act_is_named_in_a_header(server, body, words):
+    """As `run` says on stderr: a 200 that runs, naming the setting that changed nothing and why."""
+    r = complete(server, max_tokens=2, **body)
+    assert r.status_code == 200 and words in r.headers["X-Decodelab-Inert"], r.headers
+    assert "X-Decodelab-Inert" not in complete(server, max_tokens=2).headers
+
+
+def test_max_tokens_0_with_echo_and_logprobs_scores_the_prompt(server, client):
+    """The classic scoring request (the walk-through got "logprobs": null, though the 400 for max_tokens=0 advises it)."""
+    r = client.completions.create(model="demo", prompt=PROMPT, max_tokens=0, echo=True, logprobs=1)
+    with_one = client.completions.create(model="demo", prompt=PROMPT, max_tokens=1, echo=True, logprobs=1,
+                                         temperature=0)
+    choice = r.choices[0]
+    assert choice.text == PROMPT and r.usage.completion_tokens == 0 and choice.finish_reason == "length"
+    n = len(choice.logprobs.tokens)
+    assert n >= 2 and choice.logprobs.token_logprobs[0] is None
+    assert choice.logprobs.token_logprobs == with_one.choices[0].logprobs.token_logprobs[:n]
