@@ -298,8 +298,9 @@ async def test_after_ctrl_n_typing_stays_in_the_prompt_and_esc_there_does_not_ca
     from decodelab.engine.decoding.loop import DecodeLoop
 
     real = DecodeLoop._forward
-    monkeypatch.setattr(DecodeLoop, "_forward", lambda self, tokens: time.sleep(0.01) or real(self, tokens))
-    # each step takes at least 10 ms, so the second turn (450 tokens) is still running while the keys are pressed
+    monkeypatch.setattr(DecodeLoop, "_forward", lambda self, tokens: time.sleep(0.05) or real(self, tokens))
+    # each step takes at least 50 ms, so the second turn (450 tokens: 22 s) is still running while the keys are
+    # pressed, however idle the machine (10 ms was a race an idle one lost)
     app = chat_app(chat_demo, [DecodingConfig(name="long", max_new_tokens=4)])
     async with app.run_test(size=(80, 24)) as pilot:
         await pilot.press("ctrl+r")

@@ -414,11 +414,17 @@ async def test_moving_a_pane_renumbers_the_titles_and_the_digit_keys(demo):
         assert app.focused.state.config.name == "b"
 
 
-async def test_ctrl_r_from_the_prompt_moves_to_the_panes_and_esc_from_the_alternatives_cancels(demo):
+async def test_ctrl_r_from_the_prompt_moves_to_the_panes_and_esc_from_the_alternatives_cancels(demo, monkeypatch):
     """Issue 17: after ctrl+r the prompt kept focus (typing 1 went into it). Esc in the alternatives goes back to
     the pane and leaves the run going (issue 36's walk-through lost a branch to it), saying so; Esc there cancels."""
     from decodelab.engine import DecodingConfig as Config
 
+    import time
+
+    from decodelab.engine.decoding.loop import DecodeLoop
+
+    real = DecodeLoop._forward  # at least 50 ms a step (20 s for 400), so the run outlasts the keys on an idle machine
+    monkeypatch.setattr(DecodeLoop, "_forward", lambda self, tokens: time.sleep(0.05) or real(self, tokens))
     app = make_app(demo, [Config(name="long", max_new_tokens=400), Config(name="other", max_new_tokens=400)])
     async with app.run_test(size=(120, 40)) as pilot:
         await pilot.press("escape", "p", "ctrl+r")
