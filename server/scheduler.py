@@ -94,8 +94,7 @@ class Scheduler:
         """Queue a job, or ApiError 429 (with Retry-After) when too many requests are waiting."""
         with self.lock:
             if self.queued + len(job.requests) > self.max_queue + self.free_rows():
-                running = len({id(r) for g in self.batch.groups for r in g.requests if r.guides is None})
-                raise ApiError(429, f"the server is busy: {running} request(s) decoding in {self.batch.rows} of "
+                raise ApiError(429, f"the server is busy: {self.running_requests()} request(s) decoding in {self.batch.rows} of "
                                f"{self.max_rows} rows and {self.queued} waiting, and at most {self.max_queue} may wait "
                                "beyond the free rows; retry shortly", code="queue_full", headers={"Retry-After": "1"})
             self.queued += len(job.requests)
@@ -105,7 +104,7 @@ class Scheduler:
         """For /metrics, read from the HTTP side (a moment old at worst): requests running, requests waiting, rows in
         the batch, key/value bytes the rows hold, the budget (0: none), and the share of it in use."""
         batch = self.batch
-        running = len({id(r) for g in list(batch.groups) for r in g.requests if r.guides is None})
+        running = self.running_requests()
         rows = batch.rows
         used = 0
         live = batch.batch
@@ -113,6 +112,10 @@ class Scheduler:
             used = batch.runner.kv_bytes(batch.padded_rows(rows), live.width, 0) or 0
         budget = batch.kv_budget or 0
         return running, self.queued, rows, used, budget, (used / budget if budget else 0.0)
+
+    def running_requests(self) -> int:
+        """Requests with rows in the batch (guidance rows are their guided request's; read from the HTTP side too)."""
+        return len({id(r) for g in list(self.batch.groups) for r in g.requests if r.guides is None})
 
     def free_rows(self) -> int:
         """Rows the batch can still take (read from the HTTP side: a moment old at worst). A burst fills free rows

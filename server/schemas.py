@@ -13,7 +13,6 @@ from decodelab.engine.config import SETTING, ConfigError, DecodingConfig
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, StrictBool, StrictInt, StrictStr, field_validator
 
 from .errors import ApiError
-from .dialects import check_bias
 
 MAX_N = 16
 MAX_TOP_LOGPROBS = 20
@@ -118,7 +117,6 @@ class Sampling(BaseModel):
                 fields[name] = value
                 declared[name] = DECLARED.get(name, name)
         if self.logit_bias:
-            check_bias(self.logit_bias, "logit_bias")
             fields["logit_bias"] = self.logit_bias
         for name, value in self._settings.items():
             if name in declared:

@@ -19,6 +19,7 @@ from ..grammars import constraint_of, matcher
 from ..results import Completion, StepEvent
 from ..sampling import Sampler, step_statistics
 from ..sampling.constraints import allowed_tokens, constrain
+from ..sampling.vocab import stop_ids
 from .hf_generate import hf_generate_kwargs
 from ..runners.base import eos_tensor
 from .rows import RowTracker, new_tracker, token_texts
@@ -76,6 +77,7 @@ def run_beam(loaded: LocalModel, prompt_ids: torch.Tensor, config: DecodingConfi
     prompt_len = prompt_ids.numel()
     start = time.perf_counter()
     kwargs = hf_generate_kwargs(config, prompt_len, tokenizer)  # early_stopping, stop strings in the search
+    ends = list(dict.fromkeys([*eos, *stop_ids(config, tokenizer)]))  # HF's eos_token_id list: EOS and stop ids
     spec = constraint_of(config)
     if spec is not None:  # structured output: the search only sees what the constraint allows
         from transformers import LogitsProcessorList
@@ -88,14 +90,13 @@ def run_beam(loaded: LocalModel, prompt_ids: torch.Tensor, config: DecodingConfi
         attention_mask=torch.ones_like(prompt_ids)[None, :],
         **kwargs,
         tokenizer=tokenizer if config.stop_strings else None,
-        eos_token_id=_stops(config, tokenizer, eos) or None,
+        eos_token_id=ends or None,
         pad_token_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (eos[0] if eos else 0),
         return_dict_in_generate=True,
         output_scores=True,
         stopping_criteria=StoppingCriteriaList([_CancelCriteria(cancel)]),
     )
     new_ids = out.sequences[0, prompt_len:].tolist()
-    ends = set(_stops(config, tokenizer, eos))
     for i, token in enumerate(new_ids):  # drop the padding after the first EOS (or stop token)
         if token in ends:
             new_ids = new_ids[: i + 1]
@@ -112,15 +113,6 @@ def run_beam(loaded: LocalModel, prompt_ids: torch.Tensor, config: DecodingConfi
     scores = getattr(out, "sequences_scores", None)
     completion.sequence_score = float(scores[0]) if scores is not None else None
     return completion
-
-
-def _stops(config: DecodingConfig, tokenizer: Any, eos: list[int]) -> list[int]:
-    """The ids that end a beam: the model's EOS and the config's stop_token_ids (HF's eos_token_id list)."""
-    if not config.stop_token_ids:
-        return list(eos)
-    from ..sampling.vocab import named_ids
-
-    return list(dict.fromkeys([*eos, *named_ids(config.stop_token_ids, tokenizer, 2**62, "stop_token_ids")]))
 
 
 def replay(loaded: LocalModel, prompt_ids: torch.Tensor, ids: Sequence[int], tracker: RowTracker, k: int, eos: list[int],

@@ -202,9 +202,9 @@ class Group:
             tokens[self.guidance[1]] = tokens[self.guidance[0]]  # a guidance row follows its guided row
         self.sampler.accept(tokens, processed)  # every stateful stage takes its rows' tokens
         for row, message in self.sampler.gave_up():  # a constraint llguidance could not hold: the request fails
-            request, _ = self.owners[row]
+            request, i = self.owners[row]
             if request.failure is None:
-                spec = constraint_of(request.configs[self.owners[row][1]])
+                spec = constraint_of(request.configs[i])
                 request.failure = ConstraintFailed(message, field=spec[0] if spec else None)
                 request.cancel_rows()
         return processed, tokens

@@ -55,11 +55,10 @@ def unpack_step(values: list[float], k: int, text: str, token_text: TokenTexts, 
 def new_tracker(tokenizer: Any, config: DecodingConfig, seed: int, eos: list[int]) -> "RowTracker":
     """A RowTracker whose text skips EOS and the tokenizer's special tokens."""
     skip = frozenset(eos) | frozenset(getattr(tokenizer, "all_special_ids", []) or [])
-    tracker = RowTracker(config, seed, IncrementalText(tokenizer, skip), eos)
-    if config.stop_token_ids:  # checked against the vocabulary in the preflight
-        from ..sampling.vocab import named_ids
+    from ..sampling.vocab import stop_ids
 
-        tracker.stop_ids = frozenset(named_ids(config.stop_token_ids, tokenizer, 2**62, "stop_token_ids"))
+    tracker = RowTracker(config, seed, IncrementalText(tokenizer, skip), eos)
+    tracker.stop_ids = frozenset(stop_ids(config, tokenizer))
     return tracker
 
 

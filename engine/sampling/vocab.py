@@ -49,6 +49,11 @@ def named_ids(items: Iterable[int | str], tokenizer: Any, vocab: int, field: str
     return list(dict.fromkeys(out))
 
 
+def stop_ids(config: Any, tokenizer: Any) -> list[int]:
+    """A config's stop_token_ids as ids (each text its one token); checked against the vocabulary in the preflight."""
+    return named_ids(config.stop_token_ids, tokenizer, 2**62, "stop_token_ids") if config.stop_token_ids else []
+
+
 def bias_matrix(per_row: Sequence[Iterable[tuple[int | str, float]]], tokenizer: Any, vocab: int,
                 device: torch.device | str) -> torch.Tensor:
     """[N, V] biases. A text key biases each of its tokens (as llama.cpp's server does); repeats add up."""
